@@ -1,0 +1,70 @@
+// The one interface behind which all device I/O happens (STYLE.md §9).
+//
+// Owns: the byte-addressed view of a disk image, a real block device, or memory. Offsets here are
+// physical device offsets; logical btrfs addresses are mapped above this layer (tree/chunk_map.h).
+// Invariants: read() and write() are exact — they transfer the whole span or return an error (short
+// counts and EINTR are retried inside); a device opened read-only refuses every write with EROFS and
+// never modifies a byte. flush() returns only when all completed writes are durable.
+// Thread safety: every method may be called concurrently from several threads (pread/pwrite
+// semantics); the caller orders overlapping writes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/status.h"
+
+namespace ubtrfs::io {
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  // Size in bytes (BLKGETSIZE64 for block devices, st_size for files).
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  // Human-readable name for messages: the path, or "memory".
+  virtual std::string name() const = 0;
+
+  // REQUIRES: off + buf.size() <= size(). Errors: EIO (device), EINVAL (out of range).
+  [[nodiscard]] virtual Status read(uint64_t off, std::span<uint8_t> buf) = 0;
+  // REQUIRES: off + buf.size() <= size(). Errors: EROFS (read-only), EIO, ENOSPC, EINVAL.
+  [[nodiscard]] virtual Status write(uint64_t off, std::span<const uint8_t> buf) = 0;
+  [[nodiscard]] virtual Status flush() = 0;
+
+  // Raw file descriptor for io_uring submission, or -1 if the device is not backed by one
+  // (memory and fault-injecting devices); callers then fall back to write().
+  virtual int fd() const { return -1; }
+};
+
+enum class OpenMode { kReadOnly, kReadWrite };
+
+// Opens an image file or a block device. A block device that is mounted (or, for kReadWrite, held
+// exclusively by someone else) is refused with EBUSY. The file is not created: ENOENT if absent.
+[[nodiscard]] Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode);
+
+// In-memory device for tests; zero-filled.
+class MemoryDevice final : public BlockDevice {
+ public:
+  explicit MemoryDevice(uint64_t size) : data_(size) {}
+  uint64_t size() const override { return data_.size(); }
+  bool read_only() const override { return false; }
+  std::string name() const override { return "memory"; }
+  Status read(uint64_t off, std::span<uint8_t> buf) override;
+  Status write(uint64_t off, std::span<const uint8_t> buf) override;
+  Status flush() override { return {}; }
+
+  // Direct access for tests that corrupt bytes on purpose. Not synchronized with read/write.
+  std::vector<uint8_t>& bytes() { return data_; }
+
+ private:
+  std::mutex mu_;  // makes concurrent overlapping read/write well-defined for TSan
+  std::vector<uint8_t> data_;
+};
+
+}  // namespace ubtrfs::io
