@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything ubtrfs needs to build and test on Debian 12 (run as root).
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libfuse3-dev fuse3 liburing-dev libxxhash-dev libspdlog-dev libfmt-dev catch2 libisal-dev
+  libzstd-dev zlib1g-dev liblzo2-dev libcli11-dev nlohmann-json3-dev uuid-dev libblkid-dev
+  btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The kernel btrfs driver and loop devices are test oracles; load them if they are modules.
+modprobe btrfs 2>/dev/null || true
+modprobe loop 2>/dev/null || true
