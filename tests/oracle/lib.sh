@@ -9,21 +9,29 @@ set -euo pipefail
 UBTRFS_BIN=${UBTRFS_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/tools}
 UBTRFS_SRC=${UBTRFS_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 
-_cleanup_mounts=()
-_cleanup_loops=()
-_cleanup_dirs=()
+# Everything a test creates lives under one root made here, in the test's own shell (not in a
+# $(...) subshell, which could not register anything). Cleanup unmounts whatever is mounted under
+# the root (deepest first), detaches loop devices backed by files under it, and removes it — so a
+# test that dies halfway leaves nothing behind, however it created its mounts.
+UBTRFS_TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-test.XXXXXX")
 
 _oracle_cleanup() {
   local rc=$?
-  local m l d
-  for m in "${_cleanup_mounts[@]}"; do
-    if mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; fi
-  done
-  for l in "${_cleanup_loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
-  for d in "${_cleanup_dirs[@]}"; do rm -rf "$d"; done
+  local m l
+  if [[ -d "$UBTRFS_TEST_ROOT" ]]; then
+    # /proc/mounts escapes spaces as \040; test paths have none.
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(awk -v r="$UBTRFS_TEST_ROOT" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r)
+    while read -r l; do
+      [[ -n "$l" ]] && losetup -d "$l" 2>/dev/null || true
+    done < <(losetup -a 2>/dev/null | awk -F: -v r="$UBTRFS_TEST_ROOT" 'index($0, r) {print $1}')
+    rm -rf "$UBTRFS_TEST_ROOT"
+  fi
   exit $rc
 }
 trap _oracle_cleanup EXIT
+trap 'exit 130' INT TERM
 
 # skip_or_fail REASON: exit 77, or exit 1 when oracles are required.
 skip_or_fail() {
@@ -35,8 +43,12 @@ skip_or_fail() {
   exit 77
 }
 
-require_btrfs_check() { command -v btrfs >/dev/null || skip_or_fail "btrfs-progs not installed"; }
 require_root() { [[ $(id -u) == 0 ]] || skip_or_fail "needs root"; }
+# btrfs check 6.2 refuses to run without root ("could not check mount status").
+require_btrfs_check() {
+  command -v btrfs >/dev/null || skip_or_fail "btrfs-progs not installed"
+  require_root
+}
 require_kernel_btrfs() {
   require_root
   grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null || true
@@ -44,19 +56,14 @@ require_kernel_btrfs() {
   losetup -f >/dev/null 2>&1 || skip_or_fail "no free loop device"
 }
 
-# make_tmpdir: prints a new directory removed at exit.
-make_tmpdir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-test.XXXXXX")
-  _cleanup_dirs+=("$d")
-  echo "$d"
-}
+# make_tmpdir: prints a new directory under the test root (removed at exit; safe in $(...)).
+make_tmpdir() { mktemp -d "$UBTRFS_TEST_ROOT/tmp.XXXXXX"; }
 
 # kernel_mount IMG MNT [OPTS]: loop-mount with the kernel driver; unmounted at exit.
 kernel_mount() {
   local img=$1 mnt=$2 opts=${3:-}
   mkdir -p "$mnt"
-  _cleanup_mounts+=("$mnt")
+  [[ "$(realpath "$mnt")" == "$UBTRFS_TEST_ROOT"/* ]] || { echo "kernel_mount: $mnt is outside the test root" >&2; return 1; }
   mount -t btrfs -o "loop${opts:+,$opts}" "$img" "$mnt"
 }
 
