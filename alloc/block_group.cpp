@@ -1,0 +1,190 @@
+// BlockGroup and BlockGroupCache; see block_group.h for the accounting lifecycle and lock order.
+#include "alloc/block_group.h"
+
+#include <algorithm>
+
+namespace ubtrfs::alloc {
+
+std::vector<std::pair<uint64_t, uint64_t>> super_mirror_ranges(const ChunkMapping& chunk) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (int mirror = 0; mirror < kSuperMirrorMax; ++mirror) {
+    uint64_t phys = super_offset(mirror);
+    for (const auto& s : chunk.stripes) {
+      if (phys < s.physical || phys - s.physical >= chunk.length) continue;
+      uint64_t logical = chunk.logical + (phys - s.physical);
+      uint64_t len = std::min<uint64_t>(kStripeLen, chunk.logical + chunk.length - logical);
+      out.emplace_back(logical, len);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  // Two stripes of a DUP chunk could in theory map the same logical stripe: merge overlaps.
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (auto r : out) {
+    if (!merged.empty() && merged.back().first + merged.back().second >= r.first) {
+      uint64_t end = std::max(merged.back().first + merged.back().second, r.first + r.second);
+      merged.back().second = end - merged.back().first;
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
+BlockGroup::BlockGroup(const ChunkMapping& chunk, uint64_t used)
+    : start_(chunk.logical),
+      length_(chunk.length),
+      flags_(chunk.type),
+      used_(used),
+      super_ranges_(super_mirror_ranges(chunk)),
+      free_(chunk.logical, chunk.length) {
+  for (auto [s, l] : super_ranges_) super_bytes_ += l;
+}
+
+Status BlockGroup::add_free(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  // Add the parts of [start, start+len) that are not superblock stripes.
+  uint64_t cur = start, end = start + len;
+  for (auto [s, l] : super_ranges_) {
+    if (s + l <= cur || s >= end) continue;
+    if (s > cur) UBTRFS_TRY_STATUS(free_.add(cur, s - cur));
+    cur = std::max(cur, s + l);
+  }
+  if (cur < end) UBTRFS_TRY_STATUS(free_.add(cur, end - cur));
+  return {};
+}
+
+Status BlockGroup::init_free_from_allocated(const std::vector<std::pair<uint64_t, uint64_t>>& allocated) {
+  uint64_t cur = start_;
+  for (auto [s, l] : allocated) {
+    if (s < cur || s + l > start_ + length_)
+      return fail(EUCLEAN, "allocated range [{}, +{}) out of order or outside block group {}", s, l, start_);
+    if (s > cur) UBTRFS_TRY_STATUS(add_free(cur, s - cur));
+    cur = s + l;
+  }
+  if (cur < start_ + length_) UBTRFS_TRY_STATUS(add_free(cur, start_ + length_ - cur));
+  return {};
+}
+
+std::optional<uint64_t> BlockGroup::reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary) {
+  std::lock_guard lock(mu_);
+  auto at = free_.find(len, align, hint, boundary);
+  if (!at) return std::nullopt;
+  if (!free_.remove(*at, len)) return std::nullopt;  // cannot happen: find() returned a free range
+  reserved_ += len;
+  return at;
+}
+
+Status BlockGroup::commit_reserved(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  if (reserved_ < len)
+    return fail(EUCLEAN, "block group {}: commit of {} reserved bytes at {} but only {} reserved", start_, len, start,
+                reserved_);
+  reserved_ -= len;
+  used_ += len;
+  return {};
+}
+
+Status BlockGroup::release_reserved(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  if (reserved_ < len)
+    return fail(EUCLEAN, "block group {}: release of {} reserved bytes at {} but only {} reserved", start_, len, start,
+                reserved_);
+  UBTRFS_TRY_STATUS(free_.add(start, len));
+  reserved_ -= len;
+  return {};
+}
+
+Status BlockGroup::pin_extent(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  if (used_ < len)
+    return fail(EUCLEAN, "block group {}: freeing {} bytes at {} but only {} used", start_, len, start, used_);
+  auto it = pinned_ranges_.lower_bound(start);
+  if ((it != pinned_ranges_.end() && it->first < start + len) ||
+      (it != pinned_ranges_.begin() && std::prev(it)->first + std::prev(it)->second > start))
+    return fail(EUCLEAN, "block group {}: extent [{}, +{}) freed twice in one transaction", start_, start, len);
+  pinned_ranges_[start] = len;
+  used_ -= len;
+  pinned_ += len;
+  return {};
+}
+
+Status BlockGroup::mark_used(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  UBTRFS_TRY_STATUS(free_.remove(start, len));
+  used_ += len;
+  return {};
+}
+
+uint64_t BlockGroup::unpin_all() {
+  std::lock_guard lock(mu_);
+  uint64_t n = 0;
+  std::map<uint64_t, uint64_t> still_pinned;
+  for (auto [s, l] : pinned_ranges_) {
+    // A failure would mean a pinned range is also free (double accounting): keep it pinned so
+    // the invariant check reports it instead of handing the range out twice.
+    if (free_.add(s, l)) n += l;
+    else still_pinned.emplace(s, l);
+  }
+  pinned_ranges_.swap(still_pinned);
+  pinned_ -= n;
+  return n;
+}
+
+BlockGroupUsage BlockGroup::usage() const {
+  std::lock_guard lock(mu_);
+  return BlockGroupUsage{start_,        length_, flags_, used_, reserved_, pinned_, super_bytes_, free_.free_bytes(),
+                         free_.extent_count()};
+}
+
+std::map<uint64_t, uint64_t> BlockGroup::free_space_tree_runs() const {
+  std::lock_guard lock(mu_);
+  FreeSpace runs = free_;
+  for (auto [s, l] : super_ranges_) (void)runs.add(s, l);
+  return runs.runs();
+}
+
+Status BlockGroup::check_invariant() const {
+  std::lock_guard lock(mu_);
+  uint64_t sum = free_.free_bytes() + used_ + reserved_ + pinned_ + super_bytes_;
+  if (sum != length_)
+    return fail(EUCLEAN,
+                "block group {}: free {} + used {} + reserved {} + pinned {} + super {} = {} != length {}", start_,
+                free_.free_bytes(), used_, reserved_, pinned_, super_bytes_, sum, length_);
+  return {};
+}
+
+Status BlockGroupCache::add(std::unique_ptr<BlockGroup> bg) {
+  std::unique_lock lock(mu_);
+  uint64_t s = bg->start();
+  auto next = groups_.lower_bound(s);
+  if ((next != groups_.end() && next->first < s + bg->length()) ||
+      (next != groups_.begin() && std::prev(next)->second->start() + std::prev(next)->second->length() > s))
+    return fail(EUCLEAN, "block group {} overlaps an existing block group", s);
+  groups_.emplace(s, std::move(bg));
+  return {};
+}
+
+BlockGroup* BlockGroupCache::find(uint64_t logical) const {
+  std::shared_lock lock(mu_);
+  auto it = groups_.upper_bound(logical);
+  if (it == groups_.begin()) return nullptr;
+  --it;
+  return it->second->contains(logical) ? it->second.get() : nullptr;
+}
+
+std::vector<BlockGroup*> BlockGroupCache::of_type(uint64_t type) const {
+  std::shared_lock lock(mu_);
+  std::vector<BlockGroup*> out;
+  for (const auto& [s, bg] : groups_)
+    if ((bg->flags() & kBlockGroupTypeMask) == type) out.push_back(bg.get());
+  return out;
+}
+
+std::vector<BlockGroup*> BlockGroupCache::all() const {
+  std::shared_lock lock(mu_);
+  std::vector<BlockGroup*> out;
+  for (const auto& [s, bg] : groups_) out.push_back(bg.get());
+  return out;
+}
+
+}  // namespace ubtrfs::alloc

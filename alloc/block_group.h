@@ -1,0 +1,97 @@
+// Block groups in memory (btrfs block-group.c): one per chunk, with its byte accounting and free
+// space, and the cache that finds them by address and type.
+//
+// Accounting follows the kernel's lifecycle (KERNEL.md §2): an extent handed out by the allocator is
+// `reserved` until its reference is recorded (delayed ref run) and then `used`; a freed extent is
+// `pinned` until the transaction that freed it commits, then its range returns to free space.
+// `super_bytes` are the superblock mirror stripes inside the group (FORMAT.md §5.5): never free,
+// never used, counted as read-only by space_info.
+// Invariant: free + used + reserved + pinned + super_bytes == length (checked by check_invariant()).
+// Thread safety: each BlockGroup has its own mutex, taken by every method; the cache's map is
+// guarded by its own shared mutex and never changes a group's contents. Lock order: cache, then a
+// single group; never two groups at once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <utility>
+#include <vector>
+
+#include "alloc/free_space.h"
+#include "io/status.h"
+#include "tree/chunk_map.h"
+
+namespace ubtrfs::alloc {
+
+// Logical ranges [start, len) of superblock copies inside the chunk, widened to a 64 KiB stripe
+// (BTRFS_STRIPE_LEN) and clipped to the chunk, as btrfs excludes them from allocation.
+std::vector<std::pair<uint64_t, uint64_t>> super_mirror_ranges(const ChunkMapping& chunk);
+
+struct BlockGroupUsage {
+  uint64_t start = 0, length = 0, flags = 0;
+  uint64_t used = 0, reserved = 0, pinned = 0, super_bytes = 0, free = 0;
+  size_t free_extent_count = 0;
+};
+
+class BlockGroup {
+ public:
+  // A group with `used` bytes already allocated (from its BLOCK_GROUP_ITEM) and no free space
+  // recorded yet: the loader then calls add_free() for each free range (from the free space tree).
+  BlockGroup(const ChunkMapping& chunk, uint64_t used);
+
+  uint64_t start() const { return start_; }
+  uint64_t length() const { return length_; }
+  uint64_t flags() const { return flags_; }
+  bool contains(uint64_t logical) const { return logical >= start_ && logical - start_ < length_; }
+
+  // Loading: marks a range free; superblock stripes inside it are skipped.
+  [[nodiscard]] Status add_free(uint64_t start, uint64_t len);
+  // Builds free space as the complement of `allocated` ranges (sorted, disjoint) and the super stripes.
+  [[nodiscard]] Status init_free_from_allocated(const std::vector<std::pair<uint64_t, uint64_t>>& allocated);
+
+  // Allocation (find_free_extent within this group): takes `len` bytes aligned to `align`, not
+  // crossing a `boundary`, near `hint`. The range becomes reserved. nullopt if it does not fit.
+  std::optional<uint64_t> reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary);
+  // The reference of a reserved extent was recorded: reserved -> used.
+  [[nodiscard]] Status commit_reserved(uint64_t start, uint64_t len);
+  // A reserved extent that was never referenced nor written goes straight back to free space.
+  [[nodiscard]] Status release_reserved(uint64_t start, uint64_t len);
+  // A used extent is freed: used -> pinned, until unpin_all() at commit.
+  [[nodiscard]] Status pin_extent(uint64_t start, uint64_t len);
+  // Marks a range used directly (mkfs, replay of allocations found on disk).
+  [[nodiscard]] Status mark_used(uint64_t start, uint64_t len);
+  // Commit finished: every pinned range becomes free. Returns the bytes unpinned.
+  uint64_t unpin_all();
+
+  BlockGroupUsage usage() const;
+  // Free runs including the superblock stripes, as the kernel records them in the free space tree.
+  std::map<uint64_t, uint64_t> free_space_tree_runs() const;
+  [[nodiscard]] Status check_invariant() const;
+
+ private:
+  mutable std::mutex mu_;
+  uint64_t start_, length_, flags_;
+  uint64_t used_ = 0, reserved_ = 0, pinned_ = 0, super_bytes_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> super_ranges_;
+  std::map<uint64_t, uint64_t> pinned_ranges_;  // start -> len
+  FreeSpace free_;
+};
+
+class BlockGroupCache {
+ public:
+  [[nodiscard]] Status add(std::unique_ptr<BlockGroup> bg);
+  BlockGroup* find(uint64_t logical) const;
+  // Groups whose type bits (DATA/METADATA/SYSTEM) equal `type`, in address order.
+  std::vector<BlockGroup*> of_type(uint64_t type) const;
+  std::vector<BlockGroup*> all() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<uint64_t, std::unique_ptr<BlockGroup>> groups_;
+};
+
+}  // namespace ubtrfs::alloc
