@@ -1,0 +1,58 @@
+// Mount options of the ubtrfs daemon: parsing the `-o` list that mount(8), fstab and users pass,
+// and the open gate that decides read-write vs read-only from the superblock (the kernel's
+// btrfs_check_features, FORMAT.md §1.5, §9.2; issue 3 "Options" and "Feature gate").
+//
+// Owns: MountOptions (every option ubtrfs understands, with its default), parse_mount_options()
+// which also keeps the generic VFS/FUSE options mount(8) adds (rw, relatime, nosuid, ...) apart,
+// and decide_open_mode(). Unknown options are an error naming the option, as users expect from a
+// kernel filesystem; invalid values name the option and the value.
+// Invariants: parsing is pure (no I/O); the same string always gives the same result.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/status.h"
+#include "tree/format.h"
+
+namespace ubtrfs::fs {
+
+struct MountOptions {
+  bool read_only = false;
+  uint32_t commit_interval_s = 30;        // commit=SECONDS, 1..300 (the kernel warns above 300)
+  uint64_t cache_mb = 256;                // cache_mb=N: extent-buffer cache budget, >= 1
+  std::string log_level = "info";         // log_level=trace|debug|info|warn|error|critical|off
+  bool allow_other = false;
+  bool default_permissions = false;
+  std::optional<uint64_t> subvolid;       // subvolid=N
+  std::optional<std::string> subvol;      // subvol=PATH
+  bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
+  bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
+  // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be
+  // forwarded to libfuse where it understands them (fsname=, subtype=, max_read=, ...).
+  std::vector<std::string> fuse_passthrough;
+};
+
+// Parses a comma-separated option list (several -o lists may be joined with commas). Later
+// options override earlier ones ("ro,rw" is rw), as with mount(8).
+// Errors: EINVAL "unknown mount option 'x'" / "invalid value 'v' for mount option 'commit'".
+[[nodiscard]] Result<MountOptions> parse_mount_options(const std::string& list);
+
+enum class OpenMode { kReadWrite, kReadOnly };
+
+struct OpenDecision {
+  OpenMode mode = OpenMode::kReadOnly;
+  bool ignore_log_tree = false;  // read-only mount of an image with log_root != 0
+  std::vector<std::string> warnings;
+};
+
+// The feature gate: unknown or unsupported incompat bits refuse any mount (EOPNOTSUPP, bits named);
+// unknown/unsupported compat_ro bits refuse read-write (EROFS naming them; `-o ro` works); a log
+// tree (log_root != 0, left by a kernel fsync before a crash) refuses read-write because log
+// replay is not implemented, and is ignored read-only; multi-device refused; a superblock with the
+// ERROR flag is mounted read-only only.
+[[nodiscard]] Result<OpenDecision> decide_open_mode(const Superblock& sb, const MountOptions& opts);
+
+}  // namespace ubtrfs::fs
