@@ -1,0 +1,61 @@
+// DelayedRefs implementation; see delayed_ref.h.
+#include "alloc/delayed_ref.h"
+
+namespace ubtrfs::alloc {
+
+Status DelayedRefs::add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                        bool new_alloc, uint64_t transid) {
+  if (delta == 0) return {};
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = heads_.try_emplace(bytenr);
+  auto& h = it->second;
+  if (inserted) {
+    h.bytenr = bytenr;
+    h.num_bytes = num_bytes;
+    h.is_data = is_data;
+    h.first_ref_generation = transid;
+  } else if (h.num_bytes != num_bytes || h.is_data != is_data) {
+    return fail(EUCLEAN, "delayed ref for extent {} disagrees with its head: {} {} bytes, was {} {} bytes", bytenr,
+                is_data ? "data" : "tree", num_bytes, h.is_data ? "data" : "tree", h.num_bytes);
+  }
+  if (new_alloc) {
+    if (h.must_insert || (!inserted && !h.refs.empty()))
+      return fail(EUCLEAN, "extent {} allocated twice in one transaction", bytenr);
+    h.must_insert = true;
+    h.first_ref_generation = transid;
+  }
+  int64_t& d = h.refs[ref];
+  d += delta;
+  h.total_ref_mod += delta;
+  if (d == 0) h.refs.erase(ref);
+  // A head with nothing left to do (no net change, not a new extent) disappears; a cancelled new
+  // extent stays so the committer can return its reserved space.
+  if (h.refs.empty() && !h.must_insert) heads_.erase(it);
+  return {};
+}
+
+Status DelayedRefs::add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
+                                 bool new_alloc, uint64_t transid) {
+  return add(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, delta, new_alloc, transid);
+}
+
+Status DelayedRefs::add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino, uint64_t offset,
+                                 int delta, bool new_alloc, uint64_t transid) {
+  return add(bytenr, num_bytes, true, RefKey{root, ino, offset}, delta, new_alloc, transid);
+}
+
+size_t DelayedRefs::num_heads() const {
+  std::lock_guard lock(mu_);
+  return heads_.size();
+}
+
+std::vector<DelayedRefHead> DelayedRefs::take_all() {
+  std::lock_guard lock(mu_);
+  std::vector<DelayedRefHead> out;
+  out.reserve(heads_.size());
+  for (auto& [b, h] : heads_) out.push_back(std::move(h));
+  heads_.clear();
+  return out;
+}
+
+}  // namespace ubtrfs::alloc

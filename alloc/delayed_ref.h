@@ -1,0 +1,75 @@
+// Delayed references (btrfs delayed-ref.c): extent reference changes queued during a transaction
+// and applied to the extent tree in one pass at commit (issue 3 "the extent tree ... updated
+// through delayed refs run at commit").
+//
+// Why: a COW or a file write changes extent references constantly (a tree block COWed twice in one
+// transaction gains and loses refs several times). Queuing them lets ADD and DROP of the same
+// reference cancel, so the extent tree sees only the net change, and keeps extent-tree updates
+// out of the hot path of tree operations (which would otherwise recurse into the extent tree).
+//
+// Owns: one DelayedRefHead per extent (bytenr), holding the net count change per reference —
+// tree block refs keyed by owner root (TREE_BLOCK_REF), data refs keyed by (root, inode, offset)
+// (EXTENT_DATA_REF, FORMAT.md §3.9) — and whether the extent was allocated in this transaction
+// (must_insert: its EXTENT_ITEM/METADATA_ITEM does not exist yet). Full-backref (shared) refs
+// are not produced: ubtrfs has no snapshots yet.
+// Invariants: a head's total_ref_mod is the sum of its refs' deltas; refs with delta 0 are
+// erased; a head with must_insert whose refs all cancel is "never materialized": its space goes
+// straight back to the allocator and the extent tree never sees it.
+// Thread safety: internally synchronized (one mutex); take_all() hands the queue to the committer.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "io/status.h"
+
+namespace ubtrfs::alloc {
+
+// Identifies one reference of an extent: for tree blocks (root, level, 0) — level only for
+// messages; for data (root, inode, file offset minus extent offset).
+struct RefKey {
+  uint64_t root = 0;
+  uint64_t objectid = 0;  // data: inode number; tree: level
+  uint64_t offset = 0;    // data: extent_data_ref.offset; tree: 0
+  auto operator<=>(const RefKey&) const = default;
+};
+
+struct DelayedRefHead {
+  uint64_t bytenr = 0;
+  uint64_t num_bytes = 0;
+  bool is_data = false;
+  bool must_insert = false;       // allocated in this transaction: no extent item on disk yet
+  uint64_t first_ref_generation = 0;  // transid for the new extent item's generation
+  int64_t total_ref_mod = 0;
+  std::map<RefKey, int64_t> refs;  // net delta per reference, never 0
+
+  // The extent was allocated and every reference to it dropped again within the transaction.
+  bool cancelled() const { return must_insert && refs.empty(); }
+};
+
+class DelayedRefs {
+ public:
+  // btrfs_add_delayed_tree_ref. `new_alloc`: the block was just allocated (first ADD).
+  [[nodiscard]] Status add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
+                                    bool new_alloc, uint64_t transid);
+  // btrfs_add_delayed_data_ref. `offset` is the extent_data_ref offset (file key offset - extent offset).
+  [[nodiscard]] Status add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino,
+                                    uint64_t offset, int delta, bool new_alloc, uint64_t transid);
+
+  size_t num_heads() const;
+  bool empty() const { return num_heads() == 0; }
+  // Hands every head to the caller in bytenr order (the order btrfs runs them) and empties the queue.
+  std::vector<DelayedRefHead> take_all();
+
+ private:
+  [[nodiscard]] Status add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                           bool new_alloc, uint64_t transid);
+
+  mutable std::mutex mu_;
+  std::map<uint64_t, DelayedRefHead> heads_;
+};
+
+}  // namespace ubtrfs::alloc
