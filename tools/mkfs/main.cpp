@@ -1,0 +1,264 @@
+// mkfs.ubtrfs: command-line front end of the mkfs library (mkfs.h), with the options mkfs.btrfs users
+// know. This file owns only option parsing, the safety refusals and the summary; the layout and the
+// writing live in the library so the tests can drive them on memory devices.
+//
+// Refusals, checked before a single byte is written (so a refused device is left unchanged):
+//   - bad option values (nodesize, sectorsize other than 4096, checksum, profile, size, label, uuid);
+//   - a mounted or exclusively held block device (open_device returns EBUSY);
+//   - a device or image carrying any signature libblkid recognizes, unless -f;
+//   - a filesystem size below the layout's real minimum (the message gives it in bytes).
+// Exit status: 0 on success, 1 on any error with one line "mkfs.ubtrfs: error: ..." on stderr.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "io/block_device.h"
+#include "io/probe.h"
+#include "tools/mkfs/mkfs.h"
+#include "tools/mkfs/signatures.h"
+
+namespace {
+
+using namespace ubtrfs;
+using namespace ubtrfs::mkfs;
+
+constexpr const char* kProg = "mkfs.ubtrfs";
+
+int error_exit(const std::string& message) {
+  fmt::print(stderr, "{}: error: {}\n", kProg, message);
+  return 1;
+}
+
+struct Options {
+  std::string device;
+  std::string nodesize = "16384";
+  std::string sectorsize = "4096";
+  std::string csum = "xxhash";
+  std::string metadata = "dup";
+  std::string label;
+  std::string uuid;
+  std::string byte_count;
+  bool force = false;
+  bool quiet = false;
+};
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Turns the option strings into a library config. Errors name the option and the bad value.
+Result<MkfsConfig> config_from_options(const Options& o) {
+  MkfsConfig c;
+  auto node = parse_size(o.nodesize);
+  if (!node) return fail(EINVAL, "invalid nodesize '{}'", o.nodesize);
+  auto sector = parse_size(o.sectorsize);
+  if (!sector) return fail(EINVAL, "invalid sectorsize '{}'", o.sectorsize);
+  if (*sector != 4096) return fail(EINVAL, "sectorsize {} is not supported: only 4096 is", *sector);
+  if (*node < 4096 || *node > 65536 || (*node & (*node - 1)))
+    return fail(EINVAL, "invalid nodesize {}: must be a power of two between 4096 and 65536", *node);
+  c.nodesize = static_cast<uint32_t>(*node);
+  c.sectorsize = static_cast<uint32_t>(*sector);
+
+  const std::string csum = lower(o.csum);
+  if (csum == "crc32c") c.csum_type = io::CsumType::kCrc32c;
+  else if (csum == "xxhash" || csum == "xxhash64") c.csum_type = io::CsumType::kXxhash64;
+  else if (csum == "sha256" || csum == "blake2")
+    return fail(EOPNOTSUPP, "checksum type {} is not supported: use crc32c or xxhash", csum);
+  else return fail(EINVAL, "unknown checksum type '{}': use crc32c or xxhash", o.csum);
+
+  const std::string meta = lower(o.metadata);
+  if (meta == "dup") c.metadata_profile = Profile::kDup;
+  else if (meta == "single") c.metadata_profile = Profile::kSingle;
+  else return fail(EINVAL, "unsupported metadata profile '{}': use single or dup", o.metadata);
+
+  if (o.label.size() >= kLabelSize) return fail(EINVAL, "label '{}' is too long: at most {} bytes", o.label, kLabelSize - 1);
+  c.label = o.label;
+  if (!o.uuid.empty()) {
+    UuidBytes u{};
+    if (uuid_parse(o.uuid.c_str(), u.data()) != 0) return fail(EINVAL, "invalid uuid '{}'", o.uuid);
+    if (uuid_is_null(u.data())) return fail(EINVAL, "invalid uuid '{}': the null uuid cannot be used", o.uuid);
+    c.fsid = u;
+  }
+  if (!o.byte_count.empty()) {
+    auto b = parse_size(o.byte_count);
+    if (!b) return fail(EINVAL, "invalid byte count '{}'", o.byte_count);
+    if (*b == 0) return fail(EINVAL, "invalid byte count '{}': must not be zero", o.byte_count);
+    c.fs_size = *b;
+  }
+  return c;
+}
+
+// For an image file: the mount point of a mounted loop device backed by it, if any (mkfs.btrfs refuses
+// those too; open_device only sees block devices). Reads /proc/self/mounts and each loop device's
+// /sys/block/loopN/loop/backing_file, comparing inodes.
+std::optional<std::string> loop_mount_of(const struct stat& target) {
+  FILE* mounts = std::fopen("/proc/self/mounts", "re");
+  if (!mounts) return std::nullopt;
+  std::optional<std::string> found;
+  char source[4096], mount_point[4096];
+  while (!found && std::fscanf(mounts, "%4095s %4095s %*[^\n]", source, mount_point) == 2) {
+    const std::string src = source;
+    if (!src.starts_with("/dev/loop")) continue;
+    const std::string sys = "/sys/block/" + src.substr(5) + "/loop/backing_file";
+    FILE* f = std::fopen(sys.c_str(), "re");
+    if (!f) continue;
+    char backing[4096] = {};
+    if (std::fgets(backing, sizeof(backing), f)) {
+      std::string b = backing;
+      while (!b.empty() && b.back() == '\n') b.pop_back();
+      struct stat st {};
+      if (::stat(b.c_str(), &st) == 0 && st.st_dev == target.st_dev && st.st_ino == target.st_ino)
+        found = std::string(mount_point) + " (through " + src + ")";
+    }
+    std::fclose(f);
+  }
+  std::fclose(mounts);
+  return found;
+}
+
+std::string uuid_text(const UuidBytes& u) {
+  char buf[37];
+  uuid_unparse(u.data(), buf);
+  return buf;
+}
+
+std::string profile_name(uint64_t type) { return (type & kBlockGroupDup) ? "DUP" : "single"; }
+
+void print_summary(const Options& o, const MkfsConfig& c, const MkfsResult& r) {
+  const Layout& l = r.layout;
+  fmt::print("{} {} (btrfs-compatible)\n\n", kProg, UBTRFS_VERSION);
+  fmt::print("Label:              {}\n", c.label.empty() ? "(null)" : c.label);
+  fmt::print("UUID:               {}\n", uuid_text(r.fsid));
+  fmt::print("Node size:          {}\n", l.nodesize);
+  fmt::print("Sector size:        {}\n", l.sectorsize);
+  fmt::print("Filesystem size:    {}\n", pretty_size(l.total_bytes));
+  fmt::print("Block group profiles:\n");
+  fmt::print("  Data:             {:<10}{:>14}\n", profile_name(l.data.type), pretty_size(l.data.length));
+  fmt::print("  Metadata:         {:<10}{:>14}\n", profile_name(l.metadata.type), pretty_size(l.metadata.length));
+  fmt::print("  System:           {:<10}{:>14}\n", profile_name(l.system.type), pretty_size(l.system.length));
+  std::string features = "mixed-backref, extref, skinny-metadata, no-holes";
+  if (l.nodesize > 4096) features += ", big-metadata";
+  fmt::print("Incompat features:  {}\n", features);
+  fmt::print("Runtime features:   free-space-tree\n");
+  fmt::print("Checksum:           {}\n", io::csum_name(static_cast<uint16_t>(c.csum_type)));
+  fmt::print("Number of devices:  1\n");
+  fmt::print("Devices:\n");
+  fmt::print("   ID        SIZE  PATH\n");
+  fmt::print("  {:>3}  {:>10}  {}\n", 1, pretty_size(l.total_bytes), o.device);
+}
+
+int run(const Options& o) {
+  auto cfg = config_from_options(o);
+  if (!cfg) return error_exit(cfg.error().message);
+  MkfsConfig config = *cfg;
+
+  struct stat st {};
+  bool exists = ::stat(o.device.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) return error_exit(fmt::format("cannot access {}: {}", o.device, std::strerror(errno)));
+  if (!exists && config.fs_size == 0)
+    return error_exit(fmt::format("{} does not exist: give -b SIZE to create an image file", o.device));
+  if (exists && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+    return error_exit(fmt::format("{} is neither a block device nor a regular file", o.device));
+
+  uint64_t device_size = 0;
+  if (exists) {
+    // Opening read-write refuses a mounted block device (EBUSY); nothing is written yet.
+    auto dev = io::open_device(o.device, io::OpenMode::kReadWrite);
+    if (!dev) return error_exit(dev.error().message);
+    device_size = (*dev)->size();
+
+    if (S_ISREG(st.st_mode))
+      if (auto where = loop_mount_of(st))
+        return error_exit(fmt::format("{} is mounted on {}, refusing to overwrite it", o.device, *where));
+
+    auto fs_type = io::probe_existing_filesystem(o.device);
+    if (!fs_type) return error_exit(fs_type.error().message);
+    auto sigs = list_signatures(o.device);
+    if (!sigs) return error_exit(sigs.error().message);
+    if (!o.force) {
+      if (*fs_type)
+        return error_exit(fmt::format("{} appears to contain an existing filesystem ({}); use -f to overwrite",
+                                      o.device, **fs_type));
+      if (!sigs->empty())
+        return error_exit(fmt::format("{} appears to contain {} ({}); use -f to overwrite", o.device,
+                                      sigs->front().partition_table ? "a partition table" : "a signature",
+                                      sigs->front().type));
+    }
+    for (const auto& s : *sigs) config.extra_wipe.emplace_back(s.offset, s.length);
+  }
+
+  // A regular file is created or grown to the byte count; a block device must be large enough.
+  uint64_t target_size = device_size;
+  if (config.fs_size > device_size) {
+    if (exists && S_ISBLK(st.st_mode))
+      return error_exit(fmt::format("byte count {} is larger than the device {} ({})", config.fs_size, o.device,
+                                    pretty_size(device_size)));
+    target_size = config.fs_size;
+  }
+  if (auto l = compute_layout(config, target_size); !l) return error_exit(fmt::format("{}: {}", o.device, l.error().message));
+
+  bool created = false;
+  if (!exists) {
+    int fd = ::open(o.device.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return error_exit(fmt::format("cannot create {}: {}", o.device, std::strerror(errno)));
+    created = true;
+    ::close(fd);
+  }
+  if (target_size > device_size && ::truncate(o.device.c_str(), static_cast<off_t>(target_size)) != 0) {
+    const int err = errno;
+    if (created) ::unlink(o.device.c_str());
+    return error_exit(fmt::format("cannot extend {} to {} bytes: {}", o.device, target_size, std::strerror(err)));
+  }
+
+  auto dev = io::open_device(o.device, io::OpenMode::kReadWrite);
+  if (!dev) {
+    if (created) ::unlink(o.device.c_str());
+    return error_exit(dev.error().message);
+  }
+  auto result = make_btrfs(**dev, config);
+  if (!result) {
+    if (created) ::unlink(o.device.c_str());
+    return error_exit(fmt::format("{}: {}", o.device, result.error().message));
+  }
+  if (!o.quiet) print_summary(o, config, *result);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Create a btrfs-compatible filesystem on a device or image file (ubtrfs)", kProg};
+  app.set_version_flag("-V,--version", std::string(kProg) + " " + UBTRFS_VERSION);
+  app.add_option("-n,--nodesize", o.nodesize, "tree block size: 4K..64K, power of two (default 16K)");
+  app.add_option("-s,--sectorsize", o.sectorsize, "data block size (only 4096)");
+  app.add_option("--csum,--checksum", o.csum, "checksum algorithm: crc32c or xxhash (default xxhash)");
+  app.add_option("-m,--metadata", o.metadata, "metadata profile: single or dup (default dup)");
+  app.add_option("-L,--label", o.label, "filesystem label (at most 255 bytes)");
+  app.add_option("-U,--uuid", o.uuid, "filesystem UUID (default: random)");
+  app.add_option("-b,--byte-count", o.byte_count,
+                 "filesystem size, e.g. 128M, 1G (creates a sparse image file if missing)");
+  app.add_flag("-f,--force", o.force, "overwrite an existing filesystem or signature");
+  app.add_flag("-q,--quiet", o.quiet, "print nothing on success");
+  app.add_option("device", o.device, "device or image file")->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    return error_exit(msg);
+  }
+  return run(o);
+}
