@@ -1,0 +1,94 @@
+// Tree roots, the tree context and the per-handle COW context (btrfs `struct btrfs_root`'s node
+// pointer and `struct btrfs_trans_handle`'s tree-facing part).
+//
+// TreeContext: what every tree operation needs — the filesystem parameters, the buffer cache, the
+// stats. One per mounted filesystem; outlives every TreeRoot.
+//
+// TreeRoot: one B-tree. Owns the pointer to its root block, swapped only under `mu_` (the "small
+// root lock" of ARCHITECTURE.md); a searcher takes the root block's tree lock and then checks the
+// pointer is unchanged, retrying otherwise (btrfs `btrfs_lock_root_node`). NOT a lock per tree:
+// `mu_` is held only to read or swap the pointer, never across a tree lock wait.
+//
+// TreeHandle: the per-handle COW context: the running transid, the allocator, the fix switches
+// (ARCHITECTURE.md "COW and the two fixes") and fix 2's inhibit set. A handle is used by one thread
+// at a time. end_handle() must run before the handle's transaction commits.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "tree/buffer_cache.h"
+#include "tree/extent_buffer.h"
+#include "tree/fs_params.h"
+#include "tree/tree_block_allocator.h"
+#include "tree/tree_stats.h"
+
+namespace ubtrfs {
+
+struct TreeContext {
+  const FsParams& fs;
+  BufferCache& cache;
+  TreeStats& stats;
+};
+
+class TreeRoot {
+ public:
+  TreeRoot(TreeContext& ctx, uint64_t objectid) : ctx_(ctx), objectid_(objectid) {}
+  TreeRoot(const TreeRoot&) = delete;
+  TreeRoot& operator=(const TreeRoot&) = delete;
+
+  TreeContext& ctx() const { return ctx_; }
+  uint64_t objectid() const { return objectid_; }
+
+  // btrfs `btrfs_root_node`: a reference to the current root block (no tree lock taken).
+  EbRef node() const {
+    std::lock_guard g(mu_);
+    return node_;
+  }
+  // REQUIRES: the old root block (if any) write-locked by the caller, `eb` initialised and
+  // write-locked or not yet visible.
+  void set_node(EbRef eb) {
+    std::lock_guard g(mu_);
+    node_ = std::move(eb);
+  }
+  bool is_node(const EbRef& eb) const {
+    std::lock_guard g(mu_);
+    return node_ == eb;
+  }
+
+ private:
+  TreeContext& ctx_;
+  const uint64_t objectid_;
+  mutable std::mutex mu_;
+  EbRef node_;  // GUARDED_BY(mu_)
+};
+
+struct TreeHandle {
+  uint64_t transid = 0;
+  TreeBlockAllocator* allocator = nullptr;
+  // Fix 1 (cow_overwrite=on): a WRITTEN block born in this transaction is re-dirtied and modified in
+  // place instead of COWed. Off by default (upstream reverted it; KERNEL.md §7.2).
+  bool cow_overwrite = false;
+  // Fix 2 (wb_inhibit=on): buffers this handle COWed or reused are skipped by WB_SYNC_NONE writeback
+  // until end_handle().
+  bool wb_inhibit = false;
+  // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`): each entry holds one inhibitor.
+  std::vector<EbRef> inhibited;
+
+  // btrfs `btrfs_inhibit_eb_writeback`. REQUIRES: eb locked by this thread.
+  void inhibit_writeback(const EbRef& eb) {
+    if (!wb_inhibit) return;
+    for (const auto& e : inhibited)
+      if (e == eb) return;
+    eb->writeback_inhibitors().fetch_add(1, std::memory_order_acq_rel);
+    inhibited.push_back(eb);
+  }
+  // btrfs `btrfs_uninhibit_all_eb_writeback`: at handle end, before commit write-out, on abort.
+  void end_handle() {
+    for (auto& eb : inhibited) eb->writeback_inhibitors().fetch_sub(1, std::memory_order_acq_rel);
+    inhibited.clear();
+  }
+};
+
+}  // namespace ubtrfs
