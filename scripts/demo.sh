@@ -30,8 +30,9 @@ echo "--- files on the demo image"
 ls -lR "$demo/mnt" | head -n 20
 umount "$demo/mnt"
 
-echo "--- btrfs check on the demo image"
+echo "--- btrfs check and fsck.ubtrfs on the demo image"
 btrfs check "$img"
+build/tools/fsck/fsck.ubtrfs "$img"
 mount -o loop "$img" "$demo/mnt"
 echo
 echo "demo image $img is mounted at $demo/mnt (kernel btrfs); unmount with: umount $demo/mnt"
