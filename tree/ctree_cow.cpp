@@ -15,11 +15,14 @@
 
 namespace ubtrfs::ctree {
 
-bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb) {
+bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb, bool* write_in_flight) {
   if (eb->generation() != h.transid) return true;
   if (eb->written()) {
-    if (!h.cow_overwrite || root.objectid() == kTreeLogObjectid || eb->test_flag(ExtentBuffer::kWriteback))
+    if (!h.cow_overwrite || root.objectid() == kTreeLogObjectid) return true;
+    if (eb->test_flag(ExtentBuffer::kWriteback)) {
+      if (write_in_flight) *write_in_flight = true;
       return true;
+    }
     mark_dirty(root, eb);  // fix 1: back into the transaction's dirty set; WRITTEN stays
   }
   h.inhibit_writeback(eb);
@@ -54,7 +57,8 @@ void free_tree_block(TreeHandle& h, TreeRoot& root, const EbRef& eb) {
 }
 
 Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const EbRef& parent, int pslot) {
-  if (!should_cow(h, root, eb)) return eb;
+  bool write_in_flight = false;
+  if (!should_cow(h, root, eb, &write_in_flight)) return eb;
   const int level = eb->level();
   EbRef cow = UBTRFS_TRY(alloc_tree_block(h, root, level, eb->start()));
   // Copy everything after the header fields alloc_tree_block set: items/pointers and nritems.
@@ -69,7 +73,7 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
     parent->set_node_ptr_generation(pslot, h.transid);
     mark_dirty(root, parent);
   }
-  root.ctx().stats.count_cow(eb->generation() == h.transid);
+  root.ctx().stats.count_cow(eb->generation() == h.transid, write_in_flight);
   free_tree_block(h, root, eb);
   eb->unlock_write();
   return cow;

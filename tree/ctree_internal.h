@@ -11,7 +11,9 @@ inline void mark_dirty(TreeRoot& root, const EbRef& eb) { root.ctx().cache.mark_
 // btrfs `should_cow_block` (KERNEL.md §7): true if `eb` must be copied before modification.
 // Fix 1 (h.cow_overwrite) re-dirties a WRITTEN block of this transaction instead. A "no COW" answer
 // also takes fix 2's writeback inhibitor. REQUIRES: eb locked (read or write).
-bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb);
+// `write_in_flight` (optional) is set when the reason is a write of the block still in flight (the
+// one case in which fix 1 still copies a block born in the running transaction).
+bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb, bool* write_in_flight = nullptr);
 
 // btrfs `btrfs_alloc_tree_block` as seen from the tree: allocate, create the buffer, initialise the
 // header (fsid, chunk tree uuid, bytenr, flags = backref rev 1, generation = transid, owner, level,

@@ -25,9 +25,12 @@ void TreeStats::count_restart(RestartSite site, uint64_t root, int level) {
   ++by_site_root_level_[{static_cast<int>(site), root, level}];
 }
 
-void TreeStats::count_cow(bool born_in_running_transaction) {
+void TreeStats::count_cow(bool born_in_running_transaction, bool write_in_flight) {
   cows_.fetch_add(1, std::memory_order_relaxed);
-  if (born_in_running_transaction) cows_same_trans_.fetch_add(1, std::memory_order_relaxed);
+  if (born_in_running_transaction) {
+    cows_same_trans_.fetch_add(1, std::memory_order_relaxed);
+    if (write_in_flight) cows_same_trans_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 uint64_t TreeStats::restarts(RestartSite site, uint64_t root, int level) const {
@@ -45,7 +48,8 @@ std::vector<TreeStats::RestartRow> TreeStats::restart_rows() const {
 }
 
 std::string TreeStats::to_string() const {
-  std::string s = fmt::format("cows={} cows_same_transaction={}", cows(), cows_same_transaction());
+  std::string s = fmt::format("cows={} cows_same_transaction={} (write in flight {})", cows(),
+                              cows_same_transaction(), cows_same_transaction_write_in_flight());
   for (int i = 0; i < kRestartSiteCount; ++i)
     s += fmt::format(" restart_{}={}", restart_site_name(static_cast<RestartSite>(i)),
                      restarts(static_cast<RestartSite>(i)));
@@ -59,6 +63,7 @@ void TreeStats::reset() {
   for (auto& t : totals_) t.store(0, std::memory_order_relaxed);
   cows_.store(0, std::memory_order_relaxed);
   cows_same_trans_.store(0, std::memory_order_relaxed);
+  cows_same_trans_in_flight_.store(0, std::memory_order_relaxed);
   std::lock_guard g(mu_);
   by_site_root_level_.clear();
 }

@@ -35,12 +35,17 @@ class TreeStats {
   void count_restart(RestartSite site, uint64_t root, int level);
   // `born_in_running_transaction`: the old block's generation equals the running transid, i.e. the
   // COW re-copies a block this transaction already copied (the seed's amplification).
-  void count_cow(bool born_in_running_transaction);
+  // `write_in_flight`: the copy was forced because a write of the block was in flight.
+  void count_cow(bool born_in_running_transaction, bool write_in_flight = false);
 
   uint64_t restarts(RestartSite site) const { return totals_[static_cast<int>(site)].load(std::memory_order_relaxed); }
   uint64_t restarts(RestartSite site, uint64_t root, int level) const;
   uint64_t cows() const { return cows_.load(std::memory_order_relaxed); }
   uint64_t cows_same_transaction() const { return cows_same_trans_.load(std::memory_order_relaxed); }
+  // Re-COWs of blocks born in the running transaction whose write was in flight at the decision.
+  uint64_t cows_same_transaction_write_in_flight() const {
+    return cows_same_trans_in_flight_.load(std::memory_order_relaxed);
+  }
   std::vector<RestartRow> restart_rows() const;
   // One line per counter, for logs and test output.
   std::string to_string() const;
@@ -50,6 +55,7 @@ class TreeStats {
   std::array<std::atomic<uint64_t>, kRestartSiteCount> totals_{};
   std::atomic<uint64_t> cows_{0};
   std::atomic<uint64_t> cows_same_trans_{0};
+  std::atomic<uint64_t> cows_same_trans_in_flight_{0};
   mutable std::mutex mu_;
   std::map<std::tuple<int, uint64_t, int>, uint64_t> by_site_root_level_;  // GUARDED_BY(mu_)
 };

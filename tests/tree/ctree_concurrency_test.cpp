@@ -170,6 +170,8 @@ TEST_CASE("fix 1 and fix 2 together stay correct under concurrent writeback", "[
   auto res = run_concurrent(env, root, 6, ops, 700, /*writeback=*/true);
   WARN("fixes: ops=" << res.ops << " height=" << res.height << " secs=" << res.secs << " "
                      << env.stats.to_string());
-  // With fix 1 only a block whose write is in flight is re-COWed.
-  CHECK(env.stats.cows_same_transaction() * 20 < env.stats.cows());
+  // With fix 1 the only reason left to re-COW a block born in this transaction is a write of it in
+  // flight (KERNEL.md §7.2: mid-writeback buffers are excluded). How often that happens depends on
+  // timing (more under TSan), so the rule is asserted exactly, not as a ratio.
+  CHECK(env.stats.cows_same_transaction() == env.stats.cows_same_transaction_write_in_flight());
 }
