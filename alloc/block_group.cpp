@@ -71,7 +71,57 @@ std::optional<uint64_t> BlockGroup::reserve_extent(uint64_t len, uint64_t align,
   if (!at) return std::nullopt;
   if (!free_.remove(*at, len)) return std::nullopt;  // cannot happen: find() returned a free range
   reserved_ += len;
+  reserved_ranges_.emplace(*at, len);
   return at;
+}
+
+Status BlockGroup::take_reserved(uint64_t start, uint64_t len, const char* what) {
+  auto it = reserved_ranges_.upper_bound(start);
+  if (it == reserved_ranges_.begin() || len == 0)
+    return fail(EUCLEAN, "block group {}: {} of [{}, +{}) which is not reserved", start_, what, start, len);
+  --it;
+  const uint64_t rs = it->first, re = it->first + it->second;
+  if (start + len > re)
+    return fail(EUCLEAN, "block group {}: {} of [{}, +{}) which is not reserved (reserved range [{}, +{}))", start_,
+                what, start, len, rs, re - rs);
+  reserved_ranges_.erase(it);
+  if (rs < start) reserved_ranges_.emplace(rs, start - rs);
+  if (start + len < re) reserved_ranges_.emplace(start + len, re - (start + len));
+  reserved_ -= len;
+  return {};
+}
+
+bool BlockGroup::is_reserved(uint64_t start, uint64_t len) const {
+  std::lock_guard lock(mu_);
+  return is_reserved_locked(start, len);
+}
+
+bool BlockGroup::is_reserved_locked(uint64_t start, uint64_t len) const {
+  auto it = reserved_ranges_.upper_bound(start);
+  if (it == reserved_ranges_.begin()) return false;
+  --it;
+  return start + len <= it->first + it->second;
+}
+
+Status BlockGroup::pin_reserved(uint64_t start, uint64_t len) {
+  std::lock_guard lock(mu_);
+  UBTRFS_TRY_STATUS(take_reserved(start, len, "pin"));
+  if (auto st = add_pinned(start, len); !st) {
+    reserved_ranges_.emplace(start, len);  // undo: keep the accounting consistent for the caller
+    reserved_ += len;
+    return st;
+  }
+  return {};
+}
+
+Status BlockGroup::add_pinned(uint64_t start, uint64_t len) {
+  auto it = pinned_ranges_.lower_bound(start);
+  if ((it != pinned_ranges_.end() && it->first < start + len) ||
+      (it != pinned_ranges_.begin() && std::prev(it)->first + std::prev(it)->second > start))
+    return fail(EUCLEAN, "block group {}: extent [{}, +{}) freed twice in one transaction", start_, start, len);
+  pinned_ranges_[start] = len;
+  pinned_ += len;
+  return {};
 }
 
 Status BlockGroup::commit_reserved(uint64_t start, uint64_t len) {
@@ -79,7 +129,7 @@ Status BlockGroup::commit_reserved(uint64_t start, uint64_t len) {
   if (reserved_ < len)
     return fail(EUCLEAN, "block group {}: commit of {} reserved bytes at {} but only {} reserved", start_, len, start,
                 reserved_);
-  reserved_ -= len;
+  UBTRFS_TRY_STATUS(take_reserved(start, len, "commit"));
   used_ += len;
   return {};
 }
@@ -89,22 +139,18 @@ Status BlockGroup::release_reserved(uint64_t start, uint64_t len) {
   if (reserved_ < len)
     return fail(EUCLEAN, "block group {}: release of {} reserved bytes at {} but only {} reserved", start_, len, start,
                 reserved_);
+  if (!is_reserved_locked(start, len))
+    return fail(EUCLEAN, "block group {}: release of [{}, +{}) which is not reserved", start_, start, len);
   UBTRFS_TRY_STATUS(free_.add(start, len));
-  reserved_ -= len;
-  return {};
+  return take_reserved(start, len, "release");
 }
 
 Status BlockGroup::pin_extent(uint64_t start, uint64_t len) {
   std::lock_guard lock(mu_);
   if (used_ < len)
     return fail(EUCLEAN, "block group {}: freeing {} bytes at {} but only {} used", start_, len, start, used_);
-  auto it = pinned_ranges_.lower_bound(start);
-  if ((it != pinned_ranges_.end() && it->first < start + len) ||
-      (it != pinned_ranges_.begin() && std::prev(it)->first + std::prev(it)->second > start))
-    return fail(EUCLEAN, "block group {}: extent [{}, +{}) freed twice in one transaction", start_, start, len);
-  pinned_ranges_[start] = len;
+  UBTRFS_TRY_STATUS(add_pinned(start, len));
   used_ -= len;
-  pinned_ += len;
   return {};
 }
 
@@ -134,6 +180,11 @@ BlockGroupUsage BlockGroup::usage() const {
   std::lock_guard lock(mu_);
   return BlockGroupUsage{start_,        length_, flags_, used_, reserved_, pinned_, super_bytes_, free_.free_bytes(),
                          free_.extent_count()};
+}
+
+uint64_t BlockGroup::free_bytes() const {
+  std::lock_guard lock(mu_);
+  return free_.free_bytes();
 }
 
 std::map<uint64_t, uint64_t> BlockGroup::free_space_tree_runs() const {

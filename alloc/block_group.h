@@ -7,6 +7,9 @@
 // `super_bytes` are the superblock mirror stripes inside the group (FORMAT.md §5.5): never free,
 // never used, counted as read-only by space_info.
 // Invariant: free + used + reserved + pinned + super_bytes == length (checked by check_invariant()).
+// Reserved bytes are also tracked as ranges (one per reserve_extent), so a caller can ask whether an
+// extent is still reserved (its delayed ref not yet run) or already used: the allocator's free of a
+// block allocated in the running transaction depends on it (extent_allocator.h).
 // Thread safety: each BlockGroup has its own mutex, taken by every method; the cache's map is
 // guarded by its own shared mutex and never changes a group's contents. Lock order: cache, then a
 // single group; never two groups at once.
@@ -56,10 +59,17 @@ class BlockGroup {
   // Allocation (find_free_extent within this group): takes `len` bytes aligned to `align`, not
   // crossing a `boundary`, near `hint`. The range becomes reserved. nullopt if it does not fit.
   std::optional<uint64_t> reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary);
-  // The reference of a reserved extent was recorded: reserved -> used.
+  // The reference of a reserved extent was recorded: reserved -> used. Errors: EUCLEAN unless
+  // [start, +len) lies inside one reserved range.
   [[nodiscard]] Status commit_reserved(uint64_t start, uint64_t len);
   // A reserved extent that was never referenced nor written goes straight back to free space.
   [[nodiscard]] Status release_reserved(uint64_t start, uint64_t len);
+  // A reserved extent that was written (or may have been) but whose reference never materialised:
+  // reserved -> pinned, so it is not reused before the commit (btrfs `btrfs_pin_extent` on a
+  // must_insert_reserved head / `btrfs_free_tree_block` of a WRITTEN block of this transaction).
+  [[nodiscard]] Status pin_reserved(uint64_t start, uint64_t len);
+  // Whether [start, +len) lies inside one range still reserved (not yet committed or released).
+  bool is_reserved(uint64_t start, uint64_t len) const;
   // A used extent is freed: used -> pinned, until unpin_all() at commit.
   [[nodiscard]] Status pin_extent(uint64_t start, uint64_t len);
   // Marks a range used directly (mkfs, replay of allocations found on disk).
@@ -68,6 +78,7 @@ class BlockGroup {
   uint64_t unpin_all();
 
   BlockGroupUsage usage() const;
+  uint64_t free_bytes() const;
   // Free runs including the superblock stripes, as the kernel records them in the free space tree.
   std::map<uint64_t, uint64_t> free_space_tree_runs() const;
   [[nodiscard]] Status check_invariant() const;
@@ -78,6 +89,11 @@ class BlockGroup {
   uint64_t used_ = 0, reserved_ = 0, pinned_ = 0, super_bytes_ = 0;
   std::vector<std::pair<uint64_t, uint64_t>> super_ranges_;
   std::map<uint64_t, uint64_t> pinned_ranges_;  // start -> len
+  std::map<uint64_t, uint64_t> reserved_ranges_;  // start -> len, disjoint; sum == reserved_
+  // Removes [start, +len) from reserved_ranges_ (splitting the containing range). REQUIRES: mu_.
+  [[nodiscard]] Status take_reserved(uint64_t start, uint64_t len, const char* what);
+  [[nodiscard]] Status add_pinned(uint64_t start, uint64_t len);
+  bool is_reserved_locked(uint64_t start, uint64_t len) const;
   FreeSpace free_;
 };
 

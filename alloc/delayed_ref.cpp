@@ -19,7 +19,11 @@ Status DelayedRefs::add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const
                 is_data ? "data" : "tree", num_bytes, h.is_data ? "data" : "tree", h.num_bytes);
   }
   if (new_alloc) {
-    if (h.must_insert || (!inserted && !h.refs.empty()))
+    // A cancelled tree-block head (allocated, never written, freed) gave its bytes back at once:
+    // allocating them again in the same transaction reuses the head (btrfs drops such a head in
+    // `check_ref_cleanup`). Anything else allocated twice is a bug.
+    const bool reusable = h.must_insert && h.refs.empty() && !is_data;
+    if ((h.must_insert && !reusable) || (!inserted && !h.refs.empty()))
       return fail(EUCLEAN, "extent {} allocated twice in one transaction", bytenr);
     h.must_insert = true;
     h.first_ref_generation = transid;
@@ -42,6 +46,12 @@ Status DelayedRefs::add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t ro
 Status DelayedRefs::add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino, uint64_t offset,
                                  int delta, bool new_alloc, uint64_t transid) {
   return add(bytenr, num_bytes, true, RefKey{root, ino, offset}, delta, new_alloc, transid);
+}
+
+bool DelayedRefs::queued_new_alloc(uint64_t bytenr) const {
+  std::lock_guard lock(mu_);
+  auto it = heads_.find(bytenr);
+  return it != heads_.end() && it->second.must_insert && !it->second.refs.empty();
 }
 
 size_t DelayedRefs::num_heads() const {

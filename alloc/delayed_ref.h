@@ -59,6 +59,12 @@ class DelayedRefs {
   [[nodiscard]] Status add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino,
                                     uint64_t offset, int delta, bool new_alloc, uint64_t transid);
 
+  // Whether the head of `bytenr` is queued (not yet taken by the committer) with its first
+  // reference (must_insert). A tree block freed in its own transaction cancels its +1 only then; once
+  // the committer took the head, the +1 will run and the free must be a plain -1 (extent_tree deletes
+  // the item in the next pass).
+  bool queued_new_alloc(uint64_t bytenr) const;
+
   size_t num_heads() const;
   bool empty() const { return num_heads() == 0; }
   // Hands every head to the caller in bytenr order (the order btrfs runs them) and empties the queue.

@@ -1,0 +1,118 @@
+// ExtentAllocator: hands out tree blocks and data extents from block groups (btrfs extent-tree.c
+// `find_free_extent`, `btrfs_alloc_tree_block`, `btrfs_free_tree_block`, `btrfs_reserve_extent`)
+// and asks for a new chunk when the groups of a type are full.
+//
+// Owns: nothing on disk. Uses the BlockGroupCache (space accounting), DelayedRefs (every allocation
+// and free is a reference change, run into the extent tree at commit) and a ChunkSource, the small
+// interface through which it asks an upper layer (fs/transaction) to create a chunk.
+//
+// Rules (KERNEL.md §2, §7.1; tree/tree_block_allocator.h):
+// - a tree block is nodesize-aligned, inside a METADATA group (SYSTEM for the chunk tree, objectid 3),
+//   does not cross a 64 KiB stripe; its bytes go reserved -> used when its delayed ref runs;
+// - free_tree_block: never written and born in the running transaction -> back to free space at
+//   once (release_reserved) and its +1 ref cancelled; written and born in this transaction -> pinned
+//   at once (its +1 ref cancels, the extent item never materialises); older -> a -1 delayed ref, the
+//   extent item is deleted and the bytes pinned when the ref runs; pinned bytes free after commit;
+// - data extents are sectorsize-aligned, in a DATA group, up to kMaxDataExtent bytes each;
+// - chunk allocation is asked for when no group of the type has room; ENOSPC only when the
+//   ChunkSource cannot create one either (the device is really full).
+// - a block born in the running transaction whose +1 ref has ALREADY run (the committer runs refs in
+//   a loop; COWs of extent-tree blocks free blocks whose refs ran) is `used`, no longer `reserved`:
+//   its free is a plain -1 ref (item deleted and bytes pinned at the next run). The allocator tells
+//   the cases apart by asking its BlockGroup whether the range is still reserved.
+// - groups serve a type by their flag bits: METADATA (not SYSTEM) groups and mixed DATA|METADATA
+//   groups serve tree blocks, SYSTEM groups the chunk tree, DATA (incl. mixed) groups data.
+// free_tree_block cannot return an error (the TreeBlockAllocator interface); a failure there is
+// recorded and returned by deferred_status(): the committer must abort the transaction if set
+// (btrfs aborts the transaction in the same place).
+// Thread safety: every method may be called concurrently (block groups lock themselves; a mutex
+// serialises chunk creation so two threads do not both create a chunk for one shortage; mu_
+// guards the level map and the deferred error).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+#include "alloc/block_group.h"
+#include "alloc/delayed_ref.h"
+#include "io/status.h"
+#include "tree/fs_params.h"
+#include "tree/tree_block_allocator.h"
+#include "tree/tree_root.h"
+
+namespace ubtrfs::alloc {
+
+// Largest data extent btrfs creates (BTRFS_MAX_EXTENT_SIZE).
+inline constexpr uint64_t kMaxDataExtent = 128ull << 20;
+
+// What the allocator asks of the layer that can create chunks (ARCHITECTURE.md "Dependency rule").
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  // Creates a chunk of `type` (kBlockGroupData / Metadata / System bits; the profile is the
+  // source's business) big enough for at least `min_bytes`, adds its BlockGroup to the cache and its
+  // mapping to the chunk map at once, and queues its items for the commit. Errors: ENOSPC.
+  [[nodiscard]] virtual Status create_chunk(uint64_t type, uint64_t min_bytes) = 0;
+};
+
+class ExtentAllocator final : public TreeBlockAllocator {
+ public:
+  ExtentAllocator(const FsParams& fs, BlockGroupCache& groups, DelayedRefs& refs, ChunkSource& chunks)
+      : fs_(fs), groups_(groups), refs_(refs), chunks_(chunks) {}
+
+  // TreeBlockAllocator. root_objectid 3 (chunk tree) allocates from SYSTEM groups.
+  [[nodiscard]] Result<uint64_t> alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level,
+                                                  uint64_t hint) override;
+  void free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
+                       bool written) override;
+
+  // btrfs_reserve_extent for data: `len` (sectorsize multiple, <= kMaxDataExtent) contiguous bytes,
+  // reserved. May return fewer than asked (>= min_len) when space is fragmented, like the kernel.
+  // The caller writes the data, then records the reference with add_data_ref(new_alloc=true); if it
+  // gives up before that, it calls release_data().
+  struct DataExtent {
+    uint64_t bytenr = 0, len = 0;
+  };
+  [[nodiscard]] Result<DataExtent> reserve_data(TreeHandle& h, uint64_t len, uint64_t min_len, uint64_t hint = 0);
+  void release_data(uint64_t bytenr, uint64_t len);
+
+  // Data reference changes (a file extent item inserted or removed). `offset` is the file key
+  // offset minus the extent offset (FORMAT.md §3.9). new_alloc: first reference of a reserve_data.
+  [[nodiscard]] Status add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino,
+                                    uint64_t offset, int delta, bool new_alloc);
+
+  // Bytes of free space in groups of `type` (statfs, space_info); mixed groups count for both.
+  uint64_t free_bytes(uint64_t type) const;
+
+  // First error met by free_tree_block (which cannot return one); {} if none.
+  [[nodiscard]] Status deferred_status() const;
+
+  // Whether a group with `flags` may hold an extent of `type` (kBlockGroupData/Metadata/System).
+  static bool group_serves(uint64_t flags, uint64_t type);
+
+ private:
+  [[nodiscard]] Result<uint64_t> reserve(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
+                                         uint64_t boundary, uint64_t hint, uint64_t* got_len);
+  void record_error(Error e);
+  // Level of a block allocated in transaction `transid`, so its drop cancels its add exactly
+  // (RefKey carries the level). Entries of older transactions are dropped lazily.
+  void remember_level(uint64_t transid, uint64_t bytenr, int level);
+  std::optional<int> forget_level(uint64_t transid, uint64_t bytenr);
+
+  Result<uint64_t> reserve_in_groups(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
+                                     uint64_t boundary, uint64_t hint, uint64_t* got_len);
+
+  const FsParams& fs_;
+  BlockGroupCache& groups_;
+  DelayedRefs& refs_;
+  ChunkSource& chunks_;
+  std::mutex chunk_mu_;
+  mutable std::mutex mu_;
+  uint64_t levels_transid_ = 0;                   // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, int> levels_;      // GUARDED_BY(mu_) bytenr -> level, this transaction
+  std::optional<Error> deferred_error_;           // GUARDED_BY(mu_)
+};
+
+}  // namespace ubtrfs::alloc
