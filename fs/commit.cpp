@@ -1,0 +1,247 @@
+// The commit pipeline (btrfs transaction.c `btrfs_commit_transaction`, KERNEL.md §4), in one place.
+//
+// With the gate closed and no handle running, in this order:
+//  1. converge (commit_converge): repeat until nothing changes —
+//     a. insert the items of chunks created in this transaction (ChunkCreator phase 2);
+//     b. run every queued delayed ref into the extent tree; each extent item inserted moves its
+//        bytes reserved -> used and out of the free space tree, each deleted one used -> pinned and
+//        back into the free space tree (and deletes its data checksums);
+//     c. write the BLOCK_GROUP_ITEM of every group whose used bytes changed;
+//     d. write the ROOT_ITEM of every tree whose root block changed (btrfs commit_cowonly_roots /
+//        commit_fs_roots).
+//     Every step COWs tree blocks and so queues more refs; the loop ends when a pass changes
+//     nothing (each block is COWed at most once per transaction unless written, so it terminates).
+//  2. write every dirty tree block (WB_SYNC_ALL), flush the device;
+//  3. superblock: new generation, root and chunk root, bytes_used, device bytes_used, a backup root
+//     slot; written to every mirror, flushed;
+//  4. unpin: extents freed in this transaction become free space; the next transaction opens.
+// Any error aborts (transaction.cpp): no superblock is written, the disk keeps the last commit.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <set>
+
+#include "alloc/extent_tree.h"
+#include "alloc/free_space_tree.h"
+#include "fs/chunk_creator.h"
+#include "fs/fs_info.h"
+#include "fs/transaction.h"
+#include "tree/ctree.h"
+#include "tree/superblock.h"
+
+namespace ubtrfs::fs {
+
+namespace {
+
+constexpr int kMaxConvergePasses = 1000;
+
+// Overwrites the body of an existing item of the same size (btrfs write_extent_buffer on a found slot).
+Status overwrite_item(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body) {
+  Path path;
+  auto ret = search_slot(&h, root, key, path, 0, true);
+  if (!ret) return fail(ret.error());
+  if (*ret != 0)
+    return fail(EUCLEAN, "tree {}: item [{} {} {}] to update is missing", root.objectid(), key.objectid, key.type,
+                key.offset);
+  auto data = path.leaf().item_data(path.slot());
+  if (data.size() < body.size())
+    return fail(EUCLEAN, "tree {}: item [{} {} {}] has size {}, need {}", root.objectid(), key.objectid, key.type,
+                key.offset, data.size(), body.size());
+  std::memcpy(data.data(), body.data(), body.size());
+  root.ctx().cache.mark_dirty(path.nodes[0]);
+  return {};
+}
+
+// The space consequences of running delayed refs (alloc::ExtentSpace) for this filesystem.
+class CommitSpace final : public alloc::ExtentSpace {
+ public:
+  CommitSpace(FsInfo& fs, std::set<uint64_t>& dirty_groups) : fs_(fs), dirty_groups_(dirty_groups) {
+    if (fs.free_space_root()) fst_.emplace(*fs.free_space_root()->tree, fs.params());
+  }
+
+  Status extent_inserted(TreeHandle& h, uint64_t bytenr, uint64_t len, bool) override {
+    auto* bg = UBTRFS_TRY(group(bytenr, len));
+    UBTRFS_TRY_STATUS(bg->commit_reserved(bytenr, len));
+    if (fst_) UBTRFS_TRY_STATUS(fst_->remove_range(h, bg->start(), bg->length(), bytenr, len));
+    dirty_groups_.insert(bg->start());
+    return {};
+  }
+  Status extent_deleted(TreeHandle& h, uint64_t bytenr, uint64_t len, bool is_data) override {
+    auto* bg = UBTRFS_TRY(group(bytenr, len));
+    UBTRFS_TRY_STATUS(bg->pin_extent(bytenr, len));
+    if (fst_) UBTRFS_TRY_STATUS(fst_->add_range(h, bg->start(), bg->length(), bytenr, len));
+    dirty_groups_.insert(bg->start());
+    if (is_data) csum_deletes.emplace_back(bytenr, len);
+    return {};
+  }
+  Status extent_cancelled(TreeHandle&, uint64_t bytenr, uint64_t len, bool is_data) override {
+    // Tree blocks: the allocator released or pinned them when they were freed. Data: written and
+    // checksummed, then dropped in the same transaction: pinned (its space must not be reused
+    // before the checksums are gone) and its checksums deleted.
+    if (!is_data) return {};
+    auto* bg = UBTRFS_TRY(group(bytenr, len));
+    UBTRFS_TRY_STATUS(bg->pin_reserved(bytenr, len));
+    csum_deletes.emplace_back(bytenr, len);
+    return {};
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> csum_deletes;
+
+ private:
+  Result<alloc::BlockGroup*> group(uint64_t bytenr, uint64_t len) {
+    auto* bg = fs_.block_groups().find(bytenr);
+    if (!bg || bytenr + len > bg->start() + bg->length())
+      return fail(EUCLEAN, "extent {} length {} is not inside one block group", bytenr, len);
+    return bg;
+  }
+  FsInfo& fs_;
+  std::set<uint64_t>& dirty_groups_;
+  std::optional<alloc::FreeSpaceTree> fst_;
+};
+
+Status write_block_group_items(FsInfo& fs, TreeHandle& h, const std::set<uint64_t>& groups) {
+  TreeRoot& tree = *fs.block_group_items_root().tree;
+  for (uint64_t start : groups) {
+    auto* bg = fs.block_groups().find(start);
+    if (!bg) return fail(EUCLEAN, "dirty block group {} vanished", start);
+    const auto u = bg->usage();
+    BlockGroupItem item{};
+    item.used = u.used;
+    item.chunk_objectid = kFirstChunkTreeObjectid;
+    item.flags = u.flags;
+    UBTRFS_TRY_STATUS(overwrite_item(
+        h, tree, Key{start, kBlockGroupItemKey, u.length},
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), sizeof(item))));
+  }
+  return {};
+}
+
+// Rewrites the ROOT_ITEM of every tree whose root block moved. Returns whether anything changed.
+Result<bool> write_root_items(FsInfo& fs, TreeHandle& h) {
+  bool changed = false;
+  for (RootRecord* r : fs.loaded_roots()) {
+    EbRef node = r->tree->node();
+    const uint64_t bytenr = node->start();
+    const uint64_t gen = node->generation();
+    const uint8_t level = static_cast<uint8_t>(node->level());
+    if (r->item.bytenr.get() == bytenr && r->item.level == level && r->item.generation.get() == gen) continue;
+    RootItem item = r->item;
+    item.bytenr = bytenr;
+    item.level = level;
+    item.generation = gen;
+    if (r->item_size >= sizeof(RootItem)) item.generation_v2 = gen;
+    UBTRFS_TRY_STATUS(overwrite_item(h, fs.root_tree(), Key{r->objectid(), kRootItemKey, r->key_offset},
+                                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), r->item_size)));
+    r->item = item;
+    changed = true;
+  }
+  return changed;
+}
+
+}  // namespace
+
+Status TransactionManager::commit_converge(TreeHandle& h) {
+  std::set<uint64_t> dirty_groups;
+  for (int pass = 0;; ++pass) {
+    if (pass >= kMaxConvergePasses)
+      return fail(EUCLEAN, "commit of transaction {} did not converge after {} passes", h.transid, pass);
+    while (fs_.chunk_creator().has_pending())
+      UBTRFS_TRY_STATUS(fs_.chunk_creator().insert_pending_items(h, dirty_groups));
+    auto heads = fs_.delayed_refs().take_all();
+    if (!heads.empty()) {
+      CommitSpace space(fs_, dirty_groups);
+      auto stats = alloc::run_delayed_refs(h, *fs_.extent_root().tree, fs_.params(), heads, space);
+      if (!stats) return fail(stats.error());
+      for (const auto& [bytenr, len] : space.csum_deletes) {
+        if (!csum_deleter_)
+          return fail(EUCLEAN, "data extent {} freed but no checksum deleter is registered", bytenr);
+        UBTRFS_TRY_STATUS(csum_deleter_(h, bytenr, len));
+      }
+      continue;
+    }
+    if (!dirty_groups.empty()) {
+      UBTRFS_TRY_STATUS(write_block_group_items(fs_, h, dirty_groups));
+      dirty_groups.clear();
+      continue;
+    }
+    if (UBTRFS_TRY(write_root_items(fs_, h))) continue;
+    return {};
+  }
+}
+
+Status TransactionManager::write_super_and_unpin(uint64_t transid) {
+  Superblock& sb = fs_.super();
+  std::lock_guard g(fs_.super_mu());
+  const uint64_t old_gen = sb.generation.get();
+  EbRef root = fs_.root_tree().node();
+  EbRef chunk = fs_.chunk_tree().node();
+  sb.generation = transid;
+  sb.root = root->start();
+  sb.root_level = static_cast<uint8_t>(root->level());
+  sb.chunk_root = chunk->start();
+  sb.chunk_root_level = static_cast<uint8_t>(chunk->level());
+  sb.chunk_root_generation = chunk->generation();
+  uint64_t used = 0;
+  for (auto* bg : fs_.block_groups().all()) used += bg->usage().used;
+  sb.bytes_used = used;
+  sb.dev_item.bytes_used = fs_.device_space().allocated_bytes();
+  if (fs_.uuid_root() && sb.uuid_tree_generation.get() == old_gen) sb.uuid_tree_generation = transid;
+
+  // Backup roots (btrfs backup_super_roots): overwrite the oldest slot.
+  int slot = 0;
+  for (int i = 1; i < kNumBackupRoots; ++i)
+    if (sb.super_roots[i].tree_root_gen.get() < sb.super_roots[slot].tree_root_gen.get()) slot = i;
+  RootBackup& b = sb.super_roots[slot];
+  std::memset(&b, 0, sizeof(b));
+  b.tree_root = root->start();
+  b.tree_root_gen = root->generation();
+  b.tree_root_level = static_cast<uint8_t>(root->level());
+  b.chunk_root = chunk->start();
+  b.chunk_root_gen = chunk->generation();
+  b.chunk_root_level = static_cast<uint8_t>(chunk->level());
+  auto fill = [](RootRecord& r, Le<uint64_t>& at, Le<uint64_t>& gen, uint8_t& level) {
+    at = r.item.bytenr.get();
+    gen = r.item.generation.get();
+    level = r.item.level;
+  };
+  fill(fs_.extent_root(), b.extent_root, b.extent_root_gen, b.extent_root_level);
+  fill(fs_.dev_root(), b.dev_root, b.dev_root_gen, b.dev_root_level);
+  fill(fs_.csum_root(), b.csum_root, b.csum_root_gen, b.csum_root_level);
+  if (auto fsr = fs_.fs_root(kFsTreeObjectid)) fill(**fsr, b.fs_root, b.fs_root_gen, b.fs_root_level);
+  b.total_bytes = sb.total_bytes.get();
+  b.bytes_used = used;
+  b.num_devices = sb.num_devices.get();
+
+  UBTRFS_TRY_STATUS(write_superblocks(fs_.device(), sb));
+  fs_.cache().set_super_generation(transid);
+  for (auto* bg : fs_.block_groups().all()) bg->unpin_all();
+  return {};
+}
+
+Status TransactionManager::commit_locked() {
+  const uint64_t transid = running_transid();
+  if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending()) return {};
+  TreeHandle h;
+  h.transid = transid;
+  h.allocator = &fs_.allocator();
+  h.cow_overwrite = fs_.cow_overwrite();
+  h.wb_inhibit = false;
+  UBTRFS_TRY_STATUS(commit_converge(h));
+  // A tree block free that failed inside a B-tree operation (it cannot return errors) aborts here,
+  // before anything is written (btrfs aborts the transaction at the same point).
+  UBTRFS_TRY_STATUS(fs_.allocator().deferred_status());
+  const uint64_t dirty_before = fs_.cache().nr_dirty();
+  UBTRFS_TRY_STATUS(fs_.cache().write_dirty());
+  UBTRFS_TRY_STATUS(fs_.device().flush());
+  UBTRFS_TRY_STATUS(write_super_and_unpin(transid));
+  {
+    std::lock_guard lk(mu_);
+    transid_ = transid + 1;
+    stats_.last_transid = transid;
+    stats_.blocks_written += dirty_before;
+  }
+  spdlog::debug("{}: committed transaction {} ({} tree blocks written)", fs_.path(), transid, dirty_before);
+  return {};
+}
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,314 @@
+// FsInfo: opening a filesystem; see fs_info.h for what it owns and the open order.
+//
+// Open order (nothing is written at any step): device -> primary superblock (validated) -> feature
+// gate (fs/mount_options decide_open_mode) -> chunk map (sys_chunk_array + chunk tree, through
+// FsReader, which also validates every chunk item) -> root tree and chunk tree roots -> ROOT_ITEMs
+// of the global trees -> block groups (BLOCK_GROUP_ITEMs, free space from the free space tree,
+// checked against the item's used bytes) -> device extents -> allocator and transactions.
+#include "fs/fs_info.h"
+
+#include <spdlog/spdlog.h>
+
+#include "alloc/free_space_tree.h"
+#include "fs/chunk_creator.h"
+#include "fs/transaction.h"
+#include "tree/ctree.h"
+#include "tree/fs_reader.h"
+#include "tree/superblock.h"
+
+namespace ubtrfs::fs {
+
+namespace {
+
+Status with_path(const std::string& path, Status st) {
+  if (!st) return fail(st.error().err, "{}: {}", path, st.error().message);
+  return {};
+}
+
+// Reads a root block into a new TreeRoot.
+Result<std::unique_ptr<TreeRoot>> load_tree(TreeContext& ctx, uint64_t objectid, uint64_t bytenr, uint8_t level,
+                                            uint64_t generation) {
+  auto root = std::make_unique<TreeRoot>(ctx, objectid);
+  TreeBlockExpect ex;
+  ex.bytenr = bytenr;
+  ex.level = level;
+  ex.generation = generation;
+  if (objectid < kFirstFreeObjectid || objectid > kLastFreeObjectid) ex.owner = objectid;
+  auto eb = ctx.cache.read(ex);
+  if (!eb) return fail(eb.error().err, "tree {} root block: {}", objectid, eb.error().message);
+  root->set_node(*eb);
+  return root;
+}
+
+}  // namespace
+
+FsInfo::~FsInfo() {
+  if (txm_) txm_->stop_commit_thread();
+}
+
+Result<std::unique_ptr<FsInfo>> FsInfo::open(const OpenOptions& opts) {
+  std::unique_ptr<FsInfo> fs(new FsInfo());
+  auto st = fs->load(opts);
+  if (!st) return fail(st.error());
+  return fs;
+}
+
+Status FsInfo::load(const OpenOptions& opts) {
+  path_ = opts.path;
+  cow_overwrite_ = opts.cow_overwrite;
+  wb_inhibit_ = opts.wb_inhibit;
+  // The device is opened read-only until the gate said read-write is possible, so a refused image is
+  // never even opened for writing.
+  auto dev = io::open_device(opts.path, io::OpenMode::kReadOnly);
+  if (!dev) return fail(dev.error().err, "{}", dev.error().message);
+  auto sb = read_superblock(**dev);
+  if (!sb) return fail(sb.error().err, "{}: {}", opts.path, sb.error().message);
+  MountOptions mo;
+  mo.read_only = opts.read_only;
+  auto decision = decide_open_mode(*sb, mo);
+  if (!decision) return fail(decision.error().err, "{}: {}", opts.path, decision.error().message);
+  for (const auto& w : decision->warnings) spdlog::warn("{}: {}", opts.path, w);
+  read_only_ = decision->mode == OpenMode::kReadOnly;
+  if (!read_only_ && !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree))
+    return fail(EROFS,
+                "{}: no free space tree (compat_ro FREE_SPACE_TREE): ubtrfs writes only filesystems with one; mount "
+                "with -o ro, or convert it with the kernel (mount -o space_cache=v2)",
+                opts.path);
+  if (!read_only_ && (sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree) &&
+      !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTreeValid))
+    return fail(EROFS, "{}: the free space tree is not marked valid: mount with -o ro", opts.path);
+
+  // Chunk map and root locations through the validated reader.
+  auto reader = FsReader::open(**dev);
+  if (!reader) return fail(reader.error());
+  super_ = *sb;
+  params_ = FsParams::from_super(super_);
+  // The chunk tree uuid every block header carries is in the chunk root's header.
+  {
+    TreeBlockExpect ex;
+    ex.bytenr = super_.chunk_root;
+    ex.level = super_.chunk_root_level;
+    ex.generation = super_.chunk_root_generation.get();
+    auto blk = (*reader)->read_block(ex);
+    if (!blk) return fail(blk.error().err, "{}: chunk root: {}", path_, blk.error().message);
+    const auto h = ubtrfs::load<Header>(blk->data());
+    std::memcpy(params_.chunk_tree_uuid.data(), h.chunk_tree_uuid, 16);
+  }
+  // Everything read through the read-only device is done; reopen for writing if allowed.
+  for (const auto& m : (*reader)->chunk_map().all()) UBTRFS_TRY_STATUS(with_path(path_, chunk_map_.add(m)));
+  reader->reset();
+  if (!read_only_) {
+    dev = io::open_device(opts.path, io::OpenMode::kReadWrite);
+    if (!dev) return fail(dev.error().err, "{}", dev.error().message);
+    auto sb2 = read_superblock(**dev);
+    if (!sb2) return fail(sb2.error().err, "{}: {}", opts.path, sb2.error().message);
+    if (sb2->generation.get() != sb->generation.get())
+      return fail(EBUSY, "{}: the image changed while it was being opened (generation {} -> {})", opts.path,
+                  sb->generation.get(), sb2->generation.get());
+  }
+  dev_ = std::move(*dev);
+  cache_ = std::make_unique<BufferCache>(*dev_, chunk_map_, params_, opts.cache_bytes);
+  tctx_ = std::make_unique<TreeContext>(TreeContext{params_, *cache_, stats_});
+
+  root_tree_ = UBTRFS_TRY(with_path_r(load_tree(*tctx_, kRootTreeObjectid, super_.root, super_.root_level,
+                                                super_.generation)));
+  chunk_tree_ = UBTRFS_TRY(with_path_r(load_tree(*tctx_, kChunkTreeObjectid, super_.chunk_root,
+                                                 super_.chunk_root_level, super_.chunk_root_generation)));
+  UBTRFS_TRY_STATUS(with_path(path_, load_roots()));
+  UBTRFS_TRY_STATUS(with_path(path_, load_block_groups()));
+  UBTRFS_TRY_STATUS(with_path(path_, load_device_space()));
+  chunk_creator_ = std::make_unique<ChunkCreator>(*this);
+  allocator_ = std::make_unique<alloc::ExtentAllocator>(params_, groups_, delayed_refs_, *chunk_creator_);
+  txm_ = std::make_unique<TransactionManager>(*this);
+  spdlog::info("{}: opened {} at generation {}", path_, read_only_ ? "read-only" : "read-write",
+               super_.generation.get());
+  return {};
+}
+
+template <class T>
+Result<T> FsInfo::with_path_r(Result<T> r) {
+  if (!r) return fail(r.error().err, "{}: {}", path_, r.error().message);
+  return r;
+}
+
+Result<std::unique_ptr<RootRecord>> FsInfo::load_root_record(uint64_t objectid, bool required) {
+  // The newest ROOT_ITEM of `objectid` (snapshots carry a transid in the key offset): the last
+  // item at or before (objectid, ROOT_ITEM, max).
+  Path path;
+  const Key want{objectid, kRootItemKey, ~0ull};
+  auto ret = search_slot(nullptr, *root_tree_, want, path, 0, false);
+  if (!ret) return fail(ret.error());
+  bool found = false;
+  Key key{};
+  if (path.slot() > 0 || path.leaf().nritems() > 0) {
+    if (*ret == 1) {
+      if (path.slots[0] > 0) {
+        path.slots[0]--;
+        key = path.leaf().item_key(path.slot());
+        found = true;
+      } else {
+        auto prev = prev_item(*root_tree_, path);
+        if (!prev) return fail(prev.error());
+        if (*prev) {
+          key = path.leaf().item_key(path.slot());
+          found = true;
+        }
+      }
+    } else {
+      key = path.leaf().item_key(path.slot());
+      found = true;
+    }
+  }
+  if (!found || key.objectid != objectid || key.type != kRootItemKey) {
+    if (required) return fail(ENOENT, "tree {} has no ROOT_ITEM in the root tree", objectid);
+    return std::unique_ptr<RootRecord>();
+  }
+  auto body = path.leaf().item_data(path.slot());
+  if (body.size() < kRootItemLegacySize || body.size() > sizeof(RootItem))
+    return fail(EUCLEAN, "ROOT_ITEM [{} 132 {}] has size {}, expected {} or {}", key.objectid, key.offset, body.size(),
+                kRootItemLegacySize, sizeof(RootItem));
+  auto rec = std::make_unique<RootRecord>();
+  std::memset(&rec->item, 0, sizeof(RootItem));
+  std::memcpy(&rec->item, body.data(), body.size());
+  rec->item_size = static_cast<uint32_t>(body.size());
+  rec->key_offset = key.offset;
+  path.release();
+  rec->tree = UBTRFS_TRY(load_tree(*tctx_, objectid, rec->item.bytenr, rec->item.level, rec->item.generation));
+  return rec;
+}
+
+Status FsInfo::load_roots() {
+  extent_root_ = UBTRFS_TRY(load_root_record(kExtentTreeObjectid, true));
+  dev_root_ = UBTRFS_TRY(load_root_record(kDevTreeObjectid, true));
+  csum_root_ = UBTRFS_TRY(load_root_record(kCsumTreeObjectid, true));
+  uuid_root_ = UBTRFS_TRY(load_root_record(kUuidTreeObjectid, false));
+  if (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree)
+    fst_root_ = UBTRFS_TRY(load_root_record(kFreeSpaceTreeObjectid, true));
+  if (super_.compat_ro_flags.get() & kCompatRoBlockGroupTree)
+    bg_root_ = UBTRFS_TRY(load_root_record(kBlockGroupTreeObjectid, true));
+  return {};
+}
+
+Status FsInfo::load_block_groups() {
+  TreeRoot& items = *block_group_items_root().tree;
+  std::unique_ptr<alloc::FreeSpaceTree> fst;
+  if (fst_root_) fst = std::make_unique<alloc::FreeSpaceTree>(*fst_root_->tree, params_);
+  Path path;
+  Key k{0, kBlockGroupItemKey, 0};
+  auto ret = search_slot(nullptr, items, k, path, 0, false);
+  if (!ret) return fail(ret.error());
+  if (path.slot() >= static_cast<int>(path.leaf().nritems())) {
+    auto nx = next_leaf(items, path);
+    if (!nx) return fail(nx.error());
+    if (!*nx) return fail(EUCLEAN, "no BLOCK_GROUP_ITEM found");
+  }
+  std::vector<std::pair<Key, BlockGroupItem>> found;
+  for (;;) {
+    Key key = path.leaf().item_key(path.slot());
+    if (key.type == kBlockGroupItemKey) {
+      auto body = path.leaf().item_data(path.slot());
+      if (body.size() != sizeof(BlockGroupItem))
+        return fail(EUCLEAN, "BLOCK_GROUP_ITEM [{} 192 {}] has size {}", key.objectid, key.offset, body.size());
+      found.emplace_back(key, ubtrfs::load<BlockGroupItem>(body.data()));
+    }
+    auto nx = next_item(items, path);
+    if (!nx) return fail(nx.error());
+    if (!*nx) break;
+  }
+  path.release();
+  for (const auto& [key, bgi] : found) {
+    auto chunk = chunk_map_.find(key.objectid);
+    if (!chunk || chunk->logical != key.objectid || chunk->length != key.offset)
+      return fail(EUCLEAN, "block group [{} 192 {}] has no matching chunk", key.objectid, key.offset);
+    if ((chunk->type & 0x7) != (bgi.flags.get() & 0x7) || chunk->type != bgi.flags.get())
+      return fail(EUCLEAN, "block group [{} 192 {}] flags 0x{:x} differ from its chunk's 0x{:x}", key.objectid,
+                  key.offset, bgi.flags.get(), chunk->type);
+    if (bgi.used.get() > key.offset)
+      return fail(EUCLEAN, "block group [{} 192 {}] used {} exceeds its length", key.objectid, key.offset,
+                  bgi.used.get());
+    auto bg = std::make_unique<alloc::BlockGroup>(*chunk, bgi.used);
+    if (fst) {
+      auto runs = fst->load_group(key.objectid, key.offset);
+      if (!runs) return fail(runs.error().err, "block group {}: free space tree: {}", key.objectid, runs.error().message);
+      for (const auto& [s, l] : *runs) {
+        auto st = bg->add_free(s, l);
+        if (!st) return fail(st.error().err, "block group {}: free space tree: {}", key.objectid, st.error().message);
+      }
+      // The free space tree and the item's used bytes must describe the same group.
+      auto inv = bg->check_invariant();
+      if (!inv) {
+        const auto u = bg->usage();
+        if (!read_only_)
+          return fail(EUCLEAN,
+                      "block group {}: free space tree says {} bytes free but the block group item says {} of {} "
+                      "used ({} in superblock stripes): run fsck.ubtrfs",
+                      key.objectid, u.free, u.used, u.length, u.super_bytes);
+        spdlog::warn("{}: block group {}: free space tree and used bytes disagree (read-only mount continues)",
+                     path_, key.objectid);
+      }
+    }
+    UBTRFS_TRY_STATUS(groups_.add(std::move(bg)));
+  }
+  return {};
+}
+
+Status FsInfo::load_device_space() {
+  const DevItem& di = super_.dev_item;
+  dev_space_ = std::make_unique<alloc::DeviceSpace>(di.total_bytes.get());
+  if (di.total_bytes.get() > dev_->size())
+    return fail(EUCLEAN, "device item says {} bytes but the device has {}", di.total_bytes.get(), dev_->size());
+  TreeRoot& tree = *dev_root_->tree;
+  Path path;
+  auto ret = search_slot(nullptr, tree, Key{di.devid.get(), kDevExtentKey, 0}, path, 0, false);
+  if (!ret) return fail(ret.error());
+  if (path.slot() >= static_cast<int>(path.leaf().nritems())) {
+    auto nx = next_leaf(tree, path);
+    if (!nx) return fail(nx.error());
+    if (!*nx) return {};
+  }
+  for (;;) {
+    Key key = path.leaf().item_key(path.slot());
+    if (key.objectid != di.devid.get() || key.type != kDevExtentKey) {
+      if (key.objectid > di.devid.get()) break;
+    } else {
+      auto body = path.leaf().item_data(path.slot());
+      if (body.size() != sizeof(DevExtent))
+        return fail(EUCLEAN, "DEV_EXTENT [{} 204 {}] has size {}", key.objectid, key.offset, body.size());
+      const auto de = ubtrfs::load<DevExtent>(body.data());
+      auto st = dev_space_->add_extent(key.offset, de.length);
+      if (!st) return fail(st.error().err, "DEV_EXTENT [{} 204 {}]: {}", key.objectid, key.offset, st.error().message);
+    }
+    auto nx = next_item(tree, path);
+    if (!nx) return fail(nx.error());
+    if (!*nx) break;
+  }
+  if (dev_space_->allocated_bytes() != di.bytes_used.get())
+    spdlog::warn("{}: device item bytes_used {} but device extents sum to {}", path_, di.bytes_used.get(),
+                 dev_space_->allocated_bytes());
+  return {};
+}
+
+Result<RootRecord*> FsInfo::fs_root(uint64_t objectid) {
+  std::lock_guard g(fs_roots_mu_);
+  auto it = fs_roots_.find(objectid);
+  if (it != fs_roots_.end()) return it->second.get();
+  if (objectid != kFsTreeObjectid && (objectid < kFirstFreeObjectid || objectid > kLastFreeObjectid))
+    return fail(ENOENT, "{} is not a subvolume id", objectid);
+  auto rec = load_root_record(objectid, true);
+  if (!rec) return fail(rec.error().err, "{}: subvolume {}: {}", path_, objectid, rec.error().message);
+  RootRecord* p = rec->get();
+  fs_roots_.emplace(objectid, std::move(*rec));
+  return p;
+}
+
+std::vector<RootRecord*> FsInfo::loaded_roots() {
+  std::vector<RootRecord*> out;
+  for (auto* r : {extent_root_.get(), dev_root_.get(), csum_root_.get(), fst_root_.get(), bg_root_.get(),
+                  uuid_root_.get()})
+    if (r) out.push_back(r);
+  std::lock_guard g(fs_roots_mu_);
+  for (auto& [id, r] : fs_roots_) out.push_back(r.get());
+  return out;
+}
+
+}  // namespace ubtrfs::fs

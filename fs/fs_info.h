@@ -1,0 +1,145 @@
+// FsInfo: one opened filesystem — device, superblock copy, chunk map, buffer cache, every tree root,
+// block groups, device space, delayed refs, the extent allocator and the transaction manager (btrfs
+// `struct btrfs_fs_info`).
+//
+// Opening (open_fs) reads and validates everything it will depend on before anything can be
+// written: superblock and feature gate, chunk tree, root tree, every global tree root, the block
+// groups with their free space (from the free space tree) and the device extents. Any failure is an
+// error with a precise message and leaves the image untouched (nothing is ever written by open_fs).
+//
+// Roots: the root tree and chunk tree are located by the superblock; every other tree (extent, dev,
+// csum, free space, uuid, block group, fs trees / subvolumes) by its ROOT_ITEM in the root tree,
+// kept here as a RootRecord whose item the commit rewrites when the tree's root block changed.
+// Subvolume roots are loaded on first use (fs_root()).
+// Thread safety: the pointers and the global roots are fixed after open; fs_root() is internally
+// synchronized; `super` is read and written only by the committer (and open), which holds the
+// transaction manager's commit exclusion.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "alloc/block_group.h"
+#include "alloc/chunk_alloc.h"
+#include "alloc/delayed_ref.h"
+#include "alloc/extent_allocator.h"
+#include "fs/mount_options.h"
+#include "io/block_device.h"
+#include "io/status.h"
+#include "tree/buffer_cache.h"
+#include "tree/chunk_map.h"
+#include "tree/format.h"
+#include "tree/fs_params.h"
+#include "tree/tree_root.h"
+#include "tree/tree_stats.h"
+
+namespace ubtrfs::fs {
+
+class TransactionManager;
+class ChunkCreator;
+
+// A tree with a ROOT_ITEM (btrfs `struct btrfs_root`): the in-memory root pointer plus the item.
+struct RootRecord {
+  std::unique_ptr<TreeRoot> tree;
+  RootItem item{};       // as last read or committed; bytenr/level/generation refreshed at commit
+  uint32_t item_size = sizeof(RootItem);  // on-disk size (kernel images may carry the legacy 239 bytes)
+  uint64_t key_offset = 0;               // the ROOT_ITEM key's offset (a snapshot's creation transid)
+  uint64_t objectid() const { return tree->objectid(); }
+};
+
+struct OpenOptions {
+  std::string path;
+  bool read_only = false;
+  uint64_t cache_bytes = 256ull << 20;
+  bool cow_overwrite = false;  // fix 1
+  bool wb_inhibit = true;      // fix 2
+};
+
+class FsInfo {
+ public:
+  // Errors: EINVAL (not btrfs), EOPNOTSUPP (feature / profile / multi-device), EROFS (asked rw but
+  // the image can only be read: log tree, unknown compat_ro, no free space tree), EUCLEAN (a corrupt
+  // structure: message names bytenr/key), EBUSY (mounted elsewhere), EIO.
+  [[nodiscard]] static Result<std::unique_ptr<FsInfo>> open(const OpenOptions& opts);
+  ~FsInfo();
+  FsInfo(const FsInfo&) = delete;
+  FsInfo& operator=(const FsInfo&) = delete;
+
+  bool read_only() const { return read_only_; }
+  const FsParams& params() const { return params_; }
+  io::BlockDevice& device() { return *dev_; }
+  ChunkMap& chunk_map() { return chunk_map_; }
+  BufferCache& cache() { return *cache_; }
+  TreeStats& stats() { return stats_; }
+  TreeContext& tree_ctx() { return *tctx_; }
+
+  TreeRoot& root_tree() { return *root_tree_; }
+  TreeRoot& chunk_tree() { return *chunk_tree_; }
+  RootRecord& extent_root() { return *extent_root_; }
+  RootRecord& dev_root() { return *dev_root_; }
+  RootRecord& csum_root() { return *csum_root_; }
+  RootRecord* free_space_root() { return fst_root_.get(); }     // null without the FST feature
+  RootRecord* block_group_root() { return bg_root_.get(); }     // null without BLOCK_GROUP_TREE
+  RootRecord* uuid_root() { return uuid_root_.get(); }
+  // The tree that holds BLOCK_GROUP_ITEMs: the block group tree if the feature is on, else extent.
+  RootRecord& block_group_items_root() { return bg_root_ ? *bg_root_ : *extent_root_; }
+
+  // A subvolume / the FS_TREE (5) by objectid, loaded on first use. Errors: ENOENT, EUCLEAN, EIO.
+  [[nodiscard]] Result<RootRecord*> fs_root(uint64_t objectid);
+  // Every loaded root with a ROOT_ITEM (global trees and loaded subvolumes), for the commit.
+  std::vector<RootRecord*> loaded_roots();
+
+  alloc::BlockGroupCache& block_groups() { return groups_; }
+  alloc::DeviceSpace& device_space() { return *dev_space_; }
+  alloc::DelayedRefs& delayed_refs() { return delayed_refs_; }
+  alloc::ExtentAllocator& allocator() { return *allocator_; }
+  ChunkCreator& chunk_creator() { return *chunk_creator_; }
+  TransactionManager& transactions() { return *txm_; }
+
+  // The in-memory superblock: generation = last committed transaction. REQUIRES: commit exclusion
+  // (TransactionManager) for writes; readers take super_mu().
+  Superblock& super() { return super_; }
+  std::mutex& super_mu() { return super_mu_; }
+
+  bool cow_overwrite() const { return cow_overwrite_; }
+  bool wb_inhibit() const { return wb_inhibit_; }
+
+  // The device path (messages).
+  const std::string& path() const { return path_; }
+
+ private:
+  FsInfo() = default;
+  [[nodiscard]] Status load(const OpenOptions& opts);
+  [[nodiscard]] Status load_roots();
+  [[nodiscard]] Status load_block_groups();
+  [[nodiscard]] Status load_device_space();
+  [[nodiscard]] Result<std::unique_ptr<RootRecord>> load_root_record(uint64_t objectid, bool required);
+  template <class T>
+  Result<T> with_path_r(Result<T> r);
+
+  std::string path_;
+  bool read_only_ = true;
+  bool cow_overwrite_ = false, wb_inhibit_ = true;
+  std::unique_ptr<io::BlockDevice> dev_;
+  Superblock super_{};
+  std::mutex super_mu_;
+  FsParams params_;
+  ChunkMap chunk_map_;
+  TreeStats stats_;
+  std::unique_ptr<BufferCache> cache_;
+  std::unique_ptr<TreeContext> tctx_;
+  std::unique_ptr<TreeRoot> root_tree_, chunk_tree_;
+  std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
+  std::mutex fs_roots_mu_;
+  std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
+  alloc::BlockGroupCache groups_;
+  std::unique_ptr<alloc::DeviceSpace> dev_space_;
+  alloc::DelayedRefs delayed_refs_;
+  std::unique_ptr<ChunkCreator> chunk_creator_;
+  std::unique_ptr<alloc::ExtentAllocator> allocator_;
+  std::unique_ptr<TransactionManager> txm_;
+};
+
+}  // namespace ubtrfs::fs
