@@ -54,9 +54,15 @@ Result<TransHandle> TransactionManager::start(unsigned num_items) {
 }
 
 void TransactionManager::end_handle(TransHandle&) {
-  std::lock_guard lk(mu_);
-  --running_handles_;
-  if (running_handles_ == 0) cv_.notify_all();
+  {
+    std::lock_guard lk(mu_);
+    --running_handles_;
+    if (running_handles_ == 0) cv_.notify_all();
+  }
+  // Dirty metadata past half the cache budget: ask for a commit (btrfs commits when dirty
+  // metadata grows, and the cache cannot evict dirty buffers until they are written).
+  const uint64_t dirty_bytes = static_cast<uint64_t>(fs_.cache().nr_dirty()) * fs_.params().nodesize;
+  if (dirty_bytes > fs_.cache().budget() / 2) request_commit();
 }
 
 void TransactionManager::set_pre_commit_flusher(std::function<Status()> f) {

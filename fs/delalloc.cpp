@@ -1,0 +1,91 @@
+// Delalloc sectors of one inode. See delalloc.h.
+#include "fs/delalloc.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ubtrfs::fs {
+
+Status InodeDelalloc::load_sector(uint64_t off, const FillFn& fill) {
+  const uint64_t s = round_down(off);
+  if (pages_.count(s)) return {};
+  auto page = std::make_unique<uint8_t[]>(sectorsize_);
+  std::memset(page.get(), 0, sectorsize_);
+  UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
+  pages_.emplace(s, std::move(page));
+  return {};
+}
+
+Status InodeDelalloc::write(uint64_t off, std::span<const uint8_t> data, const FillFn& fill) {
+  const uint64_t end = off + data.size();
+  for (uint64_t s = round_down(off); s < end; s += sectorsize_) {
+    const uint64_t from = std::max(s, off), to = std::min<uint64_t>(s + sectorsize_, end);
+    auto it = pages_.find(s);
+    if (it == pages_.end()) {
+      auto page = std::make_unique<uint8_t[]>(sectorsize_);
+      std::memset(page.get(), 0, sectorsize_);
+      if (to - from < sectorsize_) UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
+      it = pages_.emplace(s, std::move(page)).first;
+    }
+    std::memcpy(it->second.get() + (from - s), data.data() + (from - off), to - from);
+  }
+  return {};
+}
+
+void InodeDelalloc::overlay(uint64_t off, std::span<uint8_t> out) const {
+  const uint64_t end = off + out.size();
+  for (auto it = pages_.lower_bound(round_down(off)); it != pages_.end() && it->first < end; ++it) {
+    const uint64_t from = std::max(it->first, off), to = std::min<uint64_t>(it->first + sectorsize_, end);
+    std::memcpy(out.data() + (from - off), it->second.get() + (from - it->first), to - from);
+  }
+}
+
+void InodeDelalloc::truncate(uint64_t size) {
+  pages_.erase(pages_.lower_bound(round_up(size)), pages_.end());
+  if (size % sectorsize_) {
+    auto it = pages_.find(round_down(size));
+    if (it != pages_.end()) std::memset(it->second.get() + size % sectorsize_, 0, sectorsize_ - size % sectorsize_);
+  }
+}
+
+void InodeDelalloc::zero_range(uint64_t start, uint64_t end) {
+  if (start >= end) return;
+  for (auto it = pages_.lower_bound(round_down(start)); it != pages_.end() && it->first < end;) {
+    const uint64_t from = std::max(it->first, start), to = std::min<uint64_t>(it->first + sectorsize_, end);
+    if (to - from == sectorsize_) {
+      it = pages_.erase(it);
+      continue;
+    }
+    std::memset(it->second.get() + (from - it->first), 0, to - from);
+    ++it;
+  }
+}
+
+std::vector<InodeDelalloc::Run> InodeDelalloc::runs() const {
+  std::vector<Run> out;
+  for (const auto& [s, page] : pages_) {
+    if (!out.empty() && out.back().start + out.back().len == s)
+      out.back().len += sectorsize_;
+    else
+      out.push_back(Run{s, sectorsize_});
+  }
+  return out;
+}
+
+std::vector<uint8_t> InodeDelalloc::copy(uint64_t start, uint64_t len) const {
+  std::vector<uint8_t> out(len, 0);
+  overlay(start, out);
+  return out;
+}
+
+void InodeDelalloc::drop(uint64_t start, uint64_t len) {
+  pages_.erase(pages_.lower_bound(start), pages_.lower_bound(start + len));
+}
+
+std::optional<uint64_t> InodeDelalloc::next_present(uint64_t off) const {
+  auto it = pages_.lower_bound(round_down(off));
+  if (it == pages_.end()) return std::nullopt;
+  return it->first;
+}
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,142 @@
+// Filesystem: the POSIX operations of one mounted subvolume, as the FUSE daemon calls them
+// (btrfs inode.c / namei / xattr.c / file.c seen through the VFS).
+//
+// Inode numbers are FUSE numbers (fs/inode.h InodeNumbers). Lookup counts follow the forget
+// contract of fuse_lowlevel.h: every successful lookup, create, mknod, mkdir, symlink, link and every
+// readdirplus entry other than "." and ".." adds one; forget(ino, n) removes n. An inode whose link
+// count dropped to 0 is kept (with an ORPHAN_ITEM, as btrfs does) until its lookup count reaches 0,
+// then its items and extents are deleted (eviction). Orphans left by a crash are cleaned at mount.
+//
+// Permission checks are the kernel's (the daemon always mounts with default_permissions); the
+// filesystem still enforces what the VFS leaves to it (setattr rules on suid/sgid bits, sticky
+// directories are checked by the kernel too, RENAME_* flags, name length, directory emptiness).
+//
+// Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp (names, inodes, xattrs:
+// NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
+// fs/file_data.h). Thread safety: every method may be called concurrently from FUSE workers.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/fs_info.h"
+#include "fs/inode.h"
+#include "fs/mount_options.h"
+#include "io/status.h"
+
+namespace ubtrfs::fs {
+
+struct NamespaceState;
+class FileData;
+
+// Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
+struct Caller {
+  uint32_t uid = 0, gid = 0;
+  uint32_t umask = 0;  // already applied by the kernel unless the daemon asked otherwise
+};
+
+struct SetAttr {
+  enum class Time { kOmit, kNow, kValue };
+  std::optional<uint32_t> mode;  // permission bits and suid/sgid/sticky (type bits ignored)
+  std::optional<uint32_t> uid, gid;
+  std::optional<uint64_t> size;
+  Time atime = Time::kOmit, mtime = Time::kOmit;
+  struct timespec atime_value {}, mtime_value{};
+  std::optional<struct timespec> ctime;  // explicit ctime (FUSE_SET_ATTR_CTIME)
+};
+
+struct DirEntryOut {
+  std::string_view name;
+  struct stat attr;  // st_ino and the type bits of st_mode always; the rest only for readdirplus
+  uint64_t next_offset;
+};
+
+class Filesystem {
+ public:
+  // Opens the image (FsInfo::open), resolves the subvolume (subvolid=/subvol=/default subvolume),
+  // cleans orphans (read-write only), starts the commit thread. Nothing is written when it fails.
+  [[nodiscard]] static Result<std::unique_ptr<Filesystem>> mount(const OpenOptions& open, const MountOptions& opts);
+  // Flushes delalloc, runs the final commit, stops the commit thread. After it, every method fails
+  // with EROFS/EIO. Errors: the commit's (the image then holds the previous commit).
+  [[nodiscard]] Status unmount();
+  ~Filesystem();
+
+  FsInfo& info() { return *fs_; }
+  const InodeNumbers& numbers() const { return numbers_; }
+  bool read_only() const { return fs_->read_only(); }
+
+  // ---- names and inodes (filesystem_ns.cpp) ----------------------------------------------------
+  [[nodiscard]] Result<struct stat> lookup(uint64_t parent, std::string_view name);
+  void forget(uint64_t ino, uint64_t nlookup);
+  [[nodiscard]] Result<struct stat> getattr(uint64_t ino);
+  [[nodiscard]] Result<struct stat> setattr(uint64_t ino, const SetAttr& a, const Caller& c);
+  [[nodiscard]] Result<struct stat> mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                          const Caller& c);
+  [[nodiscard]] Result<struct stat> mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
+  [[nodiscard]] Result<struct stat> symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                            const Caller& c);
+  [[nodiscard]] Result<std::string> readlink(uint64_t ino);
+  [[nodiscard]] Result<struct stat> link(uint64_t ino, uint64_t newparent, std::string_view newname);
+  [[nodiscard]] Status unlink(uint64_t parent, std::string_view name);
+  [[nodiscard]] Status rmdir(uint64_t parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE (RENAME_WHITEOUT: EINVAL).
+  [[nodiscard]] Status rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
+                              unsigned flags);
+  // A new regular file (EEXIST if the name exists).
+  [[nodiscard]] Result<struct stat> create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
+  // Opening checks (EISDIR for a directory opened for writing is the kernel's; EROFS for write on ro).
+  [[nodiscard]] Status open(uint64_t ino, int flags);
+  [[nodiscard]] Status opendir(uint64_t ino);
+  // Entries from `offset` on (0 = start; "." and ".." first, then DIR_INDEX order; next_offset of
+  // an entry resumes after it, and stays valid while the directory changes). `fill` returns false
+  // when the reply buffer is full (that entry was not taken). plus: full attributes and a lookup
+  // count per taken entry other than "." and "..".
+  [[nodiscard]] Status readdir(uint64_t ino, uint64_t offset, bool plus,
+                               const std::function<bool(const DirEntryOut&)>& fill);
+  [[nodiscard]] Status setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags);
+  [[nodiscard]] Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
+  [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);
+  [[nodiscard]] Status removexattr(uint64_t ino, std::string_view name);
+
+  // ---- file contents (filesystem_data.cpp) -------------------------------------------------------
+  [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
+  [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data);
+  [[nodiscard]] Status flush(uint64_t ino);
+  [[nodiscard]] Status release(uint64_t ino);
+  // fsync: the file's data and metadata are on disk when it returns (a full commit for now).
+  [[nodiscard]] Status fsync(uint64_t ino, bool datasync);
+  [[nodiscard]] Status fsyncdir(uint64_t ino, bool datasync);
+  // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE (others: EOPNOTSUPP).
+  [[nodiscard]] Status fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len);
+  // SEEK_DATA / SEEK_HOLE (SEEK_SET/CUR/END are the kernel's). Errors: ENXIO past the end.
+  [[nodiscard]] Result<uint64_t> lseek(uint64_t ino, uint64_t offset, int whence);
+  [[nodiscard]] Result<size_t> copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
+                                               size_t len, unsigned flags);
+
+  // ---- whole filesystem (filesystem.cpp) ---------------------------------------------------------
+  [[nodiscard]] Result<struct statvfs> statfs();
+  // Counters as JSON (ubtrfs-inspect stats; the daemon writes it on unmount when asked).
+  std::string stats_json();
+
+ private:
+  Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
+  [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
+
+  std::unique_ptr<FsInfo> fs_;
+  InodeNumbers numbers_;
+  InodeLocks locks_;
+  std::unique_ptr<NamespaceState> ns_;   // fs/namespace_state.h
+  std::unique_ptr<FileData> data_;       // fs/file_data.h
+  bool unmounted_ = false;
+};
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,111 @@
+// Filesystem: the file-contents operations (btrfs file.c through the VFS). Each method turns the
+// FUSE inode number into an InodeId, takes the inode's lock (shared to read, exclusive to modify;
+// copy_file_range takes the two inodes' locks one at a time, never both) and calls FileData.
+// fsync writes the inode's delalloc, drops the lock, then commits (a commit must never be
+// started with an inode lock held: its delalloc flusher takes inode locks).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "fs/file_data.h"
+#include "fs/filesystem.h"
+#include "fs/transaction.h"
+
+namespace ubtrfs::fs {
+
+namespace {
+// copy_file_range moves data through a buffer of this size (no reflink yet).
+constexpr size_t kCopyChunk = 1u << 20;
+}  // namespace
+
+Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out) {
+  if (unmounted_) return fail(EIO, "read of inode {} after unmount", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  InodeLocks::Guard g = locks_.lock_shared(id);
+  return data_->read(id, offset, out);
+}
+
+Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data) {
+  if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  InodeLocks::Guard g = locks_.lock({id});
+  return data_->write(id, offset, data);
+}
+
+// close(2) of one descriptor: data stays in delalloc until the next commit or fsync (btrfs only
+// flushes on close after a truncate-to-zero; the commit interval bounds the loss instead).
+Status Filesystem::flush(uint64_t ino) {
+  UBTRFS_TRY(numbers_.from_fuse(ino));
+  return {};
+}
+
+Status Filesystem::release(uint64_t ino) {
+  UBTRFS_TRY(numbers_.from_fuse(ino));
+  return {};
+}
+
+Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) {
+  if (unmounted_) return fail(EIO, "fsync of inode {} after unmount", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  if (read_only()) return {};
+  {
+    InodeLocks::Guard g = locks_.lock({id});
+    UBTRFS_TRY_STATUS(data_->flush_inode(id));
+  }
+  return fs_->transactions().commit();
+}
+
+Status Filesystem::fsyncdir(uint64_t ino, bool /*datasync*/) {
+  if (unmounted_) return fail(EIO, "fsyncdir of inode {} after unmount", ino);
+  UBTRFS_TRY(numbers_.from_fuse(ino));
+  if (read_only()) return {};
+  return fs_->transactions().commit();
+}
+
+Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len) {
+  if (unmounted_ || read_only()) return fail(EROFS, "fallocate on inode {}: read-only filesystem", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  InodeLocks::Guard g = locks_.lock({id});
+  return data_->fallocate(id, mode, offset, len);
+}
+
+Result<uint64_t> Filesystem::lseek(uint64_t ino, uint64_t offset, int whence) {
+  if (unmounted_) return fail(EIO, "lseek on inode {} after unmount", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  InodeLocks::Guard g = locks_.lock_shared(id);
+  return data_->seek_data_hole(id, offset, whence);
+}
+
+Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
+                                           size_t len, unsigned flags) {
+  if (flags != 0) return fail(EINVAL, "copy_file_range flags {:#x} not supported", flags);
+  if (unmounted_ || read_only()) return fail(EROFS, "copy_file_range to inode {}: read-only filesystem", ino_out);
+  const InodeId in = UBTRFS_TRY(numbers_.from_fuse(ino_in));
+  const InodeId out = UBTRFS_TRY(numbers_.from_fuse(ino_out));
+  // Same file, overlapping ranges: EINVAL as generic_copy_file_checks.
+  if (in == out && off_in < off_out + len && off_out < off_in + len)
+    return fail(EINVAL, "copy_file_range within inode {}: ranges [{}, +{}) and [{}, +{}) overlap", ino_in, off_in, len,
+                off_out, len);
+  std::vector<uint8_t> buf(std::min(len, kCopyChunk));
+  size_t done = 0;
+  while (done < len) {
+    const size_t want = std::min(len - done, buf.size());
+    size_t got;
+    {
+      InodeLocks::Guard g = locks_.lock_shared(in);
+      got = UBTRFS_TRY(data_->read(in, off_in + done, std::span<uint8_t>(buf.data(), want)));
+    }
+    if (got == 0) break;
+    {
+      InodeLocks::Guard g = locks_.lock({out});
+      UBTRFS_TRY(data_->write(out, off_out + done, std::span<const uint8_t>(buf.data(), got)));
+    }
+    done += got;
+    if (got < want) break;
+  }
+  return done;
+}
+
+}  // namespace ubtrfs::fs

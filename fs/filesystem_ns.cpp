@@ -1,0 +1,760 @@
+// Filesystem, names and inodes (btrfs inode.c / namei side: btrfs_lookup, btrfs_create_new_inode,
+// btrfs_add_link, btrfs_unlink_inode, btrfs_rename, btrfs_rename_exchange, btrfs_setattr,
+// btrfs_real_readdir, btrfs_orphan_add / btrfs_orphan_cleanup / btrfs_evict_inode): see filesystem.h.
+// The item-level work is in dir_item.cpp and xattr.cpp; this file holds the POSIX rules and the
+// order of operations:
+//
+// - Every modifying operation checks everything it can (names, types, existence, emptiness) before
+//   it starts a transaction handle, so the only failures after the first tree change are tree
+//   errors (ENOSPC/EIO), as in the kernel where those abort the transaction.
+// - Locks (InodeLocks, inode.h): the directories and inodes an operation changes are locked
+//   exclusively, all at once and in InodeId order; an operation that found an inode through an
+//   unlocked lookup re-checks the name under the locks. Cross-directory renames first take
+//   NamespaceState::rename_mu (the VFS's s_vfs_rename_mutex) so the "not into its own subtree"
+//   walk sees a stable tree. Order: rename_mu -> inode locks -> tree locks.
+// - Link count 0 (FORMAT.md §6.1 rule 5): the inode gets an ORPHAN_ITEM (-5, 48, ino) in the same
+//   handle; it is evicted (FileData::evict, then every item of the inode and the orphan item) once
+//   no FUSE lookup references it: at once when its lookup count is 0, else at the last forget.
+//   cleanup_orphans does the same at mount for orphans a crash left behind.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "fs/dir_item.h"
+#include "fs/file_data.h"
+#include "fs/filesystem.h"
+#include "fs/namespace_state.h"
+#include "fs/xattr.h"
+#include "io/checksum.h"
+#include "tree/ctree.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#define RENAME_EXCHANGE (1 << 1)
+#define RENAME_WHITEOUT (1 << 2)
+#endif
+
+namespace ubtrfs::fs {
+namespace {
+
+constexpr size_t kPathMax = 4096;  // PATH_MAX: a symlink target is at most PATH_MAX - 1 bytes
+
+Key orphan_key(uint64_t objectid) { return Key{kOrphanObjectid, kOrphanItemKey, objectid}; }
+Key inode_location(uint64_t objectid) { return Key{objectid, kInodeItemKey, 0}; }
+
+Result<TreeRoot*> tree_of(FsInfo& fs, uint64_t subvol) {
+  auto* rec = UBTRFS_TRY(fs.fs_root(subvol));
+  return rec->tree.get();
+}
+
+Status check_name(std::string_view name) {
+  if (name.size() > kNameLen) return fail(ENAMETOOLONG, "name of {} bytes is longer than {}", name.size(), kNameLen);
+  if (name.empty() || name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos)
+    return fail(EINVAL, "invalid name '{}'", name);
+  return {};
+}
+
+// The inode a directory entry names: an inode of the same tree, or the root directory of the
+// subvolume a ROOT_ITEM location names.
+InodeId entry_target(InodeId dir, const DirEntryRecord& e) {
+  if (e.location.type == kRootItemKey) return InodeId{e.location.objectid, kFirstFreeObjectid};
+  return InodeId{dir.subvol, e.location.objectid};
+}
+
+bool is_dir(const InodeItem& ii) { return S_ISDIR(ii.mode.get()); }
+
+Status insert_orphan(TreeHandle& h, TreeRoot& root, uint64_t objectid) {
+  auto st = insert_item(h, root, orphan_key(objectid), std::span<const uint8_t>{});
+  if (!st && st.error().err != EEXIST) return st;
+  return {};
+}
+
+// A directory's parent: the key offset of its (only) INODE_REF (the root's points to itself).
+Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
+  auto refs = UBTRFS_TRY(list_inode_refs(root, dir));
+  if (refs.empty()) return fail(EUCLEAN, "directory {} of root {} has no inode ref", dir, root.objectid());
+  return refs[0].parent;
+}
+
+// btrfs_evict_inode for an inode with no link and no lookup left. REQUIRES: the inode's lock held
+// exclusively, no handle open, read-write.
+Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
+  UBTRFS_TRY_STATUS(ns.data.evict(id));
+  auto th = UBTRFS_TRY(ns.fs.transactions().start(8));
+  UBTRFS_TRY_STATUS(delete_items_of(th.tree(), root, id.objectid));
+  if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT) return st;
+  th.end();
+  ns.forget_dir(id);
+  return {};
+}
+
+// Evicts `id` if it has no link and no lookup. REQUIRES: its lock held exclusively, no handle.
+Status evict_if_unused(NamespaceState& ns, TreeRoot& root, InodeId id) {
+  if (ns.lookup_count(id) != 0) return {};
+  auto ii = read_inode(root, id.objectid);
+  if (!ii) return ii.error().err == ENOENT ? Status{} : fail(ii.error());
+  if (ii->nlink.get() != 0) return {};
+  return evict_inode(ns, root, id);
+}
+
+// Inode items an operation loads, changes and writes back once (a directory may be touched twice
+// in one rename).
+class TouchedInodes {
+ public:
+  explicit TouchedInodes(TreeRoot& root) : root_(root) {}
+  Result<InodeItem*> get(uint64_t objectid) {
+    auto it = items_.find(objectid);
+    if (it == items_.end()) it = items_.emplace(objectid, UBTRFS_TRY(read_inode(root_, objectid))).first;
+    return &it->second;
+  }
+  Status write(TreeHandle& h) {
+    for (auto& [objectid, ii] : items_) UBTRFS_TRY_STATUS(update_inode(h, root_, objectid, ii));
+    return {};
+  }
+
+ private:
+  TreeRoot& root_;
+  std::map<uint64_t, InodeItem> items_;
+};
+
+void add_dir_size(InodeItem& dir, std::string_view name, int sign, const Timespec& now) {
+  const uint64_t delta = 2 * name.size();  // DIR_ITEM + DIR_INDEX name bytes (FORMAT.md §4.5)
+  dir.size = sign > 0 ? dir.size.get() + delta : dir.size.get() - std::min<uint64_t>(delta, dir.size.get());
+  dir.mtime = now;
+  dir.ctime = now;
+}
+
+// btrfs_unlink_inode's tree part: the name's refs and entries go, link count drops, an orphan item
+// is added at 0. Returns the new link count.
+Result<uint32_t> remove_name(TreeHandle& h, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
+                             std::string_view name, uint64_t child, const Timespec& now) {
+  const uint64_t index = UBTRFS_TRY(delete_inode_ref(h, root, child, dir, name));
+  UBTRFS_TRY_STATUS(delete_dir_entry(h, root, dir, name, index));
+  auto* d = UBTRFS_TRY(inodes.get(dir));
+  add_dir_size(*d, name, -1, now);
+  auto* c = UBTRFS_TRY(inodes.get(child));
+  const uint32_t nlink = is_dir(*c) ? 0 : c->nlink.get() - std::min<uint32_t>(1, c->nlink.get());
+  c->nlink = nlink;
+  if (is_dir(*c)) c->size = 0;
+  c->ctime = now;
+  if (nlink == 0) UBTRFS_TRY_STATUS(insert_orphan(h, root, child));
+  return nlink;
+}
+
+// btrfs_add_link: a new name `name` in `dir` for `child` with a fresh index.
+Status add_name(NamespaceState& ns, TreeHandle& h, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
+                std::string_view name, uint64_t child, const Timespec& now) {
+  auto* c = UBTRFS_TRY(inodes.get(child));
+  const uint64_t index = UBTRFS_TRY(ns.new_dir_index(root, dir));
+  const bool extended_iref = ns.fs.params().incompat_flags & kIncompatExtendedIref;
+  UBTRFS_TRY_STATUS(insert_inode_ref(h, root, child, dir, name, index, extended_iref));
+  UBTRFS_TRY_STATUS(insert_dir_entry(h, root, dir, name, inode_location(child), file_type_of_mode(c->mode), index));
+  auto* d = UBTRFS_TRY(inodes.get(dir));
+  add_dir_size(*d, name, +1, now);
+  return {};
+}
+
+}  // namespace
+
+// ---- lookup, forget, getattr ----------------------------------------------------------------------
+
+Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
+  if (name.size() > kNameLen) return fail(ENAMETOOLONG, "name of {} bytes is longer than {}", name.size(), kNameLen);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  auto* proot = UBTRFS_TRY(tree_of(*fs_, pid.subvol));
+  const InodeItem pii = UBTRFS_TRY(read_inode(*proot, pid.objectid));
+  if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", parent);
+  InodeId cid;
+  if (name == ".") {
+    cid = pid;
+  } else if (name == "..") {
+    cid = InodeId{pid.subvol, UBTRFS_TRY(parent_of_dir(*proot, pid.objectid))};
+  } else {
+    auto e = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
+    if (!e) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
+    cid = entry_target(pid, *e);
+  }
+  auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
+  // The shared lock orders this lookup's count against an eviction (which holds it exclusively).
+  auto guard = locks_.lock_shared(cid);
+  const InodeItem ii = UBTRFS_TRY(read_inode(*croot, cid.objectid));
+  ns_->add_lookup(cid);
+  return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, data_->pending_bytes(cid));
+}
+
+void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
+  auto id = numbers_.from_fuse(ino);
+  if (!id) return;
+  if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_) return;
+  auto root = tree_of(*fs_, id->subvol);
+  if (!root) return;
+  auto guard = locks_.lock({*id});
+  if (auto st = evict_if_unused(*ns_, **root, *id); !st)
+    spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
+}
+
+Result<struct stat> Filesystem::getattr(uint64_t ino) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  return inode_to_stat(ii, ino, fs_->params().sectorsize, data_->pending_bytes(id));
+}
+
+// ---- setattr --------------------------------------------------------------------------------------
+
+Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Caller& c) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "setattr on inode {}: read-only filesystem", ino);
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto guard = locks_.lock({id});
+  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (a.size) {
+    if (is_dir(ii)) return fail(EISDIR, "cannot truncate directory {}", ino);
+    if (!S_ISREG(ii.mode.get())) return fail(EINVAL, "cannot truncate inode {} of mode {:o}", ino, ii.mode.get());
+    UBTRFS_TRY_STATUS(data_->set_size(id, *a.size));  // updates size, nbytes, mtime, ctime itself
+    ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  }
+  const bool other = a.mode || a.uid || a.gid || a.atime != SetAttr::Time::kOmit ||
+                     a.mtime != SetAttr::Time::kOmit || a.ctime;
+  if (other) {
+    const Timespec now = now_btrfs();
+    uint32_t mode = ii.mode;
+    if (a.uid) ii.uid = *a.uid;
+    if (a.gid) ii.gid = *a.gid;
+    if (a.mode) {
+      mode = (mode & S_IFMT) | (*a.mode & 07777);
+      // setattr_copy: S_ISGID goes unless the caller is in the file's group or privileged (only the
+      // primary group is known here).
+      if ((mode & S_ISGID) && c.uid != 0 && c.gid != ii.gid.get()) mode &= ~S_ISGID;
+    }
+    if ((a.uid || a.gid) && !S_ISDIR(mode)) {
+      // chown(2) on a non-directory: ATTR_KILL_SUID, and ATTR_KILL_SGID when group-executable.
+      mode &= ~S_ISUID;
+      if (mode & S_IXGRP) mode &= ~S_ISGID;
+    }
+    ii.mode = mode;
+    if (a.atime == SetAttr::Time::kNow) ii.atime = now;
+    if (a.atime == SetAttr::Time::kValue) ii.atime = to_btrfs(a.atime_value);
+    if (a.mtime == SetAttr::Time::kNow) ii.mtime = now;
+    if (a.mtime == SetAttr::Time::kValue) ii.mtime = to_btrfs(a.mtime_value);
+    ii.ctime = a.ctime ? to_btrfs(*a.ctime) : now;
+    auto th = UBTRFS_TRY(fs_->transactions().start(1));
+    UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+    th.end();
+    ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  }
+  return inode_to_stat(ii, ino, fs_->params().sectorsize, data_->pending_bytes(id));
+}
+
+// ---- creating names -------------------------------------------------------------------------------
+
+namespace {
+
+struct NewInode {
+  uint32_t mode = 0;
+  uint64_t rdev = 0;
+  std::string_view symlink_target;
+};
+
+// btrfs_create_new_inode + btrfs_add_link: a new inode named `name` in `parent`.
+Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId pid, std::string_view name,
+                                                   const NewInode& spec, const Caller& c) {
+  FsInfo& fs = ns.fs;
+  UBTRFS_TRY_STATUS(check_name(name));
+  auto* root = UBTRFS_TRY(tree_of(fs, pid.subvol));
+  auto guard = ns.locks.lock({pid});
+  const InodeItem pii = UBTRFS_TRY(read_inode(*root, pid.objectid));
+  if (!is_dir(pii)) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
+  if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);
+  if (name == "." || name == ".." || UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name)))
+    return fail(EEXIST, "'{}' already exists in directory {}", name, pid.objectid);
+
+  // inode_init_owner: the caller owns it; a setgid directory passes its group (and, to
+  // subdirectories, its setgid bit) on.
+  uint32_t mode = spec.mode;
+  uint32_t gid = c.gid;
+  if (pii.mode.get() & S_ISGID) {
+    gid = pii.gid;
+    if (S_ISDIR(mode))
+      mode |= S_ISGID;
+    else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) && c.uid != 0 && c.gid != gid)
+      mode &= ~S_ISGID;  // mode_strip_sgid
+  }
+  const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));
+  const InodeId cid{pid.subvol, objectid};
+
+  auto th = UBTRFS_TRY(fs.transactions().start(spec.symlink_target.empty() ? 5 : 6));
+  const Timespec now = now_btrfs();
+  InodeItem ii{};
+  ii.generation = th.transid();
+  ii.transid = th.transid();
+  ii.size = spec.symlink_target.size();
+  ii.nbytes = spec.symlink_target.size();
+  ii.nlink = 1;
+  ii.uid = c.uid;
+  ii.gid = gid;
+  ii.mode = mode;
+  ii.rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? spec.rdev : 0;
+  ii.atime = now;
+  ii.ctime = now;
+  ii.mtime = now;
+  ii.otime = now;
+  UBTRFS_TRY_STATUS(insert_inode(th, *root, objectid, ii));
+  if (!spec.symlink_target.empty()) {
+    // btrfs_symlink: the target as an uncompressed inline extent at offset 0 (FORMAT.md §3.7).
+    std::vector<uint8_t> body(kFileExtentInlineDataStart + spec.symlink_target.size());
+    FileExtentItem fe{};
+    fe.generation = th.transid();
+    fe.ram_bytes = spec.symlink_target.size();
+    fe.compression = kCompressNone;
+    fe.type = kFileExtentInline;
+    std::memcpy(body.data(), &fe, kFileExtentInlineDataStart);
+    std::memcpy(body.data() + kFileExtentInlineDataStart, spec.symlink_target.data(), spec.symlink_target.size());
+    UBTRFS_TRY_STATUS(insert_item(th.tree(), *root, Key{objectid, kExtentDataKey, 0}, body));
+  }
+  TouchedInodes inodes(*root);
+  UBTRFS_TRY_STATUS(add_name(ns, th.tree(), *root, inodes, pid.objectid, name, objectid, now));
+  UBTRFS_TRY_STATUS(update_inode(th, *root, pid.objectid, *UBTRFS_TRY(inodes.get(pid.objectid))));
+  th.end();
+  ns.add_lookup(cid);
+  return std::pair{cid, UBTRFS_TRY(read_inode(*root, objectid))};
+}
+
+}  // namespace
+
+Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                      const Caller& c) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "mknod '{}': read-only filesystem", name);
+  if ((mode & S_IFMT) == 0) mode |= S_IFREG;
+  const uint32_t type = mode & S_IFMT;
+  if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK)
+    return fail(EINVAL, "mknod '{}': invalid file type in mode {:o}", name, mode);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  NewInode spec;
+  spec.mode = mode;
+  spec.rdev = encode_rdev(static_cast<dev_t>(rdev));
+  auto [cid, ii] = UBTRFS_TRY(create_inode(*ns_, pid, name, spec, c));
+  return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, 0);
+}
+
+Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "mkdir '{}': read-only filesystem", name);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  NewInode spec;
+  spec.mode = S_IFDIR | (mode & 07777);
+  auto [cid, ii] = UBTRFS_TRY(create_inode(*ns_, pid, name, spec, c));
+  return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, 0);
+}
+
+Result<struct stat> Filesystem::create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "create '{}': read-only filesystem", name);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  NewInode spec;
+  spec.mode = S_IFREG | (mode & 07777);
+  auto [cid, ii] = UBTRFS_TRY(create_inode(*ns_, pid, name, spec, c));
+  return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, 0);
+}
+
+Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                        const Caller& c) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "symlink '{}': read-only filesystem", name);
+  if (target.empty()) return fail(ENOENT, "symlink '{}' with an empty target", name);
+  // btrfs_symlink: the target must fit one inline extent (BTRFS_MAX_INLINE_DATA_SIZE), and the VFS
+  // takes at most PATH_MAX - 1 bytes.
+  const size_t limit = std::min<size_t>(kPathMax - 1, max_item_size(fs_->params().nodesize) - kFileExtentInlineDataStart);
+  if (target.size() > limit)
+    return fail(ENAMETOOLONG, "symlink target of {} bytes is longer than {}", target.size(), limit);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  NewInode spec;
+  spec.mode = S_IFLNK | 0777;
+  spec.symlink_target = target;
+  auto [cid, ii] = UBTRFS_TRY(create_inode(*ns_, pid, name, spec, c));
+  return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, 0);
+}
+
+Result<std::string> Filesystem::readlink(uint64_t ino) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (!S_ISLNK(ii.mode.get())) return fail(EINVAL, "inode {} is not a symlink", ino);
+  const Key key{id.objectid, kExtentDataKey, 0};
+  auto body = UBTRFS_TRY(lookup_item(*root, key));
+  if (!body || body->size() < kFileExtentInlineDataStart)
+    return fail(EUCLEAN, "symlink {} of root {} has no inline extent", id.objectid, id.subvol);
+  FileExtentItem fe{};
+  std::memcpy(&fe, body->data(), kFileExtentInlineDataStart);
+  if (fe.type != kFileExtentInline || fe.compression != kCompressNone)
+    return fail(EUCLEAN, "symlink {} of root {} extent has type {} compression {}", id.objectid, id.subvol, fe.type,
+                fe.compression);
+  const size_t len = body->size() - kFileExtentInlineDataStart;
+  return std::string(reinterpret_cast<const char*>(body->data() + kFileExtentInlineDataStart), len);
+}
+
+Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::string_view newname) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "link '{}': read-only filesystem", newname);
+  UBTRFS_TRY_STATUS(check_name(newname));
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(newparent));
+  if (id.subvol != pid.subvol) return fail(EXDEV, "link across subvolumes {} and {}", id.subvol, pid.subvol);
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto guard = locks_.lock({id, pid});
+  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (is_dir(ii)) return fail(EPERM, "cannot hard-link directory {}", ino);
+  if (ii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left to link", ino);
+  if (ii.nlink.get() >= kLinkMax) return fail(EMLINK, "inode {} already has {} links", ino, ii.nlink.get());
+  const InodeItem pii = UBTRFS_TRY(read_inode(*root, pid.objectid));
+  if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", newparent);
+  if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
+  if (UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, newname)))
+    return fail(EEXIST, "'{}' already exists in directory {}", newname, newparent);
+  auto th = UBTRFS_TRY(fs_->transactions().start(5));
+  const Timespec now = now_btrfs();
+  TouchedInodes inodes(*root);
+  UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, pid.objectid, newname, id.objectid, now));
+  auto* c = UBTRFS_TRY(inodes.get(id.objectid));
+  c->nlink = c->nlink.get() + 1;
+  c->ctime = now;
+  UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+  th.end();
+  ns_->add_lookup(id);
+  const InodeItem out = UBTRFS_TRY(read_inode(*root, id.objectid));
+  return inode_to_stat(out, ino, fs_->params().sectorsize, data_->pending_bytes(id));
+}
+
+// ---- removing names -------------------------------------------------------------------------------
+
+namespace {
+
+// unlink (dir = false) / rmdir (dir = true).
+Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool dir) {
+  if (name.size() > kNameLen) return fail(ENAMETOOLONG, "name of {} bytes is longer than {}", name.size(), kNameLen);
+  if (dir && name == ".") return fail(EINVAL, "cannot rmdir '.'");
+  if (dir && name == "..") return fail(ENOTEMPTY, "cannot rmdir '..'");
+  auto* root = UBTRFS_TRY(tree_of(ns.fs, pid.subvol));
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    auto e = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name));
+    if (!e) return fail(ENOENT, "no entry '{}' in directory {}", name, pid.objectid);
+    if (e->location.type == kRootItemKey)
+      return fail(dir ? EPERM : EISDIR, "'{}' is subvolume {} (deleting subvolumes is not supported)", name,
+                  e->location.objectid);
+    const InodeId cid = entry_target(pid, *e);
+    auto guard = ns.locks.lock({pid, cid});
+    auto again = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name));
+    if (!again || again->location != e->location) continue;  // renamed meanwhile: look again
+    const InodeItem cii = UBTRFS_TRY(read_inode(*root, cid.objectid));
+    if (!dir && is_dir(cii)) return fail(EISDIR, "'{}' in directory {} is a directory", name, pid.objectid);
+    if (dir && !is_dir(cii)) return fail(ENOTDIR, "'{}' in directory {} is not a directory", name, pid.objectid);
+    if (dir && cii.size.get() != 0)
+      return fail(ENOTEMPTY, "directory '{}' ({}) is not empty: size {}", name, cid.objectid, cii.size.get());
+    auto th = UBTRFS_TRY(ns.fs.transactions().start(6));
+    const Timespec now = now_btrfs();
+    TouchedInodes inodes(*root);
+    const uint32_t nlink = UBTRFS_TRY(remove_name(th.tree(), *root, inodes, pid.objectid, name, cid.objectid, now));
+    UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+    th.end();
+    if (nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(ns, *root, cid));
+    return {};
+  }
+  return fail(EAGAIN, "'{}' in directory {} keeps changing", name, pid.objectid);
+}
+
+}  // namespace
+
+Status Filesystem::unlink(uint64_t parent, std::string_view name) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "unlink '{}': read-only filesystem", name);
+  return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, false);
+}
+
+Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "rmdir '{}': read-only filesystem", name);
+  return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, true);
+}
+
+// ---- rename ---------------------------------------------------------------------------------------
+
+namespace {
+
+// True if directory `dir` is `ancestor` or lies below it (walks ".." = INODE_REF key offsets up to
+// the subvolume root, which refers to itself). REQUIRES: rename_mu held (no concurrent moves).
+Result<bool> is_in_subtree(TreeRoot& root, uint64_t dir, uint64_t ancestor) {
+  for (int depth = 0; depth < 1 << 16; ++depth) {
+    if (dir == ancestor) return true;
+    const uint64_t up = UBTRFS_TRY(parent_of_dir(root, dir));
+    if (up == dir) return false;
+    dir = up;
+  }
+  return fail(ELOOP, "directory {} of root {} has no path to the root", dir, root.objectid());
+}
+
+}  // namespace
+
+Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
+                          unsigned flags) {
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE))
+    return fail(EINVAL, "rename flags {:#x} not supported", flags);
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+    return fail(EINVAL, "RENAME_NOREPLACE and RENAME_EXCHANGE together");
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "rename '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_name(name));
+  UBTRFS_TRY_STATUS(check_name(newname));
+  const bool exchange = flags & RENAME_EXCHANGE;
+  const InodeId p1 = UBTRFS_TRY(numbers_.from_fuse(parent));
+  const InodeId p2 = UBTRFS_TRY(numbers_.from_fuse(newparent));
+  if (p1.subvol != p2.subvol) return fail(EXDEV, "rename across subvolumes {} and {}", p1.subvol, p2.subvol);
+  auto* root = UBTRFS_TRY(tree_of(*fs_, p1.subvol));
+  std::unique_lock<std::mutex> cross_dir;
+  if (p1 != p2) cross_dir = std::unique_lock(ns_->rename_mu);
+
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    auto src = UBTRFS_TRY(lookup_dir_entry(*root, p1.objectid, name));
+    if (!src) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
+    auto dst = UBTRFS_TRY(lookup_dir_entry(*root, p2.objectid, newname));
+    if (src->location.type == kRootItemKey || (dst && dst->location.type == kRootItemKey))
+      return fail(EXDEV, "renaming subvolume entries is not supported ('{}' -> '{}')", name, newname);
+    const InodeId sid = entry_target(p1, *src);
+    std::vector<InodeId> ids{p1, p2, sid};
+    std::optional<InodeId> did;
+    if (dst) {
+      did = entry_target(p2, *dst);
+      ids.push_back(*did);
+    }
+    auto guard = locks_.lock(ids);
+    // Re-check both names under the locks.
+    auto src2 = UBTRFS_TRY(lookup_dir_entry(*root, p1.objectid, name));
+    auto dst2 = UBTRFS_TRY(lookup_dir_entry(*root, p2.objectid, newname));
+    if (!src2 || src2->location != src->location || dst2.has_value() != dst.has_value() ||
+        (dst2 && dst2->location != dst->location))
+      continue;
+
+    if (exchange && !dst) return fail(ENOENT, "RENAME_EXCHANGE: no entry '{}' in directory {}", newname, newparent);
+    if (dst && (flags & RENAME_NOREPLACE))
+      return fail(EEXIST, "RENAME_NOREPLACE: '{}' exists in directory {}", newname, newparent);
+    // Same name, or two names of one inode: POSIX says do nothing.
+    if (dst && *did == sid) return {};
+    const InodeItem p1ii = UBTRFS_TRY(read_inode(*root, p1.objectid));
+    const InodeItem p2ii = UBTRFS_TRY(read_inode(*root, p2.objectid));
+    if (!is_dir(p1ii) || !is_dir(p2ii)) return fail(ENOTDIR, "rename between non-directories {} and {}", parent, newparent);
+    if (p2ii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
+    const InodeItem sii = UBTRFS_TRY(read_inode(*root, sid.objectid));
+    std::optional<InodeItem> dii;
+    if (did) dii = UBTRFS_TRY(read_inode(*root, did->objectid));
+    if (dii && !exchange) {
+      if (is_dir(sii) && !is_dir(*dii)) return fail(ENOTDIR, "cannot rename directory '{}' over non-directory '{}'", name, newname);
+      if (!is_dir(sii) && is_dir(*dii)) return fail(EISDIR, "cannot rename non-directory '{}' over directory '{}'", name, newname);
+      if (is_dir(*dii) && dii->size.get() != 0)
+        return fail(ENOTEMPTY, "directory '{}' ({}) is not empty", newname, did->objectid);
+    }
+    // A directory must not move below itself.
+    if (p1 != p2) {
+      if (is_dir(sii) && UBTRFS_TRY(is_in_subtree(*root, p2.objectid, sid.objectid)))
+        return fail(EINVAL, "cannot move directory {} into its own subtree ({})", sid.objectid, p2.objectid);
+      if (exchange && dii && is_dir(*dii) && UBTRFS_TRY(is_in_subtree(*root, p1.objectid, did->objectid)))
+        return fail(EINVAL, "cannot move directory {} into its own subtree ({})", did->objectid, p1.objectid);
+    }
+
+    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12));
+    const Timespec now = now_btrfs();
+    TouchedInodes inodes(*root);
+    uint32_t dst_nlink = 1;
+    if (exchange) {
+      // btrfs_rename_exchange: both names go, then each inode gets the other's name (new indexes).
+      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p1.objectid, name, sid.objectid, now));
+      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p2.objectid, newname, did->objectid, now));
+      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p2.objectid, newname, sid.objectid, now));
+      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p1.objectid, name, did->objectid, now));
+      // remove_name counted each inode's link down (a directory to 0) and added orphan items;
+      // the names are back, so restore the counts and drop the orphan items again.
+      for (auto [id, ii] : {std::pair{sid, sii}, std::pair{*did, *dii}}) {
+        auto* t = UBTRFS_TRY(inodes.get(id.objectid));
+        t->nlink = ii.nlink.get();
+        t->size = ii.size.get();
+        t->ctime = now;
+        if (auto st = delete_item(th.tree(), *root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
+          return st;
+      }
+    } else {
+      if (dst) dst_nlink = UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p2.objectid, newname, did->objectid, now));
+      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p1.objectid, name, sid.objectid, now));
+      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p2.objectid, newname, sid.objectid, now));
+      auto* s = UBTRFS_TRY(inodes.get(sid.objectid));
+      s->nlink = sii.nlink.get();
+      s->size = sii.size.get();
+      s->ctime = now;
+      if (auto st = delete_item(th.tree(), *root, orphan_key(sid.objectid)); !st && st.error().err != ENOENT)
+        return st;
+    }
+    UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+    th.end();
+    if (dst && !exchange && dst_nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(*ns_, *root, *did));
+    return {};
+  }
+  return fail(EAGAIN, "rename '{}' -> '{}': entries keep changing", name, newname);
+}
+
+// ---- open, opendir, readdir -----------------------------------------------------------------------
+
+Status Filesystem::open(uint64_t ino, int flags) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
+  if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
+  return {};
+}
+
+Status Filesystem::opendir(uint64_t ino) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (!is_dir(ii)) return fail(ENOTDIR, "inode {} is not a directory", ino);
+  return {};
+}
+
+Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
+                           const std::function<bool(const DirEntryOut&)>& fill) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  const InodeItem dii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (!is_dir(dii)) return fail(ENOTDIR, "inode {} is not a directory", ino);
+  const uint32_t blksize = fs_->params().sectorsize;
+  if (offset == 0) {
+    DirEntryOut out{".", inode_to_stat(dii, ino, blksize), 1};
+    if (!fill(out)) return {};
+    offset = 1;
+  }
+  if (offset == 1) {
+    const InodeId pid{id.subvol, UBTRFS_TRY(parent_of_dir(*root, id.objectid))};
+    struct stat st {};
+    st.st_ino = numbers_.to_fuse(pid);
+    st.st_mode = S_IFDIR;
+    if (plus) {
+      auto pii = read_inode(*root, pid.objectid);
+      if (pii) st = inode_to_stat(*pii, st.st_ino, blksize);
+    }
+    DirEntryOut out{"..", st, 2};
+    if (!fill(out)) return {};
+    offset = 2;
+  }
+  constexpr size_t kBatch = 64;
+  for (;;) {
+    auto batch = UBTRFS_TRY(read_dir_index(*root, id.objectid, offset, kBatch));
+    if (batch.empty()) return {};
+    for (auto& [index, e] : batch) {
+      offset = index + 1;
+      const InodeId cid = entry_target(id, e);
+      struct stat st {};
+      st.st_ino = numbers_.to_fuse(cid);
+      st.st_mode = mode_of_file_type(e.type);
+      if (!plus) {
+        if (!fill(DirEntryOut{e.name, st, index + 1})) return {};
+        continue;
+      }
+      auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
+      auto guard = locks_.lock_shared(cid);
+      auto cii = read_inode(*croot, cid.objectid);
+      if (!cii) {
+        if (cii.error().err == ENOENT) continue;  // removed since the batch was read
+        return fail(cii.error());
+      }
+      st = inode_to_stat(*cii, st.st_ino, blksize, data_->pending_bytes(cid));
+      if (!fill(DirEntryOut{e.name, st, index + 1})) return {};
+      ns_->add_lookup(cid);
+    }
+    if (batch.size() < kBatch) return {};
+  }
+}
+
+// ---- xattrs ---------------------------------------------------------------------------------------
+
+Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "setxattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_xattr_name(name));
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto guard = locks_.lock({id});
+  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  // Checks that need no handle first (existence for CREATE/REPLACE, sizes) are inside set_xattr
+  // and happen before its only tree change.
+  auto th = UBTRFS_TRY(fs_->transactions().start(2));
+  UBTRFS_TRY_STATUS(set_xattr(th.tree(), *root, id.objectid, name, value, flags));
+  ii.ctime = now_btrfs();
+  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+  return {};
+}
+
+Result<std::vector<uint8_t>> Filesystem::getxattr(uint64_t ino, std::string_view name) {
+  UBTRFS_TRY_STATUS(check_xattr_name(name));
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto v = UBTRFS_TRY(get_xattr(*root, id.objectid, name));
+  if (!v) {
+    UBTRFS_TRY(read_inode(*root, id.objectid));  // ENOENT for a vanished inode, not ENODATA
+    return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
+  }
+  return std::move(*v);
+}
+
+Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  UBTRFS_TRY(read_inode(*root, id.objectid));
+  return list_xattrs(*root, id.objectid);
+}
+
+Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "removexattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_xattr_name(name));
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto guard = locks_.lock({id});
+  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (!UBTRFS_TRY(get_xattr(*root, id.objectid, name))) return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
+  auto th = UBTRFS_TRY(fs_->transactions().start(2));
+  UBTRFS_TRY_STATUS(remove_xattr(th.tree(), *root, id.objectid, name));
+  ii.ctime = now_btrfs();
+  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+  return {};
+}
+
+// ---- orphans ----------------------------------------------------------------------------------------
+
+Status Filesystem::cleanup_orphans() {
+  auto* root = UBTRFS_TRY(tree_of(*fs_, numbers_.mounted_subvol()));
+  // btrfs_orphan_cleanup: every ORPHAN_ITEM (-5, 48, ino) of the mounted tree.
+  std::vector<uint64_t> orphans;
+  {
+    Path p;
+    UBTRFS_TRY(search_slot(nullptr, *root, Key{kOrphanObjectid, kOrphanItemKey, 0}, p, 0, false));
+    bool valid = p.leaf().nritems() > 0;
+    if (valid && p.slots[0] >= static_cast<int>(p.leaf().nritems())) valid = UBTRFS_TRY(next_leaf(*root, p));
+    while (valid) {
+      const Key k = p.leaf().item_key(p.slots[0]);
+      if (k.objectid != kOrphanObjectid || k.type != kOrphanItemKey) break;
+      orphans.push_back(k.offset);
+      valid = UBTRFS_TRY(next_item(*root, p));
+    }
+  }
+  for (uint64_t objectid : orphans) {
+    const InodeId id{numbers_.mounted_subvol(), objectid};
+    auto guard = locks_.lock({id});
+    auto ii = read_inode(*root, objectid);
+    if (!ii && ii.error().err != ENOENT) return fail(ii.error());
+    if (ii && ii->nlink.get() == 0) {
+      UBTRFS_TRY_STATUS(evict_inode(*ns_, *root, id));
+      spdlog::info("{}: cleaned orphan inode {} of root {}", fs_->path(), objectid, id.subvol);
+      continue;
+    }
+    // A stale orphan item (inode gone, or linked again): only the item goes, as the kernel does.
+    auto th = UBTRFS_TRY(fs_->transactions().start(1));
+    UBTRFS_TRY_STATUS(delete_item(th.tree(), *root, orphan_key(objectid)));
+  }
+  return {};
+}
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,60 @@
+// NamespaceState: the in-memory side of names and inodes for one mount — the per-subvolume next
+// inode objectid (btrfs `root->free_objectid`, btrfs_init_root_free_objectid), the per-directory
+// next DIR_INDEX (btrfs `inode->index_cnt`, btrfs_inode_delayed_dir_index_count) and the FUSE
+// lookup counts (fuse_lowlevel.h forget contract; the kernel's inode reference that keeps an
+// unlinked-but-open inode alive until iput -> evict).
+//
+// Invariants: a counter, once seeded from the tree, only grows (objectids and indexes are never
+// reused while mounted: FORMAT.md §4.3); a lookup count is never negative and its entry is erased
+// at 0.
+// Thread safety: every method is internally synchronized by mu_ (a leaf lock: nothing else is taken
+// while it is held; seeding reads the tree before taking it).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+
+#include "fs/fs_info.h"
+#include "fs/inode.h"
+#include "io/status.h"
+#include "tree/tree_root.h"
+
+namespace ubtrfs::fs {
+
+class FileData;
+
+struct NamespaceState {
+  NamespaceState(FsInfo& fs, const InodeNumbers& numbers, InodeLocks& locks, FileData& data)
+      : fs(fs), numbers(numbers), locks(locks), data(data) {}
+
+  FsInfo& fs;
+  const InodeNumbers& numbers;
+  InodeLocks& locks;
+  FileData& data;
+  // The VFS's s_vfs_rename_mutex: held by cross-directory renames around their subtree check and
+  // changes. Lock order: rename_mu -> inode locks.
+  std::mutex rename_mu;
+
+  // btrfs_get_free_objectid: a fresh objectid of `root` (seeded from its highest objectid below
+  // LAST_FREE_OBJECTID, at least 257). Errors: ENOSPC (objectids exhausted), tree errors.
+  [[nodiscard]] Result<uint64_t> new_objectid(TreeRoot& root);
+  // btrfs_set_inode_index: a fresh DIR_INDEX for directory `dir` (seeded from its highest index + 1,
+  // at least 2). REQUIRES: the caller holds the directory's inode lock.
+  [[nodiscard]] Result<uint64_t> new_dir_index(TreeRoot& root, uint64_t dir);
+  // The directory's counter is no longer needed (evicted).
+  void forget_dir(InodeId dir);
+
+  void add_lookup(InodeId id, uint64_t n = 1);
+  // Subtracts n (clamped at 0); returns what remains.
+  uint64_t drop_lookup(InodeId id, uint64_t n);
+  uint64_t lookup_count(InodeId id);
+
+ private:
+  std::mutex mu_;
+  std::map<uint64_t, uint64_t> next_objectid_;  // GUARDED_BY(mu_): subvol -> next free objectid
+  std::map<InodeId, uint64_t> next_index_;      // GUARDED_BY(mu_): directory -> next DIR_INDEX
+  std::map<InodeId, uint64_t> lookups_;         // GUARDED_BY(mu_)
+};
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,459 @@
+// File contents on real images, judged by the oracles: files written through Filesystem (write,
+// truncate, punch, fallocate, fsync commits, overwrites of committed data) must read back equal to
+// a model through ubtrfs, pass `btrfs check` (original, lowmem, --check-data-csum) and read equal
+// through the kernel (mount -o loop,ro). The kernel-written reference images (images/NNN-*) must
+// read with every regular file's sha256 equal to the manifest, and a flipped data bit must read as
+// EIO.
+//
+// Rules named here: written_files_are_check_clean_and_kernel_identical,
+// reference_image_files_match_manifest, flipped_data_bit_reads_as_eio, seek_data_hole_follows_extents.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "fs/file_data.h"
+#include "fs/filesystem.h"
+#include "tests/io/temp_file.h"
+
+namespace ubtrfs::fs {
+namespace {
+
+namespace stdfs = std::filesystem;
+using io::testing::pattern;
+using io::testing::TempFile;
+
+int run(const std::string& cmd, std::string* out = nullptr) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return 127;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  const int st = ::pclose(p);
+  if (out) *out = text;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+bool have_tool(const char* name) { return run(fmt::format("command -v {}", name)) == 0; }
+
+// mkfs.ubtrfs next to this test binary (build/tests/.. -> build/tools/mkfs), if built.
+std::string ubtrfs_mkfs() {
+  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
+    return std::string(b) + "/mkfs/mkfs.ubtrfs";
+  std::error_code ec;
+  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
+  return stdfs::exists(p) ? p.string() : "";
+}
+
+std::string source_dir() {
+  if (const char* s = std::getenv("UBTRFS_SRC")) return s;
+  return stdfs::path(__FILE__).parent_path().parent_path().parent_path().string();
+}
+
+std::unique_ptr<Filesystem> mount_fs(const std::string& path, bool ro) {
+  OpenOptions o;
+  o.path = path;
+  o.read_only = ro;
+  MountOptions m;
+  m.read_only = ro;
+  m.commit_interval_s = 300;
+  auto r = Filesystem::mount(o, m);
+  INFO("mount " << path << ": " << (r ? "" : r.error().message));
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+std::vector<uint8_t> read_all(Filesystem& fs, uint64_t ino, uint64_t size) {
+  std::vector<uint8_t> out(size + 100);
+  uint64_t off = 0;
+  while (off < out.size()) {
+    auto r = fs.read(ino, off, std::span<uint8_t>(out.data() + off, std::min<size_t>(out.size() - off, 300000)));
+    INFO("read ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
+    REQUIRE(r);
+    if (*r == 0) break;
+    off += *r;
+  }
+  out.resize(off);
+  return out;
+}
+
+// A file being written, with the content it must have.
+struct ModelFile {
+  uint64_t ino = 0;
+  std::vector<uint8_t> content;
+};
+
+struct Writer {
+  Filesystem& fs;
+  std::map<std::string, ModelFile>& files;
+
+  ModelFile& create(const std::string& name) {
+    auto st = fs.create(1, name, 0100644, Caller{});
+    INFO("create " << name << ": " << (st ? "" : st.error().message));
+    REQUIRE(st);
+    auto& f = files[name];
+    f.ino = st->st_ino;
+    return f;
+  }
+  void write(ModelFile& f, uint64_t off, const std::vector<uint8_t>& data) {
+    auto r = fs.write(f.ino, off, data);
+    INFO("write ino " << f.ino << " at " << off << " len " << data.size() << ": " << (r ? "" : r.error().message));
+    REQUIRE(r);
+    REQUIRE(*r == data.size());
+    if (f.content.size() < off + data.size()) f.content.resize(off + data.size(), 0);
+    std::copy(data.begin(), data.end(), f.content.begin() + static_cast<std::ptrdiff_t>(off));
+  }
+  void truncate(ModelFile& f, uint64_t size) {
+    SetAttr a;
+    a.size = size;
+    auto r = fs.setattr(f.ino, a, Caller{});
+    INFO("truncate ino " << f.ino << " to " << size << ": " << (r ? "" : r.error().message));
+    REQUIRE(r);
+    REQUIRE(static_cast<uint64_t>(r->st_size) == size);
+    f.content.resize(size, 0);
+  }
+  void fallocate(ModelFile& f, int mode, uint64_t off, uint64_t len) {
+    auto st = fs.fallocate(f.ino, mode, off, len);
+    INFO("fallocate ino " << f.ino << " mode " << mode << ": " << (st ? "" : st.error().message));
+    REQUIRE(st);
+    if (mode & FALLOC_FL_PUNCH_HOLE) {
+      const uint64_t end = std::min<uint64_t>(off + len, f.content.size());
+      for (uint64_t x = off; x < end; ++x) f.content[x] = 0;
+    } else if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > f.content.size()) {
+      f.content.resize(off + len, 0);
+    }
+  }
+  void fsync(ModelFile& f) {
+    auto st = fs.fsync(f.ino, false);
+    INFO("fsync: " << (st ? "" : st.error().message));
+    REQUIRE(st);
+  }
+};
+
+void verify_through_ubtrfs(Filesystem& fs, const std::map<std::string, ModelFile>& files) {
+  for (const auto& [name, f] : files) {
+    auto got = read_all(fs, f.ino, f.content.size());
+    INFO("file " << name << " size " << f.content.size() << " read " << got.size());
+    REQUIRE(got.size() == f.content.size());
+    size_t first_diff = 0;
+    while (first_diff < got.size() && got[first_diff] == f.content[first_diff]) ++first_diff;
+    INFO("first difference at " << first_diff);
+    REQUIRE(first_diff == got.size());
+  }
+}
+
+void btrfs_check_clean(const std::string& img) {
+  for (const char* mode : {"", "--mode=lowmem", "--check-data-csum"}) {
+    std::string out;
+    const int rc = run(fmt::format("btrfs check --readonly {} {}", mode, img), &out);
+    INFO("btrfs check " << mode << ":\n" << out);
+    REQUIRE(rc == 0);
+    REQUIRE(out.find("ERROR") == std::string::npos);
+  }
+}
+
+// Mounts the image read-only with the kernel and compares every model file byte for byte.
+void verify_through_kernel(const std::string& img, const std::map<std::string, ModelFile>& files) {
+  if (::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
+    WARN("not root or no loop devices: kernel comparison skipped");
+    return;
+  }
+  char tmpl[] = "/tmp/ubtrfs-data-mnt-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string mnt = tmpl;
+  std::string out;
+  const int rc = run(fmt::format("mount -o loop,ro {} {}", img, mnt), &out);
+  INFO("kernel mount: " << out << run("dmesg | tail -20", &out) << out);
+  REQUIRE(rc == 0);
+  std::string mismatch;
+  for (const auto& [name, f] : files) {
+    std::ifstream in(mnt + "/" + name, std::ios::binary);
+    std::vector<uint8_t> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (got != f.content && mismatch.empty())
+      mismatch = fmt::format("{}: kernel reads {} bytes, model {}", name, got.size(), f.content.size());
+  }
+  run(fmt::format("umount {}", mnt));
+  ::rmdir(mnt.c_str());
+  INFO(mismatch);
+  REQUIRE(mismatch.empty());
+}
+
+void write_patterns(const std::string& img) {
+  std::map<std::string, ModelFile> files;
+  std::mt19937_64 rng(42);
+  {
+    auto fs = mount_fs(img, false);
+    Writer w{*fs, files};
+    // Sequential 64 KiB appends.
+    auto& seq = w.create("seq");
+    for (int i = 0; i < 48; ++i) w.write(seq, seq.content.size(), pattern(65536, 100 + i));
+    // Inline files, then one that outgrows inline.
+    auto& small = w.create("small");
+    w.write(small, 0, pattern(100, 1));
+    auto& edge = w.create("inline-2048");
+    w.write(edge, 0, pattern(2048, 2));
+    auto& grow = w.create("inline-grow");
+    w.write(grow, 0, pattern(700, 3));
+    w.fsync(grow);  // commit: the inline extent is on disk
+    w.write(grow, 700, pattern(9300, 4));
+    // Random overwrites of a committed file (COW of committed extents, bookends).
+    auto& rnd = w.create("random");
+    w.write(rnd, 0, pattern(1 << 20, 5));
+    w.fsync(rnd);
+    for (int i = 0; i < 150; ++i) {
+      const uint64_t off = rng() % (1300 << 10), len = 1 + rng() % 20000;
+      w.write(rnd, off, pattern(len, 1000 + i));
+      if (i % 50 == 49) w.fsync(rnd);
+    }
+    // Sparse.
+    auto& sparse = w.create("sparse");
+    w.write(sparse, 400 << 10, pattern(8192, 6));
+    w.write(sparse, 5 << 20, pattern(10, 7));
+    // Truncate down, then up.
+    auto& tr = w.create("truncate");
+    w.write(tr, 0, pattern(300 << 10, 8));
+    w.fsync(tr);
+    w.truncate(tr, 100001);
+    w.truncate(tr, 500000);
+    w.write(tr, 499000, pattern(3000, 9));
+    auto& tr0 = w.create("truncate-zero");
+    w.write(tr0, 0, pattern(50000, 10));
+    w.truncate(tr0, 0);
+    w.write(tr0, 10, pattern(30, 11));
+    // Punch holes (committed and delalloc data).
+    auto& punch = w.create("punch");
+    w.write(punch, 0, pattern(1 << 20, 12));
+    w.fsync(punch);
+    w.fallocate(punch, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 10000, 290000);
+    w.write(punch, 600000, pattern(5000, 13));
+    w.fallocate(punch, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 601000, 100);
+    // Preallocation: inside the file, then beyond EOF with KEEP_SIZE, then a write into it.
+    auto& pre = w.create("prealloc");
+    w.fallocate(pre, 0, 0, 256 << 10);
+    w.write(pre, 4096 + 10, pattern(5000, 14));
+    w.fallocate(pre, FALLOC_FL_KEEP_SIZE, 200 << 10, 512 << 10);
+    w.write(pre, 300 << 10, pattern(70000, 15));
+    // copy_file_range (a copy through read + write) from a committed, partly overwritten file.
+    auto& copy = w.create("copy");
+    auto copied = fs->copy_file_range(rnd.ino, 1000, copy.ino, 5000, 400000, 0);
+    REQUIRE(copied);
+    REQUIRE(*copied == 400000);
+    w.files["copy"].content.resize(405000, 0);
+    std::copy(rnd.content.begin() + 1000, rnd.content.begin() + 401000, w.files["copy"].content.begin() + 5000);
+    verify_through_ubtrfs(*fs, files);
+
+    // SEEK_DATA / SEEK_HOLE over the sparse file (delalloc flushed by now or not: same answers).
+    auto d = fs->lseek(sparse.ino, 0, SEEK_DATA);
+    REQUIRE(d);
+    REQUIRE(*d == (400u << 10));
+    auto h = fs->lseek(sparse.ino, 400 << 10, SEEK_HOLE);
+    REQUIRE(h);
+    REQUIRE(*h == (400u << 10) + 8192);
+    auto end = fs->lseek(sparse.ino, (5 << 20) + 5, SEEK_HOLE);
+    REQUIRE(end);
+    REQUIRE(*end == (5u << 20) + 10);
+    auto nx = fs->lseek(sparse.ino, (5 << 20) + 10, SEEK_DATA);
+    REQUIRE(!nx);
+    REQUIRE(nx.error().err == ENXIO);
+    REQUIRE(fs->unmount());
+  }
+  btrfs_check_clean(img);
+  verify_through_kernel(img, files);
+  {
+    auto fs = mount_fs(img, true);
+    verify_through_ubtrfs(*fs, files);
+    auto h = fs->lseek(files["sparse"].ino, 0, SEEK_HOLE);
+    REQUIRE(h);
+    REQUIRE(*h == 0);
+    REQUIRE(fs->unmount());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.btrfs image)", "[data_image]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    WARN("btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+  write_patterns(img.path());
+}
+
+TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.ubtrfs image)", "[data_image]") {
+  const std::string mkfs = ubtrfs_mkfs();
+  if (mkfs.empty() || !have_tool("btrfs")) {
+    WARN("mkfs.ubtrfs not built or btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  std::string out;
+  INFO(out);
+  REQUIRE(run(fmt::format("{} -f {}", mkfs, img.path()), &out) == 0);
+  write_patterns(img.path());
+}
+
+TEST_CASE("written_files_are_check_clean_and_kernel_identical (explicit holes, no NO_HOLES)", "[data_image]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    WARN("btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -O ^no-holes {}", img.path())) == 0);
+  write_patterns(img.path());
+}
+
+TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_image]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    WARN("btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(512ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+  std::map<std::string, ModelFile> files;
+  {
+    auto fs = mount_fs(img.path(), false);
+    Writer w{*fs, files};
+    auto& big = w.create("big");
+    const auto chunk = pattern(1 << 20, 99);
+    for (int i = 0; i < 80; ++i) w.write(big, static_cast<uint64_t>(i) << 20, chunk);
+    // No commit and no fsync ran: the data can only be on the device if the writer flushed it
+    // when delalloc passed kDelallocFlushBytes.
+    static_assert(kDelallocFlushBytes < (80ull << 20));
+    std::vector<uint8_t> image(512ull << 20);
+    {
+      std::ifstream in(img.path(), std::ios::binary);
+      in.read(reinterpret_cast<char*>(image.data()), static_cast<std::streamsize>(image.size()));
+    }
+    REQUIRE(std::search(image.begin(), image.end(), chunk.begin(), chunk.begin() + 8192) != image.end());
+    verify_through_ubtrfs(*fs, files);
+    REQUIRE(fs->unmount());
+  }
+  btrfs_check_clean(img.path());
+  verify_through_kernel(img.path(), files);
+}
+
+TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
+  if (!have_tool("mkfs.btrfs")) {
+    WARN("mkfs.btrfs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  const auto data = pattern(65536, 77);
+  uint64_t ino = 0;
+  {
+    auto fs = mount_fs(img.path(), false);
+    auto st = fs->create(1, "victim", 0100644, Caller{});
+    REQUIRE(st);
+    ino = st->st_ino;
+    REQUIRE(fs->write(ino, 0, data));
+    REQUIRE(fs->unmount());
+  }
+  // Find the file's second sector on the device and flip one bit in it.
+  std::vector<uint8_t> image(256ull << 20);
+  {
+    std::ifstream in(img.path(), std::ios::binary);
+    in.read(reinterpret_cast<char*>(image.data()), static_cast<std::streamsize>(image.size()));
+  }
+  auto it = std::search(image.begin(), image.end(), data.begin() + 4096, data.begin() + 8192);
+  REQUIRE(it != image.end());
+  const auto pos = static_cast<uint64_t>(it - image.begin());
+  {
+    std::fstream io(img.path(), std::ios::binary | std::ios::in | std::ios::out);
+    io.seekp(static_cast<std::streamoff>(pos + 100));
+    char c = static_cast<char>(image[pos + 100] ^ 0x10);
+    io.write(&c, 1);
+  }
+  auto fs = mount_fs(img.path(), true);
+  std::vector<uint8_t> buf(4096);
+  auto bad = fs->read(ino, 4096, buf);
+  REQUIRE(!bad);
+  REQUIRE(bad.error().err == EIO);
+  auto good = fs->read(ino, 8192, buf);  // another sector of the same extent is fine
+  REQUIRE(good);
+  REQUIRE(std::equal(buf.begin(), buf.end(), data.begin() + 8192));
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("reference_image_files_match_manifest", "[data_image]") {
+  if (!have_tool("zstd")) {
+    WARN("zstd missing: skipped");
+    return;
+  }
+  const stdfs::path images = stdfs::path(source_dir()) / "images";
+  REQUIRE(stdfs::exists(images));
+  int checked_images = 0;
+  for (const auto& dir : stdfs::directory_iterator(images)) {
+    if (!dir.is_directory() || !stdfs::exists(dir.path() / "image.zst")) continue;
+    const std::string name = dir.path().filename().string();
+    TempFile img(0);
+    REQUIRE(run(fmt::format("zstd -q -d -f --long=27 {} -o {}", (dir.path() / "image.zst").string(), img.path())) == 0);
+    std::string manifest;
+    if (stdfs::exists(dir.path() / "manifest.txt")) {
+      std::ifstream in(dir.path() / "manifest.txt");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      manifest = ss.str();
+    } else {
+      REQUIRE(run(fmt::format("zstd -q -d -c {}", (dir.path() / "manifest.txt.zst").string()), &manifest) == 0);
+    }
+    auto fs = mount_fs(img.path(), true);
+    std::istringstream lines(manifest);
+    std::string line;
+    int files = 0;
+    TempFile content(0);
+    while (std::getline(lines, line)) {
+      std::vector<std::string> f;
+      std::stringstream ls(line);
+      std::string field;
+      while (std::getline(ls, field, '\t')) f.push_back(field);
+      if (f.size() < 11 || f[1] != "f") continue;
+      // Resolve the path from the root.
+      uint64_t ino = 1;
+      std::stringstream ps(f[0]);
+      std::string comp;
+      while (std::getline(ps, comp, '/')) {
+        auto st = fs->lookup(ino, comp);
+        INFO(name << ": lookup " << f[0] << ": " << (st ? "" : st.error().message));
+        REQUIRE(st);
+        ino = st->st_ino;
+      }
+      const uint64_t size = std::stoull(f[5]);
+      auto got = read_all(*fs, ino, size);
+      INFO(name << ": " << f[0]);
+      REQUIRE(got.size() == size);
+      {
+        std::ofstream out(content.path(), std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(got.data()), static_cast<std::streamsize>(got.size()));
+      }
+      std::string sum;
+      REQUIRE(run(fmt::format("sha256sum {}", content.path()), &sum) == 0);
+      REQUIRE(sum.substr(0, 64) == f[10]);
+      ++files;
+    }
+    INFO(name);
+    REQUIRE(files > 0);
+    REQUIRE(fs->unmount());
+    ++checked_images;
+  }
+  REQUIRE(checked_images >= 5);
+}
+
+}  // namespace ubtrfs::fs

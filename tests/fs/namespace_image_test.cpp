@@ -1,0 +1,337 @@
+// Names and inodes on a real image, judged by the oracles: a fresh image (mkfs.btrfs, and
+// mkfs.ubtrfs when UBTRFS_BIN is set) is mounted through Filesystem::mount, given a namespace
+// (files, directories, hard links incl. INODE_EXTREF, symlinks, fifo/char device/socket, xattrs,
+// renames incl. exchange and cross-directory directory moves, unlink of an open file, an orphan left
+// for the next mount), unmounted; then `btrfs check` (original and lowmem) must pass, and a kernel
+// read-only loop mount must show the same tree as ubtrfs does (names, types, mode, nlink, uid, gid,
+// size, rdev, mtime, symlink targets, xattrs).
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <linux/fs.h>
+#include <map>
+#include <string>
+
+#include "fs/filesystem.h"
+#include "tests/io/temp_file.h"
+
+namespace ubtrfs::fs {
+namespace {
+
+bool have_tool(const char* name) { return std::system(fmt::format("command -v {} >/dev/null 2>&1", name).c_str()) == 0; }
+bool oracles_required() {
+  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
+  return r && std::string(r) == "1";
+}
+int run(const std::string& cmd) {
+  int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+std::unique_ptr<Filesystem> mount_image(const std::string& path, bool ro) {
+  OpenOptions o;
+  o.path = path;
+  o.read_only = ro;
+  MountOptions m;
+  m.read_only = ro;
+  auto fs = Filesystem::mount(o, m);
+  if (!fs) FAIL("mount " << path << ": " << fs.error().message);
+  return std::move(*fs);
+}
+
+template <class T>
+T must(Result<T> r, const char* what) {
+  if (!r) FAIL(what << ": " << r.error().message);
+  return std::move(*r);
+}
+void must(const Status& s, const char* what) {
+  if (!s) FAIL(what << ": " << s.error().message);
+}
+int err_of(const Status& s) { return s ? 0 : s.error().err; }
+template <class T>
+int err_of(const Result<T>& r) { return r ? 0 : r.error().err; }
+
+std::span<const uint8_t> bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
+
+// One file as both sides report it.
+struct Seen {
+  uint32_t mode = 0, nlink = 0, uid = 0, gid = 0;
+  uint64_t size = 0, rdev = 0;
+  int64_t mtime_s = 0, mtime_ns = 0;
+  std::string target;
+  std::map<std::string, std::string> xattrs;
+  bool operator==(const Seen&) const = default;
+};
+
+std::string describe(const std::map<std::string, Seen>& m) {
+  std::string out;
+  for (auto& [p, s] : m)
+    out += fmt::format("{} mode {:o} nlink {} uid {} gid {} size {} rdev {} mtime {}.{} -> '{}' xattrs {}\n", p, s.mode,
+                       s.nlink, s.uid, s.gid, s.size, s.rdev, s.mtime_s, s.mtime_ns, s.target, s.xattrs.size());
+  return out;
+}
+
+Seen from_stat(const struct stat& st) {
+  Seen s;
+  s.mode = st.st_mode;
+  s.nlink = static_cast<uint32_t>(st.st_nlink);
+  s.uid = st.st_uid;
+  s.gid = st.st_gid;
+  s.size = static_cast<uint64_t>(st.st_size);
+  s.rdev = st.st_rdev;
+  s.mtime_s = st.st_mtim.tv_sec;
+  s.mtime_ns = st.st_mtim.tv_nsec;
+  return s;
+}
+
+// The tree as ubtrfs shows it (readdir + lookup + readlink + xattrs), paths relative to the root.
+void walk_ubtrfs(Filesystem& fs, uint64_t dir, const std::string& prefix, std::map<std::string, Seen>& out) {
+  std::vector<std::pair<std::string, uint64_t>> entries;
+  must(fs.readdir(dir, 0, false,
+                  [&](const DirEntryOut& e) {
+                    if (e.name != "." && e.name != "..") entries.emplace_back(std::string(e.name), e.attr.st_ino);
+                    return true;
+                  }),
+       "readdir");
+  for (auto& [name, ino] : entries) {
+    const struct stat st = must(fs.lookup(dir, name), "lookup");
+    CHECK(static_cast<uint64_t>(st.st_ino) == ino);
+    Seen s = from_stat(st);
+    const std::string path = prefix + "/" + name;
+    if (S_ISLNK(st.st_mode)) s.target = must(fs.readlink(st.st_ino), "readlink");
+    for (auto& x : must(fs.listxattr(st.st_ino), "listxattr")) {
+      auto v = must(fs.getxattr(st.st_ino, x), "getxattr");
+      s.xattrs[x] = std::string(v.begin(), v.end());
+    }
+    out[path] = s;
+    if (S_ISDIR(st.st_mode)) walk_ubtrfs(fs, st.st_ino, path, out);
+    fs.forget(st.st_ino, 1);
+  }
+}
+
+void walk_kernel(const std::string& root, std::map<std::string, Seen>& out) {
+  namespace sfs = std::filesystem;
+  for (auto it = sfs::recursive_directory_iterator(root); it != sfs::recursive_directory_iterator(); ++it) {
+    const std::string p = it->path().string();
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    Seen s = from_stat(st);
+    if (S_ISLNK(st.st_mode)) s.target = sfs::read_symlink(it->path()).string();
+    std::vector<char> names(65536);
+    const ssize_t n = ::llistxattr(p.c_str(), names.data(), names.size());
+    REQUIRE(n >= 0);
+    for (ssize_t off = 0; off < n;) {
+      std::string x(names.data() + off);
+      off += static_cast<ssize_t>(x.size()) + 1;
+      std::vector<char> v(65536);
+      const ssize_t len = ::lgetxattr(p.c_str(), x.c_str(), v.data(), v.size());
+      REQUIRE(len >= 0);
+      s.xattrs[x] = std::string(v.data(), static_cast<size_t>(len));
+    }
+    out[p.substr(root.size())] = s;
+  }
+}
+
+// Debug aid: UBTRFS_NS_SKIP="A,C" leaves groups of operations out (to bisect an oracle failure).
+bool step(char g) {
+  const char* s = std::getenv("UBTRFS_NS_SKIP");
+  return !s || !std::strchr(s, g);
+}
+
+void build_namespace(Filesystem& fs, uint64_t* orphan_ino) {
+  const Caller me{1000, 1000, 0};
+  const Caller root{0, 0, 0};
+  auto d1 = must(fs.mkdir(1, "d1", 0755, me), "mkdir d1");
+  CHECK(d1.st_nlink == 1);  // btrfs keeps directories at nlink 1
+  auto d2 = must(fs.mkdir(1, "d2", 0750, root), "mkdir d2");
+  auto sub = must(fs.mkdir(d1.st_ino, "sub", 0700, me), "mkdir sub");
+  auto f1 = must(fs.create(1, "f1", 0644, me), "create f1");
+  auto f2 = must(fs.create(d1.st_ino, "f2", 0600, me), "create f2");
+  CHECK(err_of(fs.create(1, "f1", 0644, me)) == EEXIST);
+  CHECK(err_of(fs.create(1, std::string(256, 'x'), 0644, me)) == ENAMETOOLONG);
+  CHECK(err_of(fs.lookup(1, std::string(256, 'x'))) == ENAMETOOLONG);
+  CHECK(err_of(fs.lookup(1, "nope")) == ENOENT);
+  must(fs.create(1, std::string(255, 'L'), 0644, me), "create 255-byte name");
+
+  // Hard links: same dir, other dir, and enough long names in one dir to need INODE_EXTREF.
+  auto l1 = must(fs.link(f1.st_ino, d1.st_ino, "f1link"), "link");
+  CHECK(l1.st_nlink == 2);
+  CHECK(err_of(fs.link(d1.st_ino, 1, "dirlink")) == EPERM);
+  auto many = must(fs.create(d2.st_ino, "many", 0644, root), "create many");
+  for (int i = 0; i < (step('A') ? 70 : 0); ++i)
+    must(fs.link(many.st_ino, d2.st_ino, std::string(250, 'h') + fmt::format("{:05}", i)), "link many");
+  CHECK(must(fs.getattr(many.st_ino), "getattr many").st_nlink == (step('A') ? 71u : 1u));
+
+  // Symlinks, special files.
+  auto s1 = must(fs.symlink(1, "s1", "d1/f2", me), "symlink");
+  CHECK(s1.st_size == 5);
+  CHECK(must(fs.readlink(s1.st_ino), "readlink") == "d1/f2");
+  if (step('B')) must(fs.symlink(d1.st_ino, "long", std::string(3000, 't'), me), "long symlink");
+  CHECK(err_of(fs.symlink(1, "toolong", std::string(4096, 't'), me)) == ENAMETOOLONG);
+  must(fs.mknod(1, "fifo", S_IFIFO | 0644, 0, me), "mkfifo");
+  auto chr = must(fs.mknod(1, "null", S_IFCHR | 0666, makedev(1, 3), root), "mknod chr");
+  CHECK(major(chr.st_rdev) == 1);
+  CHECK(minor(chr.st_rdev) == 3);
+  must(fs.mknod(d1.st_ino, "blk", S_IFBLK | 0600, makedev(8, 300), root), "mknod blk");
+  if (step('B')) must(fs.mknod(1, "sock", S_IFSOCK | 0755, 0, me), "mknod sock");
+
+  // Xattrs.
+  must(fs.setxattr(f1.st_ino, "user.color", bytes("blue"), 0), "setxattr");
+  must(fs.setxattr(d1.st_ino, "user.dir", bytes("yes"), 0), "setxattr dir");
+  must(fs.setxattr(f2.st_ino, "trusted.t", bytes(""), 0), "setxattr empty");
+  CHECK(err_of(fs.setxattr(f1.st_ino, "user.color", bytes("red"), XATTR_CREATE)) == EEXIST);
+  CHECK(err_of(fs.setxattr(f1.st_ino, "user.none", bytes("red"), XATTR_REPLACE)) == ENODATA);
+  must(fs.setxattr(f1.st_ino, "user.tmp", bytes("x"), 0), "setxattr tmp");
+  must(fs.removexattr(f1.st_ino, "user.tmp"), "removexattr");
+  CHECK(err_of(fs.getxattr(f1.st_ino, "user.tmp")) == ENODATA);
+
+  // setattr: chmod, chown (drops suid), times.
+  SetAttr a;
+  a.mode = 04755;
+  must(fs.setattr(f2.st_ino, a, me), "chmod");
+  SetAttr c;
+  c.uid = 1001;
+  c.gid = 1001;
+  auto after = must(fs.setattr(f2.st_ino, c, root), "chown");
+  CHECK((after.st_mode & 07777) == 0755);
+  SetAttr t;
+  t.mtime = SetAttr::Time::kValue;
+  t.mtime_value = {1600000000, 5};
+  t.atime = SetAttr::Time::kNow;
+  after = must(fs.setattr(f1.st_ino, t, me), "utimes");
+  CHECK(after.st_mtim.tv_sec == 1600000000);
+  CHECK(after.st_mtim.tv_nsec == 5);
+
+  // Renames.
+  must(fs.rename(d1.st_ino, "f1link", d1.st_ino, "renamed", 0), "rename in dir");
+  if (step('C')) {
+    must(fs.rename(d1.st_ino, "sub", d2.st_ino, "sub", 0), "move dir");
+    CHECK(must(fs.lookup(sub.st_ino, ".."), "lookup ..").st_ino == d2.st_ino);
+    CHECK(err_of(fs.rename(1, "d2", sub.st_ino, "inside", 0)) == EINVAL);
+  }
+  CHECK(err_of(fs.rmdir(1, "d2")) == ENOTEMPTY);
+  CHECK(err_of(fs.unlink(1, "d2")) == EISDIR);
+  CHECK(err_of(fs.rmdir(1, "f1")) == ENOTDIR);
+  must(fs.create(1, "victim", 0644, me), "create victim");
+  must(fs.create(1, "mover", 0640, me), "create mover");
+  if (step('F')) {
+    must(fs.rename(1, "mover", 1, "victim", 0), "rename over file");
+    CHECK(err_of(fs.lookup(1, "mover")) == ENOENT);
+  }
+  CHECK(err_of(fs.rename(1, "victim", 1, "f1", RENAME_NOREPLACE)) == EEXIST);
+  if (step('E')) {
+    must(fs.rename(1, "victim", d1.st_ino, "f2", RENAME_EXCHANGE), "exchange");
+    CHECK((must(fs.lookup(1, "victim"), "lookup exchanged").st_mode & 07777) == 0755);
+  }
+  CHECK(err_of(fs.rename(1, "f1", 1, "nothing", RENAME_EXCHANGE)) == ENOENT);
+  must(fs.mkdir(1, "emptydir", 0755, me), "mkdir emptydir");
+  CHECK(err_of(fs.rename(1, "f1", 1, "emptydir", 0)) == EISDIR);
+  CHECK(err_of(fs.rename(1, "d1", 1, "f1", 0)) == ENOTDIR);
+  CHECK(err_of(fs.rename(1, "d1", 1, "d2", 0)) == ENOTEMPTY);
+  must(fs.mkdir(1, "emptydir2", 0700, me), "mkdir emptydir2");
+  if (step('D')) must(fs.rename(1, "emptydir2", 1, "emptydir", 0), "rename dir over empty dir");
+  must(fs.rename(1, "f1", 1, "f1", 0), "same-name rename");
+
+  // Unlink of an open file: the inode lives (orphan) until the last forget.
+  auto open_file = must(fs.create(1, "open_unlinked", 0644, me), "create open_unlinked");
+  must(fs.unlink(1, "open_unlinked"), "unlink open file");
+  auto still = must(fs.getattr(open_file.st_ino), "getattr unlinked");
+  CHECK(still.st_nlink == 0);
+  fs.forget(open_file.st_ino, 1);
+  CHECK(err_of(fs.getattr(open_file.st_ino)) == ENOENT);
+  // And one that stays open across the unmount: cleaned by the next mount.
+  auto left = must(fs.create(1, "orphan_left", 0644, me), "create orphan_left");
+  must(fs.unlink(1, "orphan_left"), "unlink orphan_left");
+  *orphan_ino = left.st_ino;
+  must(fs.rmdir(1, "emptydir"), "rmdir");
+
+  // readdir: "." -> 1, ".." -> 2, then resuming at an entry's next_offset continues after it.
+  std::vector<std::pair<std::string, uint64_t>> first;
+  must(fs.readdir(1, 0, false, [&](const DirEntryOut& e) {
+    first.emplace_back(std::string(e.name), e.next_offset);
+    return first.size() < 5;
+  }), "readdir");
+  REQUIRE(first.size() == 5);
+  CHECK(first[0].first == ".");
+  CHECK(first[0].second == 1);
+  CHECK(first[1].first == "..");
+  CHECK(first[1].second == 2);
+  std::vector<std::string> rest;
+  must(fs.readdir(1, first[3].second, false, [&](const DirEntryOut& e) {
+    rest.emplace_back(e.name);
+    return true;
+  }), "readdir resume");
+  REQUIRE_FALSE(rest.empty());
+  CHECK(rest.front() == first[4].first);
+
+  // Forget every lookup the creations added (the kernel would on unmount).
+  for (auto ino : {d1.st_ino, d2.st_ino, sub.st_ino, f1.st_ino, f2.st_ino, many.st_ino, s1.st_ino})
+    fs.forget(ino, 100);
+}
+
+}  // namespace
+
+TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || geteuid() != 0) {
+    if (oracles_required()) FAIL("mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1");
+    WARN("skipped: needs mkfs.btrfs, btrfs and root");
+    return;
+  }
+  std::vector<std::string> makers{"btrfs"};
+  if (std::getenv("UBTRFS_BIN")) makers.push_back("ubtrfs");
+  for (const auto& maker : makers) {
+    DYNAMIC_SECTION("mkfs." << maker) {
+      io::testing::TempFile img(256ull << 20);
+      const std::string mk = maker == "btrfs"
+                                 ? fmt::format("mkfs.btrfs -q -f {} >/dev/null 2>&1", img.path())
+                                 : fmt::format("{}/mkfs/mkfs.ubtrfs -q -f {} >/dev/null 2>&1", std::getenv("UBTRFS_BIN"), img.path());
+      REQUIRE(run(mk) == 0);
+      uint64_t orphan = 0;
+      {
+        auto fs = mount_image(img.path(), false);
+        build_namespace(*fs, &orphan);
+        must(fs->unmount(), "unmount");
+      }
+      // The orphan left open is legal on disk (nlink 0 with an ORPHAN_ITEM).
+      CHECK(run(fmt::format("btrfs check {} >/tmp/ubtrfs-ns-check1.log 2>&1", img.path())) == 0);
+      {
+        auto fs = mount_image(img.path(), false);  // cleanup_orphans runs here
+        CHECK(err_of(fs->getattr(orphan)) == ENOENT);
+        must(fs->setxattr(1, "user.after", bytes("remount"), 0), "setxattr after remount");
+        must(fs->unmount(), "unmount 2");
+      }
+      CHECK(run(fmt::format("btrfs check {} >/tmp/ubtrfs-ns-check.log 2>&1", img.path())) == 0);
+      CHECK(run(fmt::format("btrfs check --mode=lowmem {} >/tmp/ubtrfs-ns-check-lowmem.log 2>&1", img.path())) == 0);
+      if (const char* keep = std::getenv("UBTRFS_NS_KEEP_IMAGE")) run(fmt::format("cp --sparse=always {} {}", img.path(), keep));
+
+      std::map<std::string, Seen> ours, kernels;
+      {
+        auto fs = mount_image(img.path(), true);
+        CHECK(err_of(fs->mkdir(1, "x", 0755, Caller{})) == EROFS);
+        CHECK(err_of(fs->unlink(1, "f1")) == EROFS);
+        walk_ubtrfs(*fs, 1, "", ours);
+        must(fs->unmount(), "unmount ro");
+      }
+      char dir_tmpl[] = "/tmp/ubtrfs-ns-mnt-XXXXXX";
+      REQUIRE(::mkdtemp(dir_tmpl));
+      const std::string mnt = dir_tmpl;
+      REQUIRE(run(fmt::format("mount -o loop,ro {} {}", img.path(), mnt)) == 0);
+      walk_kernel(mnt, kernels);
+      run(fmt::format("umount {}", mnt));
+      ::rmdir(mnt.c_str());
+      CHECK(ours.size() > 80);
+      INFO("ubtrfs:\n" << describe(ours) << "kernel:\n" << describe(kernels));
+      CHECK(ours == kernels);
+    }
+  }
+}
+
+}  // namespace ubtrfs::fs
