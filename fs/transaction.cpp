@@ -28,6 +28,16 @@ void TransHandle::end() {
   m->end_handle(*this);
 }
 
+std::unexpected<Error> TransHandle::abort(const Error& why) {
+  TransactionManager* m = mgr_;
+  if (m) {
+    spdlog::error("transaction {} aborted: {}", tree_.transid, why.message);
+    m->abort(why);
+  }
+  end();
+  return std::unexpected<Error>(why);
+}
+
 TransactionManager::TransactionManager(FsInfo& fs) : fs_(fs) {
   transid_ = fs.super().generation.get() + 1;
 }

@@ -51,6 +51,11 @@ class TransHandle {
   // btrfs_end_transaction: uninhibits writeback of the buffers this handle COWed and lets a waiting
   // commit proceed. Idempotent.
   void end();
+  // btrfs_abort_transaction: an operation failed after it had changed trees, so the running
+  // transaction holds a half-done change that must never be committed. The filesystem turns
+  // read-only (every later start() is EROFS, commit() writes nothing); the disk keeps the last
+  // commit. Returns `why` so callers can `return th.abort(err);`. Ends the handle.
+  std::unexpected<Error> abort(const Error& why);
 
  private:
   friend class TransactionManager;
@@ -97,6 +102,8 @@ class TransactionManager {
   void stop_commit_thread();
 
   uint64_t running_transid() const;
+  // Aborts the running transaction (see TransHandle::abort); also used by the commit itself.
+  void abort(const Error& why);
   bool aborted() const;
   // The reason of the abort, for messages ("" if none).
   std::string abort_reason() const;
@@ -106,8 +113,6 @@ class TransactionManager {
   friend class TransHandle;
   void end_handle(TransHandle& h);
   [[nodiscard]] Status commit_locked();  // commit.cpp: the pipeline; REQUIRES gate closed, no handle
-  void abort(const Error& why);
-
   FsInfo& fs_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
