@@ -1,0 +1,187 @@
+// Command-line parsing of the ubtrfs daemon and the libfuse option list; see daemon_cli.h.
+#include "tools/daemon/daemon_cli.h"
+
+#include <charconv>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace ubtrfs::daemon {
+
+namespace {
+
+// Generic VFS flags that the kernel enforces on the mount itself and that libfuse 3.14's mount
+// code turns into MS_* flags. fs/mount_options.cpp accepts and drops them, so they are collected
+// from the raw list here ("ro"/"rw" are decided from the opened filesystem instead). libfuse
+// refuses the other atime variants (relatime, nodiratime, strictatime...): those are accepted and
+// dropped (the kernel default relatime applies).
+bool is_kernel_flag(std::string_view name) {
+  static constexpr std::string_view kFlags[] = {"suid",  "nosuid", "dev",     "nodev", "exec",   "noexec",
+                                                "async", "sync",   "dirsync", "atime", "noatime"};
+  for (auto f : kFlags)
+    if (name == f) return true;
+  return false;
+}
+
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    if (comma > pos) out.push_back(list.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+std::optional<unsigned> parse_unsigned(std::string_view s) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// libfuse splits -o lists at commas; a backslash protects a comma (or itself) inside a value.
+std::string escape_option_value(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == ',' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<DaemonArgs> parse_daemon_args(int argc, char** argv) {
+  DaemonArgs a;
+  std::vector<std::string> positional;
+  std::vector<std::string> lists;
+  bool options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (options_done || arg.empty() || arg[0] != '-' || arg == "-") {
+      positional.emplace_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
+    } else if (arg == "-h" || arg == "--help") {
+      a.help = true;
+    } else if (arg == "-V" || arg == "--version") {
+      a.version = true;
+    } else if (arg == "-f") {
+      a.foreground = true;
+    } else if (arg == "-d") {
+      a.debug = true;
+      a.foreground = true;
+    } else if (arg == "-o") {
+      if (i + 1 >= argc) return fail(EINVAL, "option '-o' needs an argument");
+      lists.emplace_back(argv[++i]);
+    } else if (arg.starts_with("-o")) {
+      lists.emplace_back(arg.substr(2));
+    } else {
+      return fail(EINVAL, "unknown command-line option '{}' (see --help)", arg);
+    }
+  }
+  if (a.help || a.version) return a;
+  if (positional.size() != 2)
+    return fail(EINVAL, "expected IMAGE and MOUNTPOINT, got {} argument{} (see --help)", positional.size(),
+                positional.size() == 1 ? "" : "s");
+  a.source = positional[0];
+  a.mountpoint = positional[1];
+  for (const auto& l : lists) {
+    if (l.empty()) continue;
+    if (!a.option_list.empty()) a.option_list += ',';
+    a.option_list += l;
+  }
+  a.options = UBTRFS_TRY(fs::parse_mount_options(a.option_list));
+  if (a.debug) a.options.log_level = "debug";
+
+  // Loop options travel in the -o list like mount options but belong to the session loop.
+  std::vector<std::string> session_passthrough;
+  for (const auto& opt : a.options.fuse_passthrough) {
+    auto eq = opt.find('=');
+    std::string_view name = std::string_view(opt).substr(0, eq);
+    if (name == "max_idle_threads" || name == "max_threads") {
+      auto v = eq == std::string::npos ? std::nullopt : parse_unsigned(std::string_view(opt).substr(eq + 1));
+      if (!v || (name == "max_threads" && *v == 0))
+        return fail(EINVAL, "invalid value for mount option '{}'", opt);
+      (name == "max_idle_threads" ? a.max_idle_threads : a.max_threads) = *v;
+    } else {
+      session_passthrough.push_back(opt);
+    }
+  }
+  a.options.fuse_passthrough = std::move(session_passthrough);
+  for (const auto& opt : split_commas(a.option_list))
+    if (is_kernel_flag(opt)) a.kernel_flags.push_back(opt);
+  return a;
+}
+
+std::string fuse_session_options(const DaemonArgs& args, const std::string& source_path, bool read_only) {
+  std::vector<std::string> opts;
+  bool user_fsname = false, user_subtype = false;
+  for (const auto& p : args.options.fuse_passthrough) {
+    user_fsname |= p.starts_with("fsname=");
+    user_subtype |= p.starts_with("subtype=");
+  }
+  if (!user_fsname) opts.push_back("fsname=" + escape_option_value(source_path));
+  if (!user_subtype) opts.push_back("subtype=ubtrfs");
+  opts.push_back("default_permissions");
+  if (args.options.allow_other) opts.push_back("allow_other");
+  opts.push_back(read_only ? "ro" : "rw");
+  for (const auto& f : args.kernel_flags) opts.push_back(f);
+  for (const auto& p : args.options.fuse_passthrough) opts.push_back(p);
+  std::string out;
+  for (const auto& o : opts) {
+    if (!out.empty()) out += ',';
+    out += o;
+  }
+  return out;
+}
+
+std::string usage_text(const char* prog) {
+  return fmt::format(
+      R"(usage: {0} IMAGE|DEVICE MOUNTPOINT [-o OPTIONS] [-f] [-d]
+       {0} -h|--help | -V|--version
+
+Mounts a btrfs image or block device with the ubtrfs FUSE daemon. Also reachable as
+`mount -t fuse.ubtrfs IMAGE MOUNTPOINT -o OPTIONS` and through fstab (type fuse.ubtrfs).
+
+  -o OPTIONS     comma-separated mount options (may be repeated), see below
+  -f             stay in the foreground, log to stderr
+  -d             debug: foreground, log_level=debug, trace every FUSE request
+  -h, --help     print this help
+  -V, --version  print the version
+
+ubtrfs options:
+  ro                    open the image read-only (nothing is ever written)
+  rw                    read-write (default); later options override earlier ones
+  commit=SECONDS        periodic commit interval, 1..300 (default 30)
+  cache_mb=N            tree block cache budget in MiB (default 256)
+  log_level=LEVEL       trace|debug|info|warn|error|critical|off (default info)
+  subvolid=ID           mount this subvolume (default: the default subvolume)
+  subvol=PATH           mount the subvolume at PATH
+  cow_overwrite=on|off  copy-on-write for overwrites of shared extents (default off)
+  wb_inhibit=on|off     writeback inhibition during commit (default on)
+  allow_other           let other users access the mount (non-root: needs user_allow_other
+                        in /etc/fuse.conf)
+  default_permissions   accepted; always on: the kernel checks permissions and POSIX ACLs
+FUSE options: fsname=, subtype=, max_read=, blksize=, auto_unmount,
+              max_idle_threads=N (default 10), max_threads=N
+Generic options passed to the kernel mount: nosuid, suid, nodev, dev, noexec, exec, sync,
+  async, dirsync, noatime, atime. Accepted and ignored (mount(8) or kernel defaults): relatime,
+  norelatime, diratime, nodiratime, strictatime, nostrictatime, lazytime, defaults, auto,
+  noauto, user, users, nofail, _netdev, x-*, comment=
+Unknown options are refused and nothing is mounted.
+
+Exit status: 0 mounted (and, in the foreground, unmounted cleanly); 1 invalid command line or
+options; 32 the mount failed (image cannot be opened, in use by another daemon, unsupported
+features, FUSE mount refused); 2 the final commit at unmount failed (the image keeps the
+previous commit).
+The image is flock()ed while mounted (exclusive read-write, shared read-only); the lock is
+released only after the final commit, so `flock IMAGE true` waits for an unmount to finish.
+)",
+      prog);
+}
+
+}  // namespace ubtrfs::daemon

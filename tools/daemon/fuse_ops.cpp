@@ -1,0 +1,447 @@
+// FUSE low-level operations over the Filesystem facade; see fuse_ops.h.
+//
+// Shape of every op (after libfuse's passthrough_hp): call the facade, then one reply. Errors are
+// logged at debug level (ENOENT on lookup is the normal negative answer), EIO/EUCLEAN at error
+// level because they mean corruption or a device failure the user must see.
+#include "tools/daemon/fuse_ops.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "tools/daemon/posix_acl.h"
+
+namespace ubtrfs::daemon {
+
+namespace {
+
+fs::Filesystem& fs_of(fuse_req_t req) { return *static_cast<DaemonContext*>(fuse_req_userdata(req))->fs; }
+
+// The errno a request fails with. ENOSYS would permanently disable the op in the kernel and 0 or
+// a negative value is a facade bug: both become something the caller can act on.
+int reply_errno(const Error& e) {
+  if (e.err <= 0) return EIO;
+  if (e.err == ENOSYS) return EOPNOTSUPP;
+  return e.err;
+}
+
+void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
+  const int err = reply_errno(e);
+  if (err == EIO || err == EUCLEAN)
+    spdlog::error("{} inode {}: {}", op, ino, e.message);
+  else
+    spdlog::debug("{} inode {}: {} ({})", op, ino, e.message, strerror(err));
+  fuse_reply_err(req, err);
+}
+
+void reply_status(fuse_req_t req, const Status& s, const char* op, uint64_t ino) {
+  if (s) fuse_reply_err(req, 0);
+  else reply_error(req, s.error(), op, ino);
+}
+
+fs::Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  fs::Caller c;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  c.umask = 0;  // FUSE_CAP_DONT_MASK is not requested: the kernel applied the umask already
+  return c;
+}
+
+fuse_entry_param entry_of(const struct stat& st) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = st.st_ino;
+  e.generation = 0;  // objectids are never reused within a subvolume (btrfs allocates upward)
+  e.attr = st;
+  e.attr_timeout = kAttrTimeout;
+  e.entry_timeout = kEntryTimeout;
+  return e;
+}
+
+// Replies an entry the facade has already counted a lookup for; if the kernel cannot take the
+// reply (the request was interrupted), it never learns the inode, so the count is dropped here.
+void reply_counted_entry(fuse_req_t req, const struct stat& st) {
+  fuse_entry_param e = entry_of(st);
+  if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(st.st_ino, 1);
+}
+
+void reply_entry_result(fuse_req_t req, const Result<struct stat>& r, const char* op, uint64_t parent) {
+  if (r) reply_counted_entry(req, *r);
+  else reply_error(req, r.error(), op, parent);
+}
+
+// ---- init ------------------------------------------------------------------------------------
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  auto* ctx = static_cast<DaemonContext*>(userdata);
+  // The kernel clears suid/sgid itself (by a setattr) on write, truncate and chown.
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+  // O_TRUNC arrives as a setattr(size=0) before open, with the kernel's permission checks.
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // Writes reach the filesystem one by one, in order (no kernel-side write-back caching).
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // The kernel enforces POSIX ACLs stored as system.posix_acl_* xattrs (with default_permissions).
+  if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  conn->max_write = kMaxWrite;
+  conn->time_gran = 1;  // btrfs keeps nanoseconds
+  spdlog::debug("fuse: protocol {}.{}, capable 0x{:x}, want 0x{:x}, max_write {}, read_only {}", conn->proto_major,
+                conn->proto_minor, conn->capable, conn->want, conn->max_write, ctx->read_only);
+}
+
+// ---- names and inodes ------------------------------------------------------------------------
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto r = fs_of(req).lookup(parent, name);
+  if (r) {
+    reply_counted_entry(req, *r);
+  } else if (r.error().err == ENOENT) {
+    // A negative entry: the kernel caches the absence for entry_timeout.
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof e);
+    e.ino = 0;
+    e.entry_timeout = kEntryTimeout;
+    fuse_reply_entry(req, &e);
+  } else {
+    reply_error(req, r.error(), "lookup", parent);
+  }
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  fs_of(req).forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  auto& fs = fs_of(req);
+  for (size_t i = 0; i < count; ++i) fs.forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto r = fs_of(req).getattr(ino);
+  if (r) fuse_reply_attr(req, &*r, kAttrTimeout);
+  else reply_error(req, r.error(), "getattr", ino);
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  fs::SetAttr a;
+  if (to_set & FUSE_SET_ATTR_MODE) a.mode = attr->st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) a.uid = attr->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) a.gid = attr->st_gid;
+  if (to_set & FUSE_SET_ATTR_SIZE) a.size = static_cast<uint64_t>(attr->st_size);
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+    a.atime = fs::SetAttr::Time::kNow;
+  } else if (to_set & FUSE_SET_ATTR_ATIME) {
+    a.atime = fs::SetAttr::Time::kValue;
+    a.atime_value = attr->st_atim;
+  }
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+    a.mtime = fs::SetAttr::Time::kNow;
+  } else if (to_set & FUSE_SET_ATTR_MTIME) {
+    a.mtime = fs::SetAttr::Time::kValue;
+    a.mtime_value = attr->st_mtim;
+  }
+  if (to_set & FUSE_SET_ATTR_CTIME) a.ctime = attr->st_ctim;
+  auto r = fs_of(req).setattr(ino, a, caller_of(req));
+  if (r) fuse_reply_attr(req, &*r, kAttrTimeout);
+  else reply_error(req, r.error(), "setattr", ino);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto r = fs_of(req).readlink(ino);
+  if (r) fuse_reply_readlink(req, r->c_str());
+  else reply_error(req, r.error(), "readlink", ino);
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  reply_entry_result(req, fs_of(req).mknod(parent, name, mode, rdev, caller_of(req)), "mknod", parent);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  reply_entry_result(req, fs_of(req).mkdir(parent, name, mode, caller_of(req)), "mkdir", parent);
+}
+
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  reply_entry_result(req, fs_of(req).symlink(parent, name, target, caller_of(req)), "symlink", parent);
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  reply_entry_result(req, fs_of(req).link(ino, newparent, newname), "link", ino);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  reply_status(req, fs_of(req).unlink(parent, name), "unlink", parent);
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  reply_status(req, fs_of(req).rmdir(parent, name), "rmdir", parent);
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+               unsigned int flags) {
+  reply_status(req, fs_of(req).rename(parent, name, newparent, newname, flags), "rename", parent);
+}
+
+// ---- files ----------------------------------------------------------------------------------
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  auto& fs = fs_of(req);
+  auto r = fs.create(parent, name, mode, caller_of(req));
+  if (!r) return reply_error(req, r.error(), "create", parent);
+  // The kernel treats the new file as opened; open it in the facade too so release() pairs up.
+  auto opened = fs.open(r->st_ino, fi->flags & ~(O_CREAT | O_EXCL | O_TRUNC));
+  if (!opened) {
+    fs.forget(r->st_ino, 1);
+    return reply_error(req, opened.error(), "create/open", r->st_ino);
+  }
+  fi->fh = 0;
+  fuse_entry_param e = entry_of(*r);
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    // Interrupted: the kernel has neither the reference nor the open file.
+    (void)fs.release(r->st_ino);
+    fs.forget(r->st_ino, 1);
+  }
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& fs = fs_of(req);
+  auto s = fs.open(ino, fi->flags);
+  if (!s) return reply_error(req, s.error(), "open", ino);
+  fi->fh = 0;
+  if (fuse_reply_open(req, fi) != 0) (void)fs.release(ino);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  std::vector<uint8_t> buf(size);
+  auto r = fs_of(req).read(ino, static_cast<uint64_t>(off), buf);
+  if (r) fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+  else reply_error(req, r.error(), "read", ino);
+}
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info*) {
+  auto r = fs_of(req).write(ino, static_cast<uint64_t>(off),
+                            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size));
+  if (r) fuse_reply_write(req, *r);
+  else reply_error(req, r.error(), "write", ino);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  reply_status(req, fs_of(req).flush(ino), "flush", ino);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  reply_status(req, fs_of(req).release(ino), "release", ino);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  reply_status(req, fs_of(req).fsync(ino, datasync != 0), "fsync", ino);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
+  if (offset < 0 || length <= 0) return fuse_reply_err(req, EINVAL), void();
+  reply_status(req,
+               fs_of(req).fallocate(ino, mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length)),
+               "fallocate", ino);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  if (off < 0) return fuse_reply_err(req, ENXIO), void();
+  auto r = fs_of(req).lseek(ino, static_cast<uint64_t>(off), whence);
+  if (r) fuse_reply_lseek(req, static_cast<off_t>(*r));
+  else reply_error(req, r.error(), "lseek", ino);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
+                        off_t off_out, fuse_file_info*, size_t len, int flags) {
+  if (off_in < 0 || off_out < 0) return fuse_reply_err(req, EINVAL), void();
+  auto r = fs_of(req).copy_file_range(ino_in, static_cast<uint64_t>(off_in), ino_out, static_cast<uint64_t>(off_out),
+                                      len, static_cast<unsigned>(flags));
+  if (r) fuse_reply_write(req, *r);
+  else reply_error(req, r.error(), "copy_file_range", ino_in);
+}
+
+// ---- directories ----------------------------------------------------------------------------
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto s = fs_of(req).opendir(ino);
+  if (!s) return reply_error(req, s.error(), "opendir", ino);
+  fi->fh = 0;
+  fuse_reply_open(req, fi);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  reply_status(req, fs_of(req).fsyncdir(ino, datasync != 0), "fsyncdir", ino);
+}
+
+bool is_dot_or_dotdot(std::string_view name) { return name == "." || name == ".."; }
+
+// readdir and readdirplus: entries go into a reply buffer of the kernel's size; an entry that
+// does not fit is not taken (the facade then does not count it, and the next call resumes there).
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  auto& fs = fs_of(req);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  std::vector<uint64_t> counted;  // readdirplus entries the facade counted a lookup for
+  auto fill = [&](const fs::DirEntryOut& d) -> bool {
+    const std::string name(d.name);
+    size_t need;
+    if (plus) {
+      fuse_entry_param e = entry_of(d.attr);
+      need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e,
+                                    static_cast<off_t>(d.next_offset));
+    } else {
+      need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &d.attr,
+                               static_cast<off_t>(d.next_offset));
+    }
+    if (need > size - used) return false;
+    used += need;
+    if (plus && !is_dot_or_dotdot(d.name)) counted.push_back(d.attr.st_ino);
+    return true;
+  };
+  auto s = fs.readdir(ino, off < 0 ? 0 : static_cast<uint64_t>(off), plus, fill);
+  if (!s && used == 0) {
+    for (auto c : counted) fs.forget(c, 1);
+    return reply_error(req, s.error(), plus ? "readdirplus" : "readdir", ino);
+  }
+  // A failure after some entries were taken: return those; the next call hits the error again.
+  if (fuse_reply_buf(req, buf.data(), used) != 0)
+    for (auto c : counted) fs.forget(c, 1);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, true);
+}
+
+// ---- whole filesystem and xattrs ------------------------------------------------------------
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  auto r = fs_of(req).statfs();
+  if (r) fuse_reply_statfs(req, &*r);
+  else reply_error(req, r.error(), "statfs", ino);
+}
+
+// An access ACL also sets the mode (see posix_acl.h); an ACL equivalent to the mode is not stored.
+Status set_access_acl(fs::Filesystem& fs, uint64_t ino, std::span<const uint8_t> value, int flags,
+                      const AclModeUpdate& u, const fs::Caller& caller) {
+  auto st = fs.getattr(ino);
+  if (!st) return std::unexpected(st.error());
+  if (u.equivalent) {
+    auto removed = fs.removexattr(ino, kAclAccessXattr);
+    if (!removed && removed.error().err != ENODATA) return removed;
+  } else {
+    UBTRFS_TRY_STATUS(fs.setxattr(ino, kAclAccessXattr, value, flags));
+  }
+  fs::SetAttr a;
+  a.mode = (static_cast<uint32_t>(st->st_mode) & 07000) | u.mode_bits;
+  auto changed = fs.setattr(ino, a, caller);
+  if (!changed) return std::unexpected(changed.error());
+  return {};
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  auto& fs = fs_of(req);
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(value), size);
+  if (std::strcmp(name, kAclAccessXattr) == 0) {
+    if (auto u = acl_mode_update(bytes))
+      return reply_status(req, set_access_acl(fs, ino, bytes, flags, *u, caller_of(req)), "setxattr(acl)", ino);
+  }
+  reply_status(req, fs.setxattr(ino, name, bytes, flags), "setxattr", ino);
+}
+
+// size 0 asks for the length only; a buffer too small is ERANGE (getxattr(2)).
+void reply_sized(fuse_req_t req, const char* data, size_t len, size_t size) {
+  if (size == 0) fuse_reply_xattr(req, len);
+  else if (len > size) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, data, len);
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto r = fs_of(req).getxattr(ino, name);
+  if (!r) {
+    // ENODATA is the ordinary "no such attribute" answer.
+    if (r.error().err == ENODATA) return fuse_reply_err(req, ENODATA), void();
+    return reply_error(req, r.error(), "getxattr", ino);
+  }
+  reply_sized(req, reinterpret_cast<const char*>(r->data()), r->size(), size);
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto r = fs_of(req).listxattr(ino);
+  if (!r) return reply_error(req, r.error(), "listxattr", ino);
+  std::string list;
+  for (const auto& n : *r) {
+    list += n;
+    list.push_back('\0');
+  }
+  reply_sized(req, list.data(), list.size(), size);
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  reply_status(req, fs_of(req).removexattr(ino, name), "removexattr", ino);
+}
+
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops o;
+  std::memset(&o, 0, sizeof o);
+  o.init = op_init;
+  o.lookup = op_lookup;
+  o.forget = op_forget;
+  o.forget_multi = op_forget_multi;
+  o.getattr = op_getattr;
+  o.setattr = op_setattr;
+  o.readlink = op_readlink;
+  o.mknod = op_mknod;
+  o.mkdir = op_mkdir;
+  o.unlink = op_unlink;
+  o.rmdir = op_rmdir;
+  o.symlink = op_symlink;
+  o.rename = op_rename;
+  o.link = op_link;
+  o.open = op_open;
+  o.read = op_read;
+  o.write = op_write;
+  o.flush = op_flush;
+  o.release = op_release;
+  o.fsync = op_fsync;
+  o.opendir = op_opendir;
+  o.readdir = op_readdir;
+  o.readdirplus = op_readdirplus;
+  o.releasedir = op_releasedir;
+  o.fsyncdir = op_fsyncdir;
+  o.statfs = op_statfs;
+  o.setxattr = op_setxattr;
+  o.getxattr = op_getxattr;
+  o.listxattr = op_listxattr;
+  o.removexattr = op_removexattr;
+  o.create = op_create;
+  o.fallocate = op_fallocate;
+  o.lseek = op_lseek;
+  o.copy_file_range = op_copy_file_range;
+  return o;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& ubtrfs_fuse_ops() {
+  static const fuse_lowlevel_ops ops = make_ops();
+  return ops;
+}
+
+}  // namespace ubtrfs::daemon

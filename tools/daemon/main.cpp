@@ -1,0 +1,181 @@
+// ubtrfs: the FUSE daemon. This file owns the order of the lifecycle; each step's mechanism lives
+// elsewhere (daemon_cli: arguments, lifecycle: lock and detaching, fuse_ops: the requests,
+// logging: where messages go).
+//
+//   1. parse the command line and -o list (errors: one line, exit 1, nothing touched);
+//   2. canonicalize IMAGE and MOUNTPOINT (the daemon later runs in /);
+//   3. background mode: fork now, before any thread exists; the parent waits for the verdict;
+//   4. flock the image (EBUSY: another daemon), Filesystem::mount (feature gate, subvolume,
+//      orphan cleanup, commit thread), fuse_session_new + fuse_session_mount with
+//      fsname=IMAGE,subtype=ubtrfs,default_permissions — any failure: one line on stderr, exit 32;
+//   5. report success (the parent exits 0), detach, log to syslog;
+//   6. multi-threaded loop until `fusermount3 -u`/`umount` or SIGTERM/SIGINT/SIGHUP
+//      (fuse_set_signal_handlers turns them into fuse_session_exit; SIGHUP only when not
+//      inherited as ignored, e.g. under nohup);
+//   7. remove the kernel mount, ignore further termination signals, Filesystem::unmount() (the
+//      final commit), release the lock by exiting. Exit 2 with an error log when that commit
+//      fails (the image then still holds the previous commit, intact).
+// Exit codes follow mount(8): 1 usage, 32 mount failure; mount.fuse3 passes them through.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "fs/filesystem.h"
+#include "tools/daemon/daemon_cli.h"
+#include "tools/daemon/fuse_ops.h"
+#include "tools/daemon/lifecycle.h"
+#include "tools/daemon/logging.h"
+
+namespace {
+
+using namespace ubtrfs;
+using namespace ubtrfs::daemon;
+
+constexpr int kExitUsage = 1;
+constexpr int kExitMountFailed = 32;
+constexpr int kExitUnmountFailed = 2;
+
+int error_exit(int code, const std::string& message) {
+  fmt::print(stderr, "ubtrfs: error: {}\n", message);
+  return code;
+}
+
+std::string canonical(const std::string& path) {
+  char buf[PATH_MAX];
+  return realpath(path.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+uint64_t committed_generation(fs::Filesystem& fs) {
+  std::lock_guard lock(fs.info().super_mu());
+  return fs.info().super().generation.get();
+}
+
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+
+int run(const DaemonArgs& args) {
+  // 2. Canonical paths: /proc/mounts shows the image as given to fsname, and the unmount path
+  //    must still resolve after the daemon chdir()s to /.
+  const std::string source = canonical(args.source);
+  if (source.empty()) return error_exit(kExitMountFailed, fmt::format("cannot open {}: {}", args.source, strerror(errno)));
+  const std::string mountpoint = canonical(args.mountpoint);
+  struct stat mst;
+  if (mountpoint.empty() || stat(mountpoint.c_str(), &mst) != 0)
+    return error_exit(kExitMountFailed, fmt::format("mount point {} does not exist", args.mountpoint));
+  if (!S_ISDIR(mst.st_mode))
+    return error_exit(kExitMountFailed, fmt::format("mount point {} is not a directory", args.mountpoint));
+
+  // 3. Fork before any thread exists.
+  Detacher detacher;
+  if (!args.foreground) {
+    if (auto s = detacher.fork_and_wait(); !s) return error_exit(kExitMountFailed, s.error().message);
+  }
+  init_logging(args.options.log_level, !args.foreground);
+
+  // 4. Lock, open, mount.
+  ImageLock lock;
+  if (auto s = lock.acquire(source, args.options.read_only); !s)
+    return error_exit(kExitMountFailed, s.error().message);
+
+  fs::OpenOptions open;
+  open.path = source;
+  open.read_only = args.options.read_only;
+  open.cache_bytes = args.options.cache_mb << 20;
+  open.cow_overwrite = args.options.cow_overwrite;
+  open.wb_inhibit = args.options.wb_inhibit;
+  auto mounted = fs::Filesystem::mount(open, args.options);
+  if (!mounted) return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, mounted.error().message));
+  std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
+  const bool read_only = filesystem->read_only();
+  const char* mode = read_only ? "ro" : "rw";
+  DaemonContext ctx{filesystem.get(), read_only};
+
+  // Shuts the filesystem down when the FUSE side could not be set up (nothing was visible yet).
+  auto abandon = [&](const std::string& why) {
+    if (auto s = filesystem->unmount(); !s) spdlog::error("closing {} after a failed mount: {}", source, s.error().message);
+    return error_exit(kExitMountFailed, why);
+  };
+
+  const std::string session_opts = fuse_session_options(args, source, read_only);
+  fuse_args fargs = FUSE_ARGS_INIT(0, nullptr);
+  fuse_opt_add_arg(&fargs, "ubtrfs");
+  fuse_opt_add_arg(&fargs, "-o");
+  fuse_opt_add_arg(&fargs, session_opts.c_str());
+  if (args.debug) fuse_opt_add_arg(&fargs, "-d");
+  spdlog::debug("fuse session options: {}", session_opts);
+  std::unique_ptr<fuse_session, SessionDeleter> se(
+      fuse_session_new(&fargs, &ubtrfs_fuse_ops(), sizeof(fuse_lowlevel_ops), &ctx));
+  fuse_opt_free_args(&fargs);
+  if (!se) return abandon(fmt::format("cannot create the FUSE session for {} (options: {})", source, session_opts));
+  // libfuse only catches signals whose disposition is the default. A shell starts `cmd &` with
+  // SIGINT ignored, which would make `kill -INT` a no-op: SIGINT and SIGTERM always unmount.
+  // SIGHUP keeps an inherited SIG_IGN (nohup means "survive the terminal").
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  if (fuse_set_signal_handlers(se.get()) != 0) return abandon("cannot install the signal handlers");
+  if (fuse_session_mount(se.get(), mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se.get());
+    return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
+  }
+
+  // 5. Mounted: report, detach.
+  if (!args.foreground) detach_stderr_logging();
+  spdlog::info("mounted {} on {} ({}, subvolume {}, generation {})", source, mountpoint, mode,
+               filesystem->numbers().mounted_subvol(), committed_generation(*filesystem));
+  detacher.ready();
+
+  // 6. Serve.
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, args.clone_fd ? 1 : 0);
+  fuse_loop_cfg_set_idle_threads(cfg, args.max_idle_threads);
+  if (args.max_threads) fuse_loop_cfg_set_max_threads(cfg, args.max_threads);
+  const int loop_rc = fuse_session_loop_mt(se.get(), cfg);
+  fuse_loop_cfg_destroy(cfg);
+
+  // 7. Shut down: the kernel mount goes first (no request can arrive any more), then the final
+  //    commit, which no termination signal may interrupt.
+  fuse_remove_signal_handlers(se.get());
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  if (loop_rc > 0) spdlog::info("signal {} received: unmounting {}", loop_rc, mountpoint);
+  else if (loop_rc < 0) spdlog::error("FUSE loop on {} failed: {}", mountpoint, strerror(-loop_rc));
+  fuse_session_unmount(se.get());
+  auto unmounted = filesystem->unmount();
+  se.reset();
+  if (!unmounted) {
+    spdlog::error("final commit of {} failed, the image keeps generation {}: {}", source,
+                  committed_generation(*filesystem), unmounted.error().message);
+    return kExitUnmountFailed;
+  }
+  spdlog::info("unmounted {} from {} ({}, generation {})", source, mountpoint, mode,
+               committed_generation(*filesystem));
+  filesystem.reset();
+  spdlog::default_logger()->flush();
+  return loop_rc < 0 ? kExitUnmountFailed : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto args = parse_daemon_args(argc, argv);
+  if (!args) return error_exit(kExitUsage, args.error().message);
+  if (args->help) {
+    fmt::print("{}", usage_text("ubtrfs"));
+    return 0;
+  }
+  if (args->version) {
+    fmt::print("ubtrfs {} (libfuse {})\n", UBTRFS_VERSION, fuse_pkgversion());
+    return 0;
+  }
+  return run(*args);
+}
