@@ -54,6 +54,14 @@ bool DelayedRefs::queued_new_alloc(uint64_t bytenr) const {
   return it != heads_.end() && it->second.must_insert && !it->second.refs.empty();
 }
 
+std::vector<DelayedRefs::PendingDrop> DelayedRefs::pending_data_drops() const {
+  std::lock_guard lock(mu_);
+  std::vector<PendingDrop> out;
+  for (const auto& [b, h] : heads_)
+    if (h.is_data && !h.must_insert && h.total_ref_mod < 0) out.push_back({b, h.num_bytes, h.total_ref_mod});
+  return out;
+}
+
 size_t DelayedRefs::num_heads() const {
   std::lock_guard lock(mu_);
   return heads_.size();

@@ -65,6 +65,14 @@ class DelayedRefs {
   // the item in the next pass).
   bool queued_new_alloc(uint64_t bytenr) const;
 
+  // Queued data extents whose references only decrease in this transaction (bytenr, num_bytes, net
+  // change), for statfs: such an extent is freed at commit when its on-disk count reaches zero.
+  struct PendingDrop {
+    uint64_t bytenr, num_bytes;
+    int64_t delta;
+  };
+  std::vector<PendingDrop> pending_data_drops() const;
+
   size_t num_heads() const;
   bool empty() const { return num_heads() == 0; }
   // Hands every head to the caller in bytenr order (the order btrfs runs them) and empties the queue.

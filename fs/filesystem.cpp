@@ -141,7 +141,17 @@ Result<struct statvfs> Filesystem::statfs() {
   for (auto* bg : fs_->block_groups().all()) {
     if (!(bg->flags() & kBlockGroupData)) continue;
     const auto u = bg->usage();
-    data_free += u.free;
+    // Pinned bytes are free once the running transaction commits, which needs no further action
+    // (and FUSE delivers no syncfs to force it): count them as free, as df after rm expects.
+    data_free += u.free + u.pinned;
+  }
+  // Data extents whose last references were dropped in this transaction are freed at its commit:
+  // count those whose on-disk reference count the queued drops bring to zero.
+  for (const auto& d : fs_->delayed_refs().pending_data_drops()) {
+    auto body = lookup_item(*fs_->extent_root().tree, Key{d.bytenr, kExtentItemKey, d.num_bytes});
+    if (!body || !*body || (*body)->size() < sizeof(ExtentItem)) continue;
+    const auto ei = load<ExtentItem>((*body)->data());
+    if (static_cast<int64_t>(ei.refs.get()) + d.delta <= 0) data_free += d.num_bytes;
   }
   // Unallocated device space can still become data chunks (SINGLE: one byte per byte), as the
   // kernel's btrfs_statfs counts it; keep room for one metadata chunk like it does.

@@ -141,9 +141,14 @@ Status validate_superblock(const Superblock& sb, uint64_t bytenr, uint64_t dev_s
                 sizeof(DiskKey) + sizeof(ChunkItem) + sizeof(Stripe));
   if (sb.root_dir_objectid.get() != kRootTreeDirObjectid)
     return fail(EUCLEAN, "invalid root_dir_objectid {}", sb.root_dir_objectid.get());
-  if (sb.total_bytes.get() > dev_size)
+  // total_bytes covers every device of the filesystem; what must fit on this one is its own
+  // DEV_ITEM's size (btrfs_verify_dev_items: "device total_bytes should be at most ...").
+  if (sb.num_devices.get() == 1 && sb.total_bytes.get() > dev_size)
     return fail(EUCLEAN, "truncated image or device: filesystem size {} exceeds device size {}", sb.total_bytes.get(),
                 dev_size);
+  if (sb.dev_item.total_bytes.get() > dev_size)
+    return fail(EUCLEAN, "truncated image or device: device item size {} exceeds device size {}",
+                sb.dev_item.total_bytes.get(), dev_size);
   if (sb.generation.get() < sb.chunk_root_generation.get())
     spdlog::warn("suspicious: generation < chunk_root_generation: {} < {}", sb.generation.get(),
                  sb.chunk_root_generation.get());

@@ -162,7 +162,9 @@ TEST_CASE("opening a missing file without O_CREAT fails with ENOENT", "[open]") 
   CHECK_FALSE(exists(d / "nope"));
 }
 
-TEST_CASE("O_TMPFILE makes an unnamed file that linkat can give a name", "[open]") {
+// [libfuse-3.14-gap]: O_TMPFILE reaches a FUSE filesystem only as FUSE_TMPFILE (kernel 6.4,
+// libfuse 3.15); with Debian 12's libfuse 3.14 the kernel answers EOPNOTSUPP itself.
+TEST_CASE("O_TMPFILE makes an unnamed file that linkat can give a name", "[open][libfuse-3.14-gap]") {
   TestDir d;
   Fd fd(::open(d.c_str(), O_TMPFILE | O_RDWR, 0600));
   INFO("O_TMPFILE: " << std::strerror(errno));

@@ -151,7 +151,9 @@ TEST_CASE("inode numbers and attributes are stable across lookups", "[getattr]")
   CHECK(ts_equal(a.st_mtim, b.st_mtim));
 }
 
-TEST_CASE("statx reports a birth time no later than the change time", "[getattr][btrfs]") {
+// [libfuse-3.14-gap]: birth time reaches a FUSE filesystem only through FUSE_STATX (kernel 6.6,
+// libfuse 3.16); Debian 12's libfuse 3.14 cannot answer it, so the ubtrfs run leaves this case out.
+TEST_CASE("statx reports a birth time no later than the change time", "[getattr][btrfs][libfuse-3.14-gap]") {
   TestDir d;
   write_file(d / "f", "abc");
   struct statx sx {};
