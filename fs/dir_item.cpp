@@ -280,6 +280,22 @@ Status insert_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string
   return insert_item(h, root, index_key, index_body);
 }
 
+Status check_dir_item_room(TreeRoot& root, uint64_t dir, std::string_view name) {
+  const Key item_key{dir, kDirItemKey, io::name_hash(name)};
+  auto old = UBTRFS_TRY(lookup_item(root, item_key));
+  if (!old) return {};
+  auto entries = UBTRFS_TRY(parse_dir_entries(*old, item_key));
+  for (const auto& e : entries)
+    if (e.name == name) return fail(EEXIST, "name '{}' already exists in directory {}", name, dir);
+  DirEntryRecord e;
+  e.name = std::string(name);
+  entries.push_back(e);
+  if (serialize_entries(entries).size() > max_item_size(root.ctx().fs.nodesize))
+    return fail(EOVERFLOW, "dir item {} of colliding names cannot hold '{}' in directory {}", key_text(item_key),
+                name, dir);
+  return {};
+}
+
 Result<std::optional<DirEntryRecord>> lookup_dir_entry(TreeRoot& root, uint64_t dir, std::string_view name) {
   const Key item_key{dir, kDirItemKey, io::name_hash(name)};
   auto body = UBTRFS_TRY(lookup_item(root, item_key));

@@ -63,6 +63,10 @@ uint32_t mode_of_file_type(uint8_t type);
 [[nodiscard]] Status insert_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name,
                                       const Key& location, uint8_t type, uint64_t index);
 // btrfs_lookup_dir_item: the entry of `name` in `dir`, or nullopt.
+// btrfs_check_dir_item_collision: before a transaction starts, whether `name` can be added to
+// `dir`: EEXIST if it is there, EOVERFLOW if the DIR_ITEM its hash shares with other names would
+// outgrow a leaf item. Read-only.
+[[nodiscard]] Status check_dir_item_room(TreeRoot& root, uint64_t dir, std::string_view name);
 [[nodiscard]] Result<std::optional<DirEntryRecord>> lookup_dir_entry(TreeRoot& root, uint64_t dir,
                                                                      std::string_view name);
 // Removes `name` from its DIR_ITEM (the item goes when it was the last name) and deletes the

@@ -7,6 +7,13 @@
 // - Every modifying operation checks everything it can (names, types, existence, emptiness) before
 //   it starts a transaction handle, so the only failures after the first tree change are tree
 //   errors (ENOSPC/EIO), as in the kernel where those abort the transaction.
+// - Aborts (btrfs_abort_transaction, TransHandle::abort): a step that fails after the operation's
+//   first tree change leaves a half-done change in the running transaction, so it goes through
+//   UBTRFS_TRY_OR_ABORT, which aborts (the filesystem turns read-only, the disk keeps the last
+//   commit). The first change itself is one item write that changes nothing when it fails, and
+//   checks before it end the handle normally. Helpers that make the first change of their own
+//   (add_name, remove_name) abort after it; their callers abort on any failure once they have
+//   changed something themselves.
 // - Locks (InodeLocks, inode.h): the directories and inodes an operation changes are locked
 //   exclusively, all at once and in InodeId order; an operation that found an inode through an
 //   unlocked lookup re-checks the name under the locks. Cross-directory renames first take
@@ -28,6 +35,7 @@
 #include "fs/dir_item.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
+#include "fs/posix_acl.h"
 #include "fs/namespace_state.h"
 #include "fs/xattr.h"
 #include "io/checksum.h"
@@ -38,6 +46,15 @@
 #define RENAME_EXCHANGE (1 << 1)
 #define RENAME_WHITEOUT (1 << 2)
 #endif
+
+// Like UBTRFS_TRY, for a step after the operation's first tree change: a failure aborts the
+// transaction of `th` (see the file comment) and returns the error.
+#define UBTRFS_TRY_OR_ABORT(th, expr)                                \
+  ({                                                                 \
+    auto&& ubtrfs_try_a_ = (expr);                                   \
+    if (!ubtrfs_try_a_) return (th).abort(ubtrfs_try_a_.error());    \
+    std::move(ubtrfs_try_a_).value();                                \
+  })
 
 namespace ubtrfs::fs {
 namespace {
@@ -86,8 +103,10 @@ Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
 Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
   UBTRFS_TRY_STATUS(ns.data.evict(id));
   auto th = UBTRFS_TRY(ns.fs.transactions().start(8));
-  UBTRFS_TRY_STATUS(delete_items_of(th.tree(), root, id.objectid));
-  if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT) return st;
+  // delete_items_of may have deleted some items when it fails: abort from the first step on.
+  UBTRFS_TRY_OR_ABORT(th, delete_items_of(th.tree(), root, id.objectid));
+  if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
+    return th.abort(st.error());
   th.end();
   ns.forget_dir(id);
   return {};
@@ -130,31 +149,40 @@ void add_dir_size(InodeItem& dir, std::string_view name, int sign, const Timespe
 }
 
 // btrfs_unlink_inode's tree part: the name's refs and entries go, link count drops, an orphan item
-// is added at 0. Returns the new link count.
-Result<uint32_t> remove_name(TreeHandle& h, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
+// is added at 0. Returns the new link count. Its first change is the inode ref; failures after it
+// abort `th`.
+Result<uint32_t> remove_name(TransHandle& th, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
                              std::string_view name, uint64_t child, const Timespec& now) {
-  const uint64_t index = UBTRFS_TRY(delete_inode_ref(h, root, child, dir, name));
-  UBTRFS_TRY_STATUS(delete_dir_entry(h, root, dir, name, index));
   auto* d = UBTRFS_TRY(inodes.get(dir));
-  add_dir_size(*d, name, -1, now);
   auto* c = UBTRFS_TRY(inodes.get(child));
+  const uint64_t index = UBTRFS_TRY(delete_inode_ref(th.tree(), root, child, dir, name));
+  UBTRFS_TRY_OR_ABORT(th, delete_dir_entry(th.tree(), root, dir, name, index));
+  add_dir_size(*d, name, -1, now);
   const uint32_t nlink = is_dir(*c) ? 0 : c->nlink.get() - std::min<uint32_t>(1, c->nlink.get());
   c->nlink = nlink;
   if (is_dir(*c)) c->size = 0;
   c->ctime = now;
-  if (nlink == 0) UBTRFS_TRY_STATUS(insert_orphan(h, root, child));
+  if (nlink == 0) UBTRFS_TRY_OR_ABORT(th, insert_orphan(th.tree(), root, child));
   return nlink;
 }
 
-// btrfs_add_link: a new name `name` in `dir` for `child` with a fresh index.
-Status add_name(NamespaceState& ns, TreeHandle& h, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
+// btrfs_add_link: a new name `name` in `dir` for `child` with a fresh index. Its first change is
+// the inode ref (EMLINK/EEXIST/EOVERFLOW there change nothing); a name the directory then cannot
+// take (EEXIST, EOVERFLOW of a full item of colliding hashes) undoes the ref as btrfs_add_link
+// does; any other failure after the ref aborts `th`.
+Status add_name(NamespaceState& ns, TransHandle& th, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
                 std::string_view name, uint64_t child, const Timespec& now) {
   auto* c = UBTRFS_TRY(inodes.get(child));
+  auto* d = UBTRFS_TRY(inodes.get(dir));
   const uint64_t index = UBTRFS_TRY(ns.new_dir_index(root, dir));
   const bool extended_iref = ns.fs.params().incompat_flags & kIncompatExtendedIref;
-  UBTRFS_TRY_STATUS(insert_inode_ref(h, root, child, dir, name, index, extended_iref));
-  UBTRFS_TRY_STATUS(insert_dir_entry(h, root, dir, name, inode_location(child), file_type_of_mode(c->mode), index));
-  auto* d = UBTRFS_TRY(inodes.get(dir));
+  UBTRFS_TRY_STATUS(insert_inode_ref(th.tree(), root, child, dir, name, index, extended_iref));
+  auto entry = insert_dir_entry(th.tree(), root, dir, name, inode_location(child), file_type_of_mode(c->mode), index);
+  if (!entry) {
+    if (entry.error().err != EEXIST && entry.error().err != EOVERFLOW) return th.abort(entry.error());
+    UBTRFS_TRY_OR_ABORT(th, delete_inode_ref(th.tree(), root, child, dir, name));
+    return entry;
+  }
   add_dir_size(*d, name, +1, now);
   return {};
 }
@@ -273,10 +301,21 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);
   if (name == "." || name == ".." || UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name)))
     return fail(EEXIST, "'{}' already exists in directory {}", name, pid.objectid);
+  // btrfs_check_dir_item_collision: a name whose hash's DIR_ITEM is full is refused before the
+  // transaction starts, so the failure leaves nothing half-done.
+  UBTRFS_TRY_STATUS(check_dir_item_room(*root, pid.objectid, name));
 
+  // POSIX ACL inheritance (btrfs_init_acl / posix_acl_create): a default ACL on the parent becomes
+  // the new inode's access ACL masked by the create mode, and the umask does not apply; without
+  // one the umask does (the daemon asks the kernel not to apply it: FUSE_CAP_DONT_MASK).
+  std::optional<AclCreateResult> acl;
+  if (spec.symlink_target.empty()) {
+    auto def = UBTRFS_TRY(get_xattr(*root, pid.objectid, kAclDefaultXattr));
+    if (def) acl = acl_for_new_inode(spec.mode, *def);
+  }
   // inode_init_owner: the caller owns it; a setgid directory passes its group (and, to
   // subdirectories, its setgid bit) on.
-  uint32_t mode = spec.mode;
+  uint32_t mode = acl ? acl->mode : spec.symlink_target.empty() ? (spec.mode & ~(c.umask & 0777)) : spec.mode;
   uint32_t gid = c.gid;
   if (pii.mode.get() & S_ISGID) {
     gid = pii.gid;
@@ -288,7 +327,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));
   const InodeId cid{pid.subvol, objectid};
 
-  auto th = UBTRFS_TRY(fs.transactions().start(spec.symlink_target.empty() ? 5 : 6));
+  auto th = UBTRFS_TRY(fs.transactions().start(spec.symlink_target.empty() ? 7 : 6));
   const Timespec now = now_btrfs();
   InodeItem ii{};
   ii.generation = th.transid();
@@ -304,7 +343,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   ii.ctime = now;
   ii.mtime = now;
   ii.otime = now;
-  UBTRFS_TRY_STATUS(insert_inode(th, *root, objectid, ii));
+  UBTRFS_TRY_STATUS(insert_inode(th, *root, objectid, ii));  // the first change
   if (!spec.symlink_target.empty()) {
     // btrfs_symlink: the target as an uncompressed inline extent at offset 0 (FORMAT.md §3.7).
     std::vector<uint8_t> body(kFileExtentInlineDataStart + spec.symlink_target.size());
@@ -315,11 +354,16 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
     fe.type = kFileExtentInline;
     std::memcpy(body.data(), &fe, kFileExtentInlineDataStart);
     std::memcpy(body.data() + kFileExtentInlineDataStart, spec.symlink_target.data(), spec.symlink_target.size());
-    UBTRFS_TRY_STATUS(insert_item(th.tree(), *root, Key{objectid, kExtentDataKey, 0}, body));
+    UBTRFS_TRY_OR_ABORT(th, insert_item(th.tree(), *root, Key{objectid, kExtentDataKey, 0}, body));
   }
+  if (acl && acl->access)
+    UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclAccessXattr, *acl->access, 0));
+  if (acl && acl->default_acl)
+    UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclDefaultXattr, *acl->default_acl, 0));
   TouchedInodes inodes(*root);
-  UBTRFS_TRY_STATUS(add_name(ns, th.tree(), *root, inodes, pid.objectid, name, objectid, now));
-  UBTRFS_TRY_STATUS(update_inode(th, *root, pid.objectid, *UBTRFS_TRY(inodes.get(pid.objectid))));
+  UBTRFS_TRY_OR_ABORT(th, add_name(ns, th, *root, inodes, pid.objectid, name, objectid, now));
+  auto* dir_item = UBTRFS_TRY_OR_ABORT(th, inodes.get(pid.objectid));
+  UBTRFS_TRY_OR_ABORT(th, update_inode(th, *root, pid.objectid, *dir_item));
   th.end();
   ns.add_lookup(cid);
   return std::pair{cid, UBTRFS_TRY(read_inode(*root, objectid))};
@@ -412,14 +456,15 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
   if (UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, newname)))
     return fail(EEXIST, "'{}' already exists in directory {}", newname, newparent);
+  UBTRFS_TRY_STATUS(check_dir_item_room(*root, pid.objectid, newname));
   auto th = UBTRFS_TRY(fs_->transactions().start(5));
   const Timespec now = now_btrfs();
   TouchedInodes inodes(*root);
-  UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, pid.objectid, newname, id.objectid, now));
-  auto* c = UBTRFS_TRY(inodes.get(id.objectid));
+  UBTRFS_TRY_STATUS(add_name(*ns_, th, *root, inodes, pid.objectid, newname, id.objectid, now));  // aborts itself
+  auto* c = UBTRFS_TRY_OR_ABORT(th, inodes.get(id.objectid));
   c->nlink = c->nlink.get() + 1;
   c->ctime = now;
-  UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+  UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
   th.end();
   ns_->add_lookup(id);
   const InodeItem out = UBTRFS_TRY(read_inode(*root, id.objectid));
@@ -454,8 +499,8 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     auto th = UBTRFS_TRY(ns.fs.transactions().start(6));
     const Timespec now = now_btrfs();
     TouchedInodes inodes(*root);
-    const uint32_t nlink = UBTRFS_TRY(remove_name(th.tree(), *root, inodes, pid.objectid, name, cid.objectid, now));
-    UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+    const uint32_t nlink = UBTRFS_TRY(remove_name(th, *root, inodes, pid.objectid, name, cid.objectid, now));
+    UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
     th.end();
     if (nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(ns, *root, cid));
     return {};
@@ -556,6 +601,8 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       if (exchange && dii && is_dir(*dii) && UBTRFS_TRY(is_in_subtree(*root, p1.objectid, did->objectid)))
         return fail(EINVAL, "cannot move directory {} into its own subtree ({})", did->objectid, p1.objectid);
     }
+    // A new name must fit its hash's DIR_ITEM before anything changes (btrfs_check_dir_item_collision).
+    if (!dst) UBTRFS_TRY_STATUS(check_dir_item_room(*root, p2.objectid, newname));
 
     auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12));
     const Timespec now = now_btrfs();
@@ -563,32 +610,34 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     uint32_t dst_nlink = 1;
     if (exchange) {
       // btrfs_rename_exchange: both names go, then each inode gets the other's name (new indexes).
-      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p1.objectid, name, sid.objectid, now));
-      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p2.objectid, newname, did->objectid, now));
-      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p2.objectid, newname, sid.objectid, now));
-      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p1.objectid, name, did->objectid, now));
+      UBTRFS_TRY(remove_name(th, *root, inodes, p1.objectid, name, sid.objectid, now));  // the first change
+      UBTRFS_TRY_OR_ABORT(th, remove_name(th, *root, inodes, p2.objectid, newname, did->objectid, now));
+      UBTRFS_TRY_OR_ABORT(th, add_name(*ns_, th, *root, inodes, p2.objectid, newname, sid.objectid, now));
+      UBTRFS_TRY_OR_ABORT(th, add_name(*ns_, th, *root, inodes, p1.objectid, name, did->objectid, now));
       // remove_name counted each inode's link down (a directory to 0) and added orphan items;
       // the names are back, so restore the counts and drop the orphan items again.
       for (auto [id, ii] : {std::pair{sid, sii}, std::pair{*did, *dii}}) {
-        auto* t = UBTRFS_TRY(inodes.get(id.objectid));
+        auto* t = UBTRFS_TRY_OR_ABORT(th, inodes.get(id.objectid));
         t->nlink = ii.nlink.get();
         t->size = ii.size.get();
         t->ctime = now;
         if (auto st = delete_item(th.tree(), *root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
-          return st;
+          return th.abort(st.error());
       }
     } else {
-      if (dst) dst_nlink = UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p2.objectid, newname, did->objectid, now));
-      UBTRFS_TRY(remove_name(th.tree(), *root, inodes, p1.objectid, name, sid.objectid, now));
-      UBTRFS_TRY_STATUS(add_name(*ns_, th.tree(), *root, inodes, p2.objectid, newname, sid.objectid, now));
-      auto* s = UBTRFS_TRY(inodes.get(sid.objectid));
+      // The first change is the removal of the replaced name if there is one, else of the old name.
+      if (dst) dst_nlink = UBTRFS_TRY(remove_name(th, *root, inodes, p2.objectid, newname, did->objectid, now));
+      if (auto gone = remove_name(th, *root, inodes, p1.objectid, name, sid.objectid, now); !gone)
+        return dst ? th.abort(gone.error()) : std::unexpected(gone.error());
+      UBTRFS_TRY_OR_ABORT(th, add_name(*ns_, th, *root, inodes, p2.objectid, newname, sid.objectid, now));
+      auto* s = UBTRFS_TRY_OR_ABORT(th, inodes.get(sid.objectid));
       s->nlink = sii.nlink.get();
       s->size = sii.size.get();
       s->ctime = now;
       if (auto st = delete_item(th.tree(), *root, orphan_key(sid.objectid)); !st && st.error().err != ENOENT)
-        return st;
+        return th.abort(st.error());
     }
-    UBTRFS_TRY_STATUS(inodes.write(th.tree()));
+    UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
     th.end();
     if (dst && !exchange && dst_nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(*ns_, *root, *did));
     return {};
@@ -684,7 +733,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(set_xattr(th.tree(), *root, id.objectid, name, value, flags));
   ii.ctime = now_btrfs();
-  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+  UBTRFS_TRY_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
   return {};
 }
 
@@ -718,7 +767,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(remove_xattr(th.tree(), *root, id.objectid, name));
   ii.ctime = now_btrfs();
-  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+  UBTRFS_TRY_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
   return {};
 }
 

@@ -54,7 +54,9 @@ fs::Caller caller_of(fuse_req_t req) {
   fs::Caller c;
   c.uid = ctx->uid;
   c.gid = ctx->gid;
-  c.umask = 0;  // FUSE_CAP_DONT_MASK is not requested: the kernel applied the umask already
+  // FUSE_CAP_DONT_MASK: the kernel passes the umask instead of applying it, so that the filesystem
+  // can leave it out when a default ACL applies (fs/posix_acl.h). 0 for requests that carry none.
+  c.umask = ctx->umask;
   return c;
 }
 
@@ -93,6 +95,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // The kernel enforces POSIX ACLs stored as system.posix_acl_* xattrs (with default_permissions).
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
+  // The umask is the filesystem's to apply (not with a default ACL): fs/posix_acl.h.
+  if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
