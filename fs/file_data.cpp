@@ -25,6 +25,21 @@ uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 // Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
 constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
 
+// Like UBTRFS_TRY, for failures after the handle `th` has changed a tree: the half-done change
+// must never reach disk, so the transaction is aborted (btrfs_abort_transaction: the filesystem
+// turns read-only) before the error propagates. Failures before the first change use UBTRFS_TRY.
+#define TRY_OR_ABORT(th, expr)                                   \
+  ({                                                             \
+    auto&& try_abort_r_ = (expr);                                \
+    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
+    std::move(try_abort_r_).value();                             \
+  })
+#define TRY_STATUS_OR_ABORT(th, expr)                            \
+  do {                                                           \
+    auto&& try_abort_s_ = (expr);                                \
+    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
+  } while (0)
+
 std::string hex_csum(std::span<const uint8_t> c) {
   std::string s = "0x";
   // btrfs prints the csum as the little-endian value for crc32c; print the bytes in order instead
@@ -104,6 +119,14 @@ Status FileData::read_verified(InodeId id, uint64_t file_off, uint64_t logical, 
   CsumRange sums;
   if (verify) sums = UBTRFS_TRY(lookup_csums(*fs_.csum_root().tree, fs, logical, out.size()));
   const size_t cs = fs.csum_size();
+  // A sector of a checksummed extent without a checksum is a "csum hole": the kernel warns and
+  // verifies it against an all-zero digest (btrfs_lookup_bio_sums fills the hole with zeros), so
+  // the read fails with EIO like any mismatch. `sums.csums` already holds zeros there.
+  for (size_t i = 0; i < sums.present.size(); ++i)
+    if (!sums.present[i])
+      spdlog::warn("csum hole found for disk bytenr range [{}, {}) (root {} ino {} off {})",
+                   logical + i * fs.sectorsize, logical + (i + 1) * fs.sectorsize, id.subvol, id.objectid,
+                   file_off + i * fs.sectorsize);
   std::string last_error;
   for (size_t mirror = 0; mirror < phys.size(); ++mirror) {
     auto rd = fs_.device().read(phys[mirror], out);
@@ -114,7 +137,6 @@ Status FileData::read_verified(InodeId id, uint64_t file_off, uint64_t logical, 
     if (!verify) return {};
     bool ok = true;
     for (size_t i = 0; i < sums.present.size() && ok; ++i) {
-      if (!sums.present[i]) continue;  // no csum recorded: nothing to verify against
       const io::CsumBytes c = io::compute_csum(fs.csum_type, out.subspan(i * fs.sectorsize, fs.sectorsize));
       std::span<const uint8_t> want{sums.csums.data() + i * cs, cs};
       if (!std::equal(want.begin(), want.end(), c.begin())) {
@@ -259,7 +281,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     const Timespec now = now_btrfs();
     cur.mtime = now;
     cur.ctime = now;
-    UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, cur));
+    TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
   }
   if (total_delalloc() > kDelallocFlushBytes) {
     // Memory bound: write this inode out now (we hold its lock and no handle) and ask for a commit
@@ -323,8 +345,8 @@ Status FileData::flush_locked(InodeId id) {
     auto th = fs_.transactions().start(4);
     if (!th)
       st = fail(th.error());
-    else
-      st = fill_holes(*th, *root, id.objectid, size);
+    else if (auto fh = fill_holes(*th, *root, id.objectid, size); !fh)
+      st = th->abort(fh.error());
   }
   account(id, *d);
   return st;
@@ -335,11 +357,11 @@ Status FileData::flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t siz
   bytes.resize(size);
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(4));
   const uint64_t dropped =
-      UBTRFS_TRY(drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
-  UBTRFS_TRY_STATUS(insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
-  InodeItem cur = UBTRFS_TRY(read_inode(root, id.objectid));
+      TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
+  TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
+  InodeItem cur = TRY_OR_ABORT(th, read_inode(root, id.objectid));
   cur.nbytes = cur.nbytes.get() - dropped + size;
-  UBTRFS_TRY_STATUS(update_inode(th, root, id.objectid, cur));
+  TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
   d.data.drop(0, fs_.params().sectorsize);
   return {};
 }
@@ -358,18 +380,20 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
       return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} at bytenr {}: {}", id.subvol,
                   id.objectid, ext.len, cur, ext.bytenr, w.error().message);
     }
+    // From here on trees change: any failure leaves a half-written extent and aborts.
     const uint64_t dropped =
-        UBTRFS_TRY(drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + ext.len));
-    UBTRFS_TRY_STATUS(insert_file_extent(th.tree(), root, id.objectid, cur,
-                                         make_file_extent(th.transid(), kFileExtentReg, ext.bytenr, ext.len, 0, ext.len,
-                                                          ext.len)));
-    UBTRFS_TRY_STATUS(fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root.objectid(), id.objectid, cur,
-                                                   +1, true));
+        TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + ext.len));
+    TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
+                                               make_file_extent(th.transid(), kFileExtentReg, ext.bytenr, ext.len, 0,
+                                                                ext.len, ext.len)));
+    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root.objectid(), id.objectid,
+                                                         cur, +1, true));
     if (!nodatasum)
-      UBTRFS_TRY_STATUS(insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr, compute_data_csums(fs, bytes)));
-    InodeItem ii = UBTRFS_TRY(read_inode(root, id.objectid));
+      TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr,
+                                           compute_data_csums(fs, bytes)));
+    InodeItem ii = TRY_OR_ABORT(th, read_inode(root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + ext.len;
-    UBTRFS_TRY_STATUS(update_inode(th, root, id.objectid, ii));
+    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
     th.end();
     d.data.drop(cur, ext.len);
     cur += ext.len;
@@ -422,17 +446,20 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   UBTRFS_TRY_STATUS(st);
 
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
+  // Read before the first change (drop_extents leaves the INODE_ITEM alone): a read error here
+  // has changed nothing and needs no abort.
+  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
   uint64_t dropped = 0;
   if (new_size < old_size)
-    dropped = UBTRFS_TRY(drop_extents(th.tree(), *root, fs, *refs_, id.objectid, round_up(new_size, ss), UINT64_MAX));
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
+    dropped =
+        TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, round_up(new_size, ss), UINT64_MAX));
   cur.size = new_size;
   cur.nbytes = cur.nbytes.get() - dropped;
   const Timespec now = now_btrfs();
   cur.mtime = now;
   cur.ctime = now;
-  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, cur));
-  if (!fs.no_holes()) UBTRFS_TRY_STATUS(fill_holes(th, *root, id.objectid, new_size));
+  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
+  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, new_size));
   return {};
 }
 
@@ -444,7 +471,7 @@ Status FileData::evict(InodeId id) {
   if (fs_.read_only()) return {};
   TreeRoot* root = UBTRFS_TRY(root_of(id));
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-  UBTRFS_TRY(drop_extents(th.tree(), *root, fs_.params(), *refs_, id.objectid, 0, UINT64_MAX));
+  TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs_.params(), *refs_, id.objectid, 0, UINT64_MAX));
   return {};
 }
 
@@ -457,6 +484,13 @@ Status FileData::fallocate(InodeId id, int mode, uint64_t off, uint64_t len) {
                 len);
   if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) return punch_hole(id, off, len);
   if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) return preallocate(id, off, len, mode == FALLOC_FL_KEEP_SIZE);
+  if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
+    // btrfs_zero_range: the range reads as zeros and keeps its space: partial sectors zeroed, whole
+    // ones dropped (the punch), then PREALLOC extents over the resulting holes; the size grows
+    // unless KEEP_SIZE.
+    UBTRFS_TRY_STATUS(punch_hole(id, off, len));
+    return preallocate(id, off, len, mode & FALLOC_FL_KEEP_SIZE);
+  }
   return fail(EOPNOTSUPP, "root {} ino {}: fallocate mode {:#x} not supported", id.subvol, id.objectid, mode);
 }
 
@@ -488,15 +522,15 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   account(id, d);
   UBTRFS_TRY_STATUS(st);
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
+  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));  // before the first change: no abort
   uint64_t dropped = 0;
-  if (s_al < e_al) dropped = UBTRFS_TRY(drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
+  if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
   cur.nbytes = cur.nbytes.get() - dropped;
   const Timespec now = now_btrfs();
   cur.mtime = now;
   cur.ctime = now;
-  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, cur));
-  if (!fs.no_holes()) UBTRFS_TRY_STATUS(fill_holes(th, *root, id.objectid, cur.size));
+  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
+  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, cur.size));
   return {};
 }
 
@@ -523,16 +557,17 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
       TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
       auto ext = UBTRFS_TRY(
           fs_.allocator().reserve_data(th.tree(), std::min<uint64_t>(ge - cur, alloc::kMaxDataExtent), ss));
-      const uint64_t dropped = UBTRFS_TRY(drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
-      UBTRFS_TRY_STATUS(insert_file_extent(
-          th.tree(), *root, id.objectid, cur,
-          make_file_extent(th.transid(), kFileExtentPrealloc, ext.bytenr, ext.len, 0, ext.len, ext.len)));
-      UBTRFS_TRY_STATUS(
-          fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(), id.objectid, cur, +1, true));
-      InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+      const uint64_t dropped =
+          TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
+      TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *root, id.objectid, cur,
+                                                 make_file_extent(th.transid(), kFileExtentPrealloc, ext.bytenr,
+                                                                  ext.len, 0, ext.len, ext.len)));
+      TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(),
+                                                           id.objectid, cur, +1, true));
+      InodeItem ii = TRY_OR_ABORT(th, read_inode(*root, id.objectid));
       ii.nbytes = ii.nbytes.get() - dropped + ext.len;
       ii.flags = ii.flags.get() | kInodePrealloc;
-      UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
+      TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
       cur += ext.len;
     }
   }
@@ -544,8 +579,8 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
     ii.size = off + len;
     ii.mtime = now;
   }
-  UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
-  if (!fs.no_holes()) UBTRFS_TRY_STATUS(fill_holes(th, *root, id.objectid, ii.size));
+  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
+  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, ii.size));
   return {};
 }
 

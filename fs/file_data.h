@@ -12,6 +12,12 @@
 // stripe copy, drops the old extents of the range, inserts the REG items, their data refs and the
 // per-sector checksums, and adjusts nbytes. The commit then makes it durable.
 //
+// Errors (btrfs_abort_transaction): a failure after a handle changed a tree (drop_extents, extent /
+// csum / ref insertion, inode update, hole items) aborts the transaction through the handle, so
+// the half-done change is never committed and the filesystem turns read-only; failures before the
+// first change (reading the inode, reserving or writing data, filling delalloc) just return. A
+// sector of a checksummed extent without a checksum reads as EIO (the kernel's "csum hole").
+//
 // Invariants: a sector is either in delalloc or defined by the extents; delalloc sectors lie
 // below round_up(i_size); INODE_ITEM nbytes = sum over the extents (file_extent.h).
 // Locking: every method REQUIRES the caller holds the inode's InodeLocks lock (exclusive to modify,

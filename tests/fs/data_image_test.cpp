@@ -6,7 +6,8 @@
 // EIO.
 //
 // Rules named here: written_files_are_check_clean_and_kernel_identical,
-// reference_image_files_match_manifest, flipped_data_bit_reads_as_eio, seek_data_hole_follows_extents.
+// reference_image_files_match_manifest, flipped_data_bit_reads_as_eio, seek_data_hole_follows_extents,
+// missing_data_csum_reads_as_eio, failure_after_tree_change_aborts_and_disk_keeps_last_commit.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mount.h>
@@ -23,8 +24,11 @@
 #include <sstream>
 #include <string>
 
+#include "fs/csum_tree.h"
 #include "fs/file_data.h"
+#include "fs/file_extent.h"
 #include "fs/filesystem.h"
+#include "fs/transaction.h"
 #include "tests/io/temp_file.h"
 
 namespace ubtrfs::fs {
@@ -389,6 +393,108 @@ TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
   auto good = fs->read(ino, 8192, buf);  // another sector of the same extent is fine
   REQUIRE(good);
   REQUIRE(std::equal(buf.begin(), buf.end(), data.begin() + 8192));
+  REQUIRE(fs->unmount());
+}
+
+// A sector of a checksummed REG extent whose checksum is gone is a "csum hole": the kernel
+// (btrfs_lookup_bio_sums) warns and verifies it against a zero digest, so the read is EIO; the
+// other sectors of the extent still read.
+TEST_CASE("missing_data_csum_reads_as_eio", "[data_image]") {
+  if (!have_tool("mkfs.btrfs")) {
+    WARN("mkfs.btrfs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  const auto data = pattern(65536, 78);
+  auto fs = mount_fs(img.path(), false);
+  auto st = fs->create(1, "holey", 0100644, Caller{});
+  REQUIRE(st);
+  const uint64_t ino = st->st_ino;
+  REQUIRE(fs->write(ino, 0, data));
+  REQUIRE(fs->fsync(ino, false));
+  FsInfo& info = fs->info();
+  auto id = fs->numbers().from_fuse(ino);
+  REQUIRE(id);
+  auto rec = info.fs_root(id->subvol);
+  REQUIRE(rec);
+  auto exts = find_file_extents(*(*rec)->tree, info.params(), id->objectid, 0, data.size());
+  REQUIRE(exts);
+  REQUIRE(exts->size() == 1);
+  REQUIRE(!exts->front().is_inline());
+  const uint64_t bytenr = exts->front().disk_bytenr;
+  {
+    auto th = info.transactions().start(1);
+    REQUIRE(th);
+    REQUIRE(delete_csums(th->tree(), *info.csum_root().tree, info.params(), bytenr + 4096, 4096));
+  }
+  REQUIRE(info.transactions().commit());
+  std::vector<uint8_t> buf(4096);
+  auto hole = fs->read(ino, 4096, buf);
+  REQUIRE(!hole);
+  REQUIRE(hole.error().err == EIO);
+  auto before = fs->read(ino, 0, buf);
+  REQUIRE(before);
+  REQUIRE(std::equal(buf.begin(), buf.end(), data.begin()));
+  auto after = fs->read(ino, 8192, buf);
+  REQUIRE(after);
+  REQUIRE(std::equal(buf.begin(), buf.end(), data.begin() + 8192));
+  REQUIRE(fs->unmount());
+}
+
+// The flusher fails after it changed trees (its checksums collide with planted ones, EEXIST from
+// insert_csums after the extent item and its ref went in): the transaction is aborted
+// (btrfs_abort_transaction), later changes are EROFS, unmount reports it, and the image keeps the
+// last commit, which is check clean and holds the committed file.
+TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_image]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    WARN("btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  const auto a_data = pattern(65536, 90);
+  {
+    auto fs = mount_fs(img.path(), false);
+    auto a = fs->create(1, "committed", 0100644, Caller{});
+    REQUIRE(a);
+    REQUIRE(fs->write(a->st_ino, 0, a_data));
+    REQUIRE(fs->fsync(a->st_ino, false));
+    FsInfo& info = fs->info();
+    auto id = fs->numbers().from_fuse(a->st_ino);
+    REQUIRE(id);
+    auto rec = info.fs_root(id->subvol);
+    REQUIRE(rec);
+    auto exts = find_file_extents(*(*rec)->tree, info.params(), id->objectid, 0, a_data.size());
+    REQUIRE(exts);
+    REQUIRE(exts->size() == 1);
+    const uint64_t after_a = exts->front().disk_bytenr + exts->front().disk_num_bytes;
+    {
+      // Plant checksums over the data space the next extent will take (uncommitted).
+      auto th = info.transactions().start(1);
+      REQUIRE(th);
+      const std::vector<uint8_t> junk((4u << 20) / info.params().sectorsize * info.params().csum_size(), 0xab);
+      REQUIRE(insert_csums(th->tree(), *info.csum_root().tree, info.params(), after_a, junk));
+    }
+    auto b = fs->create(1, "lost", 0100644, Caller{});
+    REQUIRE(b);
+    REQUIRE(fs->write(b->st_ino, 0, pattern(65536, 91)));
+    auto synced = fs->fsync(b->st_ino, false);
+    REQUIRE(!synced);
+    REQUIRE(info.transactions().aborted());
+    auto later = fs->write(a->st_ino, 0, pattern(10, 92));
+    REQUIRE(!later);
+    REQUIRE(later.error().err == EROFS);
+    REQUIRE(!fs->unmount());
+  }
+  btrfs_check_clean(img.path());
+  auto fs = mount_fs(img.path(), true);
+  auto a = fs->lookup(1, "committed");
+  REQUIRE(a);
+  REQUIRE(read_all(*fs, a->st_ino, a_data.size()) == a_data);
+  auto b = fs->lookup(1, "lost");
+  REQUIRE(!b);
+  REQUIRE(b.error().err == ENOENT);
   REQUIRE(fs->unmount());
 }
 
