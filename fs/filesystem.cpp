@@ -153,6 +153,34 @@ Result<struct statvfs> Filesystem::statfs() {
     const auto ei = load<ExtentItem>((*body)->data());
     if (static_cast<int64_t>(ei.refs.get()) + d.delta <= 0) data_free += d.num_bytes;
   }
+  // Unlinked inodes waiting for the kernel's FORGET (ORPHAN_ITEMs): their extents are dropped when
+  // it arrives, which FUSE delivers asynchronously after the last close; count them as freed so df
+  // after rm does not depend on that race (kernel btrfs frees them at the same point, the last iput).
+  {
+    auto root = fs_->fs_root(numbers_.mounted_subvol());
+    if (root) {
+      Path path;
+      auto ret = search_slot(nullptr, *(*root)->tree, Key{kOrphanObjectid, kOrphanItemKey, 0}, path, 0, false);
+      std::vector<uint64_t> orphans;
+      if (ret && path.leaf().nritems() > 0) {
+        bool more = path.slot() < static_cast<int>(path.leaf().nritems());
+        if (!more) {
+          auto nx = next_leaf(*(*root)->tree, path);
+          more = nx && *nx;
+        }
+        while (more) {
+          const Key k = path.leaf().item_key(path.slot());
+          if (k.objectid != kOrphanObjectid || k.type != kOrphanItemKey) break;
+          orphans.push_back(k.offset);
+          auto nx = next_item(*(*root)->tree, path);
+          more = nx && *nx;
+        }
+      }
+      path.release();
+      for (uint64_t ino : orphans)
+        if (auto ii = read_inode(*(*root)->tree, ino); ii && S_ISREG(ii->mode.get())) data_free += ii->nbytes.get();
+    }
+  }
   // Unallocated device space can still become data chunks (SINGLE: one byte per byte), as the
   // kernel's btrfs_statfs counts it; keep room for one metadata chunk like it does.
   uint64_t unalloc = fs_->device_space().unallocated_bytes();
