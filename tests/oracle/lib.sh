@@ -1,9 +1,16 @@
 # Shared helpers for the oracle tests (sourced, not run; the ctest glob skips it because it has no
 # test body: runnable tests are named *_test.sh).
 #
-# Policy: a test needing an oracle it cannot find (btrfs check, root, loop devices, kernel btrfs)
-# exits 77 (skipped) — unless UBTRFS_REQUIRE_ORACLES=1, where it fails. Every mount, loop device
-# and temporary directory a test creates is registered and removed on exit, even on failure.
+# Policy: a test needing an oracle it cannot find (btrfs check, root, loop devices, kernel btrfs,
+# /dev/fuse, the daemon binary) exits 77 (skipped) — unless UBTRFS_REQUIRE_ORACLES=1, where it
+# fails. Every mount, loop device, ubtrfs daemon and temporary directory a test creates is
+# registered and removed on exit, even on failure.
+#
+# Helpers: kernel_mount/kernel_umount, check_clean (btrfs check x2), check_clean_full (the
+# issue-3 "check-clean": btrfs check x3 + kernel read of every file + fsck.ubtrfs), ubtrfs_mount/
+# ubtrfs_umount (the FUSE daemon; waits for the final commit), ubtrfs_try_mount (one mount(8)-
+# style attempt), sparse_hash/hash_file, pass/failed/finish. UBTRFS_FS=kernel points the ubtrfs_*
+# helpers at the kernel's btrfs, to prove a test's logic against the reference implementation.
 set -euo pipefail
 
 UBTRFS_BIN=${UBTRFS_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/tools}
@@ -23,6 +30,9 @@ _oracle_cleanup() {
     while read -r m; do
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done < <(awk -v r="$UBTRFS_TEST_ROOT" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r)
+    # ubtrfs daemons this test started exit after their unmount (final commit); one that does not
+    # within 20 s is stopped by its pid (never by name: other tests may run daemons of their own).
+    declare -F _ubtrfs_reap_daemons >/dev/null && _ubtrfs_reap_daemons 20
     while read -r l; do
       [[ -n "$l" ]] && losetup -d "$l" 2>/dev/null || true
     done < <(losetup -a 2>/dev/null | awk -F: -v r="$UBTRFS_TEST_ROOT" 'index($0, r) {print $1}')
@@ -99,5 +109,318 @@ pass() { _passed=$((_passed + 1)); echo "ok: $*"; }
 failed() { _failed=$((_failed + 1)); echo "FAIL: $*" >&2; }
 finish() {
   echo "$_passed passed, $_failed failed"
+  if [[ $_failed != 0 ]]; then _dump_daemon_logs; fi
   [[ $_failed == 0 ]]
+}
+
+# _dump_daemon_logs: after a failure, the problems the ubtrfs daemons of this test logged (their
+# logs live under the test root, which is removed at exit).
+_dump_daemon_logs() {
+  local log
+  for log in "$UBTRFS_TEST_ROOT"/daemon.*.log; do
+    [[ -s $log ]] || continue
+    if grep -qE 'error|critical|warn|Sanitizer|runtime error' "$log"; then
+      echo "--- daemon log $(basename "$log"): first problems" >&2
+      grep -m 20 -E 'error|critical|warn|Sanitizer|runtime error' "$log" | cut -c1-300 >&2
+    fi
+  done
+}
+
+# ---- the ubtrfs FUSE daemon as the file system under test ----------------------------------------
+#
+# ubtrfs_mount IMG MNT [OPTS] starts `ubtrfs IMG MNT -o OPTS -f` in the background of the test's own
+# shell (so its pid is known exactly, `wait` gives its exit status, and its stderr, sanitizer
+# reports included, goes to a log file under the test root) and returns once MNT is a fuse mount
+# in /proc/mounts. ubtrfs_umount MNT unmounts and then waits for that daemon to exit: the final
+# commit runs on unmount, so the image may be read only after the daemon is gone. A non-zero exit
+# status or a sanitizer report in its log is a failure. (The daemonizing path without -f, as
+# mount(8) uses it, is exercised by bad_input_mount_test.sh.)
+#
+# UBTRFS_FS=kernel swaps the daemon for the kernel's btrfs (loop mount, FUSE-only options dropped,
+# rescue=nologreplay added for a read-only mount of an image with a log tree): the tests then
+# prove their own logic against the reference implementation. UBTRFS_EXTRA_MOUNT_OPTS is appended
+# to every ubtrfs mount (e.g. log_level=debug, cache_mb=16).
+UBTRFS_DAEMON=${UBTRFS_DAEMON:-$UBTRFS_BIN/daemon/ubtrfs}
+UBTRFS_FS=${UBTRFS_FS:-ubtrfs}
+UBTRFS_MOUNT_TIMEOUT=${UBTRFS_MOUNT_TIMEOUT:-60}    # seconds until the mount must be visible
+UBTRFS_UMOUNT_TIMEOUT=${UBTRFS_UMOUNT_TIMEOUT:-600} # seconds for the final commit after unmount
+declare -A _ubtrfs_pid=() _ubtrfs_log=()
+_ubtrfs_all_pids=()
+# Results for the calling tests: UBTRFS_LAST_LOG (the log of the daemon ubtrfs_umount stopped
+# last); TRY_RC and TRY_ERR (of ubtrfs_try_mount).
+UBTRFS_LAST_LOG=''
+TRY_RC=0
+TRY_ERR=
+
+fs_is_kernel() { [[ $UBTRFS_FS == kernel ]]; }
+
+# require_ubtrfs: what ubtrfs_mount needs (the daemon binary, /dev/fuse, fusermount3, root), or
+# the kernel's btrfs when UBTRFS_FS=kernel.
+require_ubtrfs() {
+  require_root
+  if fs_is_kernel; then
+    require_kernel_btrfs
+    echo "note: UBTRFS_FS=kernel: running against the kernel's btrfs instead of the ubtrfs daemon" >&2
+    return
+  fi
+  [[ -x $UBTRFS_DAEMON ]] || skip_or_fail "ubtrfs daemon not built at $UBTRFS_DAEMON"
+  [[ -c /dev/fuse ]] || skip_or_fail "no /dev/fuse"
+  command -v fusermount3 >/dev/null || skip_or_fail "fusermount3 not installed"
+  grep -qw fuse /proc/filesystems || modprobe fuse 2>/dev/null || true
+  grep -qw fuse /proc/filesystems || skip_or_fail "kernel has no fuse"
+}
+
+# is_mounted MNT: MNT (any path spelling) is a mount point in /proc/mounts.
+is_mounted() {
+  local real
+  real=$(realpath -m "$1")
+  awk -v m="$real" '$2 == m { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# _pid_running PID: the process exists and is not a zombie.
+_pid_running() {
+  local state
+  state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z && $state != X ]]
+}
+
+# _kernel_opts_for OPTS IMG: the kernel's spelling of a ubtrfs option list.
+_kernel_opts_for() {
+  local opts=$1 img=$2 o out=() ro=0
+  local IFS=,
+  for o in $opts; do
+    case $o in
+      allow_other | default_permissions | cache_mb=* | log_level=* | subvolid=0) ;;
+      ro) ro=1; out+=("$o") ;;
+      *) out+=("$o") ;;
+    esac
+  done
+  if ((ro)) && [[ $(btrfs inspect-internal dump-super "$img" 2>/dev/null | awk '$1 == "log_root" { print $2 }') != 0 ]]; then
+    out+=(rescue=nologreplay)
+  fi
+  echo "${out[*]}"
+}
+
+# sanitizer_report FILE: prints the first sanitizer report line of FILE; true if there is one.
+sanitizer_report() {
+  grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:|ThreadSanitizer: ' "$1" 2>/dev/null
+}
+
+# ubtrfs_mount IMG MNT [OPTS]: mount IMG at MNT (created if needed, must be under the test root).
+# Fails (daemon log on stderr) if the daemon exits or the mount does not appear in time.
+ubtrfs_mount() {
+  local img=$1 mnt=$2 opts=${3:-}
+  mkdir -p "$mnt"
+  local real
+  real=$(realpath "$mnt")
+  [[ $real == "$UBTRFS_TEST_ROOT"/* ]] || { echo "ubtrfs_mount: $mnt is outside the test root" >&2; return 1; }
+  if fs_is_kernel; then
+    kernel_mount "$img" "$mnt" "$(_kernel_opts_for "$opts" "$img")"
+    return
+  fi
+  opts=${opts:+$opts${UBTRFS_EXTRA_MOUNT_OPTS:+,}}${UBTRFS_EXTRA_MOUNT_OPTS:-}
+  local log pid deadline rc
+  log=$(mktemp "$UBTRFS_TEST_ROOT/daemon.XXXXXX.log")
+  "$UBTRFS_DAEMON" "$img" "$mnt" ${opts:+-o "$opts"} -f >"$log" 2>&1 &
+  pid=$!
+  _ubtrfs_all_pids+=("$pid")
+  deadline=$((SECONDS + UBTRFS_MOUNT_TIMEOUT))
+  until awk -v m="$real" '$2 == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts; do
+    if ! _pid_running "$pid"; then
+      rc=0
+      wait "$pid" || rc=$?
+      echo "ubtrfs_mount: daemon exited with status $rc before $mnt was mounted (ubtrfs $img $mnt ${opts:+-o $opts}):" >&2
+      tail -n 30 "$log" >&2
+      UBTRFS_LAST_LOG=$log
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "ubtrfs_mount: $mnt not mounted after ${UBTRFS_MOUNT_TIMEOUT}s (daemon pid $pid):" >&2
+      tail -n 30 "$log" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+  _ubtrfs_pid[$real]=$pid
+  _ubtrfs_log[$real]=$log
+}
+
+# ubtrfs_log MNT: path of the log of the daemon serving MNT.
+ubtrfs_log() { echo "${_ubtrfs_log[$(realpath "$1")]:-}"; }
+
+# ubtrfs_pid MNT: pid of the daemon serving MNT.
+ubtrfs_pid() { echo "${_ubtrfs_pid[$(realpath "$1")]:-}"; }
+
+# ubtrfs_umount MNT: unmount, then wait for the daemon to finish its final commit and exit.
+# Returns non-zero if the unmount fails, the daemon does not exit in time, exits non-zero or
+# logged a sanitizer report. The log stays readable as $UBTRFS_LAST_LOG.
+ubtrfs_umount() {
+  local mnt=$1
+  if fs_is_kernel; then
+    kernel_umount "$mnt"
+    return
+  fi
+  local real pid log deadline rc=0 report
+  real=$(realpath "$mnt")
+  pid=${_ubtrfs_pid[$real]:-}
+  log=${_ubtrfs_log[$real]:-}
+  [[ -n $pid ]] || { echo "ubtrfs_umount: no daemon of this test serves $mnt" >&2; return 1; }
+  if ! fusermount3 -u "$mnt" 2>"$UBTRFS_TEST_ROOT/umount.err" && ! umount "$mnt" 2>>"$UBTRFS_TEST_ROOT/umount.err"; then
+    echo "ubtrfs_umount: cannot unmount $mnt: $(cat "$UBTRFS_TEST_ROOT/umount.err")" >&2
+    return 1
+  fi
+  unset "_ubtrfs_pid[$real]" "_ubtrfs_log[$real]"
+  # shellcheck disable=SC2034  # a result for the calling test
+  UBTRFS_LAST_LOG=$log
+  deadline=$((SECONDS + UBTRFS_UMOUNT_TIMEOUT))
+  while _pid_running "$pid"; do
+    if ((SECONDS >= deadline)); then
+      echo "ubtrfs_umount: daemon $pid still running ${UBTRFS_UMOUNT_TIMEOUT}s after unmounting $mnt" >&2
+      tail -n 30 "$log" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+  wait "$pid" || rc=$?
+  if ((rc != 0)); then
+    echo "ubtrfs_umount: daemon for $mnt exited with status $rc:" >&2
+    tail -n 30 "$log" >&2
+    return 1
+  fi
+  if report=$(sanitizer_report "$log"); then
+    echo "ubtrfs_umount: sanitizer report in the daemon log ($log): $report" >&2
+    grep -m1 -A30 -E 'ERROR: |WARNING: ThreadSanitizer|runtime error:' "$log" >&2
+    return 1
+  fi
+}
+
+# _ubtrfs_reap_daemons SECONDS: at exit, wait for the daemons this test started, then stop the
+# ones still running by pid (TERM, then KILL).
+_ubtrfs_reap_daemons() {
+  local limit=$1 pid deadline
+  ((${#_ubtrfs_all_pids[@]})) || return 0
+  deadline=$((SECONDS + limit))
+  for pid in "${_ubtrfs_all_pids[@]}"; do
+    while _pid_running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if _pid_running "$pid"; then
+      echo "cleanup: ubtrfs daemon $pid still running: SIGTERM" >&2
+      kill -TERM "$pid" 2>/dev/null || true
+      sleep 2
+      _pid_running "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+# daemon_pids_of IMG: pids of running ubtrfs processes whose command line names IMG (for "no
+# daemon left behind" assertions; a lookup only).
+daemon_pids_of() {
+  local img=$1 p
+  for p in /proc/[0-9]*; do
+    [[ -r $p/cmdline ]] || continue
+    local -a argv=()
+    mapfile -d '' -t argv <"$p/cmdline" 2>/dev/null || continue
+    ((${#argv[@]} >= 2)) || continue
+    [[ $(basename "${argv[0]}") == ubtrfs ]] || continue
+    local a
+    for a in "${argv[@]:1}"; do
+      if [[ $a == "$img" ]]; then echo "${p#/proc/}"; break; fi
+    done
+  done
+}
+
+# sparse_hash FILE: sha256 over the size and every data segment with its offset (SEEK_DATA /
+# SEEK_HOLE): a sparse multi-GiB image costs what its data costs, and any write changes it.
+sparse_hash() {
+  python3 - "$1" <<'PY'
+import hashlib, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+h = hashlib.sha256(struct.pack("<Q", size))
+pos = 0
+while pos < size:
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, data, os.SEEK_HOLE)
+    h.update(struct.pack("<Q", data))
+    off = data
+    while off < hole:
+        chunk = os.pread(fd, min(1 << 22, hole - off), off)
+        if not chunk:
+            break
+        h.update(chunk)
+        off += len(chunk)
+    pos = hole
+print(h.hexdigest())
+PY
+}
+
+# check_clean_full IMG [MANIFEST-OUT]: the issue's "check-clean", every oracle in turn (each misses
+# things the others catch, FORMAT.md §9.3): btrfs check in original and lowmem mode, btrfs check
+# --check-data-csum, a kernel read-only loop mount reading every file (and every symlink and
+# directory) back, and fsck.ubtrfs. With MANIFEST-OUT, the kernel mount's manifest_of is written
+# there. Runs all oracles, prints what each found, returns non-zero if any complained.
+check_clean_full() {
+  local img=$1 manifest_out=${2:-} bad=0 out rc mnt fsck=$UBTRFS_BIN/fsck/fsck.ubtrfs
+  check_clean "$img" || bad=1
+  rc=0
+  out=$(btrfs check --check-data-csum "$img" 2>&1) || rc=$?
+  if ((rc != 0)) || grep -qiE '^ERROR|errors found|csum failed|mirror [0-9]+ bytenr' <<<"$out"; then
+    echo "FAIL: btrfs check --check-data-csum $img (exit $rc):" >&2
+    head -n 30 <<<"$out" >&2
+    bad=1
+  fi
+  mnt=$(make_tmpdir)/kernel-ro
+  if kernel_mount "$img" "$mnt" ro; then
+    # Every file's content, every link target, every directory listing, through the kernel.
+    if ! out=$(cd "$mnt" && { find . -type f -exec cat -- {} + >/dev/null && find . -type l -exec readlink -- {} + >/dev/null && find . -type d -exec ls -f -- {} + >/dev/null; } 2>&1); then
+      echo "FAIL: kernel read of $img: $(head -c 2000 <<<"$out")" >&2
+      bad=1
+    fi
+    if [[ -n $manifest_out ]]; then
+      declare -F manifest_of >/dev/null || source "$UBTRFS_SRC/images/manifest.sh"
+      manifest_of "$mnt" >"$manifest_out" || { echo "FAIL: manifest of the kernel mount of $img" >&2; bad=1; }
+    fi
+    kernel_umount "$mnt" || bad=1
+  else
+    echo "FAIL: the kernel refused a read-only mount of $img" >&2
+    bad=1
+  fi
+  if [[ -x $fsck ]]; then
+    rc=0
+    out=$("$fsck" "$img" 2>&1) || rc=$?
+    if ((rc != 0)); then
+      echo "FAIL: fsck.ubtrfs $img exit $rc:" >&2
+      head -n 30 <<<"$out" >&2
+      bad=1
+    fi
+  else
+    echo "FAIL: $fsck not built" >&2
+    bad=1
+  fi
+  return $bad
+}
+
+# ubtrfs_try_mount IMG MNT [OPTS]: one mount attempt as mount(8) makes it — the daemon without -f,
+# which returns once the mount succeeded (after daemonizing) or failed — bounded by a timeout.
+# Sets TRY_RC (its exit status; 124 = timed out) and TRY_ERR (a file with its stdout+stderr).
+# A daemon left running (the attempt succeeded) is registered for cleanup. UBTRFS_FS=kernel:
+# `mount -t btrfs -o loop,...` instead (the kernel's messages go to dmesg, not to TRY_ERR).
+ubtrfs_try_mount() {
+  local img=$1 mnt=$2 opts=${3:-} pid
+  mkdir -p "$mnt"
+  [[ $(realpath "$mnt") == "$UBTRFS_TEST_ROOT"/* ]] || { echo "ubtrfs_try_mount: $mnt is outside the test root" >&2; return 1; }
+  TRY_ERR=$(mktemp "$UBTRFS_TEST_ROOT/try.XXXXXX.err")
+  TRY_RC=0
+  if fs_is_kernel; then
+    local kopts
+    kopts=$(_kernel_opts_for "$opts" "$img")
+    # shellcheck disable=SC2034  # TRY_RC is a result for the calling test
+    timeout 60 mount -t btrfs -o "loop${kopts:+,$kopts}" "$img" "$mnt" >"$TRY_ERR" 2>&1 || TRY_RC=$?
+    return 0
+  fi
+  # shellcheck disable=SC2034  # TRY_RC is a result for the calling test
+  timeout 60 "$UBTRFS_DAEMON" "$img" "$mnt" ${opts:+-o "$opts"} >"$TRY_ERR" 2>&1 || TRY_RC=$?
+  for pid in $(daemon_pids_of "$img"); do _ubtrfs_all_pids+=("$pid"); done
 }
