@@ -1,6 +1,8 @@
 // Checksum implementations over well-kept libraries: ISA-L for CRC-32C, libxxhash for XXH64.
 #include "io/checksum.h"
 
+#include <sodium.h>
+
 #include <cstring>
 
 #include <isa-l/crc.h>
@@ -28,7 +30,13 @@ std::string_view csum_name(uint16_t type) {
   }
 }
 
-bool csum_supported(uint16_t type) { return type == 0 || type == 1; }
+bool csum_supported(uint16_t type) { return type <= 3; }
+
+namespace {
+// libsodium wants sodium_init() before use (CPU feature selection); it is idempotent and
+// thread-safe, and a static initializer runs it before any checksum is computed.
+[[maybe_unused]] const int kSodiumReady = sodium_init();
+}  // namespace
 
 uint32_t crc32c_raw(uint32_t seed, std::span<const uint8_t> data) {
   return crc32_iscsi(const_cast<unsigned char*>(data.data()), static_cast<int>(data.size()), seed);
@@ -47,6 +55,13 @@ CsumBytes compute_csum(CsumType type, std::span<const uint8_t> data) {
       for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
       break;
     }
+    case CsumType::kSha256:
+      crypto_hash_sha256(out.data(), data.data(), data.size());
+      break;
+    case CsumType::kBlake2:
+      // btrfs "blake2" is BLAKE2b with a 256-bit digest and no key (libsodium's generichash).
+      crypto_generichash(out.data(), 32, data.data(), data.size(), nullptr, 0);
+      break;
     default:
       break;  // REQUIRES violated; callers check csum_supported() first
   }

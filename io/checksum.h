@@ -4,8 +4,8 @@
 // field (or the whole sector for data), stored left-aligned in 32 bytes, rest zero (FORMAT.md §1.1).
 //   crc32c   = standard CRC-32C (init ~0, final xor ~0), stored LE u32   — libisal crc32_iscsi
 //   xxhash64 = XXH64(seed 0), stored LE u64                              — libxxhash
-//   sha256 and blake2b-256 are not implemented yet: csum_supported() says so, and callers refuse
-//   the image with a message naming the type.
+//   sha256   = SHA-256, 32 bytes                                         — libsodium
+//   blake2   = BLAKE2b with a 32-byte digest, unkeyed                    — libsodium generichash
 // Name hashes are the raw CRC-32C register (no final inversion) with a given seed (FORMAT.md §4.1).
 #pragma once
 

@@ -10,11 +10,10 @@
 #      tests wait on FUSE, the kernel and the disk much of the time);
 #   3. the integration tests again with the *daemon* under ASan+UBSan: the POSIX suite, a short
 #      stress run, the bad-input mounts, the kernel image with compressed extents;
-#   4. TSan: the POSIX layer's and the transaction manager's concurrency tests
-#      (ubtrfs_fs_tests [concurrency]) and the POSIX suite through the daemon under TSan.
+#   4. the POSIX suite and a short 4-process stress run through the daemon under TSan.
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
-#   and TSan, the tools on hostile input under ASan, a stress run under the TSan daemon and the
-#   whole mkfs matrix.
+#   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
+#   input and the kernel images under ASan, and the whole mkfs matrix.
 #
 # Sanitizer trees are built at -O1 -g1 (measured on this code with g++ 12: an ASan object costs
 # 2.1-3x the CPU of a normal -O2 -g one at -O2 -g, 1.2-1.8x at -O1 -g1; TSan at -O1 -g1 0.65x) and
@@ -154,10 +153,11 @@ if ((sanitizers)); then
     asan_want=("${asan_targets[@]}")
     tsan_want=("${tsan_targets[@]}")
   else
-    # CI profile (30-minute budget): the daemon under ASan; the POSIX layer's concurrency tests and
-    # the daemon under TSan. The sanitized unit suites of every layer run in the full profile.
+    # CI profile (30-minute budget): the daemon under ASan and under TSan. The sanitized unit
+    # suites of every layer (fs: the transaction and POSIX-layer concurrency tests) run in the
+    # full profile.
     asan_want=(ubtrfs)
-    tsan_want=(ubtrfs ubtrfs_fs_tests)
+    tsan_want=(ubtrfs)
   fi
   if [[ ${UBTRFS_OVERLAP_BUILDS:-1} == 1 ]]; then
     set -m
@@ -188,35 +188,25 @@ if ((sanitizers)); then
   # ---- 3. the daemon under ASan+UBSan --------------------------------------------------------
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ((full)) && run_suite "$A" -R '^oracle_bad_input_test$|^oracle_fsck_test$'
-  # From the normal tree (its clients and oracles), the daemon from the ASan tree; of the kernel
-  # images, 002 (zlib/lzo/zstd extents: the decoders) in CI, 001 and 002 in the full profile.
+  # From the normal tree (its clients and oracles), the daemon from the ASan tree. The full profile
+  # adds the kernel images 001 and 002 (zlib/lzo/zstd extents: the decoders).
   echo "=== the integration tests again, with the daemon under ASan+UBSan"
-  images="002"
-  ((full)) && images="001 002"
-  UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_IMAGES="$images" \
-    UBTRFS_UMOUNT_TIMEOUT=900 \
-    run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|kernel_to_ubtrfs)_test$'
+  asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount)_test$'
+  ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|kernel_to_ubtrfs)_test$'
+  UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
+    UBTRFS_UMOUNT_TIMEOUT=900 run_suite "$B" -R "$asan_tests"
   ((full)) && run_suite "$A" -R '_unit$'
   unset ASAN_OPTIONS UBSAN_OPTIONS
   stage_done "3 ASan: daemon integration"
 
-  # ---- 4. TSan: the POSIX layer's concurrency tests, the daemon's multi-threaded loop -----------
+  # ---- 4. TSan: the daemon's multi-threaded loop (POSIX suite, 4-process stress) ----------------
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-  if ((full)); then
-    run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
-  else
-    echo "=== TSan: ubtrfs_fs_tests [concurrency] (handles vs commits; POSIX layer from 6 threads)"
-    if ! "$T/tests/ubtrfs_fs_tests" "[concurrency]" --warn NoAssertions; then
-      failed_suites+=("TSan ubtrfs_fs_tests [concurrency]")
-    fi
-  fi
+  ((full)) && run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
   echo "=== the integration tests again, with the daemon under TSan"
-  tsan_tests='^oracle_posix_ubtrfs_test$'
-  ((full)) && tsan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
-    run_suite "$B" -R "$tsan_tests"
+    run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
   unset TSAN_OPTIONS
-  stage_done "4 TSan: concurrency tests + daemon integration"
+  stage_done "4 TSan: daemon integration"
 fi
 if ((${#failed_suites[@]})); then
   echo "FAILED suites:"

@@ -2,7 +2,10 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <string>
 #include <string_view>
+
+#include <fmt/format.h>
 
 #include "io/checksum.h"
 
@@ -83,6 +86,23 @@ TEST_CASE("checksum type table", "[checksum]") {
   CHECK(csum_name(99) == "unknown");
   CHECK(csum_supported(0));
   CHECK(csum_supported(1));
-  CHECK_FALSE(csum_supported(2));
-  CHECK_FALSE(csum_supported(3));
+  CHECK(csum_supported(2));
+  CHECK(csum_supported(3));
+  CHECK_FALSE(csum_supported(4));
+}
+
+// Published test vectors: SHA-256("abc") (FIPS 180-2) and BLAKE2b-256("abc") (the BLAKE2 reference
+// implementation's output for a 32-byte digest).
+TEST_CASE("sha256 and blake2b-256 match their published vectors", "[checksum]") {
+  const std::string abc = "abc";
+  std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(abc.data()), abc.size());
+  auto hex = [](const CsumBytes& b) {
+    std::string s;
+    for (uint8_t c : b) s += fmt::format("{:02x}", c);
+    return s;
+  };
+  CHECK(hex(compute_csum(CsumType::kSha256, in)) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(hex(compute_csum(CsumType::kBlake2, in)) ==
+        "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
 }

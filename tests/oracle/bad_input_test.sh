@@ -2,7 +2,7 @@
 # Bad input: ubtrfs-inspect on things that are not healthy btrfs images must fail cleanly.
 #
 # For each case (a non-btrfs file, an empty and a tiny file, a truncated image, a bad superblock
-# checksum, an unknown incompat flag, sha256/blake2 checksums, a tree block with a bad checksum, a
+# checksum, an unknown incompat flag, a tree block with a bad checksum, a
 # tree block with a valid checksum but broken structure, a missing file) both dump-super and
 # dump-tree (where it applies) must: exit non-zero, print exactly one line on stderr of the form
 # "ubtrfs-inspect: error: ..." naming the problem, never crash (no sanitizer report, no signal), and
@@ -110,10 +110,19 @@ edit "$tmp/incompat.img" set $((65536 + 0xBC)) 8 $((old | (1 << 20)))
 edit "$tmp/incompat.img" csum 65536 4096
 both "unknown incompat flag" "unknown incompat features 0x100000" "$tmp/incompat.img"
 
+# sha256 and blake2 checksums are supported (libsodium): such images dump like any other, with
+# every key btrfs-progs shows. (Their data path is tested through the daemon by
+# csum_algorithms_test.sh.)
 for csum in sha256 blake2; do
   truncate -s 256M "$tmp/$csum.img"
   mkfs.btrfs -q -f --csum "$csum" "$tmp/$csum.img" >/dev/null
-  both "$csum checksums" "$csum.*not supported" "$tmp/$csum.img"
+  ours=$("$INSPECT" dump-tree "$tmp/$csum.img" 2>&1 | grep -c 'key (' || true)
+  theirs=$(btrfs inspect-internal dump-tree "$tmp/$csum.img" 2>/dev/null | grep -c 'key (' || true)
+  if "$INSPECT" dump-super "$tmp/$csum.img" | grep -q "csum_type.*$csum" && [[ $ours -gt 0 && $ours == "$theirs" ]]; then
+    pass "$csum checksums: dump-super names the type, dump-tree shows all $ours keys"
+  else
+    failed "$csum checksums: dump-tree shows $ours keys, btrfs-progs $theirs"
+  fi
 done
 
 expect_error "missing file" "No such file|not found|does not exist|ENOENT" "$INSPECT" dump-tree "$tmp/does-not-exist.img"
@@ -209,7 +218,9 @@ if "$INSPECT" dump-tree -t fs "$dup" >"$tmp/out" 2>"$tmp/err" && grep -q "^leaf 
 else
   failed "DUP copy 1 corrupt: $(cat "$tmp/err")"
 fi
-if "$INSPECT" -v dump-tree -t fs "$dup" 2>&1 >/dev/null | grep -q "checksum verify failed on $dup_root"; then
+# stderr captured first: `cmd | grep -q` under pipefail fails when grep exits before cmd is done
+# writing (SIGPIPE) — which the slower ASan build hit.
+if verbose_err=$("$INSPECT" -v dump-tree -t fs "$dup" 2>&1 >/dev/null) && grep -q "checksum verify failed on $dup_root" <<<"$verbose_err"; then
   pass "DUP copy 1 corrupt: -v warns about mirror 1"
 else
   failed "DUP copy 1 corrupt: -v shows no warning"
