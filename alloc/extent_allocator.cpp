@@ -144,13 +144,14 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
     // Born in this transaction and its +1 ref still queued: the -1 cancels it, the extent item
     // never materialises. Unwritten: nobody can have read it, reuse at once. Written: the bytes
     // were sent to disk (a log tree or a crash could see them), keep them until the commit.
-    Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
-    if (!st) {
-      record_error(st.error());
+    // The -1 goes in before the bytes are released: once released, another thread may allocate
+    // the same block and queue its +1, which must find this head already cancelled.
+    if (auto r = refs_.add_tree_ref(bytenr, nodesize, root_objectid, ref_level, -1, false, h.transid); !r) {
+      record_error(r.error());
       return;
     }
-    if (auto r = refs_.add_tree_ref(bytenr, nodesize, root_objectid, ref_level, -1, false, h.transid); !r)
-      record_error(r.error());
+    Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
+    if (!st) record_error(st.error());
     return;
   }
   // An older block, or one of this transaction whose +1 already ran (now `used`): a -1 ref; the

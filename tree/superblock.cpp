@@ -107,8 +107,7 @@ Status validate_superblock(const Superblock& sb, uint64_t bytenr, uint64_t dev_s
   uint16_t ct = sb.csum_type;
   if (io::csum_size(ct) == 0) return fail(EUCLEAN, "superblock at offset {} has unknown checksum type {}", bytenr, ct);
   if (!io::csum_supported(ct))
-    return fail(EOPNOTSUPP, "checksum type {} ({}) is not supported yet: only crc32c and xxhash64 are", ct,
-                io::csum_name(ct));
+    return fail(EOPNOTSUPP, "checksum type {} ({}) is not supported", ct, io::csum_name(ct));
   if (!verify_superblock_csum(sb))
     return fail(EUCLEAN, "superblock checksum mismatch at offset {} ({} checksum)", bytenr, io::csum_name(ct));
   if (sb.bytenr.get() != bytenr)
