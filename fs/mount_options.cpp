@@ -8,9 +8,7 @@
 
 namespace ubtrfs::fs {
 
-namespace {
-
-std::vector<std::string> split(const std::string& list) {
+std::vector<std::string> split_option_list(const std::string& list) {
   std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= list.size()) {
@@ -21,6 +19,8 @@ std::vector<std::string> split(const std::string& list) {
   }
   return out;
 }
+
+namespace {
 
 std::optional<uint64_t> parse_u64(std::string_view s) {
   uint64_t v = 0;
@@ -62,7 +62,7 @@ bool is_fuse_option(std::string_view name) {
 
 Result<MountOptions> parse_mount_options(const std::string& list) {
   MountOptions o;
-  for (const auto& opt : split(list)) {
+  for (const auto& opt : split_option_list(list)) {
     auto eq = opt.find('=');
     std::string name = opt.substr(0, eq);
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);

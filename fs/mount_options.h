@@ -35,6 +35,9 @@ struct MountOptions {
   std::vector<std::string> fuse_passthrough;
 };
 
+// Splits a comma-separated -o list into its options (empty entries dropped).
+std::vector<std::string> split_option_list(const std::string& list);
+
 // Parses a comma-separated option list (several -o lists may be joined with commas). Later
 // options override earlier ones ("ro,rw" is rw), as with mount(8).
 // Errors: EINVAL "unknown mount option 'x'" / "invalid value 'v' for mount option 'commit'".

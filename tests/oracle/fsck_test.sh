@@ -37,32 +37,10 @@ mnt=$tmp/mnt
 
 # image_digest IMG: sha256 of the size and of every data segment with its offset (SEEK_DATA /
 # SEEK_HOLE), so a sparse 256 MiB image costs what its data costs. A write anywhere, holes
-# included, changes it. (hash_file reads every byte: too slow for ~60 runs on a loaded machine.)
+# included, changes it (lib.sh sparse_hash; hash_file reads every byte: too slow for ~60 runs).
 image_digest() {
   [[ -e $1 ]] || { echo absent; return; }
-  python3 - "$1" <<'PY'
-import hashlib, os, struct, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-h = hashlib.sha256(struct.pack("<Q", size))
-pos = 0
-while pos < size:
-    try:
-        data = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError:
-        break
-    hole = os.lseek(fd, data, os.SEEK_HOLE)
-    h.update(struct.pack("<Q", data))
-    off = data
-    while off < hole:
-        chunk = os.pread(fd, min(1 << 22, hole - off), off)
-        if not chunk:
-            break
-        h.update(chunk)
-        off += len(chunk)
-    pos = hole
-print(h.hexdigest())
-PY
+  sparse_hash "$1"
 }
 
 # run_fsck IMG [ARGS...]: runs fsck.ubtrfs, output in $out, status in $rc; fails the test if the

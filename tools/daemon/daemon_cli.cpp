@@ -23,18 +23,6 @@ bool is_kernel_flag(std::string_view name) {
   return false;
 }
 
-std::vector<std::string> split_commas(const std::string& list) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= list.size()) {
-    size_t comma = list.find(',', pos);
-    if (comma == std::string::npos) comma = list.size();
-    if (comma > pos) out.push_back(list.substr(pos, comma - pos));
-    pos = comma + 1;
-  }
-  return out;
-}
-
 std::optional<unsigned> parse_unsigned(std::string_view s) {
   unsigned v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -112,7 +100,7 @@ Result<DaemonArgs> parse_daemon_args(int argc, char** argv) {
     }
   }
   a.options.fuse_passthrough = std::move(session_passthrough);
-  for (const auto& opt : split_commas(a.option_list))
+  for (const auto& opt : fs::split_option_list(a.option_list))
     if (is_kernel_flag(opt)) a.kernel_flags.push_back(opt);
   return a;
 }
