@@ -40,6 +40,17 @@ BlockGroup::BlockGroup(const ChunkMapping& chunk, uint64_t used)
   for (auto [s, l] : super_ranges_) super_bytes_ += l;
 }
 
+void BlockGroup::attach(SpaceInfo* si, int factor) {
+  uint64_t used, super;
+  {
+    std::lock_guard lock(mu_);
+    space_info_ = si;
+    used = used_;
+    super = super_bytes_;
+  }
+  if (si) si->add_block_group(length_, used, super, factor);
+}
+
 Status BlockGroup::add_free(uint64_t start, uint64_t len) {
   std::lock_guard lock(mu_);
   // Add the parts of [start, start+len) that are not superblock stripes.
@@ -65,13 +76,18 @@ Status BlockGroup::init_free_from_allocated(const std::vector<std::pair<uint64_t
   return {};
 }
 
-std::optional<uint64_t> BlockGroup::reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary) {
-  std::lock_guard lock(mu_);
-  auto at = free_.find(len, align, hint, boundary);
-  if (!at) return std::nullopt;
-  if (!free_.remove(*at, len)) return std::nullopt;  // cannot happen: find() returned a free range
-  reserved_ += len;
-  reserved_ranges_.emplace(*at, len);
+std::optional<uint64_t> BlockGroup::reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary,
+                                                   uint64_t from_may_use) {
+  std::optional<uint64_t> at;
+  {
+    std::lock_guard lock(mu_);
+    at = free_.find(len, align, hint, boundary);
+    if (!at) return std::nullopt;
+    if (!free_.remove(*at, len)) return std::nullopt;  // cannot happen: find() returned a free range
+    reserved_ += len;
+    reserved_ranges_.emplace(*at, len);
+  }
+  if (space_info_) space_info_->extent_reserved(len, from_may_use);
   return at;
 }
 
@@ -104,13 +120,16 @@ bool BlockGroup::is_reserved_locked(uint64_t start, uint64_t len) const {
 }
 
 Status BlockGroup::pin_reserved(uint64_t start, uint64_t len) {
-  std::lock_guard lock(mu_);
-  UBTRFS_TRY_STATUS(take_reserved(start, len, "pin"));
-  if (auto st = add_pinned(start, len); !st) {
-    reserved_ranges_.emplace(start, len);  // undo: keep the accounting consistent for the caller
-    reserved_ += len;
-    return st;
+  {
+    std::lock_guard lock(mu_);
+    UBTRFS_TRY_STATUS(take_reserved(start, len, "pin"));
+    if (auto st = add_pinned(start, len); !st) {
+      reserved_ranges_.emplace(start, len);  // undo: keep the accounting consistent for the caller
+      reserved_ += len;
+      return st;
+    }
   }
+  if (space_info_) space_info_->reserved_to_pinned(len);
   return {};
 }
 
@@ -125,54 +144,70 @@ Status BlockGroup::add_pinned(uint64_t start, uint64_t len) {
 }
 
 Status BlockGroup::commit_reserved(uint64_t start, uint64_t len) {
-  std::lock_guard lock(mu_);
-  if (reserved_ < len)
-    return fail(EUCLEAN, "block group {}: commit of {} reserved bytes at {} but only {} reserved", start_, len, start,
-                reserved_);
-  UBTRFS_TRY_STATUS(take_reserved(start, len, "commit"));
-  used_ += len;
+  {
+    std::lock_guard lock(mu_);
+    if (reserved_ < len)
+      return fail(EUCLEAN, "block group {}: commit of {} reserved bytes at {} but only {} reserved", start_, len,
+                  start, reserved_);
+    UBTRFS_TRY_STATUS(take_reserved(start, len, "commit"));
+    used_ += len;
+  }
+  if (space_info_) space_info_->reserved_to_used(len);
   return {};
 }
 
 Status BlockGroup::release_reserved(uint64_t start, uint64_t len) {
-  std::lock_guard lock(mu_);
-  if (reserved_ < len)
-    return fail(EUCLEAN, "block group {}: release of {} reserved bytes at {} but only {} reserved", start_, len, start,
-                reserved_);
-  if (!is_reserved_locked(start, len))
-    return fail(EUCLEAN, "block group {}: release of [{}, +{}) which is not reserved", start_, start, len);
-  UBTRFS_TRY_STATUS(free_.add(start, len));
-  return take_reserved(start, len, "release");
+  {
+    std::lock_guard lock(mu_);
+    if (reserved_ < len)
+      return fail(EUCLEAN, "block group {}: release of {} reserved bytes at {} but only {} reserved", start_, len,
+                  start, reserved_);
+    if (!is_reserved_locked(start, len))
+      return fail(EUCLEAN, "block group {}: release of [{}, +{}) which is not reserved", start_, start, len);
+    UBTRFS_TRY_STATUS(free_.add(start, len));
+    UBTRFS_TRY_STATUS(take_reserved(start, len, "release"));
+  }
+  if (space_info_) space_info_->reserved_released(len);
+  return {};
 }
 
 Status BlockGroup::pin_extent(uint64_t start, uint64_t len) {
-  std::lock_guard lock(mu_);
-  if (used_ < len)
-    return fail(EUCLEAN, "block group {}: freeing {} bytes at {} but only {} used", start_, len, start, used_);
-  UBTRFS_TRY_STATUS(add_pinned(start, len));
-  used_ -= len;
+  {
+    std::lock_guard lock(mu_);
+    if (used_ < len)
+      return fail(EUCLEAN, "block group {}: freeing {} bytes at {} but only {} used", start_, len, start, used_);
+    UBTRFS_TRY_STATUS(add_pinned(start, len));
+    used_ -= len;
+  }
+  if (space_info_) space_info_->used_to_pinned(len);
   return {};
 }
 
 Status BlockGroup::mark_used(uint64_t start, uint64_t len) {
-  std::lock_guard lock(mu_);
-  UBTRFS_TRY_STATUS(free_.remove(start, len));
-  used_ += len;
+  {
+    std::lock_guard lock(mu_);
+    UBTRFS_TRY_STATUS(free_.remove(start, len));
+    used_ += len;
+  }
+  if (space_info_) space_info_->free_to_used(len);
   return {};
 }
 
 uint64_t BlockGroup::unpin_all() {
-  std::lock_guard lock(mu_);
   uint64_t n = 0;
-  std::map<uint64_t, uint64_t> still_pinned;
-  for (auto [s, l] : pinned_ranges_) {
-    // A failure would mean a pinned range is also free (double accounting): keep it pinned so
-    // the invariant check reports it instead of handing the range out twice.
-    if (free_.add(s, l)) n += l;
-    else still_pinned.emplace(s, l);
+  {
+    std::lock_guard lock(mu_);
+    std::map<uint64_t, uint64_t> still_pinned;
+    for (auto [s, l] : pinned_ranges_) {
+      // A failure would mean a pinned range is also free (double accounting): keep it pinned so
+      // the invariant check reports it instead of handing the range out twice.
+      if (free_.add(s, l)) n += l;
+      else still_pinned.emplace(s, l);
+    }
+    pinned_ranges_.swap(still_pinned);
+    pinned_ -= n;
   }
-  pinned_ranges_.swap(still_pinned);
-  pinned_ -= n;
+  if (space_info_ && n) space_info_->unpinned(n);
   return n;
 }
 

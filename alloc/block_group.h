@@ -10,9 +10,12 @@
 // Reserved bytes are also tracked as ranges (one per reserve_extent), so a caller can ask whether an
 // extent is still reserved (its delayed ref not yet run) or already used: the allocator's free of a
 // block allocated in the running transaction depends on it (extent_allocator.h).
+// Every change is also reported to the group's SpaceInfo (alloc/space_info.h), once attached, so the
+// space_info counters stay the exact sum over its groups; reports happen after the group's own lock
+// is released.
 // Thread safety: each BlockGroup has its own mutex, taken by every method; the cache's map is
 // guarded by its own shared mutex and never changes a group's contents. Lock order: cache, then a
-// single group; never two groups at once.
+// single group; never two groups at once; a group's lock is never held while calling its SpaceInfo.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "alloc/free_space.h"
+#include "alloc/space_info.h"
 #include "io/status.h"
 #include "tree/chunk_map.h"
 
@@ -50,6 +54,10 @@ class BlockGroup {
   uint64_t length() const { return length_; }
   uint64_t flags() const { return flags_; }
   bool contains(uint64_t logical) const { return logical >= start_ && logical - start_ < length_; }
+  // Attaches the group to its space_info: total, used and readonly (super stripes) are added there
+  // and every later change is reported. REQUIRES: called once, after loading the free space.
+  void attach(SpaceInfo* si, int factor);
+  SpaceInfo* space_info() const { return space_info_; }
 
   // Loading: marks a range free; superblock stripes inside it are skipped.
   [[nodiscard]] Status add_free(uint64_t start, uint64_t len);
@@ -57,8 +65,10 @@ class BlockGroup {
   [[nodiscard]] Status init_free_from_allocated(const std::vector<std::pair<uint64_t, uint64_t>>& allocated);
 
   // Allocation (find_free_extent within this group): takes `len` bytes aligned to `align`, not
-  // crossing a `boundary`, near `hint`. The range becomes reserved. nullopt if it does not fit.
-  std::optional<uint64_t> reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary);
+  // crossing a `boundary`, near `hint`. The range becomes reserved; `from_may_use` bytes of it had
+  // been promised by a reservation (they leave the space_info's may_use). nullopt if it does not fit.
+  std::optional<uint64_t> reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary,
+                                         uint64_t from_may_use = 0);
   // The reference of a reserved extent was recorded: reserved -> used. Errors: EUCLEAN unless
   // [start, +len) lies inside one reserved range.
   [[nodiscard]] Status commit_reserved(uint64_t start, uint64_t len);
@@ -85,6 +95,7 @@ class BlockGroup {
 
  private:
   mutable std::mutex mu_;
+  SpaceInfo* space_info_ = nullptr;  // set once by attach()
   uint64_t start_, length_, flags_;
   uint64_t used_ = 0, reserved_ = 0, pinned_ = 0, super_bytes_ = 0;
   std::vector<std::pair<uint64_t, uint64_t>> super_ranges_;

@@ -28,6 +28,15 @@ Status DeviceSpace::add_extent(uint64_t physical, uint64_t len) {
   return {};
 }
 
+Status DeviceSpace::remove_extent(uint64_t physical, uint64_t len) {
+  auto it = extents_.find(physical);
+  if (it == extents_.end() || it->second != len)
+    return fail(EUCLEAN, "dev extent [{}, +{}) to forget was not recorded", physical, len);
+  extents_.erase(it);
+  allocated_ -= len;
+  return {};
+}
+
 std::optional<uint64_t> DeviceSpace::find_hole(uint64_t len) const {
   uint64_t cur = kReserved1MForSuper;
   for (auto [s, l] : extents_) {
@@ -58,6 +67,13 @@ std::optional<std::pair<uint64_t, uint64_t>> DeviceSpace::largest_hole() const {
 uint64_t DeviceSpace::unallocated_bytes() const {
   uint64_t usable = total_bytes_ > kReserved1MForSuper ? total_bytes_ - kReserved1MForSuper : 0;
   return usable > allocated_ ? usable - allocated_ : 0;
+}
+
+int profile_factor(uint64_t profile_bits) {
+  if (profile_bits & (kBlockGroupDup | kBlockGroupRaid1 | kBlockGroupRaid10)) return 2;
+  if (profile_bits & kBlockGroupRaid1c3) return 3;
+  if (profile_bits & kBlockGroupRaid1c4) return 4;
+  return 1;
 }
 
 uint64_t chunk_size_limit(uint64_t type, uint64_t total_bytes) {

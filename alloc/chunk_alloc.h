@@ -29,6 +29,9 @@ class DeviceSpace {
 
   // Records an allocated physical range (a DEV_EXTENT). Errors: EUCLEAN on overlap or beyond the end.
   [[nodiscard]] Status add_extent(uint64_t physical, uint64_t len);
+  // Forgets a range add_extent recorded (a planned chunk that is abandoned: its DEV_EXTENT is never
+  // written, so DEV_ITEM.bytes_used must not count it). Errors: EUCLEAN if not recorded exactly.
+  [[nodiscard]] Status remove_extent(uint64_t physical, uint64_t len);
   // Lowest hole of at least `len` bytes (64 KiB aligned), above the reserved first MiB.
   std::optional<uint64_t> find_hole(uint64_t len) const;
   // Largest hole (its start and length), if any.
@@ -44,6 +47,10 @@ class DeviceSpace {
   uint64_t allocated_ = 0;
   std::map<uint64_t, uint64_t> extents_;  // physical start -> length
 };
+
+// Copies of each byte a profile stores (btrfs_bg_type_to_factor): DUP, RAID1, RAID10 2; RAID1C3 3;
+// RAID1C4 4; SINGLE, RAID0, RAID5/6 1.
+int profile_factor(uint64_t profile_bits);
 
 // Size cap for a new chunk of `type` (DATA/METADATA/SYSTEM bits) on a device of `total_bytes`.
 uint64_t chunk_size_limit(uint64_t type, uint64_t total_bytes);

@@ -62,6 +62,13 @@ std::vector<DelayedRefs::PendingDrop> DelayedRefs::pending_data_drops() const {
   return out;
 }
 
+std::optional<DelayedRefHead> DelayedRefs::peek(uint64_t bytenr) const {
+  std::lock_guard lock(mu_);
+  auto it = heads_.find(bytenr);
+  if (it == heads_.end()) return std::nullopt;
+  return it->second;
+}
+
 size_t DelayedRefs::num_heads() const {
   std::lock_guard lock(mu_);
   return heads_.size();

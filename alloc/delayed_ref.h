@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -72,6 +73,10 @@ class DelayedRefs {
     int64_t delta;
   };
   std::vector<PendingDrop> pending_data_drops() const;
+
+  // A copy of the queued head of `bytenr`, if any (the nocow check asks whether other references
+  // to an extent are about to appear).
+  std::optional<DelayedRefHead> peek(uint64_t bytenr) const;
 
   size_t num_heads() const;
   bool empty() const { return num_heads() == 0; }

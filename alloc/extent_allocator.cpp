@@ -27,7 +27,8 @@ bool ExtentAllocator::group_serves(uint64_t flags, uint64_t type) {
 }
 
 Result<uint64_t> ExtentAllocator::reserve_in_groups(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
-                                                    uint64_t boundary, uint64_t hint, uint64_t* got_len) {
+                                                    uint64_t boundary, uint64_t hint, uint64_t* got_len,
+                                                    bool charged) {
   std::vector<BlockGroup*> candidates;
   for (BlockGroup* bg : groups_.all())
     if (group_serves(bg->flags(), type)) candidates.push_back(bg);
@@ -39,7 +40,7 @@ Result<uint64_t> ExtentAllocator::reserve_in_groups(uint64_t type, uint64_t len,
   // find_free_extent failed everywhere).
   for (uint64_t want = len; want >= min_len && want > 0;) {
     for (BlockGroup* bg : candidates) {
-      if (auto at = bg->reserve_extent(want, align, bg->contains(hint) ? hint : 0, boundary)) {
+      if (auto at = bg->reserve_extent(want, align, bg->contains(hint) ? hint : 0, boundary, charged ? want : 0)) {
         if (got_len) *got_len = want;
         return *at;
       }
@@ -51,23 +52,27 @@ Result<uint64_t> ExtentAllocator::reserve_in_groups(uint64_t type, uint64_t len,
 }
 
 Result<uint64_t> ExtentAllocator::reserve(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
-                                          uint64_t boundary, uint64_t hint, uint64_t* got_len) {
+                                          uint64_t boundary, uint64_t hint, uint64_t* got_len, bool charged) {
   // Full length in the existing groups.
-  if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len)) return r;
+  if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len, charged)) return r;
+  // Charged data was counted against the data chunks when it was reserved, so it fits in them:
+  // take a shorter piece before asking for a chunk that the reservation did not pay for.
+  if (charged && type == kBlockGroupData && min_len < len)
+    if (auto r = reserve_in_groups(type, len, min_len, align, boundary, hint, got_len, charged)) return r;
   Error chunk_error{ENOSPC, ""};
   {
     // One thread creates the chunk; the others wait and then find room in it (re-check first).
     std::lock_guard lock(chunk_mu_);
-    if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len)) return r;
+    if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len, charged)) return r;
     if (auto st = chunks_.create_chunk(type, len); !st) {
       chunk_error = st.error();
-    } else if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len)) {
+    } else if (auto r = reserve_in_groups(type, len, len, align, boundary, hint, got_len, charged)) {
       return r;
     }
   }
   // Fragmented (or the device is full): a shorter extent, as btrfs_reserve_extent retries.
   if (min_len < len)
-    if (auto r = reserve_in_groups(type, len, min_len, align, boundary, hint, got_len)) return r;
+    if (auto r = reserve_in_groups(type, len, min_len, align, boundary, hint, got_len, charged)) return r;
   return fail(ENOSPC, "no space for a {}-byte {} extent: device full ({})", len, type_name(type),
               chunk_error.message.empty() ? "chunk created but still no room" : chunk_error.message);
 }
@@ -104,11 +109,27 @@ Status ExtentAllocator::deferred_status() const {
 }
 
 Result<uint64_t> ExtentAllocator::alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level, uint64_t hint) {
+  return alloc_tree_block_impl(h, root_objectid, level, hint, false);
+}
+
+Result<uint64_t> ExtentAllocator::alloc_tree_block_charged(TreeHandle& h, uint64_t root_objectid, int level,
+                                                           uint64_t hint) {
+  return alloc_tree_block_impl(h, root_objectid, level, hint, true);
+}
+
+Status ExtentAllocator::create_chunk(uint64_t type, uint64_t min_bytes) {
+  std::lock_guard lock(chunk_mu_);
+  return chunks_.create_chunk(type, min_bytes);
+}
+
+Result<uint64_t> ExtentAllocator::alloc_tree_block_impl(TreeHandle& h, uint64_t root_objectid, int level,
+                                                        uint64_t hint, bool charged) {
   if (level < 0 || level >= kMaxLevel)
     return fail(EINVAL, "tree block for root {} at level {}: level out of range", root_objectid, level);
   const uint64_t type = root_objectid == kChunkTreeObjectid ? kBlockGroupSystem : kBlockGroupMetadata;
   const uint64_t nodesize = fs_.nodesize;
-  const uint64_t bytenr = UBTRFS_TRY(reserve(type, nodesize, nodesize, nodesize, kStripeLen, hint, nullptr));
+  const uint64_t bytenr =
+      UBTRFS_TRY(reserve(type, nodesize, nodesize, nodesize, kStripeLen, hint, nullptr, charged));
   BlockGroup* bg = groups_.find(bytenr);
   // FreeSpace aligns relative to the group start; btrfs (and btrfs check's stripe test) are
   // absolute. Groups start sector- and in practice stripe-aligned, but never hand out a bad block.
@@ -121,6 +142,7 @@ Result<uint64_t> ExtentAllocator::alloc_tree_block(TreeHandle& h, uint64_t root_
     if (bg) (void)bg->release_reserved(bytenr, nodesize);
     return fail(st.error());
   }
+  h.delayed_ref_updates++;
   remember_level(h.transid, bytenr, level);
   return bytenr;
 }
@@ -150,6 +172,7 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
       record_error(r.error());
       return;
     }
+    h.delayed_ref_updates++;
     Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
     if (!st) record_error(st.error());
     return;
@@ -158,22 +181,27 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
   // run deletes its extent item and the committer pins the bytes (extent_deleted).
   if (auto r = refs_.add_tree_ref(bytenr, nodesize, root_objectid, ref_level, -1, false, h.transid); !r)
     record_error(r.error());
+  else
+    h.delayed_ref_updates++;
 }
 
 Result<ExtentAllocator::DataExtent> ExtentAllocator::reserve_data(TreeHandle&, uint64_t len, uint64_t min_len,
-                                                                  uint64_t hint) {
+                                                                  uint64_t hint, bool charged) {
   const uint64_t ss = fs_.sectorsize;
   if (len == 0 || len % ss != 0 || len > kMaxDataExtent || min_len > len || min_len % ss != 0)
     return fail(EINVAL, "data reservation of {} bytes (at least {}): not a sector multiple up to {}", len, min_len,
                 kMaxDataExtent);
   if (min_len == 0) min_len = ss;
   uint64_t got = 0;
-  const uint64_t at = UBTRFS_TRY(reserve(kBlockGroupData, len, min_len, ss, 0, hint, &got));
+  const uint64_t at = UBTRFS_TRY(reserve(kBlockGroupData, len, min_len, ss, 0, hint, &got, charged));
   return DataExtent{at, got};
 }
 
-void ExtentAllocator::release_data(uint64_t bytenr, uint64_t len) {
+void ExtentAllocator::release_data(uint64_t bytenr, uint64_t len, bool charged) {
   BlockGroup* bg = groups_.find(bytenr);
+  // may_use first: the freed bytes must not be granted to a ticket while the reservation that still
+  // owns them is not counted.
+  if (charged && bg && bg->space_info()) bg->space_info()->force_may_use(len);
   Status st = bg ? bg->release_reserved(bytenr, len)
                  : Status(fail(EUCLEAN, "releasing data extent [{}, +{}): no block group holds it", bytenr, len));
   if (!st) record_error(st.error());
@@ -181,7 +209,9 @@ void ExtentAllocator::release_data(uint64_t bytenr, uint64_t len) {
 
 Status ExtentAllocator::add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino,
                                      uint64_t offset, int delta, bool new_alloc) {
-  return refs_.add_data_ref(bytenr, len, root, ino, offset, delta, new_alloc, h.transid);
+  UBTRFS_TRY_STATUS(refs_.add_data_ref(bytenr, len, root, ino, offset, delta, new_alloc, h.transid));
+  h.delayed_ref_updates++;
+  return {};
 }
 
 uint64_t ExtentAllocator::free_bytes(uint64_t type) const {
@@ -189,6 +219,56 @@ uint64_t ExtentAllocator::free_bytes(uint64_t type) const {
   for (BlockGroup* bg : groups_.all())
     if (group_serves(bg->flags(), type)) n += bg->free_bytes();
   return n;
+}
+
+}  // namespace ubtrfs::alloc
+
+namespace ubtrfs::alloc {
+
+// ---- HandleAllocator ---------------------------------------------------------------------------------
+
+BlockRsv* HandleAllocator::pick_rsv(uint64_t root_objectid) {
+  switch (root_objectid) {
+    case kChunkTreeObjectid:
+      return &spaces_.chunk_rsv();
+    case kRootTreeObjectid:
+    case kDevTreeObjectid:
+    case kQuotaTreeObjectid:
+      return &spaces_.global_rsv();
+    case kExtentTreeObjectid:
+    case kFreeSpaceTreeObjectid:
+    case kBlockGroupTreeObjectid:
+      return &spaces_.delayed_refs_rsv();
+    case kCsumTreeObjectid:
+      return block_rsv ? block_rsv : &spaces_.delayed_refs_rsv();
+    default:
+      return block_rsv;
+  }
+}
+
+Result<uint64_t> HandleAllocator::alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level,
+                                                   uint64_t hint) {
+  BlockRsv* rsv = pick_rsv(root_objectid);
+  uint64_t* share = rsv && rsv == block_rsv ? &handle_share : nullptr;
+  auto from = spaces_.use_block_rsv(rsv, nodesize_, share);
+  if (!from && from.error().err == ENOSPC && !(rsv && rsv->failfast())) {
+    // Nothing left inside the existing chunks: make the overcommit real with a new chunk.
+    const uint64_t type = root_objectid == kChunkTreeObjectid ? kBlockGroupSystem : kBlockGroupMetadata;
+    if (extents_.create_chunk(type, nodesize_)) from = spaces_.use_block_rsv(rsv, nodesize_, share);
+  }
+  if (!from) return fail(from.error().err, "root {} level {}: {}", root_objectid, level, from.error().message);
+  auto r = extents_.alloc_tree_block_charged(h, root_objectid, level, hint);
+  if (!r) {
+    spaces_.unuse_block_rsv(*from, nodesize_);
+    return r;
+  }
+  blocks_allocated++;
+  return r;
+}
+
+void HandleAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
+                                      bool written) {
+  extents_.free_tree_block(h, root_objectid, bytenr, generation, written);
 }
 
 }  // namespace ubtrfs::alloc

@@ -37,6 +37,7 @@
 
 #include "alloc/block_group.h"
 #include "alloc/delayed_ref.h"
+#include "alloc/space_infos.h"
 #include "io/status.h"
 #include "tree/fs_params.h"
 #include "tree/tree_block_allocator.h"
@@ -62,9 +63,18 @@ class ExtentAllocator final : public TreeBlockAllocator {
   ExtentAllocator(const FsParams& fs, BlockGroupCache& groups, DelayedRefs& refs, ChunkSource& chunks)
       : fs_(fs), groups_(groups), refs_(refs), chunks_(chunks) {}
 
-  // TreeBlockAllocator. root_objectid 3 (chunk tree) allocates from SYSTEM groups.
+  // TreeBlockAllocator. root_objectid 3 (chunk tree) allocates from SYSTEM groups. The bytes are not
+  // charged to any reservation (tests, tools); handles allocate through HandleAllocator, which
+  // charges a block reserve first and then calls alloc_tree_block_charged.
   [[nodiscard]] Result<uint64_t> alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level,
                                                   uint64_t hint) override;
+  // The same for bytes a reservation already holds in the space_info's may_use (they move to
+  // reserved: btrfs_add_reserved_bytes).
+  [[nodiscard]] Result<uint64_t> alloc_tree_block_charged(TreeHandle& h, uint64_t root_objectid, int level,
+                                                          uint64_t hint);
+  // Asks the ChunkSource for a chunk of `type` now (the fallback chain ran dry inside the existing
+  // chunks). Errors: ENOSPC.
+  [[nodiscard]] Status create_chunk(uint64_t type, uint64_t min_bytes);
   void free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
                        bool written) override;
 
@@ -72,11 +82,16 @@ class ExtentAllocator final : public TreeBlockAllocator {
   // reserved. May return fewer than asked (>= min_len) when space is fragmented, like the kernel.
   // The caller writes the data, then records the reference with add_data_ref(new_alloc=true); if it
   // gives up before that, it calls release_data().
+  // `charged`: the bytes were reserved in the DATA space_info's may_use (delalloc, fallocate); the
+  // allocated length leaves may_use.
   struct DataExtent {
     uint64_t bytenr = 0, len = 0;
   };
-  [[nodiscard]] Result<DataExtent> reserve_data(TreeHandle& h, uint64_t len, uint64_t min_len, uint64_t hint = 0);
-  void release_data(uint64_t bytenr, uint64_t len);
+  [[nodiscard]] Result<DataExtent> reserve_data(TreeHandle& h, uint64_t len, uint64_t min_len, uint64_t hint = 0,
+                                                bool charged = false);
+  // `charged`: the extent came from reserve_data(charged): its bytes return to may_use (the
+  // reservation still owes them) before they become free.
+  void release_data(uint64_t bytenr, uint64_t len, bool charged = false);
 
   // Data reference changes (a file extent item inserted or removed). `offset` is the file key
   // offset minus the extent offset (FORMAT.md §3.9). new_alloc: first reference of a reserve_data.
@@ -94,7 +109,9 @@ class ExtentAllocator final : public TreeBlockAllocator {
 
  private:
   [[nodiscard]] Result<uint64_t> reserve(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
-                                         uint64_t boundary, uint64_t hint, uint64_t* got_len);
+                                         uint64_t boundary, uint64_t hint, uint64_t* got_len, bool charged);
+  [[nodiscard]] Result<uint64_t> alloc_tree_block_impl(TreeHandle& h, uint64_t root_objectid, int level,
+                                                       uint64_t hint, bool charged);
   void record_error(Error e);
   // Level of a block allocated in transaction `transid`, so its drop cancels its add exactly
   // (RefKey carries the level). Entries of older transactions are dropped lazily.
@@ -102,7 +119,7 @@ class ExtentAllocator final : public TreeBlockAllocator {
   std::optional<int> forget_level(uint64_t transid, uint64_t bytenr);
 
   Result<uint64_t> reserve_in_groups(uint64_t type, uint64_t len, uint64_t min_len, uint64_t align,
-                                     uint64_t boundary, uint64_t hint, uint64_t* got_len);
+                                     uint64_t boundary, uint64_t hint, uint64_t* got_len, bool charged);
 
   const FsParams& fs_;
   BlockGroupCache& groups_;
@@ -113,6 +130,42 @@ class ExtentAllocator final : public TreeBlockAllocator {
   uint64_t levels_transid_ = 0;                   // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, int> levels_;      // GUARDED_BY(mu_) bytenr -> level, this transaction
   std::optional<Error> deferred_error_;           // GUARDED_BY(mu_)
+};
+
+// The tree-block allocator of one transaction handle (TreeHandle::allocator): for every new tree
+// block, including each COW, it picks the block reserve the kernel would charge (btrfs
+// get_block_rsv: the chunk tree -> chunk reserve; root and dev trees -> global; extent, free space
+// and block group trees -> delayed refs; the csum tree -> the handle's reserve while it adds
+// checksums, else delayed refs; subvolume and uuid trees -> the handle's reserve, or none), takes
+// the bytes through the fallback chain (SpaceInfos::use_block_rsv), and only then allocates. When
+// even FLUSH_EMERGENCY finds no room inside the existing chunks, one chunk of the type is created
+// and the chain retried: the overcommit a reservation relied on is backed by unallocated space
+// (space_info.h), so this is where it becomes real.
+// Thread safety: one handle is used by one thread at a time.
+class HandleAllocator final : public TreeBlockAllocator {
+ public:
+  HandleAllocator(ExtentAllocator& extents, SpaceInfos& spaces, uint32_t nodesize)
+      : extents_(extents), spaces_(spaces), nodesize_(nodesize) {}
+
+  // btrfs trans->block_rsv: where this handle's subvolume-tree blocks come from (the trans reserve,
+  // an inode's delalloc reserve, a temp reserve), null for none.
+  BlockRsv* block_rsv = nullptr;
+  // Bytes of block_rsv that this handle itself put there and has not used yet: a block taken from
+  // the shared reserve past it counts as "beyond_handle" (an overrun paid by other handles).
+  uint64_t handle_share = 0;
+  uint64_t blocks_allocated = 0;
+
+  [[nodiscard]] Result<uint64_t> alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level,
+                                                  uint64_t hint) override;
+  void free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
+                       bool written) override;
+  // The reserve a block of `root_objectid` is charged to.
+  BlockRsv* pick_rsv(uint64_t root_objectid);
+
+ private:
+  ExtentAllocator& extents_;
+  SpaceInfos& spaces_;
+  uint32_t nodesize_;
 };
 
 }  // namespace ubtrfs::alloc

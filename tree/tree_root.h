@@ -75,6 +75,9 @@ struct TreeHandle {
   bool wb_inhibit = false;
   // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`): each entry holds one inhibitor.
   std::vector<EbRef> inhibited;
+  // Reference changes this handle queued (btrfs trans->delayed_ref_updates): the allocator counts
+  // them, the transaction layer charges their reservation to the delayed-refs reserve at handle end.
+  uint64_t delayed_ref_updates = 0;
 
   // btrfs `btrfs_inhibit_eb_writeback`. REQUIRES: eb locked by this thread.
   void inhibit_writeback(const EbRef& eb) {
