@@ -52,27 +52,75 @@ uint64_t ChunkCreator::profile_for(uint64_t type) const {
 
 Status ChunkCreator::create_chunk(uint64_t type, uint64_t min_bytes) {
   std::lock_guard g(mu_);
+  alloc::SpaceInfos& sp = fs_.spaces();
+  alloc::DeviceSpace& dev = fs_.device_space();
   const uint64_t flags = type | profile_for(type);
+  const char* tname = type == kBlockGroupData ? "data" : type == kBlockGroupSystem ? "system" : "metadata";
   const uint64_t logical = fs_.chunk_map().logical_end();
-  const uint64_t limit = alloc::chunk_size_limit(type, fs_.device_space().total_bytes());
-  auto planned = alloc::plan_chunk(fs_.device_space(), logical, flags, min_bytes > limit ? min_bytes : 0);
-  if (!planned)
-    return fail(ENOSPC, "no unallocated space for a new {} chunk ({} bytes unallocated)",
-                type == kBlockGroupData ? "data" : type == kBlockGroupSystem ? "system" : "metadata",
-                fs_.device_space().unallocated_bytes());
-  ChunkMapping m = *planned;
-  if (m.length < min_bytes)
-    return fail(ENOSPC, "largest new chunk is {} bytes, {} needed", m.length, min_bytes);
-  const DevItem& di = fs_.super().dev_item;
-  for (auto& s : m.stripes) {
-    s.devid = di.devid.get();
-    std::memcpy(s.dev_uuid.data(), di.uuid, 16);
+  const uint64_t limit = alloc::chunk_size_limit(type, dev.total_bytes());
+  uint64_t wanted = min_bytes > limit ? min_bytes : 0;
+  Result<ChunkMapping> planned = fail(ENOSPC, "not planned");
+  {
+    // A data chunk must leave the unallocated bytes that back metadata's overcommit (space_info.h,
+    // "Beyond the kernel"): decided and allocated under the metadata and system space_infos' locks,
+    // so no overcommit decision sees the old unallocated figure after this chunk took it.
+    std::unique_lock<std::mutex> meta_lk, sys_lk;
+    uint64_t backing = 0;
+    if (type == kBlockGroupData && !sp.metadata().is_data()) {
+      meta_lk = sp.metadata().lock_for_chunk_decision();
+      sys_lk = sp.system().lock_for_chunk_decision();
+      backing = sp.metadata().overcommitted_locked() * static_cast<uint64_t>(sp.factor(kBlockGroupMetadata)) +
+                sp.system().overcommitted_locked() * static_cast<uint64_t>(sp.factor(kBlockGroupSystem));
+    }
+    const uint64_t unalloc = dev.unallocated_bytes();
+    if (backing > 0) {
+      if (unalloc <= backing) {
+        sp.count_enospc(alloc::EnospcReason::kDataChunkBacking);
+        return fail(ENOSPC,
+                    "no data chunk: the {} unallocated bytes back {} bytes of reserved metadata (overcommit)",
+                    unalloc, backing);
+      }
+      const uint64_t cap = unalloc - backing;
+      const uint64_t want = wanted ? wanted : limit;
+      if (want > cap) wanted = cap;
+    }
+    planned = alloc::plan_chunk(dev, logical, flags, wanted);
+    sp.set_free_chunk_space(dev.unallocated_bytes());
   }
-  UBTRFS_TRY_STATUS(fs_.chunk_map().add(m));
+  if (!planned) {
+    // Nothing left on the device for this type: space_info->full, the flushers stop trying.
+    sp.for_flags(type).set_full(true);
+    sp.count_enospc(alloc::EnospcReason::kChunk);
+    return fail(ENOSPC, "no unallocated space for a new {} chunk ({} bytes unallocated)", tname,
+                dev.unallocated_bytes());
+  }
+  ChunkMapping m = *planned;
+  // An abandoned plan gives its device space back: its DEV_EXTENTs are never written, so the
+  // DEV_ITEM's bytes_used must not count them.
+  auto abandon = [&](Error e) -> Status {
+    for (const auto& st : m.stripes) (void)dev.remove_extent(st.physical, m.length);
+    sp.set_free_chunk_space(dev.unallocated_bytes());
+    return fail(std::move(e));
+  };
+  if (m.length < min_bytes)
+    return abandon(Error{ENOSPC, fmt::format("largest new {} chunk is {} bytes, {} needed", tname, m.length, min_bytes)});
+  const DevItem& di = fs_.super().dev_item;
+  for (auto& st : m.stripes) {
+    st.devid = di.devid.get();
+    std::memcpy(st.dev_uuid.data(), di.uuid, 16);
+  }
+  if (auto st = fs_.chunk_map().add(m); !st) return abandon(st.error());
   auto bg = std::make_unique<alloc::BlockGroup>(m, 0);
   UBTRFS_TRY_STATUS(bg->add_free(m.logical, m.length));
+  // Attached before it becomes visible, so no allocation from it escapes the space_info's counters;
+  // tickets are granted once the allocator can find it.
+  fs_.attach_block_group(*bg);
   UBTRFS_TRY_STATUS(fs_.block_groups().add(std::move(bg)));
+  sp.for_flags(type).grant_tickets();
   pending_.push_back(m);
+  // The chunk tree items the commit will insert (btrfs check_system_chunk): best effort, the
+  // fallback chain covers a miss.
+  (void)sp.chunk_rsv().add(sp.insert_size(1) + sp.metadata_size(1), alloc::FlushMode::kNoFlush);
   spdlog::info("{}: new chunk at {} length {} flags 0x{:x}", fs_.path(), m.logical, m.length, m.type);
   return {};
 }

@@ -21,7 +21,9 @@
 #include <chrono>
 #include <set>
 
+#include "alloc/extent_allocator.h"
 #include "alloc/extent_tree.h"
+#include "alloc/space_infos.h"
 #include "alloc/free_space_tree.h"
 #include "fs/chunk_creator.h"
 #include "fs/fs_info.h"
@@ -218,14 +220,35 @@ Status TransactionManager::write_super_and_unpin(uint64_t transid) {
   return {};
 }
 
+void TransactionManager::release_commit_reservations() {
+  // Every delayed ref of the transaction ran and every pending chunk's items are in: their reserves
+  // hold nothing the next transaction needs (btrfs releases them per ref head / chunk). The global
+  // reserve is resized to the trees as they are now and topped up.
+  alloc::SpaceInfos& sp = fs_.spaces();
+  sp.release_block_rsv(sp.delayed_refs_rsv(), UINT64_MAX);
+  sp.release_block_rsv(sp.chunk_rsv(), UINT64_MAX);
+  sp.release_block_rsv(sp.trans_rsv(), 0);
+  fs_.update_global_rsv();
+}
+
 Status TransactionManager::commit_locked() {
   const uint64_t transid = running_transid();
-  if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending()) return {};
+  const bool hook_work = commit_hook_ && commit_hook_pending_ && commit_hook_pending_();
+  if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending() && !hook_work) {
+    release_commit_reservations();
+    return {};
+  }
+  // The committer's own allocations are charged per tree (global, delayed refs, chunk reserves;
+  // subvolume trees through the fallback chain): it reserved nothing itself (btrfs commits with the
+  // handle of its caller, whose reservation was released first).
+  alloc::HandleAllocator commit_alloc(fs_.allocator(), fs_.spaces(), fs_.params().nodesize);
   TreeHandle h;
   h.transid = transid;
-  h.allocator = &fs_.allocator();
+  h.allocator = &commit_alloc;
   h.cow_overwrite = fs_.cow_overwrite();
   h.wb_inhibit = false;
+  // Delayed inode items first (btrfs_run_delayed_items in the commit), then the refs they queued.
+  if (commit_hook_) UBTRFS_TRY_STATUS(commit_hook_(h));
   UBTRFS_TRY_STATUS(commit_converge(h));
   // A tree block free that failed inside a B-tree operation (it cannot return errors) aborts here,
   // before anything is written (btrfs aborts the transaction at the same point).
@@ -234,6 +257,7 @@ Status TransactionManager::commit_locked() {
   UBTRFS_TRY_STATUS(fs_.cache().write_dirty());
   UBTRFS_TRY_STATUS(fs_.device().flush());
   UBTRFS_TRY_STATUS(write_super_and_unpin(transid));
+  release_commit_reservations();
   {
     std::lock_guard lk(mu_);
     transid_ = transid + 1;

@@ -6,13 +6,39 @@
 
 namespace ubtrfs::fs {
 
+InodeDelalloc::PageMap::iterator InodeDelalloc::insert_page(uint64_t s, std::unique_ptr<uint8_t[]> page) {
+  const bool left = s >= sectorsize_ && pages_.count(s - sectorsize_);
+  const bool right = pages_.count(s + sectorsize_);
+  // A lone sector is a new run; one joining a neighbour extends it; one bridging two merges them.
+  if (!left && !right) runs_++;
+  else if (left && right) runs_--;
+  return pages_.emplace(s, std::move(page)).first;
+}
+
+InodeDelalloc::PageMap::iterator InodeDelalloc::erase_page(PageMap::iterator it) {
+  const uint64_t s = it->first;
+  const bool left = s >= sectorsize_ && pages_.count(s - sectorsize_);
+  const bool right = pages_.count(s + sectorsize_);
+  if (!left && !right) runs_--;
+  else if (left && right) runs_++;
+  return pages_.erase(it);
+}
+
+uint64_t InodeDelalloc::absent_bytes(uint64_t off, uint64_t len) const {
+  if (len == 0) return 0;
+  uint64_t n = 0;
+  for (uint64_t s = round_down(off); s < off + len; s += sectorsize_)
+    if (!pages_.count(s)) n += sectorsize_;
+  return n;
+}
+
 Status InodeDelalloc::load_sector(uint64_t off, const FillFn& fill) {
   const uint64_t s = round_down(off);
   if (pages_.count(s)) return {};
   auto page = std::make_unique<uint8_t[]>(sectorsize_);
   std::memset(page.get(), 0, sectorsize_);
   UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
-  pages_.emplace(s, std::move(page));
+  insert_page(s, std::move(page));
   return {};
 }
 
@@ -25,7 +51,7 @@ Status InodeDelalloc::write(uint64_t off, std::span<const uint8_t> data, const F
       auto page = std::make_unique<uint8_t[]>(sectorsize_);
       std::memset(page.get(), 0, sectorsize_);
       if (to - from < sectorsize_) UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
-      it = pages_.emplace(s, std::move(page)).first;
+      it = insert_page(s, std::move(page));
     }
     std::memcpy(it->second.get() + (from - s), data.data() + (from - off), to - from);
   }
@@ -41,7 +67,7 @@ void InodeDelalloc::overlay(uint64_t off, std::span<uint8_t> out) const {
 }
 
 void InodeDelalloc::truncate(uint64_t size) {
-  pages_.erase(pages_.lower_bound(round_up(size)), pages_.end());
+  for (auto it = pages_.lower_bound(round_up(size)); it != pages_.end();) it = erase_page(it);
   if (size % sectorsize_) {
     auto it = pages_.find(round_down(size));
     if (it != pages_.end()) std::memset(it->second.get() + size % sectorsize_, 0, sectorsize_ - size % sectorsize_);
@@ -53,7 +79,7 @@ void InodeDelalloc::zero_range(uint64_t start, uint64_t end) {
   for (auto it = pages_.lower_bound(round_down(start)); it != pages_.end() && it->first < end;) {
     const uint64_t from = std::max(it->first, start), to = std::min<uint64_t>(it->first + sectorsize_, end);
     if (to - from == sectorsize_) {
-      it = pages_.erase(it);
+      it = erase_page(it);
       continue;
     }
     std::memset(it->second.get() + (from - it->first), 0, to - from);
@@ -79,7 +105,7 @@ std::vector<uint8_t> InodeDelalloc::copy(uint64_t start, uint64_t len) const {
 }
 
 void InodeDelalloc::drop(uint64_t start, uint64_t len) {
-  pages_.erase(pages_.lower_bound(start), pages_.lower_bound(start + len));
+  for (auto it = pages_.lower_bound(start); it != pages_.end() && it->first < start + len;) it = erase_page(it);
 }
 
 std::optional<uint64_t> InodeDelalloc::next_present(uint64_t off) const {

@@ -64,13 +64,23 @@ class InodeDelalloc {
   uint64_t bytes() const { return static_cast<uint64_t>(pages_.size()) * sectorsize_; }
   bool empty() const { return pages_.empty(); }
   uint32_t sectorsize() const { return sectorsize_; }
+  // Number of maximal runs (what runs().size() returns), kept up to date on every change: the
+  // delalloc reservation counts one outstanding extent per run (btrfs outstanding_extents).
+  size_t run_count() const { return runs_; }
+  // Sectors of [off, off + len) not present yet (what a write of that range would add).
+  uint64_t absent_bytes(uint64_t off, uint64_t len) const;
 
  private:
+  using PageMap = std::map<uint64_t, std::unique_ptr<uint8_t[]>>;
   uint64_t round_down(uint64_t x) const { return x - x % sectorsize_; }
   uint64_t round_up(uint64_t x) const { return round_down(x + sectorsize_ - 1); }
+  // Every insertion and removal goes through these two, which keep runs_ exact.
+  PageMap::iterator insert_page(uint64_t s, std::unique_ptr<uint8_t[]> page);
+  PageMap::iterator erase_page(PageMap::iterator it);
 
   uint32_t sectorsize_;
-  std::map<uint64_t, std::unique_ptr<uint8_t[]>> pages_;  // sector offset -> sectorsize bytes
+  PageMap pages_;  // sector offset -> sectorsize bytes
+  size_t runs_ = 0;
 };
 
 }  // namespace ubtrfs::fs

@@ -50,19 +50,6 @@ std::string hex_csum(std::span<const uint8_t> c) {
 
 }  // namespace
 
-// Data reference changes go to the extent allocator (delayed refs).
-class FileData::AllocatorRefs final : public DataRefSink {
- public:
-  explicit AllocatorRefs(FsInfo& fs) : fs_(fs) {}
-  Status add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino, uint64_t offset,
-                      int delta, bool new_alloc) override {
-    return fs_.allocator().add_data_ref(h, bytenr, len, root, ino, offset, delta, new_alloc);
-  }
-
- private:
-  FsInfo& fs_;
-};
-
 FileData::FileData(FsInfo& fs, const InodeNumbers& numbers, InodeLocks& locks)
     : fs_(fs), numbers_(numbers), locks_(locks), refs_(std::make_unique<AllocatorRefs>(fs)) {}
 
@@ -82,7 +69,7 @@ FileData::Dirty* FileData::find_dirty(InodeId id) {
 FileData::Dirty& FileData::dirty_of(InodeId id) {
   std::lock_guard g(mu_);
   auto& slot = dirty_[id];
-  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize);
+  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize, &fs_.spaces().metadata());
   return *slot;
 }
 
@@ -93,10 +80,55 @@ void FileData::account(InodeId id, Dirty& d) {
     total_bytes_.fetch_add(now - before);
   else
     total_bytes_.fetch_sub(before - now);
-  if (now == 0) {
+  if (now == 0 && d.data_reserved == 0 && d.rsv.size() == 0 && d.rsv.reserved() == 0) {
     std::lock_guard g(mu_);
     dirty_.erase(id);  // REQUIRES the exclusive inode lock: nobody else holds a pointer to it
   }
+}
+
+// ---- reservations -----------------------------------------------------------------------------------
+
+uint64_t FileData::rsv_target(uint64_t extents, uint64_t bytes, bool nodatasum) const {
+  if (bytes == 0) return 0;
+  const alloc::SpaceInfos& sp = fs_.spaces();
+  const FsParams& fs = fs_.params();
+  // btrfs_csum_bytes_to_leaves: checksums of `bytes` spread over leaves of maximal csum items.
+  uint64_t csum_leaves = 0;
+  if (!nodatasum) {
+    const uint64_t per_leaf = std::max<uint64_t>(1, max_item_size(fs.nodesize) / fs.csum_size());
+    const uint64_t csums = bytes / fs.sectorsize;
+    csum_leaves = (csums + per_leaf - 1) / per_leaf;
+  }
+  // btrfs_calculate_inode_block_rsv_size, with the newest kernel's delayed-ref part.
+  return sp.insert_size(extents + csum_leaves) + sp.metadata_size(1) + sp.delayed_ref_bytes(extents);
+}
+
+uint64_t FileData::rsv_target(const Dirty& d) const {
+  const uint64_t bytes = d.data.bytes();
+  return rsv_target(d.data.run_count() + bytes / alloc::kMaxDataExtent, bytes, d.nodatasum);
+}
+
+void FileData::settle(InodeId id, Dirty& d) {
+  alloc::SpaceInfos& sp = fs_.spaces();
+  // Nocow marks of sectors no longer dirty go; nocow sectors hold no data reservation.
+  std::erase_if(d.nocow, [&](uint64_t s) { return !d.data.has_sector(s); });
+  // Sectors dropped without being written give their data reservation back.
+  const uint64_t hold = d.data.bytes() - d.nocow.size() * fs_.params().sectorsize;
+  if (d.data_reserved > hold) {
+    sp.data().release_bytes(d.data_reserved - hold);
+    d.data_reserved = hold;
+  }
+  // The delalloc reserve follows the outstanding extents (btrfs_delalloc_release_extents).
+  const uint64_t target = rsv_target(d), size = d.rsv.size();
+  if (target < size) sp.release_block_rsv(d.rsv, size - target);
+  account(id, d);
+}
+
+Status FileData::reserve_data(Dirty& d, uint64_t bytes, alloc::FlushMode mode) {
+  if (bytes == 0) return {};
+  UBTRFS_TRY_STATUS(fs_.spaces().data().reserve_bytes(bytes, mode));
+  d.data_reserved += bytes;
+  return {};
 }
 
 uint64_t FileData::pending_bytes(InodeId id) {
@@ -252,16 +284,95 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
+  d.nodatasum = ii.flags.get() & kInodeNodatasum;
+
+  // Sectors the write makes present besides those it covers: an inline extent is never extended
+  // or split in place, its bytes move to delalloc and the flusher rewrites the file (btrfs converts
+  // inline extents the same way); writing past EOF, the old last sector's tail must read as zeros
+  // (btrfs_cont_expand -> btrfs_truncate_block): sectors we write are zero past EOF already, kernel
+  // ones may not be.
+  auto plan = [&]() -> Result<std::pair<bool, bool>> {
+    const bool load_inline = old_size > 0 && old_size < ss && !d.data.has_sector(0) &&
+                             UBTRFS_TRY(has_inline_extent(*root, id.objectid));
+    const bool load_eof = off > old_size && old_size % ss && round_down(off, ss) != round_down(old_size, ss) &&
+                          !d.data.has_sector(old_size) &&
+                          UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss)));
+    return std::pair{load_inline, load_eof};
+  };
+  auto planned = plan();
+  if (!planned) {
+    settle(id, d);
+    return fail(planned.error());
+  }
+  const auto [load_inline, load_eof] = *planned;
+  // Sectors over exclusive PREALLOC extents are written in place and need no data space
+  // (file_nocow.cpp). A partially covered sector is filled from the file first, which reads
+  // zeros from the unwritten extent: right either way.
+  auto nocow = nocow_ranges(id, *root, ii, off, data.size());
+  if (!nocow) {
+    settle(id, d);
+    return fail(nocow.error());
+  }
+  auto is_nocow = [&](uint64_t s) {
+    for (auto [a, b] : *nocow)
+      if (s >= a && s < b) return true;
+    return false;
+  };
+  // Data the write needs: every sector it makes present (btrfs_check_data_free_space).
+  auto need_for = [&](uint64_t len) {
+    uint64_t n = 0;
+    for (uint64_t s = round_down(off, ss); s < off + len; s += ss)
+      if (!d.data.has_sector(s) && !is_nocow(s)) n += ss;
+    if (load_inline && off >= ss) n += ss;
+    if (load_eof) n += ss;
+    return n;
+  };
+  uint64_t need = need_for(data.size());
+  if (auto st = reserve_data(d, need, alloc::FlushMode::kFlushData); !st) {
+    if (st.error().err != ENOSPC) {
+      settle(id, d);
+      return fail(st.error());
+    }
+    // A short write of what fits (btrfs_buffered_write copies page batch by page batch and returns
+    // what it managed): the longest prefix whose new sectors the free data space covers.
+    const uint64_t avail = round_down(fs_.spaces().data().free_now(), ss);
+    size_t fit = 0;
+    const uint64_t end = off + data.size();
+    for (uint64_t s = round_down(off, ss); s < end; s += ss) {
+      const uint64_t upto = std::min<uint64_t>(s + ss, end) - off;
+      if (need_for(upto) > avail) break;
+      fit = upto;
+    }
+    if (fit == 0 || !reserve_data(d, need_for(fit), alloc::FlushMode::kNoFlush)) {
+      settle(id, d);
+      return fail(ENOSPC, "root {} ino {}: no data space for {} bytes at offset {}: {}", id.subvol, id.objectid,
+                  data.size(), off, st.error().message);
+    }
+    data = data.first(fit);
+    need = need_for(fit);
+  }
+  // The delalloc metadata reserve for the state after the write (at most one more run), then the
+  // inode update's handle: both before anything changes, so an ENOSPC changes nothing.
+  {
+    const uint64_t bytes_after = d.data.bytes() + need;
+    const uint64_t target =
+        rsv_target(d.data.run_count() + 1 + bytes_after / alloc::kMaxDataExtent, bytes_after, d.nodatasum);
+    if (auto st = d.rsv.refill(target, alloc::FlushMode::kFlushAll); !st) {
+      settle(id, d);
+      return fail(st.error().err, "root {} ino {}: delalloc metadata for a write at {}: {}", id.subvol, id.objectid,
+                  off, st.error().message);
+    }
+  }
+  auto th = fs_.transactions().start(1);
+  if (!th) {
+    settle(id, d);
+    return fail(th.error());
+  }
   Status st = [&]() -> Status {
-    // An inline extent is never extended or split in place: its bytes move to delalloc and the
-    // flusher rewrites the file (btrfs converts inline extents the same way on write).
-    if (old_size > 0 && old_size < ss && !d.data.has_sector(0) && UBTRFS_TRY(has_inline_extent(*root, id.objectid)))
-      UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, 0));
-    // Writing past EOF: the old last sector's tail must read as zeros (btrfs_cont_expand ->
-    // btrfs_truncate_block); sectors we write are zero past EOF already, kernel ones may not be.
-    if (off > old_size && old_size % ss && round_down(off, ss) != round_down(old_size, ss) &&
-        UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss))))
-      UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, old_size));
+    if (load_inline) UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, 0));
+    if (load_eof) UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, old_size));
+    for (uint64_t s = round_down(off, ss); s < off + data.size(); s += ss)
+      if (!d.data.has_sector(s) && is_nocow(s)) d.nocow.insert(s);
     return d.data.write(off, data, [&](uint64_t s, std::span<uint8_t> sector) -> Status {
       UBTRFS_TRY_STATUS(read_extents(id, *root, ii, s, sector));
       if (s + sector.size() > old_size) {
@@ -271,17 +382,17 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
       return {};
     });
   }();
-  account(id, d);
-  UBTRFS_TRY_STATUS(st);
+  settle(id, d);
+  if (!st) return fail(st.error());
 
   {
-    TransHandle th = UBTRFS_TRY(fs_.transactions().start(1));
-    InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
+    InodeItem cur = TRY_OR_ABORT(*th, read_inode(*root, id.objectid));
     cur.size = std::max<uint64_t>(cur.size, off + data.size());
     const Timespec now = now_btrfs();
     cur.mtime = now;
     cur.ctime = now;
-    TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
+    TRY_STATUS_OR_ABORT(*th, update_inode(*th, *root, id.objectid, cur));
+    th->end();
   }
   if (total_delalloc() > kDelallocFlushBytes) {
     // Memory bound: write this inode out now (we hold its lock and no handle) and ask for a commit
@@ -294,17 +405,46 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
 
 // ---- flushing (btrfs cow_file_range / cow_file_range_inline) --------------------------------------
 
-Status FileData::flush_all() {
+Result<bool> FileData::try_flush(InodeId id, bool wait_for_lock) {
+  std::optional<InodeLocks::Guard> g;
+  if (wait_for_lock)
+    g = locks_.lock({id});
+  else
+    g = locks_.try_lock(id, std::chrono::milliseconds(20));
+  if (!g) return false;
+  UBTRFS_TRY_STATUS(flush_locked(id));
+  return true;
+}
+
+Status FileData::flush_all(bool wait_for_locks) {
   std::vector<InodeId> ids;
   {
     std::lock_guard g(mu_);
     for (auto& [id, d] : dirty_) ids.push_back(id);
   }
-  for (InodeId id : ids) {
-    InodeLocks::Guard g = locks_.lock({id});
-    UBTRFS_TRY_STATUS(flush_locked(id));
-  }
+  for (InodeId id : ids) UBTRFS_TRY(try_flush(id, wait_for_locks));
   return {};
+}
+
+Result<uint64_t> FileData::flush_some(uint64_t meta_target) {
+  // Largest delalloc first: it holds the most reservation (btrfs writes back in inode order; any
+  // order serves the ticket, the biggest frees the most per flush).
+  std::vector<std::pair<uint64_t, InodeId>> order;
+  {
+    std::lock_guard g(mu_);
+    for (auto& [id, d] : dirty_) order.emplace_back(d->bytes.load(), id);
+  }
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  alloc::SpaceInfos& sp = fs_.spaces();
+  uint64_t released = 0;
+  for (const auto& [bytes, id] : order) {
+    if (released >= meta_target) break;
+    const uint64_t before = sp.metadata().counters().may_use;
+    UBTRFS_TRY(try_flush(id, false));
+    const uint64_t after = sp.metadata().counters().may_use;
+    if (before > after) released += before - after;
+  }
+  return released;
 }
 
 Status FileData::flush_inode(InodeId id) { return flush_locked(id); }
@@ -330,39 +470,50 @@ Status FileData::flush_locked(InodeId id) {
       st = fail(later.error());
     } else if (later->empty()) {
       st = flush_inline(id, *root, *d, size);
-      account(id, *d);
+      settle(id, *d);
       return st;
     }
   }
   if (st) {
     const bool nodatasum = ii.flags.get() & kInodeNodatasum;
+    // Each run splits where sectors change between written-in-place (nocow) and copied (cow).
     for (const auto& run : runs) {
-      st = flush_run(id, *root, *d, run.start, run.len, nodatasum);
+      uint64_t seg = run.start;
+      while (st && seg < run.start + run.len) {
+        const bool nc = d->nocow.count(seg) != 0;
+        uint64_t e = seg + ss;
+        while (e < run.start + run.len && (d->nocow.count(e) != 0) == nc) e += ss;
+        st = nc ? flush_nocow_run(id, *root, *d, seg, e - seg, nodatasum)
+                : flush_run(id, *root, *d, seg, e - seg, nodatasum);
+        seg = e;
+      }
       if (!st) break;
     }
   }
   if (st && !fs_.params().no_holes()) {
-    auto th = fs_.transactions().start(4);
+    auto th = fs_.transactions().join(&d->rsv);
     if (!th)
       st = fail(th.error());
     else if (auto fh = fill_holes(*th, *root, id.objectid, size); !fh)
       st = th->abort(fh.error());
   }
-  account(id, *d);
+  settle(id, *d);
   return st;
 }
 
 Status FileData::flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t size) {
   std::vector<uint8_t> bytes = d.data.copy(0, fs_.params().sectorsize);
   bytes.resize(size);
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(4));
+  // Charged to the inode's delalloc reserve (btrfs_finish_ordered_io runs with trans->block_rsv =
+  // &inode->block_rsv): the flush never waits on a ticket.
+  TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
   const uint64_t dropped =
       TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
   TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
   InodeItem cur = TRY_OR_ABORT(th, read_inode(root, id.objectid));
   cur.nbytes = cur.nbytes.get() - dropped + size;
   TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
-  d.data.drop(0, fs_.params().sectorsize);
+  d.data.drop(0, fs_.params().sectorsize);  // no extent: settle() gives its data reservation back
   return {};
 }
 
@@ -372,11 +523,15 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
   const uint64_t end = start + len;
   while (cur < end) {
     const uint64_t want = std::min<uint64_t>(end - cur, alloc::kMaxDataExtent);
-    TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-    auto ext = UBTRFS_TRY(fs_.allocator().reserve_data(th.tree(), want, fs.sectorsize));
+    TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
+    // The sectors' data reservation pays for the extent (may_use -> reserved), so it fits in the
+    // data chunks; fragmentation may make it shorter.
+    auto ext = UBTRFS_TRY(fs_.allocator().reserve_data(th.tree(), want, fs.sectorsize, 0, true));
+    d.data_reserved -= std::min(d.data_reserved, ext.len);
     const std::vector<uint8_t> bytes = d.data.copy(cur, ext.len);
     if (auto w = write_disk(ext.bytenr, bytes); !w) {
-      fs_.allocator().release_data(ext.bytenr, ext.len);
+      fs_.allocator().release_data(ext.bytenr, ext.len, true);
+      d.data_reserved += ext.len;
       return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} at bytenr {}: {}", id.subvol,
                   id.objectid, ext.len, cur, ext.bytenr, w.error().message);
     }
@@ -420,6 +575,35 @@ Status FileData::fill_holes(TransHandle& th, TreeRoot& root, uint64_t ino, uint6
 
 // ---- size changes ---------------------------------------------------------------------------------
 
+Status FileData::drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, alloc::FlushMode mode,
+                                   const std::function<Status(TransHandle&, InodeItem&)>& first) {
+  // btrfs_truncate's loop: the extents go from the end backwards, a bounded batch per handle, so a
+  // file with any number of extents is truncated with bounded reservations (each handle reserves
+  // for its batch; FLUSH_ALL_STEAL lets a full filesystem finish it from the global reserve). Each
+  // handle keeps nbytes exact; `first` runs in the first handle (the size and time update).
+  const FsParams& fs = fs_.params();
+  auto exts = UBTRFS_TRY(find_file_extents(root, fs, id.objectid, from, UINT64_MAX));
+  std::vector<uint64_t> cuts;  // batch start offsets, from the end
+  for (size_t n = exts.size(); n > 0;) {
+    const size_t take = std::min<size_t>(n, kTruncateBatch);
+    n -= take;
+    cuts.push_back(n == 0 ? from : std::max(from, exts[n].file_offset));
+  }
+  if (cuts.empty()) cuts.push_back(from);
+  bool did_first = false;
+  for (uint64_t cut : cuts) {
+    TransHandle th = UBTRFS_TRY(fs_.transactions().start(kTruncateItems, mode));
+    // Read before the first change: a read error here has changed nothing and needs no abort.
+    InodeItem cur = UBTRFS_TRY(read_inode(root, id.objectid));
+    const uint64_t dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cut, UINT64_MAX));
+    cur.nbytes = cur.nbytes.get() - std::min<uint64_t>(dropped, cur.nbytes.get());
+    if (!did_first && first) TRY_STATUS_OR_ABORT(th, first(th, cur));
+    did_first = true;
+    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
+  }
+  return {};
+}
+
 Status FileData::set_size(InodeId id, uint64_t new_size) {
   if (new_size > kMaxFileSize) return fail(EFBIG, "root {} ino {}: size {} too large", id.subvol, id.objectid, new_size);
   const FsParams& fs = fs_.params();
@@ -428,191 +612,65 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
+  d.nodatasum = ii.flags.get() & kInodeNodatasum;
   Status st = [&]() -> Status {
     if (new_size < old_size) {
       // The sector that will hold the new EOF keeps its head and loses its tail (btrfs_truncate_block).
-      if (new_size % ss && UBTRFS_TRY(sector_has_data(id, *root, round_down(new_size, ss))))
-        UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, new_size));
-    } else if (new_size > old_size && old_size % ss) {
+      // Rewriting it needs a sector of data space; on a full device the tail is left as it is: it is
+      // past EOF, reads never see it, and every way of growing the file again zeroes it first
+      // (write past EOF and truncate up load that sector and zero past the old size, here and in
+      // the kernel), so truncating down never fails for want of space.
+      if (new_size % ss && !d.data.has_sector(new_size) &&
+          UBTRFS_TRY(sector_has_data(id, *root, round_down(new_size, ss)))) {
+        if (reserve_data(d, ss, alloc::FlushMode::kFlushData)) {
+          if (auto r = d.rsv.refill(rsv_target(d.data.run_count() + 1, d.data.bytes() + ss, d.nodatasum),
+                                    alloc::FlushMode::kFlushAll);
+              r)
+            UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, new_size));
+        }
+      }
+    } else if (new_size > old_size && old_size % ss && !d.data.has_sector(old_size)) {
       // Growing: the old last sector's bytes past the old EOF must read as zeros; an inline
       // extent becomes a regular one when the file no longer fits (load it into delalloc).
-      if (UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss))))
+      if (UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss)))) {
+        UBTRFS_TRY_STATUS(reserve_data(d, ss, alloc::FlushMode::kFlushData));
+        UBTRFS_TRY_STATUS(d.rsv.refill(rsv_target(d.data.run_count() + 1, d.data.bytes() + ss, d.nodatasum),
+                                       alloc::FlushMode::kFlushAll));
         UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, old_size));
+      }
     }
     d.data.truncate(new_size);
     return {};
   }();
-  account(id, d);
+  settle(id, d);
   UBTRFS_TRY_STATUS(st);
 
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-  // Read before the first change (drop_extents leaves the INODE_ITEM alone): a read error here
-  // has changed nothing and needs no abort.
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
-  uint64_t dropped = 0;
+  auto update = [&](TransHandle& th, InodeItem& cur) -> Status {
+    cur.size = new_size;
+    const Timespec now = now_btrfs();
+    cur.mtime = now;
+    cur.ctime = now;
+    if (!fs.no_holes()) UBTRFS_TRY_STATUS(fill_holes(th, *root, id.objectid, new_size));
+    return {};
+  };
   if (new_size < old_size)
-    dropped =
-        TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, round_up(new_size, ss), UINT64_MAX));
-  cur.size = new_size;
-  cur.nbytes = cur.nbytes.get() - dropped;
-  const Timespec now = now_btrfs();
-  cur.mtime = now;
-  cur.ctime = now;
+    return drop_tail_batched(id, *root, round_up(new_size, ss), alloc::FlushMode::kFlushAllSteal, update);
+  TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
+  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
+  TRY_STATUS_OR_ABORT(th, update(th, cur));
   TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
-  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, new_size));
   return {};
 }
 
 Status FileData::evict(InodeId id) {
   if (Dirty* d = find_dirty(id)) {
     d->data.truncate(0);
-    account(id, *d);
+    settle(id, *d);
   }
   if (fs_.read_only()) return {};
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-  TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs_.params(), *refs_, id.objectid, 0, UINT64_MAX));
-  return {};
-}
-
-// ---- fallocate (btrfs_fallocate, btrfs_punch_hole) ------------------------------------------------
-
-Status FileData::fallocate(InodeId id, int mode, uint64_t off, uint64_t len) {
-  if (len == 0) return fail(EINVAL, "fallocate of 0 bytes");
-  if (off > kMaxFileSize || len > kMaxFileSize - off)
-    return fail(EFBIG, "root {} ino {}: fallocate [{}, +{}) past the maximum file size", id.subvol, id.objectid, off,
-                len);
-  if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) return punch_hole(id, off, len);
-  if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) return preallocate(id, off, len, mode == FALLOC_FL_KEEP_SIZE);
-  if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE) {
-    // btrfs_zero_range: the range reads as zeros and keeps its space: partial sectors zeroed, whole
-    // ones dropped (the punch), then PREALLOC extents over the resulting holes; the size grows
-    // unless KEEP_SIZE.
-    UBTRFS_TRY_STATUS(punch_hole(id, off, len));
-    return preallocate(id, off, len, mode & FALLOC_FL_KEEP_SIZE);
-  }
-  return fail(EOPNOTSUPP, "root {} ino {}: fallocate mode {:#x} not supported", id.subvol, id.objectid, mode);
-}
-
-Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
-  const FsParams& fs = fs_.params();
-  const uint32_t ss = fs.sectorsize;
-  TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
-  const uint64_t size_al = round_up(ii.size, ss);
-  if (off >= size_al) return {};
-  const uint64_t end = std::min(off + len, size_al);
-  const uint64_t s_al = round_up(off, ss), e_al = round_down(end, ss);
-  Dirty& d = dirty_of(id);
-  Status st = [&]() -> Status {
-    // Partial sectors at the edges are zeroed through delalloc (btrfs_zero_range/truncate_block).
-    auto zero_partial = [&](uint64_t from, uint64_t to) -> Status {
-      if (from >= to) return {};
-      if (!UBTRFS_TRY(sector_has_data(id, *root, round_down(from, ss)))) return {};
-      UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, from));
-      d.data.zero_range(from, to);
-      return {};
-    };
-    if (s_al > e_al) return zero_partial(off, end);  // inside one sector
-    UBTRFS_TRY_STATUS(zero_partial(off, s_al));
-    UBTRFS_TRY_STATUS(zero_partial(e_al, end));
-    d.data.zero_range(s_al, e_al);
-    return {};
-  }();
-  account(id, d);
-  UBTRFS_TRY_STATUS(st);
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));  // before the first change: no abort
-  uint64_t dropped = 0;
-  if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
-  cur.nbytes = cur.nbytes.get() - dropped;
-  const Timespec now = now_btrfs();
-  cur.mtime = now;
-  cur.ctime = now;
-  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
-  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, cur.size));
-  return {};
-}
-
-Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_size) {
-  const FsParams& fs = fs_.params();
-  const uint32_t ss = fs.sectorsize;
-  // Dirty data in the range is data, not a hole: write it first (btrfs waits for ordered extents).
-  UBTRFS_TRY_STATUS(flush_locked(id));
-  TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const uint64_t start = round_down(off, ss), end = round_up(off + len, ss);
-  auto exts = UBTRFS_TRY(find_file_extents(*root, fs, id.objectid, start, end));
-  // Gaps (and explicit hole items) get PREALLOC extents; existing data and prealloc stay.
-  std::vector<std::pair<uint64_t, uint64_t>> gaps;
-  uint64_t cursor = start;
-  for (const auto& e : exts) {
-    if (e.is_hole()) continue;
-    if (e.file_offset > cursor) gaps.emplace_back(cursor, std::min(e.file_offset, end));
-    cursor = std::max(cursor, e.end(ss));
-  }
-  if (cursor < end) gaps.emplace_back(cursor, end);
-  for (auto [gs, ge] : gaps) {
-    uint64_t cur = gs;
-    while (cur < ge) {
-      TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-      auto ext = UBTRFS_TRY(
-          fs_.allocator().reserve_data(th.tree(), std::min<uint64_t>(ge - cur, alloc::kMaxDataExtent), ss));
-      const uint64_t dropped =
-          TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
-      TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *root, id.objectid, cur,
-                                                 make_file_extent(th.transid(), kFileExtentPrealloc, ext.bytenr,
-                                                                  ext.len, 0, ext.len, ext.len)));
-      TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(),
-                                                           id.objectid, cur, +1, true));
-      InodeItem ii = TRY_OR_ABORT(th, read_inode(*root, id.objectid));
-      ii.nbytes = ii.nbytes.get() - dropped + ext.len;
-      ii.flags = ii.flags.get() | kInodePrealloc;
-      TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
-      cur += ext.len;
-    }
-  }
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
-  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
-  const Timespec now = now_btrfs();
-  ii.ctime = now;
-  if (!keep_size && off + len > ii.size) {
-    ii.size = off + len;
-    ii.mtime = now;
-  }
-  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
-  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, ii.size));
-  return {};
-}
-
-// ---- SEEK_DATA / SEEK_HOLE (btrfs find_desired_extent) --------------------------------------------
-
-Result<uint64_t> FileData::seek_data_hole(InodeId id, uint64_t off, int whence) {
-  if (whence != SEEK_DATA && whence != SEEK_HOLE) return fail(EINVAL, "lseek whence {} not supported", whence);
-  const uint32_t ss = fs_.params().sectorsize;
-  TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
-  const uint64_t size = ii.size;
-  if (off >= size) return fail(ENXIO, "root {} ino {}: seek offset {} at or past EOF {}", id.subvol, id.objectid, off, size);
-  // Data intervals from `off` on: written extents (not holes, not unwritten prealloc) and delalloc.
-  std::vector<std::pair<uint64_t, uint64_t>> data;
-  auto exts = UBTRFS_TRY(find_file_extents(*root, fs_.params(), id.objectid, off, size));
-  for (const auto& e : exts)
-    if (!e.is_hole() && !e.is_prealloc()) data.emplace_back(e.file_offset, e.end(ss));
-  if (Dirty* d = find_dirty(id))
-    for (const auto& r : d->data.runs())
-      if (r.start + r.len > off) data.emplace_back(r.start, r.start + r.len);
-  std::sort(data.begin(), data.end());
-  if (whence == SEEK_DATA) {
-    for (auto [s, e] : data)
-      if (e > off) return std::max(s, off);
-    return fail(ENXIO, "root {} ino {}: no data after offset {}", id.subvol, id.objectid, off);
-  }
-  uint64_t pos = off;
-  for (auto [s, e] : data) {
-    if (s > pos) break;
-    pos = std::max(pos, e);
-  }
-  return std::min(pos, size);
+  // btrfs_evict_inode: FLUSH_EVICT (priority: it may commit and steal from the global reserve).
+  return drop_tail_batched(id, *root, 0, alloc::FlushMode::kFlushEvict, nullptr);
 }
 
 }  // namespace ubtrfs::fs

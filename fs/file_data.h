@@ -3,14 +3,27 @@
 // hole punching, SEEK_DATA/SEEK_HOLE (btrfs inode.c `cow_file_range` / `cow_file_range_inline`,
 // file.c `btrfs_fallocate` / `btrfs_punch_hole` / `find_desired_extent`, `btrfs_truncate`).
 //
-// Lifecycle of a write (btrfs buffered write + writeback, KERNEL.md §10): write() copies the bytes
-// into the inode's InodeDelalloc and updates the INODE_ITEM (size, mtime, ctime) in a short handle.
-// A flush (flush_inode for fsync, flush_all as the commit's pre-commit flusher, or the writer itself
-// when delalloc passes kDelallocFlushBytes) takes each run of dirty sectors and either writes the
-// whole file as one inline extent (offset 0, size <= kMaxInline, no other extent: the kernel's
-// can_cow_file_range_inline with max_inline=2048) or reserves data extents, writes them to every
-// stripe copy, drops the old extents of the range, inserts the REG items, their data refs and the
-// per-sector checksums, and adjusts nbytes. The commit then makes it durable.
+// Lifecycle of a write (btrfs buffered write + writeback, KERNEL.md §10): write() reserves, then
+// copies the bytes into the inode's InodeDelalloc and updates the INODE_ITEM (size, mtime, ctime).
+// A flush (flush_inode for fsync, flush_all as the commit's pre-commit flusher, flush_some for the
+// reclaim thread, or the writer itself when delalloc passes kDelallocFlushBytes) takes each run of
+// dirty sectors and either writes the whole file as one inline extent (offset 0, size <=
+// kMaxInline, no other extent: the kernel's can_cow_file_range_inline with max_inline=2048) or
+// allocates data extents, writes them to every stripe copy, drops the old extents of the range,
+// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. The
+// commit then makes it durable.
+//
+// Reservations (the ENOSPC seed, "Delayed allocation"; KERNEL.md §10): every sector that becomes
+// dirty holds sectorsize bytes of DATA may_use from the moment write() (or a truncate/punch that
+// must rewrite a partial sector) accepted it until the flusher gives it an extent (the allocation
+// takes it out of may_use) or it is dropped (truncate, punch, evict give it back) — so the flusher
+// always finds room for what was acknowledged and a full device is ENOSPC at write(). A write that
+// only partly fits is a short write of what fits. Each inode with dirty sectors also holds a
+// delalloc metadata reserve sized as the kernel sizes it: insert_size(outstanding extents + csum
+// leaves) + metadata_size(1) (the inode update) + delayed_ref_bytes(outstanding extents); the flush
+// charges its tree blocks to it (a join handle pointed at it), so flushing never waits on a ticket.
+// The reserves are grown before anything changes (a failure changes nothing) and shrunk to the
+// exact target after every change (settle()).
 //
 // Errors (btrfs_abort_transaction): a failure after a handle changed a tree (drop_extents, extent /
 // csum / ref insertion, inode update, hole items) aborts the transaction through the handle, so
@@ -22,22 +35,29 @@
 // below round_up(i_size); INODE_ITEM nbytes = sum over the extents (file_extent.h).
 // Locking: every method REQUIRES the caller holds the inode's InodeLocks lock (exclusive to modify,
 // shared for read / seek_data_hole / pending_bytes may hold either or none) and no TransHandle;
-// flush_all takes the locks itself and so REQUIRES the caller holds none. mu_ guards only the map
-// of per-inode buffers; a buffer's content is guarded by its inode's lock, and a buffer is erased
-// only under that lock held exclusively.
+// flush_all / flush_some take the locks themselves and so REQUIRE the caller holds none. They never
+// wait for a lock some thread holds unless told to (unmount): a ticket waiter may hold one, and the
+// reclaim thread and the commits it triggers must not wait for it. mu_ guards only the map of
+// per-inode buffers; a buffer's content is guarded by its inode's lock, and a buffer is erased only
+// under that lock held exclusively.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <set>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <span>
 
+#include "alloc/block_rsv.h"
 #include "fs/delalloc.h"
 #include "fs/file_extent.h"
 #include "fs/fs_info.h"
 #include "fs/inode.h"
+#include "fs/transaction.h"
 #include "io/status.h"
 
 namespace ubtrfs::fs {
@@ -46,6 +66,10 @@ namespace ubtrfs::fs {
 inline constexpr uint64_t kMaxInline = 2048;
 // Delalloc above this makes a writer flush its own inode and ask for a commit.
 inline constexpr uint64_t kDelallocFlushBytes = 64ull << 20;
+// Truncation and eviction drop at most this many extent items per handle, reserving kTruncateItems
+// each (btrfs_truncate reserves 2 items plus a temp reserve and loops).
+inline constexpr size_t kTruncateBatch = 32;
+inline constexpr unsigned kTruncateItems = 4;
 
 class FileData {
  public:
@@ -62,8 +86,14 @@ class FileData {
   [[nodiscard]] Status evict(InodeId id);
   // Delalloc bytes not on disk yet (st_blocks).
   uint64_t pending_bytes(InodeId id);
-  // Every dirty inode to disk (takes each inode's lock). REQUIRES: no inode lock, no handle.
-  [[nodiscard]] Status flush_all();
+  // Every dirty inode to disk (takes each inode's lock). `wait_for_locks`: wait for busy inodes
+  // (unmount, where no operation runs); otherwise an inode whose lock stays busy for a moment is
+  // left for later. REQUIRES: no inode lock, no handle.
+  [[nodiscard]] Status flush_all(bool wait_for_locks);
+  // The reclaim thread's delalloc flush: flushes inodes (skipping busy ones) until their delalloc
+  // metadata reserves gave back at least `meta_target` bytes or nothing is left. Returns the bytes
+  // given back. REQUIRES: no inode lock, no handle.
+  [[nodiscard]] Result<uint64_t> flush_some(uint64_t meta_target);
   // One inode to disk. REQUIRES: exclusive lock.
   [[nodiscard]] Status flush_inode(InodeId id);
   // The commit's csum deleter: a data extent's last reference went away (or its allocation was
@@ -88,16 +118,53 @@ class FileData {
 
  private:
   struct Dirty {
-    explicit Dirty(uint32_t sectorsize) : data(sectorsize) {}
+    Dirty(uint32_t sectorsize, alloc::SpaceInfo* meta) : data(sectorsize), rsv(alloc::RsvType::kDelalloc, meta) {}
     InodeDelalloc data;                // GUARDED_BY(inode lock)
     std::atomic<uint64_t> bytes{0};    // mirror of data.bytes(), readable without the lock
+    alloc::BlockRsv rsv;               // btrfs inode->block_rsv: the delalloc metadata reserve
+    uint64_t data_reserved = 0;        // GUARDED_BY(inode lock): DATA may_use held for dirty sectors
+    bool nodatasum = false;            // GUARDED_BY(inode lock): no checksum leaves to reserve
+    // GUARDED_BY(inode lock): dirty sectors over exclusive PREALLOC extents, written in place
+    // (file_nocow.cpp); they hold no data reservation.
+    std::set<uint64_t> nocow;
   };
-  class AllocatorRefs;
+  // Data reference changes go to the extent allocator (delayed refs).
+  class AllocatorRefs final : public DataRefSink {
+   public:
+    explicit AllocatorRefs(FsInfo& fs) : fs_(fs) {}
+    Status add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino, uint64_t offset,
+                        int delta, bool new_alloc) override {
+      return fs_.allocator().add_data_ref(h, bytenr, len, root, ino, offset, delta, new_alloc);
+    }
+
+   private:
+    FsInfo& fs_;
+  };
 
   Result<TreeRoot*> root_of(InodeId id);
   Dirty* find_dirty(InodeId id);
   Dirty& dirty_of(InodeId id);
   void account(InodeId id, Dirty& d);  // refreshes byte counters; erases an empty buffer
+  // After any change of d: releases DATA may_use beyond the dirty sectors (dropped unwritten),
+  // shrinks the delalloc reserve to its target, refreshes counters (account). REQUIRES: exclusive.
+  void settle(InodeId id, Dirty& d);
+  // The delalloc reserve's target for `extents` outstanding extents and `bytes` dirty bytes.
+  uint64_t rsv_target(uint64_t extents, uint64_t bytes, bool nodatasum) const;
+  uint64_t rsv_target(const Dirty& d) const;
+  // Reserves `bytes` of DATA for sectors about to become dirty (btrfs_check_data_free_space) and
+  // credits them to d. Errors: ENOSPC, EINTR.
+  [[nodiscard]] Status reserve_data(Dirty& d, uint64_t bytes, alloc::FlushMode mode);
+  // Flushes one inode if its lock can be had without waiting long. Returns whether it was flushed.
+  [[nodiscard]] Result<bool> try_flush(InodeId id, bool wait_for_lock);
+  // ---- writes into preallocated space (file_nocow.cpp) ----
+  // Sector ranges of [off, off + len) over PREALLOC extents this inode alone references.
+  [[nodiscard]] Result<std::vector<std::pair<uint64_t, uint64_t>>> nocow_ranges(InodeId id, TreeRoot& root,
+                                                                               const InodeItem& ii, uint64_t off,
+                                                                               uint64_t len);
+  [[nodiscard]] Result<bool> extent_exclusive(const FileExtent& e, uint64_t root_id, uint64_t ino);
+  // Writes dirty nocow sectors [start, +len) into their PREALLOC extents and converts those items.
+  [[nodiscard]] Status flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len,
+                                       bool nodatasum);
 
   // Current content of [off, off + out.size()) from extents + delalloc, not clamped to i_size.
   [[nodiscard]] Status read_raw(InodeId id, TreeRoot& root, const InodeItem& ii, uint64_t off, std::span<uint8_t> out);
@@ -118,6 +185,11 @@ class FileData {
   // Without NO_HOLES: explicit hole items for every gap of [0, round_up(size)).
   [[nodiscard]] Status fill_holes(TransHandle& th, TreeRoot& root, uint64_t ino, uint64_t size);
   [[nodiscard]] Status punch_hole(InodeId id, uint64_t off, uint64_t len);
+  // Drops every extent of the inode at or past `from`, from the end backwards in batches, one
+  // handle each (reserved with `mode`); `first` also runs in the first handle, before the inode
+  // item (whose nbytes is kept right) is written.
+  [[nodiscard]] Status drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, alloc::FlushMode mode,
+                                         const std::function<Status(TransHandle&, InodeItem&)>& first);
   [[nodiscard]] Status preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_size);
 
   FsInfo& fs_;

@@ -2,10 +2,12 @@
 // operations live in filesystem_ns.cpp (names, inodes, xattrs) and filesystem_data.cpp (contents).
 #include "fs/filesystem.h"
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
+#include "fs/space_flusher.h"
 #include "fs/transaction.h"
 #include "io/checksum.h"
 #include "tree/ctree.h"
@@ -74,6 +76,7 @@ Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
     : fs_(std::move(fs)), numbers_(subvol) {
   data_ = std::make_unique<FileData>(*fs_, numbers_, locks_);
   ns_ = std::make_unique<NamespaceState>(*fs_, numbers_, locks_, *data_);
+  fs_->space_flusher().set_file_data(data_.get());
 }
 
 Filesystem::~Filesystem() {
@@ -81,6 +84,9 @@ Filesystem::~Filesystem() {
     auto st = unmount();
     if (!st) spdlog::error("{}: unmount: {}", fs_->path(), st.error().message);
   }
+  // The reclaim thread calls into data_ through the flusher: it stops before data_ goes.
+  fs_->spaces().stop_reclaim();
+  fs_->space_flusher().set_file_data(nullptr);
 }
 
 Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, const MountOptions& opts) {
@@ -102,7 +108,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
   std::unique_ptr<Filesystem> f(new Filesystem(std::move(fs), subvol));
   FileData* data = f->data_.get();
   auto& txm = f->fs_->transactions();
-  txm.set_pre_commit_flusher([data] { return data->flush_all(); });
+  // Only the unmount commit may wait for inode locks: any other commit can be run by the reclaim
+  // thread on behalf of a ticket whose waiter holds one (file_data.h "Locking").
+  txm.set_pre_commit_flusher([data](CommitCause c) { return data->flush_all(c == CommitCause::kUnmount); });
   txm.set_csum_deleter([data](TreeHandle& h, uint64_t bytenr, uint64_t len) { return data->delete_csums(h, bytenr, len); });
   if (!f->read_only()) {
     auto st = f->cleanup_orphans();
@@ -121,37 +129,49 @@ Status Filesystem::unmount() {
   unmounted_ = true;
   auto& txm = fs_->transactions();
   txm.stop_commit_thread();
+  // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
+  fs_->spaces().stop_reclaim();
   if (fs_->read_only()) return {};
   if (txm.aborted()) return fail(EIO, "{}: not committed at unmount: transaction aborted earlier: {}", fs_->path(),
                                  txm.abort_reason());
-  auto st = txm.commit();  // flushes delalloc first
+  auto st = txm.commit(CommitCause::kUnmount);  // flushes delalloc first
   if (!st) return fail(st.error().err, "{}: final commit failed: {}", fs_->path(), st.error().message);
   spdlog::info("{}: unmounted cleanly at generation {}", fs_->path(), fs_->super().generation.get());
   return {};
 }
 
 Result<struct statvfs> Filesystem::statfs() {
+  // btrfs_statfs, with what the reservation system knows on top: f_blocks is the device; f_bfree
+  // subtracts every byte used on disk (mirrors included) and the global reserve; f_bavail is what a
+  // user can still write — free bytes in data chunks (less what acknowledged writes and allocated
+  // but unreferenced extents already hold: data may_use and reserved, which the kernel's figure
+  // leaves in) plus the unallocated device space a data chunk may take (not what backs metadata's
+  // overcommit, and nothing under the 1 MiB minimum stripe), or 0 when metadata is exhausted.
   struct statvfs s {};
   const uint64_t bs = fs_->params().sectorsize;
-  uint64_t total = 0, data_free = 0;
+  alloc::SpaceInfos& sp = fs_->spaces();
+  uint64_t total = 0;
   {
     std::lock_guard g(fs_->super_mu());
     total = fs_->super().total_bytes.get();
   }
-  for (auto* bg : fs_->block_groups().all()) {
-    if (!(bg->flags() & kBlockGroupData)) continue;
-    const auto u = bg->usage();
-    // Pinned bytes are free once the running transaction commits, which needs no further action
-    // (and FUSE delivers no syncfs to force it): count them as free, as df after rm expects.
-    data_free += u.free + u.pinned;
-  }
-  // Data extents whose last references were dropped in this transaction are freed at its commit:
-  // count those whose on-disk reference count the queued drops bring to zero.
-  for (const auto& d : fs_->delayed_refs().pending_data_drops()) {
-    auto body = lookup_item(*fs_->extent_root().tree, Key{d.bytenr, kExtentItemKey, d.num_bytes});
+  const alloc::SpaceCounters d = sp.data().counters(), m = sp.metadata().counters(), y = sp.system().counters();
+  const bool mixed = &sp.data() == &sp.metadata();
+  // Acknowledged but unflushed data (may_use) and allocated but unreferenced extents count as used.
+  uint64_t disk_used = d.disk_used + (d.reserved + d.may_use) * static_cast<uint64_t>(sp.factor(kBlockGroupData)) +
+                       y.disk_used + (mixed ? 0 : m.disk_used);
+  const uint64_t data_held = d.used + d.reserved + d.may_use + d.readonly;
+  uint64_t data_free = d.total > data_held ? d.total - data_held : 0;
+  // Data extents whose last references were dropped in this transaction are freed at its commit
+  // (pinned bytes are already counted free: a commit returns them, and a ticket asks for it).
+  for (const auto& dr : fs_->delayed_refs().pending_data_drops()) {
+    auto body = lookup_item(*fs_->extent_root().tree, Key{dr.bytenr, kExtentItemKey, dr.num_bytes});
     if (!body || !*body || (*body)->size() < sizeof(ExtentItem)) continue;
     const auto ei = load<ExtentItem>((*body)->data());
-    if (static_cast<int64_t>(ei.refs.get()) + d.delta <= 0) data_free += d.num_bytes;
+    if (static_cast<int64_t>(ei.refs.get()) + dr.delta <= 0) {
+      data_free += dr.num_bytes;
+      disk_used -= std::min<uint64_t>(disk_used, dr.num_bytes * static_cast<uint64_t>(sp.factor(kBlockGroupData)));
+    }
   }
   // Unlinked inodes waiting for the kernel's FORGET (ORPHAN_ITEMs): their extents are dropped when
   // it arrives, which FUSE delivers asynchronously after the last close; count them as freed so df
@@ -178,18 +198,31 @@ Result<struct statvfs> Filesystem::statfs() {
       }
       path.release();
       for (uint64_t ino : orphans)
-        if (auto ii = read_inode(*(*root)->tree, ino); ii && S_ISREG(ii->mode.get())) data_free += ii->nbytes.get();
+        if (auto ii = read_inode(*(*root)->tree, ino); ii && S_ISREG(ii->mode.get())) {
+          data_free += ii->nbytes.get();
+          disk_used -= std::min<uint64_t>(disk_used, ii->nbytes.get());
+        }
     }
   }
-  // Unallocated device space can still become data chunks (SINGLE: one byte per byte), as the
-  // kernel's btrfs_statfs counts it; keep room for one metadata chunk like it does.
-  uint64_t unalloc = fs_->device_space().unallocated_bytes();
-  const uint64_t meta_reserve = std::min<uint64_t>(unalloc, 2 * alloc::chunk_size_limit(kBlockGroupMetadata, total));
-  const uint64_t avail = data_free + (unalloc - meta_reserve);
+  // Unallocated space a data chunk may take (btrfs_calc_avail_data_space, single device).
+  const uint64_t unalloc = sp.free_chunk_space();
+  const uint64_t backing = sp.metadata_backing_needed();
+  uint64_t data_unalloc = unalloc > backing ? (unalloc - backing) / static_cast<uint64_t>(sp.factor(kBlockGroupData)) : 0;
+  data_unalloc -= data_unalloc % kStripeLen;
+  if (data_unalloc < (1ull << 20)) data_unalloc = 0;
+  uint64_t avail = data_free + data_unalloc;
+  // Metadata exhausted (no chunk can be added and what is left is within 4 MiB of the global
+  // reserve): nothing but deletions can succeed, so say so (btrfs_statfs's threshold).
+  if (!mixed && m.full) {
+    const uint64_t meta_free = m.disk_total > m.disk_used ? (m.disk_total - m.disk_used) : 0;
+    const uint64_t thresh = 4ull << 20;
+    if (meta_free < thresh || meta_free - thresh < sp.global_rsv().size()) avail = 0;
+  }
   s.f_bsize = bs;
   s.f_frsize = bs;
   s.f_blocks = total / bs;
-  s.f_bfree = std::min<uint64_t>(s.f_blocks, (data_free + unalloc) / bs);
+  const uint64_t used_blocks = (disk_used + sp.global_rsv().size()) / bs;
+  s.f_bfree = s.f_blocks > used_blocks ? s.f_blocks - used_blocks : 0;
   s.f_bavail = std::min<uint64_t>(s.f_bfree, avail / bs);
   s.f_files = 0;
   s.f_ffree = 0;
@@ -199,23 +232,106 @@ Result<struct statvfs> Filesystem::statfs() {
   return s;
 }
 
+void Filesystem::wake_space_waiters() {
+  alloc::SpaceInfos& sp = fs_->spaces();
+  sp.data().wake_waiters();
+  sp.metadata().wake_waiters();
+  sp.system().wake_waiters();
+}
+
 std::string Filesystem::stats_json() {
+  // Live counters (ubtrfs-inspect stats): the tree layer's COWs and restarts, the cache, commits by
+  // cause, and the reservation system — each space_info's counters in the kernel's dump order,
+  // every block reserve, tickets, flush states run and what each reclaimed, where tree blocks'
+  // bytes came from (the fallback chain: overruns), ENOSPC by reason.
+  using nlohmann::json;
   const auto& st = fs_->stats();
   const auto cs = fs_->transactions().stats();
   const auto cc = fs_->cache().counters();
-  std::string restarts;
+  alloc::SpaceInfos& sp = fs_->spaces();
+  json j;
+  j["generation"] = cs.last_transid;
+  j["commits"] = cs.commits;
+  j["aborted"] = cs.aborted;
+  j["last_commit_ms"] = cs.last_commit_ms;
+  j["tree_blocks_written"] = cs.blocks_written;
+  json causes;
+  for (int i = 0; i < kCommitCauseCount; ++i) causes[commit_cause_name(static_cast<CommitCause>(i))] = cs.by_cause[i];
+  j["commits_by_cause"] = causes;
+  j["cows"] = st.cows();
+  j["cows_same_transaction"] = st.cows_same_transaction();
+  j["cows_same_transaction_write_in_flight"] = st.cows_same_transaction_write_in_flight();
+  json restarts;
   for (int i = 0; i < kRestartSiteCount; ++i) {
     auto site = static_cast<RestartSite>(i);
-    restarts += fmt::format("{}\"{}\":{}", i ? "," : "", restart_site_name(site), st.restarts(site));
+    restarts[restart_site_name(site)] = st.restarts(site);
   }
-  return fmt::format(
-      "{{\"generation\":{},\"commits\":{},\"aborted\":{},\"last_commit_ms\":{:.3f},\"tree_blocks_written\":{},"
-      "\"cows\":{},\"cows_same_transaction\":{},\"cows_same_transaction_write_in_flight\":{},\"restarts\":{{{}}},"
-      "\"cache\":{{\"bytes\":{},\"budget\":{},\"buffers\":{},\"dirty\":{},\"hits\":{},\"misses\":{},"
-      "\"evictions\":{}}}}}",
-      cs.last_transid, cs.commits, cs.aborted, cs.last_commit_ms, cs.blocks_written, st.cows(),
-      st.cows_same_transaction(), st.cows_same_transaction_write_in_flight(), restarts, fs_->cache().size_bytes(),
-      fs_->cache().budget(), fs_->cache().nr_buffers(), fs_->cache().nr_dirty(), cc.hits, cc.misses, cc.evictions);
+  j["restarts"] = restarts;
+  j["cache"] = {{"bytes", fs_->cache().size_bytes()}, {"budget", fs_->cache().budget()},
+                {"buffers", fs_->cache().nr_buffers()}, {"dirty", fs_->cache().nr_dirty()},
+                {"hits", cc.hits}, {"misses", cc.misses}, {"evictions", cc.evictions}};
+  json spaces = json::array();
+  std::vector<alloc::SpaceInfo*> infos{&sp.data()};
+  if (&sp.metadata() != &sp.data()) infos.push_back(&sp.metadata());
+  infos.push_back(&sp.system());
+  for (alloc::SpaceInfo* si : infos) {
+    const auto c = si->counters();
+    const auto t = si->ticket_stats();
+    json flush;
+    for (int i = 1; i < alloc::kFlushStateCount; ++i)
+      flush[alloc::flush_state_name(static_cast<alloc::FlushState>(i))] = {{"runs", t.flush_runs[i]},
+                                                                            {"reclaimed", t.flush_reclaimed[i]}};
+    spaces.push_back({{"type", si->name()},
+                      {"total", c.total},
+                      {"used", c.used},
+                      {"pinned", c.pinned},
+                      {"reserved", c.reserved},
+                      {"may_use", c.may_use},
+                      {"readonly", c.readonly},
+                      {"disk_total", c.disk_total},
+                      {"disk_used", c.disk_used},
+                      {"full", c.full},
+                      {"reclaim_size", c.reclaim_size},
+                      {"tickets_queued_now", c.tickets},
+                      {"priority_tickets_queued_now", c.priority_tickets},
+                      {"tickets",
+                       {{"queued", t.queued},
+                        {"granted", t.granted},
+                        {"failed", t.failed},
+                        {"interrupted", t.interrupted},
+                        {"stolen", t.stolen}}},
+                      {"priority_tickets",
+                       {{"queued", t.priority_queued},
+                        {"granted", t.priority_granted},
+                        {"failed", t.priority_failed},
+                        {"interrupted", t.priority_interrupted},
+                        {"stolen", t.priority_stolen}}},
+                      {"reservations",
+                       {{"fast_path", t.fast_path},
+                        {"overcommitted", t.overcommitted},
+                        {"emergency", t.emergency},
+                        {"no_flush_refused", t.enospc_no_flush},
+                        {"preemptive_runs", t.preemptive_runs}}},
+                      {"flush_states", flush}});
+  }
+  j["space_info"] = spaces;
+  json rsvs;
+  for (alloc::BlockRsv* r : {&sp.global_rsv(), &sp.trans_rsv(), &sp.delayed_refs_rsv(), &sp.delayed_block_rsv(),
+                             &sp.chunk_rsv()})
+    rsvs[alloc::rsv_type_name(r->type())] = {{"size", r->size()}, {"reserved", r->reserved()}};
+  j["block_rsv"] = rsvs;
+  const auto rs = sp.reservation_stats();
+  j["tree_block_reservations"] = {{"from_reserve", rs.from_rsv},       {"beyond_handle", rs.beyond_handle},
+                                  {"no_flush", rs.no_flush},           {"global_reserve", rs.global},
+                                  {"emergency", rs.emergency},         {"failfast_enospc", rs.failfast_enospc},
+                                  {"enospc", rs.enospc},               {"overruns", rs.overruns()}};
+  json enospc;
+  const auto ec = sp.enospc_counts();
+  for (int i = 0; i < alloc::kEnospcReasonCount; ++i)
+    enospc[alloc::enospc_reason_name(static_cast<alloc::EnospcReason>(i))] = ec[i];
+  j["enospc"] = enospc;
+  j["delalloc_bytes"] = data_->total_delalloc();
+  return j.dump();
 }
 
 }  // namespace ubtrfs::fs

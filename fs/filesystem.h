@@ -126,6 +126,8 @@ class Filesystem {
   [[nodiscard]] Result<struct statvfs> statfs();
   // Counters as JSON (ubtrfs-inspect stats; the daemon writes it on unmount when asked).
   std::string stats_json();
+  // Wakes every thread waiting for a space reservation (an interrupted request re-checks its flag).
+  void wake_space_waiters();
 
  private:
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);

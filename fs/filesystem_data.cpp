@@ -54,14 +54,14 @@ Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) 
     InodeLocks::Guard g = locks_.lock({id});
     UBTRFS_TRY_STATUS(data_->flush_inode(id));
   }
-  return fs_->transactions().commit();
+  return fs_->transactions().commit(CommitCause::kFsync);
 }
 
 Status Filesystem::fsyncdir(uint64_t ino, bool /*datasync*/) {
   if (unmounted_) return fail(EIO, "fsyncdir of inode {} after unmount", ino);
   UBTRFS_TRY(numbers_.from_fuse(ino));
   if (read_only()) return {};
-  return fs_->transactions().commit();
+  return fs_->transactions().commit(CommitCause::kFsync);
 }
 
 Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len) {

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <map>
 
+#include "alloc/block_rsv.h"
 #include "fs/dir_item.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
@@ -102,7 +103,8 @@ Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
 // exclusively, no handle open, read-write.
 Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
   UBTRFS_TRY_STATUS(ns.data.evict(id));
-  auto th = UBTRFS_TRY(ns.fs.transactions().start(8));
+  // btrfs_evict_inode: FLUSH_EVICT, a priority reservation that may commit and steal.
+  auto th = UBTRFS_TRY(ns.fs.transactions().start(8, alloc::FlushMode::kFlushEvict));
   // delete_items_of may have deleted some items when it fails: abort from the first step on.
   UBTRFS_TRY_OR_ABORT(th, delete_items_of(th.tree(), root, id.objectid));
   if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
@@ -496,7 +498,9 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     if (dir && !is_dir(cii)) return fail(ENOTDIR, "'{}' in directory {} is not a directory", name, pid.objectid);
     if (dir && cii.size.get() != 0)
       return fail(ENOTEMPTY, "directory '{}' ({}) is not empty: size {}", name, cid.objectid, cii.size.get());
-    auto th = UBTRFS_TRY(ns.fs.transactions().start(6));
+    // btrfs __unlink_start_trans: BTRFS_UNLINK_METADATA_UNITS with the global reserve as fallback,
+    // so unlink and rmdir succeed on a full filesystem.
+    auto th = UBTRFS_TRY(ns.fs.transactions().start(alloc::kUnlinkMetadataUnits, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
     TouchedInodes inodes(*root);
     const uint32_t nlink = UBTRFS_TRY(remove_name(th, *root, inodes, pid.objectid, name, cid.objectid, now));
@@ -604,7 +608,9 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     // A new name must fit its hash's DIR_ITEM before anything changes (btrfs_check_dir_item_collision).
     if (!dst) UBTRFS_TRY_STATUS(check_dir_item_room(*root, p2.objectid, newname));
 
-    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12));
+    // Beyond the kernel (which uses FLUSH_ALL here): a rename, like an unlink, frees as much as it
+    // takes, so it may fall back on the global reserve and succeeds on a full filesystem.
+    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
     TouchedInodes inodes(*root);
     uint32_t dst_nlink = 1;

@@ -11,6 +11,7 @@
 
 #include "alloc/free_space_tree.h"
 #include "fs/chunk_creator.h"
+#include "fs/space_flusher.h"
 #include "fs/transaction.h"
 #include "tree/ctree.h"
 #include "tree/fs_reader.h"
@@ -44,6 +45,7 @@ Result<std::unique_ptr<TreeRoot>> load_tree(TreeContext& ctx, uint64_t objectid,
 
 FsInfo::~FsInfo() {
   if (txm_) txm_->stop_commit_thread();
+  if (spaces_) spaces_->stop_reclaim();
 }
 
 Result<std::unique_ptr<FsInfo>> FsInfo::open(const OpenOptions& opts) {
@@ -83,6 +85,9 @@ Status FsInfo::load(const OpenOptions& opts) {
   if (!reader) return fail(reader.error());
   super_ = *sb;
   params_ = FsParams::from_super(super_);
+  spaces_ = std::make_unique<alloc::SpaceInfos>(params_.nodesize,
+                                                 (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree) != 0,
+                                                 (super_.incompat_flags.get() & kIncompatMixedGroups) != 0);
   // The chunk tree uuid every block header carries is in the chunk root's header.
   {
     TreeBlockExpect ex;
@@ -117,9 +122,23 @@ Status FsInfo::load(const OpenOptions& opts) {
   UBTRFS_TRY_STATUS(with_path(path_, load_roots()));
   UBTRFS_TRY_STATUS(with_path(path_, load_block_groups()));
   UBTRFS_TRY_STATUS(with_path(path_, load_device_space()));
+  // Overcommit inputs: unallocated device space, the profile of each type (the profile the
+  // filesystem already uses; mkfs defaults otherwise), the data chunk size.
+  spaces_->set_device_bytes(dev_space_->total_bytes());
+  spaces_->set_free_chunk_space(dev_space_->unallocated_bytes());
+  spaces_->set_data_chunk_size(alloc::chunk_size_limit(kBlockGroupData, dev_space_->total_bytes()));
+  for (uint64_t type : {kBlockGroupData, kBlockGroupMetadata, kBlockGroupSystem}) {
+    uint64_t profile = type == kBlockGroupData ? 0 : kBlockGroupDup;
+    for (auto* bg : groups_.all())
+      if ((bg->flags() & kBlockGroupTypeMask) == type) profile = bg->flags() & kBlockGroupProfileMask;
+    spaces_->set_factor(type, alloc::profile_factor(profile));
+  }
+  update_global_rsv();
   chunk_creator_ = std::make_unique<ChunkCreator>(*this);
   allocator_ = std::make_unique<alloc::ExtentAllocator>(params_, groups_, delayed_refs_, *chunk_creator_);
   txm_ = std::make_unique<TransactionManager>(*this);
+  flusher_ = std::make_unique<FsSpaceFlusher>(*this);
+  if (!read_only_) spaces_->start_reclaim(flusher_.get());
   spdlog::info("{}: opened {} at generation {}", path_, read_only_ ? "read-only" : "read-write",
                super_.generation.get());
   return {};
@@ -247,9 +266,27 @@ Status FsInfo::load_block_groups() {
                      path_, key.objectid);
       }
     }
+    attach_block_group(*bg);
     UBTRFS_TRY_STATUS(groups_.add(std::move(bg)));
   }
   return {};
+}
+
+void FsInfo::attach_block_group(alloc::BlockGroup& bg) {
+  bg.attach(&spaces_->for_flags(bg.flags()), alloc::profile_factor(bg.flags() & kBlockGroupProfileMask));
+}
+
+void FsInfo::update_global_rsv() {
+  // The global trees' sizes from their root items (btrfs_root_used); the root tree's own item is
+  // not on disk, count its root block.
+  uint64_t bytes = params_.nodesize;
+  unsigned nroots = 0;
+  for (auto* r : {extent_root_.get(), csum_root_.get(), fst_root_.get(), bg_root_.get()}) {
+    if (!r) continue;
+    bytes += r->item.bytes_used.get();
+    nroots++;
+  }
+  spaces_->update_global_rsv(bytes, nroots);
 }
 
 Status FsInfo::load_device_space() {

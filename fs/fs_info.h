@@ -25,6 +25,7 @@
 #include "alloc/chunk_alloc.h"
 #include "alloc/delayed_ref.h"
 #include "alloc/extent_allocator.h"
+#include "alloc/space_infos.h"
 #include "fs/mount_options.h"
 #include "io/block_device.h"
 #include "io/status.h"
@@ -39,6 +40,7 @@ namespace ubtrfs::fs {
 
 class TransactionManager;
 class ChunkCreator;
+class FsSpaceFlusher;
 
 // A tree with a ROOT_ITEM (btrfs `struct btrfs_root`): the in-memory root pointer plus the item.
 struct RootRecord {
@@ -92,11 +94,19 @@ class FsInfo {
   std::vector<RootRecord*> loaded_roots();
 
   alloc::BlockGroupCache& block_groups() { return groups_; }
+  // The reservation system: space_infos, block reserves, the reclaim thread (alloc/space_infos.h).
+  alloc::SpaceInfos& spaces() { return *spaces_; }
+  // btrfs_update_global_block_rsv with the sizes of the global trees as they are now.
+  void update_global_rsv();
+  // A new block group (load, chunk creation) joins its space_info.
+  void attach_block_group(alloc::BlockGroup& bg);
   alloc::DeviceSpace& device_space() { return *dev_space_; }
   alloc::DelayedRefs& delayed_refs() { return delayed_refs_; }
   alloc::ExtentAllocator& allocator() { return *allocator_; }
   ChunkCreator& chunk_creator() { return *chunk_creator_; }
   TransactionManager& transactions() { return *txm_; }
+  // The reclaim thread's flush actions (started at open for read-write filesystems).
+  FsSpaceFlusher& space_flusher() { return *flusher_; }
 
   // The in-memory superblock: generation = last committed transaction. REQUIRES: commit exclusion
   // (TransactionManager) for writes; readers take super_mu().
@@ -134,12 +144,14 @@ class FsInfo {
   std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
   std::mutex fs_roots_mu_;
   std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
+  std::unique_ptr<alloc::SpaceInfos> spaces_;  // before groups_: groups report to it
   alloc::BlockGroupCache groups_;
   std::unique_ptr<alloc::DeviceSpace> dev_space_;
   alloc::DelayedRefs delayed_refs_;
   std::unique_ptr<ChunkCreator> chunk_creator_;
   std::unique_ptr<alloc::ExtentAllocator> allocator_;
   std::unique_ptr<TransactionManager> txm_;
+  std::unique_ptr<FsSpaceFlusher> flusher_;  // last: destroyed first, after the reclaim thread stopped
 };
 
 }  // namespace ubtrfs::fs

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "tree/ctree.h"
 
@@ -71,6 +72,26 @@ InodeLocks::Guard InodeLocks::lock(std::vector<InodeId> ids) {
     g.held_.emplace_back(id, true);
   }
   return g;
+}
+
+std::optional<InodeLocks::Guard> InodeLocks::try_lock(InodeId id, std::chrono::milliseconds patience) {
+  std::shared_mutex& mu = acquire(id);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  for (int spins = 0;; ++spins) {
+    if (mu.try_lock()) {
+      Guard g;
+      g.owner_ = this;
+      g.held_.emplace_back(id, true);
+      return g;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    if (spins < 16)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  drop(id);
+  return std::nullopt;
 }
 
 InodeLocks::Guard InodeLocks::lock_shared(InodeId id) {

@@ -17,7 +17,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -68,6 +70,9 @@ class InodeLocks {
   };
   // Locks every distinct inode of `ids` exclusively, in InodeId order.
   Guard lock(std::vector<InodeId> ids);
+  // Locks `id` exclusively if that is possible within `patience` (0: one attempt); nullopt if the
+  // lock stayed busy. For flushers that must never wait on a lock a ticket waiter may hold.
+  std::optional<Guard> try_lock(InodeId id, std::chrono::milliseconds patience);
   Guard lock_shared(InodeId id);
 
  private:

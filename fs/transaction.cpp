@@ -4,9 +4,38 @@
 
 #include <spdlog/spdlog.h>
 
+#include "alloc/block_rsv.h"
+#include "alloc/extent_allocator.h"
+#include "alloc/space_infos.h"
 #include "fs/fs_info.h"
 
 namespace ubtrfs::fs {
+
+// What a handle owns for its reservations, at a stable address (TreeHandle::allocator points here
+// while the TransHandle itself may move).
+struct HandleReservation {
+  HandleReservation(alloc::ExtentAllocator& ea, alloc::SpaceInfos& sp)
+      : allocator(ea, sp, sp.nodesize()), delayed_rsv(alloc::RsvType::kDelayedRefs, &sp.metadata()) {}
+  alloc::HandleAllocator allocator;
+  alloc::BlockRsv delayed_rsv;   // btrfs trans->delayed_rsv: this handle's delayed-ref bytes
+  uint64_t bytes_reserved = 0;   // btrfs trans->bytes_reserved: its part of the trans reserve
+};
+
+const char* commit_cause_name(CommitCause c) {
+  switch (c) {
+    case CommitCause::kPeriodic: return "periodic";
+    case CommitCause::kRequested: return "requested";
+    case CommitCause::kFsync: return "fsync";
+    case CommitCause::kUnmount: return "unmount";
+    case CommitCause::kReclaim: return "reclaim";
+    case CommitCause::kOther: return "other";
+  }
+  return "?";
+}
+
+TransHandle::TransHandle() = default;
+TransHandle::~TransHandle() { end(); }
+TransHandle::TransHandle(TransHandle&& o) noexcept { *this = std::move(o); }
 
 TransHandle& TransHandle::operator=(TransHandle&& o) noexcept {
   if (this != &o) {
@@ -14,6 +43,7 @@ TransHandle& TransHandle::operator=(TransHandle&& o) noexcept {
     mgr_ = o.mgr_;
     tree_ = std::move(o.tree_);
     num_items_ = o.num_items_;
+    res_ = std::move(o.res_);
     o.mgr_ = nullptr;
     o.tree_.inhibited.clear();
   }
@@ -27,6 +57,16 @@ void TransHandle::end() {
   tree_.end_handle();
   m->end_handle(*this);
 }
+
+void TransHandle::set_block_rsv(alloc::BlockRsv* rsv, uint64_t share) {
+  if (!res_) return;
+  res_->allocator.block_rsv = rsv;
+  res_->allocator.handle_share = share;
+}
+
+alloc::BlockRsv* TransHandle::block_rsv() const { return res_ ? res_->allocator.block_rsv : nullptr; }
+
+uint64_t TransHandle::bytes_reserved() const { return res_ ? res_->bytes_reserved : 0; }
 
 std::unexpected<Error> TransHandle::abort(const Error& why) {
   TransactionManager* m = mgr_;
@@ -44,26 +84,78 @@ TransactionManager::TransactionManager(FsInfo& fs) : fs_(fs) {
 
 TransactionManager::~TransactionManager() { stop_commit_thread(); }
 
-Result<TransHandle> TransactionManager::start(unsigned num_items) {
+Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMode mode) {
   if (fs_.read_only()) return fail(EROFS, "{}: read-only filesystem", fs_.path());
+  {
+    std::lock_guard lk(mu_);
+    if (aborted_) return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(),
+                              abort_reason_);
+  }
+  alloc::SpaceInfos& sp = fs_.spaces();
+  // btrfs_reserve_trans_metadata: the insert part and the delayed-ref part in one reservation (one
+  // flushing cycle per start), before joining: waiting on a ticket may need a commit.
+  uint64_t bytes = 0, dref = 0;
+  if (num_items > 0) {
+    bytes = sp.insert_size(num_items);
+    dref = sp.delayed_ref_bytes(num_items);
+    auto st = sp.metadata().reserve_bytes(bytes + dref, mode);
+    if (!st && st.error().err == ENOSPC && mode == alloc::FlushMode::kFlushAllSteal) {
+      dref = 0;
+      st = sp.metadata().reserve_bytes(bytes, mode);
+    }
+    if (!st) return fail(st.error().err, "{}: metadata reservation for {} items: {}", fs_.path(), num_items,
+                         st.error().message);
+  }
   std::unique_lock lk(mu_);
   // Fair to the committer: while a commit is waiting or running, new handles wait for it (btrfs
   // wait_current_trans), so a stream of operations cannot starve it.
   cv_.wait(lk, [&] { return !committing_ || aborted_; });
-  if (aborted_) return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(),
-                            abort_reason_);
+  if (aborted_) {
+    lk.unlock();
+    sp.metadata().release_bytes(bytes + dref);
+    return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(), abort_reason_);
+  }
   ++running_handles_;
+  const uint64_t transid = transid_;
+  lk.unlock();
   TransHandle h;
   h.mgr_ = this;
   h.num_items_ = num_items;
-  h.tree_.transid = transid_;
-  h.tree_.allocator = &fs_.allocator();
+  h.res_ = std::make_unique<HandleReservation>(fs_.allocator(), sp);
+  h.res_->bytes_reserved = bytes;
+  if (bytes) sp.trans_rsv().add_bytes(bytes, true);
+  if (dref) h.res_->delayed_rsv.add_bytes(dref, true);
+  h.res_->allocator.block_rsv = num_items > 0 ? &sp.trans_rsv() : nullptr;
+  h.res_->allocator.handle_share = bytes;
+  h.tree_.transid = transid;
+  h.tree_.allocator = &h.res_->allocator;
   h.tree_.cow_overwrite = fs_.cow_overwrite();
   h.tree_.wb_inhibit = fs_.wb_inhibit();
   return h;
 }
 
-void TransactionManager::end_handle(TransHandle&) {
+Result<TransHandle> TransactionManager::join(alloc::BlockRsv* rsv) {
+  auto h = UBTRFS_TRY(start(0));
+  h.set_block_rsv(rsv, rsv ? rsv->reserved() : 0);
+  return h;
+}
+
+void TransactionManager::end_handle(TransHandle& h) {
+  if (h.res_) {
+    // btrfs_update_delayed_refs_rsv + btrfs_trans_release_metadata.
+    alloc::SpaceInfos& sp = fs_.spaces();
+    HandleReservation& r = *h.res_;
+    if (h.tree_.delayed_ref_updates) {
+      const uint64_t need = sp.delayed_ref_bytes(h.tree_.delayed_ref_updates);
+      const uint64_t take = std::min(need, r.delayed_rsv.reserved());
+      if (take && r.delayed_rsv.use_bytes(take)) sp.delayed_refs_rsv().add_bytes(take, false);
+      sp.delayed_refs_rsv().grow_size(need);
+      h.tree_.delayed_ref_updates = 0;
+    }
+    if (r.bytes_reserved) sp.release_block_rsv(sp.trans_rsv(), r.bytes_reserved);
+    r.bytes_reserved = 0;
+    sp.release_block_rsv(r.delayed_rsv, UINT64_MAX);
+  }
   {
     std::lock_guard lk(mu_);
     --running_handles_;
@@ -75,9 +167,15 @@ void TransactionManager::end_handle(TransHandle&) {
   if (dirty_bytes > fs_.cache().budget() / 2) request_commit();
 }
 
-void TransactionManager::set_pre_commit_flusher(std::function<Status()> f) {
+void TransactionManager::set_pre_commit_flusher(std::function<Status(CommitCause)> f) {
   std::lock_guard lk(commit_mu_);
   pre_commit_flusher_ = std::move(f);
+}
+
+void TransactionManager::set_commit_hook(std::function<Status(TreeHandle&)> run, std::function<bool()> pending) {
+  std::lock_guard lk(commit_mu_);
+  commit_hook_ = std::move(run);
+  commit_hook_pending_ = std::move(pending);
 }
 
 void TransactionManager::set_csum_deleter(CsumDeleter f) {
@@ -85,7 +183,7 @@ void TransactionManager::set_csum_deleter(CsumDeleter f) {
   csum_deleter_ = std::move(f);
 }
 
-Status TransactionManager::commit() {
+Status TransactionManager::commit(CommitCause cause) {
   if (fs_.read_only()) return {};
   std::lock_guard commit_lk(commit_mu_);
   {
@@ -95,7 +193,7 @@ Status TransactionManager::commit() {
   // Delalloc first, outside the gate: the flusher starts handles of its own (btrfs
   // btrfs_start_delalloc_flush before the commit critical section).
   if (pre_commit_flusher_) {
-    auto st = pre_commit_flusher_();
+    auto st = pre_commit_flusher_(cause);
     if (!st) {
       spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
       abort(st.error());
@@ -114,6 +212,7 @@ Status TransactionManager::commit() {
     std::lock_guard lk(mu_);
     if (st) {
       stats_.commits++;
+      stats_.by_cause[static_cast<int>(cause)]++;
       stats_.last_commit_ms = ms;
     }
   }
@@ -159,10 +258,11 @@ void TransactionManager::start_commit_thread(std::chrono::seconds interval) {
     while (!thread_stop_) {
       thread_cv_.wait_for(lk, interval, [&] { return thread_stop_ || commit_requested_; });
       if (thread_stop_) break;
+      const CommitCause cause = commit_requested_ ? CommitCause::kRequested : CommitCause::kPeriodic;
       commit_requested_ = false;
       lk.unlock();
       if (!aborted()) {
-        auto st = commit();
+        auto st = commit(cause);
         if (!st) spdlog::error("{}: periodic commit: {}", fs_.path(), st.error().message);
       }
       lk.lock();

@@ -2,9 +2,20 @@
 // "Transaction handles"; KERNEL.md §4).
 //
 // A modifying operation starts a TransHandle with the number of items it will touch (btrfs
-// `btrfs_start_transaction(root, num_items)`; the reservation system of the next issue will charge
-// that number), does its tree operations with handle.tree(), and ends it (destructor or end()).
-// Every handle belongs to the running transaction (transid = last committed generation + 1).
+// `btrfs_start_transaction(root, num_items)`), does its tree operations with handle.tree(), and ends
+// it (destructor or end()). Every handle belongs to the running transaction (transid = last
+// committed generation + 1).
+//
+// Reservations (KERNEL.md §1, §6; alloc/space_infos.h): start(n) reserves insert_size(n) plus
+// delayed_ref_bytes(n) of metadata in one call BEFORE it joins the transaction (a reservation may
+// wait on a ticket whose flusher commits; a handle must never wait for a commit). The insert part
+// goes into the shared trans reserve (the handle's COWs draw from it), the delayed-ref part into the
+// handle's own delayed-refs reserve. At end the delayed-ref bytes of the references this handle
+// queued move to the filesystem's delayed-refs reserve (btrfs_update_delayed_refs_rsv) and the rest
+// is released (excess flows to the delayed-refs reserve while it is short). join() reserves
+// nothing; a join may be pointed at another reserve (an inode's delalloc reserve for the flusher).
+// FLUSH_ALL_STEAL (unlink, rmdir, rename, truncate down) retries without the delayed-ref part and
+// may steal from the global reserve, so those always succeed on a full filesystem.
 //
 // Commit (commit.cpp, one ordered pipeline in commit_transaction()): run the pre-commit flushers
 // (delalloc) outside the gate; close the gate to new handles and wait for running ones (btrfs
@@ -20,7 +31,9 @@
 // handles wait for it instead of starving it.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <memory>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -28,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "alloc/space_info.h"
 #include "io/status.h"
 #include "tree/tree_root.h"
 
@@ -35,19 +49,28 @@ namespace ubtrfs::fs {
 
 class FsInfo;
 class TransactionManager;
+struct HandleReservation;  // transaction.cpp: the handle's allocator and reserves (stable address)
 
 class TransHandle {
  public:
-  TransHandle() = default;
-  TransHandle(TransHandle&& o) noexcept { *this = std::move(o); }
+  TransHandle();
+  TransHandle(TransHandle&& o) noexcept;
   TransHandle& operator=(TransHandle&& o) noexcept;
-  ~TransHandle() { end(); }
+  ~TransHandle();
 
   bool active() const { return mgr_ != nullptr; }
   uint64_t transid() const { return tree_.transid; }
   // The tree-facing part (COW context, allocator, writeback inhibition) for ctree.h calls.
   TreeHandle& tree() { return tree_; }
   unsigned num_items() const { return num_items_; }
+  // btrfs trans->block_rsv: the reserve this handle's subvolume-tree blocks are charged to (the
+  // trans reserve after start(), none after join()). Point it at an inode's delalloc reserve or a
+  // temp reserve; `share` is how much of that reserve this handle may use before further use
+  // counts as beyond its own reservation.
+  void set_block_rsv(alloc::BlockRsv* rsv, uint64_t share);
+  alloc::BlockRsv* block_rsv() const;
+  // Metadata bytes this handle reserved in the trans reserve.
+  uint64_t bytes_reserved() const;
   // btrfs_end_transaction: uninhibits writeback of the buffers this handle COWed and lets a waiting
   // commit proceed. Idempotent.
   void end();
@@ -62,13 +85,20 @@ class TransHandle {
   TransactionManager* mgr_ = nullptr;
   TreeHandle tree_;
   unsigned num_items_ = 0;
+  std::unique_ptr<HandleReservation> res_;
 };
+
+// Why a commit ran (the "commits by cause" counters).
+enum class CommitCause : uint8_t { kPeriodic, kRequested, kFsync, kUnmount, kReclaim, kOther };
+inline constexpr int kCommitCauseCount = 6;
+const char* commit_cause_name(CommitCause c);
 
 struct CommitStats {
   uint64_t commits = 0, aborted = 0;
   uint64_t last_transid = 0;
   double last_commit_ms = 0;
   uint64_t blocks_written = 0;
+  std::array<uint64_t, kCommitCauseCount> by_cause{};
 };
 
 class TransactionManager {
@@ -76,21 +106,30 @@ class TransactionManager {
   explicit TransactionManager(FsInfo& fs);
   ~TransactionManager();
 
-  // btrfs_start_transaction. Errors: EROFS (read-only mount or aborted).
-  [[nodiscard]] Result<TransHandle> start(unsigned num_items);
-  // btrfs_join_transaction: a handle with no item count (internal work: flushers, orphan cleanup).
-  [[nodiscard]] Result<TransHandle> join() { return start(0); }
+  // btrfs_start_transaction: reserves for num_items (see the header comment), then joins.
+  // `mode`: FLUSH_ALL (default), FLUSH_ALL_STEAL (btrfs_start_transaction_fallback_global_rsv).
+  // REQUIRES: the caller holds no handle. Errors: EROFS (read-only mount or aborted), ENOSPC, EINTR.
+  [[nodiscard]] Result<TransHandle> start(unsigned num_items,
+                                          alloc::FlushMode mode = alloc::FlushMode::kFlushAll);
+  // btrfs_join_transaction: a handle that reserves nothing; its subvolume-tree blocks are charged
+  // to `rsv` (null: none, the fallback chain pays).
+  [[nodiscard]] Result<TransHandle> join(alloc::BlockRsv* rsv = nullptr);
 
   // Commits the running transaction now (a no-op commit still writes a new generation if anything
   // is dirty; with nothing dirty it returns at once). REQUIRES: the caller holds no handle.
   // Errors: EROFS after an abort, or the failure that caused the abort.
-  [[nodiscard]] Status commit();
+  [[nodiscard]] Status commit(CommitCause cause = CommitCause::kOther);
   // Asks the commit thread for a commit soon (dirty threshold passed) without waiting.
   void request_commit();
 
   // Work that must run before the commit closes the gate (delalloc flush: it starts handles of its
-  // own). Registered once by the fs layer; called by commit() outside the gate.
-  void set_pre_commit_flusher(std::function<Status()> f);
+  // own). Registered once by the fs layer; called by commit() outside the gate. `cause` lets the
+  // flusher decide whether it may wait for inode locks (unmount) or must skip busy inodes (a commit
+  // of the reclaim thread must never wait for a lock a ticket waiter holds).
+  void set_pre_commit_flusher(std::function<Status(CommitCause)> f);
+  // Work the commit runs with the gate closed, before the delayed refs (delayed inode items), and
+  // whether it has anything to do (a commit with nothing dirty otherwise returns at once).
+  void set_commit_hook(std::function<Status(TreeHandle&)> run, std::function<bool()> pending);
   // Deletes the data checksums of [bytenr, bytenr+len) from the csum tree: the commit calls it for
   // every data extent whose last reference went away (btrfs __btrfs_free_extent -> btrfs_del_csums).
   // Registered once by the fs layer, which owns the csum tree format.
@@ -123,8 +162,13 @@ class TransactionManager {
   std::string abort_reason_;      // GUARDED_BY(mu_)
   CommitStats stats_;             // GUARDED_BY(mu_)
   std::mutex commit_mu_;          // serializes whole commits (flusher included)
-  std::function<Status()> pre_commit_flusher_;
+  std::function<Status(CommitCause)> pre_commit_flusher_;
+  std::function<Status(TreeHandle&)> commit_hook_;
+  std::function<bool()> commit_hook_pending_;
   CsumDeleter csum_deleter_;
+  // Reservations after a commit: the delayed-refs and chunk reserves are released, the global one
+  // resized (REQUIRES: gate closed).
+  void release_commit_reservations();
   // The commit pipeline's steps (commit.cpp).
   [[nodiscard]] Status commit_converge(TreeHandle& h);
   [[nodiscard]] Status write_super_and_unpin(uint64_t transid);

@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "alloc/space_info.h"
 #include "tools/daemon/posix_acl.h"
 
 namespace ubtrfs::daemon {
@@ -47,6 +48,41 @@ void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
 void reply_status(fuse_req_t req, const Status& s, const char* op, uint64_t ino) {
   if (s) fuse_reply_err(req, 0);
   else reply_error(req, s.error(), op, ino);
+}
+
+// A request that may wait for space (a reservation ticket) can be interrupted: FUSE_INTERRUPT
+// arrives when the calling process got a signal (or was killed); the ticket then leaves its queue
+// with EINTR (alloc/space_info.h). The callback is registered for the duration of the facade call
+// only and unregistered before the reply (libfuse runs it under the request's lock, which the
+// unregistration takes, so it can never run on a finished frame).
+class InterruptScope {
+ public:
+  explicit InterruptScope(fuse_req_t req) : req_(req) {
+    alloc::set_current_wait_interrupt(&flag_);
+    fuse_req_interrupt_func(req_, &on_interrupt, this);
+  }
+  ~InterruptScope() {
+    fuse_req_interrupt_func(req_, nullptr, nullptr);
+    alloc::set_current_wait_interrupt(nullptr);
+  }
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+
+ private:
+  static void on_interrupt(fuse_req_t req, void* data) {
+    auto* self = static_cast<InterruptScope*>(data);
+    self->flag_.interrupted.store(true, std::memory_order_release);
+    fs_of(req).wake_space_waiters();
+  }
+  fuse_req_t req_;
+  alloc::WaitInterrupt flag_;
+};
+
+// Runs a facade call that may wait for space inside an InterruptScope.
+template <class F>
+auto interruptible(fuse_req_t req, F&& f) {
+  InterruptScope scope(req);
+  return f();
 }
 
 fs::Caller caller_of(fuse_req_t req) {
@@ -160,7 +196,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     a.mtime_value = attr->st_mtim;
   }
   if (to_set & FUSE_SET_ATTR_CTIME) a.ctime = attr->st_ctim;
-  auto r = fs_of(req).setattr(ino, a, caller_of(req));
+  auto r = interruptible(req, [&] { return fs_of(req).setattr(ino, a, caller_of(req)); });
   if (r) fuse_reply_attr(req, &*r, kAttrTimeout);
   else reply_error(req, r.error(), "setattr", ino);
 }
@@ -172,39 +208,44 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  reply_entry_result(req, fs_of(req).mknod(parent, name, mode, rdev, caller_of(req)), "mknod", parent);
+  reply_entry_result(req, interruptible(req, [&] { return fs_of(req).mknod(parent, name, mode, rdev, caller_of(req)); }),
+                     "mknod", parent);
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  reply_entry_result(req, fs_of(req).mkdir(parent, name, mode, caller_of(req)), "mkdir", parent);
+  reply_entry_result(req, interruptible(req, [&] { return fs_of(req).mkdir(parent, name, mode, caller_of(req)); }),
+                     "mkdir", parent);
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
-  reply_entry_result(req, fs_of(req).symlink(parent, name, target, caller_of(req)), "symlink", parent);
+  reply_entry_result(req,
+                     interruptible(req, [&] { return fs_of(req).symlink(parent, name, target, caller_of(req)); }),
+                     "symlink", parent);
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-  reply_entry_result(req, fs_of(req).link(ino, newparent, newname), "link", ino);
+  reply_entry_result(req, interruptible(req, [&] { return fs_of(req).link(ino, newparent, newname); }), "link", ino);
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_status(req, fs_of(req).unlink(parent, name), "unlink", parent);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).unlink(parent, name); }), "unlink", parent);
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_status(req, fs_of(req).rmdir(parent, name), "rmdir", parent);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).rmdir(parent, name); }), "rmdir", parent);
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
                unsigned int flags) {
-  reply_status(req, fs_of(req).rename(parent, name, newparent, newname, flags), "rename", parent);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).rename(parent, name, newparent, newname, flags); }),
+               "rename", parent);
 }
 
 // ---- files ----------------------------------------------------------------------------------
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   auto& fs = fs_of(req);
-  auto r = fs.create(parent, name, mode, caller_of(req));
+  auto r = interruptible(req, [&] { return fs.create(parent, name, mode, caller_of(req)); });
   if (!r) return reply_error(req, r.error(), "create", parent);
   // The kernel treats the new file as opened; open it in the facade too so release() pairs up.
   auto opened = fs.open(r->st_ino, fi->flags & ~(O_CREAT | O_EXCL | O_TRUNC));
@@ -237,8 +278,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info*) {
-  auto r = fs_of(req).write(ino, static_cast<uint64_t>(off),
+  auto r = interruptible(req, [&] {
+    return fs_of(req).write(ino, static_cast<uint64_t>(off),
                             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size));
+  });
   if (r) fuse_reply_write(req, *r);
   else reply_error(req, r.error(), "write", ino);
 }
@@ -252,13 +295,14 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
-  reply_status(req, fs_of(req).fsync(ino, datasync != 0), "fsync", ino);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).fsync(ino, datasync != 0); }), "fsync", ino);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
   if (offset < 0 || length <= 0) return fuse_reply_err(req, EINVAL), void();
-  reply_status(req,
-               fs_of(req).fallocate(ino, mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length)),
+  reply_status(req, interruptible(req, [&] {
+                 return fs_of(req).fallocate(ino, mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
+               }),
                "fallocate", ino);
 }
 
@@ -272,8 +316,10 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_i
 void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
                         off_t off_out, fuse_file_info*, size_t len, int flags) {
   if (off_in < 0 || off_out < 0) return fuse_reply_err(req, EINVAL), void();
-  auto r = fs_of(req).copy_file_range(ino_in, static_cast<uint64_t>(off_in), ino_out, static_cast<uint64_t>(off_out),
+  auto r = interruptible(req, [&] {
+    return fs_of(req).copy_file_range(ino_in, static_cast<uint64_t>(off_in), ino_out, static_cast<uint64_t>(off_out),
                                       len, static_cast<unsigned>(flags));
+  });
   if (r) fuse_reply_write(req, *r);
   else reply_error(req, r.error(), "copy_file_range", ino_in);
 }
@@ -290,7 +336,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
-  reply_status(req, fs_of(req).fsyncdir(ino, datasync != 0), "fsyncdir", ino);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).fsyncdir(ino, datasync != 0); }), "fsyncdir", ino);
 }
 
 bool is_dot_or_dotdot(std::string_view name) { return name == "." || name == ".."; }
@@ -367,9 +413,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(value), size);
   if (std::strcmp(name, kAclAccessXattr) == 0) {
     if (auto u = acl_mode_update(bytes))
-      return reply_status(req, set_access_acl(fs, ino, bytes, flags, *u, caller_of(req)), "setxattr(acl)", ino);
+      return reply_status(req, interruptible(req, [&] { return set_access_acl(fs, ino, bytes, flags, *u, caller_of(req)); }),
+                          "setxattr(acl)", ino);
   }
-  reply_status(req, fs.setxattr(ino, name, bytes, flags), "setxattr", ino);
+  reply_status(req, interruptible(req, [&] { return fs.setxattr(ino, name, bytes, flags); }), "setxattr", ino);
 }
 
 // size 0 asks for the length only; a buffer too small is ERANGE (getxattr(2)).
@@ -401,7 +448,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  reply_status(req, fs_of(req).removexattr(ino, name), "removexattr", ino);
+  reply_status(req, interruptible(req, [&] { return fs_of(req).removexattr(ino, name); }), "removexattr", ino);
 }
 
 fuse_lowlevel_ops make_ops() {

@@ -1,0 +1,151 @@
+// FileData: writing into preallocated extents in place (btrfs run_delalloc_nocow +
+// btrfs_mark_extent_written; can_nocow_file_extent's exclusivity rules).
+//
+// A sector written over an unwritten PREALLOC extent that only this inode references needs no new
+// data space: the flusher writes it where the extent already is and converts that part of the
+// PREALLOC item into a REG item (the extent's reference count grows by the extra pieces, as
+// btrfs_mark_extent_written does). So a write into preallocated space never needs data space and
+// succeeds on a full device, and fallocate's promise holds.
+//
+// Which sectors qualify is decided at write() time, when they become dirty (Dirty::nocow), and the
+// decision stays true until they are flushed: only the flusher converts PREALLOC ranges, and the
+// operations that drop extents under dirty sectors (truncate, punch, zero range, evict) drop those
+// sectors too. An extent is exclusive when (kernel's rules) no snapshot may share the leaf that
+// points to it (its generation is newer than the root's last_snapshot), every back-reference —
+// inline, keyed and queued as a delayed ref — is an EXTENT_DATA_REF of this root and inode, and
+// none is a shared (full back-ref) one.
+#include <algorithm>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "alloc/extent_tree.h"
+#include "fs/csum_tree.h"
+#include "fs/file_data.h"
+#include "fs/transaction.h"
+#include "tree/ctree.h"
+
+namespace ubtrfs::fs {
+namespace {
+
+uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
+uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
+
+#define TRY_OR_ABORT(th, expr)                                   \
+  ({                                                             \
+    auto&& try_abort_r_ = (expr);                                \
+    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
+    std::move(try_abort_r_).value();                             \
+  })
+#define TRY_STATUS_OR_ABORT(th, expr)                            \
+  do {                                                           \
+    auto&& try_abort_s_ = (expr);                                \
+    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
+  } while (0)
+
+}  // namespace
+
+Result<bool> FileData::extent_exclusive(const FileExtent& e, uint64_t root_id, uint64_t ino) {
+  RootRecord* rec = UBTRFS_TRY(fs_.fs_root(root_id));
+  // A snapshot taken after the extent was written shares the leaf that points to it.
+  if (e.generation <= rec->item.last_snapshot.get()) return false;
+  auto ours = [&](const alloc::ExtentBackref& r) {
+    return r.type == kExtentDataRefKey && r.root == root_id && r.objectid == ino;
+  };
+  // References queued in this transaction.
+  if (auto head = fs_.delayed_refs().peek(e.disk_bytenr)) {
+    for (const auto& [ref, delta] : head->refs)
+      if (delta > 0 && !(ref.root == root_id && ref.objectid == ino)) return false;
+  }
+  TreeRoot& extents = *fs_.extent_root().tree;
+  Path path;
+  const Key key{e.disk_bytenr, kExtentItemKey, e.disk_num_bytes};
+  const int ret = UBTRFS_TRY(search_slot(nullptr, extents, key, path, 0, false));
+  if (ret != 0) {
+    // No extent item yet: allocated in this transaction; its head holds all its references.
+    auto head = fs_.delayed_refs().peek(e.disk_bytenr);
+    return head && head->must_insert;
+  }
+  const auto body = UBTRFS_TRY(alloc::parse_extent_item(key, path.leaf().item_data(path.slot())));
+  for (const auto& r : body.inline_refs)
+    if (!ours(r)) return false;
+  // Keyed back-references follow the extent item: (bytenr, 176..184, *).
+  for (;;) {
+    auto more = UBTRFS_TRY(next_item(extents, path));
+    if (!more) break;
+    const Key k = path.leaf().item_key(path.slot());
+    if (k.objectid != e.disk_bytenr || k.type > kSharedDataRefKey) break;
+    if (k.type < kTreeBlockRefKey) continue;
+    const auto r = UBTRFS_TRY(alloc::parse_keyed_backref(k, path.leaf().item_data(path.slot())));
+    if (!ours(r)) return false;
+  }
+  return true;
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> FileData::nocow_ranges(InodeId id, TreeRoot& root,
+                                                                           const InodeItem& ii, uint64_t off,
+                                                                           uint64_t len) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  // btrfs only tries nocow for inodes that ever had a prealloc extent (BTRFS_INODE_PREALLOC).
+  if (!(ii.flags.get() & kInodePrealloc) || len == 0) return out;
+  const uint32_t ss = fs_.params().sectorsize;
+  const uint64_t start = round_down(off, ss), end = round_up(off + len, ss);
+  auto exts = UBTRFS_TRY(find_file_extents(root, fs_.params(), id.objectid, start, end));
+  for (const auto& e : exts) {
+    if (!e.is_prealloc() || e.compression != kCompressNone) continue;
+    if (!UBTRFS_TRY(extent_exclusive(e, id.subvol, id.objectid))) continue;
+    const uint64_t s = std::max(start, e.file_offset), t = std::min(end, e.end(ss));
+    if (s < t) out.emplace_back(s, t);
+  }
+  return out;
+}
+
+Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len,
+                                 bool nodatasum) {
+  const FsParams& fs = fs_.params();
+  const uint32_t ss = fs.sectorsize;
+  uint64_t cur = start;
+  const uint64_t end = start + len;
+  while (cur < end) {
+    auto exts = UBTRFS_TRY(find_file_extents(root, fs, id.objectid, cur, cur + ss));
+    const FileExtent* e = nullptr;
+    for (const auto& x : exts)
+      if (x.is_prealloc() && x.file_offset <= cur && x.end(ss) > cur) e = &x;
+    if (!e)
+      return fail(EUCLEAN, "root {} ino {}: sector at file offset {} was dirtied as a write into preallocated space "
+                           "but no PREALLOC extent covers it at flush time",
+                  id.subvol, id.objectid, cur);
+    const uint64_t piece = std::min(end, e->end(ss)) - cur;
+    const uint64_t logical = e->disk_bytenr + e->offset + (cur - e->file_offset);
+    const std::vector<uint8_t> bytes = d.data.copy(cur, piece);
+    if (auto w = write_disk(logical, bytes); !w)
+      return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} into preallocated bytenr {}: {}",
+                  id.subvol, id.objectid, piece, cur, logical, w.error().message);
+    // btrfs_mark_extent_written: [cur, +piece) of the PREALLOC item becomes REG over the same disk
+    // extent; drop_extents keeps the PREALLOC bookends (one more reference each) and drops the
+    // middle piece's reference, which the REG item takes back (the two cancel in one head).
+    TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
+    const FileExtent pre = *e;
+    const uint64_t dropped =
+        TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + piece));
+    const uint64_t ext_offset = pre.offset + (cur - pre.file_offset);
+    TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
+                                               make_file_extent(th.transid(), kFileExtentReg, pre.disk_bytenr,
+                                                                pre.disk_num_bytes, ext_offset, piece, pre.ram_bytes)));
+    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), pre.disk_bytenr, pre.disk_num_bytes,
+                                                         root.objectid(), id.objectid, cur - ext_offset, +1, false));
+    if (!nodatasum)
+      TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, logical,
+                                           compute_data_csums(fs, bytes)));
+    InodeItem ii = TRY_OR_ABORT(th, read_inode(root, id.objectid));
+    ii.nbytes = ii.nbytes.get() - dropped + piece;
+    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
+    th.end();
+    d.data.drop(cur, piece);
+    for (uint64_t s = cur; s < cur + piece; s += ss) d.nocow.erase(s);
+    cur += piece;
+  }
+  return {};
+}
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,78 @@
+// FsSpaceFlusher: the flush states' actions; see space_flusher.h.
+#include "fs/space_flusher.h"
+
+#include <algorithm>
+
+#include "fs/file_data.h"
+#include "fs/fs_info.h"
+#include "fs/transaction.h"
+
+namespace ubtrfs::fs {
+
+uint64_t FsSpaceFlusher::delalloc_bytes() const {
+  FileData* data = data_.load(std::memory_order_acquire);
+  return data ? data->total_delalloc() : 0;
+}
+
+Result<uint64_t> FsSpaceFlusher::flush(alloc::SpaceInfo& si, alloc::FlushState state, uint64_t to_reclaim) {
+  using alloc::FlushState;
+  alloc::SpaceInfos& sp = fs_.spaces();
+  FileData* data = data_.load(std::memory_order_acquire);
+  if (fs_.transactions().aborted())
+    return fail(EROFS, "{}: filesystem is read-only after an aborted transaction", fs_.path());
+  const uint64_t type = si.flags() & kBlockGroupSystem     ? kBlockGroupSystem
+                        : si.flags() & kBlockGroupMetadata ? kBlockGroupMetadata
+                                                            : kBlockGroupData;
+  switch (state) {
+    case FlushState::kNone:
+    case FlushState::kDelayedRefsNr:
+    case FlushState::kDelayedRefs:
+    case FlushState::kRunDelayedIputs:
+      return uint64_t{0};
+    case FlushState::kDelayedItemsNr:
+    case FlushState::kDelayedItems: {
+      if (!run_delayed_) return uint64_t{0};
+      // calc_reclaim_items_nr: max(1, to_reclaim / insert_size(1)), twice that many nodes.
+      const uint64_t items =
+          state == FlushState::kDelayedItems ? 0 : 2 * std::max<uint64_t>(1, to_reclaim / sp.insert_size(1));
+      return run_delayed_(items);
+    }
+    case FlushState::kDelalloc:
+    case FlushState::kDelallocWait: {
+      if (!data) return uint64_t{0};
+      // shrink_delalloc: at least an eighth of the delalloc, "wait" twice that.
+      uint64_t target = std::max(to_reclaim, data->total_delalloc() / 8);
+      if (state == FlushState::kDelallocWait) target *= 2;
+      return data->flush_some(target);
+    }
+    case FlushState::kDelallocFull: {
+      if (!data) return uint64_t{0};
+      UBTRFS_TRY_STATUS(data->flush_all(false));
+      return uint64_t{0};
+    }
+    case FlushState::kAllocChunk:
+    case FlushState::kAllocChunkForce: {
+      const alloc::SpaceCounters c = si.counters();
+      if (c.full) return uint64_t{0};
+      if (state == FlushState::kAllocChunk) {
+        // should_alloc_chunk: only when real usage (not reservations) passed 80 %.
+        const uint64_t used = c.used + c.reserved + c.pinned + c.readonly;
+        if (used + (2ull << 20) < c.total / 10 * 8) return uint64_t{0};
+      }
+      auto st = fs_.allocator().create_chunk(type, 0);
+      if (!st) {
+        if (st.error().err == ENOSPC) return uint64_t{0};
+        return fail(st.error());
+      }
+      const uint64_t after = si.counters().total;
+      return after > c.total ? after - c.total : 0;
+    }
+    case FlushState::kCommitTrans: {
+      UBTRFS_TRY_STATUS(fs_.transactions().commit(CommitCause::kReclaim));
+      return uint64_t{0};
+    }
+  }
+  return uint64_t{0};
+}
+
+}  // namespace ubtrfs::fs
