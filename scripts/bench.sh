@@ -492,4 +492,12 @@ python3 "$src/scripts/bench/report.py" --records "$records" --failures "$failure
   --round-loads "$(IFS=';'; echo "${round_loads[*]}")" \
   --sizes "seq_mib=$seq_mib rand_mib_per_job=$rand_mib_per_job rand_seconds=$rand_seconds meta_files=$meta_files meta_dirs=$meta_dirs fsync_files=$fsync_files append_count=$append_count dbench_seconds=$dbench_seconds image=$image_size" \
   --commit "$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ ! -s $failures ]]
+if [[ -s $failures ]]; then
+  # The run's logs (fio, dbench, ubtrfs-bench, the daemons') outlive the image root for a look.
+  kept=${json_out%.json}-logs
+  mkdir -p "$kept"
+  cp -r "$logs"/. "$kept"/ 2>/dev/null || true
+  cp "$root"/daemon.*.log "$kept"/ 2>/dev/null || true
+  echo "logs of the failed run: $kept" >&2
+  exit 1
+fi
