@@ -224,10 +224,14 @@ source "$src/tests/oracle/lib.sh"
 root=$UBTRFS_TEST_ROOT
 logs=$root/logs
 mkdir -p "$logs"
-records=$root/records.tsv  # round target workload metric unit better value seconds
-failures=$root/failures.tsv
+# The raw figures go next to the JSON file as they come (a run cut short keeps what it measured);
+# they move into the JSON file at the end.
+records=${json_out%.json}.records.tsv  # round target workload metric unit better value seconds
+failures=${json_out%.json}.failures.tsv
 : >"$records"
 : >"$failures"
+trap 'rc=$?; ((rc == 0)) || [[ ! -s $records ]] || echo "bench: stopped (exit $rc); the figures measured so far: $records" >&2
+      (exit $rc); _oracle_cleanup' EXIT
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -482,7 +486,7 @@ for t in "${targets[@]}"; do
   case ${target_kind[$t]} in
     ubtrfs) desc=${target_daemon[$t]}${mount_opts:+ -o $mount_opts} ;;
     kernel) desc="kernel btrfs $(uname -r), loop device" ;;
-    fuse2fs) desc="$(fuse2fs -V 2>&1 | head -n1 | tr -d '\t'), ext4" ;;
+    fuse2fs) desc="$(fuse2fs -V 2>&1 | awk 'NR == 1' | tr -d '\t'), ext4" ;;
   esac
   printf '%s\t%s\t%s\n' "$t" "${target_kind[$t]}" "$desc" >>"$targets_tsv"
 done
@@ -492,6 +496,7 @@ python3 "$src/scripts/bench/report.py" --records "$records" --failures "$failure
   --round-loads "$(IFS=';'; echo "${round_loads[*]}")" \
   --sizes "seq_mib=$seq_mib rand_mib_per_job=$rand_mib_per_job rand_seconds=$rand_seconds meta_files=$meta_files meta_dirs=$meta_dirs fsync_files=$fsync_files append_count=$append_count dbench_seconds=$dbench_seconds image=$image_size" \
   --commit "$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+rm -f "$records"
 if [[ -s $failures ]]; then
   # The run's logs (fio, dbench, ubtrfs-bench, the daemons') outlive the image root for a look.
   kept=${json_out%.json}-logs
@@ -499,5 +504,7 @@ if [[ -s $failures ]]; then
   cp -r "$logs"/. "$kept"/ 2>/dev/null || true
   cp "$root"/daemon.*.log "$kept"/ 2>/dev/null || true
   echo "logs of the failed run: $kept" >&2
+  rm -f "$failures"
   exit 1
 fi
+rm -f "$failures"
