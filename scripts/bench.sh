@@ -44,7 +44,7 @@ the median figure of each target and its median per-round ratio to kernel btrfs.
   --ubtrfs NAME=PATH    a ubtrfs daemon build as target NAME (repeatable); without it the one
                         target is ubtrfs=build/tools/daemon/ubtrfs of this tree
   --mount-opts OPTS     -o options for the ubtrfs targets (default none)
-  --baseline NAME       the target ratios are taken to (default kernel)
+  --baseline NAME       the target ratios are taken to (default kernel, when it runs)
   --quick               tiny sizes, 1 round: checks that everything runs
   --json FILE           where to write every raw figure (default build/bench/bench-DATE.json)
   --dir DIR             where the images live (default \$TMPDIR or /tmp; needs 4 GiB sparse
@@ -79,7 +79,7 @@ workloads_opt=
 targets_opt=
 ubtrfs_specs=()
 mount_opts=
-baseline=kernel
+baseline=
 quick=0
 json_out=
 image_dir=${TMPDIR:-/tmp}
@@ -198,7 +198,12 @@ if ((uses_btrfs_image)); then
   [[ -x $mkfs_ubtrfs ]] || missing "$mkfs_ubtrfs (build it: scripts/build.sh, or give --mkfs)"
   mkfs_ubtrfs=$(realpath "$mkfs_ubtrfs")
 fi
-[[ " ${targets[*]} " == *" $baseline "* ]] || baseline=
+# The ratios are to kernel btrfs when it runs; a --baseline must be one of the targets.
+if [[ -n $baseline ]]; then
+  [[ " ${targets[*]} " == *" $baseline "* ]] || die_usage "--baseline $baseline is not one of the targets (${targets[*]})"
+elif [[ " ${targets[*]} " == *" kernel "* ]]; then
+  baseline=kernel
+fi
 [[ -d $image_dir ]] || die_usage "--dir $image_dir is not a directory"
 if [[ -z $json_out ]]; then
   mkdir -p "$src/build/bench"
