@@ -235,7 +235,11 @@ records=${json_out%.json}.records.tsv  # round target workload metric unit bette
 failures=${json_out%.json}.failures.tsv
 : >"$records"
 : >"$failures"
-trap 'rc=$?; ((rc == 0)) || [[ ! -s $records ]] || echo "bench: stopped (exit $rc); the figures measured so far: $records" >&2
+# Then lib.sh's cleanup, which takes the exit status from $? (set by a subshell: errexit off, or
+# that would end the trap there). A second Ctrl-C (or the signal a whole process group gets) must
+# not cut the cleanup short.
+trap 'rc=$?; trap "" INT TERM; set +e
+      ((rc == 0)) || [[ ! -s $records ]] || echo "bench: stopped (exit $rc); the figures measured so far: $records" >&2
       (exit $rc); _oracle_cleanup' EXIT
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
