@@ -7,6 +7,7 @@ packages=(
   libfuse3-dev fuse3 liburing-dev libxxhash-dev libsodium-dev libspdlog-dev libfmt-dev catch2 libisal-dev
   libzstd-dev zlib1g-dev liblzo2-dev libcli11-dev nlohmann-json3-dev uuid-dev libblkid-dev
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
+  fio dbench fuse2fs
 )
 missing=()
 for p in "${packages[@]}"; do
