@@ -247,8 +247,14 @@ Status TransactionManager::commit_locked() {
   h.allocator = &commit_alloc;
   h.cow_overwrite = fs_.cow_overwrite();
   h.wb_inhibit = false;
-  // Delayed inode items first (btrfs_run_delayed_items in the commit), then the refs they queued.
-  if (commit_hook_) UBTRFS_TRY_STATUS(commit_hook_(h));
+  // Delayed inode items first (btrfs_run_delayed_items in the commit, charged to the delayed-items
+  // reserve), then the refs they queued.
+  if (commit_hook_) {
+    commit_alloc.block_rsv = &fs_.spaces().delayed_block_rsv();
+    commit_alloc.handle_share = UINT64_MAX;
+    UBTRFS_TRY_STATUS(commit_hook_(h));
+    commit_alloc.block_rsv = nullptr;
+  }
   UBTRFS_TRY_STATUS(commit_converge(h));
   // A tree block free that failed inside a B-tree operation (it cannot return errors) aborts here,
   // before anything is written (btrfs aborts the transaction at the same point).

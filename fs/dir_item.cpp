@@ -253,7 +253,7 @@ uint32_t mode_of_file_type(uint8_t type) {
 // ---- DIR_ITEM + DIR_INDEX ------------------------------------------------------------------------
 
 Status insert_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name, const Key& location,
-                        uint8_t type, uint64_t index) {
+                        uint8_t type, uint64_t index, DirIndexQueue* queue) {
   const Key item_key{dir, kDirItemKey, io::name_hash(name)};
   auto old = UBTRFS_TRY(lookup_item(root, item_key));
   std::vector<DirEntryRecord> entries;
@@ -277,7 +277,18 @@ Status insert_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string
   UBTRFS_TRY_STATUS(write_item_body(h, root, item_key, body));
   std::vector<uint8_t> index_body;
   append_dir_entry(index_body, e);
+  if (queue) return queue->insert(dir, index, std::move(index_body));
   return insert_item(h, root, index_key, index_body);
+}
+
+Status check_dir_index(TreeRoot& root, uint64_t dir, uint64_t index, std::string_view name) {
+  const Key index_key{dir, kDirIndexKey, index};
+  auto index_body = UBTRFS_TRY(lookup_item(root, index_key));
+  if (!index_body) return fail(ENOENT, "no dir index {} for '{}'", key_text(index_key), name);
+  auto idx = UBTRFS_TRY(parse_dir_entries(*index_body, index_key));
+  if (idx.size() != 1 || idx[0].name != name)
+    return fail(EUCLEAN, "dir index {} does not hold '{}'", key_text(index_key), name);
+  return {};
 }
 
 Status check_dir_item_room(TreeRoot& root, uint64_t dir, std::string_view name) {
@@ -306,7 +317,8 @@ Result<std::optional<DirEntryRecord>> lookup_dir_entry(TreeRoot& root, uint64_t 
   return std::optional<DirEntryRecord>{};
 }
 
-Status delete_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name, uint64_t index) {
+Status delete_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name, uint64_t index,
+                        DirIndexQueue* queue) {
   const Key item_key{dir, kDirItemKey, io::name_hash(name)};
   auto body = UBTRFS_TRY(lookup_item(root, item_key));
   if (!body) return fail(ENOENT, "no dir item {} for '{}' in directory {}", key_text(item_key), name, dir);
@@ -314,13 +326,14 @@ Status delete_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string
   const auto it = std::find_if(entries.begin(), entries.end(), [&](const DirEntryRecord& e) { return e.name == name; });
   if (it == entries.end()) return fail(ENOENT, "dir item {} has no name '{}' (directory {})", key_text(item_key), name, dir);
   entries.erase(it);
-  // The DIR_INDEX must carry the same name (a mismatch means the caller's index is wrong).
   const Key index_key{dir, kDirIndexKey, index};
-  auto index_body = UBTRFS_TRY(lookup_item(root, index_key));
-  if (!index_body) return fail(ENOENT, "no dir index {} for '{}'", key_text(index_key), name);
-  auto idx = UBTRFS_TRY(parse_dir_entries(*index_body, index_key));
-  if (idx.size() != 1 || idx[0].name != name)
-    return fail(EUCLEAN, "dir index {} does not hold '{}'", key_text(index_key), name);
+  if (queue) {
+    // The queue checks the DIR_INDEX (queued or in the tree) before anything changes.
+    UBTRFS_TRY_STATUS(queue->remove(dir, index, name));
+    return write_item_body(h, root, item_key, serialize_entries(entries));
+  }
+  // The DIR_INDEX must carry the same name (a mismatch means the caller's index is wrong).
+  UBTRFS_TRY_STATUS(check_dir_index(root, dir, index, name));
   UBTRFS_TRY_STATUS(write_item_body(h, root, item_key, serialize_entries(entries)));
   return delete_item(h, root, index_key);
 }

@@ -57,11 +57,25 @@ uint32_t mode_of_file_type(uint8_t type);
 
 // ---- DIR_ITEM + DIR_INDEX ------------------------------------------------------------------------
 
+// Where DIR_INDEX changes go instead of the tree (the delayed directory index items of
+// fs/delayed_inode.h, btrfs_insert_delayed_dir_index / btrfs_delete_delayed_dir_index); without one
+// they go straight to the tree.
+class DirIndexQueue {
+ public:
+  virtual ~DirIndexQueue() = default;
+  // Queues DIR_INDEX (dir, index) with `body` (one entry).
+  [[nodiscard]] virtual Status insert(uint64_t dir, uint64_t index, std::vector<uint8_t> body) = 0;
+  // Queues the removal of DIR_INDEX (dir, index), which must hold `name` (as queued, or in the tree).
+  // Errors: ENOENT, EUCLEAN (it holds another name).
+  [[nodiscard]] virtual Status remove(uint64_t dir, uint64_t index, std::string_view name) = 0;
+};
+
 // btrfs_insert_dir_item: adds `name` to the DIR_ITEM of its hash (appending on a collision) and a
 // DIR_INDEX (dir, index). Does not touch the directory's INODE_ITEM. Errors: EEXIST (name present),
 // EOVERFLOW (the DIR_ITEM of colliding names cannot grow), tree errors.
 [[nodiscard]] Status insert_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name,
-                                      const Key& location, uint8_t type, uint64_t index);
+                                      const Key& location, uint8_t type, uint64_t index,
+                                      DirIndexQueue* queue = nullptr);
 // btrfs_lookup_dir_item: the entry of `name` in `dir`, or nullopt.
 // btrfs_check_dir_item_collision: before a transaction starts, whether `name` can be added to
 // `dir`: EEXIST if it is there, EOVERFLOW if the DIR_ITEM its hash shares with other names would
@@ -72,7 +86,9 @@ uint32_t mode_of_file_type(uint8_t type);
 // Removes `name` from its DIR_ITEM (the item goes when it was the last name) and deletes the
 // DIR_INDEX (dir, index). Errors: ENOENT (either missing; message names dir and name), tree errors.
 [[nodiscard]] Status delete_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name,
-                                      uint64_t index);
+                                      uint64_t index, DirIndexQueue* queue = nullptr);
+// Checks that DIR_INDEX (dir, index) in the tree holds `name`. Errors: ENOENT, EUCLEAN.
+[[nodiscard]] Status check_dir_index(TreeRoot& root, uint64_t dir, uint64_t index, std::string_view name);
 // Rewrites the location/type of an existing name in place (both DIR_ITEM and DIR_INDEX entries).
 [[nodiscard]] Status retarget_dir_entry(TreeHandle& h, TreeRoot& root, uint64_t dir, std::string_view name,
                                         uint64_t index, const Key& location, uint8_t type, uint64_t transid);

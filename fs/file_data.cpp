@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/compression.h"
+#include "fs/delayed_inode.h"
 #include "fs/csum_tree.h"
 #include "fs/transaction.h"
 #include "tree/ctree.h"
@@ -237,7 +238,7 @@ Status FileData::read_raw(InodeId id, TreeRoot& root, const InodeItem& ii, uint6
 
 Result<size_t> FileData::read(InodeId id, uint64_t off, std::span<uint8_t> out) {
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t size = ii.size;
   if (off >= size || out.empty()) return 0;
   const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size - off));
@@ -279,9 +280,13 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     return fail(EFBIG, "root {} ino {}: write at {} of {} bytes past the maximum file size", id.subvol, id.objectid,
                 off, data.size());
   if (fs_.read_only()) return fail(EROFS, "{}: read-only filesystem", fs_.path());
+  // A write takes no handle (its inode update is a delayed item), so it asks about an abort itself.
+  if (fs_.transactions().aborted())
+    return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(),
+                fs_.transactions().abort_reason());
   const uint32_t ss = fs_.params().sectorsize;
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;
@@ -363,10 +368,22 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
                   off, st.error().message);
     }
   }
-  auto th = fs_.transactions().start(1);
-  if (!th) {
-    settle(id, d);
-    return fail(th.error());
+  // The inode update: a delayed item (no tree work per write; btrfs_delayed_update_inode) whose
+  // reservation is taken now, or without delayed inodes a handle.
+  DelayedInodes* delayed = fs_.delayed_inodes();
+  std::optional<TransHandle> th;
+  if (delayed) {
+    if (auto st = delayed->reserve_update(id, alloc::FlushMode::kFlushAll); !st) {
+      settle(id, d);
+      return fail(st.error());
+    }
+  } else {
+    auto h = fs_.transactions().start(1);
+    if (!h) {
+      settle(id, d);
+      return fail(h.error());
+    }
+    th = std::move(*h);
   }
   Status st = [&]() -> Status {
     if (load_inline) UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, 0));
@@ -386,13 +403,17 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   if (!st) return fail(st.error());
 
   {
-    InodeItem cur = TRY_OR_ABORT(*th, read_inode(*root, id.objectid));
+    InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
     cur.size = std::max<uint64_t>(cur.size, off + data.size());
     const Timespec now = now_btrfs();
     cur.mtime = now;
     cur.ctime = now;
-    TRY_STATUS_OR_ABORT(*th, update_inode(*th, *root, id.objectid, cur));
-    th->end();
+    if (delayed) {
+      UBTRFS_TRY_STATUS(delayed->update_inode(nullptr, id, cur, alloc::FlushMode::kFlushAll));
+    } else {
+      TRY_STATUS_OR_ABORT(*th, update_inode(*th, *root, id.objectid, cur));
+      th->end();
+    }
   }
   if (total_delalloc() > kDelallocFlushBytes) {
     // Memory bound: write this inode out now (we hold its lock and no handle) and ask for a commit
@@ -457,7 +478,7 @@ Status FileData::flush_locked(InodeId id) {
   Dirty* d = find_dirty(id);
   if (!d || d->data.empty()) return {};
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t size = ii.size;
   const uint32_t ss = fs_.params().sectorsize;
   // Sectors past EOF cannot be dirty (truncate drops them); drop defensively.
@@ -510,7 +531,7 @@ Status FileData::flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t siz
   const uint64_t dropped =
       TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
   TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
-  InodeItem cur = TRY_OR_ABORT(th, read_inode(root, id.objectid));
+  InodeItem cur = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
   cur.nbytes = cur.nbytes.get() - dropped + size;
   TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
   d.data.drop(0, fs_.params().sectorsize);  // no extent: settle() gives its data reservation back
@@ -546,7 +567,7 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     if (!nodatasum)
       TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr,
                                            compute_data_csums(fs, bytes)));
-    InodeItem ii = TRY_OR_ABORT(th, read_inode(root, id.objectid));
+    InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + ext.len;
     TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
     th.end();
@@ -594,7 +615,7 @@ Status FileData::drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, al
   for (uint64_t cut : cuts) {
     TransHandle th = UBTRFS_TRY(fs_.transactions().start(kTruncateItems, mode));
     // Read before the first change: a read error here has changed nothing and needs no abort.
-    InodeItem cur = UBTRFS_TRY(read_inode(root, id.objectid));
+    InodeItem cur = UBTRFS_TRY(read_inode(fs_, root, id.objectid));
     const uint64_t dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cut, UINT64_MAX));
     cur.nbytes = cur.nbytes.get() - std::min<uint64_t>(dropped, cur.nbytes.get());
     if (!did_first && first) TRY_STATUS_OR_ABORT(th, first(th, cur));
@@ -609,7 +630,7 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   const FsParams& fs = fs_.params();
   const uint32_t ss = fs.sectorsize;
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;
@@ -656,7 +677,7 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   if (new_size < old_size)
     return drop_tail_batched(id, *root, round_up(new_size, ss), alloc::FlushMode::kFlushAllSteal, update);
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));
+  InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   TRY_STATUS_OR_ABORT(th, update(th, cur));
   TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
   return {};

@@ -61,7 +61,7 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   const FsParams& fs = fs_.params();
   const uint32_t ss = fs.sectorsize;
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t size_al = round_up(ii.size, ss);
   if (off >= size_al) return {};
   const uint64_t end = std::min(off + len, size_al);
@@ -92,7 +92,7 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   settle(id, d);
   UBTRFS_TRY_STATUS(st);
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
-  InodeItem cur = UBTRFS_TRY(read_inode(*root, id.objectid));  // before the first change: no abort
+  InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));  // before the first change: no abort
   uint64_t dropped = 0;
   if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
   cur.nbytes = cur.nbytes.get() - dropped;
@@ -146,7 +146,7 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
                                                                   ext.len, 0, ext.len, ext.len)));
       TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(),
                                                            id.objectid, cur, +1, true));
-      InodeItem ii = TRY_OR_ABORT(th, read_inode(*root, id.objectid));
+      InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, *root, id.objectid));
       ii.nbytes = ii.nbytes.get() - dropped + ext.len;
       ii.flags = ii.flags.get() | kInodePrealloc;
       TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
@@ -154,7 +154,7 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
     }
   }
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
-  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const Timespec now = now_btrfs();
   ii.ctime = now;
   if (!keep_size && off + len > ii.size) {
@@ -172,7 +172,7 @@ Result<uint64_t> FileData::seek_data_hole(InodeId id, uint64_t off, int whence) 
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return fail(EINVAL, "lseek whence {} not supported", whence);
   const uint32_t ss = fs_.params().sectorsize;
   TreeRoot* root = UBTRFS_TRY(root_of(id));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t size = ii.size;
   if (off >= size) return fail(ENXIO, "root {} ino {}: seek offset {} at or past EOF {}", id.subvol, id.objectid, off, size);
   // Data intervals from `off` on: written extents (not holes, not unwritten prealloc) and delalloc.

@@ -137,7 +137,7 @@ Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t 
     if (!nodatasum)
       TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, logical,
                                            compute_data_csums(fs, bytes)));
-    InodeItem ii = TRY_OR_ABORT(th, read_inode(root, id.objectid));
+    InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + piece;
     TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
     th.end();

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "fs/delayed_inode.h"
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
 #include "fs/space_flusher.h"
@@ -74,9 +75,29 @@ Result<uint64_t> default_subvol(FsInfo& fs) {
 
 Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
     : fs_(std::move(fs)), numbers_(subvol) {
+  delayed_ = std::make_unique<DelayedInodes>(*fs_, locks_);
   data_ = std::make_unique<FileData>(*fs_, numbers_, locks_);
   ns_ = std::make_unique<NamespaceState>(*fs_, numbers_, locks_, *data_);
+  fs_->set_delayed_inodes(delayed_.get());
   fs_->space_flusher().set_file_data(data_.get());
+  // Delayed items: written by every commit (gate closed: no locks needed) and by the reclaim
+  // thread's FLUSH_DELAYED_ITEMS states (a join charged to the delayed-items reserve, taking each
+  // inode's lock without waiting).
+  DelayedInodes* d = delayed_.get();
+  FsInfo* info = fs_.get();
+  fs_->transactions().set_commit_hook(
+      [d](TreeHandle& h) -> Status {
+        UBTRFS_TRY(d->run(h, 0, false));
+        return {};
+      },
+      [d] { return !d->empty(); });
+  fs_->space_flusher().set_delayed_items_runner([d, info](uint64_t max_nodes) -> Result<uint64_t> {
+    if (d->empty()) return uint64_t{0};
+    auto th = UBTRFS_TRY(info->transactions().join(&info->spaces().delayed_block_rsv()));
+    auto r = d->run(th.tree(), max_nodes == 0 ? 0 : max_nodes, true);
+    if (!r) return th.abort(r.error());
+    return *r;
+  });
 }
 
 Filesystem::~Filesystem() {
@@ -87,6 +108,9 @@ Filesystem::~Filesystem() {
   // The reclaim thread calls into data_ through the flusher: it stops before data_ goes.
   fs_->spaces().stop_reclaim();
   fs_->space_flusher().set_file_data(nullptr);
+  fs_->space_flusher().set_delayed_items_runner(nullptr);
+  fs_->transactions().set_commit_hook(nullptr, nullptr);
+  fs_->set_delayed_inodes(nullptr);
 }
 
 Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, const MountOptions& opts) {
@@ -106,6 +130,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       return fail(EINVAL, "subvol={} is subvolume {} but subvolid={}", *opts.subvol, by_path, *opts.subvolid);
   }
   std::unique_ptr<Filesystem> f(new Filesystem(std::move(fs), subvol));
+  f->atime_ = opts.atime;
+  f->nodiratime_ = opts.nodiratime;
   FileData* data = f->data_.get();
   auto& txm = f->fs_->transactions();
   // Only the unmount commit may wait for inode locks: any other commit can be run by the reclaim
@@ -198,7 +224,7 @@ Result<struct statvfs> Filesystem::statfs() {
       }
       path.release();
       for (uint64_t ino : orphans)
-        if (auto ii = read_inode(*(*root)->tree, ino); ii && S_ISREG(ii->mode.get())) {
+        if (auto ii = read_inode(*fs_, *(*root)->tree, ino); ii && S_ISREG(ii->mode.get())) {
           data_free += ii->nbytes.get();
           disk_used -= std::min<uint64_t>(disk_used, ii->nbytes.get());
         }
@@ -230,6 +256,28 @@ Result<struct statvfs> Filesystem::statfs() {
   s.f_namemax = 255;
   s.f_fsid = 0;
   return s;
+}
+
+void Filesystem::touch_atime(InodeId id, bool is_dir) {
+  if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return;
+  if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return;
+  auto root = fs_->fs_root(id.subvol);
+  if (!root) return;
+  auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);
+  if (!ii) return;
+  const Timespec now = now_btrfs();
+  if (atime_ == MountOptions::Atime::kRelatime) {
+    // relatime_need_update: when the access time is not newer than the last change, or a day old.
+    auto le = [](const Timespec& a, const Timespec& b) {
+      return a.sec.get() < b.sec.get() || (a.sec.get() == b.sec.get() && a.nsec.get() <= b.nsec.get());
+    };
+    const bool stale = le(ii->atime, ii->mtime) || le(ii->atime, ii->ctime) ||
+                       now.sec.get() >= ii->atime.sec.get() + 24 * 60 * 60;
+    if (!stale) return;
+  }
+  if (auto st = delayed_->update_atime(*(*root)->tree, id, now); !st)
+    spdlog::debug("{}: access time of inode {} of root {} not updated: {}", fs_->path(), id.objectid, id.subvol,
+                  st.error().message);
 }
 
 void Filesystem::wake_space_waiters() {

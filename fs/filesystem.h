@@ -37,6 +37,7 @@ namespace ubtrfs::fs {
 
 struct NamespaceState;
 class FileData;
+class DelayedInodes;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -108,7 +109,8 @@ class Filesystem {
   [[nodiscard]] Status removexattr(uint64_t ino, std::string_view name);
 
   // ---- file contents (filesystem_data.cpp) -------------------------------------------------------
-  [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out);
+  // Also updates the access time by the mount's atime rules (`update_atime` false: O_NOATIME).
+  [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime = true);
   [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data);
   [[nodiscard]] Status flush(uint64_t ino);
   [[nodiscard]] Status release(uint64_t ino);
@@ -132,13 +134,21 @@ class Filesystem {
  private:
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
+  // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the
+  // mount's rules — relatime (updated when older than mtime or ctime, or a day old), strictatime,
+  // noatime, nodiratime — as a delayed item; best effort (a full filesystem skips it).
+  // REQUIRES: the inode's lock held (shared is enough) or none for a directory.
+  void touch_atime(InodeId id, bool is_dir);
 
   std::unique_ptr<FsInfo> fs_;
   InodeNumbers numbers_;
   InodeLocks locks_;
+  std::unique_ptr<DelayedInodes> delayed_;  // fs/delayed_inode.h (before ns_ and data_, which use it)
   std::unique_ptr<NamespaceState> ns_;   // fs/namespace_state.h
   std::unique_ptr<FileData> data_;       // fs/file_data.h
   bool unmounted_ = false;
+  MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
+  bool nodiratime_ = false;
 };
 
 }  // namespace ubtrfs::fs

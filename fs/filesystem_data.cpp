@@ -20,11 +20,13 @@ namespace {
 constexpr size_t kCopyChunk = 1u << 20;
 }  // namespace
 
-Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out) {
+Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime) {
   if (unmounted_) return fail(EIO, "read of inode {} after unmount", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock_shared(id);
-  return data_->read(id, offset, out);
+  auto r = data_->read(id, offset, out);
+  if (r && update_atime) touch_atime(id, false);  // file_accessed() after generic_file_read_iter
+  return r;
 }
 
 Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data) {

@@ -33,6 +33,7 @@
 #include <map>
 
 #include "alloc/block_rsv.h"
+#include "fs/delayed_inode.h"
 #include "fs/dir_item.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
@@ -103,6 +104,8 @@ Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
 // exclusively, no handle open, read-write.
 Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
   UBTRFS_TRY_STATUS(ns.data.evict(id));
+  // Nothing delayed may recreate what is about to be deleted (btrfs_kill_delayed_inode_items).
+  if (DelayedInodes* d = ns.fs.delayed_inodes()) d->forget(id);
   // btrfs_evict_inode: FLUSH_EVICT, a priority reservation that may commit and steal.
   auto th = UBTRFS_TRY(ns.fs.transactions().start(8, alloc::FlushMode::kFlushEvict));
   // delete_items_of may have deleted some items when it fails: abort from the first step on.
@@ -117,7 +120,7 @@ Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
 // Evicts `id` if it has no link and no lookup. REQUIRES: its lock held exclusively, no handle.
 Status evict_if_unused(NamespaceState& ns, TreeRoot& root, InodeId id) {
   if (ns.lookup_count(id) != 0) return {};
-  auto ii = read_inode(root, id.objectid);
+  auto ii = read_inode(ns.fs, root, id.objectid);
   if (!ii) return ii.error().err == ENOENT ? Status{} : fail(ii.error());
   if (ii->nlink.get() != 0) return {};
   return evict_inode(ns, root, id);
@@ -127,18 +130,19 @@ Status evict_if_unused(NamespaceState& ns, TreeRoot& root, InodeId id) {
 // in one rename).
 class TouchedInodes {
  public:
-  explicit TouchedInodes(TreeRoot& root) : root_(root) {}
+  TouchedInodes(FsInfo& fs, TreeRoot& root) : fs_(fs), root_(root) {}
   Result<InodeItem*> get(uint64_t objectid) {
     auto it = items_.find(objectid);
-    if (it == items_.end()) it = items_.emplace(objectid, UBTRFS_TRY(read_inode(root_, objectid))).first;
+    if (it == items_.end()) it = items_.emplace(objectid, UBTRFS_TRY(read_inode(fs_, root_, objectid))).first;
     return &it->second;
   }
-  Status write(TreeHandle& h) {
-    for (auto& [objectid, ii] : items_) UBTRFS_TRY_STATUS(update_inode(h, root_, objectid, ii));
+  Status write(TransHandle& th) {
+    for (auto& [objectid, ii] : items_) UBTRFS_TRY_STATUS(update_inode(th, root_, objectid, ii));
     return {};
   }
 
  private:
+  FsInfo& fs_;
   TreeRoot& root_;
   std::map<uint64_t, InodeItem> items_;
 };
@@ -158,7 +162,9 @@ Result<uint32_t> remove_name(TransHandle& th, TreeRoot& root, TouchedInodes& ino
   auto* d = UBTRFS_TRY(inodes.get(dir));
   auto* c = UBTRFS_TRY(inodes.get(child));
   const uint64_t index = UBTRFS_TRY(delete_inode_ref(th.tree(), root, child, dir, name));
-  UBTRFS_TRY_OR_ABORT(th, delete_dir_entry(th.tree(), root, dir, name, index));
+  std::optional<DelayedIndexQueue> queue;
+  if (DelayedInodes* d = th.fs()->delayed_inodes()) queue.emplace(*d, th, root);
+  UBTRFS_TRY_OR_ABORT(th, delete_dir_entry(th.tree(), root, dir, name, index, queue ? &*queue : nullptr));
   add_dir_size(*d, name, -1, now);
   const uint32_t nlink = is_dir(*c) ? 0 : c->nlink.get() - std::min<uint32_t>(1, c->nlink.get());
   c->nlink = nlink;
@@ -179,7 +185,10 @@ Status add_name(NamespaceState& ns, TransHandle& th, TreeRoot& root, TouchedInod
   const uint64_t index = UBTRFS_TRY(ns.new_dir_index(root, dir));
   const bool extended_iref = ns.fs.params().incompat_flags & kIncompatExtendedIref;
   UBTRFS_TRY_STATUS(insert_inode_ref(th.tree(), root, child, dir, name, index, extended_iref));
-  auto entry = insert_dir_entry(th.tree(), root, dir, name, inode_location(child), file_type_of_mode(c->mode), index);
+  std::optional<DelayedIndexQueue> queue;
+  if (DelayedInodes* d = ns.fs.delayed_inodes()) queue.emplace(*d, th, root);
+  auto entry = insert_dir_entry(th.tree(), root, dir, name, inode_location(child), file_type_of_mode(c->mode), index,
+                                queue ? &*queue : nullptr);
   if (!entry) {
     if (entry.error().err != EEXIST && entry.error().err != EOVERFLOW) return th.abort(entry.error());
     UBTRFS_TRY_OR_ABORT(th, delete_inode_ref(th.tree(), root, child, dir, name));
@@ -197,7 +206,7 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameLen) return fail(ENAMETOOLONG, "name of {} bytes is longer than {}", name.size(), kNameLen);
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   auto* proot = UBTRFS_TRY(tree_of(*fs_, pid.subvol));
-  const InodeItem pii = UBTRFS_TRY(read_inode(*proot, pid.objectid));
+  const InodeItem pii = UBTRFS_TRY(read_inode(*fs_, *proot, pid.objectid));
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", parent);
   InodeId cid;
   if (name == ".") {
@@ -212,7 +221,7 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
   // The shared lock orders this lookup's count against an eviction (which holds it exclusively).
   auto guard = locks_.lock_shared(cid);
-  const InodeItem ii = UBTRFS_TRY(read_inode(*croot, cid.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *croot, cid.objectid));
   ns_->add_lookup(cid);
   return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, data_->pending_bytes(cid));
 }
@@ -231,7 +240,7 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
 Result<struct stat> Filesystem::getattr(uint64_t ino) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   return inode_to_stat(ii, ino, fs_->params().sectorsize, data_->pending_bytes(id));
 }
 
@@ -242,12 +251,12 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
-  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (a.size) {
     if (is_dir(ii)) return fail(EISDIR, "cannot truncate directory {}", ino);
     if (!S_ISREG(ii.mode.get())) return fail(EINVAL, "cannot truncate inode {} of mode {:o}", ino, ii.mode.get());
     UBTRFS_TRY_STATUS(data_->set_size(id, *a.size));  // updates size, nbytes, mtime, ctime itself
-    ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+    ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   }
   const bool other = a.mode || a.uid || a.gid || a.atime != SetAttr::Time::kOmit ||
                      a.mtime != SetAttr::Time::kOmit || a.ctime;
@@ -276,7 +285,7 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
     auto th = UBTRFS_TRY(fs_->transactions().start(1));
     UBTRFS_TRY_STATUS(update_inode(th, *root, id.objectid, ii));
     th.end();
-    ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+    ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   }
   return inode_to_stat(ii, ino, fs_->params().sectorsize, data_->pending_bytes(id));
 }
@@ -298,7 +307,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   UBTRFS_TRY_STATUS(check_name(name));
   auto* root = UBTRFS_TRY(tree_of(fs, pid.subvol));
   auto guard = ns.locks.lock({pid});
-  const InodeItem pii = UBTRFS_TRY(read_inode(*root, pid.objectid));
+  const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);
   if (name == "." || name == ".." || UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name)))
@@ -362,13 +371,13 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
     UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclAccessXattr, *acl->access, 0));
   if (acl && acl->default_acl)
     UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclDefaultXattr, *acl->default_acl, 0));
-  TouchedInodes inodes(*root);
+  TouchedInodes inodes(fs, *root);
   UBTRFS_TRY_OR_ABORT(th, add_name(ns, th, *root, inodes, pid.objectid, name, objectid, now));
   auto* dir_item = UBTRFS_TRY_OR_ABORT(th, inodes.get(pid.objectid));
   UBTRFS_TRY_OR_ABORT(th, update_inode(th, *root, pid.objectid, *dir_item));
   th.end();
   ns.add_lookup(cid);
-  return std::pair{cid, UBTRFS_TRY(read_inode(*root, objectid))};
+  return std::pair{cid, UBTRFS_TRY(read_inode(ns.fs, *root, objectid))};
 }
 
 }  // namespace
@@ -426,7 +435,7 @@ Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, 
 Result<std::string> Filesystem::readlink(uint64_t ino) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (!S_ISLNK(ii.mode.get())) return fail(EINVAL, "inode {} is not a symlink", ino);
   const Key key{id.objectid, kExtentDataKey, 0};
   auto body = UBTRFS_TRY(lookup_item(*root, key));
@@ -449,11 +458,11 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   if (id.subvol != pid.subvol) return fail(EXDEV, "link across subvolumes {} and {}", id.subvol, pid.subvol);
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id, pid});
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (is_dir(ii)) return fail(EPERM, "cannot hard-link directory {}", ino);
   if (ii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left to link", ino);
   if (ii.nlink.get() >= kLinkMax) return fail(EMLINK, "inode {} already has {} links", ino, ii.nlink.get());
-  const InodeItem pii = UBTRFS_TRY(read_inode(*root, pid.objectid));
+  const InodeItem pii = UBTRFS_TRY(read_inode(*fs_, *root, pid.objectid));
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", newparent);
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
   if (UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, newname)))
@@ -461,15 +470,15 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   UBTRFS_TRY_STATUS(check_dir_item_room(*root, pid.objectid, newname));
   auto th = UBTRFS_TRY(fs_->transactions().start(5));
   const Timespec now = now_btrfs();
-  TouchedInodes inodes(*root);
+  TouchedInodes inodes(*fs_, *root);
   UBTRFS_TRY_STATUS(add_name(*ns_, th, *root, inodes, pid.objectid, newname, id.objectid, now));  // aborts itself
   auto* c = UBTRFS_TRY_OR_ABORT(th, inodes.get(id.objectid));
   c->nlink = c->nlink.get() + 1;
   c->ctime = now;
-  UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
+  UBTRFS_TRY_OR_ABORT(th, inodes.write(th));
   th.end();
   ns_->add_lookup(id);
-  const InodeItem out = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem out = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   return inode_to_stat(out, ino, fs_->params().sectorsize, data_->pending_bytes(id));
 }
 
@@ -493,7 +502,7 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     auto guard = ns.locks.lock({pid, cid});
     auto again = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name));
     if (!again || again->location != e->location) continue;  // renamed meanwhile: look again
-    const InodeItem cii = UBTRFS_TRY(read_inode(*root, cid.objectid));
+    const InodeItem cii = UBTRFS_TRY(read_inode(ns.fs, *root, cid.objectid));
     if (!dir && is_dir(cii)) return fail(EISDIR, "'{}' in directory {} is a directory", name, pid.objectid);
     if (dir && !is_dir(cii)) return fail(ENOTDIR, "'{}' in directory {} is not a directory", name, pid.objectid);
     if (dir && cii.size.get() != 0)
@@ -502,9 +511,9 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     // so unlink and rmdir succeed on a full filesystem.
     auto th = UBTRFS_TRY(ns.fs.transactions().start(alloc::kUnlinkMetadataUnits, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
-    TouchedInodes inodes(*root);
+    TouchedInodes inodes(ns.fs, *root);
     const uint32_t nlink = UBTRFS_TRY(remove_name(th, *root, inodes, pid.objectid, name, cid.objectid, now));
-    UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
+    UBTRFS_TRY_OR_ABORT(th, inodes.write(th));
     th.end();
     if (nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(ns, *root, cid));
     return {};
@@ -585,13 +594,13 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       return fail(EEXIST, "RENAME_NOREPLACE: '{}' exists in directory {}", newname, newparent);
     // Same name, or two names of one inode: POSIX says do nothing.
     if (dst && *did == sid) return {};
-    const InodeItem p1ii = UBTRFS_TRY(read_inode(*root, p1.objectid));
-    const InodeItem p2ii = UBTRFS_TRY(read_inode(*root, p2.objectid));
+    const InodeItem p1ii = UBTRFS_TRY(read_inode(*fs_, *root, p1.objectid));
+    const InodeItem p2ii = UBTRFS_TRY(read_inode(*fs_, *root, p2.objectid));
     if (!is_dir(p1ii) || !is_dir(p2ii)) return fail(ENOTDIR, "rename between non-directories {} and {}", parent, newparent);
     if (p2ii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
-    const InodeItem sii = UBTRFS_TRY(read_inode(*root, sid.objectid));
+    const InodeItem sii = UBTRFS_TRY(read_inode(*fs_, *root, sid.objectid));
     std::optional<InodeItem> dii;
-    if (did) dii = UBTRFS_TRY(read_inode(*root, did->objectid));
+    if (did) dii = UBTRFS_TRY(read_inode(*fs_, *root, did->objectid));
     if (dii && !exchange) {
       if (is_dir(sii) && !is_dir(*dii)) return fail(ENOTDIR, "cannot rename directory '{}' over non-directory '{}'", name, newname);
       if (!is_dir(sii) && is_dir(*dii)) return fail(EISDIR, "cannot rename non-directory '{}' over directory '{}'", name, newname);
@@ -612,7 +621,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     // takes, so it may fall back on the global reserve and succeeds on a full filesystem.
     auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
-    TouchedInodes inodes(*root);
+    TouchedInodes inodes(*fs_, *root);
     uint32_t dst_nlink = 1;
     if (exchange) {
       // btrfs_rename_exchange: both names go, then each inode gets the other's name (new indexes).
@@ -643,7 +652,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       if (auto st = delete_item(th.tree(), *root, orphan_key(sid.objectid)); !st && st.error().err != ENOENT)
         return th.abort(st.error());
     }
-    UBTRFS_TRY_OR_ABORT(th, inodes.write(th.tree()));
+    UBTRFS_TRY_OR_ABORT(th, inodes.write(th));
     th.end();
     if (dst && !exchange && dst_nlink == 0) UBTRFS_TRY_STATUS(evict_if_unused(*ns_, *root, *did));
     return {};
@@ -656,7 +665,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
 Status Filesystem::open(uint64_t ino, int flags) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   const bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
   if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
   if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
@@ -666,7 +675,7 @@ Status Filesystem::open(uint64_t ino, int flags) {
 Status Filesystem::opendir(uint64_t ino) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  const InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (!is_dir(ii)) return fail(ENOTDIR, "inode {} is not a directory", ino);
   return {};
 }
@@ -675,9 +684,11 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
                            const std::function<bool(const DirEntryOut&)>& fill) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  const InodeItem dii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  const InodeItem dii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (!is_dir(dii)) return fail(ENOTDIR, "inode {} is not a directory", ino);
   const uint32_t blksize = fs_->params().sectorsize;
+  // iterate_dir -> file_accessed: the directory's access time, once per listing.
+  if (offset == 0) touch_atime(id, true);
   if (offset == 0) {
     DirEntryOut out{".", inode_to_stat(dii, ino, blksize), 1};
     if (!fill(out)) return {};
@@ -689,7 +700,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     st.st_ino = numbers_.to_fuse(pid);
     st.st_mode = S_IFDIR;
     if (plus) {
-      auto pii = read_inode(*root, pid.objectid);
+      auto pii = read_inode(*fs_, *root, pid.objectid);
       if (pii) st = inode_to_stat(*pii, st.st_ino, blksize);
     }
     DirEntryOut out{"..", st, 2};
@@ -699,6 +710,34 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
   constexpr size_t kBatch = 64;
   for (;;) {
     auto batch = UBTRFS_TRY(read_dir_index(*root, id.objectid, offset, kBatch));
+    // The tree may hold entries past this batch only when the batch is full.
+    const bool tree_more = batch.size() == kBatch;
+    // Delayed index changes (fs/delayed_inode.h) merged in: queued deletions hide tree entries,
+    // queued insertions appear in index order — up to the batch's last index while the tree may
+    // hold more past it (the next pass takes the rest).
+    if (DelayedInodes* d = fs_->delayed_inodes()) {
+      std::map<uint64_t, std::vector<uint8_t>> ins;
+      std::set<uint64_t> del;
+      d->index_view(id, offset, &ins, &del);
+      if (!ins.empty() || !del.empty()) {
+        const uint64_t limit = tree_more ? batch.back().index : UINT64_MAX;
+        std::map<uint64_t, DirEntryRecord> merged;
+        for (auto& e : batch)
+          if (!del.count(e.index)) merged.emplace(e.index, std::move(e.entry));
+        for (auto& [index, body] : ins) {
+          if (index > limit) break;
+          auto parsed = UBTRFS_TRY(parse_dir_entries(body, Key{id.objectid, kDirIndexKey, index}));
+          if (parsed.size() == 1) merged.insert_or_assign(index, std::move(parsed[0]));
+        }
+        batch.clear();
+        for (auto& [index, e] : merged) batch.push_back(IndexedEntry{index, std::move(e)});
+        if (batch.empty()) {
+          if (!tree_more) return {};
+          offset = limit + 1;  // a whole tree batch was hidden by queued deletions
+          continue;
+        }
+      }
+    }
     if (batch.empty()) return {};
     for (auto& [index, e] : batch) {
       offset = index + 1;
@@ -712,7 +751,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
       }
       auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
       auto guard = locks_.lock_shared(cid);
-      auto cii = read_inode(*croot, cid.objectid);
+      auto cii = read_inode(*fs_, *croot, cid.objectid);
       if (!cii) {
         if (cii.error().err == ENOENT) continue;  // removed since the batch was read
         return fail(cii.error());
@@ -721,7 +760,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
       if (!fill(DirEntryOut{e.name, st, index + 1})) return {};
       ns_->add_lookup(cid);
     }
-    if (batch.size() < kBatch) return {};
+    if (!tree_more) return {};
   }
 }
 
@@ -733,7 +772,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
-  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   // Checks that need no handle first (existence for CREATE/REPLACE, sizes) are inside set_xattr
   // and happen before its only tree change.
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
@@ -749,7 +788,7 @@ Result<std::vector<uint8_t>> Filesystem::getxattr(uint64_t ino, std::string_view
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto v = UBTRFS_TRY(get_xattr(*root, id.objectid, name));
   if (!v) {
-    UBTRFS_TRY(read_inode(*root, id.objectid));  // ENOENT for a vanished inode, not ENODATA
+    UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));  // ENOENT for a vanished inode, not ENODATA
     return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
   }
   return std::move(*v);
@@ -758,7 +797,7 @@ Result<std::vector<uint8_t>> Filesystem::getxattr(uint64_t ino, std::string_view
 Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
-  UBTRFS_TRY(read_inode(*root, id.objectid));
+  UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   return list_xattrs(*root, id.objectid);
 }
 
@@ -768,7 +807,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
-  InodeItem ii = UBTRFS_TRY(read_inode(*root, id.objectid));
+  InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (!UBTRFS_TRY(get_xattr(*root, id.objectid, name))) return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(remove_xattr(th.tree(), *root, id.objectid, name));
@@ -798,7 +837,7 @@ Status Filesystem::cleanup_orphans() {
   for (uint64_t objectid : orphans) {
     const InodeId id{numbers_.mounted_subvol(), objectid};
     auto guard = locks_.lock({id});
-    auto ii = read_inode(*root, objectid);
+    auto ii = read_inode(*fs_, *root, objectid);
     if (!ii && ii.error().err != ENOENT) return fail(ii.error());
     if (ii && ii->nlink.get() == 0) {
       UBTRFS_TRY_STATUS(evict_inode(*ns_, *root, id));

@@ -16,6 +16,7 @@
 // transaction manager's commit exclusion.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,7 @@ namespace ubtrfs::fs {
 class TransactionManager;
 class ChunkCreator;
 class FsSpaceFlusher;
+class DelayedInodes;
 
 // A tree with a ROOT_ITEM (btrfs `struct btrfs_root`): the in-memory root pointer plus the item.
 struct RootRecord {
@@ -107,6 +109,10 @@ class FsInfo {
   TransactionManager& transactions() { return *txm_; }
   // The reclaim thread's flush actions (started at open for read-write filesystems).
   FsSpaceFlusher& space_flusher() { return *flusher_; }
+  // The delayed inode items of the mounted Filesystem (null for an FsInfo alone: inode updates
+  // then go straight to the tree). Set at mount, cleared before the Filesystem goes.
+  DelayedInodes* delayed_inodes() const { return delayed_.load(std::memory_order_acquire); }
+  void set_delayed_inodes(DelayedInodes* d) { delayed_.store(d, std::memory_order_release); }
 
   // The in-memory superblock: generation = last committed transaction. REQUIRES: commit exclusion
   // (TransactionManager) for writes; readers take super_mu().
@@ -152,6 +158,7 @@ class FsInfo {
   std::unique_ptr<alloc::ExtentAllocator> allocator_;
   std::unique_ptr<TransactionManager> txm_;
   std::unique_ptr<FsSpaceFlusher> flusher_;  // last: destroyed first, after the reclaim thread stopped
+  std::atomic<DelayedInodes*> delayed_{nullptr};
 };
 
 }  // namespace ubtrfs::fs

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <thread>
 
+#include "fs/delayed_inode.h"
+#include "fs/fs_info.h"
 #include "tree/ctree.h"
 
 namespace ubtrfs::fs {
@@ -153,7 +155,7 @@ dev_t decode_rdev(uint64_t rdev) {
 
 // ---- INODE_ITEM ---------------------------------------------------------------------------------
 
-Result<InodeItem> read_inode(TreeRoot& root, uint64_t objectid) {
+Result<InodeItem> read_inode_item(TreeRoot& root, uint64_t objectid) {
   const Key key{objectid, kInodeItemKey, 0};
   auto body = UBTRFS_TRY(lookup_item(root, key));
   if (!body) return fail(ENOENT, "no inode item for inode {} in root {}", objectid, root.objectid());
@@ -165,7 +167,13 @@ Result<InodeItem> read_inode(TreeRoot& root, uint64_t objectid) {
   return ii;
 }
 
-Status update_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item) {
+Result<InodeItem> read_inode(FsInfo& fs, TreeRoot& root, uint64_t objectid) {
+  if (DelayedInodes* d = fs.delayed_inodes())
+    if (auto pending = d->inode(InodeId{root.objectid(), objectid})) return *pending;
+  return read_inode_item(root, objectid);
+}
+
+Status update_inode_item(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item) {
   const Key key{objectid, kInodeItemKey, 0};
   Path p;
   if (UBTRFS_TRY(search_slot(&h, root, key, p, 0, true)) != 0)
@@ -176,10 +184,15 @@ Status update_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const Inod
                 body.size(), sizeof(InodeItem));
   InodeItem out = item;
   out.transid = h.transid;
-  out.sequence = item.sequence.get() + 1;
   std::memcpy(body.data(), &out, sizeof out);
   root.ctx().cache.mark_dirty(p.nodes[0]);
   return {};
+}
+
+Status update_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item) {
+  InodeItem v = item;
+  v.sequence = item.sequence.get() + 1;
+  return update_inode_item(h, root, objectid, v);
 }
 
 Status insert_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item) {
@@ -188,6 +201,11 @@ Status insert_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const Inod
 }
 
 Status update_inode(TransHandle& th, TreeRoot& root, uint64_t objectid, const InodeItem& item) {
+  // btrfs_update_inode -> btrfs_delayed_update_inode: the handle already reserved for the inode
+  // update, so the delayed item takes its bytes from the handle (NO_FLUSH: a handle never waits).
+  FsInfo* fs = th.fs();
+  if (DelayedInodes* d = fs ? fs->delayed_inodes() : nullptr)
+    return d->update_inode(&th, InodeId{root.objectid(), objectid}, item, alloc::FlushMode::kNoFlush);
   return update_inode(th.tree(), root, objectid, item);
 }
 

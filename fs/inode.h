@@ -34,6 +34,8 @@
 
 namespace ubtrfs::fs {
 
+class FsInfo;
+
 struct InodeId {
   uint64_t subvol = 0;    // tree objectid (5 = FS_TREE, 256.. subvolumes)
   uint64_t objectid = 0;  // inode number inside the tree
@@ -91,17 +93,22 @@ Timespec now_btrfs();
 Timespec to_btrfs(const struct timespec& t);
 struct timespec from_btrfs(const Timespec& t);
 
-// The INODE_ITEM of `objectid` in `root`. Errors: ENOENT (no such inode), EUCLEAN (bad item size,
-// message names the key), EIO.
-[[nodiscard]] Result<InodeItem> read_inode(TreeRoot& root, uint64_t objectid);
-// Overwrites the existing INODE_ITEM (btrfs_update_inode): sets transid = th.transid() and
-// sequence+1. Errors: ENOENT (no item), tree errors.
+// The INODE_ITEM of `objectid` in `root` as the filesystem sees it: the pending delayed item
+// (fs/delayed_inode.h) if there is one, else the tree's. Errors: ENOENT (no such inode), EUCLEAN
+// (bad item size, message names the key), EIO.
+[[nodiscard]] Result<InodeItem> read_inode(FsInfo& fs, TreeRoot& root, uint64_t objectid);
+// btrfs_update_inode: the new INODE_ITEM, delayed (fs/delayed_inode.h) when the filesystem has
+// delayed inodes, else written at once; sequence+1, transid = the transaction that writes it.
+// Errors: ENOENT (no item), ENOSPC (no reservation for the delayed item), tree errors.
 [[nodiscard]] Status update_inode(TransHandle& th, TreeRoot& root, uint64_t objectid, const InodeItem& item);
 // Inserts a new INODE_ITEM. Errors: EEXIST, tree errors.
 [[nodiscard]] Status insert_inode(TransHandle& th, TreeRoot& root, uint64_t objectid, const InodeItem& item);
 
-// The same on a bare TreeHandle (the TransHandle forms forward here; unit tests over in-memory
-// trees call these).
+// The tree's own INODE_ITEM, ignoring anything delayed (the delayed-item runner, tools, tests).
+[[nodiscard]] Result<InodeItem> read_inode_item(TreeRoot& root, uint64_t objectid);
+// Overwrites the INODE_ITEM in the tree as given, with transid = h.transid (the delayed-item runner).
+[[nodiscard]] Status update_inode_item(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item);
+// The same on a bare TreeHandle with sequence+1 (unit tests over in-memory trees call these).
 [[nodiscard]] Status update_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item);
 [[nodiscard]] Status insert_inode(TreeHandle& h, TreeRoot& root, uint64_t objectid, const InodeItem& item);
 

@@ -41,9 +41,8 @@ std::optional<bool> parse_on_off(std::string_view s) {
 bool is_vfs_generic(std::string_view name) {
   static constexpr std::string_view kGeneric[] = {
       "defaults", "auto",  "noauto",  "user",   "nouser", "users", "owner",  "group",   "_netdev",  "nofail",
-      "suid",     "nosuid", "dev",    "nodev",  "exec",   "noexec", "async", "sync",    "dirsync",  "atime",
-      "noatime",  "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime",
-      "diratime", "nodiratime", "silent", "loud", "mand", "nomand", "iversion", "noiversion"};
+      "suid",     "nosuid", "dev",    "nodev",  "exec",   "noexec", "async", "sync",    "dirsync",
+      "lazytime", "nolazytime", "silent", "loud", "mand", "nomand", "iversion", "noiversion"};
   for (auto g : kGeneric)
     if (name == g) return true;
   return name.starts_with("x-") || name.starts_with("comment=");
@@ -108,6 +107,13 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       auto v = parse_on_off(value);
       if (!v) return bad_value();
       (name == "cow_overwrite" ? o.cow_overwrite : o.wb_inhibit) = *v;
+    } else if (name == "atime" || name == "noatime" || name == "relatime" || name == "norelatime" ||
+               name == "strictatime" || name == "nostrictatime" || name == "diratime" || name == "nodiratime") {
+      if (has_value) return no_value();
+      if (name == "noatime") o.atime = MountOptions::Atime::kNoatime;
+      else if (name == "strictatime" || name == "norelatime") o.atime = MountOptions::Atime::kStrict;
+      else if (name == "atime" || name == "relatime" || name == "nostrictatime") o.atime = MountOptions::Atime::kRelatime;
+      else o.nodiratime = name == "nodiratime";
     } else if (is_fuse_option(name)) {
       o.fuse_passthrough.push_back(opt);
     } else if (is_vfs_generic(name)) {

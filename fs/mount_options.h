@@ -28,6 +28,12 @@ struct MountOptions {
   bool default_permissions = false;
   std::optional<uint64_t> subvolid;       // subvolid=N
   std::optional<std::string> subvol;      // subvol=PATH
+  // Access time updates, as the kernel's VFS does them for a local filesystem (FUSE leaves atime to
+  // the daemon): relatime (default; also `atime`, `nostrictatime`), strictatime (also
+  // `norelatime`), noatime; nodiratime spares directories.
+  enum class Atime { kRelatime, kStrict, kNoatime };
+  Atime atime = Atime::kRelatime;
+  bool nodiratime = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
   // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be

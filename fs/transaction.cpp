@@ -66,6 +66,15 @@ void TransHandle::set_block_rsv(alloc::BlockRsv* rsv, uint64_t share) {
 
 alloc::BlockRsv* TransHandle::block_rsv() const { return res_ ? res_->allocator.block_rsv : nullptr; }
 
+bool TransHandle::migrate_reservation(alloc::BlockRsv& dst, uint64_t bytes) {
+  if (!res_ || !res_->allocator.block_rsv || res_->allocator.handle_share < bytes) return false;
+  if (!alloc::BlockRsv::migrate(*res_->allocator.block_rsv, dst, bytes, true)) return false;
+  res_->allocator.handle_share -= bytes;
+  return true;
+}
+
+FsInfo* TransHandle::fs() const { return mgr_ ? &mgr_->fs() : nullptr; }
+
 uint64_t TransHandle::bytes_reserved() const { return res_ ? res_->bytes_reserved : 0; }
 
 std::unexpected<Error> TransHandle::abort(const Error& why) {

@@ -71,6 +71,12 @@ class TransHandle {
   alloc::BlockRsv* block_rsv() const;
   // Metadata bytes this handle reserved in the trans reserve.
   uint64_t bytes_reserved() const;
+  // Moves `bytes` of this handle's own part of its reserve into `dst` (btrfs_block_rsv_migrate from
+  // trans->block_rsv, size updated): what a delayed item takes from the operation that queued it.
+  // False (nothing moved) when the handle has no such share left.
+  bool migrate_reservation(alloc::BlockRsv& dst, uint64_t bytes);
+  // The filesystem this handle belongs to (null for an inactive handle).
+  FsInfo* fs() const;
   // btrfs_end_transaction: uninhibits writeback of the buffers this handle COWed and lets a waiting
   // commit proceed. Idempotent.
   void end();
@@ -147,6 +153,7 @@ class TransactionManager {
   // The reason of the abort, for messages ("" if none).
   std::string abort_reason() const;
   CommitStats stats() const;
+  FsInfo& fs() { return fs_; }
 
  private:
   friend class TransHandle;

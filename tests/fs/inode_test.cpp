@@ -75,7 +75,7 @@ TEST_CASE("INODE_ITEM insert, read and update (transid and sequence bumped)") {
   auto again = insert_inode(h, root, 257, ii);
   REQUIRE_FALSE(again);
   CHECK(again.error().err == EEXIST);
-  auto r = read_inode(root, 257);
+  auto r = read_inode_item(root, 257);
   REQUIRE(r);
   CHECK(r->size.get() == 11);
   CHECK(r->mode.get() == (S_IFREG | 0644));
@@ -83,12 +83,12 @@ TEST_CASE("INODE_ITEM insert, read and update (transid and sequence bumped)") {
   TreeHandle h2 = env.handle();
   ii.size = 22;
   REQUIRE(update_inode(h2, root, 257, ii));
-  r = read_inode(root, 257);
+  r = read_inode_item(root, 257);
   REQUIRE(r);
   CHECK(r->size.get() == 22);
   CHECK(r->transid.get() == h2.transid);
   CHECK(r->sequence.get() == 8);
-  auto missing = read_inode(root, 999);
+  auto missing = read_inode_item(root, 999);
   REQUIRE_FALSE(missing);
   CHECK(missing.error().err == ENOENT);
   auto upd_missing = update_inode(h2, root, 999, ii);
@@ -97,7 +97,7 @@ TEST_CASE("INODE_ITEM insert, read and update (transid and sequence bumped)") {
   CHECK(env.check_tree(root) == "");
   // A wrong-size INODE_ITEM is corruption.
   REQUIRE(insert_item(h2, root, Key{258, kInodeItemKey, 0}, std::vector<uint8_t>(100)));
-  auto bad = read_inode(root, 258);
+  auto bad = read_inode_item(root, 258);
   REQUIRE_FALSE(bad);
   CHECK(bad.error().err == EUCLEAN);
 }

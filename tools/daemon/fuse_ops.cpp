@@ -270,9 +270,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) != 0) (void)fs.release(ino);
 }
 
-void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   std::vector<uint8_t> buf(size);
-  auto r = fs_of(req).read(ino, static_cast<uint64_t>(off), buf);
+  auto r = fs_of(req).read(ino, static_cast<uint64_t>(off), buf, !(fi && (fi->flags & O_NOATIME)));
   if (r) fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
   else reply_error(req, r.error(), "read", ino);
 }
