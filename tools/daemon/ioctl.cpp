@@ -1,6 +1,7 @@
 // The daemon's ioctl table; see ioctl.h.
 #include "tools/daemon/ioctl.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
