@@ -102,6 +102,10 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
     } else if (name == "subvol") {
       if (!has_value || value.empty()) return needs_value();
       o.subvol = value;
+    } else if (name == "log_file") {
+      // Any path; the daemon opens it (a comma cannot be given: it separates options).
+      if (!has_value || value.empty()) return needs_value();
+      o.log_file = value;
     } else if (name == "cow_overwrite" || name == "wb_inhibit") {
       if (!has_value) return needs_value();
       auto v = parse_on_off(value);

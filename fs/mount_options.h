@@ -36,6 +36,7 @@ struct MountOptions {
   bool nodiratime = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
+  std::string log_file;                   // log_file=PATH: the daemon always logs there; empty: its own choice
   // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be
   // forwarded to libfuse where it understands them (fsname=, subtype=, max_read=, ...).
   std::vector<std::string> fuse_passthrough;

@@ -31,6 +31,18 @@ TEST_CASE("defaults and every ubtrfs option parse") {
   CHECK_FALSE(o->wb_inhibit);
 }
 
+TEST_CASE("log_file takes a path, the last one wins, and needs a value") {
+  CHECK(parse_mount_options("")->log_file.empty());
+  auto o = parse_mount_options("rw,log_file=/var/log/ubtrfs/a b.log,commit=5");
+  REQUIRE(o);
+  CHECK(o->log_file == "/var/log/ubtrfs/a b.log");
+  CHECK(o->commit_interval_s == 5);
+  CHECK(parse_mount_options("log_file=rel/x.log,log_file=y=z.log")->log_file == "y=z.log");
+  CHECK(parse_mount_options("log_file").error().message == "mount option 'log_file' needs a value");
+  CHECK(parse_mount_options("log_file=").error().message == "mount option 'log_file' needs a value");
+  CHECK(parse_mount_options("log_file=/x")->fuse_passthrough.empty());
+}
+
 TEST_CASE("later options win, as with mount(8)") {
   CHECK_FALSE(parse_mount_options("ro,rw")->read_only);
   CHECK(parse_mount_options("rw,ro")->read_only);

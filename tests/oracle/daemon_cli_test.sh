@@ -58,7 +58,8 @@ expect_refused() {
 help=$("$DAEMON" --help)
 missing=
 for opt in ro rw commit= cache_mb= log_level= allow_other default_permissions subvolid= subvol= \
-           cow_overwrite= wb_inhibit= -f -d -o --version; do
+           cow_overwrite= wb_inhibit= log_file= UBTRFS_SYSLOG_SOCKET UBTRFS_JOURNAL_SOCKET UBTRFS_LOG_DIR \
+           -f -d -o --version; do
   grep -qF -- "$opt" <<<"$help" || missing+=" $opt"
 done
 [[ -z $missing ]] && pass "--help names every option" || failed "--help lacks:$missing"

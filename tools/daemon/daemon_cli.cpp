@@ -151,6 +151,7 @@ ubtrfs options:
   subvol=PATH           mount the subvolume at PATH
   cow_overwrite=on|off  copy-on-write for overwrites of shared extents (default off)
   wb_inhibit=on|off     writeback inhibition during commit (default on)
+  log_file=PATH         always log to PATH (appended; created 0640), in the foreground besides stderr
   allow_other           let other users access the mount (non-root: needs user_allow_other
                         in /etc/fuse.conf)
   default_permissions   accepted; always on: the kernel checks permissions and POSIX ACLs
@@ -162,10 +163,19 @@ Generic options passed to the kernel mount: nosuid, suid, nodev, dev, noexec, ex
   noauto, user, users, nofail, _netdev, x-*, comment=
 Unknown options are refused and nothing is mounted.
 
+Messages: in the foreground on stderr. In the background to syslog when its socket accepts a
+connection, else to the systemd journal, else to /run/ubtrfs/<image path with '/' as '-'>.log
+(the daemon names that file on stderr before detaching); warnings and errors also go to stderr
+until the mount is made. The sockets and the directory can be moved with UBTRFS_SYSLOG_SOCKET
+(default /dev/log), UBTRFS_JOURNAL_SOCKET (default /run/systemd/journal/socket) and
+UBTRFS_LOG_DIR (default /run/ubtrfs). Whatever the destination, the last 512 messages at info
+level and above are kept in memory: `ubtrfs-inspect log MOUNTPOINT` shows them, and
+`ubtrfs-inspect stats MOUNTPOINT` the live counters (as another user: mount with allow_other).
+
 Exit status: 0 mounted (and, in the foreground, unmounted cleanly); 1 invalid command line or
 options; 32 the mount failed (image cannot be opened, in use by another daemon, unsupported
-features, FUSE mount refused); 2 the final commit at unmount failed (the image keeps the
-previous commit).
+features, FUSE mount refused, log_file cannot be opened); 2 the final commit at unmount failed
+(the image keeps the previous commit).
 The image is flock()ed while mounted (exclusive read-write, shared read-only); the lock is
 released only after the final commit, so `flock IMAGE true` waits for an unmount to finish.
 )",

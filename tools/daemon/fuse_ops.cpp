@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "alloc/space_info.h"
+#include "tools/daemon/ioctl.h"
 #include "tools/daemon/posix_acl.h"
 
 namespace ubtrfs::daemon {
@@ -135,6 +136,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  // Directories receive ioctls too: the control channel is asked on the mount's root.
+  if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
   conn->max_write = kMaxWrite;
   conn->time_gran = 1;  // btrfs keeps nanoseconds
@@ -451,6 +454,24 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   reply_status(req, interruptible(req, [&] { return fs_of(req).removexattr(ino, name); }), "removexattr", ino);
 }
 
+// ---- ioctl ----------------------------------------------------------------------------------
+
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*, unsigned flags,
+              const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  IoctlRequest r;
+  r.ino = ino;
+  r.cmd = cmd;
+  r.flags = flags;
+  r.in = std::span<const uint8_t>(static_cast<const uint8_t*>(in_buf), in_buf ? in_bufsz : 0);
+  r.out_size = out_bufsz;
+  auto reply = dispatch_ioctl(*static_cast<DaemonContext*>(fuse_req_userdata(req)), r);
+  if (!reply) {
+    const char* name = ioctl_name(cmd);
+    return reply_error(req, reply.error(), name ? name : "ioctl", ino);
+  }
+  fuse_reply_ioctl(req, reply->result, reply->out.data(), reply->out.size());
+}
+
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops o;
   std::memset(&o, 0, sizeof o);
@@ -488,6 +509,7 @@ fuse_lowlevel_ops make_ops() {
   o.fallocate = op_fallocate;
   o.lseek = op_lseek;
   o.copy_file_range = op_copy_file_range;
+  o.ioctl = op_ioctl;
   return o;
 }
 

@@ -12,6 +12,8 @@
 // Lookup counts: replies that create a kernel reference (lookup, create, mknod, mkdir, symlink,
 // link, readdirplus entries other than "." and "..") are the ones the facade counts; when such a
 // reply cannot be delivered, the daemon forgets the reference itself.
+// ioctl: any inode, files and directories (FUSE_CAP_IOCTL_DIR); the commands are ioctl.h's table,
+// every other command is ENOTTY.
 // Thread safety: ops run concurrently on the loop's worker threads; the table is immutable and
 // the facade is thread-safe.
 #pragma once
@@ -20,6 +22,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs/filesystem.h"
+#include "tools/common/control_protocol.h"
 
 namespace ubtrfs::daemon {
 
@@ -31,6 +34,7 @@ inline constexpr unsigned kMaxWrite = 1u << 20;
 struct DaemonContext {
   fs::Filesystem* fs = nullptr;
   bool read_only = false;
+  control::SnapshotStore control;  // the control channel's snapshots (ioctl.h)
 };
 
 const fuse_lowlevel_ops& ubtrfs_fuse_ops();

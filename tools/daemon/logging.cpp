@@ -1,25 +1,33 @@
-// Daemon logging; see logging.h.
+// Daemon logging and the choice of its destination; see logging.h.
 #include "tools/daemon/logging.h"
 
-#include <syslog.h>
+#include <sys/stat.h>
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include <fuse_log.h>
 #include <spdlog/sinks/dist_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+
+#include "tools/daemon/log_ring.h"
+#include "tools/daemon/log_sinks.h"
 
 namespace ubtrfs::daemon {
 
 namespace {
 
-// Kept alive for the process lifetime: the default logger and its sink switchboard.
+constexpr const char* kIdent = "ubtrfs";
+
+// Kept alive for the process lifetime: the default logger's sink switchboard and its members.
 std::shared_ptr<spdlog::sinks::dist_sink_mt> g_dist;
 std::shared_ptr<spdlog::sinks::sink> g_stderr;
+std::shared_ptr<LogRing> g_ring;
 
 // libfuse builds some messages from several fuse_log calls; they are joined per thread up to the
 // newline so each message is one log line.
@@ -40,26 +48,88 @@ void fuse_log_to_spdlog(enum fuse_log_level level, const char* fmt, va_list ap) 
   pending.clear();
 }
 
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : std::string(fallback);
+}
+
+// The destination of a background daemon without -o log_file.
+LogDestination choose_background_destination(const LogConfig& config) {
+  const std::string syslog_path = env_or("UBTRFS_SYSLOG_SOCKET", "/dev/log");
+  auto sys = LogSocket::connect(syslog_path, /*allow_stream=*/true);
+  if (sys) {
+    g_dist->add_sink(std::make_shared<SyslogSink>(std::move(*sys), kIdent));
+    return {LogTarget::kSyslog, syslog_path, false, ""};
+  }
+  const std::string journal_path = env_or("UBTRFS_JOURNAL_SOCKET", "/run/systemd/journal/socket");
+  auto journal = LogSocket::connect(journal_path, /*allow_stream=*/false);
+  if (journal) {
+    g_dist->add_sink(std::make_shared<JournalSink>(std::move(*journal), kIdent, config.image));
+    return {LogTarget::kJournal, journal_path, false, ""};
+  }
+  const std::string why = fmt::format("no syslog at {} ({}) nor journal at {} ({})", syslog_path,
+                                      strerror(sys.error().err), journal_path, strerror(journal.error().err));
+  const std::string dir = env_or("UBTRFS_LOG_DIR", "/run/ubtrfs");
+  if (mkdir(dir.c_str(), 0755) == 0) {
+    chmod(dir.c_str(), 0755);  // whatever the umask
+  } else if (errno != EEXIST) {
+    return {LogTarget::kNone, dir, false, fmt::format("{}, cannot create {}: {}", why, dir, strerror(errno))};
+  }
+  const std::string path = dir + "/" + log_file_name(config.image);
+  auto file = FileSink::open(path);
+  if (!file) return {LogTarget::kNone, path, false, fmt::format("{}, {}", why, file.error().message)};
+  g_dist->add_sink(*file);
+  return {LogTarget::kFile, path, true, why};
+}
+
 }  // namespace
 
-void init_logging(const std::string& level, bool background) {
+std::string log_file_name(const std::string& image) {
+  std::string name;
+  for (char c : image) {
+    if (c == '/') {
+      if (!name.empty() && name.back() != '-') name.push_back('-');
+    } else {
+      name.push_back(c);
+    }
+  }
+  while (!name.empty() && name.back() == '-') name.pop_back();
+  if (name.empty() || name == "." || name == "..") name = "image";
+  constexpr size_t kMaxStem = 200;  // NAME_MAX is 255
+  if (name.size() > kMaxStem) name = name.substr(name.size() - kMaxStem);
+  return name + ".log";
+}
+
+Result<LogDestination> init_logging(const LogConfig& config) {
   g_dist = std::make_shared<spdlog::sinks::dist_sink_mt>();
   g_stderr = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   g_stderr->set_pattern("ubtrfs[%P]: %l: %v");
   g_dist->add_sink(g_stderr);
-  if (background) {
-    g_stderr->set_level(spdlog::level::warn);
-    auto sys = std::make_shared<spdlog::sinks::syslog_sink_mt>("ubtrfs", LOG_PID, LOG_DAEMON, false);
-    sys->set_pattern("%v");
-    g_dist->add_sink(sys);
-  }
-  auto logger = std::make_shared<spdlog::logger>("ubtrfs", g_dist);
-  logger->set_level(spdlog::level::from_str(level));
+  g_ring = std::make_shared<LogRing>();
+  g_dist->add_sink(g_ring);
+  if (config.background) g_stderr->set_level(spdlog::level::warn);
+  auto logger = std::make_shared<spdlog::logger>(kIdent, g_dist);
+  logger->set_level(spdlog::level::from_str(config.level));
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
   fuse_set_log_func(fuse_log_to_spdlog);
+
+  if (!config.log_file.empty()) {
+    // Opened now, before the daemon changes to /: a relative path is relative to where it started.
+    std::error_code ec;
+    std::string path = std::filesystem::absolute(config.log_file, ec).string();
+    if (ec) path = config.log_file;
+    auto file = FileSink::open(path);
+    if (!file) return fail(file.error());
+    g_dist->add_sink(*file);
+    return LogDestination{LogTarget::kFile, path, false, ""};
+  }
+  if (!config.background) return LogDestination{};
+  return choose_background_destination(config);
 }
 
 void detach_stderr_logging() { g_dist->remove_sink(g_stderr); }
+
+std::string recent_log_json() { return g_ring ? g_ring->to_json() : std::string("{}"); }
 
 }  // namespace ubtrfs::daemon

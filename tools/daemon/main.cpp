@@ -5,10 +5,13 @@
 //   1. parse the command line and -o list (errors: one line, exit 1, nothing touched);
 //   2. canonicalize IMAGE and MOUNTPOINT (the daemon later runs in /);
 //   3. background mode: fork now, before any thread exists; the parent waits for the verdict;
+//      then choose where messages go (logging.h; a -o log_file that cannot be opened: exit 32);
 //   4. flock the image (EBUSY: another daemon), Filesystem::mount (feature gate, subvolume,
 //      orphan cleanup, commit thread), fuse_session_new + fuse_session_mount with
 //      fsname=IMAGE,subtype=ubtrfs,default_permissions — any failure: one line on stderr, exit 32;
-//   5. report success (the parent exits 0), detach, log to syslog;
+//   5. report success (the parent exits 0), detach; from then on messages go where logging.h chose
+//      (syslog, the journal, or a file named on stderr before detaching) and to the in-memory
+//      ring that `ubtrfs-inspect log MNT` reads;
 //   6. multi-threaded loop until `fusermount3 -u`/`umount` or SIGTERM/SIGINT/SIGHUP
 //      (fuse_set_signal_handlers turns them into fuse_session_exit; SIGHUP only when not
 //      inherited as ignored, e.g. under nohup);
@@ -20,6 +23,7 @@
 #include <sys/stat.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -79,7 +83,13 @@ int run(const DaemonArgs& args) {
   if (!args.foreground) {
     if (auto s = detacher.fork_and_wait(); !s) return error_exit(kExitMountFailed, s.error().message);
   }
-  init_logging(args.options.log_level, !args.foreground);
+  LogConfig log_config;
+  log_config.level = args.options.log_level;
+  log_config.background = !args.foreground;
+  log_config.log_file = args.options.log_file;
+  log_config.image = source;
+  auto log_dest = init_logging(log_config);
+  if (!log_dest) return error_exit(kExitMountFailed, log_dest.error().message);
 
   // 4. Lock, open, mount.
   ImageLock lock;
@@ -127,8 +137,16 @@ int run(const DaemonArgs& args) {
     return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
   }
 
-  // 5. Mounted: report, detach.
-  if (!args.foreground) detach_stderr_logging();
+  // 5. Mounted: report, detach. Without syslog or journal, the terminal learns where the log is.
+  if (!args.foreground) {
+    if (log_dest->target == LogTarget::kFile && log_dest->automatic)
+      fmt::print(stderr, "ubtrfs: {}: logging to {}\n", log_dest->why, log_dest->path);
+    else if (log_dest->target == LogTarget::kNone)
+      fmt::print(stderr, "ubtrfs: warning: {}: messages are kept in memory only (ubtrfs-inspect log {})\n",
+                 log_dest->why, mountpoint);
+    std::fflush(stderr);
+    detach_stderr_logging();
+  }
   spdlog::info("mounted {} on {} ({}, subvolume {}, generation {})", source, mountpoint, mode,
                filesystem->numbers().mounted_subvol(), committed_generation(*filesystem));
   detacher.ready();

@@ -1,10 +1,16 @@
-// ubtrfs-inspect: read-only inspector for btrfs images (single device).
+// ubtrfs-inspect: read-only inspector for btrfs images (single device) and mounted ubtrfs daemons.
 //
 //   ubtrfs-inspect dump-super IMAGE           every superblock field, backup roots, sys_chunk_array
 //   ubtrfs-inspect dump-tree [-t TREE] IMAGE  tree blocks in the btrfs-progs dump-tree form
+//   ubtrfs-inspect stats MNT [--json]         the live counters of the daemon serving MNT
+//   ubtrfs-inspect log MNT [--json] [--level info|warn|error]
+//                                             its recent messages (the last 512 at info and above)
 //
 // The image is opened read-only (the device refuses every write), so inspecting never changes a
-// byte. Errors: one line on stderr, "ubtrfs-inspect: error: <what and where>", exit status 1; a
+// byte. stats and log ask the daemon through the control channel (tools/common/control_protocol.h,
+// tools/inspect/mount_client.h) and need no privilege beyond reading the mount: as another user,
+// the mount must have been made with allow_other. Their text form lays out whatever JSON the
+// daemon sends (tools/inspect/json_text.h); --json prints the daemon's JSON itself. Errors: one line on stderr, "ubtrfs-inspect: error: <what and where>", exit status 1; a
 // usage error also exits 1, --help exits 0. Warnings of the lower layers (a bad DUP copy that the
 // other copy replaced) are shown only with -v.
 //
@@ -22,6 +28,9 @@
 #include "io/checksum.h"
 #include "tree/format.h"
 #include "tree/fs_reader.h"
+#include "tools/common/control_protocol.h"
+#include "tools/inspect/json_text.h"
+#include "tools/inspect/mount_client.h"
 #include "tree/print_tree.h"
 #include "tree/superblock.h"
 
@@ -290,6 +299,39 @@ int dump_tree(const std::string& image, const std::string& tree) {
   return 0;
 }
 
+std::string with_newline(std::string s) {
+  if (s.empty() || s.back() != '\n') s.push_back('\n');
+  return s;
+}
+
+int live_stats(const std::string& mnt, bool as_json) {
+  auto raw = inspect::read_live_payload(mnt, control::Payload::kStats);
+  if (!raw) return report(raw.error());
+  if (as_json) {
+    emit(with_newline(*raw));
+    return 0;
+  }
+  auto text = inspect::json_text(*raw);
+  if (!text) return report(Error{text.error().err, fmt::format("{}: {}", mnt, text.error().message)});
+  emit(*text);
+  return 0;
+}
+
+int live_log(const std::string& mnt, bool as_json, const std::string& level_name) {
+  const auto level = inspect::parse_log_level(level_name);
+  if (!level) return report(Error{EINVAL, fmt::format("unknown log level '{}': use info, warn or error", level_name)});
+  auto raw = inspect::read_live_payload(mnt, control::Payload::kLog);
+  if (!raw) return report(raw.error());
+  if (as_json && *level == inspect::LogLevel::kInfo) {
+    emit(with_newline(*raw));  // every record is at info or above: the daemon's JSON as it came
+    return 0;
+  }
+  auto out = as_json ? inspect::log_json(*raw, *level) : inspect::log_text(*raw, *level);
+  if (!out) return report(Error{out.error().err, fmt::format("{}: {}", mnt, out.error().message)});
+  emit(out->empty() ? fmt::format("(no messages at level {} or above)\n", level_name) : *out);
+  return 0;
+}
+
 }  // namespace
 }  // namespace ubtrfs
 
@@ -298,7 +340,8 @@ int main(int argc, char** argv) {
   // Diagnostics go to stderr, never into the dump on stdout.
   spdlog::set_default_logger(spdlog::stderr_color_st(kProg));
   spdlog::set_level(spdlog::level::err);
-  CLI::App app{"ubtrfs-inspect: read-only inspection of a btrfs image (never writes to it)", kProg};
+  CLI::App app{"ubtrfs-inspect: read-only inspection of a btrfs image (never writes to it) or of a mounted ubtrfs",
+               kProg};
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "also show warnings (e.g. a bad DUP copy replaced by the other)");
@@ -315,6 +358,20 @@ int main(int argc, char** argv) {
                  "quota, block-group, log");
   dt->add_option("IMAGE", image, "image file or block device")->required();
 
+  std::string mnt;
+  bool as_json = false;
+  std::string level = "info";
+  auto* st = app.add_subcommand("stats", "live counters of the ubtrfs daemon serving MOUNTPOINT (any user who can "
+                                         "read the mount: as another user, a mount made with allow_other)");
+  st->add_option("MOUNTPOINT", mnt, "the mount point, or any directory or file of the mount")->required();
+  st->add_flag("--json", as_json, "print the daemon's JSON as it comes");
+  auto* lg = app.add_subcommand("log", "recent messages of the ubtrfs daemon serving MOUNTPOINT: the last 512 at "
+                                       "info level and above, oldest first");
+  lg->add_option("MOUNTPOINT", mnt, "the mount point, or any directory or file of the mount")->required();
+  lg->add_flag("--json", as_json, "print JSON: {capacity, dropped, records: [{time, level, message}]}");
+  lg->add_option("--level", level, "least severity shown: info (default), warn or error")
+      ->check(CLI::IsMember({"info", "warn", "warning", "error", "critical"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -324,5 +381,7 @@ int main(int argc, char** argv) {
   }
   if (verbose) spdlog::set_level(spdlog::level::warn);
   if (ds->parsed()) return dump_super(image);
+  if (st->parsed()) return live_stats(mnt, as_json);
+  if (lg->parsed()) return live_log(mnt, as_json, level);
   return dump_tree(image, tree);
 }
