@@ -7,6 +7,21 @@ Status DelayedRefs::add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const
                         bool new_alloc, uint64_t transid) {
   if (delta == 0) return {};
   std::lock_guard lock(mu_);
+  return add_locked(bytenr, num_bytes, is_data, ref, delta, new_alloc, transid);
+}
+
+Result<bool> DelayedRefs::cancel_new_tree_alloc(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level,
+                                                uint64_t transid) {
+  std::lock_guard lock(mu_);
+  auto it = heads_.find(bytenr);
+  if (it == heads_.end() || !it->second.must_insert || it->second.refs.empty()) return false;
+  UBTRFS_TRY_STATUS(add_locked(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, -1, false,
+                               transid));
+  return true;
+}
+
+Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                               bool new_alloc, uint64_t transid) {
   auto [it, inserted] = heads_.try_emplace(bytenr);
   auto& h = it->second;
   if (inserted) {
@@ -72,6 +87,16 @@ std::optional<DelayedRefHead> DelayedRefs::peek(uint64_t bytenr) const {
 size_t DelayedRefs::num_heads() const {
   std::lock_guard lock(mu_);
   return heads_.size();
+}
+
+std::vector<DelayedRefHead> DelayedRefs::take_some(size_t max) {
+  std::lock_guard lock(mu_);
+  std::vector<DelayedRefHead> out;
+  for (auto it = heads_.begin(); it != heads_.end() && out.size() < max;) {
+    out.push_back(std::move(it->second));
+    it = heads_.erase(it);
+  }
+  return out;
 }
 
 std::vector<DelayedRefHead> DelayedRefs::take_all() {

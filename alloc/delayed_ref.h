@@ -82,10 +82,22 @@ class DelayedRefs {
   bool empty() const { return num_heads() == 0; }
   // Hands every head to the caller in bytenr order (the order btrfs runs them) and empties the queue.
   std::vector<DelayedRefHead> take_all();
+  // Up to `max` heads in bytenr order (btrfs_run_delayed_refs with a count: the flushers run refs in
+  // the middle of a transaction, beside running handles).
+  std::vector<DelayedRefHead> take_some(size_t max);
+  // A tree block born in this transaction is freed: if its head is still queued with its first
+  // reference (must_insert, not taken by a runner), the -1 for (root, level) cancels it here —
+  // atomically with respect to take_all/take_some, so no runner can be inserting its extent item
+  // meanwhile — and true tells the caller the bytes are still only reserved (give them back or
+  // pin them). False: the head is gone or being run; the caller queues a plain -1.
+  [[nodiscard]] Result<bool> cancel_new_tree_alloc(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level,
+                                                   uint64_t transid);
 
  private:
   [[nodiscard]] Status add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
                            bool new_alloc, uint64_t transid);
+  [[nodiscard]] Status add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                                  bool new_alloc, uint64_t transid);  // REQUIRES: mu_
 
   mutable std::mutex mu_;
   std::map<uint64_t, DelayedRefHead> heads_;

@@ -160,22 +160,26 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
                                             root_objectid)});
     return;
   }
-  // The +1 must still be queued, not merely unrun: the committer may be running it right now in
-  // the pass that COWs this block (then it becomes `used` and a plain -1 deletes it next pass).
-  if (generation == h.transid && refs_.queued_new_alloc(bytenr) && bg->is_reserved(bytenr, nodesize)) {
-    // Born in this transaction and its +1 ref still queued: the -1 cancels it, the extent item
-    // never materialises. Unwritten: nobody can have read it, reuse at once. Written: the bytes
-    // were sent to disk (a log tree or a crash could see them), keep them until the commit.
-    // The -1 goes in before the bytes are released: once released, another thread may allocate
-    // the same block and queue its +1, which must find this head already cancelled.
-    if (auto r = refs_.add_tree_ref(bytenr, nodesize, root_objectid, ref_level, -1, false, h.transid); !r) {
-      record_error(r.error());
+  // The +1 must still be queued, not merely unrun: a runner (the committer, or a flusher running
+  // refs beside the handles) may be running it right now (then it becomes `used` and a plain -1
+  // deletes it later). The check and the cancelling -1 are one step under the queue's lock.
+  if (generation == h.transid) {
+    auto cancelled = refs_.cancel_new_tree_alloc(bytenr, nodesize, root_objectid, ref_level, h.transid);
+    if (!cancelled) {
+      record_error(cancelled.error());
       return;
     }
-    h.delayed_ref_updates++;
-    Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
-    if (!st) record_error(st.error());
-    return;
+    if (*cancelled) {
+      // Born in this transaction and its +1 ref still queued: the -1 cancelled it, the extent item
+      // never materialises. Unwritten: nobody can have read it, reuse at once. Written: the bytes
+      // were sent to disk (a log tree or a crash could see them), keep them until the commit. The
+      // -1 went in before the bytes are released: once released, another thread may allocate the
+      // same block and queue its +1, which must find this head already cancelled.
+      h.delayed_ref_updates++;
+      Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
+      if (!st) record_error(st.error());
+      return;
+    }
   }
   // An older block, or one of this transaction whose +1 already ran (now `used`): a -1 ref; the
   // run deletes its extent item and the committer pins the bytes (extent_deleted).

@@ -244,9 +244,12 @@ void SpaceInfos::preemptive_reclaim() {
     }
     to_reclaim >>= 2;
     if (!to_reclaim) to_reclaim = insert_size(1);
-    (void)run_flush_state(si, state, to_reclaim);
+    auto r = run_flush_state(si, state, to_reclaim);
     si.count_preemptive();
-    if (++loops > 64) break;  // a safety bound: the reclaim thread has other work
+    ++loops;
+    // Nothing came back (or the state failed): flushing more now would only spin.
+    if (!r || *r == 0) break;
+    if (loops > 64) break;  // a safety bound: the reclaim thread has other work
   }
   if (loops == 1 && !si.has_tickets()) si.relax_clamp();
 }

@@ -5,7 +5,7 @@
 // filesystem already uses for that type: DUP or SINGLE), plan the stripes in DeviceSpace, add the
 // mapping to the ChunkMap and an empty BlockGroup to the cache at once, so the allocator can use it
 // in the running transaction; queue the chunk as pending.
-// Phase 2 (insert_pending_items, the committer, gate closed): CHUNK_ITEM in the chunk tree,
+// Phase 2 (insert_pending_items: the committer with the gate closed, or the delayed-ref runner): CHUNK_ITEM in the chunk tree,
 // DEV_EXTENTs in the dev tree, the DEV_ITEM's bytes_used (chunk tree and superblock copy), the
 // BLOCK_GROUP_ITEM, the group's free-space-tree entries, and for SYSTEM chunks the superblock's
 // sys_chunk_array. Both phases happen in one transaction, so the commit writes all of it or none.
@@ -35,7 +35,9 @@ class ChunkCreator final : public alloc::ChunkSource {
 
   bool has_pending() const;
   // Inserts the items of every pending chunk. `new_groups` receives their starts (their block group
-  // items are then written by the commit's block-group pass). REQUIRES: commit, no handle running.
+  // items are then written by the commit's block-group pass). REQUIRES: the commit, or the
+  // delayed-ref runner (TransactionManager::run_delayed_refs): the only writers of the chunk, dev
+  // and block-group items and of the free space tree, never both at once.
   [[nodiscard]] Status insert_pending_items(TreeHandle& h, std::set<uint64_t>& new_groups);
 
  private:

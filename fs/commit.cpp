@@ -142,8 +142,48 @@ Result<bool> write_root_items(FsInfo& fs, TreeHandle& h) {
 
 }  // namespace
 
+Status TransactionManager::run_refs(TreeHandle& h, std::vector<alloc::DelayedRefHead>& heads,
+                                    std::set<uint64_t>& dirty_groups) {
+  CommitSpace space(fs_, dirty_groups);
+  auto stats = alloc::run_delayed_refs(h, *fs_.extent_root().tree, fs_.params(), heads, space);
+  if (!stats) return fail(stats.error());
+  for (const auto& [bytenr, len] : space.csum_deletes) {
+    if (!csum_deleter_) return fail(EUCLEAN, "data extent {} freed but no checksum deleter is registered", bytenr);
+    UBTRFS_TRY_STATUS(csum_deleter_(h, bytenr, len));
+  }
+  return {};
+}
+
+Result<uint64_t> TransactionManager::run_delayed_refs(size_t max_heads) {
+  // btrfs_run_delayed_refs from flush_space / the preemptive flusher: a join handle of the running
+  // transaction (a commit waits for it), one runner at a time; the block groups whose usage changed
+  // are remembered for the commit, which writes their items.
+  std::lock_guard run_lk(refs_run_mu_);
+  auto th = UBTRFS_TRY(join());
+  // As in the commit, the items of chunks created in this transaction go in first: a ref in a new
+  // block group needs that group's free-space-tree entries. Only this runner and the commit (which
+  // cannot run beside it) insert them.
+  while (fs_.chunk_creator().has_pending())
+    if (auto st = fs_.chunk_creator().insert_pending_items(th.tree(), refs_dirty_groups_); !st)
+      return th.abort(st.error());
+  auto heads = fs_.delayed_refs().take_some(max_heads ? max_heads : SIZE_MAX);
+  if (heads.empty()) return uint64_t{0};
+  if (auto st = run_refs(th.tree(), heads, refs_dirty_groups_); !st) return th.abort(st.error());
+  th.end();
+  // btrfs_delayed_refs_rsv_release: what the heads had reserved goes back.
+  alloc::SpaceInfos& sp = fs_.spaces();
+  sp.release_block_rsv(sp.delayed_refs_rsv(), sp.delayed_ref_bytes(heads.size()));
+  return static_cast<uint64_t>(heads.size());
+}
+
 Status TransactionManager::commit_converge(TreeHandle& h) {
   std::set<uint64_t> dirty_groups;
+  {
+    // Groups dirtied by refs run before the commit (run_delayed_refs); no runner can be running
+    // now: it holds a handle and the gate is closed.
+    std::lock_guard run_lk(refs_run_mu_);
+    dirty_groups.swap(refs_dirty_groups_);
+  }
   for (int pass = 0;; ++pass) {
     if (pass >= kMaxConvergePasses)
       return fail(EUCLEAN, "commit of transaction {} did not converge after {} passes", h.transid, pass);
@@ -151,14 +191,7 @@ Status TransactionManager::commit_converge(TreeHandle& h) {
       UBTRFS_TRY_STATUS(fs_.chunk_creator().insert_pending_items(h, dirty_groups));
     auto heads = fs_.delayed_refs().take_all();
     if (!heads.empty()) {
-      CommitSpace space(fs_, dirty_groups);
-      auto stats = alloc::run_delayed_refs(h, *fs_.extent_root().tree, fs_.params(), heads, space);
-      if (!stats) return fail(stats.error());
-      for (const auto& [bytenr, len] : space.csum_deletes) {
-        if (!csum_deleter_)
-          return fail(EUCLEAN, "data extent {} freed but no checksum deleter is registered", bytenr);
-        UBTRFS_TRY_STATUS(csum_deleter_(h, bytenr, len));
-      }
+      UBTRFS_TRY_STATUS(run_refs(h, heads, dirty_groups));
       continue;
     }
     if (!dirty_groups.empty()) {

@@ -75,7 +75,6 @@ Status DelayedInodes::update_inode(TransHandle* th, InodeId id, const InodeItem&
       surplus = rsv;  // another thread reserved meanwhile
   }
   give_back(surplus);
-  if (pending_items() > kDelayedBackgroundItems) fs_.transactions().request_commit();
   return {};
 }
 
@@ -150,7 +149,6 @@ Status DelayedInodes::insert_index(TransHandle& th, InodeId dir, uint64_t index,
       surplus = rsv;  // cannot happen: indexes are never reused
   }
   give_back(surplus);
-  if (pending_items() > kDelayedBackgroundItems) fs_.transactions().request_commit();
   return {};
 }
 

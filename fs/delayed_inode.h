@@ -17,8 +17,10 @@
 // Who writes them (run()): the commit, with the gate closed (no handle runs), all of them before the
 // delayed refs; the reclaim thread's FLUSH_DELAYED_ITEMS(_NR) states with a join handle charged to
 // the delayed-items reserve, only for nodes whose inode lock it can take at once (a namespace
-// operation holding the directory's lock may be between changing an index entry and finishing);
-// and, when more than kDelayedBackgroundItems are pending, the commit thread on request.
+// operation holding the directory's lock may be between changing an index entry and finishing).
+// Their number is bounded by their reservations: when the delayed-items reserve crowds out other
+// reservations, tickets make the reclaim thread run them (btrfs's BTRFS_DELAYED_BACKGROUND worker
+// is the reclaim thread's job here).
 //
 // Invariants: a pending item of an inode exists in its tree (new inodes are inserted directly, only
 // updates are delayed); an evicted inode's node is forgotten before its items are deleted; a queued
@@ -44,9 +46,6 @@ namespace ubtrfs::fs {
 
 class FsInfo;
 class TransHandle;
-
-// btrfs BTRFS_DELAYED_BACKGROUND: past this many pending items a commit is requested.
-inline constexpr size_t kDelayedBackgroundItems = 128;
 
 class DelayedInodes {
  public:

@@ -81,7 +81,7 @@ void FileData::account(InodeId id, Dirty& d) {
     total_bytes_.fetch_add(now - before);
   else
     total_bytes_.fetch_sub(before - now);
-  if (now == 0 && d.data_reserved == 0 && d.rsv.size() == 0 && d.rsv.reserved() == 0) {
+  if (now == 0 && d.users == 0 && d.data_reserved == 0 && d.rsv.size() == 0 && d.rsv.reserved() == 0) {
     std::lock_guard g(mu_);
     dirty_.erase(id);  // REQUIRES the exclusive inode lock: nobody else holds a pointer to it
   }
@@ -290,6 +290,17 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;
+  // d stays valid through a flush of this inode below; the last settle may erase it.
+  d.users++;
+  struct Unpin {
+    FileData* self;
+    InodeId id;
+    Dirty& d;
+    ~Unpin() {
+      d.users--;
+      self->account(id, d);
+    }
+  } unpin{this, id, d};
 
   // Sectors the write makes present besides those it covers: an inline extent is never extended
   // or split in place, its bytes move to delalloc and the flusher rewrites the file (btrfs converts
@@ -333,7 +344,24 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     return n;
   };
   uint64_t need = need_for(data.size());
-  if (auto st = reserve_data(d, need, alloc::FlushMode::kFlushData); !st) {
+  // Flushers never wait for an inode lock, and we hold this one: before waiting for space, write
+  // out this inode's own delalloc, the one thing only we can flush (it gives back its metadata
+  // reserve, and its overwritten extents become pinned space the next commit frees).
+  bool flushed_own = false;
+  auto flush_own = [&]() -> Status {
+    if (flushed_own) return {};
+    flushed_own = true;
+    return flush_locked(id);
+  };
+  Status data_rsv = reserve_data(d, need, alloc::FlushMode::kNoFlush);
+  if (!data_rsv && data_rsv.error().err == ENOSPC) {
+    if (auto st = flush_own(); !st) {
+      settle(id, d);
+      return fail(st.error());
+    }
+    data_rsv = reserve_data(d, need, alloc::FlushMode::kFlushData);
+  }
+  if (auto st = data_rsv; !st) {
     if (st.error().err != ENOSPC) {
       settle(id, d);
       return fail(st.error());
@@ -359,10 +387,19 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   // The delalloc metadata reserve for the state after the write (at most one more run), then the
   // inode update's handle: both before anything changes, so an ENOSPC changes nothing.
   {
-    const uint64_t bytes_after = d.data.bytes() + need;
-    const uint64_t target =
-        rsv_target(d.data.run_count() + 1 + bytes_after / alloc::kMaxDataExtent, bytes_after, d.nodatasum);
-    if (auto st = d.rsv.refill(target, alloc::FlushMode::kFlushAll); !st) {
+    auto target = [&] {
+      const uint64_t bytes_after = d.data.bytes() + need;
+      return rsv_target(d.data.run_count() + 1 + bytes_after / alloc::kMaxDataExtent, bytes_after, d.nodatasum);
+    };
+    Status meta = d.rsv.refill(target(), alloc::FlushMode::kNoFlush);
+    if (!meta && meta.error().err == ENOSPC) {
+      if (auto st = flush_own(); !st) {
+        settle(id, d);
+        return fail(st.error());
+      }
+      meta = d.rsv.refill(target(), alloc::FlushMode::kFlushAll);
+    }
+    if (auto st = meta; !st) {
       settle(id, d);
       return fail(st.error().err, "root {} ino {}: delalloc metadata for a write at {}: {}", id.subvol, id.objectid,
                   off, st.error().message);
@@ -604,6 +641,7 @@ Status FileData::drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, al
   // handle keeps nbytes exact; `first` runs in the first handle (the size and time update).
   const FsParams& fs = fs_.params();
   auto exts = UBTRFS_TRY(find_file_extents(root, fs, id.objectid, from, UINT64_MAX));
+  if (exts.empty() && !first) return {};  // nothing to drop (an empty file being evicted)
   std::vector<uint64_t> cuts;  // batch start offsets, from the end
   for (size_t n = exts.size(); n > 0;) {
     const size_t take = std::min<size_t>(n, kTruncateBatch);

@@ -127,6 +127,9 @@ class FileData {
     // GUARDED_BY(inode lock): dirty sectors over exclusive PREALLOC extents, written in place
     // (file_nocow.cpp); they hold no data reservation.
     std::set<uint64_t> nocow;
+    // GUARDED_BY(inode lock): an operation holding a reference across a flush of its own inode
+    // (write) keeps the buffer from being erased when it empties.
+    unsigned users = 0;
   };
   // Data reference changes go to the extent allocator (delayed refs).
   class AllocatorRefs final : public DataRefSink {

@@ -292,13 +292,17 @@ std::string Filesystem::stats_json() {
   // cause, and the reservation system — each space_info's counters in the kernel's dump order,
   // every block reserve, tickets, flush states run and what each reclaimed, where tree blocks'
   // bytes came from (the fallback chain: overruns), ENOSPC by reason.
-  using nlohmann::json;
+  using json = nlohmann::ordered_json;  // members in the order written here
   const auto& st = fs_->stats();
   const auto cs = fs_->transactions().stats();
   const auto cc = fs_->cache().counters();
   alloc::SpaceInfos& sp = fs_->spaces();
   json j;
-  j["generation"] = cs.last_transid;
+  {
+    std::lock_guard g(fs_->super_mu());
+    j["generation"] = fs_->super().generation.get();  // the last committed generation
+  }
+  j["running_transaction"] = fs_->transactions().running_transid();
   j["commits"] = cs.commits;
   j["aborted"] = cs.aborted;
   j["last_commit_ms"] = cs.last_commit_ms;

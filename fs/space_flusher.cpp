@@ -25,10 +25,19 @@ Result<uint64_t> FsSpaceFlusher::flush(alloc::SpaceInfo& si, alloc::FlushState s
                                                             : kBlockGroupData;
   switch (state) {
     case FlushState::kNone:
-    case FlushState::kDelayedRefsNr:
-    case FlushState::kDelayedRefs:
     case FlushState::kRunDelayedIputs:
       return uint64_t{0};
+    case FlushState::kDelayedRefsNr:
+    case FlushState::kDelayedRefs: {
+      // btrfs_run_delayed_refs: enough heads to give back `to_reclaim` of the delayed-refs
+      // reserve, or every head queued now.
+      const uint64_t per_head = sp.delayed_ref_bytes(1);
+      const size_t heads = state == FlushState::kDelayedRefs
+                               ? 0
+                               : static_cast<size_t>(std::max<uint64_t>(1, to_reclaim / per_head));
+      const uint64_t ran = UBTRFS_TRY(fs_.transactions().run_delayed_refs(heads));
+      return ran * per_head;
+    }
     case FlushState::kDelayedItemsNr:
     case FlushState::kDelayedItems: {
       if (!run_delayed_) return uint64_t{0};

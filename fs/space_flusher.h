@@ -3,9 +3,9 @@
 //
 // - FLUSH_DELAYED_ITEMS(_NR): run delayed inode items (fs/delayed_inode.h) — all, or enough to give
 //   back about `to_reclaim` bytes of the delayed-items reserve.
-// - FLUSH_DELAYED_REFS(_NR): nothing. Delayed refs run only inside the commit here (extent-tree
-//   updates between commits would race the allocator's accounting); COMMIT_TRANS does their work
-//   and releases their reserve.
+// - FLUSH_DELAYED_REFS(_NR): run queued delayed refs in a join handle beside the running handles
+//   (TransactionManager::run_delayed_refs), enough heads to give back `to_reclaim` of the
+//   delayed-refs reserve, or all of them.
 // - FLUSH_DELALLOC / FLUSH_DELALLOC_WAIT: flush inodes' dirty data (largest first, skipping inodes
 //   whose lock is busy) until their delalloc reserves gave back `to_reclaim` (at least an eighth of
 //   the delalloc); writing is synchronous here, so "wait" differs only in doing twice as much.

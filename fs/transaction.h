@@ -38,9 +38,11 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
+#include "alloc/delayed_ref.h"
 #include "alloc/space_info.h"
 #include "io/status.h"
 #include "tree/tree_root.h"
@@ -127,6 +129,11 @@ class TransactionManager {
   [[nodiscard]] Status commit(CommitCause cause = CommitCause::kOther);
   // Asks the commit thread for a commit soon (dirty threshold passed) without waiting.
   void request_commit();
+  // Runs up to `max_heads` (0: all) queued delayed refs now, in a join handle of the running
+  // transaction, and releases their part of the delayed-refs reserve (btrfs_run_delayed_refs from
+  // the flushers). Returns the heads run. REQUIRES: the caller holds no handle. Errors: the tree's
+  // (the transaction is aborted).
+  [[nodiscard]] Result<uint64_t> run_delayed_refs(size_t max_heads);
 
   // Work that must run before the commit closes the gate (delalloc flush: it starts handles of its
   // own). Registered once by the fs layer; called by commit() outside the gate. `cause` lets the
@@ -178,6 +185,12 @@ class TransactionManager {
   void release_commit_reservations();
   // The commit pipeline's steps (commit.cpp).
   [[nodiscard]] Status commit_converge(TreeHandle& h);
+  // Runs `heads` into the extent tree with their space consequences; groups whose usage changed go
+  // to `dirty_groups`.
+  [[nodiscard]] Status run_refs(TreeHandle& h, std::vector<alloc::DelayedRefHead>& heads,
+                                std::set<uint64_t>& dirty_groups);
+  std::mutex refs_run_mu_;                 // one delayed-ref runner at a time
+  std::set<uint64_t> refs_dirty_groups_;   // GUARDED_BY(refs_run_mu_): for the next commit
   [[nodiscard]] Status write_super_and_unpin(uint64_t transid);
 
   std::thread commit_thread_;
