@@ -15,7 +15,7 @@
 #               check-clean; (h) every acknowledged byte, file, directory and xattr is there when
 #               the kernel reads the unmounted image.
 # The criteria are absolute; UBTRFS_ENOSPC_FULL=1 also runs the kernel on each configuration for
-# the figures side by side. CI: 128M with DUP metadata; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x
+# the figures side by side. CI: 128M and 256M with DUP metadata; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x
 # DUP, SINGLE. UBTRFS_FS=kernel runs the same script on the kernel (proves the test's logic).
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +27,6 @@ started=$SECONDS
 while IFS=: read -r size profile; do
   enospc_case parallel "$size" "$profile" 0
   enospc_case concurrent "$size" "$profile" 0
-done < <(enospc_configs 128M:dup)
+done < <(enospc_configs 128M:dup 256M:dup)
 echo "enospc_concurrent_test: $((SECONDS - started)) s"
 finish

@@ -46,23 +46,55 @@ def errors_only_enospc(j, r, scen):
 
 
 def df_accuracy(j, r, fill_bytes, marks_prefix):
-    """(3): the bytes written after the last df taken during the fill (a synced statvfs at a mark)
-    are within 1 % of that df's Avail."""
+    """(3): for each df taken during the fill (a statvfs after syncfs at the start, at 50 % and at
+    90 % of the start's Avail; the last is "the last df"), the bytes written after it until ENOSPC
+    are within 1 % of its Avail. (No df later than 90 %: near the very end a fixed allocation
+    granularity dominates 1 % of what is left; the kernel itself falls 64 KiB short of df's Avail on
+    the SINGLE-metadata 128M and 256M images, 3.2 % of the Avail left at 97 %.)"""
     cps = [c for c in r["checkpoints"] if c["label"] == "fill start" or c["label"].startswith(marks_prefix)]
+    if not cps:
+        j.check(False, "(3) df accuracy", "no df taken during the fill")
+        return
+    worst = None
+    for c in cps:
+        after = fill_bytes - c["written"]
+        diff = after - c["avail"]
+        j.info(f"df at '{c['label']}': Avail {mib(c['avail'])}, written after it {mib(after)}, "
+               f"difference {mib(diff)} ({100.0 * diff / max(c['avail'], 1):+.2f} %)")
+        if abs(diff) > 0.01 * c["avail"] and worst is None:
+            worst = (c, after, diff)
+    last = cps[-1]
+    after = fill_bytes - last["written"]
+    detail = (f"last df ('{last['label']}') said Avail {mib(last['avail'])}, {mib(after)} were written after it "
+              f"({100.0 * (after - last['avail']) / max(last['avail'], 1):+.2f} %)")
+    if worst:
+        c, after, diff = worst
+        detail += f"; first df off by more than 1 %: '{c['label']}', Avail {mib(c['avail'])}, {mib(after)} written after it"
+    j.check(worst is None, f"(3) bytes written after each df of the fill ({len(cps)}) are within 1 % of its Avail", detail)
+
+
+def df_accuracy_vs_kernel(j, r, fill_bytes, ref):
+    """(3) for the files scenario: df's Avail counts data space only, and the metadata that 4 KiB
+    files need takes unallocated space df had counted: the kernel's own df at the start of the fill
+    is 1.7 % (256M DUP) to 25 % (1G DUP) above what then fits, and 17 % at 90 % on 256M DUP. No df
+    can know the sizes of files yet to come, so the criterion here is relative: at the start of the
+    fill, ubtrfs's df is no further from what then fits than the kernel's, plus 1 % of its Avail."""
+    cps = [c for c in r["checkpoints"] if c["label"] == "fill start" or c["label"].startswith(("50 %", "90 %"))]
     for c in cps:
         after = fill_bytes - c["written"]
         j.info(f"df at '{c['label']}': Avail {mib(c['avail'])}, written after it {mib(after)}, "
                f"difference {mib(after - c['avail'])} ({100.0 * (after - c['avail']) / max(c['avail'], 1):+.2f} %)")
-    if not cps:
-        j.check(False, "(3) df accuracy", "no df taken during the fill")
+    if ref is None or not cps:
         return
-    last = cps[-1]
-    after = fill_bytes - last["written"]
-    diff = after - last["avail"]
-    j.check(abs(diff) <= 0.01 * last["avail"],
-            "(3) bytes written after the last df are within 1 % of its Avail",
-            f"last df ('{last['label']}') said Avail {mib(last['avail'])}, {mib(after)} were written after it "
-            f"({100.0 * diff / max(last['avail'], 1):+.2f} %)")
+    start = cps[0]
+    err = fill_bytes - start["avail"]
+    kref = next(c for c in ref["checkpoints"] if c["label"] == "fill start")
+    kerr = ref["figures"]["files_4k"]["bytes"] - kref["avail"]
+    j.check(abs(err) <= abs(kerr) + 0.01 * start["avail"],
+            "(3) df at the start of the 4 KiB files is as close to what fits as the kernel's (+1 % of Avail)",
+            f"{j.fs}: Avail {mib(start['avail'])}, {mib(fill_bytes)} written ({100.0 * err / max(start['avail'], 1):+.2f} %); "
+            f"kernel: Avail {mib(kref['avail'])}, {mib(ref['figures']['files_4k']['bytes'])} written "
+            f"({100.0 * kerr / max(kref['avail'], 1):+.2f} %)")
 
 
 def last_df(r, fill_bytes, prefixes):
@@ -78,7 +110,7 @@ def summary(r):
     """One line of a run's figures (printed for the kernel's reference run)."""
     fig = r["figures"]
     scen = r["scenario"]
-    marks = tuple(f"{p} %" for p in (50, 90, 97))
+    marks = ("50 %", "90 %")
     if scen == "fill":
         f = fig["fill"]
         pre = all(e["acked"] == e["wanted"] for e in fig["prealloc_writes"].values())
@@ -95,7 +127,7 @@ def summary(r):
         raw, synced = first.get("df_raw"), first.get("df_synced")
         return (f"(c) {mib(f['bytes'])} written; first ENOSPC ({first.get('op')}) with df Avail "
                 f"{mib(raw['avail']) if raw else '-'} raw, {mib(synced['avail']) if synced else '-'} synced; "
-                f"(3) {last_df(r, f['bytes'], marks[:2])}; errors {r['errors']}")
+                f"(3) {last_df(r, f['bytes'], marks)}; errors {r['errors']}")
     if scen == "parallel":
         return f"(f) {fig['four_writers']}, {fig['write_and_fallocate']}; errors {r['errors']}"
     return ""
@@ -129,21 +161,27 @@ def judge(j, r, v, ref):
         j.check(w.get("acked") == w.get("wanted") and w.get("errno") == 0,
                 "(d) after them, writing succeeds again (no remount)",
                 f"{mib(w.get('acked'))} of {mib(w.get('wanted'))} acknowledged, errno {w.get('errno')}")
-        df_accuracy(j, r, got, tuple(f"{p} %" for p in (50, 90, 97)))
+        df_accuracy(j, r, got, ("50 %", "90 %"))
     elif scen == "files":
         f4, fe = fig.get("files_4k", {}), fig.get("files_empty", {})
         n4, ne = f4.get("count", 0), fe.get("count", 0)
         j.info(f"(b) {n4} 4 KiB files (end: {f4.get('end')}, {f4.get('seconds')} s), then {ne} empty files "
                f"(end: {fe.get('end')}, {fe.get('seconds')} s)")
         if ref is not None:
+            # The kernel's own counts vary from run to run once metadata is what runs out (up to
+            # 0.6 % seen for the total on 128M DUP, 0.03 % for the 4 KiB files on 256M DUP): a run
+            # of the kernel against itself passes with 1 % of slack, and an early ENOSPC is far
+            # larger than that.
             k4 = ref["figures"]["files_4k"]["count"]
             kt = ref["figures"]["files_total"]
-            j.check(n4 >= k4, "(b) at least as many 4 KiB files as the kernel", f"{j.fs} {n4}, kernel reference {k4}")
-            j.check(n4 + ne >= kt, "(b) at least as many files (4 KiB, then empty) as the kernel",
-                    f"{j.fs} {n4 + ne}, kernel reference {kt}")
+            j.check(n4 >= 0.99 * k4, "(b) as many 4 KiB files as the kernel (1 % slack: the kernel's own spread)",
+                    f"{j.fs} {n4}, kernel reference {k4} ({100.0 * n4 / max(k4, 1):.2f} %)")
+            j.check(n4 + ne >= 0.99 * kt,
+                    "(b) as many files (4 KiB, then empty) as the kernel (1 % slack: the kernel's own spread)",
+                    f"{j.fs} {n4 + ne}, kernel reference {kt} ({100.0 * (n4 + ne) / max(kt, 1):.2f} %)")
         j.check(str(f4.get("end", "")).endswith("ENOSPC") and str(fe.get("end", "")).endswith("ENOSPC"),
                 "(b) both phases end with ENOSPC", f"{f4.get('end')}, {fe.get('end')}")
-        df_accuracy(j, r, f4.get("bytes", 0), tuple(f"{p} %" for p in (50, 90, 97)))
+        df_accuracy_vs_kernel(j, r, f4.get("bytes", 0), ref)
     elif scen == "concurrent":
         f = fig.get("fill", {})
         first = fig.get("first_enospc")
@@ -161,7 +199,7 @@ def judge(j, r, v, ref):
             j.check(max(fr, fs) < 0.01, "(c) the first ENOSPC comes only when df shows under 1 % free",
                     f"df right after it: Avail {mib(raw['avail'])} = {100 * fr:.2f} % of {mib(raw['size'])}; "
                     f"with every worker paused and synced: {mib(synced['avail'])} = {100 * fs:.2f} %")
-        df_accuracy(j, r, f.get("bytes", 0), tuple(f"{p} %" for p in (50, 90)))
+        df_accuracy(j, r, f.get("bytes", 0), ("50 %", "90 %"))
     elif scen == "parallel":
         a, b = fig.get("four_writers", {}), fig.get("write_and_fallocate", {})
         j.check(a.get("acked") == a.get("wanted") and not any(a.get("errnos", [1])),

@@ -11,6 +11,7 @@ first problems) to OUT.json and prints it in one line per figure.
 """
 import json
 import os
+import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -47,19 +48,31 @@ def verify(manifest, root):
         "problems": [],
     }
 
-    def problem(msg):
-        if len(s["problems"]) < 30:
-            s["problems"].append(msg)
+    problems = []  # (acknowledged bytes lost, message): the biggest losses are reported first
+
+    def problem(msg, lost=0):
+        problems.append((lost, len(problems), msg))
 
     for rel, f in sorted(manifest.files.items()):
         acked = f.acked_bytes()
         s["acked_bytes"] += acked
         path = os.path.join(root, rel)
+        if f.size == 0 and not f.xattrs:  # an empty file: its type and size say it all
+            try:
+                st = os.lstat(path)
+            except OSError as e:
+                s["missing_files"] += 1
+                problem(f"{rel}: missing ({e.strerror})")
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+                s["wrong_size"] += 1
+                problem(f"{rel}: not an empty regular file (mode {st.st_mode:o}, size {st.st_size})")
+            continue
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as e:
             s["missing_files"] += 1
-            problem(f"{rel}: cannot open ({e.strerror}); {acked} acknowledged bytes lost")
+            problem(f"{rel}: cannot open ({e.strerror}); {acked} acknowledged bytes lost", acked)
             continue
         try:
             size = os.fstat(fd).st_size
@@ -88,7 +101,8 @@ def verify(manifest, root):
             s["intact_bytes"] += good
             if bad_at is not None:
                 s["wrong_content"] += 1
-                problem(f"{rel}: content differs from offset {bad_at} ({acked - good} of {acked} acknowledged bytes lost)")
+                problem(f"{rel}: content differs from offset {bad_at} ({acked - good} of {acked} acknowledged bytes lost)",
+                        acked - good)
             for name, n in f.xattrs.items():
                 try:
                     v = os.getxattr(path, name)
@@ -107,6 +121,8 @@ def verify(manifest, root):
         if os.path.lexists(os.path.join(root, rel)):
             s["present_but_deleted"] += 1
             problem(f"{rel}: deleted or renamed away, but present")
+    problems.sort(key=lambda p: (-p[0], p[1]))
+    s["problems"] = [p[2] for p in problems[:30]]
     s["lost_bytes"] = s["acked_bytes"] - s["intact_bytes"]
     s["ok"] = all(
         s[k] == 0

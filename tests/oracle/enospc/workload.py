@@ -430,7 +430,7 @@ def scenario_fill(run):
 
     start = run.checkpoint("fill start")
     a0 = start["avail"]
-    marks = [0.5, 0.9, 0.97]
+    marks = [0.5, 0.9]
     state = {"next": 0}
 
     def hook():
@@ -479,7 +479,7 @@ def scenario_files(run):
     probe_setup(run)
     start = run.checkpoint("fill start")
     a0 = start["avail"]
-    marks = [0.5, 0.9, 0.97]
+    marks = [0.5, 0.9]
     nxt = 0
     per_dir = 1000
     i = 0
