@@ -138,6 +138,8 @@ def judge(j, r, v, ref):
     fig = r["figures"]
     j.check(not r.get("crash"), "the workload ran to its end", r.get("crash") or "")
     j.check(not r["timed_out"], "the workload finished before its deadline", f"{r['seconds']} s")
+    j.check(fig.get("setup_errors") == {}, "the setup before the fill succeeded (directories, files, fallocate)",
+            f"failures {fig.get('setup_errors')}")
     errors_only_enospc(j, r, scen)
 
     if scen == "fill":

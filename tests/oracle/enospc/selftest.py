@@ -139,6 +139,9 @@ def main():
                        tmp, "(a) one writer writes at least 98 %")
     expect_judge_fails("a preallocated range took a short write", mutated(
         fres, lambda o: o["figures"]["prealloc_writes"]["pre/mode0"].update(acked=4096)), fver, fres, tmp, "(e)")
+    expect_judge_fails("the fallocate before the fill failed", mutated(
+        fres, lambda o: o["figures"].update(setup_errors={"fallocate EOPNOTSUPP": 1})), fver, fres, tmp,
+        "the setup before the fill")
     expect_judge_fails("rm failed", mutated(fres, lambda o: o["figures"]["full_ops"].update(rm=28)), fver, fres, tmp,
                        "(d) rm")
     expect_judge_fails("the writes after rm failed", mutated(

@@ -425,9 +425,7 @@ def scenario_fill(run):
     # (d) what the full file system will delete, truncate and rename over.
     for rel, size in (("d/victim-file", MiB), ("d/trunc", 2 * MiB), ("d/rename-src", 64 * KiB), ("d/rename-dst", MiB)):
         run.write_file(rel, size)
-    setup_errors = dict(run.errors)
-    fig["setup_errors"] = setup_errors
-
+    fig["setup_errors"] = dict(run.errors)
     start = run.checkpoint("fill start")
     a0 = start["avail"]
     marks = [0.5, 0.9]
@@ -455,7 +453,8 @@ def scenario_fill(run):
         acked = 0
         if not err:
             acked, err = run.write_range(fd, rel, 0, n, 256 * KiB)
-            err = err or run.close(fd, rel)
+            cerr = run.close(fd, rel)
+            err = err or cerr
         e[rel] = {"wanted": n, "acked": acked, "errno": errname(err)}
     fig["prealloc_writes"] = e
 
@@ -477,6 +476,7 @@ def scenario_files(run):
     fig = run.figures
     run.mkdir("files")
     probe_setup(run)
+    fig["setup_errors"] = dict(run.errors)
     start = run.checkpoint("fill start")
     a0 = start["avail"]
     marks = [0.5, 0.9]
@@ -555,6 +555,7 @@ def scenario_concurrent(run):
     for d in ("c", "c/dirs", "c/files", "c/xattr") + tuple(f"c/w{k}" for k in range(4)):
         run.mkdir(d)
     probe_setup(run)
+    fig["setup_errors"] = dict(run.errors)
     gate = Gate()
     start = run.checkpoint("fill start")
     a0 = start["avail"]
@@ -697,6 +698,7 @@ def scenario_parallel(run):
     fig = run.figures
     run.mkdir("p")
     probe_setup(run)
+    fig["setup_errors"] = dict(run.errors)
     a = run.checkpoint("start")["avail"]
     share = (a // 8) // BLOCK * BLOCK
     res = {}
