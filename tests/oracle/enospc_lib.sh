@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the enospc_*_test.sh fill-to-full tests (issue 7, acceptance 2 and 3); sourced after
 # lib.sh. Not a test itself (ctest runs *_test.sh only).
 #

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import BLOCK, KiB, MiB, FileModel, Manifest, content, xattr_value  # noqa: E402
 
