@@ -11,8 +11,8 @@
 #   (g) every failure was ENOSPC; after deleting 1 MiB a create, write, mkdir and setxattr succeed;
 #       the daemon's final commit succeeds; the image is check-clean;
 #   (h) every byte write() acknowledged is there when the kernel reads the unmounted image;
-#   (3) the bytes written after the last df (syncfs + statvfs at 97 % of the fill) are within 1 %
-#       of that df's Avail.
+#   (3) the bytes written after each df taken during the fill (syncfs + statvfs at the start, at 50 %
+#       and at 90 % of the start's Avail; the last is "the last df") are within 1 % of its Avail.
 # CI: 128M and 256M with DUP metadata; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x DUP, SINGLE.
 # UBTRFS_FS=kernel runs the same script on the kernel (proves the test's logic).
 # shellcheck source=lib.sh disable=SC1091

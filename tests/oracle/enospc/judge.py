@@ -170,16 +170,17 @@ def judge(j, r, v, ref):
         j.info(f"(b) {n4} 4 KiB files (end: {f4.get('end')}, {f4.get('seconds')} s), then {ne} empty files "
                f"(end: {fe.get('end')}, {fe.get('seconds')} s)")
         if ref is not None:
-            # The kernel's own counts vary from run to run once metadata is what runs out (up to
-            # 0.6 % seen for the total on 128M DUP, 0.03 % for the 4 KiB files on 256M DUP): a run
-            # of the kernel against itself passes with 1 % of slack, and an early ENOSPC is far
-            # larger than that.
+            # The kernel's own counts vary from run to run once metadata is what runs out: the
+            # total by up to 0.8 % (57649 to 58098 on 128M DUP; the empty files depend on when
+            # transactions commit), the 4 KiB files by 0.3 % where metadata ends them (256M DUP)
+            # and not at all where data does. Slack of 2 % and 1 % lets the kernel pass against
+            # itself; an early ENOSPC costs far more.
             k4 = ref["figures"]["files_4k"]["count"]
             kt = ref["figures"]["files_total"]
             j.check(n4 >= 0.99 * k4, "(b) as many 4 KiB files as the kernel (1 % slack: the kernel's own spread)",
                     f"{j.fs} {n4}, kernel reference {k4} ({100.0 * n4 / max(k4, 1):.2f} %)")
-            j.check(n4 + ne >= 0.99 * kt,
-                    "(b) as many files (4 KiB, then empty) as the kernel (1 % slack: the kernel's own spread)",
+            j.check(n4 + ne >= 0.98 * kt,
+                    "(b) as many files (4 KiB, then empty) as the kernel (2 % slack: the kernel's own spread)",
                     f"{j.fs} {n4 + ne}, kernel reference {kt} ({100.0 * (n4 + ne) / max(kt, 1):.2f} %)")
         j.check(str(f4.get("end", "")).endswith("ENOSPC") and str(fe.get("end", "")).endswith("ENOSPC"),
                 "(b) both phases end with ENOSPC", f"{f4.get('end')}, {fe.get('end')}")

@@ -478,71 +478,49 @@ def scenario_files(run):
     run.mkdir("files")
     probe_setup(run)
     fig["setup_errors"] = dict(run.errors)
-    start = run.checkpoint("fill start")
-    a0 = start["avail"]
+    a0 = run.checkpoint("fill start")["avail"]
     marks = [0.5, 0.9]
-    nxt = 0
-    per_dir = 1000
-    i = 0
-    n4k = 0
-    end = None
-    last_dir = None
-    t = time.monotonic()
-    while end is None:
-        d = f"files/d{i // per_dir:04}"
-        if d != last_dir:
-            err = run.mkdir(d)
+    state = {"i": 0, "dir": None, "mark": 0}
+
+    def make_files(kind, size):
+        """Files of size bytes (one write) until a call fails: (count, the call and errno that ended)."""
+        count = 0
+        while True:
+            i = state["i"]
+            d = f"files/d{i // 1000:04}"
+            if d != state["dir"]:
+                err = run.mkdir(d)
+                if err:
+                    return count, f"mkdir {errname(err)}"
+                state["dir"] = d
+            if run.out_of_time():
+                return count, "timeout"
+            rel = f"{d}/{kind}{i % 1000:03}"
+            fd, err = run.create(rel)
             if err:
-                end = f"mkdir {errname(err)}"
-                break
-            last_dir = d
-        if run.out_of_time():
-            end = "timeout"
-            break
-        rel = f"{d}/f{i % per_dir:03}"
-        fd, err = run.create(rel)
-        if err:
-            end = f"create {errname(err)}"
-            break
-        done, err = run.write(fd, rel, 0, BLOCK, fill=True)
-        cerr = run.close(fd, rel)
-        if err or cerr:
-            end = f"write {errname(err)}" if err else f"close {errname(cerr)}"
-            break
-        n4k += 1
-        i += 1
-        while nxt < len(marks) and run.fill_acked >= marks[nxt] * a0:
-            run.checkpoint(f"{int(marks[nxt] * 100)} % of the start Avail written")
-            nxt += 1
+                return count, f"create {errname(err)}"
+            if size:
+                _, err = run.write(fd, rel, 0, size, fill=True)
+                cerr = run.close(fd, rel)
+                if err or cerr:
+                    return count, f"write {errname(err)}" if err else f"close {errname(cerr)}"
+            elif run.close(fd, rel):
+                return count, "close error"
+            count += 1
+            state["i"] += 1
+            while state["mark"] < len(marks) and run.fill_acked >= marks[state["mark"]] * a0:
+                run.checkpoint(f"{int(marks[state['mark']] * 100)} % of the start Avail written")
+                state["mark"] += 1
+
+    t = time.monotonic()
+    n4k, end = make_files("f", BLOCK)
     fig["files_4k"] = {"count": n4k, "end": end, "bytes": run.fill_acked, "start_avail": a0,
                        "seconds": round(time.monotonic() - t, 1)}
     fig["full_raw"] = run.sample("4 KiB files full, no sync")
     fig["full"] = run.checkpoint("4 KiB files full")
     # Empty files go on in the same directories (the last one may have room left).
-    nempty = 0
-    end = None
     t = time.monotonic()
-    while end is None:
-        d = f"files/d{i // per_dir:04}"
-        if d != last_dir:
-            err = run.mkdir(d)
-            if err:
-                end = f"mkdir {errname(err)}"
-                break
-            last_dir = d
-        if run.out_of_time():
-            end = "timeout"
-            break
-        rel = f"{d}/e{i % per_dir:03}"
-        fd, err = run.create(rel)
-        if err:
-            end = f"create {errname(err)}"
-            break
-        if run.close(fd, rel):
-            end = "close error"
-            break
-        nempty += 1
-        i += 1
+    nempty, end = make_files("e", 0)
     fig["files_empty"] = {"count": nempty, "end": end, "seconds": round(time.monotonic() - t, 1)}
     fig["files_total"] = n4k + nempty
     fig["empty_full"] = run.checkpoint("empty files full")
