@@ -347,19 +347,34 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   // Flushers never wait for an inode lock, and we hold this one: before waiting for space, write
   // out this inode's own delalloc, the one thing only we can flush (it gives back its metadata
   // reserve, and its overwritten extents become pinned space the next commit frees).
+  // The write's data reservation stays its own until the sectors exist (a flush of this inode in
+  // between settles d, which gives back whatever d holds beyond its dirty sectors).
+  alloc::SpaceInfo& data_space = fs_.spaces().data();
+  uint64_t held = 0;
+  struct Held {
+    alloc::SpaceInfo& si;
+    uint64_t& bytes;
+    ~Held() { si.release_bytes(bytes); }
+  } held_guard{data_space, held};
+  auto reserve = [&](uint64_t bytes, alloc::FlushMode mode) -> Status {
+    if (bytes == 0) return {};
+    UBTRFS_TRY_STATUS(data_space.reserve_bytes(bytes, mode));
+    held += bytes;
+    return {};
+  };
   bool flushed_own = false;
   auto flush_own = [&]() -> Status {
     if (flushed_own) return {};
     flushed_own = true;
     return flush_locked(id);
   };
-  Status data_rsv = reserve_data(d, need, alloc::FlushMode::kNoFlush);
+  Status data_rsv = reserve(need, alloc::FlushMode::kNoFlush);
   if (!data_rsv && data_rsv.error().err == ENOSPC) {
     if (auto st = flush_own(); !st) {
       settle(id, d);
       return fail(st.error());
     }
-    data_rsv = reserve_data(d, need, alloc::FlushMode::kFlushData);
+    data_rsv = reserve(need, alloc::FlushMode::kFlushData);
   }
   if (auto st = data_rsv; !st) {
     if (st.error().err != ENOSPC) {
@@ -376,7 +391,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
       if (need_for(upto) > avail) break;
       fit = upto;
     }
-    if (fit == 0 || !reserve_data(d, need_for(fit), alloc::FlushMode::kNoFlush)) {
+    if (fit == 0 || !reserve(need_for(fit), alloc::FlushMode::kNoFlush)) {
       settle(id, d);
       return fail(ENOSPC, "root {} ino {}: no data space for {} bytes at offset {}: {}", id.subvol, id.objectid,
                   data.size(), off, st.error().message);
@@ -422,6 +437,9 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     }
     th = std::move(*h);
   }
+  // From here on nothing flushes this inode: the reservation becomes the sectors'.
+  d.data_reserved += held;
+  held = 0;
   Status st = [&]() -> Status {
     if (load_inline) UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, 0));
     if (load_eof) UBTRFS_TRY_STATUS(load_sector(id, *root, ii, d, old_size));

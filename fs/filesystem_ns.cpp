@@ -104,10 +104,13 @@ Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
 // exclusively, no handle open, read-write.
 Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
   UBTRFS_TRY_STATUS(ns.data.evict(id));
-  // Nothing delayed may recreate what is about to be deleted (btrfs_kill_delayed_inode_items).
+  // btrfs_evict_inode: FLUSH_EVICT, a priority reservation that may commit and steal; the items go
+  // in a handle of a few units (the kernel's evict reserve is metadata_size(1) plus the orphan).
+  auto th = UBTRFS_TRY(ns.fs.transactions().start(2, alloc::FlushMode::kFlushEvict));
+  // Nothing delayed may recreate what is about to be deleted (btrfs_kill_delayed_inode_items) —
+  // dropped only now that the deletion is sure to run: had the reservation failed, the pending
+  // item (nbytes after the extents went) must still reach the tree.
   if (DelayedInodes* d = ns.fs.delayed_inodes()) d->forget(id);
-  // btrfs_evict_inode: FLUSH_EVICT, a priority reservation that may commit and steal.
-  auto th = UBTRFS_TRY(ns.fs.transactions().start(8, alloc::FlushMode::kFlushEvict));
   // delete_items_of may have deleted some items when it fails: abort from the first step on.
   UBTRFS_TRY_OR_ABORT(th, delete_items_of(th.tree(), root, id.objectid));
   if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
@@ -338,7 +341,13 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));
   const InodeId cid{pid.subvol, objectid};
 
-  auto th = UBTRFS_TRY(fs.transactions().start(spec.symlink_target.empty() ? 7 : 6));
+  // btrfs_new_inode_prepare's count: the inode item (its inode ref goes in the same batch), the dir
+  // item, the dir index, the parent's inode update, one per ACL xattr, and a symlink's inline extent.
+  unsigned items = 4;
+  if (acl && acl->access) items++;
+  if (acl && acl->default_acl) items++;
+  if (!spec.symlink_target.empty()) items++;
+  auto th = UBTRFS_TRY(fs.transactions().start(items));
   const Timespec now = now_btrfs();
   InodeItem ii{};
   ii.generation = th.transid();
@@ -619,7 +628,8 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
 
     // Beyond the kernel (which uses FLUSH_ALL here): a rename, like an unlink, frees as much as it
     // takes, so it may fall back on the global reserve and succeeds on a full filesystem.
-    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 14 : 12, alloc::FlushMode::kFlushAllSteal));
+    // btrfs_rename: 11 items, the worst case of two unlinks and a link; btrfs_rename_exchange 12.
+    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 12 : 11, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
     TouchedInodes inodes(*fs_, *root);
     uint32_t dst_nlink = 1;

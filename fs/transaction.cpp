@@ -108,7 +108,9 @@ Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMo
     bytes = sp.insert_size(num_items);
     dref = sp.delayed_ref_bytes(num_items);
     auto st = sp.metadata().reserve_bytes(bytes + dref, mode);
-    if (!st && st.error().err == ENOSPC && mode == alloc::FlushMode::kFlushAllSteal) {
+    // btrfs_reserve_trans_metadata: the stealing modes retry without the delayed-ref part.
+    if (!st && st.error().err == ENOSPC &&
+        (mode == alloc::FlushMode::kFlushAllSteal || mode == alloc::FlushMode::kFlushEvict)) {
       dref = 0;
       st = sp.metadata().reserve_bytes(bytes, mode);
     }
