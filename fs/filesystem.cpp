@@ -171,8 +171,8 @@ Result<struct statvfs> Filesystem::statfs() {
   // subtracts every byte used on disk (mirrors included) and the global reserve; f_bavail is what a
   // user can still write — free bytes in data chunks (less what acknowledged writes and allocated
   // but unreferenced extents already hold: data may_use and reserved, which the kernel's figure
-  // leaves in) plus the unallocated device space a data chunk may take (not what backs metadata's
-  // overcommit, and nothing under the 1 MiB minimum stripe), or 0 when metadata is exhausted.
+  // leaves in) plus the unallocated device space a data chunk may take (nothing under the 1 MiB
+  // minimum stripe), or 0 when metadata is exhausted.
   struct statvfs s {};
   const uint64_t bs = fs_->params().sectorsize;
   alloc::SpaceInfos& sp = fs_->spaces();
@@ -230,10 +230,12 @@ Result<struct statvfs> Filesystem::statfs() {
         }
     }
   }
-  // Unallocated space a data chunk may take (btrfs_calc_avail_data_space, single device).
+  // Unallocated space a data chunk may take (btrfs_calc_avail_data_space, single device). What
+  // backs metadata's overcommit right now is not subtracted: that overcommit is made of in-flight
+  // and delalloc reservations the flushers turn back into free space before data is refused (the
+  // fill-to-full tests measure df against what is then written).
   const uint64_t unalloc = sp.free_chunk_space();
-  const uint64_t backing = sp.metadata_backing_needed();
-  uint64_t data_unalloc = unalloc > backing ? (unalloc - backing) / static_cast<uint64_t>(sp.factor(kBlockGroupData)) : 0;
+  uint64_t data_unalloc = unalloc / static_cast<uint64_t>(sp.factor(kBlockGroupData));
   data_unalloc -= data_unalloc % kStripeLen;
   if (data_unalloc < (1ull << 20)) data_unalloc = 0;
   uint64_t avail = data_free + data_unalloc;

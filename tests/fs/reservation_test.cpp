@@ -1,0 +1,295 @@
+// The reservation system as the POSIX layer uses it, on real mkfs.ubtrfs images (issue 7):
+//
+// Rules named here:
+// - data_may_use_equals_dirty_sectors: every dirty sector holds exactly one sector of DATA may_use
+//   through random writes, overwrites, truncates, punches, fsyncs and commits; none after a commit;
+// - write_into_prealloc_on_full_fs_allocates_nothing: a preallocated range takes writes on a 100 %
+//   full filesystem and they land in place (same disk extent, nothing allocated);
+// - abandoned_chunk_plan_gives_back_device_space: a chunk that cannot be as large as asked leaves
+//   DEV_ITEM bytes_used equal to the device extents;
+// - delayed_inode_item_visible_before_the_commit: an inode update is a delayed item that readers
+//   see at once and the commit writes;
+// - relatime_updates_atime_only_when_stale, noatime_never_updates_atime;
+// - deletions_succeed_on_full_metadata: with metadata exhausted by empty files, unlink, rmdir,
+//   truncate and rename over a name still succeed, and afterwards creates work again;
+// - idle_metadata_may_use_is_the_reserves: after a commit, METADATA may_use is what the block
+//   reserves hold.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "alloc/space_infos.h"
+#include "fs/chunk_creator.h"
+#include "fs/file_extent.h"
+#include "fs/space_flusher.h"
+#include "fs/filesystem.h"
+#include "fs/transaction.h"
+#include "tests/io/temp_file.h"
+
+namespace ubtrfs::fs {
+namespace {
+
+namespace stdfs = std::filesystem;
+using io::testing::pattern;
+using io::testing::TempFile;
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+int run(const std::string& cmd) {
+  const int st = std::system((cmd + " >/dev/null 2>&1").c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+std::string ubtrfs_mkfs() {
+  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
+    return std::string(b) + "/mkfs/mkfs.ubtrfs";
+  std::error_code ec;
+  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
+  return stdfs::exists(p) ? p.string() : "";
+}
+
+// A fresh mkfs.ubtrfs image of `size` (metadata `profile`), mounted read-write.
+struct Mounted {
+  TempFile img;
+  std::unique_ptr<Filesystem> fs;
+  Mounted(uint64_t size, const char* profile, MountOptions m = {}) : img(size) {
+    const std::string mkfs = ubtrfs_mkfs();
+    REQUIRE(!mkfs.empty());
+    REQUIRE(run(fmt::format("{} -q -f -m {} {}", mkfs, profile, img.path())) == 0);
+    OpenOptions o;
+    o.path = img.path();
+    m.commit_interval_s = 300;
+    auto r = Filesystem::mount(o, m);
+    INFO((r ? "" : r.error().message));
+    REQUIRE(r);
+    fs = std::move(*r);
+  }
+  alloc::SpaceInfos& sp() { return fs->info().spaces(); }
+  uint64_t create(const std::string& name) {
+    auto st = fs->create(1, name, 0100644, Caller{});
+    INFO(name << ": " << (st ? "" : st.error().message));
+    REQUIRE(st);
+    return st->st_ino;
+  }
+  void commit() {
+    auto st = fs->info().transactions().commit();
+    INFO((st ? "" : st.error().message));
+    REQUIRE(st);
+  }
+};
+
+void check_btrfs_clean(const std::string& img) {
+  if (run("command -v btrfs") != 0) return;
+  CHECK(run(fmt::format("btrfs check --mode=lowmem {}", img)) == 0);
+  CHECK(run(fmt::format("btrfs check {}", img)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("data_may_use_equals_dirty_sectors", "[reservation]") {
+  Mounted m(256 * kMiB, "dup");
+  std::mt19937 rng(7);
+  std::vector<uint64_t> inos;
+  for (int i = 0; i < 4; ++i) inos.push_back(m.create(fmt::format("f{}", i)));
+  const uint64_t ss = m.fs->info().params().sectorsize;
+  for (int step = 0; step < 400; ++step) {
+    const uint64_t ino = inos[rng() % inos.size()];
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 5) {
+      const uint64_t off = rng() % (4 * kMiB), len = 1 + rng() % (256 * 1024);
+      auto r = m.fs->write(ino, off, pattern(len, step));
+      INFO("write: " << (r ? "" : r.error().message));
+      REQUIRE(r);
+    } else if (op == 5) {
+      SetAttr a;
+      a.size = rng() % (5 * kMiB);
+      REQUIRE(m.fs->setattr(ino, a, Caller{}));
+    } else if (op == 6) {
+      REQUIRE(m.fs->fallocate(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rng() % (4 * kMiB),
+                              1 + rng() % kMiB));
+    } else if (op == 7 || op == 8) {
+      REQUIRE(m.fs->fsync(ino, false));
+    } else {
+      m.commit();
+    }
+    // Every dirty sector holds exactly one sector of may_use (no preallocated space here: writes
+    // into it are the one case that needs none, tested below).
+    const uint64_t may_use = m.sp().data().counters().may_use;
+    INFO("step " << step << " op " << op);
+    CHECK(may_use % ss == 0);
+    CHECK(may_use == m.fs->info().space_flusher().delalloc_bytes());
+  }
+  m.commit();
+  CHECK(m.sp().data().counters().may_use == 0);
+  CHECK(m.fs->info().space_flusher().delalloc_bytes() == 0);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+TEST_CASE("write_into_prealloc_on_full_fs_allocates_nothing", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t pre = m.create("pre");
+  REQUIRE(m.fs->fallocate(pre, 0, 0, 4 * kMiB));
+  m.commit();
+  auto id = m.fs->numbers().from_fuse(pre);
+  REQUIRE(id);
+  auto* rec = *m.fs->info().fs_root(id->subvol);
+  auto before = find_file_extents(*rec->tree, m.fs->info().params(), id->objectid, 0, 4 * kMiB);
+  REQUIRE(before);
+  REQUIRE(!before->empty());
+  // Fill the rest of the data space.
+  const uint64_t fill = m.create("fill");
+  uint64_t off = 0;
+  for (;;) {
+    auto r = m.fs->write(fill, off, pattern(kMiB, 3));
+    if (!r) {
+      CHECK(r.error().err == ENOSPC);
+      break;
+    }
+    off += *r;
+    if (*r < kMiB) continue;
+  }
+  m.commit();
+  const auto full = m.sp().data().counters();
+  // Nothing left to reserve: a copy-on-write overwrite of the filled file fails...
+  auto cow = m.fs->write(fill, 0, pattern(64 * 1024, 4));
+  REQUIRE(!cow);
+  CHECK(cow.error().err == ENOSPC);
+  // ...but the preallocated range takes every byte, in place.
+  const auto data = pattern(4 * kMiB, 5);
+  for (uint64_t o = 0; o < data.size(); o += 256 * 1024) {
+    auto r = m.fs->write(pre, o, std::span<const uint8_t>(data).subspan(o, 256 * 1024));
+    INFO("prealloc write at " << o << ": " << (r ? "" : r.error().message));
+    REQUIRE(r);
+  }
+  REQUIRE(m.fs->fsync(pre, false));
+  const auto after = m.sp().data().counters();
+  CHECK(after.used == full.used);
+  CHECK(after.total == full.total);
+  auto now = find_file_extents(*rec->tree, m.fs->info().params(), id->objectid, 0, 4 * kMiB);
+  REQUIRE(now);
+  uint64_t covered = 0;
+  for (const auto& e : *now) {
+    CHECK_FALSE(e.is_prealloc());
+    bool inside = false;
+    for (const auto& b : *before) inside |= e.disk_bytenr == b.disk_bytenr;
+    CHECK(inside);
+    covered += e.num_bytes;
+  }
+  CHECK(covered == 4 * kMiB);
+  std::vector<uint8_t> back(4 * kMiB);
+  auto r = m.fs->read(pre, 0, back);
+  REQUIRE(r);
+  CHECK(back == data);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+TEST_CASE("abandoned_chunk_plan_gives_back_device_space", "[reservation]") {
+  Mounted m(256 * kMiB, "dup");
+  FsInfo& info = m.fs->info();
+  const uint64_t before = info.device_space().allocated_bytes();
+  // Larger than the whole device: planned smaller, then abandoned.
+  auto st = info.chunk_creator().create_chunk(kBlockGroupData, 512 * kMiB);
+  REQUIRE(!st);
+  CHECK(st.error().err == ENOSPC);
+  CHECK(info.device_space().allocated_bytes() == before);
+  CHECK(info.spaces().free_chunk_space() == info.device_space().unallocated_bytes());
+  REQUIRE(m.fs->unmount());
+}
+
+TEST_CASE("delayed_inode_item_visible_before_the_commit", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t ino = m.create("f");
+  m.commit();
+  REQUIRE(m.fs->write(ino, 0, pattern(10000, 1)));
+  auto id = *m.fs->numbers().from_fuse(ino);
+  auto* rec = *m.fs->info().fs_root(id.subvol);
+  // The tree still has the committed item; readers see the new size.
+  CHECK(read_inode_item(*rec->tree, id.objectid)->size.get() == 0);
+  CHECK(m.fs->getattr(ino)->st_size == 10000);
+  CHECK(m.sp().delayed_block_rsv().reserved() > 0);
+  m.commit();
+  CHECK(read_inode_item(*rec->tree, id.objectid)->size.get() == 10000);
+  CHECK(m.sp().delayed_block_rsv().reserved() == 0);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+TEST_CASE("relatime_updates_atime_only_when_stale, noatime_never_updates_atime", "[reservation]") {
+  for (auto mode : {MountOptions::Atime::kRelatime, MountOptions::Atime::kNoatime, MountOptions::Atime::kStrict}) {
+    MountOptions o;
+    o.atime = mode;
+    Mounted m(128 * kMiB, "dup", o);
+    const uint64_t ino = m.create("f");
+    REQUIRE(m.fs->write(ino, 0, pattern(100, 1)));
+    std::vector<uint8_t> buf(100);
+    auto a0 = m.fs->getattr(ino)->st_atim;
+    REQUIRE(m.fs->read(ino, 0, buf));
+    auto a1 = m.fs->getattr(ino)->st_atim;
+    const bool moved1 = a1.tv_sec != a0.tv_sec || a1.tv_nsec != a0.tv_nsec;
+    REQUIRE(m.fs->read(ino, 0, buf));
+    auto a2 = m.fs->getattr(ino)->st_atim;
+    const bool moved2 = a2.tv_sec != a1.tv_sec || a2.tv_nsec != a1.tv_nsec;
+    // A read after a write: relatime and strictatime update (atime <= mtime); a second read only
+    // strictatime does; noatime never.
+    CHECK(moved1 == (mode != MountOptions::Atime::kNoatime));
+    CHECK(moved2 == (mode == MountOptions::Atime::kStrict));
+    REQUIRE(m.fs->unmount());
+  }
+}
+
+TEST_CASE("deletions_succeed_on_full_metadata, idle_metadata_may_use_is_the_reserves", "[reservation]") {
+  // SINGLE metadata on a small image: 8 MiB of metadata that empty files exhaust quickly.
+  Mounted m(64 * kMiB, "single");
+  auto d = m.fs->mkdir(1, "d", 040755, Caller{});
+  REQUIRE(d);
+  auto victim_dir = m.fs->mkdir(1, "victim-dir", 040755, Caller{});
+  REQUIRE(victim_dir);
+  const uint64_t t = m.create("trunc");
+  REQUIRE(m.fs->write(t, 0, pattern(64 * 1024, 1)));
+  m.create("rename-src");
+  m.create("rename-dst");
+  int n = 0, err = 0;
+  for (;; ++n) {
+    auto st = m.fs->create(d->st_ino, fmt::format("file-{:06}", n), 0100644, Caller{});
+    if (!st) {
+      err = st.error().err;
+      break;
+    }
+    m.fs->forget(st->st_ino, 1);
+    REQUIRE(n < 2000000);
+  }
+  INFO("created " << n << " files before ENOSPC");
+  CHECK(err == ENOSPC);
+  CHECK(n > 1000);
+  CHECK(m.fs->unlink(d->st_ino, "file-000000"));
+  CHECK(m.fs->rmdir(1, "victim-dir"));
+  SetAttr a;
+  a.size = 0;
+  CHECK(m.fs->setattr(t, a, Caller{}));
+  CHECK(m.fs->rename(1, "rename-src", 1, "rename-dst", 0));
+  // Deleting more gives room back without a remount.
+  for (int i = 1; i < 2000 && i < n; ++i) REQUIRE(m.fs->unlink(d->st_ino, fmt::format("file-{:06}", i)));
+  auto again = m.fs->create(1, "again", 0100644, Caller{});
+  INFO((again ? "" : again.error().message));
+  CHECK(again);
+  m.commit();
+  auto& sp = m.sp();
+  const uint64_t held = sp.global_rsv().reserved() + sp.trans_rsv().reserved() + sp.delayed_refs_rsv().reserved() +
+                        sp.delayed_block_rsv().reserved();
+  CHECK(sp.metadata().counters().may_use == held);
+  CHECK(sp.data().counters().may_use == 0);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+}  // namespace ubtrfs::fs
