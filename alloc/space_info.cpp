@@ -175,8 +175,10 @@ Status SpaceInfo::reserve_bytes(uint64_t bytes, FlushMode mode) {
       may_use_ += bytes;
       stats_.fast_path++;
       lk.unlock();
-      // btrfs queues the preemptive flusher from the metadata fast path.
-      if (!is_data() && need_preemptive_reclaim()) owner_.kick_preemptive();
+      // btrfs queues the preemptive flusher from the metadata fast path; beyond the kernel, a data
+      // space_info about to run out of allocated room asks for its next chunk ahead of need, so a
+      // steady writer does not meet the ticket path at each chunk boundary.
+      if (is_data() ? needs_chunk_soon() : need_preemptive_reclaim()) owner_.kick_preemptive();
       return {};
     }
   }
@@ -468,6 +470,16 @@ bool SpaceInfo::need_preemptive_reclaim() const {
   else
     compared += may_use_ > global ? may_use_ - global : 0;
   return compared >= thresh;
+}
+
+bool SpaceInfo::needs_chunk_soon() const {
+  const uint64_t chunk = owner_.effective_data_chunk_size();
+  if (owner_.free_chunk_space() < (1ull << 20)) return false;
+  std::lock_guard lk(mu_);
+  if (full_ || !tickets_.empty()) return false;
+  const uint64_t used = used_locked(true);
+  const uint64_t free = total_ > used ? total_ - used : 0;
+  return free < chunk / 2;
 }
 
 void SpaceInfo::wake_waiters() {

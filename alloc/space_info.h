@@ -198,6 +198,9 @@ class SpaceInfo {
   void set_flush_running(bool v);
   void set_full(bool v);
   bool full() const;
+  // Data: less than half a data chunk left to reserve while the device has unallocated space, no
+  // ticket queued and the type not full — the reclaim thread allocates the next chunk ahead of need.
+  bool needs_chunk_soon() const;
   // Preemptive flushing (KERNEL.md §4.7): whether the reclaim thread should flush ahead of need.
   bool need_preemptive_reclaim() const;
   // Wakes every waiter (an interrupted request must re-check its flag).

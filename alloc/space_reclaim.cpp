@@ -213,6 +213,11 @@ void SpaceInfos::async_reclaim_data(SpaceInfo& si) {
 }
 
 void SpaceInfos::preemptive_reclaim() {
+  // Data first: the next chunk ahead of need (ALLOC_CHUNK_FORCE, one at a time).
+  if (data_ != meta_ && data_->needs_chunk_soon()) {
+    (void)run_flush_state(*data_, FlushState::kAllocChunkForce, 0);
+    data_->count_preemptive();
+  }
   SpaceInfo& si = *meta_;
   int loops = 0;
   while (si.need_preemptive_reclaim()) {
