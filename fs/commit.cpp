@@ -158,8 +158,10 @@ Result<uint64_t> TransactionManager::run_delayed_refs(size_t max_heads) {
   // btrfs_run_delayed_refs from flush_space / the preemptive flusher: a join handle of the running
   // transaction (a commit waits for it), one runner at a time; the block groups whose usage changed
   // are remembered for the commit, which writes their items.
-  std::lock_guard run_lk(refs_run_mu_);
+  // The handle first, then the runner lock: the commit closes its gate and waits for handles
+  // before it takes the lock, so a runner waiting at the gate must not hold it.
   auto th = UBTRFS_TRY(join());
+  std::lock_guard run_lk(refs_run_mu_);
   // As in the commit, the items of chunks created in this transaction go in first: a ref in a new
   // block group needs that group's free-space-tree entries. Only this runner and the commit (which
   // cannot run beside it) insert them.
