@@ -91,7 +91,9 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   }();
   settle(id, d);
   UBTRFS_TRY_STATUS(st);
-  TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
+  // btrfs_punch_hole -> btrfs_replace_file_extents: 2 items with NO_HOLES (extent removal, inode
+  // update), 3 without (the hole item).
+  TransHandle th = UBTRFS_TRY(fs_.transactions().start(fs.no_holes() ? 2 : 3));
   InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));  // before the first change: no abort
   uint64_t dropped = 0;
   if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
@@ -135,7 +137,9 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
   for (auto [gs, ge] : gaps) {
     uint64_t cur = gs;
     while (cur < ge) {
-      TransHandle th = UBTRFS_TRY(fs_.transactions().start(8));
+      // btrfs_prealloc_file_range: 3 items per extent (the file extent, the inode, the hole it
+      // replaces).
+      TransHandle th = UBTRFS_TRY(fs_.transactions().start(3));
       auto ext = UBTRFS_TRY(fs_.allocator().reserve_data(
           th.tree(), std::min<uint64_t>(ge - cur, alloc::kMaxDataExtent), ss, 0, true));
       unallocated -= std::min(unallocated, ext.len);

@@ -9,8 +9,10 @@
 #      background job builds the ASan+UBSan tree and then the TSan tree at low priority (those
 #      tests wait on FUSE, the kernel and the disk much of the time);
 #   3. the integration tests again with the *daemon* under ASan+UBSan: the POSIX suite, a short
-#      stress run, the bad-input mounts, the kernel image with compressed extents;
-#   4. the POSIX suite and a short 4-process stress run through the daemon under TSan.
+#      stress run, the bad-input mounts, the fill-to-full ENOSPC suite on 128 MiB DUP images;
+#   4. the POSIX suite, a short 4-process stress run and the 128 MiB one-writer fill through the
+#      daemon under TSan, and the reservation system's unit tests (space_info, block reserves,
+#      tickets: 8 threads reserving at once) under TSan.
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
 #   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
 #   input and the kernel images under ASan, and the whole mkfs matrix.
@@ -141,7 +143,7 @@ if ((sanitizers)); then
     # suites of every layer (fs: the transaction and POSIX-layer concurrency tests) run in the
     # full profile.
     asan_want=(ubtrfs)
-    tsan_want=(ubtrfs)
+    tsan_want=(ubtrfs ubtrfs_alloc_tests)
   fi
   if [[ ${UBTRFS_OVERLAP_BUILDS:-1} == 1 ]]; then
     set -m
@@ -178,6 +180,10 @@ if ((sanitizers)); then
   ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|kernel_to_ubtrfs)_test$'
   UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
     UBTRFS_UMOUNT_TIMEOUT=900 run_suite "$B" -R "$asan_tests"
+  # The fill-to-full suite with the daemon under ASan (128 MiB DUP: every scenario, the kernel
+  # beside it; the full matrix is scripts/test-enospc.sh).
+  UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
+    run_suite "$B" -R '^oracle_enospc_(fill|files|concurrent)_test$'
   ((full)) && run_suite "$A" -R '_unit$'
   unset ASAN_OPTIONS UBSAN_OPTIONS
   stage_done "3 ASan: daemon integration"
@@ -188,6 +194,13 @@ if ((sanitizers)); then
   echo "=== the integration tests again, with the daemon under TSan"
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
     run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
+  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
+    UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'
+  # The reservation system's unit tests under TSan (the 8-thread ticket test among them).
+  echo "=== reservation unit tests under TSan"
+  if ! "$T/tests/ubtrfs_alloc_tests" "[space_info],[block_rsv],[tickets]"; then
+    failed_suites+=("TSan: alloc reservation unit tests")
+  fi
   unset TSAN_OPTIONS
   stage_done "4 TSan: daemon integration"
 fi

@@ -22,7 +22,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "alloc/space_infos.h"
 #include "fs/chunk_creator.h"
@@ -288,6 +290,64 @@ TEST_CASE("deletions_succeed_on_full_metadata, idle_metadata_may_use_is_the_rese
                         sp.delayed_block_rsv().reserved();
   CHECK(sp.metadata().counters().may_use == held);
   CHECK(sp.data().counters().may_use == 0);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+}  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+
+// Rule: flushers_commits_and_operations_never_deadlock — every flush state run from several threads
+// beside commits and POSIX operations (creates, writes, unlinks, evictions) finishes: the lock order
+// handle -> runner lock, gate -> inode try-locks, no ticket wait with a handle held.
+TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threads]") {
+  Mounted m(256 * kMiB, "dup");
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  const double scale = [] {
+    const char* s = std::getenv("UBTRFS_STRESS_SCALE");
+    return s ? std::max(0.1, std::atof(s)) : 1.0;
+  }();
+  const int per_thread = static_cast<int>(300 * scale);
+  std::vector<std::thread> ops;
+  for (int t = 0; t < 3; ++t)
+    ops.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < per_thread; ++i) {
+        const std::string name = fmt::format("t{}-{}", t, i % 40);
+        auto st = m.fs->create(1, name, 0100644, Caller{});
+        if (!st) {
+          if (st.error().err != EEXIST) errors++;
+          auto lk = m.fs->lookup(1, name);
+          if (!lk) continue;
+          st = lk;
+        }
+        if (!m.fs->write(st->st_ino, rng() % (1 << 20), pattern(1 + rng() % 100000, i))) errors++;
+        if (rng() % 3 == 0 && !m.fs->unlink(1, name)) errors++;
+        m.fs->forget(st->st_ino, 1);  // the last forget of an unlinked file evicts it
+      }
+    });
+  std::thread flusher([&] {
+    std::mt19937 rng(99);
+    auto& sp = m.sp();
+    while (!stop) {
+      const auto state = static_cast<alloc::FlushState>(1 + rng() % (alloc::kFlushStateCount - 1));
+      auto r = sp.run_flush_state(rng() % 2 ? sp.metadata() : sp.data(), state, 1 << 20);
+      if (!r && r.error().err != ENOSPC) errors++;
+    }
+  });
+  std::thread committer([&] {
+    while (!stop) {
+      if (!m.fs->info().transactions().commit()) errors++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  for (auto& t : ops) t.join();
+  stop = true;
+  flusher.join();
+  committer.join();
+  CHECK(errors.load() == 0);
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
 }
