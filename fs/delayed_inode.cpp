@@ -78,13 +78,19 @@ Status DelayedInodes::update_inode(TransHandle* th, InodeId id, const InodeItem&
   return {};
 }
 
-Status DelayedInodes::reserve_update(InodeId id, alloc::FlushMode mode) {
+Status DelayedInodes::reserve_update(InodeId id, alloc::FlushMode mode, alloc::BlockRsv* from) {
   {
     std::lock_guard g(mu_);
     auto it = nodes_.find(id);
     if (it != nodes_.end() && it->second.item_rsv) return {};
   }
-  const uint64_t rsv = UBTRFS_TRY(take_reservation(nullptr, fs_.spaces().metadata_size(1), mode));
+  const uint64_t bytes = fs_.spaces().metadata_size(1);
+  uint64_t rsv = 0;
+  if (from && from->reserved() >= bytes &&
+      alloc::BlockRsv::migrate(*from, fs_.spaces().delayed_block_rsv(), bytes, true))
+    rsv = bytes;
+  else
+    rsv = UBTRFS_TRY(take_reservation(nullptr, bytes, mode));
   uint64_t surplus = 0;
   {
     std::lock_guard g(mu_);

@@ -63,8 +63,9 @@ class DelayedInodes {
   [[nodiscard]] Status update_inode(TransHandle* th, InodeId id, const InodeItem& item, alloc::FlushMode mode);
   // Takes the inode update's reservation now (if the inode is not dirty already), so that a later
   // update_inode(nullptr, ...) finds it: callers that must not fail once they changed something
-  // (write) reserve first. A reservation no update used is given back by the next run.
-  [[nodiscard]] Status reserve_update(InodeId id, alloc::FlushMode mode);
+  // (write) reserve first. A reservation no update used is given back by the next run. `from`:
+  // a reserve to draw the bytes from first (a write's reservation taken before its inode lock).
+  [[nodiscard]] Status reserve_update(InodeId id, alloc::FlushMode mode, alloc::BlockRsv* from = nullptr);
   // An access time update (touch_atime -> btrfs_update_time): only the atime of the pending item
   // changes, so it never clobbers a concurrent update of other fields (readers hold the inode lock
   // shared). Best effort: no reservation available (NO_FLUSH) means no update. Errors: ENOSPC.

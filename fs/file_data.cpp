@@ -132,6 +132,43 @@ Status FileData::reserve_data(Dirty& d, uint64_t bytes, alloc::FlushMode mode) {
   return {};
 }
 
+FileData::WriteReservation::WriteReservation(FsInfo& fs)
+    : meta(alloc::RsvType::kTemp, &fs.spaces().metadata()), fs_(fs) {}
+
+FileData::WriteReservation::~WriteReservation() {
+  if (data) fs_.spaces().data().release_bytes(data);
+  fs_.spaces().release_block_rsv(meta, UINT64_MAX);
+}
+
+Status FileData::reserve_write(WriteReservation& out, uint64_t off, uint64_t len) {
+  if (len == 0 || fs_.read_only()) return {};
+  const FsParams& fs = fs_.params();
+  const uint32_t ss = fs.sectorsize;
+  const uint64_t first = round_down(off, ss), last = round_up(off + len, ss);
+  // At most every sector the write touches becomes newly dirty (the rare inline / EOF sector
+  // loads come on top, reserved under the lock).
+  const uint64_t data = last - first;
+  // The delalloc reserve grows by at most one run plus the write's own max-size extents and
+  // checksum leaves (rsv_target's terms, each rounded up), plus metadata_size(1) when the inode
+  // had no dirty bytes before; the inode update takes metadata_size(1).
+  alloc::SpaceInfos& sp = fs_.spaces();
+  const uint64_t extents = 1 + (len + alloc::kMaxDataExtent - 1) / alloc::kMaxDataExtent;
+  const uint64_t per_leaf = std::max<uint64_t>(1, max_item_size(fs.nodesize) / fs.csum_size());
+  const uint64_t csum_leaves = (data / ss + per_leaf - 1) / per_leaf + 1;
+  const uint64_t meta =
+      sp.insert_size(extents + csum_leaves) + sp.delayed_ref_bytes(extents) + 2 * sp.metadata_size(1);
+  if (auto st = sp.data().reserve_bytes(data, alloc::FlushMode::kFlushData); !st) {
+    if (st.error().err == ENOSPC) return {};  // write() reserves exactly, flushing its own inode
+    return st;
+  }
+  out.data += data;
+  if (auto st = out.meta.add(meta, alloc::FlushMode::kFlushAll); !st) {
+    if (st.error().err == ENOSPC) return {};
+    return st;
+  }
+  return {};
+}
+
 uint64_t FileData::pending_bytes(InodeId id) {
   std::lock_guard g(mu_);
   auto it = dirty_.find(id);
@@ -274,7 +311,7 @@ Result<bool> FileData::sector_has_data(InodeId id, TreeRoot& root, uint64_t sect
   return false;
 }
 
-Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t> data) {
+Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t> data, WriteReservation* pre) {
   if (data.empty()) return 0;
   if (off > kMaxFileSize || data.size() > kMaxFileSize - off)
     return fail(EFBIG, "root {} ino {}: write at {} of {} bytes past the maximum file size", id.subvol, id.objectid,
@@ -357,6 +394,12 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     ~Held() { si.release_bytes(bytes); }
   } held_guard{data_space, held};
   auto reserve = [&](uint64_t bytes, alloc::FlushMode mode) -> Status {
+    if (pre && pre->data) {  // the reservation taken before the lock first
+      const uint64_t take = std::min(bytes, pre->data);
+      pre->data -= take;
+      held += take;
+      bytes -= take;
+    }
     if (bytes == 0) return {};
     UBTRFS_TRY_STATUS(data_space.reserve_bytes(bytes, mode));
     held += bytes;
@@ -406,6 +449,11 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
       const uint64_t bytes_after = d.data.bytes() + need;
       return rsv_target(d.data.run_count() + 1 + bytes_after / alloc::kMaxDataExtent, bytes_after, d.nodatasum);
     };
+    if (pre) {
+      const uint64_t want = target(), have = d.rsv.reserved();
+      const uint64_t take = want > have ? std::min(want - have, pre->meta.reserved()) : 0;
+      if (take) UBTRFS_TRY_STATUS(alloc::BlockRsv::migrate(pre->meta, d.rsv, take, true));
+    }
     Status meta = d.rsv.refill(target(), alloc::FlushMode::kNoFlush);
     if (!meta && meta.error().err == ENOSPC) {
       if (auto st = flush_own(); !st) {
@@ -425,7 +473,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   DelayedInodes* delayed = fs_.delayed_inodes();
   std::optional<TransHandle> th;
   if (delayed) {
-    if (auto st = delayed->reserve_update(id, alloc::FlushMode::kFlushAll); !st) {
+    if (auto st = delayed->reserve_update(id, alloc::FlushMode::kFlushAll, pre ? &pre->meta : nullptr); !st) {
       settle(id, d);
       return fail(st.error());
     }

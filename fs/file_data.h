@@ -105,8 +105,31 @@ class FileData {
   // Bytes at [off, off + out.size()) clamped to i_size. Errors: EIO on a checksum mismatch (logged
   // with inode, offset, bytenr, expected and found csum) or a read failure. REQUIRES: shared lock.
   [[nodiscard]] Result<size_t> read(InodeId id, uint64_t off, std::span<uint8_t> out);
+  // Space a write of `len` bytes may need at most, reserved before the inode lock is taken
+  // (btrfs_buffered_write reserves before it locks pages: writeback of this very inode can then
+  // run while the writer waits for space). Whatever the write does not take is given back when
+  // this goes away.
+  class WriteReservation {
+   public:
+    explicit WriteReservation(FsInfo& fs);
+    ~WriteReservation();
+    WriteReservation(const WriteReservation&) = delete;
+    WriteReservation& operator=(const WriteReservation&) = delete;
+    uint64_t data = 0;  // DATA may_use bytes
+    alloc::BlockRsv meta;  // METADATA: the delalloc reserve's growth and the inode update
+
+   private:
+    FsInfo& fs_;
+  };
+  // Reserves for a write of `len` bytes at `off` (flushing and waiting as needed). Holds no lock:
+  // REQUIRES the caller holds no inode lock and no handle. ENOSPC is not an error here: `out`
+  // stays empty and write() reserves exactly what it needs under the lock, as it always can.
+  // Errors: EINTR (interrupted wait), EROFS.
+  [[nodiscard]] Status reserve_write(WriteReservation& out, uint64_t off, uint64_t len);
   // REQUIRES: exclusive lock. Errors: EFBIG past the maximum file size, EROFS, tree errors.
-  [[nodiscard]] Result<size_t> write(InodeId id, uint64_t off, std::span<const uint8_t> data);
+  // `pre`: a reservation taken by reserve_write before the lock, drawn from first.
+  [[nodiscard]] Result<size_t> write(InodeId id, uint64_t off, std::span<const uint8_t> data,
+                                     WriteReservation* pre = nullptr);
   // mode 0 / KEEP_SIZE: PREALLOC extents over holes; PUNCH_HOLE|KEEP_SIZE: drop and zero.
   // REQUIRES: exclusive lock. Errors: EOPNOTSUPP for other modes, ENOSPC.
   [[nodiscard]] Status fallocate(InodeId id, int mode, uint64_t off, uint64_t len);

@@ -32,8 +32,12 @@ Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t
 Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data) {
   if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  // Space first, with no lock held: waiting for it may need this inode's own delalloc written out
+  // (the reclaim thread only try-locks inodes). The reservation's unused part goes back on return.
+  FileData::WriteReservation pre(*fs_);
+  UBTRFS_TRY_STATUS(data_->reserve_write(pre, offset, data.size()));
   InodeLocks::Guard g = locks_.lock({id});
-  return data_->write(id, offset, data);
+  return data_->write(id, offset, data, &pre);
 }
 
 // close(2) of one descriptor: data stays in delalloc until the next commit or fsync (btrfs only
