@@ -158,9 +158,15 @@ Status Filesystem::unmount() {
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
   fs_->spaces().stop_reclaim();
   if (fs_->read_only()) return {};
-  if (txm.aborted()) return fail(EIO, "{}: not committed at unmount: transaction aborted earlier: {}", fs_->path(),
-                                 txm.abort_reason());
+  if (txm.aborted()) {
+    fs_->stop_writeback();
+    return fail(EIO, "{}: not committed at unmount: transaction aborted earlier: {}", fs_->path(),
+                txm.abort_reason());
+  }
   auto st = txm.commit(CommitCause::kUnmount);  // flushes delalloc first
+  // Background writeback ran through the final commit (it keeps the cache within its budget while
+  // the last delalloc turns into tree blocks); nothing is dirty after it.
+  fs_->stop_writeback();
   if (!st) return fail(st.error().err, "{}: final commit failed: {}", fs_->path(), st.error().message);
   spdlog::info("{}: unmounted cleanly at generation {}", fs_->path(), fs_->super().generation.get());
   return {};
@@ -321,9 +327,59 @@ std::string Filesystem::stats_json() {
     restarts[restart_site_name(site)] = st.restarts(site);
   }
   j["restarts"] = restarts;
+  json by_root_level = json::array();
+  for (const auto& r : st.restart_rows())
+    by_root_level.push_back({{"site", restart_site_name(r.site)}, {"root", r.root}, {"level", r.level},
+                             {"count", r.count}});
+  j["restarts_by_root_level"] = by_root_level;
+  // The seed's table: COWs per search (restarts included) and copies of one logical block in one
+  // transaction, maxima and histograms; fix 1's overwrites and in-flight waits; fix 2's inhibitors.
+  auto histogram = [](const CountHistogram& h) {
+    json o;
+    for (int b = 0; b < CountHistogram::kBuckets; ++b) o[CountHistogram::label(b)] = h.count(b);
+    return o;
+  };
+  j["cow"] = {{"total", st.cows()},
+              {"same_transaction", st.cows_same_transaction()},
+              {"write_in_flight", st.cows_same_transaction_write_in_flight()},
+              {"max_per_search", st.per_search().max()},
+              {"max_per_block", st.per_block().max()},
+              {"per_search_histogram", histogram(st.per_search())},
+              {"per_block_histogram", histogram(st.per_block())},
+              {"overwrites_in_place", st.overwrites()},
+              {"in_flight_waits", st.in_flight_waits()},
+              {"inhibits", st.inhibits()},
+              {"inhibit_slot_reuses", st.inhibit_slot_reuses()},
+              {"cow_overwrite", fs_->cow_overwrite()},
+              {"wb_inhibit", fs_->wb_inhibit()}};
   j["cache"] = {{"bytes", fs_->cache().size_bytes()}, {"budget", fs_->cache().budget()},
                 {"buffers", fs_->cache().nr_buffers()}, {"dirty", fs_->cache().nr_dirty()},
                 {"hits", cc.hits}, {"misses", cc.misses}, {"evictions", cc.evictions}};
+  {
+    const auto io = fs_->cache().io_stats();
+    json wb = {{"enabled", fs_->writeback() != nullptr},
+               {"dirty_bytes", fs_->cache().dirty_bytes()},
+               {"dirty_bytes_max", cc.dirty_bytes_max},
+               {"background_threshold", fs_->writeback() ? fs_->writeback()->background_threshold() : 0},
+               {"background_passes", cc.background_passes},
+               {"background_blocks_written", cc.background_blocks_written},
+               {"blocks_written", cc.blocks_written},
+               {"bytes_written", cc.bytes_written},
+               {"skipped_inhibited", cc.skipped_inhibited},
+               {"skipped_locked", cc.skipped_locked},
+               {"skipped_in_flight", cc.skipped_in_flight},
+               {"write_errors", cc.write_errors},
+               {"pressure_kicks", cc.pressure_kicks},
+               {"throttled", cc.throttled},
+               {"uring", {{"submit_calls", io.submit_calls}, {"short_writes", io.short_writes},
+                          {"retries", io.retries}, {"errors", io.errors}}}};
+    if (auto* t = fs_->writeback()) {
+      const auto ts = t->stats();
+      wb["passes"] = {{"pressure", ts.pressure_passes}, {"threshold", ts.threshold_passes},
+                      {"periodic", ts.periodic_passes}, {"without_progress", ts.idle_passes}};
+    }
+    j["writeback"] = wb;
+  }
   json spaces = json::array();
   std::vector<alloc::SpaceInfo*> infos{&sp.data()};
   if (&sp.metadata() != &sp.data()) infos.push_back(&sp.metadata());

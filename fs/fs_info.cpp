@@ -46,6 +46,11 @@ Result<std::unique_ptr<TreeRoot>> load_tree(TreeContext& ctx, uint64_t objectid,
 FsInfo::~FsInfo() {
   if (txm_) txm_->stop_commit_thread();
   if (spaces_) spaces_->stop_reclaim();
+  stop_writeback();
+}
+
+void FsInfo::stop_writeback() {
+  if (writeback_) writeback_->stop();
 }
 
 Result<std::unique_ptr<FsInfo>> FsInfo::open(const OpenOptions& opts) {
@@ -139,6 +144,10 @@ Status FsInfo::load(const OpenOptions& opts) {
   txm_ = std::make_unique<TransactionManager>(*this);
   flusher_ = std::make_unique<FsSpaceFlusher>(*this);
   if (!read_only_) spaces_->start_reclaim(flusher_.get());
+  if (!read_only_ && opts.writeback.enabled) {
+    writeback_ = std::make_unique<WritebackThread>(*cache_, opts.writeback);
+    writeback_->start();
+  }
   spdlog::info("{}: opened {} at generation {}", path_, read_only_ ? "read-only" : "read-write",
                super_.generation.get());
   return {};

@@ -36,6 +36,7 @@
 #include "tree/fs_params.h"
 #include "tree/tree_root.h"
 #include "tree/tree_stats.h"
+#include "tree/writeback.h"
 
 namespace ubtrfs::fs {
 
@@ -59,6 +60,7 @@ struct OpenOptions {
   uint64_t cache_bytes = 256ull << 20;
   bool cow_overwrite = false;  // fix 1
   bool wb_inhibit = true;      // fix 2
+  WritebackOptions writeback;  // the background writeback thread (tree/writeback.h)
 };
 
 class FsInfo {
@@ -76,6 +78,11 @@ class FsInfo {
   io::BlockDevice& device() { return *dev_; }
   ChunkMap& chunk_map() { return chunk_map_; }
   BufferCache& cache() { return *cache_; }
+  // The background writeback thread (started at open for read-write filesystems when enabled;
+  // null otherwise).
+  WritebackThread* writeback() { return writeback_.get(); }
+  // Stops background writeback (unmount, before the final commit). Idempotent.
+  void stop_writeback();
   TreeStats& stats() { return stats_; }
   TreeContext& tree_ctx() { return *tctx_; }
 
@@ -145,6 +152,7 @@ class FsInfo {
   ChunkMap chunk_map_;
   TreeStats stats_;
   std::unique_ptr<BufferCache> cache_;
+  std::unique_ptr<WritebackThread> writeback_;
   std::unique_ptr<TreeContext> tctx_;
   std::unique_ptr<TreeRoot> root_tree_, chunk_tree_;
   std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;

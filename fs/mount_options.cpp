@@ -111,6 +111,29 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       auto v = parse_on_off(value);
       if (!v) return bad_value();
       (name == "cow_overwrite" ? o.cow_overwrite : o.wb_inhibit) = *v;
+    } else if (name == "writeback") {
+      if (!has_value) return needs_value();
+      auto v = parse_on_off(value);
+      if (!v) return bad_value();
+      o.writeback = *v;
+    } else if (name == "wb_thresh_mb") {
+      if (!has_value) return needs_value();
+      auto v = parse_u64(value);
+      if (!v || *v == 0 || *v > (1ull << 30)) return bad_value();
+      o.wb_thresh_mb = *v;
+    } else if (name == "wb_ratio") {
+      if (!has_value) return needs_value();
+      auto v = parse_u64(value);
+      if (!v || *v > 100) return bad_value();
+      o.wb_ratio = static_cast<uint32_t>(*v);
+    } else if (name == "wb_interval" || name == "wb_expire") {
+      if (!has_value) return needs_value();
+      auto v = parse_u64(value);
+      if (!v || *v == 0 || *v > 3600) return bad_value();
+      (name == "wb_interval" ? o.wb_interval_s : o.wb_expire_s) = static_cast<uint32_t>(*v);
+    } else if (name == "stats_file") {
+      if (!has_value || value.empty()) return needs_value();
+      o.stats_file = value;
     } else if (name == "atime" || name == "noatime" || name == "relatime" || name == "norelatime" ||
                name == "strictatime" || name == "nostrictatime" || name == "diratime" || name == "nodiratime") {
       if (has_value) return no_value();

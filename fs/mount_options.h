@@ -36,6 +36,16 @@ struct MountOptions {
   bool nodiratime = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
+  // Background writeback of dirty tree blocks (tree/writeback.h): writeback=on|off,
+  // wb_thresh_mb=N (absolute threshold, default 32), wb_ratio=PCT (threshold as % of cache_mb, 0..100,
+  // default 10; 0: only the absolute one), wb_interval=SECONDS (periodic wakeup, default 5),
+  // wb_expire=SECONDS (age the periodic pass writes, default 30).
+  bool writeback = true;
+  uint64_t wb_thresh_mb = 32;
+  uint32_t wb_ratio = 10;
+  uint32_t wb_interval_s = 5;
+  uint32_t wb_expire_s = 30;
+  std::string stats_file;                 // stats_file=PATH: the live counters as JSON, written at unmount
   std::string log_file;                   // log_file=PATH: the daemon always logs there; empty: its own choice
   // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be
   // forwarded to libfuse where it understands them (fsname=, subtype=, max_read=, ...).

@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
 #include "alloc/block_rsv.h"
 #include "alloc/extent_allocator.h"
 #include "alloc/space_infos.h"
@@ -45,7 +47,6 @@ TransHandle& TransHandle::operator=(TransHandle&& o) noexcept {
     num_items_ = o.num_items_;
     res_ = std::move(o.res_);
     o.mgr_ = nullptr;
-    o.tree_.inhibited.clear();
   }
   return *this;
 }
@@ -56,6 +57,9 @@ void TransHandle::end() {
   mgr_ = nullptr;
   tree_.end_handle();
   m->end_handle(*this);
+  // btrfs_btree_balance_dirty after end_transaction: over the cache budget with dirty blocks, wait
+  // a little for background writeback (our inhibitors are gone, so it can write what we dirtied).
+  m->fs().cache().balance_dirty(std::chrono::milliseconds(50));
 }
 
 void TransHandle::set_block_rsv(alloc::BlockRsv* rsv, uint64_t share) {

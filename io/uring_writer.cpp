@@ -58,6 +58,7 @@ struct UringWriter::Impl {
     detail::WriteProgress progress;
     uint64_t request_offset = 0;  // where the request started, for messages
     size_t request_length = 0;
+    uint64_t tag = 0;
     size_t submitted_len = 0;     // bytes the current SQE asks for
   };
 
@@ -77,18 +78,20 @@ struct UringWriter::Impl {
   std::deque<uint32_t> prepped;
   unsigned in_kernel = 0;
   std::vector<Error> errors;
+  std::vector<uint64_t> failed_tags;
   UringWriterStats stats;
 
   bool idle() const { return queued.empty() && to_prep.empty() && prepped.empty() && in_kernel == 0; }
 
-  void record_error(Error e) {
+  void record_error(Error e, uint64_t tag) {
     ++stats.errors;
     errors.push_back(std::move(e));
+    failed_tags.push_back(tag);
   }
 
-  void write_sync(uint64_t off, std::span<const uint8_t> data) {
+  void write_sync(uint64_t off, std::span<const uint8_t> data, uint64_t tag) {
     if (auto st = dev.write(off, data); !st) {
-      record_error(st.error());
+      record_error(st.error(), tag);
       return;
     }
     ++stats.writes_completed;
@@ -101,7 +104,7 @@ struct UringWriter::Impl {
       const uint32_t idx = free_slots.back();
       free_slots.pop_back();
       const WriteRequest& r = queued.front();
-      slots[idx] = Slot{{r.offset, r.data.data(), r.data.size()}, r.offset, r.data.size(), 0};
+      slots[idx] = Slot{{r.offset, r.data.data(), r.data.size()}, r.offset, r.data.size(), 0, r.tag};
       queued.pop_front();
       to_prep.push_back(idx);
     }
@@ -164,7 +167,8 @@ struct UringWriter::Impl {
         record_error(Error{err, fmt::format("write error on {} at offset {} length {} (request at offset {} "
                                             "length {}): {}",
                                             dev.name(), s.progress.offset, s.progress.length, s.request_offset,
-                                            s.request_length, res < 0 ? std::strerror(err) : "no bytes written")});
+                                            s.request_length, res < 0 ? std::strerror(err) : "no bytes written")},
+                     s.tag);
         free_slots.push_back(idx);
         break;
       }
@@ -214,7 +218,7 @@ struct UringWriter::Impl {
     for (uint32_t idx : redo) {
       Slot& s = slots[idx];
       if (auto st = dev.write(s.progress.offset, {s.progress.data, s.progress.length}); !st) {
-        record_error(st.error());
+        record_error(st.error(), s.tag);
       } else {
         ++stats.writes_completed;
         stats.bytes_written += s.request_length;
@@ -224,7 +228,7 @@ struct UringWriter::Impl {
     while (!queued.empty()) {
       const WriteRequest r = queued.front();
       queued.pop_front();
-      write_sync(r.offset, r.data);
+      write_sync(r.offset, r.data, r.tag);
     }
   }
 
@@ -272,12 +276,14 @@ void UringWriter::submit(std::span<const WriteRequest> writes) {
   for (const WriteRequest& r : writes) {
     if (m.dev.read_only()) {
       m.record_error(Error{EROFS, fmt::format("device {} is read-only, write at offset {} length {} refused",
-                                              m.dev.name(), r.offset, r.data.size())});
+                                              m.dev.name(), r.offset, r.data.size())},
+                     r.tag);
       continue;
     }
     if (r.offset > size || r.data.size() > size - r.offset) {
       m.record_error(Error{EINVAL, fmt::format("write beyond end of device {}: offset {} length {} size {}",
-                                               m.dev.name(), r.offset, r.data.size(), size)});
+                                               m.dev.name(), r.offset, r.data.size(), size)},
+                     r.tag);
       continue;
     }
     if (r.data.empty()) {
@@ -287,15 +293,17 @@ void UringWriter::submit(std::span<const WriteRequest> writes) {
     if (m.ring_ok)
       m.queued.push_back(r);
     else
-      m.write_sync(r.offset, r.data);
+      m.write_sync(r.offset, r.data, r.tag);
   }
   if (m.ring_ok) m.pump(false);
 }
 
-Status UringWriter::wait_all() {
+Status UringWriter::wait_all(std::vector<uint64_t>* failed_tags) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   while (m.ring_ok && !m.idle()) m.pump(true);
+  if (failed_tags) failed_tags->insert(failed_tags->end(), m.failed_tags.begin(), m.failed_tags.end());
+  m.failed_tags.clear();
   if (m.errors.empty()) return {};
   Error first = std::move(m.errors.front());
   if (m.errors.size() > 1) first.message += fmt::format(" (and {} more write errors)", m.errors.size() - 1);

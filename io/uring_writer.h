@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "io/block_device.h"
 #include "io/status.h"
@@ -39,6 +40,7 @@ namespace ubtrfs::io {
 struct WriteRequest {
   uint64_t offset = 0;               // physical device offset
   std::span<const uint8_t> data;     // must outlive the next wait_all()
+  uint64_t tag = 0;                  // the caller's name for the request, reported if it fails
 };
 
 struct UringWriterStats {
@@ -66,8 +68,10 @@ class UringWriter {
   void submit(std::span<const WriteRequest> writes);
 
   // Waits until every submitted write has completed. Returns the first error of the window (its
-  // message names the device and offset, and counts further failures), or success.
-  [[nodiscard]] Status wait_all();
+  // message names the device and offset, and counts further failures), or success. `failed_tags`
+  // (optional) receives the tag of every request that failed, so a caller can tell which of its
+  // writes did not reach the device.
+  [[nodiscard]] Status wait_all(std::vector<uint64_t>* failed_tags = nullptr);
 
   // True while writes go through io_uring, false in the synchronous fallback.
   bool uses_uring() const;

@@ -3,12 +3,36 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <thread>
+#include <optional>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "tree/tree_checker.h"
 
 namespace ubtrfs {
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Blocks prepared per commit batch: the commit is alone, so larger batches only mean fewer waits.
+constexpr size_t kCommitBatch = 256;
+
+}  // namespace
+
+BufferCache::BufferCache(io::BlockDevice& dev, const ChunkMap& map, const FsParams& fs, uint64_t budget_bytes)
+    : dev_(dev),
+      map_(map),
+      fs_(fs),
+      budget_(budget_bytes),
+      super_gen_(fs.super_generation),
+      writer_(std::make_unique<io::UringWriter>(dev)) {}
+
+BufferCache::~BufferCache() = default;
 
 EbRef BufferCache::find(uint64_t bytenr) {
   std::lock_guard g(mu_);
@@ -39,7 +63,8 @@ EbRef BufferCache::create(uint64_t bytenr) {
   auto it = map_by_bytenr_.find(bytenr);
   if (it != map_by_bytenr_.end()) {
     it->second.eb->test_and_set_flag(ExtentBuffer::kStale);
-    dirty_.erase(bytenr);
+    auto d = dirty_.find(bytenr);
+    if (d != dirty_.end() && d->second == it->second.eb) dirty_.erase(d);
     erase_locked(it);
   }
   insert_locked(eb);
@@ -60,99 +85,232 @@ void BufferCache::forget(const EbRef& eb) {
 void BufferCache::mark_dirty(const EbRef& eb) {
   assert(!eb->stale());
   if (!eb->test_and_set_flag(ExtentBuffer::kDirty)) return;  // already dirty and registered
+  eb->set_dirtied_at_ms(now_ms());
   std::lock_guard g(mu_);
+  const uint64_t before = dirty_.size() * fs_.nodesize;
   dirty_.emplace(eb->start(), eb);
+  const uint64_t after = dirty_.size() * fs_.nodesize;
+  counters_.dirty_bytes_max = std::max(counters_.dirty_bytes_max, after);
+  const uint64_t thresh = bg_thresh_.load(std::memory_order_relaxed);
+  // Crossing the background threshold wakes the writeback thread (it re-checks after each pass).
+  if (thresh && before <= thresh && after > thresh && pressure_hook_) pressure_hook_();
 }
 
-Status BufferCache::write_one_locked(const EbRef& eb) {
-  // btrfs `lock_extent_buffer_for_io` + `write_one_eb`: WRITTEN goes into the header before the
-  // checksum, DIRTY moves to WRITEBACK, and the image is copied so the lock can be dropped for I/O.
-  eb->set_header_flag(kHeaderFlagWritten);
-  eb->test_and_clear_flag(ExtentBuffer::kDirty);
-  eb->test_and_set_flag(ExtentBuffer::kWriteback);
-  std::vector<uint8_t> copy(eb->bytes().begin(), eb->bytes().end());
-  eb->unlock_write();
+bool BufferCache::start_write_locked(ExtentBuffer& eb) {
+  // btrfs `lock_extent_buffer_for_io`: WRITEBACK before DIRTY goes, so that a lockless observer
+  // (eviction) never sees the buffer as neither; WRITTEN into the header before the checksum.
+  if (eb.stale() || !eb.dirty()) return false;
+  eb.test_and_set_flag(ExtentBuffer::kWriteback);
+  eb.test_and_clear_flag(ExtentBuffer::kDirty);
+  eb.set_header_flag(kHeaderFlagWritten);
+  return true;
+}
+
+uint64_t BufferCache::write_batch(std::vector<EbRef>& batch, bool background, std::optional<Error>* first_error) {
+  // REQUIRES: wb_mu_ held; every buffer in `batch` went through start_write_locked and is unlocked.
+  // WRITEBACK keeps modifiers away, readers only read: the image is stable until end_writeback().
   const FsParams params = io_params();
-  csum_tree_block(params, copy);
-  Status st = copy[offsetof(Header, level)] == 0 ? check_leaf(params, copy) : check_node(params, copy);
-  if (st) st = write_tree_block(dev_, map_, eb->start(), copy);
-  if (!st) {
-    // Keep the data: the buffer goes back to dirty so the transaction abort can see it.
-    eb->test_and_set_flag(ExtentBuffer::kDirty);
+  std::vector<io::WriteRequest> reqs;
+  std::vector<bool> failed(batch.size(), false);
+  auto note_error = [&](const Error& e) {
+    if (first_error && !*first_error) *first_error = e;
+  };
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ExtentBuffer& eb = *batch[i];
+    std::span<uint8_t> img = eb.bytes();
+    csum_tree_block(params, img);
+    // The write-time tree checker (btrfs btree_csum_one_bio): a block that fails it is never written.
+    Status st = eb.level() == 0 ? check_leaf(params, img) : check_node(params, img);
+    if (!st) {
+      spdlog::error("write-time tree check refused block {}: {}", eb.start(), st.error().message);
+      note_error(st.error());
+      failed[i] = true;
+      continue;
+    }
+    if (before_submit_) before_submit_(eb);
+    auto copies = map_.map(eb.start(), eb.len());
+    if (!copies) {
+      note_error(copies.error());
+      failed[i] = true;
+      continue;
+    }
+    for (uint64_t phys : *copies) reqs.push_back({phys, std::span<const uint8_t>(img.data(), img.size()), i});
   }
-  eb->test_and_clear_flag(ExtentBuffer::kWriteback);
+  writer_->submit(reqs);
+  std::vector<uint64_t> failed_tags;
+  if (auto st = writer_->wait_all(&failed_tags); !st) note_error(st.error());
+  for (uint64_t t : failed_tags) failed[t] = true;
+
+  uint64_t nfailed = 0, nwritten = 0, bytes = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ExtentBuffer& eb = *batch[i];
+    if (failed[i]) {
+      // Back to dirty (it never left dirty_): written again by the next pass, the commit's at the
+      // latest. WRITTEN stays: part of it may be on the device.
+      ++nfailed;
+      if (!eb.stale()) eb.test_and_set_flag(ExtentBuffer::kDirty);
+    } else {
+      ++nwritten;
+    }
+    eb.end_writeback();
+  }
+  for (const auto& r : reqs)
+    if (!failed[r.tag]) bytes += r.data.size();
   std::lock_guard g(mu_);
-  if (st) {
-    ++counters_.blocks_written;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (failed[i]) continue;
+    const EbRef& eb = batch[i];
     auto d = dirty_.find(eb->start());
     if (d != dirty_.end() && d->second == eb && !eb->dirty()) dirty_.erase(d);
   }
-  return st;
+  counters_.blocks_written += nwritten;
+  if (background) counters_.background_blocks_written += nwritten;
+  counters_.bytes_written += bytes;
+  counters_.write_errors += nfailed;
+  return nfailed;
 }
 
 Status BufferCache::write_dirty() {
+  std::lock_guard wb(wb_mu_);
   std::vector<EbRef> todo;
   {
     std::lock_guard g(mu_);
     todo.reserve(dirty_.size());
-    for (auto& [_, eb] : dirty_) todo.push_back(eb);
+    for (auto& [_, eb] : dirty_) todo.push_back(eb);  // ascending bytenr: sequential device writes
   }
-  // Ascending bytenr: sequential device writes.
-  std::sort(todo.begin(), todo.end(), [](const EbRef& a, const EbRef& b) { return a->start() < b->start(); });
+  std::optional<Error> first_error;
+  std::vector<EbRef> batch;
+  auto flush = [&] {
+    if (!batch.empty()) write_batch(batch, false, &first_error);
+    batch.clear();
+  };
   for (auto& eb : todo) {
     eb->lock_write();
-    // WB_SYNC_ALL waits for a background write of this buffer still in flight (btrfs
-    // lock_extent_buffer_for_io: "wait and relock"), so the commit never outruns it.
-    while (eb->test_flag(ExtentBuffer::kWriteback)) {
-      eb->unlock_write();
-      std::this_thread::yield();
-      eb->lock_write();
-    }
-    if (eb->stale() || !eb->dirty()) {
-      eb->unlock_write();
+    // No pass but this one runs (wb_mu_), so no write of this buffer is in flight.
+    assert(!eb->under_writeback());
+    const bool go = start_write_locked(*eb);
+    eb->unlock_write();
+    if (!go) {
       std::lock_guard g(mu_);
       auto d = dirty_.find(eb->start());
       if (d != dirty_.end() && d->second == eb && !eb->dirty()) dirty_.erase(d);
       continue;
     }
-    UBTRFS_TRY_STATUS(write_one_locked(eb));
+    batch.push_back(eb);
+    if (batch.size() == kCommitBatch) flush();
   }
-  std::lock_guard g(mu_);
-  evict_locked();
+  flush();
+  {
+    std::lock_guard g(mu_);
+    evict_locked();
+  }
+  if (first_error) return fail(*first_error);
   return {};
 }
 
-Result<uint64_t> BufferCache::writeback(uint64_t max_bytes) {
-  std::vector<EbRef> todo;
+WbPassResult BufferCache::writeback(const WbPolicy& policy) {
+  std::lock_guard wb(wb_mu_);
+  WbPassResult r;
+  std::vector<EbRef> cands;
   {
     std::lock_guard g(mu_);
-    // Oldest first: walk the LRU from the back.
-    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-      auto d = dirty_.find(*it);
-      if (d != dirty_.end()) todo.push_back(d->second);
-    }
+    cands.reserve(dirty_.size());
+    // range_cyclic: from the cursor to the end, then from the start up to the cursor.
+    for (auto it = dirty_.lower_bound(cursor_); it != dirty_.end(); ++it) cands.push_back(it->second);
+    for (auto it = dirty_.begin(); it != dirty_.end() && it->first < cursor_; ++it) cands.push_back(it->second);
   }
-  uint64_t written = 0;
-  for (auto& eb : todo) {
-    if (written >= max_bytes) break;
-    if (eb->inhibitors() > 0 || eb->test_flag(ExtentBuffer::kWriteback)) continue;
-    if (!eb->try_lock_write()) continue;
-    // Fix 2: re-check under the lock; an inhibiting handle takes its inhibitor with the lock held.
-    if (eb->stale() || !eb->dirty() || eb->inhibitors() > 0) {
-      eb->unlock_write();
+  const int64_t now = now_ms();
+  const uint64_t max_blocks = policy.max_bytes / fs_.nodesize + (policy.max_bytes % fs_.nodesize ? 1 : 0);
+  uint64_t prepared = 0;
+  std::vector<EbRef> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    const uint64_t nfailed = write_batch(batch, true, nullptr);
+    r.failed += nfailed;
+    r.blocks += batch.size() - nfailed;
+    batch.clear();
+  };
+  for (auto& eb : cands) {
+    if (prepared >= max_blocks) break;
+    if (eb->stale() || !eb->dirty()) continue;
+    if (policy.min_age_ms && now - eb->dirtied_at_ms() < policy.min_age_ms) continue;
+    // Fix 2: a live handle COWed or reused this buffer; the commit writes it.
+    if (eb->inhibitors() > 0) {
+      ++r.skipped_inhibited;
       continue;
     }
-    UBTRFS_TRY_STATUS(write_one_locked(eb));
-    written += eb->len();
+    if (eb->under_writeback()) {
+      ++r.skipped_in_flight;
+      continue;
+    }
+    if (!eb->try_lock_write()) {
+      ++r.skipped_locked;
+      continue;
+    }
+    // Re-check under the lock: an inhibiting handle takes its inhibitor with the lock held.
+    if (eb->inhibitors() > 0) {
+      eb->unlock_write();
+      ++r.skipped_inhibited;
+      continue;
+    }
+    const bool go = start_write_locked(*eb);
+    eb->unlock_write();
+    if (!go) continue;
+    cursor_ = eb->start() + 1;
+    batch.push_back(eb);
+    ++prepared;
+    if (batch.size() == kWriteBatch) flush();
   }
+  flush();
   std::lock_guard g(mu_);
+  ++counters_.background_passes;
+  counters_.skipped_inhibited += r.skipped_inhibited;
+  counters_.skipped_locked += r.skipped_locked;
+  counters_.skipped_in_flight += r.skipped_in_flight;
+  if (r.failed)
+    spdlog::warn("background writeback: {} tree block writes failed; the blocks stay dirty for the commit",
+                 r.failed);
   evict_locked();
-  return written;
+  return r;
+}
+
+Result<uint64_t> BufferCache::writeback(uint64_t max_bytes) {
+  WbPolicy p;
+  p.max_bytes = max_bytes;
+  const WbPassResult r = writeback(p);
+  return r.blocks * fs_.nodesize;
 }
 
 void BufferCache::evict_to_budget() {
   std::lock_guard g(mu_);
   evict_locked();
+}
+
+void BufferCache::balance_dirty(std::chrono::milliseconds max_wait) {
+  std::unique_lock lk(mu_);
+  // Without a writeback thread (writeback=off, read-only, tests) there is nobody to wait for.
+  if (!pressure_hook_ || bytes_ <= effective_budget() || dirty_.empty()) return;
+  ++counters_.throttled;
+  pressure_hook_();
+  const uint64_t seen = passes_done_;
+  pass_cv_.wait_for(lk, max_wait, [&] { return passes_done_ != seen || bytes_ <= effective_budget(); });
+}
+
+void BufferCache::set_pressure_hook(std::function<void()> hook) {
+  std::lock_guard g(mu_);
+  pressure_hook_ = std::move(hook);
+}
+
+void BufferCache::notify_pass_done() {
+  {
+    std::lock_guard g(mu_);
+    ++passes_done_;
+  }
+  pass_cv_.notify_all();
+}
+
+uint64_t BufferCache::effective_budget() const {
+  return std::max<uint64_t>(budget_.load(std::memory_order_relaxed), kMinCachedBlocks * fs_.nodesize);
 }
 
 void BufferCache::insert_locked(const EbRef& eb) {
@@ -170,23 +328,32 @@ void BufferCache::erase_locked(std::unordered_map<uint64_t, Entry>::iterator it)
 void BufferCache::evict_locked() {
   // Floor: a search needs its whole path cached at once; evicting below a few paths' worth would
   // let read_block restarts evict each other forever.
-  const uint64_t budget = std::max<uint64_t>(budget_.load(std::memory_order_relaxed), kMinCachedBlocks * fs_.nodesize);
-  if (bytes_ <= budget) return;
+  const uint64_t budget = effective_budget();
+  if (bytes_ <= budget) {
+    pressure_.store(false, std::memory_order_release);
+    return;
+  }
   // Bounded scan from the cold end; buffers that cannot go (dirty, referenced, in flight) are moved
   // to the hot end so the next scan does not trip over them again.
   size_t scan = (bytes_ - budget) / fs_.nodesize * 2 + 32;
-  auto it = lru_.end();
   while (bytes_ > budget && scan-- > 0 && !lru_.empty()) {
-    it = std::prev(lru_.end());
+    auto it = std::prev(lru_.end());
     auto m = map_by_bytenr_.find(*it);
     assert(m != map_by_bytenr_.end());
     const EbRef& eb = m->second.eb;
-    if (eb.use_count() == 1 && !eb->dirty() && !eb->test_flag(ExtentBuffer::kWriteback)) {
+    if (eb.use_count() == 1 && !eb->dirty() && !eb->under_writeback()) {
       ++counters_.evictions;
       erase_locked(m);
     } else {
       lru_.splice(lru_.begin(), lru_, it);
     }
+  }
+  const bool pressure = bytes_ > budget && !dirty_.empty();
+  pressure_.store(pressure, std::memory_order_release);
+  if (pressure) {
+    // Only dirty (or referenced) buffers are left: they become evictable once written.
+    ++counters_.pressure_kicks;
+    if (pressure_hook_) pressure_hook_();
   }
 }
 
@@ -205,9 +372,16 @@ size_t BufferCache::nr_dirty() const {
   return dirty_.size();
 }
 
+uint64_t BufferCache::dirty_bytes() const {
+  std::lock_guard g(mu_);
+  return dirty_.size() * fs_.nodesize;
+}
+
 BufferCache::Counters BufferCache::counters() const {
   std::lock_guard g(mu_);
   return counters_;
 }
+
+io::UringWriterStats BufferCache::io_stats() const { return writer_->stats(); }
 
 }  // namespace ubtrfs

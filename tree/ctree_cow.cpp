@@ -1,31 +1,80 @@
 // The COW decision and copy-on-write of one tree block (btrfs ctree.c `should_cow_block`,
 // `btrfs_cow_block`, `btrfs_force_cow_block`; extent-tree.c `btrfs_alloc_tree_block` /
-// `btrfs_free_tree_block` as seen from the tree). ARCHITECTURE.md "COW and the two fixes".
+// `btrfs_free_tree_block` as seen from the tree). ARCHITECTURE.md "COW and the two fixes",
+// KERNEL.md §7.
 //
 // Base rule: a block is modified in place only if it was born in the running transaction
-// (generation == transid) and was never written (header flag WRITTEN clear). Fix 1 (cow_overwrite)
-// additionally reuses a WRITTEN block of this transaction unless its write is in flight or it
-// belongs to a log tree; it re-dirties it (back into the commit's dirty set) and keeps WRITTEN so a
-// later free pins it. The check and the re-dirty happen with the tree lock held, and writeback takes
-// the write lock (or try-lock) to clear DIRTY and set WRITTEN, so they are atomic with respect to the
-// writer. Fix 2 (wb_inhibit) takes an inhibitor on every block the handle COWs or reuses.
+// (generation == transid) and was never written (header flag WRITTEN clear).
+//
+// Fix 1 (cow_overwrite): a WRITTEN block of this transaction is re-dirtied and modified in place.
+// Upstream merged this and reverted it after fstests btrfs/232 showed write-time tree-checker
+// errors ("bad key order", "first key mismatch") and btrfs check errors; no root cause was
+// published (KERNEL.md §7.2). The way in-place overwrite corrupts a block is a race between the
+// writer's state check, the re-dirty and a write in flight: extent buffer writeback sends the
+// buffer itself to the device (the kernel's btree folios; our buffer_cache.cpp likewise) and
+// computes the checksum and runs the write-time checker on it after dropping the tree lock,
+// relying on WRITEBACK to keep modifiers away. A modifier that decides "overwrite in place"
+// without seeing WRITEBACK — because it looked before the writer set it, or did not look at all —
+// modifies the image while it is being checksummed, checked and copied to the device: the
+// checker sees a half-moved leaf ("bad key order"), or the block reaches the device with a
+// checksum of the content before the change, or with keys its parent no longer agrees with
+// ("first key mismatch" on the next read). Why ours cannot: (1) the writer moves DIRTY to
+// WRITEBACK and sets WRITTEN only under the block's tree write lock (buffer_cache.cpp
+// start_write_locked); (2) this function runs with the block's tree lock held (read or write),
+// so its state check and re-dirty are atomic with respect to (1); (3) a write in flight is seen
+// here (WRITEBACK) and waited for before the re-dirty — never modified under the write; (4) the
+// re-dirty puts the block back into the dirty set the commit writes (mark_dirty), and WRITTEN
+// stays set so a later free pins the address instead of reusing it while a write may still land
+// there; (5) the commit's write-out first waits for every background write in flight, freed
+// blocks' included. tests/tree/cow_overwrite_race_test.cpp replays the race deterministically:
+// with the guard off (TreeHandle::cow_overwrite_unguarded_for_test) a block reaches the device
+// torn; with it on, never. Excluded as upstream does: log trees (an fsync makes their blocks
+// reachable from the superblock), RELOC blocks outside the reloc tree. Upstream copies a block
+// whose write is in flight; we wait for the write instead, so a block is copied at most once per
+// transaction (the benchmark's "1").
+//
+// Fix 2 (wb_inhibit) takes an inhibitor on every block the handle COWs or reuses.
+#include <algorithm>
 #include <cstring>
 
 #include "tree/ctree_internal.h"
 
 namespace ubtrfs::ctree {
 
+namespace {
+// COWs made by this thread; search_slot reads the difference around one search.
+thread_local uint64_t tls_cows = 0;
+
+void inhibit(TreeHandle& h, TreeRoot& root, const EbRef& eb) {
+  if (auto r = h.inhibit_writeback(eb); r && *r != InhibitSet::AddResult::kAlreadyHeld)
+    root.ctx().stats.count_inhibit(*r == InhibitSet::AddResult::kReplaced);
+}
+}  // namespace
+
+uint64_t thread_cow_count() { return tls_cows; }
+
 bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb, bool* write_in_flight) {
+  // KERNEL.md §7.2, in the patch's order. REQUIRES: eb locked (read or write) by this thread.
   if (eb->generation() != h.transid) return true;
-  if (eb->written()) {
-    if (!h.cow_overwrite || root.objectid() == kTreeLogObjectid) return true;
-    if (eb->test_flag(ExtentBuffer::kWriteback)) {
+  const bool overwrite = h.cow_overwrite && root.objectid() != kTreeLogObjectid;
+  if (eb->under_writeback() && !h.cow_overwrite_unguarded_for_test) {
+    if (!overwrite) {
       if (write_in_flight) *write_in_flight = true;
       return true;
     }
-    mark_dirty(root, eb);  // fix 1: back into the transaction's dirty set; WRITTEN stays
+    // Fix 1: the write goes out from this buffer; let it finish, then overwrite in place. The
+    // writer reaps completions without tree locks, so holding ours while waiting cannot deadlock.
+    eb->wait_writeback();
+    root.ctx().stats.count_in_flight_wait();
   }
-  h.inhibit_writeback(eb);
+  if (eb->header_flag(kHeaderFlagReloc) && root.objectid() != kTreeRelocObjectid) return true;
+  // (BTRFS_ROOT_FORCE_COW is set while snapshotting; we take no snapshots yet.)
+  if (eb->written()) {
+    if (!overwrite) return true;
+    mark_dirty(root, eb);  // fix 1: back into the transaction's dirty set; WRITTEN stays
+    root.ctx().stats.count_overwrite();
+  }
+  inhibit(h, root, eb);
   return false;
 }
 
@@ -47,7 +96,7 @@ Result<EbRef> alloc_tree_block(TreeHandle& h, TreeRoot& root, int level, uint64_
   hd.nritems = 0;
   hd.level = static_cast<uint8_t>(level);
   mark_dirty(root, eb);
-  h.inhibit_writeback(eb);
+  inhibit(h, root, eb);
   return eb;
 }
 
@@ -64,6 +113,12 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   // Copy everything after the header fields alloc_tree_block set: items/pointers and nritems.
   cow->copy_from(*eb, sizeof(Header), sizeof(Header), eb->len() - sizeof(Header));
   cow->set_nritems(eb->nritems());
+  // The seed's "COW count" of this logical block in this transaction (a block read back from disk
+  // lost its count; it was copied at least once to be of this generation).
+  const bool same_transaction = eb->generation() == h.transid;
+  const uint32_t copies = same_transaction ? std::max<uint32_t>(eb->cow_copies(), 1) + 1 : 1;
+  cow->set_cow_copies(copies);
+  ++tls_cows;
   if (!parent) {
     assert(root.is_node(eb));
     root.set_node(cow);
@@ -73,7 +128,8 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
     parent->set_node_ptr_generation(pslot, h.transid);
     mark_dirty(root, parent);
   }
-  root.ctx().stats.count_cow(eb->generation() == h.transid, write_in_flight);
+  root.ctx().stats.count_cow(same_transaction, write_in_flight);
+  root.ctx().stats.count_block_copies(copies);
   free_tree_block(h, root, eb);
   eb->unlock_write();
   return cow;

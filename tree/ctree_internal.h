@@ -9,11 +9,14 @@ namespace ubtrfs::ctree {
 inline void mark_dirty(TreeRoot& root, const EbRef& eb) { root.ctx().cache.mark_dirty(eb); }
 
 // btrfs `should_cow_block` (KERNEL.md §7): true if `eb` must be copied before modification.
-// Fix 1 (h.cow_overwrite) re-dirties a WRITTEN block of this transaction instead. A "no COW" answer
-// also takes fix 2's writeback inhibitor. REQUIRES: eb locked (read or write).
-// `write_in_flight` (optional) is set when the reason is a write of the block still in flight (the
-// one case in which fix 1 still copies a block born in the running transaction).
+// Fix 1 (h.cow_overwrite) re-dirties a WRITTEN block of this transaction instead (after waiting for
+// a write of it in flight). A "no COW" answer also takes fix 2's writeback inhibitor.
+// REQUIRES: eb locked (read or write). `write_in_flight` (optional) is set when a write of the
+// block was in flight (without fix 1 that block is copied).
 bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb, bool* write_in_flight = nullptr);
+
+// COWs (copies made) by the calling thread so far; search_slot counts COWs per search with it.
+uint64_t thread_cow_count();
 
 // btrfs `btrfs_alloc_tree_block` as seen from the tree: allocate, create the buffer, initialise the
 // header (fsid, chunk tree uuid, bytenr, flags = backref rev 1, generation = transid, owner, level,

@@ -194,6 +194,14 @@ Result<int> search_slot_impl(TreeHandle* h, TreeRoot& root, const Key& key, Path
   if (cow && lowest_level) write_lock_level = kMaxLevel;
   const int min_write_lock_level = write_lock_level;
   uint64_t failed_read = 0;  // bytenr whose read failed on the previous pass
+  // COWs of this search, its restarts included (the seed's per-search count, v2's cow_count).
+  struct SearchCows {
+    TreeStats* stats;
+    uint64_t start = ctree::thread_cow_count();
+    ~SearchCows() {
+      if (stats) stats->count_search(ctree::thread_cow_count() - start);
+    }
+  } search_cows{cow ? &stats : nullptr};
 
 again:
   if (next) next->valid = false;

@@ -10,6 +10,9 @@
 //   buffer bits are in-memory only.
 // - The block image is read or modified only with the tree lock held (read lock to read, write lock
 //   to modify). The state bits and the inhibitor count are atomics and may be read without the lock.
+// - While WRITEBACK is set the block image is on its way to the device from this very buffer
+//   (buffer_cache.h): nobody modifies it — should_cow copies the block, or with fix 1 waits for the
+//   write (wait_writeback) before re-dirtying it.
 // - A STALE buffer was freed (COWed away, merged away); it is no longer in the cache, nobody points
 //   to it, and it is never written.
 // - Lifetime is shared ownership (`EbRef`): the buffer cache holds one reference; paths, handles
@@ -62,6 +65,31 @@ class ExtentBuffer {
   bool test_and_clear_flag(uint32_t f) { return bflags_.fetch_and(~f, std::memory_order_acq_rel) & f; }
   bool dirty() const { return test_flag(kDirty); }
   bool stale() const { return test_flag(kStale); }
+  bool under_writeback() const { return test_flag(kWriteback); }
+  // Writeback completion (btrfs `end_extent_buffer_writeback`): clears WRITEBACK and wakes every
+  // wait_writeback() caller.
+  void end_writeback() {
+    bflags_.fetch_and(~kWriteback, std::memory_order_acq_rel);
+    bflags_.notify_all();
+  }
+  // btrfs `wait_on_extent_buffer_writeback`. Never waits for a lock: the write in flight completes
+  // whatever locks the caller holds (the writer reaps completions without tree locks).
+  void wait_writeback() const {
+    for (uint32_t f = bflags_.load(std::memory_order_acquire); f & kWriteback;
+         f = bflags_.load(std::memory_order_acquire))
+      bflags_.wait(f, std::memory_order_acquire);
+  }
+  // When DIRTY last went from clear to set (steady-clock milliseconds), for the periodic pass of
+  // background writeback (the kernel's dirty_expire). Written by mark_dirty only.
+  int64_t dirtied_at_ms() const { return dirtied_at_ms_.load(std::memory_order_relaxed); }
+  void set_dirtied_at_ms(int64_t t) { dirtied_at_ms_.store(t, std::memory_order_relaxed); }
+
+  // How many times this block's content was copied in the running transaction to get here: 1 for
+  // the first COW of an older block, n + 1 for a COW of a block that itself had n (the seed's
+  // "COW count" of one logical block in one transaction). 0 for blocks read from disk or created
+  // empty. REQUIRES: the tree lock (set on a new, write-locked copy; read under the lock).
+  uint32_t cow_copies() const { return cow_copies_; }
+  void set_cow_copies(uint32_t n) { cow_copies_ = n; }
 
   // Fix 2: number of live handles that COWed or reused this buffer and want background writeback to
   // leave it alone (btrfs `writeback_inhibitors`).
@@ -161,8 +189,10 @@ class ExtentBuffer {
  private:
   const uint64_t start_;
   std::vector<uint8_t> data_;
-  std::atomic<uint32_t> bflags_{0};
+  mutable std::atomic<uint32_t> bflags_{0};
   std::atomic<int32_t> writeback_inhibitors_{0};
+  std::atomic<int64_t> dirtied_at_ms_{0};
+  uint32_t cow_copies_ = 0;  // GUARDED_BY(lock_)
   std::shared_mutex lock_;
 };
 

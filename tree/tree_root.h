@@ -16,11 +16,12 @@
 
 #include <cstdint>
 #include <mutex>
-#include <vector>
+#include <optional>
 
 #include "tree/buffer_cache.h"
 #include "tree/extent_buffer.h"
 #include "tree/fs_params.h"
+#include "tree/inhibit_set.h"
 #include "tree/tree_block_allocator.h"
 #include "tree/tree_stats.h"
 
@@ -68,30 +69,33 @@ struct TreeHandle {
   uint64_t transid = 0;
   TreeBlockAllocator* allocator = nullptr;
   // Fix 1 (cow_overwrite=on): a WRITTEN block born in this transaction is re-dirtied and modified in
-  // place instead of COWed. Off by default (upstream reverted it; KERNEL.md §7.2).
+  // place instead of COWed (KERNEL.md §7.2; ctree_cow.cpp says why ours is safe).
   bool cow_overwrite = false;
+  // TEST ONLY: fix 1 without its guard (the in-flight write check), to show that the guard is what
+  // keeps a background write from going out torn (tests/tree/cow_overwrite_race_test.cpp). Never set
+  // by the daemon.
+  bool cow_overwrite_unguarded_for_test = false;
   // Fix 2 (wb_inhibit=on): buffers this handle COWed or reused are skipped by WB_SYNC_NONE writeback
-  // until end_handle().
+  // until end_handle() (or until the handle's 8-slot set reuses their slot).
   bool wb_inhibit = false;
-  // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`): each entry holds one inhibitor.
-  std::vector<EbRef> inhibited;
+  // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`, the inline 8-slot CLOCK version).
+  InhibitSet inhibited;
   // Reference changes this handle queued (btrfs trans->delayed_ref_updates): the allocator counts
   // them, the transaction layer charges their reservation to the delayed-refs reserve at handle end.
   uint64_t delayed_ref_updates = 0;
 
-  // btrfs `btrfs_inhibit_eb_writeback`. REQUIRES: eb locked by this thread.
-  void inhibit_writeback(const EbRef& eb) {
-    if (!wb_inhibit) return;
-    for (const auto& e : inhibited)
-      if (e == eb) return;
-    eb->writeback_inhibitors().fetch_add(1, std::memory_order_acq_rel);
-    inhibited.push_back(eb);
+  TreeHandle() = default;
+  TreeHandle(TreeHandle&&) = default;
+  TreeHandle& operator=(TreeHandle&&) = default;
+
+  // btrfs `btrfs_inhibit_eb_writeback`. REQUIRES: eb locked by this thread. Returns what the set
+  // did (nullopt when inhibition is off), for the stats.
+  std::optional<InhibitSet::AddResult> inhibit_writeback(const EbRef& eb) {
+    if (!wb_inhibit) return std::nullopt;
+    return inhibited.add(eb);
   }
   // btrfs `btrfs_uninhibit_all_eb_writeback`: at handle end, before commit write-out, on abort.
-  void end_handle() {
-    for (auto& eb : inhibited) eb->writeback_inhibitors().fetch_sub(1, std::memory_order_acq_rel);
-    inhibited.clear();
-  }
+  void end_handle() { inhibited.release_all(); }
 };
 
 }  // namespace ubtrfs

@@ -19,6 +19,18 @@ const char* restart_site_name(RestartSite site) {
   return "unknown";
 }
 
+int CountHistogram::bucket(uint64_t v) {
+  if (v <= 2) return static_cast<int>(v);
+  int b = 3;
+  for (uint64_t hi = 4; v > hi && b < kBuckets - 1; hi *= 2) ++b;
+  return b;
+}
+
+const char* CountHistogram::label(int bucket) {
+  static constexpr const char* kLabels[kBuckets] = {"0", "1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"};
+  return kLabels[bucket];
+}
+
 void TreeStats::count_restart(RestartSite site, uint64_t root, int level) {
   totals_[static_cast<int>(site)].fetch_add(1, std::memory_order_relaxed);
   std::lock_guard g(mu_);
@@ -48,8 +60,11 @@ std::vector<TreeStats::RestartRow> TreeStats::restart_rows() const {
 }
 
 std::string TreeStats::to_string() const {
-  std::string s = fmt::format("cows={} cows_same_transaction={} (write in flight {})", cows(),
-                              cows_same_transaction(), cows_same_transaction_write_in_flight());
+  std::string s = fmt::format(
+      "cows={} cows_same_transaction={} (write in flight {}) max_cows_per_search={} max_copies_per_block={} "
+      "overwrites={} in_flight_waits={} inhibits={} (slot reuses {})",
+      cows(), cows_same_transaction(), cows_same_transaction_write_in_flight(), per_search_.max(), per_block_.max(),
+      overwrites(), in_flight_waits(), inhibits(), inhibit_slot_reuses());
   for (int i = 0; i < kRestartSiteCount; ++i)
     s += fmt::format(" restart_{}={}", restart_site_name(static_cast<RestartSite>(i)),
                      restarts(static_cast<RestartSite>(i)));
@@ -64,6 +79,9 @@ void TreeStats::reset() {
   cows_.store(0, std::memory_order_relaxed);
   cows_same_trans_.store(0, std::memory_order_relaxed);
   cows_same_trans_in_flight_.store(0, std::memory_order_relaxed);
+  for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_}) c->store(0, std::memory_order_relaxed);
+  per_search_.reset();
+  per_block_.reset();
   std::lock_guard g(mu_);
   by_site_root_level_.clear();
 }

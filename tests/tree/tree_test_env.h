@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "io/block_device.h"
+#include "io/fault_device.h"
 #include "tree/tree_checker.h"
 #include "tree/buffer_cache.h"
 #include "tree/chunk_map.h"
@@ -123,7 +124,9 @@ class TreeEnv {
  public:
   static constexpr uint64_t kChunkStart = 1 << 20;
 
-  explicit TreeEnv(uint32_t nodesize = 4096, uint64_t budget = 64 << 20, uint64_t chunk_len = 96 << 20);
+  // `record_writes`: the fault-injecting device keeps a copy of every write (write_log()).
+  explicit TreeEnv(uint32_t nodesize = 4096, uint64_t budget = 64 << 20, uint64_t chunk_len = 96 << 20,
+                   bool record_writes = false);
 
   TreeHandle handle() {
     TreeHandle h;
@@ -142,7 +145,8 @@ class TreeEnv {
   std::string check_tree(TreeRoot& root, TreeShape* shape = nullptr);
 
   FsParams fs;
-  io::MemoryDevice dev;
+  io::MemoryDevice mem;
+  io::FaultInjectingDevice dev;  // over `mem`: EIO on command, the write log
   ChunkMap map;
   BufferCache cache;
   TreeStats stats;
@@ -179,7 +183,7 @@ inline std::vector<uint8_t> make_value(const Key& k, uint32_t size, uint32_t sal
   return v;
 }
 
-inline TreeEnv::TreeEnv(uint32_t nodesize, uint64_t budget, uint64_t chunk_len)
+inline TreeEnv::TreeEnv(uint32_t nodesize, uint64_t budget, uint64_t chunk_len, bool record_writes)
     : fs([&] {
         FsParams p;
         p.nodesize = nodesize;
@@ -192,7 +196,8 @@ inline TreeEnv::TreeEnv(uint32_t nodesize, uint64_t budget, uint64_t chunk_len)
         p.super_generation = 0;
         return p;
       }()),
-      dev(kChunkStart + chunk_len),
+      mem(kChunkStart + chunk_len),
+      dev(mem, record_writes),
       cache(dev, map, fs, budget),
       ctx{fs, cache, stats},
       alloc_(kChunkStart, chunk_len, nodesize) {

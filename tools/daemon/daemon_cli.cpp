@@ -149,8 +149,16 @@ ubtrfs options:
   log_level=LEVEL       trace|debug|info|warn|error|critical|off (default info)
   subvolid=ID           mount this subvolume (default: the default subvolume)
   subvol=PATH           mount the subvolume at PATH
-  cow_overwrite=on|off  copy-on-write for overwrites of shared extents (default off)
-  wb_inhibit=on|off     writeback inhibition during commit (default on)
+  cow_overwrite=on|off  fix 1: overwrite a tree block written earlier in the same transaction in
+                        place instead of copying it again (default off; see README)
+  wb_inhibit=on|off     fix 2: background writeback leaves the tree blocks a running operation
+                        copied or reused alone until it ends (default on)
+  writeback=on|off      background writeback of dirty tree blocks through io_uring (default on)
+  wb_thresh_mb=N        write back in the background above N MiB of dirty tree blocks (default 32)
+  wb_ratio=PCT          ... or above PCT % of cache_mb, whichever is lower (default 10; 0: off)
+  wb_interval=SECONDS   periodic writeback wakeup (default 5)
+  wb_expire=SECONDS     the periodic pass writes blocks dirty for this long (default 30)
+  stats_file=PATH       write the live counters (ubtrfs-inspect stats) as JSON to PATH at unmount
   log_file=PATH         always log to PATH (appended; created 0640), in the foreground besides stderr
   allow_other           let other users access the mount (non-root: needs user_allow_other
                         in /etc/fuse.conf)

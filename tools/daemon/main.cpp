@@ -66,6 +66,23 @@ struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
 
+// stats_file=PATH: the counters as `ubtrfs-inspect stats --json` would show them, after the final
+// commit (so the commit's own work is counted). A failure is logged, not fatal: the data is safe.
+void write_stats_file(const std::string& path, const std::string& json) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) {
+    spdlog::error("cannot write the stats file {}: {}", path, std::strerror(errno));
+    return;
+  }
+  const bool written = std::fwrite(json.data(), 1, json.size(), f) == json.size() && std::fputc('\n', f) != EOF;
+  const int saved = errno;
+  if (std::fclose(f) != 0 || !written) {
+    spdlog::error("cannot write the stats file {}: {}", path, std::strerror(written ? errno : saved));
+    return;
+  }
+  spdlog::info("counters written to {}", path);
+}
+
 int run(const DaemonArgs& args) {
   // 2. Canonical paths: /proc/mounts shows the image as given to fsname, and the unmount path
   //    must still resolve after the daemon chdir()s to /.
@@ -102,6 +119,11 @@ int run(const DaemonArgs& args) {
   open.cache_bytes = args.options.cache_mb << 20;
   open.cow_overwrite = args.options.cow_overwrite;
   open.wb_inhibit = args.options.wb_inhibit;
+  open.writeback.enabled = args.options.writeback;
+  open.writeback.thresh_bytes = args.options.wb_thresh_mb << 20;
+  open.writeback.ratio_pct = args.options.wb_ratio;
+  open.writeback.interval_ms = args.options.wb_interval_s * 1000;
+  open.writeback.expire_ms = args.options.wb_expire_s * 1000;
   auto mounted = fs::Filesystem::mount(open, args.options);
   if (!mounted) return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, mounted.error().message));
   std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
@@ -169,6 +191,7 @@ int run(const DaemonArgs& args) {
   else if (loop_rc < 0) spdlog::error("FUSE loop on {} failed: {}", mountpoint, strerror(-loop_rc));
   fuse_session_unmount(se.get());
   auto unmounted = filesystem->unmount();
+  if (!args.options.stats_file.empty()) write_stats_file(args.options.stats_file, filesystem->stats_json());
   se.reset();
   if (!unmounted) {
     spdlog::error("final commit of {} failed, the image keeps generation {}: {}", source,
