@@ -131,6 +131,10 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       auto v = parse_u64(value);
       if (!v || *v == 0 || *v > 3600) return bad_value();
       (name == "wb_interval" ? o.wb_interval_s : o.wb_expire_s) = static_cast<uint32_t>(*v);
+    } else if (name == "wb_order") {
+      if (!has_value) return needs_value();
+      if (value != "lru" && value != "address") return bad_value();
+      o.wb_lru = value == "lru";
     } else if (name == "stats_file") {
       if (!has_value || value.empty()) return needs_value();
       o.stats_file = value;

@@ -45,6 +45,7 @@ struct MountOptions {
   uint32_t wb_ratio = 10;
   uint32_t wb_interval_s = 5;
   uint32_t wb_expire_s = 30;
+  bool wb_lru = true;                     // wb_order=lru|address: background writeback order
   std::string stats_file;                 // stats_file=PATH: the live counters as JSON, written at unmount
   std::string log_file;                   // log_file=PATH: the daemon always logs there; empty: its own choice
   // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be

@@ -215,9 +215,20 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
   {
     std::lock_guard g(mu_);
     cands.reserve(dirty_.size());
-    // range_cyclic: from the cursor to the end, then from the start up to the cursor.
-    for (auto it = dirty_.lower_bound(cursor_); it != dirty_.end(); ++it) cands.push_back(it->second);
-    for (auto it = dirty_.begin(); it != dirty_.end() && it->first < cursor_; ++it) cands.push_back(it->second);
+    if (policy.coldest_first) {
+      // Least recently used by a tree path first: the cache's LRU list only sees lookups, and a
+      // root node, held by its root, is never looked up, so order by the buffers' own stamps.
+      // The stamps change under us (paths run): sort a snapshot, std::sort needs a fixed order.
+      std::vector<std::pair<uint64_t, ExtentBuffer*>> order;
+      order.reserve(dirty_.size());
+      for (auto& [start, eb] : dirty_) order.emplace_back(eb->last_use(), eb.get());
+      std::sort(order.begin(), order.end());
+      for (auto& [use, eb] : order) cands.push_back(dirty_.at(eb->start()));
+    } else {
+      // range_cyclic: from the cursor to the end, then from the start up to the cursor.
+      for (auto it = dirty_.lower_bound(cursor_); it != dirty_.end(); ++it) cands.push_back(it->second);
+      for (auto it = dirty_.begin(); it != dirty_.end() && it->first < cursor_; ++it) cands.push_back(it->second);
+    }
   }
   const int64_t now = now_ms();
   const uint64_t max_blocks = policy.max_bytes / fs_.nodesize + (policy.max_bytes % fs_.nodesize ? 1 : 0);
@@ -256,7 +267,7 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
     const bool go = start_write_locked(*eb);
     eb->unlock_write();
     if (!go) continue;
-    cursor_ = eb->start() + 1;
+    if (!policy.coldest_first) cursor_ = eb->start() + 1;
     batch.push_back(eb);
     ++prepared;
     if (batch.size() == kWriteBatch) flush();

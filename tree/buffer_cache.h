@@ -73,6 +73,10 @@ enum class WbMode {
 struct WbPolicy {
   uint64_t max_bytes = UINT64_MAX;  // stop after this many bytes of blocks (one copy each)
   int64_t min_age_ms = 0;           // only buffers dirty for at least this long (kupdate)
+  // Candidate order: false = address order from a cyclic cursor (the kernel's range_cyclic
+  // writepages of the btree inode); true = least recently used first (what memory reclaim would
+  // pick: a hot block written now is only dirtied, or copied, again).
+  bool coldest_first = false;
 };
 
 struct WbPassResult {

@@ -48,7 +48,7 @@ class ExtentBuffer {
   static constexpr uint32_t kWriteback = 1u << 1;  // a write of this block is in flight
   static constexpr uint32_t kStale = 1u << 2;      // freed; must not be used or written
 
-  ExtentBuffer(uint64_t start, uint32_t nodesize) : start_(start), data_(nodesize, 0) {}
+  ExtentBuffer(uint64_t start, uint32_t nodesize) : start_(start), data_(nodesize, 0) { touch(); }  // a new buffer is about to be used
   ExtentBuffer(const ExtentBuffer&) = delete;
   ExtentBuffer& operator=(const ExtentBuffer&) = delete;
 
@@ -97,10 +97,21 @@ class ExtentBuffer {
   int32_t inhibitors() const { return writeback_inhibitors_.load(std::memory_order_acquire); }
 
   // ---- tree lock (btrfs locking.c) --------------------------------------------------------------
-  void lock_write() { lock_.lock(); }
+  // A blocking lock is a use by a tree path and stamps the buffer's last use; writeback's
+  // try_lock_write is not a use (it would make every block it writes look hot).
+  void lock_write() {
+    lock_.lock();
+    touch();
+  }
   bool try_lock_write() { return lock_.try_lock(); }
   void unlock_write() { lock_.unlock(); }
-  void lock_read() { lock_.lock_shared(); }
+  void lock_read() {
+    lock_.lock_shared();
+    touch();
+  }
+  // Recency for coldest-first writeback (the role of the page LRU's referenced bit): a
+  // process-wide sequence, larger = used more recently.
+  uint64_t last_use() const { return last_use_.load(std::memory_order_relaxed); }
   void unlock_read() { lock_.unlock_shared(); }
 
   // ---- header (FORMAT.md §2.1) ------------------------------------------------------------------
@@ -187,11 +198,15 @@ class ExtentBuffer {
   static constexpr size_t leaf_data_abs(uint32_t off) { return sizeof(Header) + off; }
 
  private:
+  static inline std::atomic<uint64_t> use_clock_{0};
+  void touch() { last_use_.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+
   const uint64_t start_;
   std::vector<uint8_t> data_;
   mutable std::atomic<uint32_t> bflags_{0};
   std::atomic<int32_t> writeback_inhibitors_{0};
   std::atomic<int64_t> dirtied_at_ms_{0};
+  std::atomic<uint64_t> last_use_{0};
   uint32_t cow_copies_ = 0;  // GUARDED_BY(lock_)
   std::shared_mutex lock_;
 };

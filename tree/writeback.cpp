@@ -77,6 +77,7 @@ void WritebackThread::run() {
       const uint64_t size = cache_.size_bytes(), budget = cache_.effective_budget();
       const uint64_t dirty = cache_.dirty_bytes();
       WbPolicy policy;
+      policy.coldest_first = opts_.coldest_first;
       enum { kNone, kPressure, kThreshold } why = kNone;
       if (size > budget && dirty > 0) {
         why = kPressure;
@@ -106,6 +107,7 @@ void WritebackThread::run() {
     }
     if (periodic && !wrote_any) {
       WbPolicy policy;
+      policy.coldest_first = opts_.coldest_first;
       policy.min_age_ms = opts_.expire_ms;
       const WbPassResult r = cache_.writeback(policy);
       {

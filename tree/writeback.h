@@ -36,6 +36,7 @@ struct WritebackOptions {
   unsigned ratio_pct = 10;             // wb_ratio: background threshold as % of the cache budget
   uint32_t interval_ms = 5000;         // wb_interval: periodic wakeup (dirty_writeback_centisecs)
   uint32_t expire_ms = 30000;          // wb_expire: age written by the periodic pass (dirty_expire)
+  bool coldest_first = true;           // wb_order=lru|address (WbPolicy::coldest_first)
 };
 
 class WritebackThread {

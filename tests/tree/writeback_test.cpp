@@ -134,6 +134,31 @@ TEST_CASE("writeback_min_age: the periodic pass writes only buffers dirty for lo
   CHECK(env.cache.writeback(old_only).blocks == 1);
 }
 
+TEST_CASE("writeback_coldest_first: the background pass writes the least recently used buffers first",
+          "[writeback]") {
+  TreeEnv env(4096);
+  TreeRoot root(env.ctx, kUuidTreeObjectid);
+  {
+    TreeHandle h = env.handle();
+    REQUIRE(create_empty_tree(h, root));
+  }
+  fill(env, root, 400, 50);
+  const size_t dirty = env.cache.nr_dirty();
+  REQUIRE(dirty > 4);
+  // A read of the first key uses the root and the leftmost leaf: they are now the hottest (the
+  // root is held by its TreeRoot and never looked up in the cache, so only the buffers' own use
+  // stamps can tell it is hot).
+  REQUIRE(lookup_item(root, key(0)));
+  WbPolicy policy;
+  policy.coldest_first = true;
+  policy.max_bytes = uint64_t{env.fs.nodesize} * (dirty - 2);
+  CHECK(env.cache.writeback(policy).blocks == dirty - 2);
+  CHECK(env.cache.nr_dirty() == 2);
+  CHECK(root.node()->dirty());
+  // The same pass in address order would have started at the lowest address and written the
+  // leftmost leaf (allocated first, so lowest) — what makes hot blocks get copied again.
+}
+
 TEST_CASE("writeback_eio_retry: a failed background write keeps the buffer dirty, the commit writes it again",
           "[writeback]") {
   TreeEnv env(4096, 64 << 20, 96 << 20, /*record_writes=*/true);

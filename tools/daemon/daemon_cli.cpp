@@ -158,6 +158,9 @@ ubtrfs options:
   wb_ratio=PCT          ... or above PCT % of cache_mb, whichever is lower (default 10; 0: off)
   wb_interval=SECONDS   periodic writeback wakeup (default 5)
   wb_expire=SECONDS     the periodic pass writes blocks dirty for this long (default 30)
+  wb_order=lru|address  background writeback order: least recently used blocks first
+                        (default), or by address from a cyclic cursor as the kernel's
+                        btree inode does (more hot blocks written, then copied again)
   stats_file=PATH       write the live counters (ubtrfs-inspect stats) as JSON to PATH at unmount
   log_file=PATH         always log to PATH (appended; created 0640), in the foreground besides stderr
   allow_other           let other users access the mount (non-root: needs user_allow_other

@@ -124,6 +124,7 @@ int run(const DaemonArgs& args) {
   open.writeback.ratio_pct = args.options.wb_ratio;
   open.writeback.interval_ms = args.options.wb_interval_s * 1000;
   open.writeback.expire_ms = args.options.wb_expire_s * 1000;
+  open.writeback.coldest_first = args.options.wb_lru;
   auto mounted = fs::Filesystem::mount(open, args.options);
   if (!mounted) return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, mounted.error().message));
   std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
