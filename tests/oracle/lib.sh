@@ -265,6 +265,12 @@ ubtrfs_umount() {
   pid=${_ubtrfs_pid[$real]:-}
   log=${_ubtrfs_log[$real]:-}
   [[ -n $pid ]] || { echo "ubtrfs_umount: no daemon of this test serves $mnt" >&2; return 1; }
+  # UBTRFS_STATS_JSONL=FILE: the live counters of every mount, one JSON line each, taken just
+  # before the unmount (scripts/test-writeback.sh sums them to prove writeback ran).
+  if [[ -n ${UBTRFS_STATS_JSONL:-} ]]; then
+    "$UBTRFS_BIN/inspect/ubtrfs-inspect" stats "$mnt" --json 2>/dev/null | tr -d '\n' >>"$UBTRFS_STATS_JSONL" &&
+      echo >>"$UBTRFS_STATS_JSONL" || true
+  fi
   if ! fusermount3 -u "$mnt" 2>"$UBTRFS_TEST_ROOT/umount.err" && ! umount "$mnt" 2>>"$UBTRFS_TEST_ROOT/umount.err"; then
     echo "ubtrfs_umount: cannot unmount $mnt: $(cat "$UBTRFS_TEST_ROOT/umount.err")" >&2
     return 1
