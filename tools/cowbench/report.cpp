@@ -22,6 +22,13 @@ double cows_per_op(const ConfigResult& r) {
   return r.ops ? static_cast<double>(stat_u64(r.stats, {"cow", "total"})) / static_cast<double>(r.ops) : 0.0;
 }
 
+// "ok", or what went wrong with the run itself (the check has its own column).
+std::string run_state(const ConfigResult& r) {
+  if (stat_u64(r.stats, {"aborted"}) != 0 || !r.unmount_error.empty()) return "ABORTED";
+  if (r.other_errors != 0) return fmt::format("{} errors", r.other_errors);
+  return "ok";
+}
+
 std::string mib(uint64_t bytes) { return fmt::format("{:.1f}M", static_cast<double>(bytes) / (1 << 20)); }
 
 }  // namespace
@@ -58,6 +65,7 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["overwrites_in_place"] = stat_u64(s, {"cow", "overwrites_in_place"});
   j["inhibits"] = stat_u64(s, {"cow", "inhibits"});
   j["commits"] = stat_u64(s, {"commits"});
+  j["aborted"] = stat_u64(s, {"aborted"});
   j["per_block_histogram"] = s.contains("cow") ? s["cow"].value("per_block_histogram", nlohmann::json::object())
                                                : nlohmann::json::object();
   j["per_search_histogram"] = s.contains("cow") ? s["cow"].value("per_search_histogram", nlohmann::json::object())
@@ -94,10 +102,10 @@ std::string results_table(const BenchOptions& o, const std::vector<ConfigResult>
       o.threads, o.seconds, o.ops ? fmt::format(" / {} ops", o.ops) : "", o.cache_mb, o.floor_cache_mb, o.nodesize,
       prepopulated, o.shape.leaves());
   const auto row = [](auto... cells) {
-    return fmt::format("{:<9} {:>7} {:>8} {:>9} {:>7} {:>8} {:>23} {:>8} {:>8} {:>9} {:>7}\n", cells...);
+    return fmt::format("{:<9} {:>7} {:>8} {:>9} {:>7} {:>8} {:>23} {:>8} {:>8} {:>9} {:>7} {}\n", cells...);
   };
   out += row("config", "max/blk", "max/srch", "COWs", "COWs/op", "ops", "restarts wl/sn/sz/rb", "overruns",
-             "spENOSPC", "written", "check");
+             "spENOSPC", "written", "check", "run");
   for (const auto& r : results) {
     const auto& s = r.stats;
     const std::string restarts = fmt::format(
@@ -106,7 +114,7 @@ std::string results_table(const BenchOptions& o, const std::vector<ConfigResult>
     out += row(r.spec.name, stat_u64(s, {"cow", "max_per_block"}), stat_u64(s, {"cow", "max_per_search"}),
                stat_u64(s, {"cow", "total"}), fmt::format("{:.2f}", cows_per_op(r)), r.ops, restarts,
                stat_u64(s, {"tree_block_reservations", "overruns"}), r.spurious_enospc,
-               mib(stat_u64(s, {"writeback", "bytes_written"})), check_state_name(r.check.state));
+               mib(stat_u64(s, {"writeback", "bytes_written"})), check_state_name(r.check.state), run_state(r));
   }
   for (const auto& r : results) {
     if (!r.first_error.empty()) out += fmt::format("{}: {} unexpected errors, first: {}\n", r.spec.name, r.other_errors, r.first_error);
