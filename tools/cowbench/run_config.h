@@ -40,7 +40,7 @@ struct BenchOptions {
   double seconds = 10;               // per configuration (0: only --ops stops it)
   uint64_t ops = 0;                  // per configuration (0: only the clock stops it)
   uint64_t seed = 1;
-  uint64_t cache_mb = 4;             // the pressure configurations' cache budget
+  uint64_t cache_mb = 16;            // the pressure configurations' cache budget (README: why 16)
   uint64_t floor_cache_mb = 1024;    // the floor's
   uint32_t commit_interval_s = 30;
   uint64_t wb_thresh_mb = 32;
