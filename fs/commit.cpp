@@ -276,6 +276,8 @@ Status TransactionManager::commit_locked() {
   // The committer's own allocations are charged per tree (global, delayed refs, chunk reserves;
   // subvolume trees through the fallback chain): it reserved nothing itself (btrfs commits with the
   // handle of its caller, whose reservation was released first).
+  // No background writeback from here to the commit's own write-out (BufferCache::pause_background).
+  BufferCache::BackgroundPause no_background_writeback(fs_.cache());
   alloc::HandleAllocator commit_alloc(fs_.allocator(), fs_.spaces(), fs_.params().nodesize);
   TreeHandle h;
   h.transid = transid;

@@ -368,6 +368,7 @@ std::string Filesystem::stats_json() {
                {"skipped_inhibited", cc.skipped_inhibited},
                {"skipped_locked", cc.skipped_locked},
                {"skipped_in_flight", cc.skipped_in_flight},
+               {"paused_passes", cc.paused_passes},
                {"write_errors", cc.write_errors},
                {"pressure_kicks", cc.pressure_kicks},
                {"throttled", cc.throttled},

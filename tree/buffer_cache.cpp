@@ -208,9 +208,22 @@ Status BufferCache::write_dirty() {
   return {};
 }
 
+void BufferCache::pause_background() {
+  background_paused_.fetch_add(1, std::memory_order_acq_rel);
+  std::lock_guard wb(wb_mu_);  // a pass that started before the flag ends first
+}
+
+void BufferCache::resume_background() { background_paused_.fetch_sub(1, std::memory_order_acq_rel); }
+
 WbPassResult BufferCache::writeback(const WbPolicy& policy) {
   std::lock_guard wb(wb_mu_);
   WbPassResult r;
+  if (background_paused_.load(std::memory_order_acquire) > 0) {
+    r.paused = true;
+    std::lock_guard g(mu_);
+    ++counters_.paused_passes;
+    return r;
+  }
   std::vector<EbRef> cands;
   {
     std::lock_guard g(mu_);

@@ -85,6 +85,7 @@ struct WbPassResult {
   uint64_t skipped_locked = 0;
   uint64_t skipped_in_flight = 0;
   uint64_t failed = 0;            // writes that failed and left their buffer dirty
+  bool paused = false;            // a commit was running: nothing was tried
 };
 
 class BufferCache {
@@ -105,6 +106,7 @@ class BufferCache {
     uint64_t dirty_bytes_max = 0;            // high-water mark of dirty buffers
     uint64_t throttled = 0;                  // balance_dirty() waits
     uint64_t pressure_kicks = 0;             // evictions that found only dirty buffers
+    uint64_t paused_passes = 0;              // background passes refused during a commit
   };
 
   // Test-only: called for every block after it was prepared for a write (state changed, checksum
@@ -145,6 +147,26 @@ class BufferCache {
   WbPassResult writeback(const WbPolicy& policy);
   // The same with only a byte limit (tests).
   [[nodiscard]] Result<uint64_t> writeback(uint64_t max_bytes);
+
+  // The commit's critical section (delayed items, delayed refs, block group and root items until
+  // its own write-out) pauses background writeback: a block written in the middle of it would be
+  // copied again by the next converge pass, whose copy queues new delayed refs, whose run copies
+  // more blocks — with a cache small enough that writeback never stops, the commit never
+  // converged ("did not converge after 1000 passes", then read-only). The commit writes every
+  // dirty block itself; while paused the cache may exceed its budget by the blocks the commit
+  // dirties (an in-flight path's pin). pause_background() returns once no background pass runs.
+  void pause_background();
+  void resume_background();
+  class BackgroundPause {
+   public:
+    explicit BackgroundPause(BufferCache& c) : c_(c) { c_.pause_background(); }
+    ~BackgroundPause() { c_.resume_background(); }
+    BackgroundPause(const BackgroundPause&) = delete;
+    BackgroundPause& operator=(const BackgroundPause&) = delete;
+
+   private:
+    BufferCache& c_;
+  };
 
   // Evicts clean unreferenced buffers, least recently used first, until under budget.
   void evict_to_budget();
@@ -209,6 +231,7 @@ class BufferCache {
 
   // Serialises writeback passes; owns the ring (btrfs: one writepages per btree inode at a time).
   std::mutex wb_mu_;
+  std::atomic<int> background_paused_{0};
   std::unique_ptr<io::UringWriter> writer_;  // GUARDED_BY(wb_mu_)
   uint64_t cursor_ = 0;                      // GUARDED_BY(wb_mu_): where the next background pass starts
   BeforeSubmitHook before_submit_;           // set before any writeback runs

@@ -159,6 +159,77 @@ TEST_CASE("writeback_coldest_first: the background pass writes the least recentl
   // leftmost leaf (allocated first, so lowest) — what makes hot blocks get copied again.
 }
 
+TEST_CASE("writeback_paused_during_commit: no background pass writes while a commit's critical section runs",
+          "[writeback]") {
+  TreeEnv env(4096);
+  TreeRoot root(env.ctx, kUuidTreeObjectid);
+  {
+    TreeHandle h = env.handle();
+    REQUIRE(create_empty_tree(h, root));
+  }
+  fill(env, root, 400, 50);
+  const size_t dirty = env.cache.nr_dirty();
+  REQUIRE(dirty > 2);
+  {
+    BufferCache::BackgroundPause pause(env.cache);
+    const WbPassResult r = env.cache.writeback(WbPolicy{});
+    CHECK(r.paused);
+    CHECK(r.blocks == 0);
+    CHECK(env.cache.nr_dirty() == dirty);
+    // The commit itself still writes (WB_SYNC_ALL is what runs inside the pause).
+    REQUIRE(env.cache.write_dirty());
+    CHECK(env.cache.nr_dirty() == 0);
+  }
+  fill(env, root, 410, 50, 400);
+  const WbPassResult after = env.cache.writeback(WbPolicy{});
+  CHECK_FALSE(after.paused);
+  CHECK(after.blocks > 0);
+  CHECK(env.cache.counters().paused_passes == 1);
+}
+
+TEST_CASE("writeback_pause_waits_for_a_running_pass: pause_background returns only after the pass in progress",
+          "[writeback]") {
+  TreeEnv env(4096);
+  TreeRoot root(env.ctx, kUuidTreeObjectid);
+  {
+    TreeHandle h = env.handle();
+    REQUIRE(create_empty_tree(h, root));
+  }
+  fill(env, root, 400, 50);
+  std::mutex m;
+  std::condition_variable cv;
+  bool in_pass = false, release = false;
+  env.cache.set_before_submit_hook_for_test([&](const ExtentBuffer&) {
+    std::unique_lock lk(m);
+    in_pass = true;
+    cv.notify_all();
+    cv.wait(lk, [&] { return release; });
+  });
+  std::thread bg([&] { env.cache.writeback(WbPolicy{}); });
+  {
+    std::unique_lock lk(m);
+    cv.wait(lk, [&] { return in_pass; });
+  }
+  std::atomic<bool> paused{false};
+  std::thread committer([&] {
+    env.cache.pause_background();
+    paused = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(paused.load());  // the pass is still writing
+  {
+    std::lock_guard lk(m);
+    release = true;
+  }
+  cv.notify_all();
+  bg.join();
+  committer.join();
+  CHECK(paused.load());
+  env.cache.set_before_submit_hook_for_test(nullptr);
+  CHECK(env.cache.writeback(WbPolicy{}).paused);
+  env.cache.resume_background();
+}
+
 TEST_CASE("writeback_eio_retry: a failed background write keeps the buffer dirty, the commit writes it again",
           "[writeback]") {
   TreeEnv env(4096, 64 << 20, 96 << 20, /*record_writes=*/true);
