@@ -12,7 +12,9 @@
 #      stress run, the bad-input mounts, the fill-to-full ENOSPC suite on 128 MiB DUP images;
 #   4. the POSIX suite, a short 4-process stress run and the 128 MiB one-writer fill through the
 #      daemon under TSan, and the reservation system's unit tests (space_info, block reserves,
-#      tickets: 8 threads reserving at once) under TSan.
+#      tickets: 8 threads reserving at once) and the tree writeback tests (the writeback thread
+#      racing 8 writers) under TSan. The ASan and TSan POSIX/stress runs mount with an 8 MiB cache
+#      and background writeback above 1 % of it; under TSan with fix 1 on.
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
 #   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
 #   input and the kernel images under ASan, and the whole mkfs matrix.
@@ -143,7 +145,7 @@ if ((sanitizers)); then
     # suites of every layer (fs: the transaction and POSIX-layer concurrency tests) run in the
     # full profile.
     asan_want=(ubtrfs)
-    tsan_want=(ubtrfs ubtrfs_alloc_tests)
+    tsan_want=(ubtrfs ubtrfs_alloc_tests ubtrfs_tree_tests)
   fi
   if [[ ${UBTRFS_OVERLAP_BUILDS:-1} == 1 ]]; then
     set -m
@@ -178,7 +180,10 @@ if ((sanitizers)); then
   echo "=== the integration tests again, with the daemon under ASan+UBSan"
   asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount)_test$'
   ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|kernel_to_ubtrfs)_test$'
+  # The tree-block writeback thread works all the time in these runs: an 8 MiB cache, background
+  # writeback above 1 % of it (issue 8).
   UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
+    UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1 \
     UBTRFS_UMOUNT_TIMEOUT=900 run_suite "$B" -R "$asan_tests"
   # The fill-to-full suite with the daemon under ASan (128 MiB DUP: every scenario, the kernel
   # beside it; the full matrix is scripts/test-enospc.sh).
@@ -192,7 +197,10 @@ if ((sanitizers)); then
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   ((full)) && run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
   echo "=== the integration tests again, with the daemon under TSan"
+  # With writeback working all the time and fix 1 on (its waits for writes in flight race the
+  # writeback thread), fix 2 on (the default).
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
+    UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1,cow_overwrite=on \
     run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'
@@ -200,6 +208,12 @@ if ((sanitizers)); then
   echo "=== reservation unit tests under TSan"
   if ! "$T/tests/ubtrfs_alloc_tests" "[space_info],[block_rsv],[tickets]"; then
     failed_suites+=("TSan: alloc reservation unit tests")
+  fi
+  # The writeback state machine, fix 1's race replay, and the writeback thread racing 8 writers
+  # in each of the four configurations (issue 8).
+  echo "=== writeback unit tests under TSan"
+  if ! "$T/tests/ubtrfs_tree_tests" "[writeback],[should_cow],[fix1],[inhibit]"; then
+    failed_suites+=("TSan: tree writeback unit tests")
   fi
   unset TSAN_OPTIONS
   stage_done "4 TSan: daemon integration"

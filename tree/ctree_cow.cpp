@@ -118,6 +118,8 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   const bool same_transaction = eb->generation() == h.transid;
   const uint32_t copies = same_transaction ? std::max<uint32_t>(eb->cow_copies(), 1) + 1 : 1;
   cow->set_cow_copies(copies);
+  const uint32_t handle_copies = same_transaction && eb->cow_handle() == h.id ? eb->handle_copies() + 1 : 1;
+  cow->set_handle_copies(h.id, handle_copies);
   ++tls_cows;
   if (!parent) {
     assert(root.is_node(eb));
@@ -130,6 +132,7 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   }
   root.ctx().stats.count_cow(same_transaction, write_in_flight);
   root.ctx().stats.count_block_copies(copies);
+  root.ctx().stats.count_handle_copies(handle_copies);
   free_tree_block(h, root, eb);
   eb->unlock_write();
   return cow;

@@ -90,6 +90,15 @@ class ExtentBuffer {
   // empty. REQUIRES: the tree lock (set on a new, write-locked copy; read under the lock).
   uint32_t cow_copies() const { return cow_copies_; }
   void set_cow_copies(uint32_t n) { cow_copies_ = n; }
+  // The same count within one handle: the id of the handle whose COW made this buffer and how
+  // many copies of the logical block that handle made (what fix 2 bounds: a handle's own copies
+  // cannot be written behind its back, so it never copies them again). REQUIRES: the tree lock.
+  uint64_t cow_handle() const { return cow_handle_; }
+  uint32_t handle_copies() const { return handle_copies_; }
+  void set_handle_copies(uint64_t handle, uint32_t n) {
+    cow_handle_ = handle;
+    handle_copies_ = n;
+  }
 
   // Fix 2: number of live handles that COWed or reused this buffer and want background writeback to
   // leave it alone (btrfs `writeback_inhibitors`).
@@ -208,6 +217,8 @@ class ExtentBuffer {
   std::atomic<int64_t> dirtied_at_ms_{0};
   std::atomic<uint64_t> last_use_{0};
   uint32_t cow_copies_ = 0;  // GUARDED_BY(lock_)
+  uint64_t cow_handle_ = 0;      // GUARDED_BY(lock_)
+  uint32_t handle_copies_ = 0;   // GUARDED_BY(lock_)
   std::shared_mutex lock_;
 };
 

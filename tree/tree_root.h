@@ -14,6 +14,7 @@
 // at a time. end_handle() must run before the handle's transaction commits.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -83,6 +84,9 @@ struct TreeHandle {
   // Reference changes this handle queued (btrfs trans->delayed_ref_updates): the allocator counts
   // them, the transaction layer charges their reservation to the delayed-refs reserve at handle end.
   uint64_t delayed_ref_updates = 0;
+  // Tells one handle's copies from another's in the per-handle copy count (tree_stats.h): a
+  // process-wide sequence, never 0.
+  uint64_t id = next_id();
 
   TreeHandle() = default;
   TreeHandle(TreeHandle&&) = default;
@@ -96,6 +100,12 @@ struct TreeHandle {
   }
   // btrfs `btrfs_uninhibit_all_eb_writeback`: at handle end, before commit write-out, on abort.
   void end_handle() { inhibited.release_all(); }
+
+ private:
+  static uint64_t next_id() {
+    static std::atomic<uint64_t> seq{0};
+    return seq.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 };
 
 }  // namespace ubtrfs

@@ -61,9 +61,9 @@ std::vector<TreeStats::RestartRow> TreeStats::restart_rows() const {
 
 std::string TreeStats::to_string() const {
   std::string s = fmt::format(
-      "cows={} cows_same_transaction={} (write in flight {}) max_cows_per_search={} max_copies_per_block={} "
+      "cows={} cows_same_transaction={} (write in flight {}) max_cows_per_search={} max_copies_per_block={} max_copies_per_block_per_handle={} "
       "overwrites={} in_flight_waits={} inhibits={} (slot reuses {})",
-      cows(), cows_same_transaction(), cows_same_transaction_write_in_flight(), per_search_.max(), per_block_.max(),
+      cows(), cows_same_transaction(), cows_same_transaction_write_in_flight(), per_search_.max(), per_block_.max(), per_handle_block_.max(),
       overwrites(), in_flight_waits(), inhibits(), inhibit_slot_reuses());
   for (int i = 0; i < kRestartSiteCount; ++i)
     s += fmt::format(" restart_{}={}", restart_site_name(static_cast<RestartSite>(i)),
@@ -82,6 +82,7 @@ void TreeStats::reset() {
   for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_}) c->store(0, std::memory_order_relaxed);
   per_search_.reset();
   per_block_.reset();
+  per_handle_block_.reset();
   std::lock_guard g(mu_);
   by_site_root_level_.clear();
 }

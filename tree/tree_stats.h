@@ -66,6 +66,8 @@ class TreeStats {
   void count_cow(bool born_in_running_transaction, bool write_in_flight = false);
   // One COW made a copy that is the `copies`-th of its logical block in this transaction.
   void count_block_copies(uint32_t copies) { per_block_.add(copies); }
+  // ... and the `copies`-th made by the same handle (fix 2's scope: one operation).
+  void count_handle_copies(uint32_t copies) { per_handle_block_.add(copies); }
   // One search_slot with cow finished (or failed) after `cows` COWs, its restarts included.
   void count_search(uint64_t cows) { per_search_.add(cows); }
   // Fix 1: a WRITTEN block of this transaction re-dirtied instead of copied.
@@ -89,6 +91,7 @@ class TreeStats {
   std::vector<RestartRow> restart_rows() const;
   const CountHistogram& per_search() const { return per_search_; }
   const CountHistogram& per_block() const { return per_block_; }
+  const CountHistogram& per_handle_block() const { return per_handle_block_; }
   uint64_t overwrites() const { return overwrites_.load(std::memory_order_relaxed); }
   uint64_t in_flight_waits() const { return in_flight_waits_.load(std::memory_order_relaxed); }
   uint64_t inhibits() const { return inhibits_.load(std::memory_order_relaxed); }
@@ -103,7 +106,7 @@ class TreeStats {
   std::atomic<uint64_t> cows_same_trans_{0};
   std::atomic<uint64_t> cows_same_trans_in_flight_{0};
   std::atomic<uint64_t> overwrites_{0}, in_flight_waits_{0}, inhibits_{0}, inhibit_slot_reuses_{0};
-  CountHistogram per_search_, per_block_;
+  CountHistogram per_search_, per_block_, per_handle_block_;
   mutable std::mutex mu_;
   std::map<std::tuple<int, uint64_t, int>, uint64_t> by_site_root_level_;  // GUARDED_BY(mu_)
 };

@@ -41,6 +41,7 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["wb_inhibit"] = r.spec.wb_inhibit;
   j["memory_pressure"] = r.spec.pressure;
   j["max_cow_per_block"] = stat_u64(s, {"cow", "max_per_block"});
+  j["max_cow_per_block_per_handle"] = stat_u64(s, {"cow", "max_per_block_per_handle"});
   j["max_cow_per_search"] = stat_u64(s, {"cow", "max_per_search"});
   j["cows"] = stat_u64(s, {"cow", "total"});
   j["cows_same_transaction"] = stat_u64(s, {"cow", "same_transaction"});
@@ -102,16 +103,17 @@ std::string results_table(const BenchOptions& o, const std::vector<ConfigResult>
       o.threads, o.seconds, o.ops ? fmt::format(" / {} ops", o.ops) : "", o.cache_mb, o.floor_cache_mb, o.nodesize,
       prepopulated, o.shape.leaves());
   const auto row = [](auto... cells) {
-    return fmt::format("{:<9} {:>7} {:>8} {:>9} {:>7} {:>8} {:>23} {:>8} {:>8} {:>9} {:>7} {}\n", cells...);
+    return fmt::format("{:<9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>8} {:>23} {:>8} {:>8} {:>9} {:>7} {}\n", cells...);
   };
-  out += row("config", "max/blk", "max/srch", "COWs", "COWs/op", "ops", "restarts wl/sn/sz/rb", "overruns",
+  out += row("config", "max/blk", "max/hdl", "max/srch", "COWs", "COWs/op", "ops", "restarts wl/sn/sz/rb", "overruns",
              "spENOSPC", "written", "check", "run");
   for (const auto& r : results) {
     const auto& s = r.stats;
     const std::string restarts = fmt::format(
         "{}/{}/{}/{}", stat_u64(s, {"restarts", "write_lock"}), stat_u64(s, {"restarts", "setup_nodes"}),
         stat_u64(s, {"restarts", "slot_zero"}), stat_u64(s, {"restarts", "read_block"}));
-    out += row(r.spec.name, stat_u64(s, {"cow", "max_per_block"}), stat_u64(s, {"cow", "max_per_search"}),
+    out += row(r.spec.name, stat_u64(s, {"cow", "max_per_block"}), stat_u64(s, {"cow", "max_per_block_per_handle"}),
+               stat_u64(s, {"cow", "max_per_search"}),
                stat_u64(s, {"cow", "total"}), fmt::format("{:.2f}", cows_per_op(r)), r.ops, restarts,
                stat_u64(s, {"tree_block_reservations", "overruns"}), r.spurious_enospc,
                mib(stat_u64(s, {"writeback", "bytes_written"})), check_state_name(r.check.state), run_state(r));
