@@ -59,7 +59,11 @@ DirtyLimits dirty_limits(uint64_t cache_budget_bytes) {
 }
 
 FileData::FileData(FsInfo& fs, const InodeNumbers& numbers, InodeLocks& locks)
-    : fs_(fs), numbers_(numbers), locks_(locks), refs_(std::make_unique<AllocatorRefs>(fs)) {}
+    : fs_(fs),
+      numbers_(numbers),
+      locks_(locks),
+      refs_(std::make_unique<AllocatorRefs>(fs)),
+      pages_(fs.params().sectorsize, dirty_limits(fs.cache().budget()).limit) {}
 
 FileData::~FileData() = default;
 
@@ -77,7 +81,7 @@ FileData::Dirty* FileData::find_dirty(InodeId id) {
 FileData::Dirty& FileData::dirty_of(InodeId id) {
   std::lock_guard g(mu_);
   auto& slot = dirty_[id];
-  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize, &fs_.spaces().metadata());
+  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize, &pages_, &fs_.spaces().metadata());
   return *slot;
 }
 

@@ -172,7 +172,8 @@ class FileData {
 
  private:
   struct Dirty {
-    Dirty(uint32_t sectorsize, alloc::SpaceInfo* meta) : data(sectorsize), rsv(alloc::RsvType::kDelalloc, meta) {}
+    Dirty(uint32_t sectorsize, SectorPool* pool, alloc::SpaceInfo* meta)
+        : data(sectorsize, pool), rsv(alloc::RsvType::kDelalloc, meta) {}
     InodeDelalloc data;                // GUARDED_BY(inode lock)
     std::atomic<uint64_t> bytes{0};    // mirror of data.bytes(), readable without the lock
     alloc::BlockRsv rsv;               // btrfs inode->block_rsv: the delalloc metadata reserve
@@ -255,6 +256,9 @@ class FileData {
   const InodeNumbers& numbers_;
   InodeLocks& locks_;
   std::unique_ptr<AllocatorRefs> refs_;
+  // Every inode's sector buffers (delalloc.h); keeps at most the dirty limit's worth free. Declared
+  // before dirty_, which gives its buffers back to it when destroyed.
+  SectorPool pages_;
   std::mutex mu_;
   std::map<InodeId, std::unique_ptr<Dirty>> dirty_;  // GUARDED_BY(mu_) (the map, not the buffers)
   std::atomic<uint64_t> total_bytes_{0};

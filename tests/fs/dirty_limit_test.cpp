@@ -208,3 +208,52 @@ TEST_CASE("flush_moves_extents_larger_than_the_io_chunk_intact", "[dirty_limit]"
 
 }  // namespace
 }  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+namespace {
+
+TEST_CASE("sector_pool_reuses_buffers_and_keeps_at_most_max_free", "[dirty_limit]") {
+  constexpr uint32_t kSs = 4096;
+  SectorPool pool(kSs, 2 * kSs);  // keeps two buffers free at most
+  uint8_t* a = pool.get();
+  uint8_t* b = pool.get();
+  uint8_t* c = pool.get();
+  REQUIRE(pool.allocated_bytes() == 3 * kSs);
+  pool.put(a);
+  pool.put(b);
+  pool.put(c);  // over max_free: freed, not kept
+  CHECK(pool.free_bytes() == 2 * kSs);
+  CHECK(pool.allocated_bytes() == 2 * kSs);
+  // A buffer in the pool is handed out again before anything new is allocated.
+  uint8_t* d = pool.get();
+  CHECK((d == a || d == b));
+  CHECK(pool.allocated_bytes() == 2 * kSs);
+  pool.put(d);
+}
+
+TEST_CASE("delalloc_sectors_come_from_and_return_to_the_pool_zeroed", "[dirty_limit]") {
+  constexpr uint32_t kSs = 4096;
+  SectorPool pool(kSs, 64 * kSs);
+  auto no_fill = [](uint64_t, std::span<uint8_t>) -> Status { return {}; };
+  {
+    InodeDelalloc d(kSs, &pool);
+    std::vector<uint8_t> ones(8 * kSs, 0xff);
+    REQUIRE(d.write(0, ones, no_fill));
+    CHECK(pool.allocated_bytes() == 8 * kSs);
+    d.drop(0, 4 * kSs);
+    CHECK(pool.free_bytes() == 4 * kSs);
+    // A reused buffer that held 0xff bytes comes back zeroed: a 1-byte write reads zeros around it
+    // (no fill: the sector is past EOF).
+    REQUIRE(d.write(kSs + 10, std::vector<uint8_t>{7}, no_fill));
+    CHECK(pool.allocated_bytes() == 8 * kSs);
+    std::vector<uint8_t> got(kSs, 0xaa);
+    d.overlay(kSs, got);
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == (i == 10 ? 7 : 0));
+  }
+  // The inode's buffers all went back when it went away.
+  CHECK(pool.free_bytes() == 8 * kSs);
+  CHECK(pool.allocated_bytes() == 8 * kSs);
+}
+
+}  // namespace
+}  // namespace ubtrfs::fs
