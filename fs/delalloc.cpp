@@ -6,7 +6,55 @@
 
 namespace ubtrfs::fs {
 
-InodeDelalloc::PageMap::iterator InodeDelalloc::insert_page(uint64_t s, std::unique_ptr<uint8_t[]> page) {
+SectorPool::SectorPool(uint32_t sectorsize, uint64_t max_free_bytes)
+    : sectorsize_(sectorsize), max_free_(static_cast<size_t>(max_free_bytes / sectorsize)) {}
+
+SectorPool::~SectorPool() {
+  for (uint8_t* p : free_) delete[] p;
+}
+
+uint8_t* SectorPool::get() {
+  {
+    std::lock_guard g(mu_);
+    if (!free_.empty()) {
+      uint8_t* p = free_.back();
+      free_.pop_back();
+      return p;
+    }
+    allocated_++;
+  }
+  return new uint8_t[sectorsize_];
+}
+
+void SectorPool::put(uint8_t* sector) {
+  {
+    std::lock_guard g(mu_);
+    if (free_.size() < max_free_) {
+      free_.push_back(sector);
+      return;
+    }
+    allocated_--;
+  }
+  delete[] sector;
+}
+
+uint64_t SectorPool::free_bytes() const {
+  std::lock_guard g(mu_);
+  return static_cast<uint64_t>(free_.size()) * sectorsize_;
+}
+
+uint64_t SectorPool::allocated_bytes() const {
+  std::lock_guard g(mu_);
+  return static_cast<uint64_t>(allocated_) * sectorsize_;
+}
+
+InodeDelalloc::Page InodeDelalloc::new_page() const {
+  Page page(pool_ ? pool_->get() : new uint8_t[sectorsize_], SectorDeleter{pool_});
+  std::memset(page.get(), 0, sectorsize_);
+  return page;
+}
+
+InodeDelalloc::PageMap::iterator InodeDelalloc::insert_page(uint64_t s, Page page) {
   const bool left = s >= sectorsize_ && pages_.count(s - sectorsize_);
   const bool right = pages_.count(s + sectorsize_);
   // A lone sector is a new run; one joining a neighbour extends it; one bridging two merges them.
@@ -35,8 +83,7 @@ uint64_t InodeDelalloc::absent_bytes(uint64_t off, uint64_t len) const {
 Status InodeDelalloc::load_sector(uint64_t off, const FillFn& fill) {
   const uint64_t s = round_down(off);
   if (pages_.count(s)) return {};
-  auto page = std::make_unique<uint8_t[]>(sectorsize_);
-  std::memset(page.get(), 0, sectorsize_);
+  Page page = new_page();
   UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
   insert_page(s, std::move(page));
   return {};
@@ -48,8 +95,7 @@ Status InodeDelalloc::write(uint64_t off, std::span<const uint8_t> data, const F
     const uint64_t from = std::max(s, off), to = std::min<uint64_t>(s + sectorsize_, end);
     auto it = pages_.find(s);
     if (it == pages_.end()) {
-      auto page = std::make_unique<uint8_t[]>(sectorsize_);
-      std::memset(page.get(), 0, sectorsize_);
+      Page page = new_page();
       if (to - from < sectorsize_) UBTRFS_TRY_STATUS(fill(s, {page.get(), sectorsize_}));
       it = insert_page(s, std::move(page));
     }

@@ -11,12 +11,19 @@
 // Entry points: write, overlay (reads), truncate / zero_range (set_size, punch hole), runs + drop
 // (the flusher takes contiguous runs, writes them, then drops them), bytes.
 // Thread safety: none; the owner (FileData) guards each inode's InodeDelalloc with the inode lock.
+//
+// Sector buffers come from a SectorPool shared by every inode of a filesystem when one is given:
+// the kernel's dirty pages come from one page allocator, not from per-CPU heaps that keep what was
+// freed in them. With malloc, every FUSE worker thread writing data grows its own arena by up to
+// the dirty limit and keeps it (measured: 8 writers, cache_mb=16, VmHWM 51 MB against 28 MB with a
+// single arena); a shared free list reuses the same buffers whichever thread writes.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
@@ -25,9 +32,34 @@
 
 namespace ubtrfs::fs {
 
+// A free list of sector-sized buffers. get() reuses a free buffer or allocates one; put() keeps a
+// buffer for reuse while fewer than max_free_bytes are kept, else frees it. So the buffers that
+// exist never exceed the most ever in use at once. Thread safety: internally locked (mu_ is a leaf).
+class SectorPool {
+ public:
+  SectorPool(uint32_t sectorsize, uint64_t max_free_bytes);
+  ~SectorPool();
+  SectorPool(const SectorPool&) = delete;
+  SectorPool& operator=(const SectorPool&) = delete;
+  // A buffer of sectorsize bytes, content undefined.
+  uint8_t* get();
+  void put(uint8_t* sector);
+  uint32_t sectorsize() const { return sectorsize_; }
+  uint64_t free_bytes() const;
+  uint64_t allocated_bytes() const;  // buffers that exist, free or in use
+
+ private:
+  const uint32_t sectorsize_;
+  const size_t max_free_;
+  mutable std::mutex mu_;
+  std::vector<uint8_t*> free_;  // GUARDED_BY(mu_)
+  size_t allocated_ = 0;        // GUARDED_BY(mu_)
+};
+
 class InodeDelalloc {
  public:
-  explicit InodeDelalloc(uint32_t sectorsize) : sectorsize_(sectorsize) {}
+  // `pool`: where sector buffers come from and go back to (must outlive this); nullptr: new/delete.
+  explicit InodeDelalloc(uint32_t sectorsize, SectorPool* pool = nullptr) : sectorsize_(sectorsize), pool_(pool) {}
 
   // Fills `sector` (sectorsize bytes) with the current content of the file sector starting at the
   // given offset (zeros past EOF).
@@ -71,14 +103,27 @@ class InodeDelalloc {
   uint64_t absent_bytes(uint64_t off, uint64_t len) const;
 
  private:
-  using PageMap = std::map<uint64_t, std::unique_ptr<uint8_t[]>>;
+  struct SectorDeleter {
+    SectorPool* pool = nullptr;
+    void operator()(uint8_t* p) const {
+      if (pool)
+        pool->put(p);
+      else
+        delete[] p;
+    }
+  };
+  using Page = std::unique_ptr<uint8_t[], SectorDeleter>;
+  using PageMap = std::map<uint64_t, Page>;
   uint64_t round_down(uint64_t x) const { return x - x % sectorsize_; }
   uint64_t round_up(uint64_t x) const { return round_down(x + sectorsize_ - 1); }
+  // A zeroed sector buffer.
+  Page new_page() const;
   // Every insertion and removal goes through these two, which keep runs_ exact.
-  PageMap::iterator insert_page(uint64_t s, std::unique_ptr<uint8_t[]> page);
+  PageMap::iterator insert_page(uint64_t s, Page page);
   PageMap::iterator erase_page(PageMap::iterator it);
 
   uint32_t sectorsize_;
+  SectorPool* pool_;
   PageMap pages_;  // sector offset -> sectorsize bytes
   size_t runs_ = 0;
 };

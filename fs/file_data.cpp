@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -51,8 +53,17 @@ std::string hex_csum(std::span<const uint8_t> c) {
 
 }  // namespace
 
+DirtyLimits dirty_limits(uint64_t cache_budget_bytes) {
+  const uint64_t limit = std::clamp(cache_budget_bytes / kDirtyLimitCacheDivisor, kDirtyLimitMin, kDirtyLimitMax);
+  return DirtyLimits{.background = limit / 2, .limit = limit};
+}
+
 FileData::FileData(FsInfo& fs, const InodeNumbers& numbers, InodeLocks& locks)
-    : fs_(fs), numbers_(numbers), locks_(locks), refs_(std::make_unique<AllocatorRefs>(fs)) {}
+    : fs_(fs),
+      numbers_(numbers),
+      locks_(locks),
+      refs_(std::make_unique<AllocatorRefs>(fs)),
+      pages_(fs.params().sectorsize, dirty_limits(fs.cache().budget()).limit) {}
 
 FileData::~FileData() = default;
 
@@ -70,7 +81,7 @@ FileData::Dirty* FileData::find_dirty(InodeId id) {
 FileData::Dirty& FileData::dirty_of(InodeId id) {
   std::lock_guard g(mu_);
   auto& slot = dirty_[id];
-  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize, &fs_.spaces().metadata());
+  if (!slot) slot = std::make_unique<Dirty>(fs_.params().sectorsize, &pages_, &fs_.spaces().metadata());
   return *slot;
 }
 
@@ -518,12 +529,10 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
       th->end();
     }
   }
-  if (total_delalloc() > kDelallocFlushBytes) {
-    // Memory bound: write this inode out now (we hold its lock and no handle) and ask for a commit
-    // so other inodes' delalloc is written too.
-    fs_.transactions().request_commit();
-    UBTRFS_TRY_STATUS(flush_locked(id));
-  }
+  // Memory bound, the per-inode half (the writeback a streaming writer triggers in the kernel once
+  // its pages pass the background threshold): we hold the lock and no handle, so write this inode
+  // out now. The global half is balance_dirty_pages, which the caller runs without the lock.
+  if (d.bytes.load(std::memory_order_relaxed) > limits().background) UBTRFS_TRY_STATUS(flush_locked(id));
   return data.size();
 }
 
@@ -550,18 +559,49 @@ Status FileData::flush_all(bool wait_for_locks) {
   return {};
 }
 
-Result<uint64_t> FileData::flush_some(uint64_t meta_target) {
-  // Largest delalloc first: it holds the most reservation (btrfs writes back in inode order; any
-  // order serves the ticket, the biggest frees the most per flush).
+std::vector<InodeId> FileData::largest_dirty() {
   std::vector<std::pair<uint64_t, InodeId>> order;
   {
     std::lock_guard g(mu_);
     for (auto& [id, d] : dirty_) order.emplace_back(d->bytes.load(), id);
   }
   std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<InodeId> ids;
+  ids.reserve(order.size());
+  for (const auto& [bytes, id] : order) ids.push_back(id);
+  return ids;
+}
+
+DirtyLimits FileData::limits() const { return dirty_limits(fs_.cache().budget()); }
+
+Status FileData::balance_dirty_pages() {
+  const DirtyLimits lim = limits();
+  auto pause = std::chrono::milliseconds(1);
+  while (total_delalloc() > lim.limit) {
+    if (fs_.read_only()) return {};
+    const uint64_t before = total_delalloc();
+    // Writeback down to the background threshold, largest inode first (the kernel's flusher writes
+    // whole inodes; the largest frees the most memory per flush).
+    for (InodeId id : largest_dirty()) {
+      if (total_delalloc() <= lim.background) break;
+      UBTRFS_TRY(try_flush(id, false));
+    }
+    // Every inode we needed was busy (its writer is flushing it, or an operation holds its lock):
+    // wait for them as balance_dirty_pages sleeps in io_schedule_timeout, never fail the writer.
+    if (total_delalloc() >= before) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+  }
+  return {};
+}
+
+Result<uint64_t> FileData::flush_some(uint64_t meta_target) {
+  // Largest delalloc first: it holds the most reservation (btrfs writes back in inode order; any
+  // order serves the ticket, the biggest frees the most per flush).
   alloc::SpaceInfos& sp = fs_.spaces();
   uint64_t released = 0;
-  for (const auto& [bytes, id] : order) {
+  for (InodeId id : largest_dirty()) {
     if (released >= meta_target) break;
     const uint64_t before = sp.metadata().counters().may_use;
     UBTRFS_TRY(try_flush(id, false));
@@ -652,12 +692,27 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     // data chunks; fragmentation may make it shorter.
     auto ext = UBTRFS_TRY(fs_.allocator().reserve_data(th.tree(), want, fs.sectorsize, 0, true));
     d.data_reserved -= std::min(d.data_reserved, ext.len);
-    const std::vector<uint8_t> bytes = d.data.copy(cur, ext.len);
-    if (auto w = write_disk(ext.bytenr, bytes); !w) {
-      fs_.allocator().release_data(ext.bytenr, ext.len, true);
-      d.data_reserved += ext.len;
-      return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} at bytenr {}: {}", id.subvol,
-                  id.objectid, ext.len, cur, ext.bytenr, w.error().message);
+    // The extent goes to disk and through the checksummer kFlushIoChunk bytes at a time: an
+    // extent of up to BTRFS_MAX_EXTENT_SIZE never needs a copy of itself in memory.
+    std::vector<uint8_t> csums;
+    {
+      std::vector<uint8_t> buf;
+      for (uint64_t done = 0; done < ext.len;) {
+        const uint64_t n = std::min<uint64_t>(ext.len - done, kFlushIoChunk);
+        buf.resize(n);
+        d.data.overlay(cur + done, buf);
+        if (auto w = write_disk(ext.bytenr + done, buf); !w) {
+          fs_.allocator().release_data(ext.bytenr, ext.len, true);
+          d.data_reserved += ext.len;
+          return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} at bytenr {}: {}",
+                      id.subvol, id.objectid, n, cur + done, ext.bytenr + done, w.error().message);
+        }
+        if (!nodatasum) {
+          const std::vector<uint8_t> part = compute_data_csums(fs, buf);
+          csums.insert(csums.end(), part.begin(), part.end());
+        }
+        done += n;
+      }
     }
     // From here on trees change: any failure leaves a half-written extent and aborts.
     const uint64_t dropped =
@@ -669,7 +724,7 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
                                                          cur, +1, true));
     if (!nodatasum)
       TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr,
-                                           compute_data_csums(fs, bytes)));
+                                           csums));
     InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + ext.len;
     TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));

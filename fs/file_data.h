@@ -6,7 +6,7 @@
 // Lifecycle of a write (btrfs buffered write + writeback, KERNEL.md §10): write() reserves, then
 // copies the bytes into the inode's InodeDelalloc and updates the INODE_ITEM (size, mtime, ctime).
 // A flush (flush_inode for fsync, flush_all as the commit's pre-commit flusher, flush_some for the
-// reclaim thread, or the writer itself when delalloc passes kDelallocFlushBytes) takes each run of
+// reclaim thread, or the writers themselves under the dirty limits below) takes each run of
 // dirty sectors and either writes the whole file as one inline extent (offset 0, size <=
 // kMaxInline, no other extent: the kernel's can_cow_file_range_inline with max_inline=2048) or
 // allocates data extents, writes them to every stripe copy, drops the old extents of the range,
@@ -30,6 +30,17 @@
 // the half-done change is never committed and the filesystem turns read-only; failures before the
 // first change (reading the inode, reserving or writing data, filling delalloc) just return. A
 // sector of a checksummed extent without a checksum reads as EIO (the kernel's "csum hole").
+//
+// Memory (issue 8: resident memory stays under cache_mb + 64 MiB whatever the workload): delalloc
+// is the page cache of a FUSE daemon, so it is bounded the way the kernel bounds dirty pages
+// (mm/page-writeback.c balance_dirty_pages, dirty_background_ratio / dirty_ratio), with limits
+// scaled to the tree cache budget instead of RAM (dirty_limits()). A writer whose own inode holds
+// more than the background threshold writes it out before returning (a streaming writer makes
+// extents of about that size); a writer that finds the global total above the limit, once it has
+// dropped its inode lock, writes back the largest dirty inodes until the total is under the
+// background threshold, waiting (never failing) while the inodes it needs are busy
+// (balance_dirty_pages). A flush copies data through at most kFlushIoChunk bytes at a time,
+// whatever the extent size. So delalloc never exceeds the limit by more than the writes in flight.
 //
 // Invariants: a sector is either in delalloc or defined by the extents; delalloc sectors lie
 // below round_up(i_size); INODE_ITEM nbytes = sum over the extents (file_extent.h).
@@ -64,8 +75,20 @@ namespace ubtrfs::fs {
 
 // btrfs max_inline default (BTRFS_DEFAULT_MAX_INLINE).
 inline constexpr uint64_t kMaxInline = 2048;
-// Delalloc above this makes a writer flush its own inode and ask for a commit.
-inline constexpr uint64_t kDelallocFlushBytes = 64ull << 20;
+// Dirty-data limits derived from the tree cache budget (the kernel's dirty_ratio = 20 and
+// dirty_background_ratio = 10 of memory, here 1/8 and 1/16 of the cache budget), clamped so that
+// a tiny cache still makes extents of a useful size and a large one leaves the daemon's 64 MiB of
+// headroom mostly free.
+inline constexpr uint64_t kDirtyLimitMin = 8ull << 20;
+inline constexpr uint64_t kDirtyLimitMax = 32ull << 20;
+inline constexpr uint64_t kDirtyLimitCacheDivisor = 8;
+struct DirtyLimits {
+  uint64_t background = 0;  // an inode above this is written out by its own writer
+  uint64_t limit = 0;       // above this in total, writers write back and wait (balance_dirty_pages)
+};
+DirtyLimits dirty_limits(uint64_t cache_budget_bytes);
+// A flush moves data to disk (and through the checksummer) through buffers of at most this size.
+inline constexpr uint64_t kFlushIoChunk = 1ull << 20;
 // Truncation and eviction drop at most this many extent items per handle, reserving kTruncateItems
 // each (btrfs_truncate reserves 2 items plus a temp reserve and loops).
 inline constexpr size_t kTruncateBatch = 32;
@@ -138,10 +161,19 @@ class FileData {
   [[nodiscard]] Result<uint64_t> seek_data_hole(InodeId id, uint64_t off, int whence);
 
   uint64_t total_delalloc() const { return total_bytes_.load(std::memory_order_relaxed); }
+  DirtyLimits limits() const;
+  // btrfs_balance_dirty_pages / balance_dirty_pages: called by a writer after write() with its
+  // inode lock dropped. While delalloc is above limits().limit, writes back the largest dirty
+  // inodes (skipping busy ones) down to limits().background, sleeping briefly when nothing could
+  // be written. Never fails the write it follows: a flush error has already aborted the transaction
+  // (the filesystem is read-only) and is returned for logging only. REQUIRES: no inode lock, no
+  // handle.
+  [[nodiscard]] Status balance_dirty_pages();
 
  private:
   struct Dirty {
-    Dirty(uint32_t sectorsize, alloc::SpaceInfo* meta) : data(sectorsize), rsv(alloc::RsvType::kDelalloc, meta) {}
+    Dirty(uint32_t sectorsize, SectorPool* pool, alloc::SpaceInfo* meta)
+        : data(sectorsize, pool), rsv(alloc::RsvType::kDelalloc, meta) {}
     InodeDelalloc data;                // GUARDED_BY(inode lock)
     std::atomic<uint64_t> bytes{0};    // mirror of data.bytes(), readable without the lock
     alloc::BlockRsv rsv;               // btrfs inode->block_rsv: the delalloc metadata reserve
@@ -182,6 +214,8 @@ class FileData {
   [[nodiscard]] Status reserve_data(Dirty& d, uint64_t bytes, alloc::FlushMode mode);
   // Flushes one inode if its lock can be had without waiting long. Returns whether it was flushed.
   [[nodiscard]] Result<bool> try_flush(InodeId id, bool wait_for_lock);
+  // Inodes with delalloc, largest first.
+  std::vector<InodeId> largest_dirty();
   // ---- writes into preallocated space (file_nocow.cpp) ----
   // Sector ranges of [off, off + len) over PREALLOC extents this inode alone references.
   [[nodiscard]] Result<std::vector<std::pair<uint64_t, uint64_t>>> nocow_ranges(InodeId id, TreeRoot& root,
@@ -222,6 +256,9 @@ class FileData {
   const InodeNumbers& numbers_;
   InodeLocks& locks_;
   std::unique_ptr<AllocatorRefs> refs_;
+  // Every inode's sector buffers (delalloc.h); keeps at most the dirty limit's worth free. Declared
+  // before dirty_, which gives its buffers back to it when destroyed.
+  SectorPool pages_;
   std::mutex mu_;
   std::map<InodeId, std::unique_ptr<Dirty>> dirty_;  // GUARDED_BY(mu_) (the map, not the buffers)
   std::atomic<uint64_t> total_bytes_{0};

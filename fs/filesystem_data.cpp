@@ -1,6 +1,7 @@
 // Filesystem: the file-contents operations (btrfs file.c through the VFS). Each method turns the
 // FUSE inode number into an InodeId, takes the inode's lock (shared to read, exclusive to modify;
 // copy_file_range takes the two inodes' locks one at a time, never both) and calls FileData.
+// write() throttles its caller on the dirty-data limit once the lock is dropped (file_data.h).
 // fsync writes the inode's delalloc, drops the lock, then commits (a commit must never be
 // started with an inode lock held: its delalloc flusher takes inode locks).
 #include <fcntl.h>
@@ -8,6 +9,8 @@
 
 #include <algorithm>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
@@ -36,8 +39,17 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   // (the reclaim thread only try-locks inodes). The reservation's unused part goes back on return.
   FileData::WriteReservation pre(*fs_);
   UBTRFS_TRY_STATUS(data_->reserve_write(pre, offset, data.size()));
-  InodeLocks::Guard g = locks_.lock({id});
-  return data_->write(id, offset, data, &pre);
+  size_t written;
+  {
+    InodeLocks::Guard g = locks_.lock({id});
+    written = UBTRFS_TRY(data_->write(id, offset, data, &pre));
+  }
+  // Dirty-data throttling with no lock held (balance_dirty_pages after generic_perform_write):
+  // above the global limit this writer writes other inodes back and waits. The write itself has
+  // succeeded; a flush failure has aborted the transaction and only needs saying.
+  if (auto st = data_->balance_dirty_pages(); !st)
+    spdlog::warn("write to inode {}: dirty data writeback failed: {}", ino, st.error().message);
+  return written;
 }
 
 // close(2) of one descriptor: data stays in delalloc until the next commit or fsync (btrfs only
@@ -108,6 +120,8 @@ Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uin
       InodeLocks::Guard g = locks_.lock({out});
       UBTRFS_TRY(data_->write(out, off_out + done, std::span<const uint8_t>(buf.data(), got)));
     }
+    if (auto st = data_->balance_dirty_pages(); !st)
+      spdlog::warn("copy_file_range to inode {}: dirty data writeback failed: {}", ino_out, st.error().message);
     done += got;
     if (got < want) break;
   }

@@ -338,8 +338,8 @@ TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_imag
     const auto chunk = pattern(1 << 20, 99);
     for (int i = 0; i < 80; ++i) w.write(big, static_cast<uint64_t>(i) << 20, chunk);
     // No commit and no fsync ran: the data can only be on the device if the writer flushed it
-    // when delalloc passed kDelallocFlushBytes.
-    static_assert(kDelallocFlushBytes < (80ull << 20));
+    // when delalloc passed the dirty limits (file_data.h).
+    static_assert(kDirtyLimitMax < (80ull << 20));
     std::vector<uint8_t> image(512ull << 20);
     {
       std::ifstream in(img.path(), std::ios::binary);
