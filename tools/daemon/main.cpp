@@ -19,6 +19,7 @@
 //      final commit), release the lock by exiting. Exit 2 with an error log when that commit
 //      fails (the image then still holds the previous commit, intact).
 // Exit codes follow mount(8): 1 usage, 32 mount failure; mount.fuse3 passes them through.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -209,6 +210,11 @@ int run(const DaemonArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // libfuse serves requests from a pool of worker threads; glibc gives each its own malloc arena,
+  // and each arena keeps the pages its thread freed (measured: 8 writers at cache_mb=16 held
+  // ~10 MB more in arenas than with one). Two arenas on this 2-core target keep contention low and
+  // the resident size within cache_mb + 64 MiB (issue 8); MALLOC_ARENA_MAX still overrides.
+  if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
   auto args = parse_daemon_args(argc, argv);
   if (!args) return error_exit(kExitUsage, args.error().message);
   if (args->help) {
