@@ -2,6 +2,7 @@
 #include "tests/crash/crash_explorer.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -85,13 +86,13 @@ CrashExplorer::Verdict CrashExplorer::judge(const Recording& rec, size_t f, cons
     auto dev = std::make_shared<OverlayDevice>(stack, "crash-image");
     auto f_ro = fs::Filesystem::mount(open_options(dev, true), mount_options(true));
     if (!f_ro) {
-      v.problems.emplace_back("ubtrfs-ro-mount", f_ro.error().message);
-      return v;  // nothing else can be judged in process; fsck still can
+      v.problems.emplace_back("ubtrfs-ro-mount", f_ro.error().message);  // the model cannot be checked
+    } else {
+      auto img = read_fs_state(**f_ro);
+      if (!img) v.problems.emplace_back("ubtrfs-read", img.error().message);
+      else model_check(rec, f, *img, v);
+      (void)(*f_ro)->unmount();
     }
-    auto img = read_fs_state(**f_ro);
-    if (!img) v.problems.emplace_back("ubtrfs-read", img.error().message);
-    else model_check(rec, f, *img, v);
-    (void)(*f_ro)->unmount();
     if (dev->scratch().size() != 0)
       v.problems.emplace_back("ubtrfs-ro-wrote", fmt::format("{} sectors written by a read-only mount", dev->scratch().size()));
   }
@@ -133,6 +134,8 @@ CrashExplorer::Verdict CrashExplorer::judge(const Recording& rec, size_t f, cons
       std::vector<std::pair<std::string, std::string>> found;
       for (auto& o : run_external_oracles(path, avail_, dir)) found.emplace_back(o.kind, o.detail);
       ::unlink(path.c_str());
+      ::rmdir((dir + "/mnt").c_str());
+      ::rmdir(dir.c_str());
       it = oracle_cache_.emplace(hash, std::move(found)).first;
     }
     if (it != oracle_cache_.end())

@@ -73,6 +73,8 @@ class CrashExplorer {
       : base_(base), cfg_(std::move(cfg)), avail_(std::move(oracles)), rng_(cfg_.seed) {}
 
   // Judges every crash state of `rec`; failures are returned (and counted in stats()).
+  // sabotage_model_for_test: the model forgets the first write op's bytes (one flipped byte in every
+  // later snapshot), so the model check must fail — the self-test of the model's side.
   std::vector<CrashFailure> explore(const Recording& rec, const std::string& workload);
   const ExploreStats& stats() const { return stats_; }
 

@@ -38,6 +38,7 @@ struct Plan {
   uint64_t oracle_budget = 0;
   size_t max_print = 12;
   std::string save_dir;
+  std::string scratch_dir = "/dev/shm";
 };
 
 struct Outcome {
@@ -84,6 +85,7 @@ Outcome run_plan(const Plan& plan, const OracleAvailability& avail) {
   ec.oracles = plan.oracles;
   ec.oracle_budget = plan.oracle_budget;
   ec.save_failures_dir = plan.save_dir;
+  ec.scratch_dir = plan.scratch_dir;
   if (plan.mix_seeds) {
     auto base = make_base_image(plan.size_mib << 20, plan.mix_nodesize, setup_ops());
     if (!base) {
@@ -146,7 +148,7 @@ void print_outcome(const Outcome& o, double seconds, const Plan& plan) {
 int main(int argc, char** argv) {
   using namespace ubtrfs::crash;
   Plan plan;
-  bool ci = false, long_run = false, self_test = false, no_oracles = false;
+  bool ci = false, long_run = false, self_test = false, no_oracles = false, break_commit = false;
   std::string ace_set = "small";
   CLI::App app{"Crash-consistency harness: record workloads, judge every crash state (tests/crash)", "ubtrfs-crashtest"};
   app.add_flag("--ci", ci, "the CI-sized run");
@@ -159,8 +161,11 @@ int main(int argc, char** argv) {
   app.add_option("--ace-set", ace_set, "small (one instance per op kind) or full")->check(CLI::IsMember({"small", "full"}));
   app.add_option("--oracle-budget", plan.oracle_budget, "distinct images sent to btrfs check/kernel (0: all)");
   app.add_flag("--no-oracles", no_oracles, "judge in process only");
+  app.add_flag("--break-commit-for-test", break_commit,
+               "run with the test-only broken commit (no flush before the superblock): failures expected");
   app.add_option("--save-failures", plan.save_dir, "write every failing image into this directory");
   app.add_option("--max-print", plan.max_print, "failures printed in full");
+  app.add_option("--scratch-dir", plan.scratch_dir, "where images for the external oracles are written (tmpfs)");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::off);
   plan.ace_set = ace_set == "full" ? AceSet::kFull : AceSet::kSmall;
@@ -206,16 +211,41 @@ int main(int argc, char** argv) {
     const Outcome good = run_plan(p, avail);
     fmt::print("== correct commit ==\n");
     print_outcome(good, secs(), p);
+    // The model's side: a model that forgot the bytes of one write must be caught by the model check.
+    uint64_t model_caught = 0;
+    {
+      auto base = make_base_image(p.size_mib << 20, p.mix_nodesize, setup_ops());
+      auto rec = base ? record(*base, RunConfig{}, random_mix(p.first_seed, p.mix_ops)) : ubtrfs::Result<Recording>(ubtrfs::fail(EIO, "no base"));
+      if (rec) {
+        for (size_t k = 0; k < rec->ops.size(); ++k) {
+          const Op& w = rec->ops[k];
+          if (w.kind != OpKind::kWrite) continue;
+          for (size_t i = k + 1; i < rec->snapshots.size(); ++i)
+            if (auto it = rec->snapshots[i].names.find(w.path); it != rec->snapshots[i].names.end()) {
+              std::string& d = rec->snapshots[i].inodes[it->second].data;
+              if (w.off < d.size()) d[w.off] ^= 1;
+            }
+          break;
+        }
+        ExploreConfig ec;
+        CrashExplorer ex(*base, ec, avail);
+        (void)ex.explore(*rec, "sabotaged model");
+        for (const auto& [kind, n] : ex.stats().failures_by_kind)
+          if (kind == "not-a-model-snapshot" || kind == "lost-fsynced-object") model_caught += n;
+      }
+      fmt::print("== model that forgot one write ==\nmodel failures found: {}\n", model_caught);
+    }
     const bool ok = broken.stats.failing_points > 0 && good.stats.failing_points == 0 && good.workload_errors == 0 &&
-                    broken.workload_errors == 0;
-    fmt::print("self-test: {} (broken build: {} failing crash points; correct build: {})\n", ok ? "PASS" : "FAIL",
-               broken.stats.failing_points, good.stats.failing_points);
+                    broken.workload_errors == 0 && model_caught > 0;
+    fmt::print("self-test: {} (broken build: {} failing crash points; correct build: {}; sabotaged model: {})\n",
+               ok ? "PASS" : "FAIL", broken.stats.failing_points, good.stats.failing_points, model_caught);
     return ok ? 0 : 1;
   }
   if (!plan.mix_seeds && !plan.ace_depth && !plan.ace_full_depth) {
     std::fprintf(stderr, "ubtrfs-crashtest: nothing to run (see --help)\n");
     return 2;
   }
+  ubtrfs::fs::TransactionManager::set_skip_tree_flush_for_test(break_commit);
   const Outcome o = run_plan(plan, avail);
   print_outcome(o, secs(), plan);
   if (o.workload_errors) return 2;
