@@ -18,6 +18,7 @@
 // Any error aborts (transaction.cpp): no superblock is written, the disk keeps the last commit.
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <set>
 
@@ -36,6 +37,8 @@ namespace ubtrfs::fs {
 namespace {
 
 constexpr int kMaxConvergePasses = 1000;
+
+std::atomic<bool> skip_tree_flush_for_test{false};  // TransactionManager::set_skip_tree_flush_for_test
 
 // Overwrites the body of an existing item of the same size (btrfs write_extent_buffer on a found slot).
 Status overwrite_item(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body) {
@@ -266,6 +269,10 @@ void TransactionManager::release_commit_reservations() {
   fs_.update_global_rsv();
 }
 
+void TransactionManager::set_skip_tree_flush_for_test(bool on) {
+  skip_tree_flush_for_test.store(on, std::memory_order_relaxed);
+}
+
 Status TransactionManager::commit_locked() {
   const uint64_t transid = running_transid();
   const bool hook_work = commit_hook_ && commit_hook_pending_ && commit_hook_pending_();
@@ -298,7 +305,7 @@ Status TransactionManager::commit_locked() {
   UBTRFS_TRY_STATUS(fs_.allocator().deferred_status());
   const uint64_t dirty_before = fs_.cache().nr_dirty();
   UBTRFS_TRY_STATUS(fs_.cache().write_dirty());
-  UBTRFS_TRY_STATUS(fs_.device().flush());
+  if (!skip_tree_flush_for_test.load(std::memory_order_relaxed)) UBTRFS_TRY_STATUS(fs_.device().flush());
   UBTRFS_TRY_STATUS(write_super_and_unpin(transid));
   release_commit_reservations();
   {

@@ -66,7 +66,14 @@ Status FsInfo::load(const OpenOptions& opts) {
   wb_inhibit_ = opts.wb_inhibit;
   // The device is opened read-only until the gate said read-write is possible, so a refused image is
   // never even opened for writing.
-  auto dev = io::open_device(opts.path, io::OpenMode::kReadOnly);
+  // An injected device (OpenOptions::device) serves both phases.
+  auto open_dev = [&opts](io::OpenMode mode) -> Result<std::shared_ptr<io::BlockDevice>> {
+    if (opts.device) return opts.device;
+    auto d = io::open_device(opts.path, mode);
+    if (!d) return fail(d.error());
+    return std::shared_ptr<io::BlockDevice>(std::move(*d));
+  };
+  auto dev = open_dev(io::OpenMode::kReadOnly);
   if (!dev) return fail(dev.error().err, "{}", dev.error().message);
   auto sb = read_superblock(**dev);
   if (!sb) return fail(sb.error().err, "{}: {}", opts.path, sb.error().message);
@@ -108,7 +115,7 @@ Status FsInfo::load(const OpenOptions& opts) {
   for (const auto& m : (*reader)->chunk_map().all()) UBTRFS_TRY_STATUS(with_path(path_, chunk_map_.add(m)));
   reader->reset();
   if (!read_only_) {
-    dev = io::open_device(opts.path, io::OpenMode::kReadWrite);
+    dev = open_dev(io::OpenMode::kReadWrite);
     if (!dev) return fail(dev.error().err, "{}", dev.error().message);
     auto sb2 = read_superblock(**dev);
     if (!sb2) return fail(sb2.error().err, "{}: {}", opts.path, sb2.error().message);

@@ -56,6 +56,10 @@ struct RootRecord {
 
 struct OpenOptions {
   std::string path;
+  // When set, the filesystem lives on this device instead of opening `path` (which then only names
+  // it in messages): the crash harness (tests/crash) mounts recording and overlay devices this way.
+  // The device must be writable for a read-write open; it is shared, never closed by FsInfo.
+  std::shared_ptr<io::BlockDevice> device;
   bool read_only = false;
   uint64_t cache_bytes = 256ull << 20;
   bool cow_overwrite = false;  // fix 1
@@ -145,7 +149,7 @@ class FsInfo {
   std::string path_;
   bool read_only_ = true;
   bool cow_overwrite_ = false, wb_inhibit_ = true;
-  std::unique_ptr<io::BlockDevice> dev_;
+  std::shared_ptr<io::BlockDevice> dev_;
   Superblock super_{};
   std::mutex super_mu_;
   FsParams params_;

@@ -129,6 +129,10 @@ class TransactionManager {
   [[nodiscard]] Status commit(CommitCause cause = CommitCause::kOther);
   // Asks the commit thread for a commit soon (dirty threshold passed) without waiting.
   void request_commit();
+  // TEST ONLY (the crash harness's self-test, tests/crash): while on, every commit of the process
+  // skips the device flush between writing the tree blocks and writing the superblock — a
+  // deliberately broken ordering the harness must catch. Never set by the daemon or the tools.
+  static void set_skip_tree_flush_for_test(bool on);
   // Runs up to `max_heads` (0: all) queued delayed refs now, in a join handle of the running
   // transaction, and releases their part of the delayed-refs reserve (btrfs_run_delayed_refs from
   // the flushers). Returns the heads run. REQUIRES: the caller holds no handle. Errors: the tree's

@@ -141,6 +141,11 @@ std::vector<WriteRecord> FaultInjectingDevice::write_log() const {
   return log_;
 }
 
+LogPosition FaultInjectingDevice::position() const {
+  std::lock_guard lock(mu_);
+  return LogPosition{writes_, flushes_};
+}
+
 std::vector<uint64_t> FaultInjectingDevice::flush_points() const {
   std::lock_guard lock(mu_);
   return flush_points_;

@@ -52,6 +52,14 @@ struct WriteRecord {
 
 enum class FaultOps { kRead = 1, kWrite = 2, kReadWrite = 3 };
 
+// Where the log stands at one instant: writes and flushes counted so far, read together under the
+// device's lock, so an event of the caller (an fsync returning) is ordered exactly against the
+// writes and flushes of every other thread.
+struct LogPosition {
+  uint64_t writes = 0;
+  uint64_t flushes = 0;
+};
+
 class FaultInjectingDevice final : public BlockDevice {
  public:
   // REQUIRES: inner outlives this wrapper. record_data keeps a copy of every written byte.
@@ -79,6 +87,7 @@ class FaultInjectingDevice final : public BlockDevice {
   uint64_t flushes() const;
   std::vector<WriteRecord> write_log() const;
   std::vector<uint64_t> flush_points() const;
+  LogPosition position() const;
 
   // Writes the first `n_writes` logged writes, in order and whole, to `target` (the disk as it would
   // be if the power failed right after write n_writes and every one of them had landed), skipping

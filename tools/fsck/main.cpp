@@ -25,6 +25,7 @@
 
 #include "io/block_device.h"
 #include "io/checksum.h"
+#include "tools/fsck/check.h"
 #include "tools/fsck/context.h"
 #include "tree/superblock.h"
 
@@ -32,11 +33,6 @@ namespace ubtrfs::fsck {
 namespace {
 
 constexpr const char* kProg = "fsck.ubtrfs";
-constexpr int kExitOk = 0;
-constexpr int kExitErrorsLeft = 4;
-constexpr int kExitOperational = 8;
-constexpr int kExitUsage = 16;
-constexpr int kPasses = 9;
 
 struct Cli {
   std::string device;
@@ -89,78 +85,9 @@ int run(const Cli& cli) {
   Report rep(kPasses, cli.progress || isatty(STDERR_FILENO));
   rep.set_streaming(!cli.json);
   Context ctx(**dev, rep, cli.opts);
-
-  rep.begin_pass("checking superblocks");
-  const bool have_super = check_superblocks(ctx);
-  rep.end_pass();
-  if (!have_super) {
-    if (rep.error_count() == 0) {
-      say_error(kExitOperational, fmt::format("{} is not a btrfs filesystem (no superblock magic)", cli.device));
-      return finish(cli, ctx, rep, kExitOperational);
-    }
-    say_error(kExitErrorsLeft, fmt::format("{}: no usable superblock copy, cannot check further", cli.device));
-    return finish(cli, ctx, rep, kExitErrorsLeft);
-  }
-  const uint16_t ct = ctx.super.csum_type;
-  if (!io::csum_supported(ct)) {
-    say_error(kExitOperational,
-              fmt::format("{}: checksum type {} ({}) is not supported", cli.device, ct, io::csum_name(ct)));
-    return finish(cli, ctx, rep, kExitOperational);
-  }
-  if (auto st = check_features(ctx.super, /*for_write=*/false); !st) {
-    say_error(kExitOperational, fmt::format("{}: {}", cli.device, st.error().message));
-    return finish(cli, ctx, rep, kExitOperational);
-  }
-  ctx.params = FsParams::from_super(ctx.super);
-  if (auto st = ctx.map.load_sys_chunk_array(ctx.super); !st) {
-    if (st.error().err == EOPNOTSUPP) {
-      say_error(kExitOperational, fmt::format("{}: {}", cli.device, st.error().message));
-      return finish(cli, ctx, rep, kExitOperational);
-    }
-    rep.error("sys-chunk-array", Where{{}, ctx.super_bytenr, {}, {}},
-              fmt::format("sys_chunk_array cannot be loaded: {}", st.error().message));
-    say_error(kExitErrorsLeft, "cannot read the chunk tree without the system chunks, cannot check further");
-    return finish(cli, ctx, rep, kExitErrorsLeft);
-  }
-
-  rep.begin_pass("checking tree blocks");
-  check_tree_blocks(ctx);
-  ctx.index_extent_tree();
-  rep.end_pass();
-
-  rep.begin_pass("checking chunks and devices");
-  check_chunks(ctx);
-  rep.end_pass();
-
-  rep.begin_pass("checking extents");
-  check_extents(ctx);
-  rep.end_pass();
-
-  rep.begin_pass("checking block groups");
-  check_block_groups(ctx);
-  rep.end_pass();
-
-  if (ctx.params.compat_ro_flags & kCompatRoFreeSpaceTree) {
-    rep.begin_pass("checking free space tree");
-    check_free_space(ctx);
-    rep.end_pass();
-  } else {
-    rep.skip_pass("checking free space tree", "no free space tree (space cache v1 is not checked)");
-  }
-
-  rep.begin_pass("checking inodes");
-  check_inodes(ctx);
-  rep.end_pass();
-
-  rep.begin_pass("checking directories");
-  check_dirs(ctx);
-  rep.end_pass();
-
-  rep.begin_pass(cli.opts.check_data_csum ? "checking data checksums (and data)" : "checking data checksums");
-  check_csums(ctx);
-  rep.end_pass();
-
-  return finish(cli, ctx, rep, rep.error_count() ? kExitErrorsLeft : kExitOk);
+  const PassesResult r = run_passes(ctx, cli.device);
+  if (!r.message.empty()) say_error(r.exit_code, r.message);
+  return finish(cli, ctx, rep, r.exit_code);
 }
 
 }  // namespace
