@@ -248,6 +248,28 @@ corrupt devext --tree dev --key "1 DEV_EXTENT $dev_ext" --delete-item &&
 corrupt noholes --super incompat_flags --value=-512 &&
   expect_detected "file extent gap without NO_HOLES" "$img" original "\[file-extent\].*inode $ino_sparse .*file extent discount"
 
+# super_mirror_one_generation_off_is_a_warning: a power cut between the superblock copies' writes
+# leaves copy 2 a generation behind; the trees of both are intact and the next commit rewrites it:
+# fsck.ubtrfs warns and exits 0. A copy further off is damage (exit 4).
+if corrupt supergen1 --super generation --value=-1 --mirror 2; then
+  run_fsck "$img"
+  if [[ $rc == 0 ]] && grep -qE "\[super-mirror\].*differs from copy 0 .*interrupted commit" <<<"$out"; then
+    pass "superblock copy 2 one generation behind: a warning, exit 0"
+  else
+    failed "superblock copy 2 one generation behind: fsck.ubtrfs exit $rc"
+    echo "$out" | head >&2
+  fi
+fi
+if corrupt supergen3 --super generation --value=-3 --mirror 2; then
+  run_fsck "$img"
+  if [[ $rc == 4 ]] && grep -qE "\[super-mirror\].*differs from copy 0" <<<"$out"; then
+    pass "superblock copy 2 three generations behind: exit 4 (super-mirror)"
+  else
+    failed "superblock copy 2 three generations behind: fsck.ubtrfs exit $rc"
+    echo "$out" | head >&2
+  fi
+fi
+
 # A stale second DUP copy: btrfs check never reads copy 2 (FORMAT.md §7.5), fsck.ubtrfs must.
 if corrupt dup2 --tree fs --key "256 INODE_ITEM 0" --field uid --value 1234 --mirror 2; then
   run_fsck "$img"

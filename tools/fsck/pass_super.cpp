@@ -127,9 +127,18 @@ bool check_superblocks(Context& ctx) {
     const Superblock s = normalized(*copies[m]);
     if (std::memcmp(&s, &ref, sizeof(Superblock)) != 0) {
       const uint64_t g = copies[m]->generation;
-      rep.error("super-mirror", Where{{}, super_offset(m), {}, {}},
-                fmt::format("superblock copy {} at {} differs from copy {} (generation {} vs {})", m, super_offset(m),
-                            first_valid, g, ctx.super.generation.get()));
+      const uint64_t pg = ctx.super.generation.get();
+      const std::string what = fmt::format("superblock copy {} at {} differs from copy {} (generation {} vs {})", m,
+                                           super_offset(m), first_valid, g, pg);
+      // A commit writes every copy after the trees are flushed; a power cut between two of those
+      // writes leaves a copy one generation behind or ahead of the primary. Both trees are intact
+      // (the older one's blocks are not reused before the commit completes), the kernel and btrfs
+      // check read the primary, and the next commit rewrites every copy: a warning, not damage.
+      if (g != pg && (g + 1 == pg || pg + 1 == g))
+        rep.warning("super-mirror", Where{{}, super_offset(m), {}, {}},
+                    what + ": an interrupted commit, rewritten by the next one");
+      else
+        rep.error("super-mirror", Where{{}, super_offset(m), {}, {}}, what);
     }
   }
 
