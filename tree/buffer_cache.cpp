@@ -2,6 +2,7 @@
 #include "tree/buffer_cache.h"
 
 #include <algorithm>
+#include <thread>
 #include <cstddef>
 #include <optional>
 #include <vector>
@@ -44,17 +45,38 @@ EbRef BufferCache::find(uint64_t bytenr) {
 }
 
 Result<EbRef> BufferCache::read(const TreeBlockExpect& expect) {
-  if (auto eb = find(expect.bytenr)) return eb;
-  auto block = UBTRFS_TRY(read_tree_block(dev_, map_, io_params(), expect));
-  auto eb = std::make_shared<ExtentBuffer>(expect.bytenr, fs_.nodesize);
-  std::memcpy(eb->bytes().data(), block.data(), fs_.nodesize);
-  std::lock_guard g(mu_);
-  ++counters_.misses;
-  auto it = map_by_bytenr_.find(expect.bytenr);
-  if (it != map_by_bytenr_.end()) return it->second.eb;  // someone else read or created it meanwhile
-  insert_locked(eb);
-  evict_locked();
-  return eb;
+  // A read from the device must not outlive a write of the same address. Without fix 1 that cannot
+  // matter: a block's content never changes once written (a change goes to a copy elsewhere). With
+  // fix 1 it does: thread A misses and starts reading version 1; thread B reads it too, overwrites
+  // it in place (version 2), writeback writes version 2 and the clean buffer is evicted; A's read
+  // returns version 1 — same address, same generation, so every check passes — and A would put the
+  // old version back into the cache: lost changes, then "first key mismatch" against the parent
+  // (seen in writeback_thread_races_8_writers with fix 1). So a read waits out a write in flight
+  // to its slot and is retried when a write began meanwhile; the last check is under mu_, where a
+  // buffer another thread made (the only one a write could start from) would be found instead.
+  const size_t slot = write_slot(expect.bytenr);
+  for (;;) {
+    if (auto eb = find(expect.bytenr)) return eb;
+    const uint64_t started = writes_started_[slot].load(std::memory_order_acquire);
+    if (writes_done_[slot].load(std::memory_order_acquire) != started) {
+      std::this_thread::yield();
+      continue;
+    }
+    auto block = read_tree_block(dev_, map_, io_params(), expect);
+    if (after_device_read_) after_device_read_(expect.bytenr);
+    if (writes_started_[slot].load(std::memory_order_acquire) != started) continue;
+    if (!block) return std::unexpected(block.error());
+    auto eb = std::make_shared<ExtentBuffer>(expect.bytenr, fs_.nodesize);
+    std::memcpy(eb->bytes().data(), block->data(), fs_.nodesize);
+    std::lock_guard g(mu_);
+    auto it = map_by_bytenr_.find(expect.bytenr);
+    if (it != map_by_bytenr_.end()) return it->second.eb;  // someone else read or created it meanwhile
+    if (writes_started_[slot].load(std::memory_order_acquire) != started) continue;
+    ++counters_.misses;
+    insert_locked(eb);
+    evict_locked();
+    return eb;
+  }
 }
 
 EbRef BufferCache::create(uint64_t bytenr) {
@@ -136,12 +158,15 @@ uint64_t BufferCache::write_batch(std::vector<EbRef>& batch, bool background, st
     }
     for (uint64_t phys : *copies) reqs.push_back({phys, std::span<const uint8_t>(img.data(), img.size()), i});
   }
+  // Before any request goes out (read() keys on this; see there).
+  for (const auto& eb : batch) writes_started_[write_slot(eb->start())].fetch_add(1, std::memory_order_acq_rel);
   writer_->submit(reqs);
   std::vector<uint64_t> failed_tags;
   if (auto st = writer_->wait_all(&failed_tags); !st) note_error(st.error());
   for (uint64_t t : failed_tags) failed[t] = true;
 
   uint64_t nfailed = 0, nwritten = 0, bytes = 0;
+  for (const auto& eb : batch) writes_done_[write_slot(eb->start())].fetch_add(1, std::memory_order_acq_rel);
   for (size_t i = 0; i < batch.size(); ++i) {
     ExtentBuffer& eb = *batch[i];
     if (failed[i]) {

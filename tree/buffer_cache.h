@@ -41,6 +41,7 @@
 // inhibited — the writeback thread of tree/writeback.h calls it); balance_dirty (writer throttle).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -199,6 +200,10 @@ class BufferCache {
   io::UringWriterStats io_stats() const;
 
   void set_before_submit_hook_for_test(BeforeSubmitHook hook) { before_submit_ = std::move(hook); }
+  // Test-only: called in read() after the device read returned, before its result is used.
+  void set_after_device_read_hook_for_test(std::function<void(uint64_t bytenr)> hook) {
+    after_device_read_ = std::move(hook);
+  }
 
  private:
   struct Entry {
@@ -232,9 +237,17 @@ class BufferCache {
   // Serialises writeback passes; owns the ring (btrfs: one writepages per btree inode at a time).
   std::mutex wb_mu_;
   std::atomic<int> background_paused_{0};
+  // Writes to the device, started and completed, per slot of addresses (bytenr / nodesize modulo
+  // the array size; a shared slot only costs a neighbour a needless re-read). read() re-reads when
+  // a write of its slot was in flight or began while it read — see read().
+  static constexpr size_t kWriteSlots = 1024;
+  std::array<std::atomic<uint64_t>, kWriteSlots> writes_started_{};
+  std::array<std::atomic<uint64_t>, kWriteSlots> writes_done_{};
+  size_t write_slot(uint64_t bytenr) const { return (bytenr / fs_.nodesize) % kWriteSlots; }
   std::unique_ptr<io::UringWriter> writer_;  // GUARDED_BY(wb_mu_)
   uint64_t cursor_ = 0;                      // GUARDED_BY(wb_mu_): where the next background pass starts
   BeforeSubmitHook before_submit_;           // set before any writeback runs
+  std::function<void(uint64_t)> after_device_read_;  // set before any read runs
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Entry> map_by_bytenr_;  // GUARDED_BY(mu_)

@@ -26,7 +26,12 @@
 // re-dirty puts the block back into the dirty set the commit writes (mark_dirty), and WRITTEN
 // stays set so a later free pins the address instead of reusing it while a write may still land
 // there; (5) the commit's write-out first waits for every background write in flight, freed
-// blocks' included. tests/tree/cow_overwrite_race_test.cpp replays the race deterministically:
+// blocks' included; (6) a second way, found later by the 8-writer race test: content at one
+// address now changes within a transaction, so a device read overlapping an overwrite, its
+// write-out and the clean buffer's eviction returns the old version with the same generation and
+// would re-enter the cache ("first key mismatch", lost changes). BufferCache::read() retries a
+// read that a write of its address overlapped (read_never_resurrects_a_version_overwritten_in_place).
+// tests/tree/cow_overwrite_race_test.cpp replays the race deterministically:
 // with the guard off (TreeHandle::cow_overwrite_unguarded_for_test) a block reaches the device
 // torn; with it on, never. Excluded as upstream does: log trees (an fsync makes their blocks
 // reachable from the superblock), RELOC blocks outside the reloc tree. Upstream copies a block

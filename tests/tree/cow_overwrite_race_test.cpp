@@ -140,3 +140,66 @@ TEST_CASE("cow_overwrite_never_modifies_a_block_under_writeback: without the gua
   REQUIRE_FALSE(unguarded.bad_writes.empty());
   WARN("the unguarded variant wrote: " << unguarded.bad_writes.front());
 }
+
+// With fix 1 a block's content changes at the same address within a transaction, so a read from
+// the device that overlaps an in-place overwrite, its write-out and the eviction of the clean
+// buffer would return the old version — same address, same generation, every check passes — and
+// put it back into the cache (lost changes; "first key mismatch" against the parent). Replayed
+// deterministically: the hook runs all of that between the device read and its use.
+TEST_CASE("read_never_resurrects_a_version_overwritten_in_place: a read that overlapped a write is retried",
+          "[fix1][race]") {
+  TreeEnv env(4096);
+  TreeRoot root(env.ctx, kUuidTreeObjectid);
+  {
+    TreeHandle h = env.handle();
+    REQUIRE(create_empty_tree(h, root));
+  }
+  {
+    TreeHandle h = env.handle();
+    for (int i = 0; i < 400; ++i) {
+      const Key k{static_cast<uint64_t>(i), kStringItemKey, 0};
+      REQUIRE(insert_item(h, root, k, make_value(k, 50, 0)));
+    }
+    h.end_handle();
+  }
+  REQUIRE(env.cache.writeback(WbPolicy{}).blocks > 2);  // version 1 of every block on the device
+  TreeBlockExpect ex;
+  EbRef leaf;
+  {
+    Path p;
+    REQUIRE(search_slot(nullptr, root, Key{0, kStringItemKey, 0}, p, 0, false).value() == 0);
+    leaf = p.nodes[0];
+    ex.bytenr = leaf->start();
+    ex.level = 0;
+    ex.generation = leaf->generation();
+    ex.first_key = leaf->item_key(0);
+  }
+  env.cache.forget(leaf);  // out of the cache, as eviction would leave it
+  leaf.reset();
+
+  bool fired = false;
+  env.cache.set_after_device_read_hook_for_test([&](uint64_t bytenr) {
+    if (fired || bytenr != ex.bytenr) return;
+    fired = true;
+    // Another thread: reads version 1, overwrites it in place (version 2), writeback writes it,
+    // the clean buffer leaves the cache.
+    EbRef b = env.cache.read(ex).value();
+    b->lock_write();
+    b->item_data(0)[0] ^= 0xff;
+    b->unlock_write();
+    env.cache.mark_dirty(b);
+    REQUIRE(env.cache.writeback(WbPolicy{}).blocks == 1);
+    env.cache.forget(b);
+  });
+  const Key k0{0, kStringItemKey, 0};
+  std::vector<uint8_t> v2 = make_value(k0, 50, 0);
+  v2[0] ^= 0xff;
+  EbRef got = env.cache.read(ex).value();
+  env.cache.set_after_device_read_hook_for_test(nullptr);
+  REQUIRE(fired);
+  got->lock_read();
+  const auto body = got->item_data(0);
+  const std::vector<uint8_t> seen(body.begin(), body.end());
+  got->unlock_read();
+  CHECK(seen == v2);  // version 2, not the version 1 the first read had returned
+}
