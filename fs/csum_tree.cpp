@@ -48,6 +48,40 @@ Result<bool> settle(TreeRoot& root, Path& p) {
   return next_leaf(root, p);
 }
 
+// Removes the checksums of [from, to) from the item starting at `item_start`, which covers more
+// on both sides: the item keeps [item_start, from) and a new item right after it in the same leaf
+// takes [to, item end), in one locked step. The search for the item (found, ins_len = one item
+// header, search_for_extension) splits the leaf if needed so the new header fits; the tail's data
+// fits in what the truncation frees.
+Status split_out_range(TreeHandle& h, TreeRoot& root, const FsParams& fs, uint64_t item_start, uint64_t from,
+                       uint64_t to) {
+  const size_t cs = fs.csum_size();
+  Path p;
+  p.search_for_extension = true;
+  const int r = UBTRFS_TRY(search_slot(&h, root, csum_key(item_start), p, static_cast<int>(sizeof(Item)), true));
+  if (r != 0) return fail(EUCLEAN, "csum item [{} 128 {}] vanished while splitting it", kExtentCsumObjectid, item_start);
+  ExtentBuffer& leaf = p.leaf();
+  const int slot = p.slots[0];
+  // Inserts may have extended the item meanwhile; only this deleter shrinks items.
+  const CsumItem it = UBTRFS_TRY(parse_item(leaf, slot, fs));
+  if (it.end(fs) <= to)
+    return fail(EUCLEAN, "csum item [{} 128 {}] of {} sectors shrank while splitting out [{}, {})",
+                kExtentCsumObjectid, item_start, it.sectors, from, to);
+  auto body = leaf.item_data(slot);
+  const uint64_t skip = (to - it.start) / fs.sectorsize * cs;
+  const std::vector<uint8_t> tail(body.begin() + static_cast<std::ptrdiff_t>(skip), body.end());
+  const auto head_size = static_cast<uint32_t>((from - it.start) / fs.sectorsize * cs);
+  const auto tail_size = static_cast<uint32_t>(tail.size());
+  if (leaf.leaf_free_space() + (body.size() - head_size) < tail_size + sizeof(Item))
+    return fail(EUCLEAN, "csum tree leaf {}: no room to split csum item [{} 128 {}]", leaf.start(),
+                kExtentCsumObjectid, item_start);
+  truncate_item(root, p, head_size, true);
+  const Key tail_key = csum_key(to);
+  leaf_insert_slots(leaf, slot + 1, std::span<const Key>(&tail_key, 1), std::span<const uint32_t>(&tail_size, 1));
+  std::memcpy(leaf.item_data(slot + 1).data(), tail.data(), tail_size);
+  return {};
+}
+
 }  // namespace
 
 void set_insert_csums_step_hook_for_test(std::function<void(uint64_t cur)> hook) { step_hook() = std::move(hook); }
@@ -167,6 +201,9 @@ Status insert_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint
 }
 
 Status delete_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint64_t bytenr, uint64_t len) {
+  // Every change is made under the leaf lock of the search that found the item, so a concurrent
+  // lookup (a read verifying live data next to the freed range) never sees a checksum of a live
+  // sector missing, and an insert never sees an item half-changed.
   const size_t cs = fs.csum_size();
   uint64_t end = bytenr + len;
   while (end > bytenr) {
@@ -184,18 +221,14 @@ Status delete_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint
     const uint64_t it_end = it.end(fs);
     if (it_end <= bytenr) return {};
     p.slots[0] = slot;
-    if (it_end > end) {
-      // Keep the tail [end, it_end) as its own item.
-      auto body = p.leaf().item_data(slot);
-      const uint64_t skip = (end - it.start) / fs.sectorsize;
-      std::vector<uint8_t> tail(body.begin() + static_cast<std::ptrdiff_t>(skip * cs), body.end());
-      if (it.start < bytenr) {
-        truncate_item(csum_root, p, static_cast<uint32_t>((bytenr - it.start) / fs.sectorsize * cs), true);
-      } else {
-        UBTRFS_TRY_STATUS(del_items(h, csum_root, p, slot, 1));
-      }
+    if (it_end > end && it.start < bytenr) {
+      // Both ends survive: split in place (btrfs_split_item + truncate_one_csum).
       p.release();
-      UBTRFS_TRY_STATUS(insert_item(h, csum_root, csum_key(end), tail));
+      UBTRFS_TRY_STATUS(split_out_range(h, csum_root, fs, it.start, bytenr, end));
+    } else if (it_end > end) {
+      // Keep the tail [end, it_end): drop the front and move the key (btrfs truncate_one_csum).
+      truncate_item(csum_root, p, static_cast<uint32_t>((it_end - end) / fs.sectorsize * cs), false);
+      set_item_key_safe(csum_root, p, csum_key(end));
     } else if (it.start < bytenr) {
       truncate_item(csum_root, p, static_cast<uint32_t>((bytenr - it.start) / fs.sectorsize * cs), true);
     } else {

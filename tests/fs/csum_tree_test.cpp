@@ -2,6 +2,7 @@
 // trees (tests/tree/tree_test_env.h), including item merging, splitting and the per-item cap.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -301,4 +302,72 @@ TEST_CASE("csum items never overlap under concurrent inserts and deletes", "[csu
       }
     }
   }
+}
+
+// Reads verify live data against the csum tree while the delayed-ref runner deletes the checksums
+// of freed extents next to it: a delete that splits or front-trims an item must never leave the
+// surviving sectors without their checksums, even for an instant (a reader would see a "csum hole"
+// and fail the read with EIO).
+TEST_CASE("live checksums stay visible while neighbouring freed ranges are deleted", "[csum][concurrency]") {
+  CsumFixture f;
+  constexpr uint64_t kExtentSectors = 8;
+  const uint64_t extents = static_cast<uint64_t>(4000 * test::stress_scale());
+  const uint64_t base = uint64_t{1} << 30;
+  const uint64_t ext_bytes = kExtentSectors * kSector;
+  // One contiguous run of extents: merged into few large items, so deletes split them.
+  f.insert(base, extents * kExtentSectors);
+  std::vector<uint64_t> freed;  // extent indexes whose checksums get deleted (every other one)
+  for (uint64_t i = 0; i < extents; i += 2) freed.push_back(i);
+  std::shuffle(freed.begin(), freed.end(), std::mt19937_64(5));
+  const auto want = fake_csums(f.env.fs, base, extents * kExtentSectors);
+
+  // The reader follows the deleter: it verifies the live extents on both sides of the extent
+  // being deleted, where a split or front trim rewrites the items.
+  std::atomic<uint64_t> current{UINT64_MAX};
+  std::atomic<uint64_t> lookups{0};
+  std::atomic<bool> done{false}, reader_stopped{false};
+  std::string deleter_error;
+  std::thread deleter([&] {
+    for (uint64_t e : freed) {
+      current.store(e);
+      const uint64_t seen = lookups.load();
+      while (lookups.load() < seen + 2 && !reader_stopped.load()) std::this_thread::yield();  // the reader is on it
+      TreeHandle h = f.env.handle();
+      auto st = delete_csums(h, f.root, f.env.fs, base + e * ext_bytes, ext_bytes);
+      if (!st) {
+        deleter_error = st.error().message;
+        break;
+      }
+    }
+    done.store(true);
+  });
+  std::string reader_error;
+  while (!done.load() && reader_error.empty()) {
+    const uint64_t e = current.load();
+    if (e == UINT64_MAX) continue;
+    for (uint64_t live : {e - 1, e + 1}) {
+      if (live >= extents) continue;
+      auto r = lookup_csums(f.root, f.env.fs, base + live * ext_bytes, ext_bytes);
+      if (!r) {
+        reader_error = r.error().message;
+        break;
+      }
+      const auto* w = want.data() + live * kExtentSectors * 4;
+      for (uint64_t s = 0; s < kExtentSectors; ++s)
+        if (!r->present[s] || !std::equal(w + s * 4, w + s * 4 + 4, r->csums.begin() + s * 4)) {
+          reader_error = "live sector " + std::to_string(base + live * ext_bytes + s * kSector) +
+                         " lost its checksum while extent " + std::to_string(e) + " was deleted";
+          break;
+        }
+    }
+    lookups.fetch_add(1);
+  }
+  reader_stopped.store(true);
+  deleter.join();
+  INFO(deleter_error << reader_error);
+  REQUIRE(deleter_error.empty());
+  REQUIRE(reader_error.empty());
+  for (uint64_t e : freed)
+    for (uint64_t s = 0; s < kExtentSectors; ++s) f.model.erase(base + (e * kExtentSectors + s) * kSector);
+  f.verify(base, base + extents * ext_bytes);
 }
