@@ -14,6 +14,11 @@
 namespace ubtrfs::fs {
 namespace {
 
+std::function<void(uint64_t)>& step_hook() {
+  static std::function<void(uint64_t)> hook;
+  return hook;
+}
+
 constexpr Key csum_key(uint64_t bytenr) { return Key{kExtentCsumObjectid, kExtentCsumKey, bytenr}; }
 
 bool is_csum_key(const Key& k) { return k.objectid == kExtentCsumObjectid && k.type == kExtentCsumKey; }
@@ -43,20 +48,43 @@ Result<bool> settle(TreeRoot& root, Path& p) {
   return next_leaf(root, p);
 }
 
-// The last csum item that starts at or before `bytenr` and ends after `floor`, found read-only.
-Result<std::optional<CsumItem>> find_item_before(TreeRoot& root, const FsParams& fs, uint64_t bytenr) {
+// Removes the checksums of [from, to) from the item starting at `item_start`, which covers more
+// on both sides: the item keeps [item_start, from) and a new item right after it in the same leaf
+// takes [to, item end), in one locked step. The search for the item (found, ins_len = one item
+// header, search_for_extension) splits the leaf if needed so the new header fits; the tail's data
+// fits in what the truncation frees.
+Status split_out_range(TreeHandle& h, TreeRoot& root, const FsParams& fs, uint64_t item_start, uint64_t from,
+                       uint64_t to) {
+  const size_t cs = fs.csum_size();
   Path p;
-  const int r = UBTRFS_TRY(search_slot(nullptr, root, csum_key(bytenr), p, 0, false));
-  int slot = p.slots[0];
-  if (r == 1) {
-    if (slot == 0) return std::optional<CsumItem>{};
-    --slot;
-  }
-  if (!is_csum_key(p.leaf().item_key(slot))) return std::optional<CsumItem>{};
-  return std::optional<CsumItem>{UBTRFS_TRY(parse_item(p.leaf(), slot, fs))};
+  p.search_for_extension = true;
+  const int r = UBTRFS_TRY(search_slot(&h, root, csum_key(item_start), p, static_cast<int>(sizeof(Item)), true));
+  if (r != 0) return fail(EUCLEAN, "csum item [{} 128 {}] vanished while splitting it", kExtentCsumObjectid, item_start);
+  ExtentBuffer& leaf = p.leaf();
+  const int slot = p.slots[0];
+  // Inserts may have extended the item meanwhile; only this deleter shrinks items.
+  const CsumItem it = UBTRFS_TRY(parse_item(leaf, slot, fs));
+  if (it.end(fs) <= to)
+    return fail(EUCLEAN, "csum item [{} 128 {}] of {} sectors shrank while splitting out [{}, {})",
+                kExtentCsumObjectid, item_start, it.sectors, from, to);
+  auto body = leaf.item_data(slot);
+  const uint64_t skip = (to - it.start) / fs.sectorsize * cs;
+  const std::vector<uint8_t> tail(body.begin() + static_cast<std::ptrdiff_t>(skip), body.end());
+  const auto head_size = static_cast<uint32_t>((from - it.start) / fs.sectorsize * cs);
+  const auto tail_size = static_cast<uint32_t>(tail.size());
+  if (leaf.leaf_free_space() + (body.size() - head_size) < tail_size + sizeof(Item))
+    return fail(EUCLEAN, "csum tree leaf {}: no room to split csum item [{} 128 {}]", leaf.start(),
+                kExtentCsumObjectid, item_start);
+  truncate_item(root, p, head_size, true);
+  const Key tail_key = csum_key(to);
+  leaf_insert_slots(leaf, slot + 1, std::span<const Key>(&tail_key, 1), std::span<const uint32_t>(&tail_size, 1));
+  std::memcpy(leaf.item_data(slot + 1).data(), tail.data(), tail_size);
+  return {};
 }
 
 }  // namespace
+
+void set_insert_csums_step_hook_for_test(std::function<void(uint64_t cur)> hook) { step_hook() = std::move(hook); }
 
 uint32_t max_csums_per_item(const FsParams& fs) {
   return static_cast<uint32_t>((leaf_data_size(fs.nodesize) - 2 * sizeof(Item)) / fs.csum_size() - 1);
@@ -118,25 +146,53 @@ Status insert_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint
   size_t done = 0;  // csums written so far
   const size_t total = csums.size() / cs;
   while (done < total) {
-    // Extend the item that ends exactly at `cur` when it has room (btrfs_csum_file_blocks).
-    auto before = UBTRFS_TRY(find_item_before(csum_root, fs, cur));
-    if (before && before->end(fs) > cur)
-      return fail(EEXIST, "csum insert at {}: overlaps csum item [{} {} {}] of {} sectors", cur, kExtentCsumObjectid,
-                  static_cast<int>(kExtentCsumKey), before->start, before->sectors);
-    if (before && before->end(fs) == cur && before->sectors < max_items) {
-      const size_t n = std::min<size_t>(total - done, max_items - before->sectors);
-      Path p;
-      p.search_for_extension = true;
-      const int r = UBTRFS_TRY(search_slot(&h, csum_root, csum_key(before->start), p, static_cast<int>(n * cs), true));
-      if (r != 0) return fail(EUCLEAN, "csum item [{} 128 {}] vanished while extending it", kExtentCsumObjectid, before->start);
-      const uint32_t old_size = p.leaf().item_size(p.slots[0]);
-      extend_item(csum_root, p, static_cast<uint32_t>(n * cs));
-      std::memcpy(p.leaf().item_data(p.slots[0]).data() + old_size, csums.data() + done * cs, n * cs);
-      done += n;
-      cur += n * fs.sectorsize;
-      continue;
+    if (step_hook()) step_hook()(cur);
+    // One write-locked search decides and changes (btrfs_csum_file_blocks): the item before `cur`
+    // is examined under the same leaf lock that extends it. The delayed-ref runner deletes the
+    // checksums of freed extents concurrently, so an item seen by an earlier, released search may
+    // since have been truncated, split or deleted; extending it by its old key would place the new
+    // checksums at the wrong sectors or over its split-off tail.
+    Path p;
+    const int r = UBTRFS_TRY(search_slot(&h, csum_root, csum_key(cur), p, static_cast<int>(cs), true));
+    ExtentBuffer& leaf = p.leaf();
+    const int slot = p.slots[0];
+    const int nritems = static_cast<int>(leaf.nritems());
+    if (r == 0)
+      return fail(EEXIST, "csum insert at {}: a csum item [{} {} {}] already starts there", cur, kExtentCsumObjectid,
+                  static_cast<int>(kExtentCsumKey), cur);
+    // The item after `cur` in this leaf bounds the range (a later leaf's items start later still).
+    uint64_t next_start = UINT64_MAX;
+    if (slot < nritems && is_csum_key(leaf.item_key(slot))) next_start = leaf.item_key(slot).offset;
+    if (slot > 0 && is_csum_key(leaf.item_key(slot - 1))) {
+      const CsumItem prev = UBTRFS_TRY(parse_item(leaf, slot - 1, fs));
+      if (prev.end(fs) > cur)
+        return fail(EEXIST, "csum insert at {}: overlaps csum item [{} {} {}] of {} sectors", cur,
+                    kExtentCsumObjectid, static_cast<int>(kExtentCsumKey), prev.start, prev.sectors);
+      if (prev.end(fs) == cur && prev.sectors < max_items) {
+        // Extend by what the cap, the leaf's free space and the remaining checksums allow (>= 1:
+        // the search made room for ins_len = one checksum).
+        const size_t n = std::min<size_t>({total - done, max_items - prev.sectors, leaf.leaf_free_space() / cs});
+        if (n > 0) {
+          if (cur + n * fs.sectorsize > next_start)
+            return fail(EEXIST, "csum insert at {} of {} sectors: overlaps csum item [{} {} {}]", cur, n,
+                        kExtentCsumObjectid, static_cast<int>(kExtentCsumKey), next_start);
+          p.slots[0] = slot - 1;
+          const uint32_t old_size = leaf.item_size(slot - 1);
+          extend_item(csum_root, p, static_cast<uint32_t>(n * cs));
+          std::memcpy(leaf.item_data(slot - 1).data() + old_size, csums.data() + done * cs, n * cs);
+          done += n;
+          cur += n * fs.sectorsize;
+          continue;
+        }
+      }
     }
     const size_t n = std::min<size_t>(total - done, max_items);
+    if (cur + n * fs.sectorsize > next_start)
+      return fail(EEXIST, "csum insert at {} of {} sectors: overlaps csum item [{} {} {}]", cur, n,
+                  kExtentCsumObjectid, static_cast<int>(kExtentCsumKey), next_start);
+    // A new item at `cur`: no other writer targets these sectors, and a concurrent delete only
+    // removes checksums of other (pinned) sectors, so releasing the path before inserting is safe.
+    p.release();
     UBTRFS_TRY_STATUS(insert_item(h, csum_root, csum_key(cur), csums.subspan(done * cs, n * cs)));
     done += n;
     cur += n * fs.sectorsize;
@@ -145,6 +201,9 @@ Status insert_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint
 }
 
 Status delete_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint64_t bytenr, uint64_t len) {
+  // Every change is made under the leaf lock of the search that found the item, so a concurrent
+  // lookup (a read verifying live data next to the freed range) never sees a checksum of a live
+  // sector missing, and an insert never sees an item half-changed.
   const size_t cs = fs.csum_size();
   uint64_t end = bytenr + len;
   while (end > bytenr) {
@@ -162,18 +221,14 @@ Status delete_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint
     const uint64_t it_end = it.end(fs);
     if (it_end <= bytenr) return {};
     p.slots[0] = slot;
-    if (it_end > end) {
-      // Keep the tail [end, it_end) as its own item.
-      auto body = p.leaf().item_data(slot);
-      const uint64_t skip = (end - it.start) / fs.sectorsize;
-      std::vector<uint8_t> tail(body.begin() + static_cast<std::ptrdiff_t>(skip * cs), body.end());
-      if (it.start < bytenr) {
-        truncate_item(csum_root, p, static_cast<uint32_t>((bytenr - it.start) / fs.sectorsize * cs), true);
-      } else {
-        UBTRFS_TRY_STATUS(del_items(h, csum_root, p, slot, 1));
-      }
+    if (it_end > end && it.start < bytenr) {
+      // Both ends survive: split in place (btrfs_split_item + truncate_one_csum).
       p.release();
-      UBTRFS_TRY_STATUS(insert_item(h, csum_root, csum_key(end), tail));
+      UBTRFS_TRY_STATUS(split_out_range(h, csum_root, fs, it.start, bytenr, end));
+    } else if (it_end > end) {
+      // Keep the tail [end, it_end): drop the front and move the key (btrfs truncate_one_csum).
+      truncate_item(csum_root, p, static_cast<uint32_t>((it_end - end) / fs.sectorsize * cs), false);
+      set_item_key_safe(csum_root, p, csum_key(end));
     } else if (it.start < bytenr) {
       truncate_item(csum_root, p, static_cast<uint32_t>((bytenr - it.start) / fs.sectorsize * cs), true);
     } else {

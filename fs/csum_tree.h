@@ -10,10 +10,14 @@
 // insert_csums merges a new range into the item that ends exactly where it starts (as the kernel
 // does); delete_csums truncates, splits and deletes the items a range touches.
 // Thread safety: the tree locks itself; callers serialize modifications of one logical range (a
-// data extent belongs to one flusher until its ref is recorded; deletion runs in the committer).
+// data extent belongs to one flusher until its ref is recorded; deletion runs in the delayed-ref
+// runner, concurrently with flushers, and only for freed extents, whose sectors stay pinned until
+// the commit). An item's neighbours may change under any other writer, so every step decides on an
+// item under the same leaf lock that changes it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -48,6 +52,11 @@ struct CsumRange {
 // partially covered ones truncated or split. REQUIRES: bytenr, len sector-aligned.
 [[nodiscard]] Status delete_csums(TreeHandle& h, TreeRoot& csum_root, const FsParams& fs, uint64_t bytenr,
                                   uint64_t len);
+
+// Test seam: called by insert_csums at the start of each step, with the logical address the step
+// starts at, before it searches the tree; no tree lock is held.
+// Lets a test replay another thread's change at that point. Set only while no insert runs.
+void set_insert_csums_step_hook_for_test(std::function<void(uint64_t cur)> hook);
 
 // Computes the per-sector checksums of `data` (whole sectors) with the filesystem's csum type.
 std::vector<uint8_t> compute_data_csums(const FsParams& fs, std::span<const uint8_t> data);

@@ -94,6 +94,10 @@ void extend_item(TreeRoot& root, Path& path, uint32_t extra);
 // btrfs `btrfs_truncate_item`: shrinks the item to new_size, dropping bytes at the end (from_end) or
 // the front. REQUIRES: path from a cow search, new_size <= item size.
 void truncate_item(TreeRoot& root, Path& path, uint32_t new_size, bool from_end);
+// btrfs `btrfs_set_item_key_safe`: gives the item at path->slots[0] a new key, and the parents too
+// when it is the leaf's first item. REQUIRES: path from a cow search (the slot-0 levels stay
+// write-locked, as for del_items); the new key sorts between the item's neighbours.
+void set_item_key_safe(TreeRoot& root, Path& path, const Key& key);
 
 // btrfs `btrfs_next_leaf` / `btrfs_prev_leaf`: move the path to the leaf after (before) the current
 // one, read-locked (or as the search with `cow` would lock it); slots[0] = 0 (last item). Returns

@@ -200,6 +200,17 @@ void extend_item(TreeRoot& root, Path& p, uint32_t extra) {
   ctree::mark_dirty(root, p.nodes[0]);
 }
 
+void set_item_key_safe(TreeRoot& root, Path& p, const Key& key) {
+  ExtentBuffer& leaf = p.leaf();
+  const int s = p.slots[0];
+  assert(p.locks[0] == LockState::kWrite);
+  assert(s == 0 || leaf.item_key(s - 1) < key);
+  assert(s + 1 >= static_cast<int>(leaf.nritems()) || key < leaf.item_key(s + 1));
+  leaf.set_item_key(s, key);
+  ctree::mark_dirty(root, p.nodes[0]);
+  if (s == 0) ctree::fixup_low_keys(root, p, key, 1);
+}
+
 void truncate_item(TreeRoot& root, Path& p, uint32_t new_size, bool from_end) {
   ExtentBuffer& leaf = p.leaf();
   const int s = p.slots[0];

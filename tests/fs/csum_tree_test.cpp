@@ -2,8 +2,12 @@
 // trees (tests/tree/tree_test_env.h), including item merging, splitting and the per-item cap.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "fs/csum_tree.h"
 #include "tree/ctree.h"
@@ -163,4 +167,207 @@ TEST_CASE("csum tree matches a sector model under random inserts and deletes", "
   }
   f.verify(0, span * kSector);
   REQUIRE(f.model.size() > 0);
+}
+
+// The delayed-ref runner deletes the checksums of a freed data extent while flushers insert the
+// checksums of new extents (run_delayed_refs holds only a join handle). A freed extent's sectors are
+// pinned, so an insert never targets them, but the item the insert wants to extend may be the one
+// being truncated or split. Replays the delete at the point where insert_csums has looked at the
+// tree but not yet changed it: the result must be exactly the model, with no overlapping items.
+TEST_CASE("csum items stay exact when a delete lands between an insert's lookup and its change", "[csum]") {
+  CsumFixture f;
+  const uint64_t b = 1 << 20;
+  f.insert(b, 4);                // extent 1 [b, b+4)
+  f.insert(b + 4 * kSector, 6);  // extent 2 [b+4, b+10): merged into one item [b, b+10)
+  std::string err;
+  REQUIRE(check_items(f.root, f.env.fs, err) == 1);
+
+  uint64_t del_start = 0, del_nsec = 0;
+  SECTION("delete splits the item (extent in the middle freed)") {
+    del_start = b + 2 * kSector;
+    del_nsec = 4;
+  }
+  SECTION("delete truncates the item's tail (the extent just before the insert freed)") {
+    del_start = b + 4 * kSector;
+    del_nsec = 6;
+  }
+  SECTION("delete removes the item's head (its start key goes away)") {
+    del_start = b;
+    del_nsec = 4;
+  }
+  SECTION("delete removes the whole item") {
+    del_start = b;
+    del_nsec = 10;
+  }
+  bool fired = false;
+  set_insert_csums_step_hook_for_test([&](uint64_t) {
+    if (fired) return;
+    fired = true;
+    f.erase(del_start, del_nsec);
+  });
+  // The new extent right after the item: the insert wants to extend [b, b+10).
+  TreeHandle h = f.env.handle();
+  const auto c = fake_csums(f.env.fs, b + 10 * kSector, 6);
+  auto st = insert_csums(h, f.root, f.env.fs, b + 10 * kSector, c);
+  set_insert_csums_step_hook_for_test(nullptr);
+  INFO((st ? "" : st.error().message));
+  REQUIRE(st);
+  REQUIRE(fired);
+  for (uint64_t i = 0; i < 6; ++i)
+    f.model[b + (10 + i) * kSector] = std::vector<uint8_t>(c.begin() + i * 4, c.begin() + i * 4 + 4);
+  f.verify(b - 4 * kSector, b + 20 * kSector);
+}
+
+// The same race with real threads: flushers append extents' checksums, each next to the previous
+// one (so each insert wants to extend the item just written), while a delayed-ref runner deletes
+// the checksums of random earlier extents, often the one the next insert extends. Freed sectors
+// are never reused (they stay pinned in the filesystem). The tree must equal the model afterwards.
+TEST_CASE("csum items never overlap under concurrent inserts and deletes", "[csum][concurrency]") {
+  CsumFixture f;
+  constexpr int kFlushers = 3;
+  const int extents_per_flusher = static_cast<int>(20000 * test::stress_scale());
+  struct Extent {
+    uint64_t bytenr, nsec;
+  };
+  std::mutex mu;
+  std::vector<Extent> live;  // inserted and not yet deleted
+  std::vector<Extent> deleted;
+  std::atomic<int> flushers_left{kFlushers};
+  std::vector<std::string> errors(kFlushers + 1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kFlushers; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(77 + t);
+      uint64_t cur = (uint64_t{1} << 30) + uint64_t(t) * (uint64_t{1} << 30);
+      for (int i = 0; i < extents_per_flusher && errors[t].empty(); ++i) {
+        const uint64_t nsec = 1 + rng() % 8;
+        TreeHandle h = f.env.handle();
+        auto st = insert_csums(h, f.root, f.env.fs, cur, fake_csums(f.env.fs, cur, nsec));
+        if (!st) {
+          errors[t] = st.error().message;
+          break;
+        }
+        std::lock_guard g(mu);
+        live.push_back({cur, nsec});
+        cur += nsec * kSector;
+      }
+      flushers_left.fetch_sub(1);
+    });
+  }
+  threads.emplace_back([&] {
+    std::mt19937_64 rng(99);
+    while (flushers_left.load() > 0 && errors[kFlushers].empty()) {
+      Extent e;
+      {
+        std::lock_guard g(mu);
+        if (live.size() < 4) {
+          std::this_thread::yield();
+          continue;
+        }
+        // Mostly the newest extents: the ones whose item a flusher is extending right now.
+        const size_t k = rng() % 2 ? live.size() - 1 - rng() % std::min<size_t>(live.size(), 6) : rng() % live.size();
+        e = live[k];
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+      }
+      TreeHandle h = f.env.handle();
+      auto st = delete_csums(h, f.root, f.env.fs, e.bytenr, e.nsec * kSector);
+      if (!st) {
+        errors[kFlushers] = st.error().message;
+        break;
+      }
+      std::lock_guard g(mu);
+      deleted.push_back(e);
+    }
+  });
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) {
+    INFO(e);
+    REQUIRE(e.empty());
+  }
+  REQUIRE(deleted.size() > 100);
+  std::string err;
+  check_items(f.root, f.env.fs, err);
+  INFO(err);
+  REQUIRE(err.empty());
+  REQUIRE(f.env.check_tree(f.root).empty());
+  for (const auto& [e, present] : {std::pair{&live, true}, std::pair{&deleted, false}}) {
+    for (const Extent& x : *e) {
+      auto r = lookup_csums(f.root, f.env.fs, x.bytenr, x.nsec * kSector);
+      REQUIRE(r);
+      const auto want = fake_csums(f.env.fs, x.bytenr, x.nsec);
+      for (uint64_t i = 0; i < x.nsec; ++i) {
+        INFO("extent " << x.bytenr << " sector " << i << " expected " << (present ? "present" : "absent"));
+        REQUIRE(r->present[i] == present);
+        if (present) REQUIRE(std::equal(want.begin() + i * 4, want.begin() + i * 4 + 4, r->csums.begin() + i * 4));
+      }
+    }
+  }
+}
+
+// Reads verify live data against the csum tree while the delayed-ref runner deletes the checksums
+// of freed extents next to it: a delete that splits or front-trims an item must never leave the
+// surviving sectors without their checksums, even for an instant (a reader would see a "csum hole"
+// and fail the read with EIO).
+TEST_CASE("live checksums stay visible while neighbouring freed ranges are deleted", "[csum][concurrency]") {
+  CsumFixture f;
+  constexpr uint64_t kExtentSectors = 8;
+  const uint64_t extents = static_cast<uint64_t>(4000 * test::stress_scale());
+  const uint64_t base = uint64_t{1} << 30;
+  const uint64_t ext_bytes = kExtentSectors * kSector;
+  // One contiguous run of extents: merged into few large items, so deletes split them.
+  f.insert(base, extents * kExtentSectors);
+  std::vector<uint64_t> freed;  // extent indexes whose checksums get deleted (every other one)
+  for (uint64_t i = 0; i < extents; i += 2) freed.push_back(i);
+  std::shuffle(freed.begin(), freed.end(), std::mt19937_64(5));
+  const auto want = fake_csums(f.env.fs, base, extents * kExtentSectors);
+
+  // The reader follows the deleter: it verifies the live extents on both sides of the extent
+  // being deleted, where a split or front trim rewrites the items.
+  std::atomic<uint64_t> current{UINT64_MAX};
+  std::atomic<uint64_t> lookups{0};
+  std::atomic<bool> done{false}, reader_stopped{false};
+  std::string deleter_error;
+  std::thread deleter([&] {
+    for (uint64_t e : freed) {
+      current.store(e);
+      const uint64_t seen = lookups.load();
+      while (lookups.load() < seen + 2 && !reader_stopped.load()) std::this_thread::yield();  // the reader is on it
+      TreeHandle h = f.env.handle();
+      auto st = delete_csums(h, f.root, f.env.fs, base + e * ext_bytes, ext_bytes);
+      if (!st) {
+        deleter_error = st.error().message;
+        break;
+      }
+    }
+    done.store(true);
+  });
+  std::string reader_error;
+  while (!done.load() && reader_error.empty()) {
+    const uint64_t e = current.load();
+    if (e == UINT64_MAX) continue;
+    for (uint64_t live : {e - 1, e + 1}) {
+      if (live >= extents) continue;
+      auto r = lookup_csums(f.root, f.env.fs, base + live * ext_bytes, ext_bytes);
+      if (!r) {
+        reader_error = r.error().message;
+        break;
+      }
+      const auto* w = want.data() + live * kExtentSectors * 4;
+      for (uint64_t s = 0; s < kExtentSectors; ++s)
+        if (!r->present[s] || !std::equal(w + s * 4, w + s * 4 + 4, r->csums.begin() + s * 4)) {
+          reader_error = "live sector " + std::to_string(base + live * ext_bytes + s * kSector) +
+                         " lost its checksum while extent " + std::to_string(e) + " was deleted";
+          break;
+        }
+    }
+    lookups.fetch_add(1);
+  }
+  reader_stopped.store(true);
+  deleter.join();
+  INFO(deleter_error << reader_error);
+  REQUIRE(deleter_error.empty());
+  REQUIRE(reader_error.empty());
+  for (uint64_t e : freed)
+    for (uint64_t s = 0; s < kExtentSectors; ++s) f.model.erase(base + (e * kExtentSectors + s) * kSector);
+  f.verify(base, base + extents * ext_bytes);
 }
