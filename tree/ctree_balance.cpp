@@ -67,7 +67,14 @@ Status balance_level(TreeHandle& h, TreeRoot& root, Path& p, int level) {
     return {};
   }
   const uint32_t max = mid->max_ptrs();
-  if (mid->nritems() >= max / 2) return {};
+  // Only a node at most a quarter full is merged or evened out (btrfs balance_level), although
+  // the search calls us below half (setup_nodes_for_search): with the threshold at half, two
+  // half-full siblings merged into one full node, the next insertion split it into two half-full
+  // ones, the next deletion merged them again — every cycle a node freed and another allocated.
+  // In the commit's converge loop each cycle queued the delayed refs that drove the next one
+  // ("did not converge after 1000 passes": the extent tree's level-1 node, freed and reallocated
+  // each pass). The gap between a quarter and full is the hysteresis.
+  if (mid->nritems() > max / 4) return {};
   const EbRef& parent = p.nodes[level + 1];
   assert(p.locks[level + 1] == LockState::kWrite);
   const int pslot = p.slots[level + 1];
