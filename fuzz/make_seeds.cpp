@@ -4,7 +4,8 @@
 //
 // Sources: images made here with the mkfs library on an in-memory device and then populated
 // through the filesystem library (files inline, regular and sparse, directories, a symlink, a hard
-// link, xattrs), in two geometries (16 KiB nodes DUP xxhash64, 4 KiB nodes SINGLE crc32c); and
+// link, xattrs), in two geometries (16 KiB nodes DUP xxhash64, 4 KiB nodes SINGLE crc32c, the
+// latter also with 120 more files: FS and extent trees of more than one level); and
 // every RAW_IMAGE given (the reference images of images/, decompressed by scripts/fuzz.sh).
 // For each source it writes
 //   OUTDIR/image/NAME.ubfz       the fuzz image: primary superblock, one copy of every tree block
@@ -43,7 +44,7 @@ void write_file(const stdfs::path& p, std::span<const uint8_t> bytes) {
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
-Status populate(io::BlockDevice& dev) {
+Status populate(io::BlockDevice& dev, int extra_files) {
   fs::OpenOptions open;
   open.path = "seed";
   open.device = &dev;
@@ -66,6 +67,11 @@ Status populate(io::BlockDevice& dev) {
   UBTRFS_TRY(f->symlink(1, "link", "dir/regular", c));
   UBTRFS_TRY(f->link(big.st_ino, 1, "hardlink"));
   UBTRFS_TRY(f->mknod(1, "fifo", S_IFIFO | 0644, 0, c));
+  // Enough names for a multi-level FS tree with small nodes (a node above several leaves).
+  for (int i = 0; i < extra_files; i++) {
+    auto st = UBTRFS_TRY(f->create(sub.st_ino, "file-" + std::to_string(i), S_IFREG | 0644, c));
+    f->forget(st.st_ino, 1);
+  }
   return f->unmount();
 }
 
@@ -144,7 +150,7 @@ Status emit(io::BlockDevice& dev, const stdfs::path& out, const std::string& nam
 }
 
 Status made_here(const stdfs::path& out, const std::string& name, uint32_t nodesize, io::CsumType csum,
-                 mkfs::Profile profile) {
+                 mkfs::Profile profile, int extra_files = 0) {
   fuzz::SparseDevice dev(128ull << 20, false);
   mkfs::MkfsConfig cfg;
   cfg.nodesize = nodesize;
@@ -156,8 +162,8 @@ Status made_here(const stdfs::path& out, const std::string& name, uint32_t nodes
   cfg.chunk_tree_uuid = mkfs::UuidBytes{3, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
   cfg.fs_tree_uuid = mkfs::UuidBytes{4, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
   UBTRFS_TRY(mkfs::make_btrfs(dev, cfg));
-  UBTRFS_TRY_STATUS(emit(dev, out, name + "-empty"));
-  UBTRFS_TRY_STATUS(populate(dev));
+  if (extra_files == 0) UBTRFS_TRY_STATUS(emit(dev, out, name + "-empty"));
+  UBTRFS_TRY_STATUS(populate(dev, extra_files));
   return emit(dev, out, name);
 }
 
@@ -179,6 +185,8 @@ int main(int argc, char** argv) {
   };
   report("mkfs-16k-dup", made_here(out, "mkfs-16k-dup", 16384, io::CsumType::kXxhash64, mkfs::Profile::kDup));
   report("mkfs-4k-single", made_here(out, "mkfs-4k-single", 4096, io::CsumType::kCrc32c, mkfs::Profile::kSingle));
+  report("mkfs-4k-multilevel",
+         made_here(out, "mkfs-4k-multilevel", 4096, io::CsumType::kCrc32c, mkfs::Profile::kSingle, 120));
   for (int i = 2; i < argc; i++) {
     const std::string path = argv[i];
     auto dev = io::open_device(path, io::OpenMode::kReadOnly);

@@ -34,6 +34,9 @@
 #                                              under the sanitized daemon (2000 and 1000: the TSan
 #                                              daemon is about 5x slower than the ASan one)
 #   UBTRFS_OVERLAP_BUILDS=0                    build the sanitizer trees in the foreground instead
+#   UBTRFS_FUZZ_SHORT=1                        at the end, scripts/fuzz.sh: the clang fuzz build and
+#                                              10 s of each fuzz target (about 3-5 min on 2 cores;
+#                                              off by default while CI is near its 30-minute budget)
 #   UBTRFS_BUILD_DIR, UBTRFS_ASAN_DIR, UBTRFS_TSAN_DIR   the three trees (build, build-asan,
 #                                              build-tsan under the source tree by default)
 set -euo pipefail
@@ -217,6 +220,11 @@ if ((sanitizers)); then
   fi
   unset TSAN_OPTIONS
   stage_done "4 TSan: daemon integration"
+fi
+if [[ ${UBTRFS_FUZZ_SHORT:-0} == 1 ]]; then
+  echo "=== short fuzz run (scripts/fuzz.sh)"
+  scripts/fuzz.sh || failed_suites+=("scripts/fuzz.sh (short fuzz run)")
+  stage_done "5 fuzz build + short run"
 fi
 if ((${#failed_suites[@]})); then
   echo "FAILED suites:"
