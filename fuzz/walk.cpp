@@ -90,6 +90,7 @@ void report(const char* what, const WalkStats& w) {
   std::fprintf(stderr, "%s: corrupt=%d blocks=%llu items=%llu entries=%llu bytes=%llu\n", what, w.corrupt ? 1 : 0,
                static_cast<unsigned long long>(w.blocks), static_cast<unsigned long long>(w.items),
                static_cast<unsigned long long>(w.entries), static_cast<unsigned long long>(w.bytes_read));
+  for (const auto& m : w.corruptions) std::fprintf(stderr, "  corruption: %s\n", m.c_str());
 }
 
 void walk_trees(io::BlockDevice& dev, WalkStats& w) {

@@ -7,7 +7,10 @@
 // directory inode seen twice (a corrupt image can link one into itself) is not entered again.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "fs/filesystem.h"
 #include "io/block_device.h"
@@ -18,11 +21,14 @@ namespace ubtrfs::fuzz {
 inline constexpr uint64_t kMaxBlocks = 4096;
 inline constexpr uint64_t kMaxEntries = 2048;
 inline constexpr int kMaxDepth = 16;
+inline constexpr size_t kMaxMessages = 16;
 inline constexpr uint64_t kMaxReadBytes = 1ull << 20;
 inline constexpr uint64_t kMaxFileBytes = 128ull << 10;  // read per file
 
 struct WalkStats {
   bool corrupt = false;  // some call returned EUCLEAN or EIO
+  std::string first_corruption;  // its message
+  std::vector<std::string> corruptions;  // the first kMaxMessages distinct messages of EUCLEAN/EIO errors
   uint64_t blocks = 0, items = 0, entries = 0, bytes_read = 0;
   // The first inode numbers of each kind met (0: none), for the write phase of the rw target.
   uint64_t a_file = 0, a_dir = 0;
@@ -34,7 +40,13 @@ struct WalkStats {
 template <class R>
 bool note(WalkStats& w, const R& r) {
   if (r) return true;
-  if (r.error().err == EUCLEAN || r.error().err == EIO) w.corrupt = true;
+  if (r.error().err == EUCLEAN || r.error().err == EIO) {
+    if (!w.corrupt) w.first_corruption = r.error().message;
+    if (w.corruptions.size() < kMaxMessages &&
+        std::find(w.corruptions.begin(), w.corruptions.end(), r.error().message) == w.corruptions.end())
+      w.corruptions.push_back(r.error().message);
+    w.corrupt = true;
+  }
   return false;
 }
 
