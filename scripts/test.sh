@@ -87,7 +87,7 @@ san_flags=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITH
            "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG")
 # mkfs.ubtrfs too: fs_unit makes images with $UBTRFS_BIN/mkfs/mkfs.ubtrfs, and a case it has to
 # skip has no assertions, which --warn NoAssertions fails (seen under TSan).
-unit_targets=(ubtrfs_io_tests ubtrfs_tree_tests ubtrfs_alloc_tests ubtrfs_fs_tests mkfs.ubtrfs)
+unit_targets=(ubtrfs_io_tests ubtrfs_tree_tests ubtrfs_alloc_tests ubtrfs_fs_tests ubtrfs_fuzz_tests mkfs.ubtrfs)
 asan_targets=("${unit_targets[@]}" ubtrfs_tools_tests ubtrfs ubtrfs-inspect)
 [[ ${UBTRFS_TEST_PROFILE:-ci} == full ]] && asan_targets+=(fsck.ubtrfs ubtrfs-corrupt)
 tsan_targets=("${unit_targets[@]}" ubtrfs)
