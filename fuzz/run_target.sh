@@ -33,7 +33,7 @@ if ((rc != 0)); then
 fi
 printf '%-20s %10s execs %7s exec/s %6d s  %s  (%s)\n' "$name" "${execs:-?}" "${rate:-?}" $((SECONDS - start)) "$verdict" "$log"
 if ((rc != 0)); then
-  grep -m1 -E 'ERROR:|runtime error|RULE VIOLATED|Test unit written' "$log" || true
+  grep -m1 -E 'ERROR:|runtime error|RULE VIOLATED' "$log" || true
   grep -E 'Test unit written' "$log" || true
 fi
 exit $rc

@@ -74,3 +74,20 @@ TEST_CASE("a name leading to an inode with link count 0 is reported corrupt and 
   CHECK(rw.writes == 0);
   CHECK(rw.violation == "");
 }
+
+// Found by mount_rw_fuzzer (a timeout): an FS tree node whose slot 6 points at the node itself.
+// The block was in the cache, and a cached child was taken without checking its level, so
+// search_slot "descended" into the same node forever. Now a cached child must have the level its
+// parent expects (search_slot and BufferCache::read), as a block read from the device must.
+TEST_CASE("a node pointing at itself is reported corrupt instead of looping", "[fuzz_regression]") {
+  spdlog::set_level(spdlog::level::off);
+  const auto bytes = read_all(crashes_dir() / "mount_rw-node-points-to-itself.ubfz");
+  REQUIRE(!bytes.empty());
+  const auto rw = ubtrfs::fuzz::check_mount_rw(bytes);
+  spdlog::set_level(spdlog::level::info);
+  REQUIRE(rw.mounted);
+  CHECK(rw.walk.corrupt);
+  CHECK(any_message_contains(rw, "bad tree block 9474048: level 1, its parent 9474048 slot 6 expects 0"));
+  CHECK(rw.writes == 0);
+  CHECK(rw.violation == "");
+}
