@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "fs/filesystem.h"
+#include "fs/inode.h"
+#include "fs/transaction.h"
 #include "io/block_device.h"
 #include "io/fault_device.h"
 #include "tests/io/temp_file.h"
@@ -58,6 +61,7 @@ Result<std::unique_ptr<Filesystem>> mount_on(io::BlockDevice& dev, bool ro) {
   MountOptions m;
   m.read_only = ro;
   m.commit_interval_s = 300;
+  m.atime = MountOptions::Atime::kNoatime;  // a listing changes nothing: counted writes are the test's
   return Filesystem::mount(o, m);
 }
 
@@ -129,4 +133,62 @@ TEST_CASE("a device opened read-only through OpenOptions refuses writes", "[open
   CHECK((*f)->info().device().write(1 << 20, one).error().err == EROFS);
   REQUIRE((*f)->unmount());
   CHECK(dev.writes() == 0);
+}
+
+// A directory entry naming an inode whose INODE_ITEM says nlink 0 (a corrupt image: the bug
+// mount_rw_fuzzer found). lookup() must report it and take no lookup count, readdirplus must not
+// list it with a count, so that no forget() evicts (deletes) an inode a directory still names, and
+// the unmount writes nothing.
+TEST_CASE("a name leading to an inode with link count 0 is neither looked up nor evicted", "[open_device]") {
+  auto mem = fresh_image();
+  REQUIRE(mem != nullptr);
+  io::FaultInjectingDevice dev(*mem);
+  uint64_t victim = 0;
+  {
+    auto f = mount_on(dev, false);
+    REQUIRE(f);
+    auto a = (*f)->create(1, "a", S_IFREG | 0644, Caller{});
+    auto b = (*f)->create(1, "b", S_IFREG | 0644, Caller{});
+    REQUIRE(a);
+    REQUIRE(b);
+    victim = b->st_ino;
+    (*f)->forget(a->st_ino, 1);
+    (*f)->forget(b->st_ino, 1);
+    // Break the image: b's link count 0 while "b" still names it.
+    FsInfo& info = (*f)->info();
+    auto root = info.fs_root(kFsTreeObjectid);
+    REQUIRE(root);
+    auto th = info.transactions().start(1);
+    REQUIRE(th);
+    auto ii = read_inode(info, *(*root)->tree, victim);
+    REQUIRE(ii);
+    ii->nlink = 0;
+    REQUIRE(update_inode(*th, *(*root)->tree, victim, *ii));
+    th->end();
+    REQUIRE((*f)->unmount());
+  }
+  const uint64_t writes_before = dev.writes();
+  auto f = mount_on(dev, false);
+  REQUIRE(f);
+  auto lb = (*f)->lookup(1, "b");
+  REQUIRE_FALSE(lb);
+  CHECK(lb.error().err == EUCLEAN);
+  CHECK(lb.error().message.find("whose link count is 0") != std::string::npos);
+  std::vector<std::string> listed;
+  std::vector<uint64_t> counted;
+  REQUIRE((*f)->readdir(1, 0, true, [&](const DirEntryOut& e) {
+    listed.emplace_back(e.name);
+    if (e.name != "." && e.name != "..") counted.push_back(e.attr.st_ino);
+    return true;
+  }));
+  CHECK(std::find(listed.begin(), listed.end(), "a") != listed.end());
+  CHECK(std::find(listed.begin(), listed.end(), "b") == listed.end());
+  for (uint64_t ino : counted) (*f)->forget(ino, 1);
+  REQUIRE((*f)->unmount());
+  CHECK(dev.writes() == writes_before);  // nothing evicted, nothing committed
+  // The name and the inode are still there for a repair tool to see.
+  auto again = mount_on(dev, true);
+  REQUIRE(again);
+  CHECK((*again)->lookup(1, "b").error().err == EUCLEAN);
+  REQUIRE((*again)->unmount());
 }
