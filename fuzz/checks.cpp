@@ -75,7 +75,7 @@ CheckResult check_reader(std::span<const uint8_t> input) {
 
   fs::OpenOptions open;
   open.path = "fuzz-image";
-  open.device = dev.get();
+  open.device = borrow(*dev);
   open.read_only = true;
   open.cache_bytes = 8ull << 20;
   open.writeback.enabled = false;
@@ -106,7 +106,7 @@ CheckResult check_mount_rw(std::span<const uint8_t> input) {
 
   fs::OpenOptions open;
   open.path = "fuzz-image";
-  open.device = &dev;
+  open.device = borrow(dev);
   open.cache_bytes = 8ull << 20;
   open.writeback.enabled = false;
   fs::MountOptions opts;

@@ -83,6 +83,11 @@ class SparseDevice final : public io::BlockDevice {
   std::map<uint64_t, std::vector<uint8_t>> pages_;  // page index -> kPage bytes
 };
 
+// `dev` as OpenOptions::device takes it, not owned (the caller keeps it alive past the unmount).
+inline std::shared_ptr<io::BlockDevice> borrow(io::BlockDevice& dev) {
+  return std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);
+}
+
 // A device holding `img` (size clamped).
 std::unique_ptr<SparseDevice> load_image(const FuzzImage& img, bool read_only);
 

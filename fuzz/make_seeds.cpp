@@ -47,7 +47,7 @@ void write_file(const stdfs::path& p, std::span<const uint8_t> bytes) {
 Status populate(io::BlockDevice& dev, int extra_files) {
   fs::OpenOptions open;
   open.path = "seed";
-  open.device = &dev;
+  open.device = fuzz::borrow(dev);
   open.writeback.enabled = false;
   fs::MountOptions opts;
   auto f = UBTRFS_TRY(fs::Filesystem::mount(open, opts));
