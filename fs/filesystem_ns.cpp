@@ -225,6 +225,15 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   // The shared lock orders this lookup's count against an eviction (which holds it exclusively).
   auto guard = locks_.lock_shared(cid);
   const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *croot, cid.objectid));
+  if (ii.nlink.get() == 0 && name != "." && name != "..") {
+    // A name leading to an inode with no link left: an unlink ran between the entry and the inode
+    // (the name is gone now), or the image is corrupt. No lookup count either way: its forget
+    // would evict (delete) an inode that a directory still names.
+    auto again = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
+    if (!again || entry_target(pid, *again) != cid) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
+    return fail(EUCLEAN, "directory {} of root {}: entry '{}' names inode {} whose link count is 0", pid.objectid,
+                pid.subvol, name, cid.objectid);
+  }
   ns_->add_lookup(cid);
   return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, data_->pending_bytes(cid));
 }
@@ -766,6 +775,9 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
         if (cii.error().err == ENOENT) continue;  // removed since the batch was read
         return fail(cii.error());
       }
+      // Unlinked since the batch was read, or a corrupt entry (lookup() reports which): no lookup
+      // count on an inode without links, whose forget would evict it.
+      if (cii->nlink.get() == 0) continue;
       st = inode_to_stat(*cii, st.st_ino, blksize, data_->pending_bytes(cid));
       if (!fill(DirEntryOut{e.name, st, index + 1})) return {};
       ns_->add_lookup(cid);

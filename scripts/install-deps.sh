@@ -8,6 +8,7 @@ packages=(
   libzstd-dev zlib1g-dev liblzo2-dev libcli11-dev nlohmann-json3-dev uuid-dev libblkid-dev
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
   fio dbench fuse2fs
+  clang-19 libclang-rt-19-dev   # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14 lacks what std::expected needs)
 )
 missing=()
 for p in "${packages[@]}"; do

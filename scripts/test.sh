@@ -34,6 +34,9 @@
 #                                              under the sanitized daemon (2000 and 1000: the TSan
 #                                              daemon is about 5x slower than the ASan one)
 #   UBTRFS_OVERLAP_BUILDS=0                    build the sanitizer trees in the foreground instead
+#   UBTRFS_FUZZ_SHORT=1                        at the end, scripts/fuzz.sh: the clang fuzz build and
+#                                              10 s of each fuzz target (about 3-5 min on 2 cores;
+#                                              off by default while CI is near its 30-minute budget)
 #   UBTRFS_BUILD_DIR, UBTRFS_ASAN_DIR, UBTRFS_TSAN_DIR   the three trees (build, build-asan,
 #                                              build-tsan under the source tree by default)
 set -euo pipefail
@@ -84,7 +87,7 @@ san_flags=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITH
            "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG")
 # mkfs.ubtrfs too: fs_unit makes images with $UBTRFS_BIN/mkfs/mkfs.ubtrfs, and a case it has to
 # skip has no assertions, which --warn NoAssertions fails (seen under TSan).
-unit_targets=(ubtrfs_io_tests ubtrfs_tree_tests ubtrfs_alloc_tests ubtrfs_fs_tests mkfs.ubtrfs)
+unit_targets=(ubtrfs_io_tests ubtrfs_tree_tests ubtrfs_alloc_tests ubtrfs_fs_tests ubtrfs_fuzz_tests mkfs.ubtrfs)
 asan_targets=("${unit_targets[@]}" ubtrfs_tools_tests ubtrfs ubtrfs-inspect)
 [[ ${UBTRFS_TEST_PROFILE:-ci} == full ]] && asan_targets+=(fsck.ubtrfs ubtrfs-corrupt)
 tsan_targets=("${unit_targets[@]}" ubtrfs)
@@ -217,6 +220,11 @@ if ((sanitizers)); then
   fi
   unset TSAN_OPTIONS
   stage_done "4 TSan: daemon integration"
+fi
+if [[ ${UBTRFS_FUZZ_SHORT:-0} == 1 ]]; then
+  echo "=== short fuzz run (scripts/fuzz.sh)"
+  scripts/fuzz.sh || failed_suites+=("scripts/fuzz.sh (short fuzz run)")
+  stage_done "5 fuzz build + short run"
 fi
 if ((${#failed_suites[@]})); then
   echo "FAILED suites:"

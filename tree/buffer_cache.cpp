@@ -56,7 +56,14 @@ Result<EbRef> BufferCache::read(const TreeBlockExpect& expect) {
   // buffer another thread made (the only one a write could start from) would be found instead.
   const size_t slot = write_slot(expect.bytenr);
   for (;;) {
-    if (auto eb = find(expect.bytenr)) return eb;
+    if (auto eb = find(expect.bytenr)) {
+      // A cached block answers only for the level it has (a corrupt pointer may name a block of
+      // another level that is cached: the device read below would refuse it too).
+      if (expect.level && eb->level() != *expect.level)
+        return fail(EUCLEAN, "bad tree block {}: level {} where {} is expected (cached)", expect.bytenr, eb->level(),
+                    *expect.level);
+      return eb;
+    }
     const uint64_t started = writes_started_[slot].load(std::memory_order_acquire);
     if (writes_done_[slot].load(std::memory_order_acquire) != started) {
       std::this_thread::yield();

@@ -267,6 +267,13 @@ again:
     const uint64_t child_bytenr = b->node_blockptr(slot);
     const uint64_t child_gen = b->node_ptr_generation(slot);
     EbRef child = root.ctx().cache.find(child_bytenr);
+    if (child && child->level() != level - 1) {
+      // A corrupt node pointing at a cached block of another level (itself, an ancestor, a
+      // sibling): the read path checks the level of what it reads, a cached block must pass the
+      // same check, or the descent never reaches a leaf.
+      return fail(EUCLEAN, "bad tree block {}: level {}, its parent {} slot {} expects {}", child_bytenr,
+                  child->level(), b->start(), slot, level - 1);
+    }
     if (child && child->generation() != child_gen) {
       // A cached buffer of another life of this address while a live pointer names it: the cache
       // invariant (create() replaces leftovers) is broken. Never loop on it.

@@ -382,6 +382,13 @@ Status LeafChecker::check_file_extent(int slot, const Key& k, uint64_t off, uint
     for (const auto& f : fields)
       if (f.v % ss)
         return item_err(slot, k, "invalid {} for file extent, have {}, should be aligned to {}", f.name, f.v, ss);
+    // A compressed extent holds at most 128 KiB of data compressed into at most 128 KiB
+    // (BTRFS_MAX_UNCOMPRESSED, BTRFS_MAX_COMPRESSED): readers allocate these sizes.
+    constexpr uint64_t kMaxCompressedExtent = 128 * 1024;
+    if (fi.compression && fi.disk_bytenr.get() &&
+        (fi.disk_num_bytes.get() > kMaxCompressedExtent || fi.ram_bytes.get() > kMaxCompressedExtent))
+      return item_err(slot, k, "invalid compressed file extent, disk_num_bytes {} ram_bytes {}, max {}",
+                      fi.disk_num_bytes.get(), fi.ram_bytes.get(), kMaxCompressedExtent);
     if (fi.type == kFileExtentPrealloc && (fi.compression || fi.other_encoding.get()))
       return item_err(slot, k, "invalid prealloc file extent, compression {} other_encoding {}", fi.compression,
                       fi.other_encoding.get());
