@@ -26,8 +26,8 @@ cxx=${UBTRFS_FUZZ_CXX:-clang++-19}
 cc=${cxx/clang++/clang}
 B=$(realpath -m "${UBTRFS_FUZZ_DIR:-$src/build-fuzz}")
 if ! command -v "$cxx" >/dev/null; then
-  [[ $(id -u) == 0 ]] && "$src/scripts/install-deps.sh"
-  command -v "$cxx" >/dev/null || { echo "$cxx not found (scripts/install-deps.sh installs clang-19)" >&2; exit 1; }
+  [[ $(id -u) == 0 ]] && "$src/scripts/install-deps.sh" --fuzz
+  command -v "$cxx" >/dev/null || { echo "$cxx not found (scripts/install-deps.sh --fuzz installs clang-19)" >&2; exit 1; }
 fi
 
 t0=$SECONDS

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ubtrfs needs to build and test on Debian 12 (run as root).
-# Idempotent: packages already present are left alone.
+# Idempotent: packages already present are left alone. `--fuzz` adds clang 19 and its runtime
+# (libFuzzer, ASan, UBSan) for scripts/fuzz.sh; CI's build and tests do not need them.
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
@@ -8,8 +9,9 @@ packages=(
   libzstd-dev zlib1g-dev liblzo2-dev libcli11-dev nlohmann-json3-dev uuid-dev libblkid-dev
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
   fio dbench fuse2fs
-  clang-19 libclang-rt-19-dev   # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14 lacks what std::expected needs)
 )
+# scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)
+[[ ${1:-} == --fuzz ]] && packages+=(clang-19 libclang-rt-19-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
