@@ -137,7 +137,13 @@ Result<bool> write_root_items(FsInfo& fs, TreeHandle& h) {
     if (r->item_size >= sizeof(RootItem)) item.generation_v2 = gen;
     UBTRFS_TRY_STATUS(overwrite_item(h, fs.root_tree(), Key{r->objectid(), kRootItemKey, r->key_offset},
                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), r->item_size)));
-    r->item = item;
+    // Only the fields that changed: other threads read the record's other fields without the
+    // commit's exclusion (the NOCOW check reads last_snapshot, the global reserve bytes_used), and
+    // a whole-struct store raced them (TSan, the daemon's stress run with writeback at 1 %).
+    r->item.bytenr = item.bytenr;
+    r->item.level = item.level;
+    r->item.generation = item.generation;
+    if (r->item_size >= sizeof(RootItem)) r->item.generation_v2 = item.generation_v2;
     changed = true;
   }
   return changed;
