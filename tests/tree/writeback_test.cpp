@@ -46,6 +46,41 @@ std::string check_written_blocks(TreeEnv& env) {
   return "";
 }
 
+// A background pass held inside its first write (before_submit hook) until release(): what a
+// modifier, the evictor or a pausing commit see while a write is in flight.
+class HeldBackgroundPass {
+ public:
+  explicit HeldBackgroundPass(TreeEnv& env) : env_(env) {
+    env_.cache.set_before_submit_hook_for_test([this](const ExtentBuffer&) {
+      std::unique_lock lk(m_);
+      in_hook_ = true;
+      cv_.notify_all();
+      cv_.wait(lk, [this] { return released_; });
+    });
+    pass_ = std::thread([this] { (void)env_.cache.writeback(WbPolicy{}); });
+    std::unique_lock lk(m_);
+    cv_.wait(lk, [this] { return in_hook_; });
+  }
+  // Lets the pass finish and waits for it.
+  void release() {
+    {
+      std::lock_guard lk(m_);
+      released_ = true;
+    }
+    cv_.notify_all();
+    if (pass_.joinable()) pass_.join();
+    env_.cache.set_before_submit_hook_for_test(nullptr);
+  }
+  ~HeldBackgroundPass() { release(); }
+
+ private:
+  TreeEnv& env_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool in_hook_ = false, released_ = false;
+  std::thread pass_;
+};
+
 }  // namespace
 
 TEST_CASE("writeback_state_machine: DIRTY becomes WRITEBACK+WRITTEN under the lock, completion makes it clean",
@@ -196,20 +231,7 @@ TEST_CASE("writeback_pause_waits_for_a_running_pass: pause_background returns on
     REQUIRE(create_empty_tree(h, root));
   }
   fill(env, root, 400, 50);
-  std::mutex m;
-  std::condition_variable cv;
-  bool in_pass = false, release = false;
-  env.cache.set_before_submit_hook_for_test([&](const ExtentBuffer&) {
-    std::unique_lock lk(m);
-    in_pass = true;
-    cv.notify_all();
-    cv.wait(lk, [&] { return release; });
-  });
-  std::thread bg([&] { env.cache.writeback(WbPolicy{}); });
-  {
-    std::unique_lock lk(m);
-    cv.wait(lk, [&] { return in_pass; });
-  }
+  HeldBackgroundPass held(env);
   std::atomic<bool> paused{false};
   std::thread committer([&] {
     env.cache.pause_background();
@@ -217,15 +239,9 @@ TEST_CASE("writeback_pause_waits_for_a_running_pass: pause_background returns on
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   CHECK_FALSE(paused.load());  // the pass is still writing
-  {
-    std::lock_guard lk(m);
-    release = true;
-  }
-  cv.notify_all();
-  bg.join();
+  held.release();
   committer.join();
   CHECK(paused.load());
-  env.cache.set_before_submit_hook_for_test(nullptr);
   CHECK(env.cache.writeback(WbPolicy{}).paused);
   env.cache.resume_background();
 }
@@ -303,20 +319,7 @@ TEST_CASE("writeback_in_flight: a block under writeback is not evicted and is co
   }
   fill(env, root, 3, 10);
   EbRef leaf = root.node();
-  std::mutex m;
-  std::condition_variable cv;
-  bool in_hook = false, release = false;
-  env.cache.set_before_submit_hook_for_test([&](const ExtentBuffer&) {
-    std::unique_lock lk(m);
-    in_hook = true;
-    cv.notify_all();
-    cv.wait(lk, [&] { return release; });
-  });
-  std::thread writer([&] { (void)env.cache.writeback(WbPolicy{}); });
-  {
-    std::unique_lock lk(m);
-    cv.wait(lk, [&] { return in_hook; });
-  }
+  HeldBackgroundPass held(env);
   CHECK(leaf->under_writeback());
   env.cache.set_budget(0);
   env.cache.evict_to_budget();
@@ -329,12 +332,7 @@ TEST_CASE("writeback_in_flight: a block under writeback is not evicted and is co
     CHECK(in_flight);
     leaf->unlock_write();
   }
-  {
-    std::lock_guard lk(m);
-    release = true;
-  }
-  cv.notify_all();
-  writer.join();
+  held.release();
   CHECK_FALSE(leaf->under_writeback());
 }
 
@@ -414,20 +412,7 @@ TEST_CASE("should_cow with fix 1 waits for a write in flight, then overwrites in
   }
   fill(env, root, 3, 10);
   EbRef leaf = root.node();
-  std::mutex m;
-  std::condition_variable cv;
-  bool in_hook = false, release = false;
-  env.cache.set_before_submit_hook_for_test([&](const ExtentBuffer&) {
-    std::unique_lock lk(m);
-    in_hook = true;
-    cv.notify_all();
-    cv.wait(lk, [&] { return release; });
-  });
-  std::thread writer([&] { (void)env.cache.writeback(WbPolicy{}); });
-  {
-    std::unique_lock lk(m);
-    cv.wait(lk, [&] { return in_hook; });
-  }
+  HeldBackgroundPass held(env);
   std::atomic<bool> decided{false};
   bool cow = true;
   std::thread modifier([&] {
@@ -440,12 +425,7 @@ TEST_CASE("should_cow with fix 1 waits for a write in flight, then overwrites in
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   CHECK_FALSE(decided);  // waiting for the write, not copying, not modifying under it
-  {
-    std::lock_guard lk(m);
-    release = true;
-  }
-  cv.notify_all();
-  writer.join();
+  held.release();
   modifier.join();
   CHECK(decided);
   CHECK_FALSE(cow);
