@@ -257,6 +257,8 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
     return r;
   }
   std::vector<EbRef> cands;
+  // Uses from now on are newer than everything this pass orders by.
+  if (policy.coldest_first) ExtentBuffer::advance_use_epoch();
   {
     std::lock_guard g(mu_);
     cands.reserve(dirty_.size());
@@ -264,11 +266,12 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
       // Least recently used by a tree path first: the cache's LRU list only sees lookups, and a
       // root node, held by its root, is never looked up, so order by the buffers' own stamps.
       // The stamps change under us (paths run): sort a snapshot, std::sort needs a fixed order.
-      std::vector<std::pair<uint64_t, ExtentBuffer*>> order;
+      // Ties (one epoch) go in address order, as the address-ordered pass would write them.
+      std::vector<std::pair<uint64_t, uint64_t>> order;  // (use epoch, start)
       order.reserve(dirty_.size());
-      for (auto& [start, eb] : dirty_) order.emplace_back(eb->last_use(), eb.get());
+      for (auto& [start, eb] : dirty_) order.emplace_back(eb->last_use(), start);
       std::sort(order.begin(), order.end());
-      for (auto& [use, eb] : order) cands.push_back(dirty_.at(eb->start()));
+      for (auto& [use, start] : order) cands.push_back(dirty_.at(start));
     } else {
       // range_cyclic: from the cursor to the end, then from the start up to the cursor.
       for (auto it = dirty_.lower_bound(cursor_); it != dirty_.end(); ++it) cands.push_back(it->second);

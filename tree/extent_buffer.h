@@ -118,9 +118,12 @@ class ExtentBuffer {
     lock_.lock_shared();
     touch();
   }
-  // Recency for coldest-first writeback (the role of the page LRU's referenced bit): a
-  // process-wide sequence, larger = used more recently.
+  // Recency for coldest-first writeback (the role of the page LRU's referenced bit): the use epoch
+  // of the buffer's last use, larger = used more recently. Epochs advance once per background
+  // writeback pass, so "used since the last pass" is one class, like the referenced bit.
   uint64_t last_use() const { return last_use_.load(std::memory_order_relaxed); }
+  // Starts a new use epoch (the background writeback pass, at its start).
+  static void advance_use_epoch() { use_epoch_.fetch_add(1, std::memory_order_relaxed); }
   void unlock_read() { lock_.unlock_shared(); }
 
   // ---- header (FORMAT.md §2.1) ------------------------------------------------------------------
@@ -207,8 +210,14 @@ class ExtentBuffer {
   static constexpr size_t leaf_data_abs(uint32_t off) { return sizeof(Header) + off; }
 
  private:
-  static inline std::atomic<uint64_t> use_clock_{0};
-  void touch() { last_use_.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  static inline std::atomic<uint64_t> use_epoch_{1};
+  // On the path of every blocking lock: a relaxed load, and a store only on the first use in an
+  // epoch, so hot nodes (a root every operation locks) are not a cache line every thread writes
+  // (a process-wide fetch_add here was one atomic read-modify-write per lock).
+  void touch() {
+    const uint64_t e = use_epoch_.load(std::memory_order_relaxed);
+    if (last_use_.load(std::memory_order_relaxed) != e) last_use_.store(e, std::memory_order_relaxed);
+  }
 
   const uint64_t start_;
   std::vector<uint8_t> data_;

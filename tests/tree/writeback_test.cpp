@@ -180,6 +180,8 @@ TEST_CASE("writeback_coldest_first: the background pass writes the least recentl
   fill(env, root, 400, 50);
   const size_t dirty = env.cache.nr_dirty();
   REQUIRE(dirty > 4);
+  // A background pass has run since the fill (each pass starts a new use epoch).
+  ExtentBuffer::advance_use_epoch();
   // A read of the first key uses the root and the leftmost leaf: they are now the hottest (the
   // root is held by its TreeRoot and never looked up in the cache, so only the buffers' own use
   // stamps can tell it is hot).
