@@ -11,6 +11,7 @@
 #include "fs/filesystem.h"
 #include "tests/crash/sector_overlay.h"
 #include "tools/fsck/check.h"
+#include "tree/superblock.h"
 
 namespace ubtrfs::crash {
 namespace {
@@ -40,7 +41,7 @@ fs::OpenOptions open_options(std::shared_ptr<io::BlockDevice> dev, bool ro) {
 
 }  // namespace
 
-void CrashExplorer::model_check(const Recording& rec, size_t f, const FsState& img, Verdict& v) const {
+void CrashExplorer::model_check(const Recording& rec, size_t f, const FsState& img, bool whole, Verdict& v) const {
   size_t lo = 0;
   std::vector<const DurabilityPoint*> required;
   for (const DurabilityPoint& d : rec.durable)
@@ -67,7 +68,7 @@ void CrashExplorer::model_check(const Recording& rec, size_t f, const FsState& i
                                           d->text, d->snapshot, d->ino, have.substr(0, 60), want.substr(0, 60)));
     }
   }
-  if (!cfg_.atomic_commits) return;
+  if (!whole) return;
   for (size_t i = lo; i <= hi; ++i)
     if (rec.snapshots[i] == img) return;
   v.problems.emplace_back(
@@ -82,15 +83,26 @@ CrashExplorer::Verdict CrashExplorer::judge(const Recording& rec, size_t f, cons
   Verdict v;
   ++stats_.full_judgements;
   const SectorStack stack{base_.bytes, {&epoch, &persisted}};
+  // An image with a log tree (an fsync served by the log, then the power cut before the next
+  // commit): what the fsyncs promised is in the log, so the model is checked on the state the
+  // read-write mount has after replaying it; the read-only mount ignores the log (it must not
+  // write) and shows the last commit. Without a log the image is one commit, a whole snapshot.
+  bool has_log = false;
+  {
+    OverlayDevice dev(stack, "crash-image");
+    if (auto sb = read_superblock(dev)) has_log = sb->log_root.get() != 0;
+  }
   {
     auto dev = std::make_shared<OverlayDevice>(stack, "crash-image");
     auto f_ro = fs::Filesystem::mount(open_options(dev, true), mount_options(true));
     if (!f_ro) {
       v.problems.emplace_back("ubtrfs-ro-mount", f_ro.error().message);  // the model cannot be checked
     } else {
-      auto img = read_fs_state(**f_ro);
-      if (!img) v.problems.emplace_back("ubtrfs-read", img.error().message);
-      else model_check(rec, f, *img, v);
+      if (!has_log) {
+        auto img = read_fs_state(**f_ro);
+        if (!img) v.problems.emplace_back("ubtrfs-read", img.error().message);
+        else model_check(rec, f, *img, cfg_.atomic_commits, v);
+      }
       (void)(*f_ro)->unmount();
     }
     if (dev->scratch().size() != 0)
@@ -124,8 +136,16 @@ CrashExplorer::Verdict CrashExplorer::judge(const Recording& rec, size_t f, cons
   {
     auto dev = std::make_shared<OverlayDevice>(stack, "crash-image");
     auto f_rw = fs::Filesystem::mount(open_options(dev, false), mount_options(false));
-    if (!f_rw) v.problems.emplace_back("ubtrfs-rw-mount", f_rw.error().message);
-    else if (auto st = (*f_rw)->unmount(); !st) v.problems.emplace_back("ubtrfs-rw-unmount", st.error().message);
+    if (!f_rw) {
+      v.problems.emplace_back("ubtrfs-rw-mount", f_rw.error().message);
+    } else {
+      if (has_log) {
+        auto img = read_fs_state(**f_rw);
+        if (!img) v.problems.emplace_back("ubtrfs-read", img.error().message);
+        else model_check(rec, f, *img, /*whole=*/false, v);
+      }
+      if (auto st = (*f_rw)->unmount(); !st) v.problems.emplace_back("ubtrfs-rw-unmount", st.error().message);
+    }
   }
   if (cfg_.oracles && (avail_.btrfs_check || avail_.kernel_mount)) {
     const uint64_t hash = persisted.hash() + epoch.hash();

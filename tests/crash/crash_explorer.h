@@ -13,10 +13,13 @@
 // What must hold (a crash during epoch f may be as late as just before flush f + 1 completed):
 // every durability point that had returned with at most f flushes completed is required; the model
 // snapshots allowed are those from the latest required point up to the number of ops that had
-// started by then. Judgement of one image, in order: ubtrfs mounts it read-only (in process), the
-// state read back passes the model (per fsynced object; and, with atomic_commits, the whole image
-// equals one allowed snapshot), fsck.ubtrfs's passes (in process) report nothing, a read-write mount
-// and unmount succeed; then, within the oracle budget, the external oracles (external_oracles.h).
+// started by then. Judgement of one image, in order: ubtrfs mounts it read-only (in process, it must
+// write nothing), the state read back passes the model (per fsynced object; and, with
+// atomic_commits, the whole image equals one allowed snapshot), fsck.ubtrfs's passes (in process)
+// report nothing, a read-write mount and unmount succeed; then, within the oracle budget, the
+// external oracles (external_oracles.h). An image with a log tree (fsyncs served by the log, the
+// power cut before the next commit) is model-checked on the read-write mount's state, after log
+// replay, per fsynced object only (a log holds the fsynced inodes, not a snapshot of everything).
 // A verdict is cached by (image hash, f) within one recording: equal images under equal
 // requirements get equal verdicts; both counts are printed.
 #pragma once
@@ -87,7 +90,8 @@ class CrashExplorer {
   // every copy): fsck's "super-mirror ... differs" is tolerated there and counted apart.
   Verdict judge(const Recording& rec, size_t flushes_done, const SectorMap& persisted, const SectorMap& epoch,
                 bool epoch_has_super);
-  void model_check(const Recording& rec, size_t flushes_done, const FsState& img, Verdict& v) const;
+  // `whole`: the image must also equal one allowed snapshot (a committed state with atomic_commits).
+  void model_check(const Recording& rec, size_t flushes_done, const FsState& img, bool whole, Verdict& v) const;
   void write_image(const std::string& path, const SectorMap& persisted, const SectorMap& epoch) const;
 
   const BaseImage& base_;
