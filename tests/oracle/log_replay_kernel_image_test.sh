@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Log tree replay of kernel-made crash images (issue 9, acceptance 2; fs/tree_log_replay.h).
+#
+# For each scenario: mkfs.ubtrfs an image, mount it with the kernel (commit=300 so no transaction
+# commit happens on its own), build a committed baseline (sync), make the scenario's changes and
+# fsync them (so they are only in the log tree), copy the image while still mounted (a power cut:
+# FORMAT.md §7.6), unmount. The copy must have log_root != 0. Then:
+#   - the kernel mounts one copy of the crash image (it replays the log): its manifest is the
+#     reference;
+#   - ubtrfs mounts another copy read-write (it replays the log): its live manifest must equal the
+#     kernel's, and so must the manifest after the unmount seen by the kernel (check_clean_full:
+#     btrfs check original/lowmem/data csums, kernel read of every file, fsck.ubtrfs);
+#   - the ubtrfs-replayed image has log_root 0.
+# Manifests (images/manifest.sh) compare names, types, modes, sizes, link counts, content hashes and
+# xattrs; mtimes are compared for files only (a directory that gains a name during replay gets the
+# replay's time, in either implementation).
+# Also: a read-only ubtrfs mount of a crash image ignores the log (committed state) and leaves the
+# image byte-identical; -o nologreplay refuses read-write, image unchanged.
+# shellcheck source=lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=../../images/manifest.sh disable=SC1091
+source "$UBTRFS_SRC/images/manifest.sh"
+
+require_ubtrfs
+require_kernel_btrfs
+require_btrfs_check
+command -v python3 >/dev/null || skip_or_fail "python3 not installed"
+command -v setfattr >/dev/null || skip_or_fail "setfattr not installed"
+command -v fallocate >/dev/null || skip_or_fail "fallocate not installed"
+
+tmp=$(make_tmpdir)
+MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
+
+# do_fsync PATH...: fsync(2) of each path (files and directories).
+do_fsync() {
+  python3 -c '
+import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)' "$@"
+}
+# gen SEED SIZE FILE: deterministic random content.
+gen() { python3 -c 'import random,sys; sys.stdout.buffer.write(random.Random(sys.argv[1]).randbytes(int(sys.argv[2])))' "$1" "$2" >"$3"; }
+# pwrite_at FILE OFFSET SIZE SEED: overwrite in place (no truncation).
+pwrite_at() {
+  python3 -c '
+import os, random, sys
+f, off, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+fd = os.open(f, os.O_WRONLY)
+os.pwrite(fd, random.Random(seed).randbytes(n), off)
+os.close(fd)' "$@"
+}
+# manifest for comparison: directories' mtime blanked (field 9).
+manifest_cmp() { manifest_of "$1" | awk -F'\t' -v OFS='\t' '$2 == "d" { $9 = "-" } { print }'; }
+
+# The committed baseline every scenario starts from.
+baseline() {
+  local m=$1
+  mkdir "$m/d" "$m/e"
+  echo "base file" >"$m/d/f"
+  gen 1 65536 "$m/d/small"
+  gen 2 1048576 "$m/big"
+  setfattr -n user.a -v one "$m/d/f"
+  setfattr -n user.b -v two "$m/d/f"
+  echo victim >"$m/d/gone"
+  mkdir "$m/d/sub"
+  echo inner >"$m/d/sub/x"
+  sync
+}
+
+# The scenarios: each changes the mounted filesystem and fsyncs.
+sc_new_file() { echo "fresh data" >"$1/d/new"; do_fsync "$1/d/new"; }
+sc_append() { gen 3 12288 "$tmp/app" && cat "$tmp/app" >>"$1/d/small"; do_fsync "$1/d/small"; }
+sc_overwrite_middle() { pwrite_at "$1/big" 524288 8192 4; do_fsync "$1/big"; }
+sc_truncate() { truncate -s 100000 "$1/big"; do_fsync "$1/big"; }
+sc_punch_hole() { fallocate -p -o 262144 -l 131072 "$1/big"; do_fsync "$1/big"; }
+sc_hard_link() { ln "$1/d/f" "$1/e/f-link"; do_fsync "$1/d/f"; }
+# A rename to another directory is logged (rather than committed) when the file was already in
+# this transaction's log: the old directory is logged with DIR_LOG_INDEX ranges that delete the
+# old name at replay.
+sc_rename() {
+  gen 6 4096 "$tmp/app" && cat "$tmp/app" >>"$1/d/small"
+  do_fsync "$1/d/small"
+  mv "$1/d/small" "$1/e/renamed"
+  do_fsync "$1/e/renamed"
+}
+sc_rename_same_dir() { mv "$1/d/small" "$1/d/renamed"; do_fsync "$1/d/renamed"; }
+sc_xattr() { setfattr -n user.c -v three "$1/d/f"; setfattr -x user.a "$1/d/f"; do_fsync "$1/d/f"; }
+sc_new_dir() { mkdir "$1/n"; gen 5 20000 "$1/n/x"; do_fsync "$1/n/x"; do_fsync "$1/n"; }
+sc_unlink_dir_fsync() { rm "$1/d/gone"; do_fsync "$1/d"; }
+sc_many() {
+  # Several inodes in one log: appends, a new file with a hard link, a rename in place.
+  local i
+  for i in 1 2 3 4 5 6; do gen "m$i" $((i * 5000)) "$1/e/m$i"; done
+  ln "$1/e/m1" "$1/e/m1-link"
+  mv "$1/e/m2" "$1/e/m2-renamed"
+  do_fsync "$1"/e/m* "$1/e"
+}
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync many)
+if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
+
+log_root_of() { btrfs inspect-internal dump-super "$1" | awk '$1 == "log_root" { print $2 }'; }
+
+first_crash=""
+for sc in "${scenarios[@]}"; do
+  dir=$tmp/$sc
+  mkdir -p "$dir"
+  img=$dir/live.img
+  "$MKFS" -q -b 256M "$img"
+  kernel_mount "$img" "$dir/live" commit=300
+  baseline "$dir/live"
+  "sc_$sc" "$dir/live"
+  cp --sparse=always "$img" "$dir/crash.img"
+  kernel_umount "$dir/live"
+  lr=$(log_root_of "$dir/crash.img")
+  if [[ -z $lr || $lr == 0 ]]; then
+    failed "$sc: the crash image has no log tree (log_root=$lr): the scenario did not exercise replay"
+    continue
+  fi
+  [[ -n $first_crash ]] || first_crash=$dir/crash.img
+
+  # The reference: the kernel's own replay.
+  cp --sparse=always "$dir/crash.img" "$dir/kernel.img"
+  kernel_mount "$dir/kernel.img" "$dir/km"
+  manifest_cmp "$dir/km" >"$dir/kernel.manifest"
+  kernel_umount "$dir/km"
+
+  # The fsynced changes are only in the log: the committed state (a read-only mount ignores the
+  # log) differs from the replay, so the comparisons below can fail.
+  cp --sparse=always "$dir/crash.img" "$dir/ro.img"
+  if ubtrfs_mount "$dir/ro.img" "$dir/rom" ro; then
+    manifest_cmp "$dir/rom" >"$dir/committed.manifest"
+    ubtrfs_umount "$dir/rom"
+    if cmp -s "$dir/committed.manifest" "$dir/kernel.manifest"; then
+      failed "$sc: the committed state already equals the replay: the log holds nothing this test sees"
+    else
+      pass "$sc: the fsynced changes are only in the log"
+    fi
+  else
+    failed "$sc: read-only mount of the crash image refused"
+  fi
+
+  # ubtrfs replays a copy read-write.
+  cp --sparse=always "$dir/crash.img" "$dir/ubtrfs.img"
+  if ! ubtrfs_mount "$dir/ubtrfs.img" "$dir/um"; then
+    failed "$sc: ubtrfs refused to mount the crash image read-write"
+    continue
+  fi
+  manifest_cmp "$dir/um" >"$dir/ubtrfs.manifest"
+  ubtrfs_umount "$dir/um"
+  if diff -u "$dir/kernel.manifest" "$dir/ubtrfs.manifest" >"$dir/diff"; then
+    pass "$sc: ubtrfs's replay shows what the kernel's replay shows ($(wc -l <"$dir/kernel.manifest") paths)"
+  else
+    failed "$sc: ubtrfs's replay differs from the kernel's:"
+    cat "$dir/diff" >&2
+  fi
+  lr=$(log_root_of "$dir/ubtrfs.img")
+  [[ $lr == 0 ]] && pass "$sc: replayed image has log_root 0" || failed "$sc: replayed image still has log_root $lr"
+  if check_clean_full "$dir/ubtrfs.img" "$dir/after.raw"; then
+    pass "$sc: replayed image is check-clean (btrfs check x3, kernel read, fsck.ubtrfs)"
+  else
+    failed "$sc: replayed image is not check-clean"
+  fi
+  awk -F'\t' -v OFS='\t' '$2 == "d" { $9 = "-" } { print }' "$dir/after.raw" >"$dir/after.manifest"
+  if diff -u "$dir/kernel.manifest" "$dir/after.manifest" >"$dir/diff2"; then
+    pass "$sc: the kernel sees the ubtrfs-replayed image as its own replay"
+  else
+    failed "$sc: the kernel's view of the ubtrfs-replayed image differs from its own replay:"
+    cat "$dir/diff2" >&2
+  fi
+done
+
+# Read-only mounts never write: the log is ignored (its changes invisible), the image unchanged.
+if [[ -n $first_crash ]]; then
+  ro=$tmp/ro.img
+  cp --sparse=always "$first_crash" "$ro"
+  before=$(hash_file "$ro")
+  if ubtrfs_mount "$ro" "$tmp/rom" ro; then
+    ubtrfs_umount "$tmp/rom"
+    if [[ $(hash_file "$ro") == "$before" ]] && grep -q "not visible" "$UBTRFS_LAST_LOG"; then
+      pass "read-only mount of a crash image: log ignored with a warning, image byte-identical"
+    else
+      failed "read-only mount of a crash image wrote to it or did not warn: $(grep -i log "$UBTRFS_LAST_LOG" | head -3)"
+    fi
+  else
+    failed "read-only mount of a crash image refused"
+  fi
+  for opt in nologreplay rescue=nologreplay; do
+    ubtrfs_try_mount "$ro" "$tmp/nlr" "$opt"
+    if [[ $TRY_RC != 0 && $TRY_RC -lt 124 ]] && grep -q "nologreplay" "$TRY_ERR" && ! is_mounted "$tmp/nlr" &&
+      [[ $(hash_file "$ro") == "$before" ]]; then
+      pass "-o $opt: read-write refused, image unchanged"
+    else
+      failed "-o $opt: exit $TRY_RC, mounted=$(is_mounted "$tmp/nlr" && echo yes || echo no): $(head -c 400 "$TRY_ERR")"
+    fi
+  done
+fi
+
+finish
