@@ -125,6 +125,8 @@ Status LogReplayer::add_inode_refs(uint64_t ino) {
   auto refs = UBTRFS_TRY(log_refs(ino));
   auto current = UBTRFS_TRY(list_inode_refs(root_, ino));
   for (const auto& [parent, names] : refs) {
+    // A subvolume root's ".." ref (256, INODE_REF, 256) names no directory entry (FORMAT.md §4.4).
+    if (parent == ino) continue;
     if (!inode_exists(parent)) {
       spdlog::debug("{}: log replay: parent {} of inode {} does not exist, name skipped", fs_.path(), parent, ino);
       continue;

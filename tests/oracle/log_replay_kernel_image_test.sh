@@ -89,6 +89,8 @@ sc_rename_same_dir() { mv "$1/d/small" "$1/d/renamed"; do_fsync "$1/d/renamed"; 
 sc_xattr() { setfattr -n user.c -v three "$1/d/f"; setfattr -x user.a "$1/d/f"; do_fsync "$1/d/f"; }
 sc_new_dir() { mkdir "$1/n"; gen 5 20000 "$1/n/x"; do_fsync "$1/n/x"; do_fsync "$1/n"; }
 sc_unlink_dir_fsync() { rm "$1/d/gone"; do_fsync "$1/d"; }
+# The subvolume root logged: its ".." ref (256, INODE_REF, 256) must not become a name.
+sc_root_dir_fsync() { echo r >"$1/rootfile"; rm "$1/big"; do_fsync "$1"; }
 sc_many() {
   # Several inodes in one log: appends, a new file with a hard link, a rename in place.
   local i
@@ -97,7 +99,7 @@ sc_many() {
   mv "$1/e/m2" "$1/e/m2-renamed"
   do_fsync "$1"/e/m* "$1/e"
 }
-scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync many)
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync many)
 if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
 
 log_root_of() { btrfs inspect-internal dump-super "$1" | awk '$1 == "log_root" { print $2 }'; }
