@@ -184,9 +184,14 @@ Status LogReplayer::add_inode_refs(uint64_t ino) {
 }
 
 // fixup_inode_link_counts: nlink = number of names (a directory: 1 while it has a name). An inode
-// left without a name gets an orphan item; the mount's orphan cleanup evicts it, as btrfs does.
+// left without a name gets an orphan item; the mount's orphan cleanup evicts it, as btrfs does. A
+// directory left without a name loses its entries first (the "rm -rf" a directory fsync recorded:
+// tree-log.c's replay_dir_deletes with del_all), and each child's count is fixed in turn.
 Status LogReplayer::fixup_link_counts() {
-  for (uint64_t ino : link_fixups_) {
+  std::vector<uint64_t> work(link_fixups_.rbegin(), link_fixups_.rend());
+  while (!work.empty()) {
+    const uint64_t ino = work.back();
+    work.pop_back();
     auto ii = read_inode_item(root_, ino);
     if (!ii) {
       if (ii.error().err == ENOENT) continue;
@@ -197,6 +202,22 @@ Status LogReplayer::fixup_link_counts() {
     uint32_t nlink = static_cast<uint32_t>(refs.size());
     if (dir && nlink > 1) nlink = 1;
     if (nlink == 0 && ino == kFirstFreeObjectid) continue;  // the subvolume root has its ".." ref
+    if (nlink == 0 && dir) {
+      auto entries = UBTRFS_TRY(tree_items(ino, kDirIndexKey));
+      for (const auto& [k, body] : entries) {
+        auto es = UBTRFS_TRY(parse_dir_entries(body, k));
+        if (es.size() != 1 || es[0].location.type != kInodeItemKey)
+          return fail(EOPNOTSUPP, "log replay: removed directory {} holds entry [{} {} {}] that is not an inode", ino,
+                      k.objectid, k.type, k.offset);
+        UBTRFS_TRY_STATUS(unlink_name(ino, es[0].name, k.offset, es[0].location.objectid));
+        work.push_back(es[0].location.objectid);
+      }
+      ii = UBTRFS_TRY(read_inode_item(root_, ino));
+      InodeItem u = *ii;
+      u.size = 0;
+      UBTRFS_TRY_STATUS(update_inode_item(h_, root_, ino, u));
+      ii = u;
+    }
     if (nlink != ii->nlink.get()) {
       InodeItem u = *ii;
       u.nlink = nlink;

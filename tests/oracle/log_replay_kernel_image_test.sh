@@ -91,6 +91,24 @@ sc_new_dir() { mkdir "$1/n"; gen 5 20000 "$1/n/x"; do_fsync "$1/n/x"; do_fsync "
 sc_unlink_dir_fsync() { rm "$1/d/gone"; do_fsync "$1/d"; }
 # The subvolume root logged: its ".." ref (256, INODE_REF, 256) must not become a name.
 sc_root_dir_fsync() { echo r >"$1/rootfile"; rm "$1/big"; do_fsync "$1"; }
+# A directory removed with its contents, the parent fsynced: replay removes the whole subtree.
+sc_rmdir_tree() { rm -rf "$1/d/sub"; do_fsync "$1/d"; }
+# Symlink, fifo and a preallocated file, parent fsynced.
+sc_special() {
+  ln -s ../big "$1/d/link"
+  mkfifo "$1/d/fifo"
+  fallocate -l 1M "$1/d/prealloc"
+  gen 7 5000 "$tmp/p" && dd if="$tmp/p" of="$1/d/prealloc" conv=notrunc status=none
+  do_fsync "$1/d/prealloc" "$1/d"
+}
+# A log tree of more than one level: many new files with data, and 8 MiB of new data in one file.
+sc_big_log() {
+  local i
+  mkdir "$1/many"
+  for i in $(seq 1 400); do echo "file $i" >"$1/many/file-with-a-longer-name-$i"; done
+  gen 8 8388608 "$1/many/large"
+  do_fsync "$1"/many/* "$1/many"
+}
 sc_many() {
   # Several inodes in one log: appends, a new file with a hard link, a rename in place.
   local i
@@ -99,7 +117,7 @@ sc_many() {
   mv "$1/e/m2" "$1/e/m2-renamed"
   do_fsync "$1"/e/m* "$1/e"
 }
-scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync many)
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log many)
 if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
 
 log_root_of() { btrfs inspect-internal dump-super "$1" | awk '$1 == "log_root" { print $2 }'; }
