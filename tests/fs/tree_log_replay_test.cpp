@@ -474,3 +474,41 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
     must(f->unmount(), "unmount");
   }
 }
+
+TEST_CASE("log replay: a directory deleted by a logged range takes its whole subtree with it", "[tree_log_replay]") {
+  auto mem = fresh_image();
+  REQUIRE(mem != nullptr);
+  const Baseline b = make_baseline(*mem);
+  {
+    // The root directory logged after `rm -rf d`: its whole index range is logged, holding only f.
+    LogWriter w(*mem);
+    w.inode(kFirstFreeObjectid, w.current_inode(kFirstFreeObjectid));
+    w.dir_log_range(kFirstFreeObjectid, 0, ~0ull);
+    const uint64_t f_index = *must(find_inode_ref(w.subvol(), b.f, kFirstFreeObjectid, "f"), "index of f");
+    DirEntryRecord e;
+    e.name = "f";
+    e.location = Key{b.f, kInodeItemKey, 0};
+    e.type = kFtRegFile;
+    e.transid = w.transid();
+    std::vector<uint8_t> body;
+    append_dir_entry(body, e);
+    w.item(Key{kFirstFreeObjectid, kDirIndexKey, f_index}, body);
+    w.finish();
+  }
+  auto f = must(mount_on(*mem, false), "mount with replay");
+  CHECK(f->lookup(1, "d").error().err == ENOENT);
+  CHECK(f->getattr(b.d).error().err == ENOENT);  // evicted, with everything below it
+  CHECK(f->getattr(b.x).error().err == ENOENT);
+  CHECK(f->getattr(b.y).error().err == ENOENT);
+  CHECK(read_all(*f, b.f) == b.f_data);
+  CHECK(must(f->getattr(1), "getattr root").st_size == 2);  // "f" only
+  must(f->unmount(), "unmount");
+  if (std::system("command -v btrfs >/dev/null 2>&1") == 0 && geteuid() == 0) {
+    io::testing::TempFile img(kImageSize);
+    {
+      std::ofstream out(img.path(), std::ios::binary);
+      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
+    }
+    CHECK(std::system(fmt::format("btrfs check {} >/dev/null 2>&1", img.path()).c_str()) == 0);
+  }
+}
