@@ -115,7 +115,9 @@ Filesystem::~Filesystem() {
 }
 
 Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, const MountOptions& opts) {
-  auto fs = UBTRFS_TRY(FsInfo::open(open));
+  OpenOptions with_replay = open;
+  with_replay.replays_log = true;  // replay_log_trees below, before anything else writes
+  auto fs = UBTRFS_TRY(FsInfo::open(with_replay));
   uint64_t subvol = 0;
   if (opts.subvolid) {
     subvol = *opts.subvolid;

@@ -62,6 +62,10 @@ struct OpenOptions {
   std::shared_ptr<io::BlockDevice> device;
   bool read_only = false;
   bool nologreplay = false;    // refuse read-write when the image has a log tree (mount_options.h)
+  // The opener replays a log tree before anything else writes (Filesystem::mount sets it). Without
+  // it a read-write open of an image with a log tree is refused (EROFS): a bare FsInfo would
+  // allocate over the log's blocks and commit a superblock that still points at them.
+  bool replays_log = false;
   uint64_t cache_bytes = 256ull << 20;
   bool cow_overwrite = false;  // fix 1
   bool wb_inhibit = true;      // fix 2

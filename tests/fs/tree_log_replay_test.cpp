@@ -345,7 +345,11 @@ TEST_CASE("log replay: log blocks and new data extents are excluded from allocat
   const WrittenLog log = write_log(*mem, b);
   REQUIRE(log.blocks.size() >= 2);
   REQUIRE(log.new_extents.size() == 1);
-  auto fs = must(FsInfo::open(open_options(*mem, false)), "open");
+  // A bare FsInfo does not replay: it may not open the image read-write.
+  CHECK(FsInfo::open(open_options(*mem, false)).error().err == EROFS);
+  OpenOptions o = open_options(*mem, false);
+  o.replays_log = true;
+  auto fs = must(FsInfo::open(o), "open");
   REQUIRE(fs->log_replay_pending());
   const LoadedLog loaded = must(load_log_trees(*fs), "load log");
   CHECK(std::set<uint64_t>(loaded.blocks.begin(), loaded.blocks.end()) ==
