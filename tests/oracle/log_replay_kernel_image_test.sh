@@ -30,6 +30,7 @@ command -v fallocate >/dev/null || skip_or_fail "fallocate not installed"
 
 tmp=$(make_tmpdir)
 MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
+CORRUPT=$UBTRFS_BIN/corrupt/ubtrfs-corrupt
 
 # do_fsync PATH...: fsync(2) of each path (files and directories).
 do_fsync() {
@@ -205,6 +206,24 @@ if [[ -n $first_crash ]]; then
     fi
   else
     failed "read-only mount of a crash image refused"
+  fi
+  # A corrupt log (bad checksum in the log root block) fails the read-write mount with the block's
+  # bytenr, before anything is written.
+  bad=$tmp/badlog.img
+  cp --sparse=always "$first_crash" "$bad"
+  lr=$(log_root_of "$bad")
+  if [[ -x $CORRUPT ]]; then
+    "$CORRUPT" "$bad" --block "$lr" --flip-byte 300 --no-recsum >/dev/null
+    bad_before=$(hash_file "$bad")
+    ubtrfs_try_mount "$bad" "$tmp/badm"
+    if [[ $TRY_RC != 0 && $TRY_RC -lt 124 ]] && grep -q "log tree block $lr" "$TRY_ERR" && ! is_mounted "$tmp/badm" &&
+      [[ $(hash_file "$bad") == "$bad_before" ]]; then
+      pass "corrupt log root block: read-write refused naming block $lr, image unchanged"
+    else
+      failed "corrupt log root block: exit $TRY_RC, mounted=$(is_mounted "$tmp/badm" && echo yes || echo no): $(head -c 400 "$TRY_ERR")"
+    fi
+  else
+    failed "ubtrfs-corrupt not built at $CORRUPT"
   fi
   for opt in nologreplay rescue=nologreplay; do
     ubtrfs_try_mount "$ro" "$tmp/nlr" "$opt"
