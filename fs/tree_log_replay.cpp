@@ -263,17 +263,20 @@ Result<LogReplayStats> replay_log_trees(FsInfo& fs) {
           !st)
         return th->abort(st.error());
     }
+    // The replay is complete in this handle: whichever commit runs next (ours below, or one the
+    // reclaim thread starts the moment the handle ends) must write a superblock without the log.
+    // No commit can run before the handle ends, so none writes the log with a half replay.
+    {
+      std::lock_guard g(fs.super_mu());
+      fs.super().log_root = 0;
+      fs.super().log_root_level = 0;
+    }
     th->end();
   }
   // Logged extents nothing references after all go back to free space; the log's own blocks are
   // pinned, so they become free only after the commit below (btrfs frees the log at that point).
   for (auto [b, l] : unclaimed) UBTRFS_TRY_STATUS(fs.block_groups().find(b)->release_reserved(b, l));
   for (uint64_t b : log.blocks) UBTRFS_TRY_STATUS(fs.block_groups().find(b)->pin_reserved(b, fs.params().nodesize));
-  {
-    std::lock_guard g(fs.super_mu());
-    fs.super().log_root = 0;
-    fs.super().log_root_level = 0;
-  }
   if (auto st = fs.transactions().commit(CommitCause::kOther); !st)
     return fail(st.error().err, "log replay commit: {}", st.error().message);
   for (auto& eb : log.buffers) fs.cache().forget(eb);

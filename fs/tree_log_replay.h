@@ -25,7 +25,10 @@
 //     after this commit), the superblock written has log_root = 0.
 // Crash safety: nothing the committed superblock references is overwritten before step 4's
 // superblock (COW), and the log's blocks stay reserved until then, so a crash at any point leaves
-// an image that replays again.
+// an image that replays again. The whole replay is one transaction handle and the in-memory
+// superblock drops log_root before that handle ends, so no commit (the reclaim thread may start
+// one) ever writes a superblock that pairs the log with a half-replayed subvolume, nor one that
+// keeps the log after a complete replay.
 #pragma once
 
 #include <cstdint>
