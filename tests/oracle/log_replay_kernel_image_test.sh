@@ -110,6 +110,23 @@ sc_big_log() {
   gen 8 8388608 "$1/many/large"
   do_fsync "$1"/many/* "$1/many"
 }
+sc_fdatasync_append() {
+  gen 9 20000 "$tmp/app" && cat "$tmp/app" >>"$1/big"
+  python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fdatasync(fd)' "$1/big"
+}
+# The same file logged twice in one transaction (the second fsync updates the log in place).
+sc_double_fsync() {
+  pwrite_at "$1/big" 4096 4096 10; do_fsync "$1/big"
+  pwrite_at "$1/big" 900000 50000 11; truncate -s 2000000 "$1/big"; do_fsync "$1/big"
+}
+# A name taken over by a new inode after the old one moved away.
+sc_name_reuse() {
+  echo more >>"$1/d/f"; do_fsync "$1/d/f"
+  mv "$1/d/f" "$1/e/f2"; echo "new f" >"$1/d/f"; do_fsync "$1/d/f" "$1/e/f2"
+}
+# One of two hard links removed, the file fsynced.
+sc_unlink_hardlink() { ln "$1/d/f" "$1/d/f2"; sync; rm "$1/d/f"; do_fsync "$1/d/f2"; }
+sc_dir_xattr() { setfattr -n user.dir -v yes "$1/d"; setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' x)" "$1/d/f"; do_fsync "$1/d" "$1/d/f"; }
 sc_many() {
   # Several inodes in one log: appends, a new file with a hard link, a rename in place.
   local i
@@ -118,7 +135,7 @@ sc_many() {
   mv "$1/e/m2" "$1/e/m2-renamed"
   do_fsync "$1"/e/m* "$1/e"
 }
-scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log many)
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log fdatasync_append double_fsync name_reuse unlink_hardlink dir_xattr many)
 if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
 
 log_root_of() { btrfs inspect-internal dump-super "$1" | awk '$1 == "log_root" { print $2 }'; }
