@@ -318,6 +318,11 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
                            Key{log.new_extents[0].first, kExtentItemKey, log.new_extents[0].second}),
                "extent item")
               .has_value());
+    // New inodes and names after the replay do not collide with the replayed ones (the objectid
+    // and dir index counters are seeded after replay).
+    auto later = must(f->create(b.d, "later", S_IFREG | 0644, Caller{}), "create after replay");
+    CHECK(later.st_ino > kZ);
+    CHECK(*must(find_inode_ref(subvol, later.st_ino, b.d, "later"), "index of later") > 20);
     must(f->unmount(), "unmount after replay");
   }
   // Mounted again: no log, same content.

@@ -227,6 +227,13 @@ for sc in "${scenarios[@]}"; do
     continue
   fi
   [[ -n $first_crash ]] || first_crash=$dir/crash.img
+  # fsck.ubtrfs on the crash image itself: log blocks have no extent items and are neither leaked
+  # nor overlapping (and must not overlap allocated extents).
+  if out=$("$UBTRFS_BIN/fsck/fsck.ubtrfs" "$dir/crash.img" 2>&1); then
+    pass "$sc: fsck.ubtrfs accepts the crash image with its log"
+  else
+    failed "$sc: fsck.ubtrfs rejects the crash image: $(grep -m3 ERROR <<<"$out")"
+  fi
 
   # The reference: the kernel's own replay.
   cp --sparse=always "$dir/crash.img" "$dir/kernel.img"
