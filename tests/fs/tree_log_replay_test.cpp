@@ -109,8 +109,10 @@ std::vector<uint8_t> read_all(Filesystem& f, uint64_t ino) {
 // Writes a log tree into an image as a kernel fsync would leave it (see the file comment).
 class LogWriter {
  public:
-  explicit LogWriter(io::BlockDevice& dev) {
+  // first_block: put the first log block (the log tree's leaf) there instead of in free space.
+  explicit LogWriter(io::BlockDevice& dev, std::optional<uint64_t> first_block = std::nullopt) {
     fs_ = must(FsInfo::open(open_options(dev, false)), "open for the log writer");
+    alloc_.first_block = first_block;
     gen_ = fs_->super().generation.get();
     h_.transid = gen_ + 1;
     h_.allocator = &alloc_;
@@ -195,8 +197,15 @@ class LogWriter {
   struct Alloc final : TreeBlockAllocator {
     FsInfo* fs = nullptr;
     std::vector<uint64_t>* blocks = nullptr;
+    std::optional<uint64_t> first_block;
     Result<uint64_t> alloc_tree_block(TreeHandle&, uint64_t, int, uint64_t) override {
       const uint32_t ns = fs->params().nodesize;
+      if (first_block) {
+        const uint64_t at = *first_block;
+        first_block.reset();
+        blocks->push_back(at);
+        return at;
+      }
       for (auto* bg : fs->block_groups().of_type(kBlockGroupMetadata))
         if (auto at = bg->reserve_extent(ns, ns, 0, 64 << 10)) {
           blocks->push_back(*at);
@@ -519,5 +528,53 @@ TEST_CASE("log replay: a directory deleted by a logged range takes its whole sub
       out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
     }
     CHECK(std::system(fmt::format("btrfs check {} >/dev/null 2>&1", img.path()).c_str()) == 0);
+  }
+}
+
+TEST_CASE("log replay: a log block over allocated space is refused by the mount and reported by fsck",
+          "[tree_log_replay]") {
+  auto mem = fresh_image();
+  REQUIRE(mem != nullptr);
+  const Baseline b = make_baseline(*mem);
+  uint64_t data_at = 0;
+  {
+    auto fs = must(FsInfo::open(open_options(*mem, true)), "open ro");
+    TreeRoot& subvol = *must(fs->fs_root(kFsTreeObjectid), "fs root")->tree;
+    auto exts = must(find_file_extents(subvol, fs->params(), b.f, 0, UINT64_MAX), "extents of f");
+    REQUIRE_FALSE(exts.empty());
+    data_at = exts[0].disk_bytenr;  // f's data extent: allocated, with an extent item
+  }
+  uint64_t leaf = 0;
+  {
+    LogWriter w(*mem, data_at);
+    w.inode(b.f, w.current_inode(b.f));
+    w.finish();
+    leaf = w.blocks.at(0);
+  }
+  REQUIRE(leaf == data_at);
+  const auto before = mem->bytes();
+  auto f = mount_on(*mem, false);
+  REQUIRE_FALSE(f);
+  CHECK_THAT(f.error().message, Catch::Contains(fmt::format("log block {}", leaf)) &&
+                                    Catch::Contains("overlaps allocated space"));
+  CHECK(mem->bytes() == before);
+  // fsck.ubtrfs names the overlap.
+  std::string fsck = mkfs_binary();
+  if (!fsck.empty()) fsck = (stdfs::path(fsck).parent_path().parent_path() / "fsck/fsck.ubtrfs").string();
+  if (!fsck.empty() && stdfs::exists(fsck)) {
+    io::testing::TempFile img(kImageSize);
+    {
+      std::ofstream out(img.path(), std::ios::binary);
+      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
+    }
+    io::testing::TempFile report(0);
+    const int rc = std::system(fmt::format("{} {} >{} 2>&1", fsck, img.path(), report.path()).c_str());
+    std::ifstream in(report.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(rc != 0);
+    CHECK_THAT(text, Catch::Contains("log-overlap") &&
+                         Catch::Contains(fmt::format("log tree block {} overlaps allocated extent", leaf)));
+  } else {
+    WARN("fsck.ubtrfs not built: the fsck half of this test is skipped");
   }
 }
