@@ -127,6 +127,15 @@ sc_name_reuse() {
 # One of two hard links removed, the file fsynced.
 sc_unlink_hardlink() { ln "$1/d/f" "$1/d/f2"; sync; rm "$1/d/f"; do_fsync "$1/d/f2"; }
 sc_dir_xattr() { setfattr -n user.dir -v yes "$1/d"; setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' x)" "$1/d/f"; do_fsync "$1/d" "$1/d/f"; }
+# A log tree per subvolume: changes fsynced in the top level and in a subvolume.
+sc_subvolume() {
+  btrfs subvolume create "$1/sv" >/dev/null
+  echo committed >"$1/sv/c"
+  sync
+  gen 12 30000 "$1/sv/new"; echo more >>"$1/sv/c"
+  echo top >"$1/d/top"
+  do_fsync "$1/sv/new" "$1/sv/c" "$1/d/top"
+}
 sc_many() {
   # Several inodes in one log: appends, a new file with a hard link, a rename in place.
   local i
@@ -199,7 +208,7 @@ done
 ace_scenarios=()
 for i in $(seq 1 "${UBTRFS_LOG_RANDOM:-40}"); do ace_scenarios+=("ace$i"); done
 
-scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log fdatasync_append double_fsync name_reuse unlink_hardlink dir_xattr many)
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log fdatasync_append double_fsync name_reuse unlink_hardlink dir_xattr subvolume many)
 scenarios+=("${ace_scenarios[@]}")
 if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
 
