@@ -136,6 +136,13 @@ sc_subvolume() {
   echo top >"$1/d/top"
   do_fsync "$1/sv/new" "$1/sv/c" "$1/d/top"
 }
+# Compressed extents in the log (zstd through the file's compression property).
+sc_compressed() {
+  touch "$1/d/cz"
+  btrfs property set "$1/d/cz" compression zstd
+  python3 -c 'import sys; sys.stdout.write("".join("line %d of compressible text\n" % i for i in range(40000)))' >"$1/d/cz"
+  do_fsync "$1/d/cz"
+}
 sc_many() {
   # Several inodes in one log: appends, a new file with a hard link, a rename in place.
   local i
@@ -208,7 +215,7 @@ done
 ace_scenarios=()
 for i in $(seq 1 "${UBTRFS_LOG_RANDOM:-40}"); do ace_scenarios+=("ace$i"); done
 
-scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log fdatasync_append double_fsync name_reuse unlink_hardlink dir_xattr subvolume many)
+scenarios=(new_file append overwrite_middle truncate punch_hole hard_link rename rename_same_dir xattr new_dir unlink_dir_fsync root_dir_fsync rmdir_tree special big_log fdatasync_append double_fsync name_reuse unlink_hardlink dir_xattr subvolume compressed many)
 scenarios+=("${ace_scenarios[@]}")
 if [[ -n ${UBTRFS_LOG_SCENARIOS:-} ]]; then read -r -a scenarios <<<"$UBTRFS_LOG_SCENARIOS"; fi
 
