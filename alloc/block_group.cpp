@@ -91,6 +91,19 @@ std::optional<uint64_t> BlockGroup::reserve_extent(uint64_t len, uint64_t align,
   return at;
 }
 
+Status BlockGroup::reserve_exact(uint64_t start, uint64_t len) {
+  {
+    std::lock_guard lock(mu_);
+    if (len == 0 || start < start_ || start + len > start_ + length_ || !free_.is_free(start, len))
+      return fail(EUCLEAN, "block group {}: range [{}, +{}) to exclude is not free space", start_, start, len);
+    UBTRFS_TRY_STATUS(free_.remove(start, len));
+    reserved_ += len;
+    reserved_ranges_.emplace(start, len);
+  }
+  if (space_info_) space_info_->extent_reserved(len, 0);
+  return {};
+}
+
 Status BlockGroup::take_reserved(uint64_t start, uint64_t len, const char* what) {
   auto it = reserved_ranges_.upper_bound(start);
   if (it == reserved_ranges_.begin() || len == 0)

@@ -69,6 +69,12 @@ class BlockGroup {
   // been promised by a reservation (they leave the space_info's may_use). nullopt if it does not fit.
   std::optional<uint64_t> reserve_extent(uint64_t len, uint64_t align, uint64_t hint, uint64_t boundary,
                                          uint64_t from_may_use = 0);
+  // Reserves exactly [start, +len), which must be entirely free: for ranges that something outside
+  // the extent tree already owns — the blocks and new data extents of a log tree found at mount
+  // (btrfs_pin_extent_for_log_replay / btrfs_exclude_logged_extents), so nothing allocates over them
+  // before log replay is done. The range then leaves like any reserved one (commit_reserved,
+  // pin_reserved, release_reserved). Errors: EUCLEAN (not entirely free: message names the range).
+  [[nodiscard]] Status reserve_exact(uint64_t start, uint64_t len);
   // The reference of a reserved extent was recorded: reserved -> used. Errors: EUCLEAN unless
   // [start, +len) lies inside one reserved range.
   [[nodiscard]] Status commit_reserved(uint64_t start, uint64_t len);

@@ -10,6 +10,7 @@
 #include "fs/namespace_state.h"
 #include "fs/space_flusher.h"
 #include "fs/transaction.h"
+#include "fs/tree_log_replay.h"
 #include "io/checksum.h"
 #include "tree/ctree.h"
 
@@ -114,7 +115,9 @@ Filesystem::~Filesystem() {
 }
 
 Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, const MountOptions& opts) {
-  auto fs = UBTRFS_TRY(FsInfo::open(open));
+  OpenOptions with_replay = open;
+  with_replay.replays_log = true;  // replay_log_trees below, before anything else writes
+  auto fs = UBTRFS_TRY(FsInfo::open(with_replay));
   uint64_t subvol = 0;
   if (opts.subvolid) {
     subvol = *opts.subvolid;
@@ -139,6 +142,15 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
   txm.set_pre_commit_flusher([data](CommitCause c) { return data->flush_all(c == CommitCause::kUnmount); });
   txm.set_csum_deleter([data](TreeHandle& h, uint64_t bytenr, uint64_t len) { return data->delete_csums(h, bytenr, len); });
   if (!f->read_only()) {
+    // A log tree left by an fsync before a crash is replayed (and committed without the log)
+    // before anything else may write, as btrfs does in open_ctree before orphan cleanup.
+    if (f->fs_->log_replay_pending()) {
+      auto r = replay_log_trees(*f->fs_);
+      if (!r) {
+        f->unmounted_ = true;  // the replay aborted its transaction: the image keeps its log
+        return fail(r.error().err, "{}: log tree replay failed: {}", open.path, r.error().message);
+      }
+    }
     auto st = f->cleanup_orphans();
     if (!st) {
       f->unmounted_ = true;  // nothing to commit: fail before anything reached the disk

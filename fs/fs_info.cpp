@@ -79,10 +79,15 @@ Status FsInfo::load(const OpenOptions& opts) {
   if (!sb) return fail(sb.error().err, "{}: {}", opts.path, sb.error().message);
   MountOptions mo;
   mo.read_only = opts.read_only;
+  mo.nologreplay = opts.nologreplay;
   auto decision = decide_open_mode(*sb, mo);
   if (!decision) return fail(decision.error().err, "{}: {}", opts.path, decision.error().message);
   for (const auto& w : decision->warnings) spdlog::warn("{}: {}", opts.path, w);
   read_only_ = decision->mode == OpenMode::kReadOnly;
+  log_replay_pending_ = decision->replay_log_tree;
+  if (log_replay_pending_ && !opts.replays_log)
+    return fail(EROFS, "{}: filesystem has a log tree at {}: only a mount replays it; open it read-only", opts.path,
+                sb->log_root.get());
   if (!read_only_ && !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree))
     return fail(EROFS,
                 "{}: no free space tree (compat_ro FREE_SPACE_TREE): ubtrfs writes only filesystems with one; mount "

@@ -61,6 +61,11 @@ struct OpenOptions {
   // The device must be writable for a read-write open; it is shared, never closed by FsInfo.
   std::shared_ptr<io::BlockDevice> device;
   bool read_only = false;
+  bool nologreplay = false;    // refuse read-write when the image has a log tree (mount_options.h)
+  // The opener replays a log tree before anything else writes (Filesystem::mount sets it). Without
+  // it a read-write open of an image with a log tree is refused (EROFS): a bare FsInfo would
+  // allocate over the log's blocks and commit a superblock that still points at them.
+  bool replays_log = false;
   uint64_t cache_bytes = 256ull << 20;
   bool cow_overwrite = false;  // fix 1
   bool wb_inhibit = true;      // fix 2
@@ -130,6 +135,11 @@ class FsInfo {
   Superblock& super() { return super_; }
   std::mutex& super_mu() { return super_mu_; }
 
+  // Read-write open of an image whose superblock has a log tree: Filesystem::mount replays it
+  // (fs/tree_log_replay.h) before anything else may write.
+  bool log_replay_pending() const { return log_replay_pending_; }
+  void clear_log_replay_pending() { log_replay_pending_ = false; }
+
   bool cow_overwrite() const { return cow_overwrite_; }
   bool wb_inhibit() const { return wb_inhibit_; }
 
@@ -149,6 +159,7 @@ class FsInfo {
   std::string path_;
   bool read_only_ = true;
   bool cow_overwrite_ = false, wb_inhibit_ = true;
+  bool log_replay_pending_ = false;
   std::shared_ptr<io::BlockDevice> dev_;
   Superblock super_{};
   std::mutex super_mu_;

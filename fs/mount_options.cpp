@@ -135,6 +135,21 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       if (!has_value) return needs_value();
       if (value != "lru" && value != "address") return bad_value();
       o.wb_lru = value == "lru";
+    } else if (name == "nologreplay") {
+      if (has_value) return no_value();
+      o.nologreplay = true;
+    } else if (name == "rescue") {
+      // The kernel's rescue= takes a ':'-separated list; ubtrfs knows only nologreplay.
+      if (!has_value || value.empty()) return needs_value();
+      size_t pos = 0;
+      while (pos <= value.size()) {
+        size_t colon = value.find(':', pos);
+        if (colon == std::string::npos) colon = value.size();
+        const std::string_view what(value.data() + pos, colon - pos);
+        if (what != "nologreplay") return fail(EINVAL, "unsupported rescue option '{}' (ubtrfs knows nologreplay)", what);
+        o.nologreplay = true;
+        pos = colon + 1;
+      }
     } else if (name == "stats_file") {
       if (!has_value || value.empty()) return needs_value();
       o.stats_file = value;
@@ -164,19 +179,24 @@ Result<OpenDecision> decide_open_mode(const Superblock& sb, const MountOptions& 
   if (d.mode == OpenMode::kReadWrite) {
     auto rw = check_features(sb, /*for_write=*/true);
     if (!rw) return fail(rw.error().err, "{} (mount with -o ro to read it)", rw.error().message);
-    if (sb.log_root.get() != 0)
+    if (sb.log_root.get() != 0 && opts.nologreplay)
       return fail(EROFS,
-                  "filesystem has a log tree at {} (left by an fsync before a crash): log replay is not supported, "
-                  "mount with -o ro to read it without the log, or let the kernel replay it first",
+                  "filesystem has a log tree at {} (left by an fsync before a crash) and nologreplay forbids replaying "
+                  "it: mount read-write without nologreplay to replay it, or with -o ro to read it without the log",
                   sb.log_root.get());
     if (sb.flags.get() & kSuperFlagError)
       return fail(EROFS, "filesystem is marked with errors (super flag ERROR): mount with -o ro and run fsck.ubtrfs");
     if (sb.flags.get() & (kSuperFlagSeeding | kSuperFlagMetadump | kSuperFlagMetadumpV2 | kSuperFlagChangingFsid |
                           kSuperFlagChangingFsidV2))
       return fail(EROFS, "superblock flags 0x{:x} allow only a read-only mount", sb.flags.get());
+    d.replay_log_tree = sb.log_root.get() != 0;
   } else if (sb.log_root.get() != 0) {
+    // The kernel replays even on a ro mount; ubtrfs keeps a read-only mount from writing at all.
     d.ignore_log_tree = true;
-    d.warnings.push_back(fmt::format("ignoring the log tree at {}: its changes are not visible", sb.log_root.get()));
+    d.warnings.push_back(fmt::format(
+        "ignoring the log tree at {}: changes fsynced before the crash are not visible in this read-only mount; "
+        "mount read-write once to replay them",
+        sb.log_root.get()));
   }
   return d;
 }

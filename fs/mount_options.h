@@ -34,6 +34,9 @@ struct MountOptions {
   enum class Atime { kRelatime, kStrict, kNoatime };
   Atime atime = Atime::kRelatime;
   bool nodiratime = false;
+  // nologreplay / rescue=nologreplay (the kernel's names): never replay a log tree; a read-write
+  // mount of an image that has one is then refused.
+  bool nologreplay = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
   // Background writeback of dirty tree blocks (tree/writeback.h): writeback=on|off,
@@ -66,13 +69,15 @@ enum class OpenMode { kReadWrite, kReadOnly };
 struct OpenDecision {
   OpenMode mode = OpenMode::kReadOnly;
   bool ignore_log_tree = false;  // read-only mount of an image with log_root != 0
+  bool replay_log_tree = false;  // read-write mount of an image with log_root != 0: replay it (fs/tree_log_replay.h)
   std::vector<std::string> warnings;
 };
 
 // The feature gate: unknown or unsupported incompat bits refuse any mount (EOPNOTSUPP, bits named);
 // unknown/unsupported compat_ro bits refuse read-write (EROFS naming them; `-o ro` works); a log
-// tree (log_root != 0, left by a kernel fsync before a crash) refuses read-write because log
-// replay is not implemented, and is ignored read-only; multi-device refused; a superblock with the
+// tree (log_root != 0, left by an fsync before a crash) is replayed by a read-write mount
+// (replay_log_tree) unless nologreplay refuses read-write; a read-only mount never writes, so it
+// ignores the log with a warning that its fsynced changes are not visible; multi-device refused; a superblock with the
 // ERROR flag is mounted read-only only.
 [[nodiscard]] Result<OpenDecision> decide_open_mode(const Superblock& sb, const MountOptions& opts);
 

@@ -115,17 +115,48 @@ TEST_CASE("open gate: unknown compat_ro refuses read-write but allows read-only"
   CHECK(decide_open_mode(sb, *parse_mount_options("ro"))->mode == OpenMode::kReadOnly);
 }
 
-TEST_CASE("open gate: a log tree refuses read-write and is ignored read-only") {
+TEST_CASE("open gate: a log tree is replayed read-write and ignored read-only") {
   auto sb = gate_super();
   sb.log_root = 30785536;
   auto rw = decide_open_mode(sb, *parse_mount_options("rw"));
-  REQUIRE_FALSE(rw);
-  CHECK(rw.error().err == EROFS);
-  CHECK_THAT(rw.error().message, Catch::Contains("log tree at 30785536"));
+  REQUIRE(rw);
+  CHECK(rw->mode == OpenMode::kReadWrite);
+  CHECK(rw->replay_log_tree);
+  CHECK_FALSE(rw->ignore_log_tree);
   auto ro = decide_open_mode(sb, *parse_mount_options("ro"));
   REQUIRE(ro);
+  CHECK(ro->mode == OpenMode::kReadOnly);
   CHECK(ro->ignore_log_tree);
-  CHECK(ro->warnings.size() == 1);
+  CHECK_FALSE(ro->replay_log_tree);
+  REQUIRE(ro->warnings.size() == 1);
+  CHECK_THAT(ro->warnings[0], Catch::Contains("not visible") && Catch::Contains("mount read-write"));
+  // No log: nothing to replay.
+  sb.log_root = 0;
+  CHECK_FALSE(decide_open_mode(sb, *parse_mount_options("rw"))->replay_log_tree);
+}
+
+TEST_CASE("open gate: nologreplay refuses read-write of an image with a log tree") {
+  auto sb = gate_super();
+  sb.log_root = 30785536;
+  for (const char* o : {"nologreplay", "rescue=nologreplay"}) {
+    auto rw = decide_open_mode(sb, *parse_mount_options(o));
+    REQUIRE_FALSE(rw);
+    CHECK(rw.error().err == EROFS);
+    CHECK_THAT(rw.error().message, Catch::Contains("log tree at 30785536") && Catch::Contains("nologreplay"));
+    CHECK(decide_open_mode(sb, *parse_mount_options(std::string(o) + ",ro"))->ignore_log_tree);
+  }
+  sb.log_root = 0;
+  CHECK(decide_open_mode(sb, *parse_mount_options("nologreplay"))->mode == OpenMode::kReadWrite);
+}
+
+TEST_CASE("nologreplay and rescue=nologreplay parse; other rescue options are refused") {
+  CHECK_FALSE(parse_mount_options("")->nologreplay);
+  CHECK(parse_mount_options("nologreplay")->nologreplay);
+  CHECK(parse_mount_options("rescue=nologreplay")->nologreplay);
+  CHECK(parse_mount_options("rescue=nologreplay:nologreplay")->nologreplay);
+  CHECK(parse_mount_options("nologreplay=1").error().message == "mount option 'nologreplay' takes no value");
+  CHECK(parse_mount_options("rescue").error().message == "mount option 'rescue' needs a value");
+  CHECK_THAT(parse_mount_options("rescue=usebackuproot").error().message, Catch::Contains("usebackuproot"));
 }
 
 TEST_CASE("open gate: no free space tree (v1 cache) and the ERROR flag refuse read-write") {

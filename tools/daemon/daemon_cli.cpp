@@ -149,6 +149,8 @@ ubtrfs options:
   log_level=LEVEL       trace|debug|info|warn|error|critical|off (default info)
   subvolid=ID           mount this subvolume (default: the default subvolume)
   subvol=PATH           mount the subvolume at PATH
+  nologreplay           refuse a read-write mount of an image with a log tree (left by fsync
+                        before a crash) instead of replaying it; also rescue=nologreplay
   cow_overwrite=on|off  fix 1: overwrite a tree block written earlier in the same transaction in
                         place instead of copying it again (default off; see README)
   wb_inhibit=on|off     fix 2: background writeback leaves the tree blocks a running operation

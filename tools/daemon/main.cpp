@@ -117,6 +117,7 @@ int run(const DaemonArgs& args) {
   fs::OpenOptions open;
   open.path = source;
   open.read_only = args.options.read_only;
+  open.nologreplay = args.options.nologreplay;
   open.cache_bytes = args.options.cache_mb << 20;
   open.cow_overwrite = args.options.cow_overwrite;
   open.wb_inhibit = args.options.wb_inhibit;

@@ -251,6 +251,27 @@ void check_data_refs(Context& ctx) {
 
 }  // namespace
 
+// Log tree blocks (and the log's new data extents) have no extent items: they are free space in the
+// committed state, which is why the allocator may not hand them out before replay. A log block
+// that overlaps an extent the extent tree allocates means the log was written over live metadata
+// or data (or the extent tree reuses a log block): the log cannot be replayed safely.
+void check_log_blocks_free(Context& ctx) {
+  for (const auto& [bytenr, b] : ctx.blocks) {
+    if (!b.is_log) continue;
+    const uint64_t end = bytenr + ctx.params.nodesize;
+    auto it = ctx.extents.lower_bound(end);
+    while (it != ctx.extents.begin()) {
+      --it;
+      const ExtentRecord& x = it->second;
+      if (x.start + x.length <= bytenr) break;  // extents are disjoint: nothing earlier reaches in
+      ctx.report().error("log-overlap", Where{kTreeLogObjectid, bytenr, {}, {}},
+                         fmt::format("log tree block {} overlaps allocated extent {}", bytenr,
+                                     range_text(x.start, x.length)));
+      break;
+    }
+  }
+}
+
 void check_extents(Context& ctx) {
   if (!ctx.extent_tree_available) {
     ctx.report().error("extent-backref", Where{kExtentTreeObjectid, {}, {}, {}},
@@ -263,6 +284,7 @@ void check_extents(Context& ctx) {
                          "some trees are damaged: extent items of unreachable tree blocks are not reported");
   check_tree_block_refs(ctx, skip);
   check_data_refs(ctx);
+  check_log_blocks_free(ctx);
 }
 
 }  // namespace ubtrfs::fsck
