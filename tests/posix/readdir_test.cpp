@@ -231,6 +231,24 @@ TEST_CASE("rewinddir restarts the listing and shows entries added meanwhile", "[
   ::closedir(dir);
 }
 
+// xfstests generic/471 (btrfs: "refresh dir last index during a rewinddir(3) call"): the listing
+// bound taken at opendir must not hide names a rewinddir has to show.
+TEST_CASE("rewinddir before the first readdir shows entries created after opendir", "[readdir]") {
+  TestDir d;
+  DIR* dir = ::opendir(d.c_str());
+  REQUIRE(dir != nullptr);
+  const int kEntries = 300;
+  for (int i = 0; i < kEntries; ++i) write_file(d / entry_name(i), "");
+  ::rewinddir(dir);
+  std::vector<std::string> got = read_rest(dir);
+  ::closedir(dir);
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> want;
+  for (int i = 0; i < kEntries; ++i) want.push_back(entry_name(i));
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);
+}
+
 TEST_CASE("opendir of a non-directory fails with ENOTDIR and of a missing name with ENOENT",
           "[readdir]") {
   TestDir d;

@@ -330,13 +330,15 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
 
 // ---- directories ----------------------------------------------------------------------------
 
-// An open directory (its fh): the last DIR_INDEX when it was opened (btrfs_file_private's
-// last_index), so a listing racing renames ends; a rewind (a read from offset 0 after the first)
-// takes a fresh bound, as btrfs_dir_llseek does. The kernel serializes the reads of one open
-// directory (fuse_readdir's lock); the atomics only keep that assumption out of TSan's way.
+// An open directory (its fh): the last DIR_INDEX when its listing began (btrfs_file_private's
+// last_index), so a listing racing renames ends. opendir takes it, and so does every read from
+// offset 0: the kernel keeps a rewinddir's lseek to itself (a FUSE directory's llseek never reaches
+// the daemon), so a read from 0 is the only sign of a rewind, where btrfs_dir_llseek takes a fresh
+// bound and POSIX wants the names added since opendir (xfstests generic/471 rewinds before its
+// first read). The kernel serializes the reads of one open directory (fuse_readdir's lock); the
+// atomic only keeps that assumption out of TSan's way.
 struct DirStream {
   std::atomic<uint64_t> last_index;
-  std::atomic<bool> started{false};
 };
 
 DirStream* dir_stream(const fuse_file_info* fi) { return fi ? reinterpret_cast<DirStream*>(fi->fh) : nullptr; }
@@ -367,12 +369,11 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   auto& fs = fs_of(req);
   uint64_t last_index = UINT64_MAX;
   if (dir) {
-    if (off <= 0 && dir->started.exchange(true)) {
+    if (off <= 0) {
       auto fresh = fs.opendir(ino);
       if (!fresh) return reply_error(req, fresh.error(), plus ? "readdirplus" : "readdir", ino);
       dir->last_index = *fresh;
     }
-    dir->started = true;
     last_index = dir->last_index;
   }
   std::vector<char> buf(size);
