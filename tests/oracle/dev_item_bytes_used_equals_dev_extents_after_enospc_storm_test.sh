@@ -147,10 +147,11 @@ for ((r = 1; r <= rounds; r++)); do
     storm "$mnt" "$seed" "$seconds" &
     spid=$!
     sleep "$(python3 -c "import random; random.seed($seed); print(round(random.uniform(0.3, 1.8), 2))")"
+    disown "$pid" 2>/dev/null || true  # no "Killed" notice from bash
     kill -KILL "$pid"
     wait "$spid" || true
     umount -l "$mnt" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    while _pid_running "$pid"; do sleep 0.05; done
     how="killed mid-storm"
   else
     if storm "$mnt" "$seed" "$seconds"; then pass "round $r: storm (seed $seed)"; else failed "round $r: storm (seed $seed)"; fi
