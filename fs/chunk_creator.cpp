@@ -118,11 +118,17 @@ Status ChunkCreator::create_chunk(uint64_t type, uint64_t min_bytes) {
   UBTRFS_TRY_STATUS(fs_.block_groups().add(std::move(bg)));
   sp.for_flags(type).grant_tickets();
   pending_.push_back(m);
+  pending_dev_bytes_ += m.length * m.stripes.size();
   // The chunk tree items the commit will insert (btrfs check_system_chunk): best effort, the
   // fallback chain covers a miss.
   (void)sp.chunk_rsv().add(sp.insert_size(1) + sp.metadata_size(1), alloc::FlushMode::kNoFlush);
   spdlog::info("{}: new chunk at {} length {} flags 0x{:x}", fs_.path(), m.logical, m.length, m.type);
   return {};
+}
+
+uint64_t ChunkCreator::dev_bytes_used() const {
+  std::lock_guard g(mu_);
+  return fs_.device_space().allocated_bytes() - pending_dev_bytes_;
 }
 
 bool ChunkCreator::has_pending() const {
@@ -132,9 +138,12 @@ bool ChunkCreator::has_pending() const {
 
 Status ChunkCreator::insert_pending_items(TreeHandle& h, std::set<uint64_t>& new_groups) {
   std::vector<ChunkMapping> todo;
+  uint64_t dev_used;  // with todo's DEV_EXTENTs, without those of chunks planned from now on
   {
     std::lock_guard g(mu_);
     todo.swap(pending_);
+    pending_dev_bytes_ = 0;
+    dev_used = fs_.device_space().allocated_bytes();
   }
   Superblock& sb = fs_.super();
   std::lock_guard super_lock(fs_.super_mu());
@@ -178,7 +187,7 @@ Status ChunkCreator::insert_pending_items(TreeHandle& h, std::set<uint64_t>& new
   if (!todo.empty()) {
     // DEV_ITEM bytes_used, in the chunk tree and in the superblock's copy.
     DevItem d = di;
-    d.bytes_used = fs_.device_space().allocated_bytes();
+    d.bytes_used = dev_used;
     sb.dev_item.bytes_used = d.bytes_used.get();
     Path path;
     auto ret = search_slot(&h, fs_.chunk_tree(), Key{kDevItemsObjectid, kDevItemKey, di.devid.get()}, path, 0, true);

@@ -10,7 +10,8 @@
 // BLOCK_GROUP_ITEM, the group's free-space-tree entries, and for SYSTEM chunks the superblock's
 // sys_chunk_array. Both phases happen in one transaction, so the commit writes all of it or none.
 // Invariant: a pending chunk's in-memory group exists from phase 1 on; its items exist on disk only
-// in commits that also hold every extent allocated from it.
+// in commits that also hold every extent allocated from it. DEV_ITEM bytes_used in a commit = the
+// sum of the DEV_EXTENTs in that commit's dev tree (dev_bytes_used(): pending chunks excluded).
 // Thread safety: create_chunk is serialized by an internal mutex; insert_pending_items runs under
 // the commit with no handle running.
 #pragma once
@@ -39,12 +40,19 @@ class ChunkCreator final : public alloc::ChunkSource {
   // delayed-ref runner (TransactionManager::run_delayed_refs): the only writers of the chunk, dev
   // and block-group items and of the free space tree, never both at once.
   [[nodiscard]] Status insert_pending_items(TreeHandle& h, std::set<uint64_t>& new_groups);
+  // The device bytes whose DEV_EXTENTs are in the dev tree (or being inserted by the running
+  // insert_pending_items): DeviceSpace's allocated bytes less those of pending chunks. The DEV_ITEM's
+  // bytes_used, chunk tree and superblock copy, is this figure (btrfs keeps device->bytes_used and
+  // commit_bytes_used apart for the same reason): a chunk planned while a commit runs must not be
+  // counted by that commit's superblock, whose dev tree does not hold its DEV_EXTENTs.
+  uint64_t dev_bytes_used() const;
 
  private:
   uint64_t profile_for(uint64_t type) const;
   FsInfo& fs_;
   mutable std::mutex mu_;
   std::vector<ChunkMapping> pending_;  // GUARDED_BY(mu_)
+  uint64_t pending_dev_bytes_ = 0;     // GUARDED_BY(mu_): device bytes of pending_'s stripes
 };
 
 }  // namespace ubtrfs::fs

@@ -216,6 +216,9 @@ Status TransactionManager::commit_converge(TreeHandle& h) {
 }
 
 Status TransactionManager::write_super_and_unpin(uint64_t transid) {
+  // Only chunks whose DEV_EXTENTs this commit holds: one planned since its items went in (a
+  // flusher thread may plan one while the tree blocks are written) waits for the next commit.
+  const uint64_t dev_used = fs_.chunk_creator().dev_bytes_used();
   Superblock& sb = fs_.super();
   std::lock_guard g(fs_.super_mu());
   const uint64_t old_gen = sb.generation.get();
@@ -230,7 +233,7 @@ Status TransactionManager::write_super_and_unpin(uint64_t transid) {
   uint64_t used = 0;
   for (auto* bg : fs_.block_groups().all()) used += bg->usage().used;
   sb.bytes_used = used;
-  sb.dev_item.bytes_used = fs_.device_space().allocated_bytes();
+  sb.dev_item.bytes_used = dev_used;
   if (fs_.uuid_root() && sb.uuid_tree_generation.get() == old_gen) sb.uuid_tree_generation = transid;
 
   // Backup roots (btrfs backup_super_roots): overwrite the oldest slot.

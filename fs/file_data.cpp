@@ -88,6 +88,8 @@ FileData::Dirty& FileData::dirty_of(InodeId id) {
 void FileData::account(InodeId id, Dirty& d) {
   const uint64_t now = d.data.bytes();
   const uint64_t before = d.bytes.exchange(now);
+  const uint64_t in_place = d.nocow.size() * fs_.params().sectorsize;
+  d.new_bytes = now > in_place ? now - in_place : 0;
   if (now >= before)
     total_bytes_.fetch_add(now - before);
   else
@@ -183,7 +185,7 @@ Status FileData::reserve_write(WriteReservation& out, uint64_t off, uint64_t len
 uint64_t FileData::pending_bytes(InodeId id) {
   std::lock_guard g(mu_);
   auto it = dirty_.find(id);
-  return it == dirty_.end() ? 0 : it->second->bytes.load();
+  return it == dirty_.end() ? 0 : it->second->new_bytes.load();
 }
 
 // ---- reading --------------------------------------------------------------------------------------

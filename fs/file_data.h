@@ -107,7 +107,8 @@ class FileData {
   [[nodiscard]] Status set_size(InodeId id, uint64_t new_size);
   // Drops all delalloc and extents of an inode being deleted. REQUIRES: exclusive lock.
   [[nodiscard]] Status evict(InodeId id);
-  // Delalloc bytes not on disk yet (st_blocks).
+  // Delalloc bytes not on disk yet that nbytes does not count yet (st_blocks): not those written
+  // into preallocated space in place.
   uint64_t pending_bytes(InodeId id);
   // Every dirty inode to disk (takes each inode's lock). `wait_for_locks`: wait for busy inodes
   // (unmount, where no operation runs); otherwise an inode whose lock stays busy for a moment is
@@ -176,6 +177,10 @@ class FileData {
         : data(sectorsize, pool), rsv(alloc::RsvType::kDelalloc, meta) {}
     InodeDelalloc data;                // GUARDED_BY(inode lock)
     std::atomic<uint64_t> bytes{0};    // mirror of data.bytes(), readable without the lock
+    // The dirty bytes that will add to nbytes when flushed, readable without the lock (btrfs
+    // new_delalloc_bytes, st_blocks): data.bytes() less the nocow sectors, whose PREALLOC extent
+    // nbytes counts already.
+    std::atomic<uint64_t> new_bytes{0};
     alloc::BlockRsv rsv;               // btrfs inode->block_rsv: the delalloc metadata reserve
     uint64_t data_reserved = 0;        // GUARDED_BY(inode lock): DATA may_use held for dirty sectors
     bool nodatasum = false;            // GUARDED_BY(inode lock): no checksum leaves to reserve

@@ -96,13 +96,18 @@ class Filesystem {
   [[nodiscard]] Result<struct stat> create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
   // Opening checks (EISDIR for a directory opened for writing is the kernel's; EROFS for write on ro).
   [[nodiscard]] Status open(uint64_t ino, int flags);
-  [[nodiscard]] Status opendir(uint64_t ino);
+  // btrfs_opendir: returns the directory's last DIR_INDEX now (btrfs_get_dir_last_index), the bound
+  // to pass to every readdir of this open directory; call again on a rewind (btrfs_dir_llseek).
+  [[nodiscard]] Result<uint64_t> opendir(uint64_t ino);
   // Entries from `offset` on (0 = start; "." and ".." first, then DIR_INDEX order; next_offset of
   // an entry resumes after it, and stays valid while the directory changes). `fill` returns false
   // when the reply buffer is full (that entry was not taken). plus: full attributes and a lookup
-  // count per taken entry other than "." and "..".
+  // count per taken entry other than "." and "..". last_index: opendir's bound; entries with a
+  // higher index (added or renamed since) are not returned, so a reader racing renames ends
+  // (btrfs_real_readdir's private->last_index).
   [[nodiscard]] Status readdir(uint64_t ino, uint64_t offset, bool plus,
-                               const std::function<bool(const DirEntryOut&)>& fill);
+                               const std::function<bool(const DirEntryOut&)>& fill,
+                               uint64_t last_index = UINT64_MAX);
   [[nodiscard]] Status setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags);
   [[nodiscard]] Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
   [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);

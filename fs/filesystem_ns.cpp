@@ -691,16 +691,17 @@ Status Filesystem::open(uint64_t ino, int flags) {
   return {};
 }
 
-Status Filesystem::opendir(uint64_t ino) {
+Result<uint64_t> Filesystem::opendir(uint64_t ino) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
+  auto guard = locks_.lock_shared(id);
   const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (!is_dir(ii)) return fail(ENOTDIR, "inode {} is not a directory", ino);
-  return {};
+  return ns_->last_dir_index(*root, id.objectid);
 }
 
 Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
-                           const std::function<bool(const DirEntryOut&)>& fill) {
+                           const std::function<bool(const DirEntryOut&)>& fill, uint64_t last_index) {
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   const InodeItem dii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -728,6 +729,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
   }
   constexpr size_t kBatch = 64;
   for (;;) {
+    if (offset > last_index) return {};
     auto batch = UBTRFS_TRY(read_dir_index(*root, id.objectid, offset, kBatch));
     // The tree may hold entries past this batch only when the batch is full.
     const bool tree_more = batch.size() == kBatch;
@@ -759,6 +761,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     }
     if (batch.empty()) return {};
     for (auto& [index, e] : batch) {
+      if (index > last_index) return {};  // added (or renamed) after the directory was opened
       offset = index + 1;
       const InodeId cid = entry_target(id, e);
       struct stat st {};

@@ -59,6 +59,18 @@ Result<uint64_t> NamespaceState::new_dir_index(TreeRoot& root, uint64_t dir) {
   return it->second++;
 }
 
+Result<uint64_t> NamespaceState::last_dir_index(TreeRoot& root, uint64_t dir) {
+  {
+    std::lock_guard g(mu_);
+    auto it = next_index_.find(InodeId{root.objectid(), dir});
+    if (it != next_index_.end()) return it->second - 1;
+  }
+  // Not seeded: every index of the directory is in the tree (queued insertions take their index
+  // from the counter), and none is added meanwhile under the caller's directory lock.
+  const uint64_t highest = UBTRFS_TRY(highest_dir_index(root, dir));
+  return std::max<uint64_t>(highest, 1);
+}
+
 void NamespaceState::forget_dir(InodeId dir) {
   std::lock_guard g(mu_);
   next_index_.erase(dir);

@@ -42,6 +42,11 @@ struct NamespaceState {
   // btrfs_set_inode_index: a fresh DIR_INDEX for directory `dir` (seeded from its highest index + 1,
   // at least 2). REQUIRES: the caller holds the directory's inode lock.
   [[nodiscard]] Result<uint64_t> new_dir_index(TreeRoot& root, uint64_t dir);
+  // btrfs_get_dir_last_index: the highest DIR_INDEX handed out so far in `dir` (the counter - 1, or
+  // the tree's highest when the counter is not seeded: then no index was handed out since), at
+  // least 1 (an empty directory: "." and ".." only). REQUIRES: the caller holds the directory's
+  // inode lock, shared at least (inserting indexes takes it exclusively).
+  [[nodiscard]] Result<uint64_t> last_dir_index(TreeRoot& root, uint64_t dir);
   // The directory's counter is no longer needed (evicted).
   void forget_dir(InodeId dir);
 

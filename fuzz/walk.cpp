@@ -43,7 +43,11 @@ void read_file(fs::Filesystem& f, uint64_t ino, uint64_t size, WalkStats& w) {
 
 void walk_dir(fs::Filesystem& f, uint64_t dir, int depth, std::set<uint64_t>& seen, WalkStats& w) {
   if (depth > kMaxDepth || !seen.insert(dir).second) return;
-  if (!note(w, f.opendir(dir))) return;
+  // opendir reads the directory's last DIR_INDEX (its listing bound). A corrupt block on that path
+  // is noted, and the listing still goes on without a bound: the entries before it are reachable.
+  auto bound = f.opendir(dir);
+  if (!note(w, bound) && bound.error().err != EUCLEAN && bound.error().err != EIO) return;
+  const uint64_t last_index = bound ? *bound : UINT64_MAX;
   std::vector<std::string> names;
   uint64_t offset = 0;
   for (;;) {
@@ -55,7 +59,7 @@ void walk_dir(fs::Filesystem& f, uint64_t dir, int depth, std::set<uint64_t>& se
       offset = e.next_offset;
       if (e.name != "." && e.name != "..") names.emplace_back(e.name);
       return true;
-    });
+    }, last_index);
     if (!note(w, st) || !got) break;
   }
   for (const auto& name : names) {

@@ -144,6 +144,34 @@ TEST_CASE("unlinking and adding entries during readdir skips and repeats no surv
   CHECK(now.size() == kEntries - removed.size() + added.size());
 }
 
+// The rule readdir_stops_at_last_index_at_open (btrfs_opendir / btrfs_real_readdir, xfstests
+// generic/736): an entry renamed within the directory gets a new, higher DIR_INDEX, so a listing
+// that followed the index past what existed at opendir would meet every renamed entry again and
+// never end.
+TEST_CASE("renaming every entry during readdir lists each at most once and ends", "[readdir]") {
+  TestDir d;
+  const int kEntries = 2000;
+  for (int i = 0; i < kEntries; ++i) write_file(d / entry_name(i), "");
+  DIR* dir = ::opendir(d.c_str());
+  REQUIRE(dir != nullptr);
+  std::multiset<std::string> seen;
+  std::set<ino_t> inodes;
+  int repeated_inodes = 0;
+  while (struct dirent* e = ::readdir(dir)) {
+    const std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    seen.insert(n);
+    if (!inodes.insert(e->d_ino).second) ++repeated_inodes;
+    REQUIRE(err(::rename((d / n).c_str(), (d / ("renamed-" + n)).c_str())) == 0);
+    if (seen.size() > 3u * kEntries) break;  // would never end: fail below rather than hang
+  }
+  ::closedir(dir);
+  CHECK(seen.size() <= static_cast<size_t>(kEntries));
+  CHECK(repeated_inodes == 0);
+  for (const std::string& n : seen) CHECK(n.rfind("entry-", 0) == 0);  // no renamed name came back
+  CHECK(list_dir(d.path()).size() == static_cast<size_t>(kEntries));
+}
+
 TEST_CASE("seekdir to a telldir position stays valid while the directory changes", "[readdir]") {
   TestDir d;
   const int kEntries = 300;
@@ -201,6 +229,24 @@ TEST_CASE("rewinddir restarts the listing and shows entries added meanwhile", "[
   std::sort(again.begin(), again.end());
   CHECK(again == std::vector<std::string>{"a", "b"});
   ::closedir(dir);
+}
+
+// xfstests generic/471 (btrfs: "refresh dir last index during a rewinddir(3) call"): the listing
+// bound taken at opendir must not hide names a rewinddir has to show.
+TEST_CASE("rewinddir before the first readdir shows entries created after opendir", "[readdir]") {
+  TestDir d;
+  DIR* dir = ::opendir(d.c_str());
+  REQUIRE(dir != nullptr);
+  const int kEntries = 300;
+  for (int i = 0; i < kEntries; ++i) write_file(d / entry_name(i), "");
+  ::rewinddir(dir);
+  std::vector<std::string> got = read_rest(dir);
+  ::closedir(dir);
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> want;
+  for (int i = 0; i < kEntries; ++i) want.push_back(entry_name(i));
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);
 }
 
 TEST_CASE("opendir of a non-directory fails with ENOTDIR and of a missing name with ENOENT",

@@ -9,6 +9,7 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -329,14 +330,32 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
 
 // ---- directories ----------------------------------------------------------------------------
 
+// An open directory (its fh): the last DIR_INDEX when its listing began (btrfs_file_private's
+// last_index), so a listing racing renames ends. opendir takes it, and so does every read from
+// offset 0: the kernel keeps a rewinddir's lseek to itself (a FUSE directory's llseek never reaches
+// the daemon), so a read from 0 is the only sign of a rewind, where btrfs_dir_llseek takes a fresh
+// bound and POSIX wants the names added since opendir (xfstests generic/471 rewinds before its
+// first read). The kernel serializes the reads of one open directory (fuse_readdir's lock); the
+// atomic only keeps that assumption out of TSan's way.
+struct DirStream {
+  std::atomic<uint64_t> last_index;
+};
+
+DirStream* dir_stream(const fuse_file_info* fi) { return fi ? reinterpret_cast<DirStream*>(fi->fh) : nullptr; }
+
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto s = fs_of(req).opendir(ino);
-  if (!s) return reply_error(req, s.error(), "opendir", ino);
-  fi->fh = 0;
-  fuse_reply_open(req, fi);
+  auto last = fs_of(req).opendir(ino);
+  if (!last) return reply_error(req, last.error(), "opendir", ino);
+  auto* d = new DirStream{};
+  d->last_index = *last;
+  fi->fh = reinterpret_cast<uint64_t>(d);
+  if (fuse_reply_open(req, fi) != 0) delete d;  // interrupted: no releasedir will come
 }
 
-void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete dir_stream(fi);
+  fuse_reply_err(req, 0);
+}
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   reply_status(req, interruptible(req, [&] { return fs_of(req).fsyncdir(ino, datasync != 0); }), "fsyncdir", ino);
@@ -346,8 +365,17 @@ bool is_dot_or_dotdot(std::string_view name) { return name == "." || name == "..
 
 // readdir and readdirplus: entries go into a reply buffer of the kernel's size; an entry that
 // does not fit is not taken (the facade then does not count it, and the next call resumes there).
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus, DirStream* dir) {
   auto& fs = fs_of(req);
+  uint64_t last_index = UINT64_MAX;
+  if (dir) {
+    if (off <= 0) {
+      auto fresh = fs.opendir(ino);
+      if (!fresh) return reply_error(req, fresh.error(), plus ? "readdirplus" : "readdir", ino);
+      dir->last_index = *fresh;
+    }
+    last_index = dir->last_index;
+  }
   std::vector<char> buf(size);
   size_t used = 0;
   std::vector<uint64_t> counted;  // readdirplus entries the facade counted a lookup for
@@ -367,7 +395,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     if (plus && !is_dot_or_dotdot(d.name)) counted.push_back(d.attr.st_ino);
     return true;
   };
-  auto s = fs.readdir(ino, off < 0 ? 0 : static_cast<uint64_t>(off), plus, fill);
+  auto s = fs.readdir(ino, off < 0 ? 0 : static_cast<uint64_t>(off), plus, fill, last_index);
   if (!s && used == 0) {
     for (auto c : counted) fs.forget(c, 1);
     return reply_error(req, s.error(), plus ? "readdirplus" : "readdir", ino);
@@ -377,12 +405,12 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     for (auto c : counted) fs.forget(c, 1);
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-  do_readdir(req, ino, size, off, false);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, false, dir_stream(fi));
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-  do_readdir(req, ino, size, off, true);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, true, dir_stream(fi));
 }
 
 // ---- whole filesystem and xattrs ------------------------------------------------------------
