@@ -98,6 +98,7 @@ TransactionManager::TransactionManager(FsInfo& fs) : fs_(fs) {
 TransactionManager::~TransactionManager() { stop_commit_thread(); }
 
 Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMode mode) {
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("start transaction"));  // fs/shutdown.cpp
   if (fs_.read_only()) return fail(EROFS, "{}: read-only filesystem", fs_.path());
   {
     std::lock_guard lk(mu_);
@@ -199,6 +200,7 @@ void TransactionManager::set_csum_deleter(CsumDeleter f) {
 }
 
 Status TransactionManager::commit(CommitCause cause) {
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // nothing is written after a shutdown
   if (fs_.read_only()) return {};
   std::lock_guard commit_lk(commit_mu_);
   {
@@ -276,7 +278,7 @@ void TransactionManager::start_commit_thread(std::chrono::seconds interval) {
       const CommitCause cause = commit_requested_ ? CommitCause::kRequested : CommitCause::kPeriodic;
       commit_requested_ = false;
       lk.unlock();
-      if (!aborted()) {
+      if (!aborted() && !fs_.is_shutdown()) {
         auto st = commit(cause);
         if (!st) spdlog::error("{}: periodic commit: {}", fs_.path(), st.error().message);
       }
