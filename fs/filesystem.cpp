@@ -160,7 +160,7 @@ Status Filesystem::unmount() {
   if (fs_->is_shutdown()) {
     // fs/shutdown.cpp: no final commit, nothing written; the next mount recovers.
     fs_->stop_writeback();
-    spdlog::warn("{}: unmounted after a shutdown, nothing written since", fs_->path());
+    spdlog::info("{}: unmounted after a shutdown, nothing written since", fs_->path());
     return {};
   }
   if (fs_->read_only()) return {};
