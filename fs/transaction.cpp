@@ -212,7 +212,8 @@ Status TransactionManager::commit(CommitCause cause) {
   if (pre_commit_flusher_) {
     auto st = pre_commit_flusher_(cause);
     if (!st) {
-      spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
+      if (!fs_.is_shutdown())  // else cut short by the shutdown (fs/shutdown.cpp), which said so once
+        spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
       abort(st.error());
       return fail(st.error());
     }
@@ -234,8 +235,13 @@ Status TransactionManager::commit(CommitCause cause) {
     }
   }
   if (!st) {
-    spdlog::error("{}: transaction {} commit failed, filesystem is now read-only: {}", fs_.path(), running_transid(),
-                  st.error().message);
+    // A commit the shutdown gate cut short (fs/shutdown.cpp) is the shutdown working, not a failure.
+    if (fs_.is_shutdown())
+      spdlog::info("{}: transaction {} not committed: the filesystem was shut down during its commit", fs_.path(),
+                   running_transid());
+    else
+      spdlog::error("{}: transaction {} commit failed, filesystem is now read-only: {}", fs_.path(), running_transid(),
+                    st.error().message);
     abort(st.error());
   }
   {
