@@ -15,7 +15,8 @@
 // NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
 // fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label).
 // After a shutdown every operation fails with EIO except getattr, statfs, forget, flush, release
-// and unmount (fs/shutdown.cpp). Thread safety: every method may be called concurrently from FUSE workers.
+// and unmount (fs/shutdown.cpp).
+// Thread safety: every method may be called concurrently from FUSE workers.
 #pragma once
 
 #include <sys/stat.h>
@@ -57,7 +58,7 @@ struct SetAttr {
   std::optional<struct timespec> ctime;  // explicit ctime (FUSE_SET_ATTR_CTIME)
 };
 
-// FS_IOC_GOINGDOWN's flags (FS_GOING_DOWN_FULLSYNC 0, _METAFLUSH 1, _NOSYNC 2): fs/shutdown.cpp.
+// FS_IOC_GOINGDOWN's flags (XFS_FSOP_GOING_FLAGS_DEFAULT 0, _LOGFLUSH 1, _NOLOGFLUSH 2): fs/shutdown.cpp.
 enum class ShutdownMode : uint32_t { kSyncFirst = 0, kFlushLog = 1, kNoFlush = 2 };
 
 struct DirEntryOut {

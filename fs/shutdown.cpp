@@ -16,7 +16,7 @@
 // tree, the log the next mount replays) and nothing half-done, since every btrfs update becomes
 // visible only through a superblock write, which either happened before the cut or did not.
 //
-// Modes (the ioctl's flags, FS_GOING_DOWN_*): kSyncFirst (DEFAULT, 0) commits everything first,
+// Modes (the ioctl's flags, XFS_FSOP_GOING_FLAGS_*): kSyncFirst (DEFAULT, 0) commits everything first,
 // then shuts down; kFlushLog (LOGFLUSH, 1) and kNoFlush (NOLOGFLUSH, 2) shut down at once — for
 // ubtrfs "flushing the log" adds nothing, because an fsync returns only once its data is on disk.
 // Through FUSE the daemon never sees the flags (fuse_ops/ioctl.cpp): it uses kNoFlush.

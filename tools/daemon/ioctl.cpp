@@ -67,10 +67,12 @@ Status require_admin(const IoctlRequest& req, const char* what) {
 // FS_IOC_GOINGDOWN (xfstests' godown, btrfs_ioctl_shutdown, xfs_fs_goingdown). The command is
 // encoded _IOR although the kernel reads the flags from the caller, so a FUSE daemon — which only
 // gets restricted ioctls, where an _IOR command carries no input bytes — never sees them. ubtrfs
-// does what FS_GOING_DOWN_NOSYNC (2) asks, a power cut: nothing more is written from the moment
-// this returns, and what fsync made durable before is what the next mount finds (fsync returns
-// only once its data is on disk, so nothing is lost that was promised). A clean, sync-first
-// shutdown is UBTRFS_IOC_SHUTDOWN with flags 0 (control_shutdown below). README: "Shutdown".
+// does what XFS_FSOP_GOING_FLAGS_NOLOGFLUSH (2) asks, a power cut: nothing more is written from
+// the moment this returns, and what fsync made durable before is what the next mount finds (fsync
+// returns only once its data is on disk, so nothing is lost that was promised). Syncing first
+// instead would hide every fsync bug from the tests that use this ioctl to simulate a crash. A
+// clean, sync-first shutdown is UBTRFS_IOC_SHUTDOWN with flags 0 (control_shutdown below).
+// README: "Shutdown".
 Result<IoctlReply> goingdown(DaemonContext& ctx, const IoctlRequest& req) {
   UBTRFS_TRY_STATUS(require_admin(req, "FS_IOC_GOINGDOWN"));
   UBTRFS_TRY_STATUS(ctx.fs->shutdown(fs::ShutdownMode::kNoFlush,
@@ -86,8 +88,8 @@ Result<IoctlReply> control_shutdown(DaemonContext& ctx, const IoctlRequest& req)
   std::memcpy(&flags, req.in.data(), sizeof flags);
   static constexpr const char* kNames[] = {"sync first", "flush log", "no flush"};
   if (flags > 2) return fail(EINVAL, "shutdown flags {} are not 0, 1 or 2", flags);
-  UBTRFS_TRY_STATUS(ctx.fs->shutdown(static_cast<fs::ShutdownMode>(flags),
-                                     fmt::format("{} with UBTRFS_IOC_SHUTDOWN ({})", describe_caller(req), kNames[flags])));
+  const std::string who = fmt::format("{} with UBTRFS_IOC_SHUTDOWN ({})", describe_caller(req), kNames[flags]);
+  UBTRFS_TRY_STATUS(ctx.fs->shutdown(static_cast<fs::ShutdownMode>(flags), who));
   return IoctlReply{};
 }
 
