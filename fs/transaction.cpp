@@ -129,6 +129,8 @@ Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMo
   if (aborted_) {
     lk.unlock();
     sp.metadata().release_bytes(bytes + dref);
+    // A shutdown while this handle waited aborts the commit it waited for: EIO, not EROFS.
+    UBTRFS_TRY_STATUS(fs_.check_shutdown("start transaction"));
     return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(), abort_reason_);
   }
   ++running_handles_;
@@ -203,6 +205,7 @@ Status TransactionManager::commit(CommitCause cause) {
   UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // nothing is written after a shutdown
   if (fs_.read_only()) return {};
   std::lock_guard commit_lk(commit_mu_);
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // again: it may have come while this waited
   {
     std::lock_guard lk(mu_);
     if (aborted_) return fail(EROFS, "{}: transaction aborted earlier: {}", fs_.path(), abort_reason_);
@@ -215,6 +218,7 @@ Status TransactionManager::commit(CommitCause cause) {
       if (!fs_.is_shutdown())  // else cut short by the shutdown (fs/shutdown.cpp), which said so once
         spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
       abort(st.error());
+      UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // EIO, whatever the flusher ran into
       return fail(st.error());
     }
   }
@@ -249,6 +253,7 @@ Status TransactionManager::commit(CommitCause cause) {
     committing_ = false;
   }
   cv_.notify_all();
+  if (!st) UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));
   return st;
 }
 

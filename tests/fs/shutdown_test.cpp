@@ -226,12 +226,19 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
     // Writers and fsyncers race the shutdown; each stops at its first error, which must be EIO.
     std::atomic<bool> stop{false};
     std::atomic<int> bad_errors{0};
+    std::mutex bad_mu;
+    std::string bad_reason;  // the first error that was not EIO
+    auto bad = [&](const Error& e) {
+      ++bad_errors;
+      std::lock_guard lk(bad_mu);
+      if (bad_reason.empty()) bad_reason = fmt::format("errno {}: {}", e.err, e.message);
+    };
     std::vector<std::thread> workers;
     for (int t = 0; t < 3; ++t) {
       workers.emplace_back([&, t] {
         auto st = f.create(kRootIno, "w" + std::to_string(t), S_IFREG | 0644, Caller{});
         if (!st) {
-          if (st.error().err != EIO) ++bad_errors;
+          if (st.error().err != EIO) bad(st.error());
           return;
         }
         const auto chunk = bytes(64 << 10, static_cast<uint8_t>(t));
@@ -239,9 +246,9 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
           auto n = f.write(st->st_ino, off % (8 << 20), chunk);
           Status s;
           if (n && t == 0 && (off / chunk.size()) % 16 == 0) s = f.fsync(st->st_ino, false);
-          const int err = !n ? n.error().err : (!s ? s.error().err : 0);
-          if (err != 0) {
-            if (err != EIO) ++bad_errors;
+          if (!n || !s) {
+            const Error& e = !n ? n.error() : s.error();
+            if (e.err != EIO) bad(e);
             break;
           }
         }
@@ -254,6 +261,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     stop.store(true);
     for (auto& w : workers) w.join();  // none hangs
+    INFO(bad_reason);
     CHECK(bad_errors.load() == 0);
     f.forget(a, 1);
     REQUIRE(f.unmount());
