@@ -330,7 +330,9 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     return fail(EFBIG, "root {} ino {}: write at {} of {} bytes past the maximum file size", id.subvol, id.objectid,
                 off, data.size());
   if (fs_.read_only()) return fail(EROFS, "{}: read-only filesystem", fs_.path());
-  // A write takes no handle (its inode update is a delayed item), so it asks about an abort itself.
+  // A write takes no handle (its inode update is a delayed item), so it asks about an abort itself
+  // (EIO when the abort came from a shutdown: fs/shutdown.cpp).
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("write"));
   if (fs_.transactions().aborted())
     return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(),
                 fs_.transactions().abort_reason());

@@ -169,6 +169,12 @@ Status Filesystem::unmount() {
   txm.stop_commit_thread();
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
   fs_->spaces().stop_reclaim();
+  if (fs_->is_shutdown()) {
+    // fs/shutdown.cpp: no final commit, nothing written; the next mount recovers.
+    fs_->stop_writeback();
+    spdlog::info("{}: unmounted after a shutdown, nothing written since", fs_->path());
+    return {};
+  }
   if (fs_->read_only()) return {};
   if (txm.aborted()) {
     fs_->stop_writeback();

@@ -13,7 +13,10 @@
 //
 // Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp (names, inodes, xattrs:
 // NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
-// fs/file_data.h). Thread safety: every method may be called concurrently from FUSE workers.
+// fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label).
+// After a shutdown every operation fails with EIO except getattr, statfs, forget, flush, release
+// and unmount (fs/shutdown.cpp).
+// Thread safety: every method may be called concurrently from FUSE workers.
 #pragma once
 
 #include <sys/stat.h>
@@ -54,6 +57,9 @@ struct SetAttr {
   struct timespec atime_value {}, mtime_value{};
   std::optional<struct timespec> ctime;  // explicit ctime (FUSE_SET_ATTR_CTIME)
 };
+
+// FS_IOC_GOINGDOWN's flags (XFS_FSOP_GOING_FLAGS_DEFAULT 0, _LOGFLUSH 1, _NOLOGFLUSH 2): fs/shutdown.cpp.
+enum class ShutdownMode : uint32_t { kSyncFirst = 0, kFlushLog = 1, kNoFlush = 2 };
 
 struct DirEntryOut {
   std::string_view name;
@@ -135,6 +141,18 @@ class Filesystem {
   std::string stats_json();
   // Wakes every thread waiting for a space reservation (an interrupted request re-checks its flag).
   void wake_space_waiters();
+  // Emergency shutdown (shutdown.cpp): kSyncFirst commits first; then nothing more is written and
+  // later operations fail with EIO. `who` names the requester in the one warning logged.
+  // Idempotent; always succeeds (a failed sync is logged and the shutdown still happens).
+  [[nodiscard]] Status shutdown(ShutdownMode mode, const std::string& who);
+  bool is_shutdown() const { return fs_->is_shutdown(); }
+
+  // ---- the label (label.cpp; btrfs_ioctl_get_fslabel / btrfs_ioctl_set_fslabel) ---------------
+  // The superblock's label, up to its first NUL (at most kLabelSize - 1 = 255 bytes).
+  [[nodiscard]] Result<std::string> label();
+  // Sets the label and commits, so it is in every superblock copy when this returns.
+  // Errors: EINVAL (longer than 255 bytes or holding a NUL), EROFS, EIO (shut down), the commit's.
+  [[nodiscard]] Status set_label(std::string_view label);
 
  private:
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);

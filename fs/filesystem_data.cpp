@@ -24,6 +24,7 @@ constexpr size_t kCopyChunk = 1u << 20;
 }  // namespace
 
 Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("read"));
   if (unmounted_) return fail(EIO, "read of inode {} after unmount", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock_shared(id);
@@ -33,6 +34,7 @@ Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t
 }
 
 Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("write"));
   if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   // Space first, with no lock held: waiting for it may need this inode's own delalloc written out
@@ -65,6 +67,7 @@ Status Filesystem::release(uint64_t ino) {
 }
 
 Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("fsync"));
   if (unmounted_) return fail(EIO, "fsync of inode {} after unmount", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   if (read_only()) return {};
@@ -76,6 +79,7 @@ Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) 
 }
 
 Status Filesystem::fsyncdir(uint64_t ino, bool /*datasync*/) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("fsyncdir"));
   if (unmounted_) return fail(EIO, "fsyncdir of inode {} after unmount", ino);
   UBTRFS_TRY(numbers_.from_fuse(ino));
   if (read_only()) return {};
@@ -83,6 +87,7 @@ Status Filesystem::fsyncdir(uint64_t ino, bool /*datasync*/) {
 }
 
 Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("fallocate"));
   if (unmounted_ || read_only()) return fail(EROFS, "fallocate on inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock({id});
@@ -90,6 +95,7 @@ Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t l
 }
 
 Result<uint64_t> Filesystem::lseek(uint64_t ino, uint64_t offset, int whence) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("lseek"));
   if (unmounted_) return fail(EIO, "lseek on inode {} after unmount", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock_shared(id);
@@ -98,6 +104,7 @@ Result<uint64_t> Filesystem::lseek(uint64_t ino, uint64_t offset, int whence) {
 
 Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
                                            size_t len, unsigned flags) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("copy_file_range"));
   if (flags != 0) return fail(EINVAL, "copy_file_range flags {:#x} not supported", flags);
   if (unmounted_ || read_only()) return fail(EROFS, "copy_file_range to inode {}: read-only filesystem", ino_out);
   const InodeId in = UBTRFS_TRY(numbers_.from_fuse(ino_in));

@@ -206,6 +206,7 @@ Status add_name(NamespaceState& ns, TransHandle& th, TreeRoot& root, TouchedInod
 // ---- lookup, forget, getattr ----------------------------------------------------------------------
 
 Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("lookup"));
   if (name.size() > kNameLen) return fail(ENAMETOOLONG, "name of {} bytes is longer than {}", name.size(), kNameLen);
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   auto* proot = UBTRFS_TRY(tree_of(*fs_, pid.subvol));
@@ -241,7 +242,7 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
 void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   auto id = numbers_.from_fuse(ino);
   if (!id) return;
-  if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_) return;
+  if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_ || fs_->is_shutdown()) return;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return;
   auto guard = locks_.lock({*id});
@@ -259,6 +260,7 @@ Result<struct stat> Filesystem::getattr(uint64_t ino) {
 // ---- setattr --------------------------------------------------------------------------------------
 
 Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("setattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setattr on inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
@@ -402,6 +404,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
 
 Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                       const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("mknod"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mknod '{}': read-only filesystem", name);
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   const uint32_t type = mode & S_IFMT;
@@ -416,6 +419,7 @@ Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, ui
 }
 
 Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("mkdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mkdir '{}': read-only filesystem", name);
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
@@ -425,6 +429,7 @@ Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, ui
 }
 
 Result<struct stat> Filesystem::create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("create"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "create '{}': read-only filesystem", name);
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
@@ -435,6 +440,7 @@ Result<struct stat> Filesystem::create(uint64_t parent, std::string_view name, u
 
 Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, std::string_view target,
                                         const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("symlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "symlink '{}': read-only filesystem", name);
   if (target.empty()) return fail(ENOENT, "symlink '{}' with an empty target", name);
   // btrfs_symlink: the target must fit one inline extent (BTRFS_MAX_INLINE_DATA_SIZE), and the VFS
@@ -451,6 +457,7 @@ Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, 
 }
 
 Result<std::string> Filesystem::readlink(uint64_t ino) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("readlink"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -469,6 +476,7 @@ Result<std::string> Filesystem::readlink(uint64_t ino) {
 }
 
 Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::string_view newname) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("link"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "link '{}': read-only filesystem", newname);
   UBTRFS_TRY_STATUS(check_name(newname));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
@@ -542,11 +550,13 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
 }  // namespace
 
 Status Filesystem::unlink(uint64_t parent, std::string_view name) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("unlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "unlink '{}': read-only filesystem", name);
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, false);
 }
 
 Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("rmdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rmdir '{}': read-only filesystem", name);
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, true);
 }
@@ -571,6 +581,7 @@ Result<bool> is_in_subtree(TreeRoot& root, uint64_t dir, uint64_t ancestor) {
 
 Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
                           unsigned flags) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("rename"));
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE))
     return fail(EINVAL, "rename flags {:#x} not supported", flags);
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
@@ -682,6 +693,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
 // ---- open, opendir, readdir -----------------------------------------------------------------------
 
 Status Filesystem::open(uint64_t ino, int flags) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("open"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -692,6 +704,7 @@ Status Filesystem::open(uint64_t ino, int flags) {
 }
 
 Result<uint64_t> Filesystem::opendir(uint64_t ino) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("opendir"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock_shared(id);
@@ -702,6 +715,7 @@ Result<uint64_t> Filesystem::opendir(uint64_t ino) {
 
 Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
                            const std::function<bool(const DirEntryOut&)>& fill, uint64_t last_index) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("readdir"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   const InodeItem dii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -792,6 +806,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
 // ---- xattrs ---------------------------------------------------------------------------------------
 
 Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("setxattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setxattr '{}' on inode {}: read-only filesystem", name, ino);
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
@@ -808,6 +823,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
 }
 
 Result<std::vector<uint8_t>> Filesystem::getxattr(uint64_t ino, std::string_view name) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("getxattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
@@ -820,6 +836,7 @@ Result<std::vector<uint8_t>> Filesystem::getxattr(uint64_t ino, std::string_view
 }
 
 Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("listxattr"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -827,6 +844,7 @@ Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
 }
 
 Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("removexattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "removexattr '{}' on inode {}: read-only filesystem", name, ino);
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));

@@ -50,6 +50,7 @@ FsInfo::~FsInfo() {
 }
 
 void FsInfo::stop_writeback() {
+  std::lock_guard lk(wb_stop_mu_);
   if (writeback_) writeback_->stop();
 }
 
@@ -128,7 +129,12 @@ Status FsInfo::load(const OpenOptions& opts) {
       return fail(EBUSY, "{}: the image changed while it was being opened (generation {} -> {})", opts.path,
                   sb->generation.get(), sb2->generation.get());
   }
-  dev_ = std::move(*dev);
+  // Every write and flush from here on passes the emergency-shutdown gate (fs/shutdown.cpp).
+  {
+    auto gated = std::make_shared<io::GatedDevice>(std::move(*dev));
+    gate_ = gated->shutdown_gate();
+    dev_ = std::move(gated);
+  }
   cache_ = std::make_unique<BufferCache>(*dev_, chunk_map_, params_, opts.cache_bytes);
   tctx_ = std::make_unique<TreeContext>(TreeContext{params_, *cache_, stats_});
 

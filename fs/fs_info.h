@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "alloc/block_group.h"
 #include "alloc/chunk_alloc.h"
@@ -29,6 +30,7 @@
 #include "alloc/space_infos.h"
 #include "fs/mount_options.h"
 #include "io/block_device.h"
+#include "io/shutdown_gate.h"
 #include "io/status.h"
 #include "tree/buffer_cache.h"
 #include "tree/chunk_map.h"
@@ -146,6 +148,18 @@ class FsInfo {
   // The device path (messages).
   const std::string& path() const { return path_; }
 
+  // ---- emergency shutdown (fs/shutdown.cpp; btrfs_force_shutdown, FS_IOC_GOINGDOWN) ----------
+  // Shuts the device gate (io/shutdown_gate.h: returns when no write is in flight and none can
+  // start), marks the filesystem shut down, stops background writeback and logs once, at warning
+  // level, who did it (`who`: "pid 1234", "a test"). Idempotent: false if it was already shut down.
+  bool force_shutdown(const std::string& who);
+  bool is_shutdown() const { return shutdown_.load(std::memory_order_acquire); }
+  // EIO naming `what` once shut down, success before: the first check of every operation that
+  // the kernel refuses after a shutdown.
+  [[nodiscard]] Status check_shutdown(std::string_view what) const;
+  // The gate in front of the device (null only before open completes).
+  io::ShutdownGate* shutdown_gate() { return gate_; }
+
  private:
   FsInfo() = default;
   [[nodiscard]] Status load(const OpenOptions& opts);
@@ -160,7 +174,10 @@ class FsInfo {
   bool read_only_ = true;
   bool cow_overwrite_ = false, wb_inhibit_ = true;
   bool log_replay_pending_ = false;
-  std::shared_ptr<io::BlockDevice> dev_;
+  std::shared_ptr<io::BlockDevice> dev_;  // an io::GatedDevice around the opened device
+  io::ShutdownGate* gate_ = nullptr;      // dev_'s gate
+  std::atomic<bool> shutdown_{false};
+  std::mutex wb_stop_mu_;                 // stop_writeback() may race (shutdown vs unmount)
   Superblock super_{};
   std::mutex super_mu_;
   FsParams params_;

@@ -98,6 +98,7 @@ TransactionManager::TransactionManager(FsInfo& fs) : fs_(fs) {
 TransactionManager::~TransactionManager() { stop_commit_thread(); }
 
 Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMode mode) {
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("start transaction"));  // fs/shutdown.cpp
   if (fs_.read_only()) return fail(EROFS, "{}: read-only filesystem", fs_.path());
   {
     std::lock_guard lk(mu_);
@@ -128,6 +129,8 @@ Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMo
   if (aborted_) {
     lk.unlock();
     sp.metadata().release_bytes(bytes + dref);
+    // A shutdown while this handle waited aborts the commit it waited for: EIO, not EROFS.
+    UBTRFS_TRY_STATUS(fs_.check_shutdown("start transaction"));
     return fail(EROFS, "{}: filesystem is read-only after an aborted transaction: {}", fs_.path(), abort_reason_);
   }
   ++running_handles_;
@@ -199,8 +202,10 @@ void TransactionManager::set_csum_deleter(CsumDeleter f) {
 }
 
 Status TransactionManager::commit(CommitCause cause) {
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // nothing is written after a shutdown
   if (fs_.read_only()) return {};
   std::lock_guard commit_lk(commit_mu_);
+  UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // again: it may have come while this waited
   {
     std::lock_guard lk(mu_);
     if (aborted_) return fail(EROFS, "{}: transaction aborted earlier: {}", fs_.path(), abort_reason_);
@@ -210,8 +215,10 @@ Status TransactionManager::commit(CommitCause cause) {
   if (pre_commit_flusher_) {
     auto st = pre_commit_flusher_(cause);
     if (!st) {
-      spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
+      if (!fs_.is_shutdown())  // else cut short by the shutdown (fs/shutdown.cpp), which said so once
+        spdlog::error("{}: flushing data before commit failed: {}", fs_.path(), st.error().message);
       abort(st.error());
+      UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));  // EIO, whatever the flusher ran into
       return fail(st.error());
     }
   }
@@ -232,8 +239,13 @@ Status TransactionManager::commit(CommitCause cause) {
     }
   }
   if (!st) {
-    spdlog::error("{}: transaction {} commit failed, filesystem is now read-only: {}", fs_.path(), running_transid(),
-                  st.error().message);
+    // A commit the shutdown gate cut short (fs/shutdown.cpp) is the shutdown working, not a failure.
+    if (fs_.is_shutdown())
+      spdlog::info("{}: transaction {} not committed: the filesystem was shut down during its commit", fs_.path(),
+                   running_transid());
+    else
+      spdlog::error("{}: transaction {} commit failed, filesystem is now read-only: {}", fs_.path(), running_transid(),
+                    st.error().message);
     abort(st.error());
   }
   {
@@ -241,6 +253,7 @@ Status TransactionManager::commit(CommitCause cause) {
     committing_ = false;
   }
   cv_.notify_all();
+  if (!st) UBTRFS_TRY_STATUS(fs_.check_shutdown("commit"));
   return st;
 }
 
@@ -276,7 +289,7 @@ void TransactionManager::start_commit_thread(std::chrono::seconds interval) {
       const CommitCause cause = commit_requested_ ? CommitCause::kRequested : CommitCause::kPeriodic;
       commit_requested_ = false;
       lk.unlock();
-      if (!aborted()) {
+      if (!aborted() && !fs_.is_shutdown()) {
         auto st = commit(cause);
         if (!st) spdlog::error("{}: periodic commit: {}", fs_.path(), st.error().message);
       }

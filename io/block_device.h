@@ -21,6 +21,8 @@
 
 namespace ubtrfs::io {
 
+class ShutdownGate;  // io/shutdown_gate.h
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -40,6 +42,9 @@ class BlockDevice {
   // Raw file descriptor for io_uring submission, or -1 if the device is not backed by one
   // (memory and fault-injecting devices); callers then fall back to write().
   virtual int fd() const { return -1; }
+  // The emergency-shutdown gate in front of this device (io/shutdown_gate.h), or null. A writer
+  // that submits on fd() directly must pass each write through it.
+  virtual ShutdownGate* shutdown_gate() { return nullptr; }
 };
 
 enum class OpenMode { kReadOnly, kReadWrite };

@@ -23,6 +23,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "io/shutdown_gate.h"
+
 namespace ubtrfs::io {
 
 namespace detail {
@@ -62,10 +64,14 @@ struct UringWriter::Impl {
     size_t submitted_len = 0;     // bytes the current SQE asks for
   };
 
-  Impl(BlockDevice& d, unsigned depth) : dev(d), depth(depth) {}
+  Impl(BlockDevice& d, unsigned depth) : dev(d), depth(depth), gate(d.shutdown_gate()) {}
 
   BlockDevice& dev;
   const unsigned depth;
+  // The device's shutdown gate (io/shutdown_gate.h), or null: every SQE enters it when prepped and
+  // leaves it when its completion is reaped, so a shutdown waits for writes already in the kernel
+  // and refuses the rest (including the remainder of a short write).
+  ShutdownGate* const gate;
 
   mutable std::mutex mu;
   bool ring_initialized = false;  // io_uring_queue_exit is due in the destructor
@@ -113,9 +119,19 @@ struct UringWriter::Impl {
   void prep_sqes() {
     size_t used = 0;
     for (; used < to_prep.size(); ++used) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-      if (sqe == nullptr) break;  // cannot happen while in_kernel + prepped <= depth; retried later
       Slot& s = slots[to_prep[used]];
+      if (gate && !gate->enter()) {
+        record_error(Error{EIO, fmt::format("{}: filesystem shut down, write at offset {} length {} refused",
+                                            dev.name(), s.progress.offset, s.progress.length)},
+                     s.tag);
+        free_slots.push_back(to_prep[used]);
+        continue;
+      }
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      if (sqe == nullptr) {  // cannot happen while in_kernel + prepped <= depth; retried later
+        if (gate) gate->leave();
+        break;
+      }
       s.submitted_len = std::min(s.progress.length, kMaxSqeBytes);
       io_uring_prep_write(sqe, dev.fd(), s.progress.data, static_cast<unsigned>(s.submitted_len),
                           s.progress.offset);
@@ -147,6 +163,7 @@ struct UringWriter::Impl {
   }
 
   void handle_completion(uint32_t idx, int res) {
+    if (gate) gate->leave();
     Slot& s = slots[idx];
     const size_t asked = s.submitted_len;
     switch (detail::complete_write(s.progress, asked, res)) {
@@ -205,6 +222,10 @@ struct UringWriter::Impl {
   // io_uring_submit again) and are discarded by io_uring_queue_exit.
   void abandon_ring() {
     std::vector<uint32_t> redo(prepped.begin(), prepped.end());
+    // Prepped SQEs entered the gate but will never complete: they leave it here (dev.write below
+    // passes through the gate again on its own).
+    if (gate)
+      for (size_t i = 0; i < prepped.size(); ++i) gate->leave();
     redo.insert(redo.end(), to_prep.begin(), to_prep.end());
     prepped.clear();
     to_prep.clear();

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "io/shutdown_gate.h"
 #include "tree/tree_checker.h"
 
 namespace ubtrfs {
@@ -326,7 +327,9 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
   counters_.skipped_inhibited += r.skipped_inhibited;
   counters_.skipped_locked += r.skipped_locked;
   counters_.skipped_in_flight += r.skipped_in_flight;
-  if (r.failed)
+  // After an emergency shutdown (io/shutdown_gate.h) failed writes are the point, not news.
+  const io::ShutdownGate* gate = dev_.shutdown_gate();
+  if (r.failed && !(gate && gate->is_shut()))
     spdlog::warn("background writeback: {} tree block writes failed; the blocks stay dirty for the commit",
                  r.failed);
   evict_locked();

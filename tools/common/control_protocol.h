@@ -92,6 +92,11 @@ static_assert(kMessageSize <= _IOC_SIZEMASK, "a restricted FUSE ioctl carries at
 inline constexpr uint32_t kIocControlRead = _IOWR(kIoctlType, 0x01, Message);
 static_assert(_IOC_SIZE(kIocControlRead) == sizeof(Message));
 
+// The shutdown with explicit flags: FS_IOC_GOINGDOWN is _IOR, so through FUSE the daemon never
+// sees its flags (tools/daemon/ioctl.cpp); this _IOW command carries them (a __u32:
+// 0 = sync first, 1 = flush the log, 2 = no flush; anything else EINVAL). Root only (EPERM).
+inline constexpr uint32_t kIocShutdown = _IOW(kIoctlType, 0x02, uint32_t);
+
 // A request for `payload` at `offset` of `snapshot` (0: a new one).
 Message make_request(Payload payload, uint64_t snapshot, uint64_t offset);
 

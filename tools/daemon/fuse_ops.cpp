@@ -40,7 +40,8 @@ int reply_errno(const Error& e) {
 
 void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
   const int err = reply_errno(e);
-  if (err == EIO)
+  // After a shutdown every operation is EIO by design: the one warning about it is enough.
+  if (err == EIO && !fs_of(req).is_shutdown())
     spdlog::error("{} inode {}: {}", op, ino, e.message);
   else
     spdlog::debug("{} inode {}: {} ({})", op, ino, e.message, strerror(err));
@@ -492,6 +493,9 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
   r.flags = flags;
   r.in = std::span<const uint8_t>(static_cast<const uint8_t*>(in_buf), in_buf ? in_bufsz : 0);
   r.out_size = out_bufsz;
+  const fuse_ctx* caller = fuse_req_ctx(req);
+  r.uid = caller->uid;
+  r.pid = caller->pid;
   auto reply = dispatch_ioctl(*static_cast<DaemonContext*>(fuse_req_userdata(req)), r);
   if (!reply) {
     const char* name = ioctl_name(cmd);

@@ -1,9 +1,14 @@
 // The daemon's ioctl table; see ioctl.h.
 #include "tools/daemon/ioctl.h"
 
+#include <linux/fs.h>
+#include <linux/ioctl.h>
+
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <string>
 
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/logging.h"
@@ -38,8 +43,83 @@ Result<IoctlReply> control_read(DaemonContext& ctx, const IoctlRequest& req) {
   return out;
 }
 
+// FS_IOC_GOINGDOWN: XFS_IOC_GOINGDOWN _IOR('X', 125, __u32), the same number as btrfs's
+// BTRFS_IOC_SHUTDOWN and f2fs's; <xfs/xfs_fs.h> is not a dependency, so it is spelled out here.
+constexpr uint32_t kIocGoingDown = _IOR('X', 125, uint32_t);
+static_assert(kIocGoingDown == 0x8004587d);
+static_assert(FS_IOC_GETFSLABEL == 0x81009431 && FS_IOC_SETFSLABEL == 0x41009432);
+
+// The requester as the one shutdown warning names it: "pid 1234 (godown)".
+std::string describe_caller(const IoctlRequest& req) {
+  std::string comm;
+  if (req.pid > 0) {
+    std::ifstream f("/proc/" + std::to_string(req.pid) + "/comm");
+    std::getline(f, comm);
+  }
+  return comm.empty() ? fmt::format("pid {}", req.pid) : fmt::format("pid {} ({})", req.pid, comm);
+}
+
+Status require_admin(const IoctlRequest& req, const char* what) {
+  if (req.uid != 0) return fail(EPERM, "{} by uid {}: operation not permitted", what, req.uid);
+  return {};
+}
+
+// FS_IOC_GOINGDOWN (xfstests' godown, btrfs_ioctl_shutdown, xfs_fs_goingdown). The command is
+// encoded _IOR although the kernel reads the flags from the caller, so a FUSE daemon — which only
+// gets restricted ioctls, where an _IOR command carries no input bytes — never sees them. ubtrfs
+// does what XFS_FSOP_GOING_FLAGS_NOLOGFLUSH (2) asks, a power cut: nothing more is written from
+// the moment this returns, and what fsync made durable before is what the next mount finds (fsync
+// returns only once its data is on disk, so nothing is lost that was promised). Syncing first
+// instead would hide every fsync bug from the tests that use this ioctl to simulate a crash. A
+// clean, sync-first shutdown is UBTRFS_IOC_SHUTDOWN with flags 0 (control_shutdown below).
+// README: "Shutdown".
+Result<IoctlReply> goingdown(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "FS_IOC_GOINGDOWN"));
+  UBTRFS_TRY_STATUS(ctx.fs->shutdown(fs::ShutdownMode::kNoFlush,
+                                     describe_caller(req) + " with FS_IOC_GOINGDOWN (no flush)"));
+  return IoctlReply{};
+}
+
+// UBTRFS_IOC_SHUTDOWN: the same with the flags FS_IOC_GOINGDOWN cannot carry through FUSE.
+Result<IoctlReply> control_shutdown(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "UBTRFS_IOC_SHUTDOWN"));
+  if (req.in.size() < sizeof(uint32_t)) return fail(EINVAL, "shutdown ioctl with {} bytes in", req.in.size());
+  uint32_t flags;
+  std::memcpy(&flags, req.in.data(), sizeof flags);
+  static constexpr const char* kNames[] = {"sync first", "flush log", "no flush"};
+  if (flags > 2) return fail(EINVAL, "shutdown flags {} are not 0, 1 or 2", flags);
+  const std::string who = fmt::format("{} with UBTRFS_IOC_SHUTDOWN ({})", describe_caller(req), kNames[flags]);
+  UBTRFS_TRY_STATUS(ctx.fs->shutdown(static_cast<fs::ShutdownMode>(flags), who));
+  return IoctlReply{};
+}
+
+// FS_IOC_GETFSLABEL (btrfs_ioctl_get_fslabel): the label, NUL padded to FSLABEL_MAX bytes.
+Result<IoctlReply> get_fslabel(DaemonContext& ctx, const IoctlRequest& req) {
+  const std::string label = UBTRFS_TRY(ctx.fs->label());
+  IoctlReply out;
+  out.out.assign(std::min<size_t>(req.out_size, FSLABEL_MAX), 0);
+  std::memcpy(out.out.data(), label.data(), std::min(label.size(), out.out.size()));
+  return out;
+}
+
+// FS_IOC_SETFSLABEL (btrfs_ioctl_set_fslabel): CAP_SYS_ADMIN, then EINVAL for a buffer without a
+// NUL in its FSLABEL_MAX (= BTRFS_LABEL_SIZE) bytes, then the change, committed before the reply.
+Result<IoctlReply> set_fslabel(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "FS_IOC_SETFSLABEL"));
+  const auto* p = reinterpret_cast<const char*>(req.in.data());
+  const size_t len = strnlen(p, req.in.size());
+  if (len == req.in.size())
+    return fail(EINVAL, "unable to set label with more than {} bytes", FSLABEL_MAX - 1);
+  UBTRFS_TRY_STATUS(ctx.fs->set_label(std::string_view(p, len)));
+  return IoctlReply{};
+}
+
 constexpr IoctlCommand kCommands[] = {
     {control::kIocControlRead, "UBTRFS_IOC_CONTROL_READ", control_read},
+    {control::kIocShutdown, "UBTRFS_IOC_SHUTDOWN", control_shutdown},
+    {kIocGoingDown, "FS_IOC_GOINGDOWN", goingdown},
+    {FS_IOC_GETFSLABEL, "FS_IOC_GETFSLABEL", get_fslabel},
+    {FS_IOC_SETFSLABEL, "FS_IOC_SETFSLABEL", set_fslabel},
 };
 
 }  // namespace

@@ -6,7 +6,10 @@
 // (when it reads). A handler gets both sizes and returns the ioctl's result and the bytes to
 // copy back. Commands that are not in the table fail with ENOTTY, as the kernel answers an
 // unknown ioctl, on any inode. Today the table holds the control channel's read
-// (tools/common/control_protocol.h); btrfs's own ioctls (magic 0x94) join it as entries.
+// (tools/common/control_protocol.h) and its shutdown with flags, the label (FS_IOC_GETFSLABEL /
+// FS_IOC_SETFSLABEL, the same numbers as BTRFS_IOC_GET_FSLABEL / SET_FSLABEL) and the shutdown
+// (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN); btrfs's own ioctls (magic 0x94)
+// join it as entries. Privileged commands (CAP_SYS_ADMIN in the kernel) require caller uid 0.
 // Thread safety: handlers run concurrently on the FUSE worker threads; the table is immutable.
 #pragma once
 
@@ -25,6 +28,8 @@ struct IoctlRequest {
   unsigned flags = 0;                // FUSE_IOCTL_* (FUSE_IOCTL_DIR: on a directory)
   std::span<const uint8_t> in;       // _IOC_SIZE(cmd) bytes for a command that writes, else empty
   size_t out_size = 0;               // room for the reply: _IOC_SIZE(cmd) for a command that reads
+  uint32_t uid = 0;                  // the caller (fuse_req_ctx): uid 0 stands for CAP_SYS_ADMIN
+  int32_t pid = 0;
 };
 
 struct IoctlReply {

@@ -1,10 +1,13 @@
-// ubtrfs-inspect: read-only inspector for btrfs images (single device) and mounted ubtrfs daemons.
+// ubtrfs-inspect: read-only inspector for btrfs images (single device) and mounted ubtrfs daemons,
+// and the one command that changes a mount: shutdown.
 //
 //   ubtrfs-inspect dump-super IMAGE           every superblock field, backup roots, sys_chunk_array
 //   ubtrfs-inspect dump-tree [-t TREE] IMAGE  tree blocks in the btrfs-progs dump-tree form
 //   ubtrfs-inspect stats MNT [--json]         the live counters of the daemon serving MNT
 //   ubtrfs-inspect log MNT [--json] [--level info|warn|error]
 //                                             its recent messages (the last 512 at info and above)
+//   ubtrfs-inspect shutdown MNT [--mode sync|flush-log|no-flush]
+//                                             emergency shutdown (fs/shutdown.cpp): root only
 //
 // The image is opened read-only (the device refuses every write), so inspecting never changes a
 // byte. stats and log ask the daemon through the control channel (tools/common/control_protocol.h,
@@ -317,6 +320,13 @@ int live_stats(const std::string& mnt, bool as_json) {
   return 0;
 }
 
+int live_shutdown(const std::string& mnt, const std::string& mode) {
+  const uint32_t flags = mode == "sync" ? 0 : mode == "flush-log" ? 1 : 2;
+  if (auto st = inspect::request_shutdown(mnt, flags); !st) return report(st.error());
+  emit(fmt::format("{}: shut down ({}): nothing more is written; unmount it, the next mount recovers\n", mnt, mode));
+  return 0;
+}
+
 int live_log(const std::string& mnt, bool as_json, const std::string& level_name) {
   const auto level = inspect::parse_log_level(level_name);
   if (!level) return report(Error{EINVAL, fmt::format("unknown log level '{}': use info, warn or error", level_name)});
@@ -372,6 +382,16 @@ int main(int argc, char** argv) {
   lg->add_option("--level", level, "least severity shown: info (default), warn or error")
       ->check(CLI::IsMember({"info", "warn", "warning", "error", "critical"}));
 
+  std::string shutdown_mode = "sync";
+  auto* sd = app.add_subcommand("shutdown", "emergency shutdown of the ubtrfs daemon serving MOUNTPOINT (root only): "
+                                            "after it nothing more is written and every operation fails with EIO "
+                                            "until the unmount (FS_IOC_GOINGDOWN with its flags)");
+  sd->add_option("MOUNTPOINT", mnt, "the mount point, or any directory or file of the mount")->required();
+  sd->add_option("--mode", shutdown_mode,
+                 "sync: commit everything first (default); flush-log / no-flush: stop at once, keeping what "
+                 "fsync made durable")
+      ->check(CLI::IsMember({"sync", "flush-log", "no-flush"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -383,5 +403,6 @@ int main(int argc, char** argv) {
   if (ds->parsed()) return dump_super(image);
   if (st->parsed()) return live_stats(mnt, as_json);
   if (lg->parsed()) return live_log(mnt, as_json, level);
+  if (sd->parsed()) return live_shutdown(mnt, shutdown_mode);
   return dump_tree(image, tree);
 }

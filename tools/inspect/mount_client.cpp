@@ -131,7 +131,10 @@ std::optional<MountEntry> mount_covering(const std::vector<MountEntry>& mounts, 
   return *best;
 }
 
-Result<std::string> read_live_payload(const std::string& path, control::Payload payload) {
+namespace {
+
+// The ubtrfs mount `path` is on, or the one-line error saying why it is not one.
+Result<MountEntry> ubtrfs_mount_of(const std::string& path) {
   const auto mounts = parse_mountinfo(read_mountinfo());
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
@@ -163,7 +166,30 @@ Result<std::string> read_live_payload(const std::string& path, control::Payload 
   if (!mount) return fail(ENODEV, "{}: not a ubtrfs mount (no entry in /proc/self/mountinfo)", path);
   if (mount->fstype != kFsType)
     return fail(ENOTTY, "{}: not a ubtrfs mount ({} on {})", path, mount->fstype, mount->mount_point);
+  return *mount;
+}
 
+}  // namespace
+
+Status request_shutdown(const std::string& path, uint32_t flags) {
+  const MountEntry mount = UBTRFS_TRY(ubtrfs_mount_of(path));
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return fail(errno, "{}: cannot open: {}", path, strerror(errno));
+  int rc;
+  do rc = ioctl(fd, control::kIocShutdown, &flags);
+  while (rc < 0 && errno == EINTR);
+  const int err = rc < 0 ? errno : 0;
+  close(fd);
+  if (err == ENOTTY || err == ENOSYS)
+    return fail(ENOTTY, "{}: the ubtrfs daemon on {} does not answer the shutdown ioctl (an older daemon?)", path,
+                mount.mount_point);
+  if (err == EPERM) return fail(EPERM, "{}: shutting the filesystem down needs root", path);
+  if (err != 0) return fail(err, "{}: shutdown of the ubtrfs daemon on {}: {}", path, mount.mount_point, strerror(err));
+  return {};
+}
+
+Result<std::string> read_live_payload(const std::string& path, control::Payload payload) {
+  const MountEntry mount = UBTRFS_TRY(ubtrfs_mount_of(path));
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) return fail(errno, "{}: cannot open: {}", path, strerror(errno));
   auto transport = [fd](control::Message& msg) -> Status {
@@ -180,11 +206,11 @@ Result<std::string> read_live_payload(const std::string& path, control::Payload 
   const std::string what = control::payload_name(static_cast<uint32_t>(payload));
   if (e.err == ENOTTY || e.err == ENOSYS)
     return fail(ENOTTY, "{}: the ubtrfs daemon on {} does not answer the control ioctl (an older daemon?)", path,
-                mount->mount_point);
+                mount.mount_point);
   if (e.err == EPROTO)
     return fail(EPROTO, "{}: reading {} from the ubtrfs daemon on {}: protocol mismatch: {}", path, what,
-                mount->mount_point, e.message);
-  return fail(e.err, "{}: reading {} from the ubtrfs daemon on {}: {}", path, what, mount->mount_point, e.message);
+                mount.mount_point, e.message);
+  return fail(e.err, "{}: reading {} from the ubtrfs daemon on {}: {}", path, what, mount.mount_point, e.message);
 }
 
 }  // namespace ubtrfs::inspect

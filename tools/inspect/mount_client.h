@@ -10,6 +10,7 @@
 // "PATH: permission denied: the ubtrfs mount on M was made without allow_other ...", ...
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,5 +39,10 @@ std::optional<MountEntry> mount_covering(const std::vector<MountEntry>& mounts, 
 
 // Reads `payload` from the ubtrfs daemon serving `path`.
 [[nodiscard]] Result<std::string> read_live_payload(const std::string& path, control::Payload payload);
+
+// Shuts the filesystem behind `path` down (control::kIocShutdown; flags 0 sync first, 1 flush the
+// log, 2 no flush): from its return, the daemon writes nothing more. Errors: EPERM (not root), the
+// mount checks' as for read_live_payload.
+[[nodiscard]] Status request_shutdown(const std::string& path, uint32_t flags);
 
 }  // namespace ubtrfs::inspect
