@@ -369,6 +369,18 @@ if ((TRY_RC == 0)); then
   else
     failed "log file $logfile: $(stat -c '%a %n' "$logdir" "$logfile" 2>&1) $(head -c 400 "$logfile" 2>/dev/null)"
   fi
+  # The file exists now: a second mount of the image is silent (a mount that works says nothing;
+  # xfstests compares mount's output), and appends to the same file.
+  background_mount ""
+  if ((TRY_RC == 0)); then
+    [[ ! -s $TRY_ERR ]] && pass "second background mount without syslog: nothing on stderr" ||
+      failed "second background mount without syslog: stderr '$(cat "$TRY_ERR")', want nothing"
+    background_umount || failed "background unmount (file, second mount)"
+    [[ $(grep -c "info: mounted $img on $mnt " "$logfile") == 2 ]] && pass "the second mount appended to the same log file" ||
+      failed "log file after two mounts: $(grep -c 'info: mounted' "$logfile") mount lines"
+  else
+    failed "second background mount without syslog: exit $TRY_RC: $(cat "$TRY_ERR")"
+  fi
 else
   failed "background mount without syslog: exit $TRY_RC: $(cat "$TRY_ERR")"
 fi

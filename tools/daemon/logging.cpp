@@ -76,10 +76,12 @@ LogDestination choose_background_destination(const LogConfig& config) {
     return {LogTarget::kNone, dir, false, fmt::format("{}, cannot create {}: {}", why, dir, strerror(errno))};
   }
   const std::string path = dir + "/" + log_file_name(config.image);
+  struct stat st;
+  const bool created = ::stat(path.c_str(), &st) != 0;
   auto file = FileSink::open(path);
   if (!file) return {LogTarget::kNone, path, false, fmt::format("{}, {}", why, file.error().message)};
   g_dist->add_sink(*file);
-  return {LogTarget::kFile, path, true, why};
+  return {LogTarget::kFile, path, true, why, created};
 }
 
 }  // namespace

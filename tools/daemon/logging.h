@@ -10,7 +10,9 @@
 //        /run/systemd/journal/socket) accepts a connection;
 //     3. a file $UBTRFS_LOG_DIR/<image>.log (default directory /run/ubtrfs, created 0755, the
 //        file 0640), <image> being the canonical image path with '/' turned into '-'; the daemon
-//        names it on stderr before detaching (kFile with automatic = true);
+//        names it on stderr before detaching when it creates the file (kFile with automatic and
+//        created; later mounts of the image say nothing, as a mount that works is silent — test
+//        suites compare mount's output);
 //     plus warnings and errors on stderr until detach_stderr_logging() (the terminal of `mount`
 //     sees why a mount failed, but not the routine info lines);
 //   -o log_file=PATH: that file instead of the background choice, and besides stderr in the
@@ -42,6 +44,7 @@ struct LogDestination {
   std::string path;        // the socket or the file
   bool automatic = false;  // kFile: chosen because there was neither syslog nor journal
   std::string why;         // kFile automatic or kNone: why syslog and journal were not used
+  bool created = false;    // kFile automatic: this mount created the file (say where it is once)
 };
 
 // Installs the default logger and picks the destination (see above). Call once, first; the

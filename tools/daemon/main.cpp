@@ -164,7 +164,7 @@ int run(const DaemonArgs& args) {
 
   // 5. Mounted: report, detach. Without syslog or journal, the terminal learns where the log is.
   if (!args.foreground) {
-    if (log_dest->target == LogTarget::kFile && log_dest->automatic)
+    if (log_dest->target == LogTarget::kFile && log_dest->automatic && log_dest->created)
       fmt::print(stderr, "ubtrfs: {}: logging to {}\n", log_dest->why, log_dest->path);
     else if (log_dest->target == LogTarget::kNone)
       fmt::print(stderr, "ubtrfs: warning: {}: messages are kept in memory only (ubtrfs-inspect log {})\n",
