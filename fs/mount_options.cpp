@@ -135,6 +135,9 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       if (!has_value) return needs_value();
       if (value != "lru" && value != "address") return bad_value();
       o.wb_lru = value == "lru";
+    } else if (name == "notreelog" || name == "treelog") {
+      if (has_value) return no_value();
+      o.notreelog = name == "notreelog";
     } else if (name == "stats_file") {
       if (!has_value || value.empty()) return needs_value();
       o.stats_file = value;
