@@ -142,6 +142,7 @@ void TreeLog::note_unlink(InodeId id, uint64_t transid) {
   Change& c = changes_[id];
   c.transid = std::max(c.transid, transid);
   c.unlink_trans = std::max(c.unlink_trans, transid);
+  if (logged_.count(id)) logged_name_removed_ = true;
 }
 
 bool TreeLog::committed_group(uint64_t start) const {
@@ -172,6 +173,9 @@ void TreeLog::drop_log_locked() {
   log_root_tree_.reset();
   log_transid_ = 0;
   abandoned_ = false;
+  std::lock_guard g(mu_);
+  logged_.clear();
+  logged_name_removed_ = false;
 }
 
 void TreeLog::commit_forget() {
@@ -220,8 +224,10 @@ std::optional<LogFallback> TreeLog::sync_inode(InodeId id) {
   // nlink 0: replay would have to recreate an orphan (btrfs logs it with an orphan item).
   if (ii->nlink.get() == 0) return fallback(LogFallback::kNoLinks);
   uint64_t start = UINT64_MAX, end = 0, unlink_trans = 0;
+  bool log_has_removed_name = false;
   {
     std::lock_guard g(mu_);
+    log_has_removed_name = logged_name_removed_;
     auto it = changes_.find(id);
     if (it != changes_.end()) {
       unlink_trans = it->second.unlink_trans;
@@ -232,7 +238,7 @@ std::optional<LogFallback> TreeLog::sync_inode(InodeId id) {
   // A removed name (unlink of a hard link, rename of or over it): replay adds the logged names and
   // drops names of the same parent missing from the log, but an old name in another directory
   // would survive (btrfs last_unlink_trans -> full commit).
-  if (unlink_trans >= transid) return fallback(LogFallback::kUnlinkedName);
+  if (unlink_trans >= transid || log_has_removed_name) return fallback(LogFallback::kUnlinkedName);
   // Every parent directory must exist in the committed tree: replay adds the name to it, it does
   // not create it (btrfs would log the new ancestors; we commit).
   auto refs = list_inode_refs(root, id.objectid);
@@ -270,6 +276,7 @@ std::optional<LogFallback> TreeLog::sync_inode(InodeId id) {
       it->second.start = UINT64_MAX;
       it->second.end = 0;
     }
+    logged_.insert(id);
     ++stats_.synced;
   }
   lk.unlock();

@@ -59,7 +59,7 @@ class FsInfo;
 enum class LogFallback : uint8_t {
   kNotRegular,      // directory, symlink, special file
   kNoLinks,         // nlink 0
-  kUnlinkedName,    // a name of the inode was removed in this transaction
+  kUnlinkedName,    // a name of the inode, or of an inode in the log, was removed in this transaction
   kNewParent,       // a parent directory created in this transaction
   kUncommittedChunk,  // data or log blocks would need a chunk the committed chunk tree lacks
   kLogFailed,       // an error or ENOSPC while logging: the log is abandoned until the commit
@@ -138,6 +138,11 @@ class TreeLog {
 
   mutable std::mutex mu_;
   std::map<InodeId, Change> changes_;     // GUARDED_BY(mu_)
+  // Inodes in the log of the running transaction, and whether one of them lost a name since it
+  // was logged: replay would bring that name back (btrfs removes it from the log at unlink,
+  // btrfs_del_inode_ref_in_log); ours is then stale and the next fsync commits instead.
+  std::set<InodeId> logged_;              // GUARDED_BY(mu_)
+  bool logged_name_removed_ = false;      // GUARDED_BY(mu_)
   std::set<uint64_t> committed_groups_;   // GUARDED_BY(mu_): block group starts at the last commit
   TreeLogStats stats_;                    // GUARDED_BY(mu_)
 };

@@ -25,6 +25,7 @@
 
 #include "fs/file_extent.h"
 #include "fs/filesystem.h"
+#include "fs/mount_options.h"
 #include "fs/transaction.h"
 #include "fs/tree_log.h"
 #include "tests/io/temp_file.h"
@@ -332,6 +333,17 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   fsync(*fs, f);
   CHECK(log_of(*fs).stats().synced == 1);
 
+  // A name of a logged inode removed afterwards: the log would bring it back at replay, so the
+  // next fsync, of any file, commits (which drops the stale log).
+  REQUIRE(fs->unlink(1, "f_link2"));
+  const uint64_t g = create(*fs, 1, "g");
+  write(*fs, g, 0, pattern(100, 9));
+  c0 = commits();
+  fsync(*fs, g);
+  CHECK(fallbacks(*fs, LogFallback::kUnlinkedName) == 2);
+  CHECK(commits() == c0 + 1);
+  CHECK(read_disk_log(img.path()).super.log_root.get() == 0);
+
   // notreelog: every fsync commits, no log.
   REQUIRE(fs->unmount());
   fs.reset();
@@ -389,6 +401,44 @@ TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
   CHECK(read_disk_log(img.path()).super.log_root.get() != 0);
   REQUIRE(fs->unmount());
   if (have_tool("btrfs")) CHECK(check_image(img.path()).empty());
+}
+
+// A log may reference a data extent that a later change in the same transaction dropped: its
+// bytes must not be reused before the commit (alloc: the cancelled +1 ref pins them at commit;
+// until then they stay reserved).
+TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tree_log]") {
+  TempFile img(256ull << 20);
+  if (!make_image(img)) return;
+  auto fs = mount_fs(img.path());
+  const uint64_t ino = create(*fs, 1, "f");
+  commit(*fs);
+  write(*fs, ino, 0, pattern(16384, 40));
+  fsync(*fs, ino);
+  auto first = logged_extents(read_disk_log(img.path()), ino);
+  REQUIRE(first.size() == 1);
+  const uint64_t old_bytenr = first[0].disk_bytenr, old_len = first[0].disk_num_bytes;
+  // Overwrite it all: the logged extent loses its only reference in this transaction.
+  for (int i = 0; i < 8; ++i) {
+    write(*fs, ino, 0, pattern(16384, 41 + i));
+    fsync(*fs, ino);
+    auto now = logged_extents(read_disk_log(img.path()), ino);
+    REQUIRE(now.size() == 1);
+    CHECK((now[0].disk_bytenr >= old_bytenr + old_len || now[0].disk_bytenr + now[0].disk_num_bytes <= old_bytenr));
+  }
+  auto* bg = fs->info().block_groups().find(old_bytenr);
+  REQUIRE(bg);
+  CHECK(bg->is_reserved(old_bytenr, old_len));
+  commit(*fs);
+  CHECK_FALSE(bg->is_reserved(old_bytenr, old_len));
+  REQUIRE(fs->unmount());
+  if (have_tool("btrfs")) CHECK(check_image(img.path()).empty());
+}
+
+TEST_CASE("notreelog_mount_option_parses", "[tree_log]") {
+  CHECK_FALSE(parse_mount_options("")->notreelog);
+  CHECK(parse_mount_options("notreelog")->notreelog);
+  CHECK_FALSE(parse_mount_options("notreelog,treelog")->notreelog);
+  CHECK_FALSE(parse_mount_options("notreelog=1"));
 }
 
 // ---- the kernel oracle ------------------------------------------------------------------------
