@@ -116,6 +116,13 @@ fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
 log_root=$(btrfs inspect-internal dump-super "$img" | awk '$1 == "log_root" {print $2}')
 if [[ $log_root != 0 ]]; then pass "the crash image has a log tree at $log_root"; else failed "the crash image has no log tree"; fi
 if check_clean "$img"; then pass "btrfs check of the crash image"; else failed "btrfs check of the crash image"; fi
+# btrfs-progs reads our log root tree (it prints that tree only): the subvolume's log root item.
+if dump=$(btrfs inspect-internal dump-tree -t tree_log "$img" 2>&1) && grep -q "owner TREE_LOG" <<<"$dump" &&
+  grep -q "key (TREE_LOG ROOT_ITEM 5)" <<<"$dump"; then
+  pass "btrfs inspect-internal dump-tree -t tree_log reads the log root tree"
+else
+  failed "dump-tree -t tree_log: $(head -c 2000 <<<"$dump")"
+fi
 
 kernel_mount "$img" "$kmnt"
 if dmesg 2>/dev/null | tail -50 | grep -q "start tree-log replay"; then pass "kernel: start tree-log replay"; fi
