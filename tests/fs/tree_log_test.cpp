@@ -21,7 +21,9 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <atomic>
 #include <string>
+#include <thread>
 
 #include "fs/file_extent.h"
 #include "fs/filesystem.h"
@@ -589,6 +591,82 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
     INFO("btrfs check after the kernel's replay: " << c);
     CHECK(c.empty());
   }
+}
+
+}  // namespace
+}  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+namespace {
+
+// Several writers append and fsync their own files while commits run beside them (each commit
+// drops the log, the next fsync starts a new one); the image as it is after the last fsyncs must
+// replay in the kernel with every file's content as written.
+TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][oracle]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || ::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
+    if (oracles_required()) FAIL("mkfs.btrfs, btrfs, root and loop devices required: UBTRFS_REQUIRE_ORACLES=1");
+    WARN("skipped: needs mkfs.btrfs, btrfs, root and loop devices");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(make_image(img));
+  auto fs = mount_fs(img.path());
+  constexpr int kWriters = 4, kRounds = 25;
+  std::vector<uint64_t> inos;
+  for (int w = 0; w < kWriters; ++w) inos.push_back(create(*fs, 1, fmt::format("w{}", w)));
+  commit(*fs);
+  std::vector<std::vector<uint8_t>> model(kWriters);
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::thread committer([&] {
+    while (!stop.load()) {
+      if (!fs->info().transactions().commit()) ++errors;
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w)
+    writers.emplace_back([&, w] {
+      for (int r = 0; r < kRounds; ++r) {
+        const auto chunk = pattern(3000 + 97 * r, 100 * w + r);
+        const uint64_t off = model[w].size();
+        auto wr = fs->write(inos[w], off, chunk);
+        if (!wr || *wr != chunk.size()) ++errors;
+        model[w].insert(model[w].end(), chunk.begin(), chunk.end());
+        if (!fs->fsync(inos[w], false)) ++errors;
+      }
+    });
+  for (auto& t : writers) t.join();
+  stop = true;
+  committer.join();
+  REQUIRE(errors.load() == 0);
+  // One more fsync each after the last commit: the crash image holds a log.
+  for (int w = 0; w < kWriters; ++w) {
+    const auto chunk = pattern(5000, 1000 + w);
+    write(*fs, inos[w], model[w].size(), chunk);
+    model[w].insert(model[w].end(), chunk.begin(), chunk.end());
+    fsync(*fs, inos[w]);
+  }
+  CHECK(log_of(*fs).stats().synced >= kWriters);
+  TempFile crash(1);
+  REQUIRE(run(fmt::format("cp --sparse=always {} {}", img.path(), crash.path())) == 0);
+  REQUIRE(fs->unmount());
+  fs.reset();
+  REQUIRE(read_disk_log(crash.path()).super.log_root.get() != 0);
+  CHECK(check_image(crash.path()).empty());
+  {
+    KernelMount km;
+    std::string out;
+    REQUIRE(run(fmt::format("mount -o loop {} {}", crash.path(), km.mnt), &out) == 0);
+    km.mounted = true;
+    for (int w = 0; w < kWriters; ++w) {
+      const auto got = read_file(fmt::format("{}/w{}", km.mnt, w));
+      INFO("w" << w << ": kernel reads " << got.size() << " bytes, model " << model[w].size());
+      CHECK(got == model[w]);
+    }
+    km.unmount();
+  }
+  CHECK(check_image(crash.path()).empty());
 }
 
 }  // namespace
