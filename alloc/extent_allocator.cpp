@@ -218,6 +218,35 @@ Status ExtentAllocator::add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t le
   return {};
 }
 
+Result<uint64_t> ExtentAllocator::alloc_log_block(uint64_t hint,
+                                                  const std::function<bool(const BlockGroup&)>& usable) {
+  const uint64_t nodesize = fs_.nodesize;
+  std::vector<BlockGroup*> candidates;
+  for (BlockGroup* bg : groups_.all())
+    if (group_serves(bg->flags(), kBlockGroupMetadata) && usable(*bg)) candidates.push_back(bg);
+  std::stable_partition(candidates.begin(), candidates.end(),
+                        [&](BlockGroup* bg) { return hint != 0 && bg->contains(hint); });
+  for (BlockGroup* bg : candidates) {
+    auto at = bg->reserve_extent(nodesize, nodesize, bg->contains(hint) ? hint : 0, kStripeLen, 0);
+    if (!at) continue;
+    // Same guard as alloc_tree_block_impl: never hand out a misaligned block.
+    if (*at % nodesize != 0 || *at / kStripeLen != (*at + nodesize - 1) / kStripeLen) {
+      (void)bg->release_reserved(*at, nodesize);
+      return fail(EUCLEAN, "log block {} is misaligned or crosses a 64 KiB stripe (group {})", *at, bg->start());
+    }
+    return *at;
+  }
+  return fail(ENOSPC, "no committed METADATA group has a free {}-byte block for the tree log", nodesize);
+}
+
+void ExtentAllocator::free_log_block(uint64_t bytenr, bool pin) {
+  const uint64_t nodesize = fs_.nodesize;
+  BlockGroup* bg = groups_.find(bytenr);
+  Status st = !bg ? Status(fail(EUCLEAN, "freeing log block {}: no block group holds it", bytenr))
+                  : (pin ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize));
+  if (!st) record_error(st.error());
+}
+
 uint64_t ExtentAllocator::free_bytes(uint64_t type) const {
   uint64_t n = 0;
   for (BlockGroup* bg : groups_.all())

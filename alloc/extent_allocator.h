@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -97,6 +98,18 @@ class ExtentAllocator final : public TreeBlockAllocator {
   // offset minus the extent offset (FORMAT.md §3.9). new_alloc: first reference of a reserve_data.
   [[nodiscard]] Status add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino,
                                     uint64_t offset, int delta, bool new_alloc);
+
+  // Tree-log blocks (btrfs tree-log.c: log trees are allocated with btrfs_alloc_tree_block for
+  // root TREE_LOG -6, which skips the delayed ref: a log block never gets an extent item, the
+  // replay pins what the log references). A nodesize block of a METADATA group for which
+  // `usable(group)` holds (the caller allows only groups the committed chunk tree maps: a replay
+  // reads the log through the committed chunk tree), reserved, with no delayed ref. Never creates
+  // a chunk (a new chunk is not in the committed chunk tree). Errors: ENOSPC.
+  [[nodiscard]] Result<uint64_t> alloc_log_block(uint64_t hint, const std::function<bool(const BlockGroup&)>& usable);
+  // Gives a log block back: `pin` (the block was written: a superblock written by an earlier fsync
+  // may point at it) -> pinned until the commit unpins; else (never written, or the commit that
+  // ends the log already wrote its superblock) -> free at once.
+  void free_log_block(uint64_t bytenr, bool pin);
 
   // Bytes of free space in groups of `type` (statfs, space_info); mixed groups count for both.
   uint64_t free_bytes(uint64_t type) const;

@@ -285,7 +285,9 @@ void TransactionManager::set_skip_tree_flush_for_test(bool on) {
 Status TransactionManager::commit_locked() {
   const uint64_t transid = running_transid();
   const bool hook_work = commit_hook_ && commit_hook_pending_ && commit_hook_pending_();
-  if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending() && !hook_work) {
+  const bool log_live = log_hooks_.active && log_hooks_.active();
+  if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending() && !hook_work &&
+      !log_live) {
     release_commit_reservations();
     return {};
   }
@@ -294,6 +296,10 @@ Status TransactionManager::commit_locked() {
   // handle of its caller, whose reservation was released first).
   // No background writeback from here to the commit's own write-out (BufferCache::pause_background).
   BufferCache::BackgroundPause no_background_writeback(fs_.cache());
+  // The tree log of this transaction (fs/tree_log.h) dies with it: its buffers are forgotten before
+  // the write-out (no fsync runs: each holds a handle, and the gate is closed), its blocks freed
+  // after the superblock below, which has log_root 0 (btrfs free_log_tree after the commit).
+  if (log_hooks_.forget) log_hooks_.forget();
   alloc::HandleAllocator commit_alloc(fs_.allocator(), fs_.spaces(), fs_.params().nodesize);
   TreeHandle h;
   h.transid = transid;
@@ -316,6 +322,7 @@ Status TransactionManager::commit_locked() {
   UBTRFS_TRY_STATUS(fs_.cache().write_dirty());
   if (!skip_tree_flush_for_test.load(std::memory_order_relaxed)) UBTRFS_TRY_STATUS(fs_.device().flush());
   UBTRFS_TRY_STATUS(write_super_and_unpin(transid));
+  if (log_hooks_.release) log_hooks_.release(transid);
   release_commit_reservations();
   {
     std::lock_guard lk(mu_);

@@ -17,7 +17,16 @@
 #include "fs/delayed_inode.h"
 #include "fs/csum_tree.h"
 #include "fs/transaction.h"
+#include "fs/tree_log.h"
 #include "tree/ctree.h"
+
+namespace ubtrfs::fs {
+
+void note_extent_change(FsInfo& fs, InodeId id, uint64_t transid, uint64_t start, uint64_t end) {
+  if (TreeLog* log = fs.tree_log()) log->note_change(id, transid, start, end);
+}
+
+}  // namespace ubtrfs::fs
 
 namespace ubtrfs::fs {
 namespace {
@@ -678,6 +687,7 @@ Status FileData::flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t siz
   const uint64_t dropped =
       TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
   TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
+  note_extent_change(fs_, id, th.transid(), 0, fs_.params().sectorsize);
   InodeItem cur = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
   cur.nbytes = cur.nbytes.get() - dropped + size;
   TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
@@ -724,6 +734,7 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
                                                make_file_extent(th.transid(), kFileExtentReg, ext.bytenr, ext.len, 0,
                                                                 ext.len, ext.len)));
+    note_extent_change(fs_, id, th.transid(), cur, cur + ext.len);
     TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root.objectid(), id.objectid,
                                                          cur, +1, true));
     if (!nodatasum)
@@ -780,6 +791,7 @@ Status FileData::drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, al
     // Read before the first change: a read error here has changed nothing and needs no abort.
     InodeItem cur = UBTRFS_TRY(read_inode(fs_, root, id.objectid));
     const uint64_t dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cut, UINT64_MAX));
+    note_extent_change(fs_, id, th.transid(), cut, UINT64_MAX);
     cur.nbytes = cur.nbytes.get() - std::min<uint64_t>(dropped, cur.nbytes.get());
     if (!did_first && first) TRY_STATUS_OR_ABORT(th, first(th, cur));
     did_first = true;
@@ -841,6 +853,8 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
     return drop_tail_batched(id, *root, round_up(new_size, ss), alloc::FlushMode::kFlushAllSteal, update);
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
   InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
+  // The grown part reads as a hole: a log of the inode must say so (explicit hole items).
+  note_extent_change(fs_, id, th.transid(), old_size, new_size);
   TRY_STATUS_OR_ABORT(th, update(th, cur));
   TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
   return {};

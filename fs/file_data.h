@@ -94,6 +94,11 @@ inline constexpr uint64_t kFlushIoChunk = 1ull << 20;
 inline constexpr size_t kTruncateBatch = 32;
 inline constexpr unsigned kTruncateItems = 4;
 
+// The extent items of [start, end) of `id` changed in transaction `transid`: tells the tree log
+// (fs/tree_log.h), if the filesystem has one, so the inode's next log covers the range. Every
+// handle that changes a file's extents (flush, truncate, grow, punch, fallocate, NOCOW) calls it.
+void note_extent_change(FsInfo& fs, InodeId id, uint64_t transid, uint64_t start, uint64_t end);
+
 class FileData {
  public:
   FileData(FsInfo& fs, const InodeNumbers& numbers, InodeLocks& locks);

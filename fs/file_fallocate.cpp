@@ -97,6 +97,7 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));  // before the first change: no abort
   uint64_t dropped = 0;
   if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
+  note_extent_change(fs_, id, th.transid(), s_al, e_al);
   cur.nbytes = cur.nbytes.get() - dropped;
   const Timespec now = now_btrfs();
   cur.mtime = now;
@@ -145,6 +146,7 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
       unallocated -= std::min(unallocated, ext.len);
       const uint64_t dropped =
           TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
+      note_extent_change(fs_, id, th.transid(), cur, cur + ext.len);
       TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *root, id.objectid, cur,
                                                  make_file_extent(th.transid(), kFileExtentPrealloc, ext.bytenr,
                                                                   ext.len, 0, ext.len, ext.len)));

@@ -129,6 +129,7 @@ Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t 
     const uint64_t dropped =
         TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + piece));
     const uint64_t ext_offset = pre.offset + (cur - pre.file_offset);
+    note_extent_change(fs_, id, th.transid(), cur, cur + piece);
     TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
                                                make_file_extent(th.transid(), kFileExtentReg, pre.disk_bytenr,
                                                                 pre.disk_num_bytes, ext_offset, piece, pre.ram_bytes)));

@@ -9,6 +9,7 @@
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
 #include "fs/space_flusher.h"
+#include "fs/tree_log.h"
 #include "fs/transaction.h"
 #include "fs/tree_log_replay.h"
 #include "io/checksum.h"
@@ -111,6 +112,8 @@ Filesystem::~Filesystem() {
   fs_->space_flusher().set_file_data(nullptr);
   fs_->space_flusher().set_delayed_items_runner(nullptr);
   fs_->transactions().set_commit_hook(nullptr, nullptr);
+  fs_->transactions().set_tree_log_hooks({});
+  fs_->set_tree_log(nullptr);
   fs_->set_delayed_inodes(nullptr);
 }
 
@@ -141,6 +144,14 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
   // thread on behalf of a ticket whose waiter holds one (file_data.h "Locking").
   txm.set_pre_commit_flusher([data](CommitCause c) { return data->flush_all(c == CommitCause::kUnmount); });
   txm.set_csum_deleter([data](TreeHandle& h, uint64_t bytenr, uint64_t len) { return data->delete_csums(h, bytenr, len); });
+  if (!f->read_only() && !opts.notreelog) {
+    // fsync's fast path (fs/tree_log.h); the commit drops the log of the transaction it ends.
+    f->log_ = std::make_unique<TreeLog>(*f->fs_);
+    TreeLog* log = f->log_.get();
+    txm.set_tree_log_hooks({[log] { return log->active(); }, [log] { log->commit_forget(); },
+                            [log](uint64_t transid) { log->commit_release(transid); }});
+    f->fs_->set_tree_log(log);
+  }
   if (!f->read_only()) {
     // A log tree left by an fsync before a crash is replayed (and committed without the log)
     // before anything else may write, as btrfs does in open_ctree before orphan cleanup.
@@ -336,6 +347,15 @@ std::string Filesystem::stats_json() {
   json causes;
   for (int i = 0; i < kCommitCauseCount; ++i) causes[commit_cause_name(static_cast<CommitCause>(i))] = cs.by_cause[i];
   j["commits_by_cause"] = causes;
+  if (log_) {
+    // fsyncs served by the tree log vs by a full commit, with the reason (fs/tree_log.h).
+    const TreeLogStats ls = log_->stats();
+    json fb;
+    for (int i = 0; i < kLogFallbackCount; ++i) fb[log_fallback_name(static_cast<LogFallback>(i))] = ls.fallbacks[i];
+    j["tree_log"] = {{"fsyncs_logged", ls.synced}, {"items_logged", ls.items_logged},
+                     {"blocks_written", ls.blocks_written}, {"logs_dropped", ls.logs_dropped},
+                     {"fsyncs_committed", fb}};
+  }
   j["cows"] = st.cows();
   j["cows_same_transaction"] = st.cows_same_transaction();
   j["cows_same_transaction_write_in_flight"] = st.cows_same_transaction_write_in_flight();

@@ -41,6 +41,7 @@ namespace ubtrfs::fs {
 struct NamespaceState;
 class FileData;
 class DelayedInodes;
+class TreeLog;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -125,7 +126,8 @@ class Filesystem {
   [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data);
   [[nodiscard]] Status flush(uint64_t ino);
   [[nodiscard]] Status release(uint64_t ino);
-  // fsync: the file's data and metadata are on disk when it returns (a full commit for now).
+  // fsync: the file's data and metadata are on disk when it returns: through the tree log when it
+  // can express the inode's state (fs/tree_log.h), else a full commit.
   [[nodiscard]] Status fsync(uint64_t ino, bool datasync);
   [[nodiscard]] Status fsyncdir(uint64_t ino, bool datasync);
   // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE (others: EOPNOTSUPP).
@@ -169,6 +171,7 @@ class Filesystem {
   std::unique_ptr<DelayedInodes> delayed_;  // fs/delayed_inode.h (before ns_ and data_, which use it)
   std::unique_ptr<NamespaceState> ns_;   // fs/namespace_state.h
   std::unique_ptr<FileData> data_;       // fs/file_data.h
+  std::unique_ptr<TreeLog> log_;         // fs/tree_log.h: fsync's fast path (null: read-only or notreelog)
   bool unmounted_ = false;
   MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
   bool nodiratime_ = false;

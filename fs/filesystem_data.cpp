@@ -2,8 +2,9 @@
 // FUSE inode number into an InodeId, takes the inode's lock (shared to read, exclusive to modify;
 // copy_file_range takes the two inodes' locks one at a time, never both) and calls FileData.
 // write() throttles its caller on the dirty-data limit once the lock is dropped (file_data.h).
-// fsync writes the inode's delalloc, drops the lock, then commits (a commit must never be
-// started with an inode lock held: its delalloc flusher takes inode locks).
+// fsync writes the inode's delalloc and logs the inode (fs/tree_log.h) under its lock; when the log
+// cannot serve it, it drops the lock and commits (a commit must never be started with an inode lock
+// held: its delalloc flusher takes inode locks).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/transaction.h"
+#include "fs/tree_log.h"
 
 namespace ubtrfs::fs {
 
@@ -66,7 +68,7 @@ Status Filesystem::release(uint64_t ino) {
   return {};
 }
 
-Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) {
+Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same (btrfs logs the inode item either way)*/) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("fsync"));
   if (unmounted_) return fail(EIO, "fsync of inode {} after unmount", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
@@ -74,6 +76,10 @@ Status Filesystem::fsync(uint64_t ino, bool /*datasync: the same full commit*/) 
   {
     InodeLocks::Guard g = locks_.lock({id});
     UBTRFS_TRY_STATUS(data_->flush_inode(id));
+    // The fast path (btrfs_sync_file -> btrfs_log_dentry_safe + btrfs_sync_log), with the inode's
+    // lock held so its items cannot change while they are copied. When the log cannot express the
+    // inode's state it says why and nothing was promised: the full commit below makes it durable.
+    if (log_ && !log_->sync_inode(id)) return {};
   }
   return fs_->transactions().commit(CommitCause::kFsync);
 }

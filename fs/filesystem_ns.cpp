@@ -38,6 +38,7 @@
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/posix_acl.h"
+#include "fs/tree_log.h"
 #include "fs/namespace_state.h"
 #include "fs/xattr.h"
 #include "io/checksum.h"
@@ -165,6 +166,8 @@ Result<uint32_t> remove_name(TransHandle& th, TreeRoot& root, TouchedInodes& ino
   auto* d = UBTRFS_TRY(inodes.get(dir));
   auto* c = UBTRFS_TRY(inodes.get(child));
   const uint64_t index = UBTRFS_TRY(delete_inode_ref(th.tree(), root, child, dir, name));
+  // btrfs_record_unlink_dir: an fsync of the inode in this transaction must commit (tree_log.h).
+  if (TreeLog* log = th.fs()->tree_log()) log->note_unlink(InodeId{root.objectid(), child}, th.transid());
   std::optional<DelayedIndexQueue> queue;
   if (DelayedInodes* d = th.fs()->delayed_inodes()) queue.emplace(*d, th, root);
   UBTRFS_TRY_OR_ABORT(th, delete_dir_entry(th.tree(), root, dir, name, index, queue ? &*queue : nullptr));

@@ -46,6 +46,7 @@ class TransactionManager;
 class ChunkCreator;
 class FsSpaceFlusher;
 class DelayedInodes;
+class TreeLog;
 
 // A tree with a ROOT_ITEM (btrfs `struct btrfs_root`): the in-memory root pointer plus the item.
 struct RootRecord {
@@ -131,6 +132,10 @@ class FsInfo {
   // then go straight to the tree). Set at mount, cleared before the Filesystem goes.
   DelayedInodes* delayed_inodes() const { return delayed_.load(std::memory_order_acquire); }
   void set_delayed_inodes(DelayedInodes* d) { delayed_.store(d, std::memory_order_release); }
+  // The tree log of the mounted Filesystem (fs/tree_log.h; null when none: FsInfo alone, read-only,
+  // or `notreelog`). Namespace and data operations stamp it with what they changed.
+  TreeLog* tree_log() const { return tree_log_.load(std::memory_order_acquire); }
+  void set_tree_log(TreeLog* l) { tree_log_.store(l, std::memory_order_release); }
 
   // The in-memory superblock: generation = last committed transaction. REQUIRES: commit exclusion
   // (TransactionManager) for writes; readers take super_mu().
@@ -199,6 +204,7 @@ class FsInfo {
   std::unique_ptr<TransactionManager> txm_;
   std::unique_ptr<FsSpaceFlusher> flusher_;  // last: destroyed first, after the reclaim thread stopped
   std::atomic<DelayedInodes*> delayed_{nullptr};
+  std::atomic<TreeLog*> tree_log_{nullptr};
 };
 
 }  // namespace ubtrfs::fs

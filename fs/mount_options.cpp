@@ -150,6 +150,9 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
         o.nologreplay = true;
         pos = colon + 1;
       }
+    } else if (name == "notreelog" || name == "treelog") {
+      if (has_value) return no_value();
+      o.notreelog = name == "notreelog";
     } else if (name == "stats_file") {
       if (!has_value || value.empty()) return needs_value();
       o.stats_file = value;

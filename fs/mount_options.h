@@ -39,6 +39,7 @@ struct MountOptions {
   bool nologreplay = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
+  bool notreelog = false;                 // notreelog / treelog: fsync by full commit instead of the tree log
   // Background writeback of dirty tree blocks (tree/writeback.h): writeback=on|off,
   // wb_thresh_mb=N (absolute threshold, default 32), wb_ratio=PCT (threshold as % of cache_mb, 0..100,
   // default 10; 0: only the absolute one), wb_interval=SECONDS (periodic wakeup, default 5),

@@ -152,6 +152,17 @@ class TransactionManager {
   // Registered once by the fs layer, which owns the csum tree format.
   using CsumDeleter = std::function<Status(TreeHandle& h, uint64_t bytenr, uint64_t len)>;
   void set_csum_deleter(CsumDeleter f);
+  // The tree log (fs/tree_log.h), which lives only until the commit that ends its transaction:
+  // `active` says a log exists (the commit then runs even with nothing else dirty, so that its
+  // superblock, log_root 0, supersedes the fsync's); `forget` runs with the gate closed before the
+  // write-out (the log's buffers are never written by a commit); `release` runs once the new
+  // superblock is on disk (the log's blocks become free space). Registered once by the fs layer.
+  struct TreeLogHooks {
+    std::function<bool()> active;
+    std::function<void()> forget;
+    std::function<void(uint64_t committed_transid)> release;
+  };
+  void set_tree_log_hooks(TreeLogHooks hooks) { log_hooks_ = std::move(hooks); }
 
   // The periodic commit thread (`commit=` seconds; also woken by request_commit()).
   void start_commit_thread(std::chrono::seconds interval);
@@ -184,6 +195,7 @@ class TransactionManager {
   std::function<Status(TreeHandle&)> commit_hook_;
   std::function<bool()> commit_hook_pending_;
   CsumDeleter csum_deleter_;
+  TreeLogHooks log_hooks_;
   // Reservations after a commit: the delayed-refs and chunk reserves are released, the global one
   // resized (REQUIRES: gate closed).
   void release_commit_reservations();

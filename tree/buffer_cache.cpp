@@ -203,13 +203,16 @@ uint64_t BufferCache::write_batch(std::vector<EbRef>& batch, bool background, st
   return nfailed;
 }
 
-Status BufferCache::write_dirty() {
+Status BufferCache::write_dirty() { return write_dirty_if(nullptr); }
+
+Status BufferCache::write_dirty_if(const std::function<bool(const ExtentBuffer&)>& pick) {
   std::lock_guard wb(wb_mu_);
   std::vector<EbRef> todo;
   {
     std::lock_guard g(mu_);
     todo.reserve(dirty_.size());
-    for (auto& [_, eb] : dirty_) todo.push_back(eb);  // ascending bytenr: sequential device writes
+    for (auto& [_, eb] : dirty_)  // ascending bytenr: sequential device writes
+      if (!pick || pick(*eb)) todo.push_back(eb);
   }
   std::optional<Error> first_error;
   std::vector<EbRef> batch;

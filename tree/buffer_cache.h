@@ -142,6 +142,9 @@ class BufferCache {
   // then writes every dirty buffer (waiting for tree locks, ignoring inhibitors) and waits for all of
   // it. Errors: the first failure (the caller aborts the transaction); failing buffers stay dirty.
   [[nodiscard]] Status write_dirty();
+  // The same for the dirty buffers `pick` selects only (an fsync writes the tree log's blocks,
+  // btrfs_write_marked_extents on the log's dirty pages, WB_SYNC_ALL).
+  [[nodiscard]] Status write_dirty_if(const std::function<bool(const ExtentBuffer&)>& pick);
   // WB_SYNC_NONE: writes dirty buffers that are not locked, not inhibited (fix 2) and not under
   // writeback, in address order from where the previous pass stopped (the kernel's range_cyclic
   // writepages), as far as `policy` allows. A failed write is counted, logged and left dirty.

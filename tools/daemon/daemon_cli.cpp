@@ -155,6 +155,8 @@ ubtrfs options:
                         place instead of copying it again (default off; see README)
   wb_inhibit=on|off     fix 2: background writeback leaves the tree blocks a running operation
                         copied or reused alone until it ends (default on)
+  notreelog             fsync by full commit instead of the tree log (the kernel's option;
+                        `treelog`, the default, turns the log back on)
   writeback=on|off      background writeback of dirty tree blocks through io_uring (default on)
   wb_thresh_mb=N        write back in the background above N MiB of dirty tree blocks (default 32)
   wb_ratio=PCT          ... or above PCT % of cache_mb, whichever is lower (default 10; 0: off)
