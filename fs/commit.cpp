@@ -314,6 +314,16 @@ Status TransactionManager::commit_locked() {
     UBTRFS_TRY_STATUS(commit_hook_(h));
     commit_alloc.block_rsv = nullptr;
   }
+  // Every commit COWs the root tree (btrfs commit_cowonly_roots): the superblock it writes names
+  // the root tree's root with this transaction's generation, and the kernel and our reader verify
+  // the block against it. A root item changes in most commits anyway; one that only ends a tree log
+  // (or only changes the superblock) would otherwise write a generation-N superblock over an older
+  // root block: "parent transid verify failed ... wanted N found N-1" after a crash there.
+  if (fs_.root_tree().node()->generation() != transid) {
+    Path path;
+    auto r = search_slot(&h, fs_.root_tree(), Key{kFsTreeObjectid, kRootItemKey, 0}, path, 0, true);
+    if (!r) return fail(r.error());
+  }
   UBTRFS_TRY_STATUS(commit_converge(h));
   // A tree block free that failed inside a B-tree operation (it cannot return errors) aborts here,
   // before anything is written (btrfs aborts the transaction at the same point).

@@ -92,6 +92,9 @@ class CrashExplorer {
                 bool epoch_has_super);
   // `whole`: the image must also equal one allowed snapshot (a committed state with atomic_commits).
   void model_check(const Recording& rec, size_t flushes_done, const FsState& img, bool whole, Verdict& v) const;
+  // A log image's directory fsync promise, entry by entry (see model_check).
+  void dir_entries_check(const Recording& rec, const DurabilityPoint& d, size_t hi, const FsState& img,
+                         Verdict& v) const;
   void write_image(const std::string& path, const SectorMap& persisted, const SectorMap& epoch) const;
 
   const BaseImage& base_;

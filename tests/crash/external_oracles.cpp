@@ -1,4 +1,4 @@
-// btrfs check (x2) and the kernel's read-only loop mount on crash images (external_oracles.h).
+// btrfs check (x2) and the kernel's loop mount (which replays a tree log) on crash images (external_oracles.h).
 #include "tests/crash/external_oracles.h"
 
 #include <fcntl.h>
@@ -81,7 +81,9 @@ std::vector<OracleFinding> run_external_oracles(const std::string& image, const 
     const std::string mnt = scratch_dir + "/mnt";
     std::string out;
     run("mkdir -p '" + mnt + "'", nullptr);
-    const int rc = run("mount -t btrfs -o loop,ro '" + image + "' '" + mnt + "'", &out);
+    // Read-write: an image with a tree log is replayed by the kernel at mount ("log replay required
+    // on RO media" refuses a read-only one); the image is a scratch copy.
+    const int rc = run("mount -t btrfs -o loop '" + image + "' '" + mnt + "'", &out);
     if (rc != 0) {
       std::string dmesg;
       run("dmesg | tail -n 5", &dmesg);

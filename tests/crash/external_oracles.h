@@ -1,5 +1,5 @@
 // The expensive judges of a crash image, run outside the process: `btrfs check` (original and
-// lowmem mode) and the kernel (loop mount read-only, every file read).
+// lowmem mode) and the kernel (loop mount read-write, so a tree log is replayed; every file read).
 //
 // Owns: ImageFile (a crash image written sparse to a temporary file, removed on destruction),
 // availability probing, and run_external_oracles(). Policy as tests/oracle/lib.sh: a missing oracle

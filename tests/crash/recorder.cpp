@@ -14,7 +14,7 @@
 namespace ubtrfs::crash {
 namespace {
 
-fs::MountOptions mount_options(const fs::OpenOptions& open) {
+fs::MountOptions mount_options(const fs::OpenOptions& open, bool open_tree_log) {
   fs::MountOptions m;
   m.read_only = open.read_only;
   m.cache_mb = std::max<uint64_t>(1, open.cache_bytes >> 20);
@@ -22,18 +22,16 @@ fs::MountOptions mount_options(const fs::OpenOptions& open) {
   m.writeback = open.writeback.enabled;
   m.atime = fs::MountOptions::Atime::kNoatime;
   m.commit_interval_s = 300;  // commits come from the workload's durability points and the threshold
-  // fsync by full commit: the judge mounts crash images with ubtrfs, which cannot replay a tree
-  // log in this branch (it would see a log image without the fsynced changes). Turn the log on
-  // here once log replay is in.
-  m.notreelog = true;
+  m.notreelog = !open_tree_log;
   return m;
 }
 
 }  // namespace
 
 std::string RunConfig::text() const {
-  return fmt::format("cow_overwrite={} cache={}KiB wb_thresh={}B wb_interval={}ms pause={}us",
-                     cow_overwrite ? "on" : "off", cache_bytes >> 10, wb_thresh_bytes, wb_interval_ms, op_pause_us);
+  return fmt::format("cow_overwrite={} treelog={} cache={}KiB wb_thresh={}B wb_interval={}ms pause={}us",
+                     cow_overwrite ? "on" : "off", tree_log ? "on" : "off", cache_bytes >> 10, wb_thresh_bytes,
+                     wb_interval_ms, op_pause_us);
 }
 
 Result<BaseImage> make_base_image(uint64_t size, uint32_t nodesize, const std::vector<Op>& setup) {
@@ -54,7 +52,7 @@ Result<BaseImage> make_base_image(uint64_t size, uint32_t nodesize, const std::v
     fs::OpenOptions open;
     open.path = "crash-base";
     open.device = mem;
-    auto f = fs::Filesystem::mount(open, mount_options(open));
+    auto f = fs::Filesystem::mount(open, mount_options(open, true));
     if (!f) return fail(f.error().err, "mount of the new image: {}", f.error().message);
     for (const Op& op : setup) {
       uint64_t ino = 0;
@@ -71,7 +69,7 @@ Result<BaseImage> make_base_image(uint64_t size, uint32_t nodesize, const std::v
   open.device = ov;
   open.read_only = true;
   open.writeback.enabled = false;
-  auto f = fs::Filesystem::mount(open, mount_options(open));
+  auto f = fs::Filesystem::mount(open, mount_options(open, true));
   if (!f) return fail(f.error().err, "read-only mount of the base image: {}", f.error().message);
   base.state = UBTRFS_TRY(read_fs_state(**f));
   return base;
@@ -92,7 +90,7 @@ Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const Next
   open.writeback.expire_ms = 0;
   Recording rec;
   rec.snapshots.push_back(base.state);
-  auto f = fs::Filesystem::mount(open, mount_options(open));
+  auto f = fs::Filesystem::mount(open, mount_options(open, cfg.tree_log));
   if (!f) return fail(f.error().err, "mount for recording: {}", f.error().message);
   fs::Filesystem& fs = **f;
   for (size_t i = 0;; ++i) {

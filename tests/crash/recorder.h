@@ -34,6 +34,9 @@ struct BaseImage {
 
 struct RunConfig {
   bool cow_overwrite = false;        // fix 1
+  // fsync through the tree log (the default mount); off: every fsync is a full commit (notreelog).
+  // With it, crash points fall inside log writes and the judge replays the log it finds.
+  bool tree_log = true;
   uint64_t cache_bytes = 256ull << 10;
   uint64_t wb_thresh_bytes = 1;  // the thread raises it to one node: any second dirty block wakes it
   uint32_t wb_interval_ms = 2;
