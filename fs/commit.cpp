@@ -262,6 +262,7 @@ Status TransactionManager::write_super_and_unpin(uint64_t transid) {
   b.num_devices = sb.num_devices.get();
 
   UBTRFS_TRY_STATUS(write_superblocks(fs_.device(), sb));
+  fs_.set_committed_super(sb);
   fs_.cache().set_super_generation(transid);
   for (auto* bg : fs_.block_groups().all()) bg->unpin_all();
   return {};

@@ -102,6 +102,7 @@ Status FsInfo::load(const OpenOptions& opts) {
   auto reader = FsReader::open(**dev);
   if (!reader) return fail(reader.error());
   super_ = *sb;
+  committed_super_ = *sb;
   params_ = FsParams::from_super(super_);
   spaces_ = std::make_unique<alloc::SpaceInfos>(params_.nodesize,
                                                  (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree) != 0,

@@ -141,6 +141,12 @@ class FsInfo {
   // (TransactionManager) for writes; readers take super_mu().
   Superblock& super() { return super_; }
   std::mutex& super_mu() { return super_mu_; }
+  // The superblock exactly as the last commit (or the mount) left it on disk. The in-memory one
+  // above moves between commits (a chunk planned mid-transaction updates the device item and, for
+  // a SYSTEM chunk, the sys_chunk_array); an fsync's log superblock must be the committed one plus
+  // log_root (btrfs_sync_log copies fs_info->super_for_commit). REQUIRES: super_mu().
+  const Superblock& committed_super() const { return committed_super_; }
+  void set_committed_super(const Superblock& sb) { committed_super_ = sb; }
 
   // Read-write open of an image whose superblock has a log tree: Filesystem::mount replays it
   // (fs/tree_log_replay.h) before anything else may write.
@@ -184,6 +190,7 @@ class FsInfo {
   std::atomic<bool> shutdown_{false};
   std::mutex wb_stop_mu_;                 // stop_writeback() may race (shutdown vs unmount)
   Superblock super_{};
+  Superblock committed_super_{};  // GUARDED_BY(super_mu_)
   std::mutex super_mu_;
   FsParams params_;
   ChunkMap chunk_map_;

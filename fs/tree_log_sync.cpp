@@ -29,7 +29,9 @@ Status TreeLog::write_log(TreeHandle&) {
   Superblock sb;
   {
     std::lock_guard g(fs_.super_mu());
-    sb = fs_.super();  // the last committed superblock: no commit runs while a handle is held
+    // The last committed superblock as written (not the in-memory one, which a chunk planned
+    // since has moved); no commit runs while a handle is held.
+    sb = fs_.committed_super();
   }
   sb.log_root = root->start();
   sb.log_root_level = static_cast<uint8_t>(root->level());
