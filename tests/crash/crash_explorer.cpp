@@ -141,6 +141,7 @@ CrashExplorer::Verdict CrashExplorer::judge(const Recording& rec, size_t f, cons
     OverlayDevice dev(stack, "crash-image");
     if (auto sb = read_superblock(dev)) has_log = sb->log_root.get() != 0;
   }
+  if (has_log) ++stats_.log_images;
   {
     auto dev = std::make_shared<OverlayDevice>(stack, "crash-image");
     auto f_ro = fs::Filesystem::mount(open_options(dev, true), mount_options(true));

@@ -58,6 +58,7 @@ struct ExploreStats {
   uint64_t oracle_runs = 0;       // images sent to the external oracles
   uint64_t failing_points = 0;
   uint64_t tolerated_mirror_mismatch = 0;  // full judgements where only superblock copies differed
+  uint64_t log_images = 0;                 // full judgements of an image with a tree log (replayed)
   std::map<std::string, uint64_t> failures_by_kind;
   uint64_t background_writes = 0;
   uint64_t log_writes = 0, log_flushes = 0;

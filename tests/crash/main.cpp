@@ -55,6 +55,7 @@ void merge(ExploreStats& into, const ExploreStats& s) {
   into.oracle_runs += s.oracle_runs;
   into.failing_points += s.failing_points;
   into.tolerated_mirror_mismatch += s.tolerated_mirror_mismatch;
+  into.log_images += s.log_images;
   for (const auto& [k, n] : s.failures_by_kind) into.failures_by_kind[k] += n;
   into.background_writes += s.background_writes;
   into.log_writes += s.log_writes;
@@ -131,6 +132,7 @@ void print_outcome(const Outcome& o, double seconds, const Plan& plan) {
   fmt::print("distinct images: {}; recordings: {}; device writes {} flushes {} (background tree block writes {})\n",
              s.image_hashes.size(), s.recordings, s.log_writes, s.log_flushes, s.background_writes);
   fmt::print("external oracle runs: {}\n", s.oracle_runs);
+  fmt::print("images with a tree log (judged after replay): {}\n", s.log_images);
   fmt::print("failing crash points: {}; workload errors: {}\n", s.failing_points, o.workload_errors);
   fmt::print("images whose superblock copies hold two generations (power cut between the copies; tolerated): {}\n",
              s.tolerated_mirror_mismatch);
