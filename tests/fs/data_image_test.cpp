@@ -29,29 +29,17 @@
 #include "fs/file_extent.h"
 #include "fs/filesystem.h"
 #include "fs/transaction.h"
+#include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 
 namespace ubtrfs::fs {
 namespace {
+using io::testing::run;
+using io::testing::have_tool;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
 using io::testing::TempFile;
-
-int run(const std::string& cmd, std::string* out = nullptr) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return 127;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int st = ::pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-bool have_tool(const char* name) { return run(fmt::format("command -v {}", name)) == 0; }
 
 // mkfs.ubtrfs next to this test binary (build/tests/.. -> build/tools/mkfs), if built.
 std::string ubtrfs_mkfs() {

@@ -21,27 +21,16 @@
 #include <vector>
 
 #include "fs/filesystem.h"
+#include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 
 namespace ubtrfs::fs {
 namespace {
+using io::testing::run;
 
 using io::testing::TempFile;
 
 constexpr uint64_t kRootIno = 1;  // FUSE number of the subvolume root
-
-int run(const std::string& cmd, std::string* out = nullptr) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return 127;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int st = ::pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 bool have_mkfs() {
   if (run("command -v mkfs.btrfs") == 0) return true;

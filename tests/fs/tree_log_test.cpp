@@ -30,35 +30,19 @@
 #include "fs/mount_options.h"
 #include "fs/transaction.h"
 #include "fs/tree_log.h"
+#include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tree/fs_reader.h"
 
 namespace ubtrfs::fs {
 namespace {
+using io::testing::run;
+using io::testing::have_tool;
+using io::testing::oracles_required;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
 using io::testing::TempFile;
-
-int run(const std::string& cmd, std::string* out = nullptr) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return 127;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int st = ::pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-bool have_tool(const char* name) { return run(fmt::format("command -v {}", name)) == 0; }
-
-bool oracles_required() {
-  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
-  return r && std::string(r) == "1";
-}
 
 // A fresh mkfs.btrfs image, or false (the test then skips, or fails when oracles are required).
 bool make_image(const TempFile& img) {
