@@ -96,9 +96,10 @@ class Filesystem {
   [[nodiscard]] Result<struct stat> link(uint64_t ino, uint64_t newparent, std::string_view newname);
   [[nodiscard]] Status unlink(uint64_t parent, std::string_view name);
   [[nodiscard]] Status rmdir(uint64_t parent, std::string_view name);
-  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE (RENAME_WHITEOUT: EINVAL).
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (with or without NOREPLACE; the
+  // whiteout left at the old name is owned by `c`). Other combinations: EINVAL, as the VFS says.
   [[nodiscard]] Status rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
-                              unsigned flags);
+                              unsigned flags, const Caller& c = {});
   // A new regular file (EEXIST if the name exists).
   [[nodiscard]] Result<struct stat> create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
   // Opening checks (EISDIR for a directory opened for writing is the kernel's; EROFS for write on ro).

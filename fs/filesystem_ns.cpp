@@ -580,15 +580,40 @@ Result<bool> is_in_subtree(TreeRoot& root, uint64_t dir, uint64_t ancestor) {
   return fail(ELOOP, "directory {} of root {} has no path to the root", dir, root.objectid());
 }
 
+// btrfs_whiteout_for_rename: the name a RENAME_WHITEOUT leaves behind is a new character device
+// 0:0 with no permission bits (WHITEOUT_MODE, WHITEOUT_DEV), owned by the caller — what overlayfs
+// reads as "deleted in the lower layer". Created in the rename's own transaction, so no reader
+// ever sees the old name missing. Failures abort `th` (the rename has changed the tree already).
+Status add_whiteout(NamespaceState& ns, TransHandle& th, TreeRoot& root, TouchedInodes& inodes, uint64_t dir,
+                    std::string_view name, const Caller& c, const Timespec& now) {
+  const uint64_t objectid = UBTRFS_TRY_OR_ABORT(th, ns.new_objectid(root));
+  InodeItem ii{};
+  ii.generation = th.transid();
+  ii.transid = th.transid();
+  ii.nlink = 1;
+  ii.uid = c.uid;
+  ii.gid = c.gid;
+  ii.mode = S_IFCHR;
+  ii.rdev = 0;
+  ii.atime = now;
+  ii.ctime = now;
+  ii.mtime = now;
+  ii.otime = now;
+  UBTRFS_TRY_OR_ABORT(th, insert_inode(th, root, objectid, ii));
+  return add_name(ns, th, root, inodes, dir, name, objectid, now);
+}
+
 }  // namespace
 
 Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
-                          unsigned flags) {
+                          unsigned flags, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("rename"));
-  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE))
+  // do_renameat2's rules: unknown flags, and EXCHANGE with NOREPLACE or WHITEOUT, are EINVAL.
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
     return fail(EINVAL, "rename flags {:#x} not supported", flags);
-  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
-    return fail(EINVAL, "RENAME_NOREPLACE and RENAME_EXCHANGE together");
+  if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)))
+    return fail(EINVAL, "RENAME_EXCHANGE together with RENAME_NOREPLACE or RENAME_WHITEOUT ({:#x})", flags);
+  const bool whiteout = flags & RENAME_WHITEOUT;
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rename '{}': read-only filesystem", name);
   UBTRFS_TRY_STATUS(check_name(name));
   UBTRFS_TRY_STATUS(check_name(newname));
@@ -652,7 +677,10 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     // Beyond the kernel (which uses FLUSH_ALL here): a rename, like an unlink, frees as much as it
     // takes, so it may fall back on the global reserve and succeeds on a full filesystem.
     // btrfs_rename: 11 items, the worst case of two unlinks and a link; btrfs_rename_exchange 12.
-    auto th = UBTRFS_TRY(fs_->transactions().start(exchange ? 12 : 11, alloc::FlushMode::kFlushAllSteal));
+    // A whiteout adds btrfs_new_inode_prepare's 4 items (inode, dir item, dir index, parent update;
+    // the inode ref goes with the inode item).
+    const unsigned items = exchange ? 12 : whiteout ? 15 : 11;
+    auto th = UBTRFS_TRY(fs_->transactions().start(items, alloc::FlushMode::kFlushAllSteal));
     const Timespec now = now_btrfs();
     TouchedInodes inodes(*fs_, *root);
     uint32_t dst_nlink = 1;
@@ -684,6 +712,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       s->ctime = now;
       if (auto st = delete_item(th.tree(), *root, orphan_key(sid.objectid)); !st && st.error().err != ENOENT)
         return th.abort(st.error());
+      if (whiteout) UBTRFS_TRY_OR_ABORT(th, add_whiteout(*ns_, th, *root, inodes, p1.objectid, name, c, now));
     }
     UBTRFS_TRY_OR_ABORT(th, inodes.write(th));
     th.end();

@@ -1,11 +1,13 @@
 // POSIX suite: rename/renameat2 — replacing files, empty and non-empty directories, type mismatch
-// errors, RENAME_NOREPLACE and RENAME_EXCHANGE (including file<->directory), moves into a
+// errors, RENAME_NOREPLACE, RENAME_EXCHANGE (including file<->directory) and RENAME_WHITEOUT, moves into a
 // directory's own subtree, renames that are no-ops, ".." after moving a directory, timestamps,
 // and the parent link counts btrfs keeps.
 #include "posix_util.h"
 
 #include <linux/fs.h>
 #include <sys/syscall.h>
+
+#include <algorithm>
 
 using namespace posix_test;
 
@@ -137,6 +139,77 @@ TEST_CASE("RENAME_EXCHANGE combined with RENAME_NOREPLACE fails with EINVAL", "[
   write_file(d / "b", "b");
   CHECK(err(rename2(d / "a", d / "b", RENAME_EXCHANGE | RENAME_NOREPLACE)) == EINVAL);
   CHECK(err(rename2(d / "a", d / "b", 0x80000000u)) == EINVAL);
+}
+
+TEST_CASE("RENAME_EXCHANGE combined with RENAME_WHITEOUT fails with EINVAL", "[rename][whiteout]") {
+  TestDir d;
+  write_file(d / "a", "a");
+  write_file(d / "b", "b");
+  CHECK(err(rename2(d / "a", d / "b", RENAME_EXCHANGE | RENAME_WHITEOUT)) == EINVAL);
+  CHECK(read_file(d / "a") == "a");
+  CHECK(read_file(d / "b") == "b");
+}
+
+namespace {
+
+// What overlayfs takes for a whiteout: a character device 0:0 with no permission bits.
+void check_whiteout(const std::string& path) {
+  const struct stat st = lstat_of(path);
+  CHECK(S_ISCHR(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0);
+  CHECK(st.st_rdev == 0);
+  CHECK(st.st_nlink == 1);
+  CHECK(st.st_uid == ::geteuid());
+}
+
+}  // namespace
+
+TEST_CASE("RENAME_WHITEOUT moves the file and leaves a whiteout at the old name", "[rename][whiteout]") {
+  TestDir d;
+  write_file(d / "a", "content");
+  const ino_t ino = lstat_of(d / "a").st_ino;
+  REQUIRE(err(rename2(d / "a", d / "b", RENAME_WHITEOUT)) == 0);
+  CHECK(lstat_of(d / "b").st_ino == ino);
+  CHECK(read_file(d / "b") == "content");
+  check_whiteout(d / "a");
+  CHECK(lstat_of(d / "a").st_ino != ino);
+  auto names = list_dir(d.path());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"a", "b"});
+  // The whiteout is an ordinary name: it can be removed.
+  CHECK(err(::unlink((d / "a").c_str())) == 0);
+  CHECK(list_dir(d.path()) == std::vector<std::string>{"b"});
+}
+
+TEST_CASE("RENAME_WHITEOUT over an existing target replaces it", "[rename][whiteout]") {
+  TestDir d;
+  REQUIRE(err(::mkdir((d / "sub").c_str(), 0755)) == 0);
+  write_file(d / "a", "new");
+  write_file(d / "sub/b", "old");
+  REQUIRE(err(rename2(d / "a", d / "sub/b", RENAME_WHITEOUT)) == 0);
+  CHECK(read_file(d / "sub/b") == "new");
+  check_whiteout(d / "a");
+}
+
+TEST_CASE("RENAME_WHITEOUT of a directory leaves a whiteout and moves the tree", "[rename][whiteout]") {
+  TestDir d;
+  REQUIRE(err(::mkdir((d / "dir").c_str(), 0755)) == 0);
+  write_file(d / "dir/f", "x");
+  REQUIRE(err(rename2(d / "dir", d / "moved", RENAME_WHITEOUT)) == 0);
+  CHECK(read_file(d / "moved/f") == "x");
+  check_whiteout(d / "dir");
+}
+
+TEST_CASE("RENAME_WHITEOUT with RENAME_NOREPLACE fails with EEXIST and leaves both names", "[rename][whiteout]") {
+  TestDir d;
+  write_file(d / "a", "a");
+  write_file(d / "b", "b");
+  CHECK(err(rename2(d / "a", d / "b", RENAME_WHITEOUT | RENAME_NOREPLACE)) == EEXIST);
+  CHECK(read_file(d / "a") == "a");
+  CHECK(read_file(d / "b") == "b");
+  REQUIRE(err(rename2(d / "a", d / "c", RENAME_WHITEOUT | RENAME_NOREPLACE)) == 0);
+  CHECK(read_file(d / "c") == "a");
+  check_whiteout(d / "a");
 }
 
 TEST_CASE("renaming a directory into its own subtree fails with EINVAL", "[rename]") {

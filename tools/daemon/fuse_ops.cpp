@@ -242,7 +242,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
                unsigned int flags) {
-  reply_status(req, interruptible(req, [&] { return fs_of(req).rename(parent, name, newparent, newname, flags); }),
+  reply_status(req, interruptible(req, [&] { return fs_of(req).rename(parent, name, newparent, newname, flags, caller_of(req)); }),
                "rename", parent);
 }
 
