@@ -10,9 +10,9 @@
 // new label is durable in every copy when the call returns. A commit only writes a superblock
 // whose generation the root tree block carries (the kernel reads the tree root with the
 // superblock's generation as its expected transid, and btrfs commit_cowonly_roots COWs the tree
-// root in every commit for that reason); ubtrfs's commit COWs the root tree only when a root item
-// changed, so the handle COWs the root tree's path to the FS_TREE ROOT_ITEM itself — then the commit
-// has a dirty block and writes a new generation, as for any other change.
+// root in every commit for that reason, as ubtrfs's commit does); but a commit with no dirty block
+// writes nothing at all, so the handle COWs the root tree's path to the FS_TREE ROOT_ITEM itself —
+// then the commit has a dirty block and writes a new generation, as for any other change.
 #include <cstring>
 
 #include <spdlog/spdlog.h>

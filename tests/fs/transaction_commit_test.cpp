@@ -5,13 +5,15 @@
 // `btrfs check` (original and lowmem) must pass and the kernel must see exactly the files.
 //
 // Rules named here: commit_converges_and_image_is_check_clean, freed_blocks_stay_pinned_until_commit,
-// new_chunks_are_created_in_the_trees, aborted_commit_leaves_previous_generation (EROFS after abort).
+// new_chunks_are_created_in_the_trees, aborted_commit_leaves_previous_generation (EROFS after abort),
+// every_commit_cows_the_root_tree.
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -24,6 +26,7 @@
 #include "io/checksum.h"
 #include "tests/io/temp_file.h"
 #include "tree/ctree.h"
+#include "tree/superblock.h"
 
 namespace ubtrfs::fs {
 namespace {
@@ -220,6 +223,66 @@ TEST_CASE("commit_converges_and_image_is_check_clean", "[fs][commit][oracle]") {
       }
     }
   }
+}
+
+// Every commit COWs the root tree (btrfs commit_cowonly_roots), also one that changes no tree at
+// all or only the superblock: the superblock it writes names a root tree block of its own
+// generation. Without it a commit that only ends a tree log wrote a generation-N superblock over
+// the generation-(N-1) root block, which the kernel rejects ("parent transid verify failed").
+TEST_CASE("every_commit_cows_the_root_tree", "[fs][commit]") {
+  if (!have_tool("mkfs.btrfs")) {
+    if (oracles_required()) FAIL("mkfs.btrfs required");
+    return;
+  }
+  io::testing::TempFile img(256ull << 20);
+  REQUIRE(run(mkfs_cmd("btrfs", img.path(), 16384)) == 0);
+  OpenOptions o;
+  o.path = img.path();
+  auto fs = FsInfo::open(o);
+  REQUIRE(fs);
+  auto& txm = (*fs)->transactions();
+  auto root = (*fs)->fs_root(kFsTreeObjectid);
+  REQUIRE(root);
+  FileMaker mk{**fs, **root};
+  uint64_t previous_root = (*fs)->root_tree().node()->start();
+  bool log_live = false;
+  for (int round = 0; round < 4; ++round) {
+    // Rounds 0 and 2 change an fs tree; 1 only ends a (pretended) tree log; 3 changes nothing.
+    if (round % 2 == 0) {
+      auto th = txm.start(4);
+      REQUIRE(th);
+      uint64_t ino;
+      REQUIRE(mk.create(*th, fmt::format("f{}", round), &ino));
+    } else if (round == 1) {
+      // A commit that only ends a tree log: no tree block is dirty, but a live log makes the commit
+      // run (its superblock, log_root 0, must supersede the fsync's).
+      txm.set_tree_log_hooks({[&] { return log_live; }, [] {}, [&](uint64_t) { log_live = false; }});
+      log_live = true;
+    }
+    const uint64_t generation_before = (*fs)->super().generation.get();
+    REQUIRE(txm.commit());
+    // A commit with nothing to write writes nothing (no new generation, the same root block).
+    if (round == 3) {
+      CHECK((*fs)->super().generation.get() == generation_before);
+      CHECK((*fs)->root_tree().node()->start() == previous_root);
+      continue;
+    }
+    CHECK((*fs)->super().generation.get() > generation_before);
+    auto dev = io::open_device(img.path(), io::OpenMode::kReadOnly);
+    REQUIRE(dev);
+    for (int mirror = 0; mirror < 2; ++mirror) {
+      auto sb = read_superblock_raw(**dev, mirror);
+      REQUIRE(sb);
+      INFO("round " << round << " mirror " << mirror);
+      CHECK(sb->root.get() == (*fs)->root_tree().node()->start());
+      CHECK(sb->generation.get() == (*fs)->root_tree().node()->generation());
+    }
+    // A new block each time: the previous commit's root block is never overwritten in place.
+    CHECK((*fs)->root_tree().node()->start() != previous_root);
+    previous_root = (*fs)->root_tree().node()->start();
+  }
+  fs->reset();
+  if (have_tool("btrfs")) CHECK(run(fmt::format("btrfs check {} >/dev/null 2>&1", img.path())) == 0);
 }
 
 TEST_CASE("aborted_commit_leaves_previous_generation", "[fs][commit]") {

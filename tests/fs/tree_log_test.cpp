@@ -6,7 +6,7 @@
 // Rules named here: fsync_logs_inode_refs_extents_and_csums, log_blocks_have_no_extent_items,
 // relog_replaces_stale_extent_items, punch_and_truncate_are_logged_as_holes,
 // fsync_falls_back_where_the_log_cannot_express_it, commit_drops_the_log_and_frees_its_blocks,
-// kernel_replays_ubtrfs_log_tree.
+// kernel_replays_ubtrfs_log_tree, fsync_superblock_is_the_last_committed_superblock.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -16,6 +16,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -25,7 +26,9 @@
 #include <string>
 #include <thread>
 
+#include "fs/chunk_creator.h"
 #include "fs/file_extent.h"
+#include "fs/fs_info.h"
 #include "fs/filesystem.h"
 #include "fs/mount_options.h"
 #include "fs/transaction.h"
@@ -33,6 +36,7 @@
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tree/fs_reader.h"
+#include "tree/superblock.h"
 
 namespace ubtrfs::fs {
 namespace {
@@ -416,6 +420,49 @@ TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tr
   CHECK(bg->is_reserved(old_bytenr, old_len));
   commit(*fs);
   CHECK_FALSE(bg->is_reserved(old_bytenr, old_len));
+  REQUIRE(fs->unmount());
+  if (have_tool("btrfs")) CHECK(check_image(img.path()).empty());
+}
+
+// The superblock an fsync writes (with log_root) is the last committed one as the commit wrote it,
+// not the in-memory copy: a chunk planned in the running transaction has moved that one (DEV_ITEM
+// bytes_used, total chunk bytes), and a primary superblock carrying those next to a mirror of the
+// same generation without them is an image the kernel and btrfs check reject after a crash. So the
+// primary after an fsync and the mirror written by the commit differ only where the log does.
+TEST_CASE("fsync_superblock_is_the_last_committed_superblock", "[tree_log]") {
+  TempFile img(1ull << 30);  // the first mirror is at 64 MiB
+  if (!make_image(img)) return;
+  auto fs = mount_fs(img.path());
+  const uint64_t ino = create(*fs, 1, "f");
+  write(*fs, ino, 0, pattern(8192, 1));
+  commit(*fs);
+  // A new data chunk in the running transaction, its items inserted by a delayed-ref run (as the
+  // space flusher does between commits): the in-memory superblock moves on.
+  REQUIRE(fs->info().chunk_creator().create_chunk(kBlockGroupData, 1ull << 20));
+  REQUIRE(fs->info().transactions().run_delayed_refs(0));
+  CHECK(fs->info().super().dev_item.bytes_used.get() != fs->info().committed_super().dev_item.bytes_used.get());
+  write(*fs, ino, 8192, pattern(4096, 2));
+  fsync(*fs, ino);
+  REQUIRE(log_of(*fs).active());
+  auto dev = io::open_device(img.path(), io::OpenMode::kReadOnly);
+  REQUIRE(dev);
+  auto primary = read_superblock_raw(**dev, 0);
+  auto mirror = read_superblock_raw(**dev, 1);
+  REQUIRE(primary);
+  REQUIRE(mirror);
+  CHECK(primary->log_root.get() != 0);
+  CHECK(mirror->log_root.get() == 0);
+  CHECK(primary->generation.get() == mirror->generation.get());
+  // Blank what legitimately differs: the checksum, the copy's own address, the log pointer.
+  for (Superblock* sb : {&*primary, &*mirror}) {
+    std::memset(sb->csum, 0, sizeof sb->csum);
+    sb->bytenr = 0;
+    sb->log_root = 0;
+    sb->log_root_level = 0;
+  }
+  CHECK(primary->dev_item.bytes_used.get() == mirror->dev_item.bytes_used.get());
+  CHECK(primary->total_bytes.get() == mirror->total_bytes.get());
+  CHECK(std::memcmp(&*primary, &*mirror, sizeof(Superblock)) == 0);
   REQUIRE(fs->unmount());
   if (have_tool("btrfs")) CHECK(check_image(img.path()).empty());
 }
