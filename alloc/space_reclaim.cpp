@@ -108,8 +108,11 @@ Result<uint64_t> SpaceInfos::run_flush_state(SpaceInfo& si, FlushState state, ui
   const int64_t reclaimed = static_cast<int64_t>(used_before) - static_cast<int64_t>(used_after) +
                             static_cast<int64_t>(granted);
   si.count_flush(state, reclaimed > 0 ? static_cast<uint64_t>(reclaimed) : 0);
+  // EROFS: the transaction was aborted, which was logged once as an error where it happened; every
+  // waiting reservation now fails with it, and a warning per flush state would flood the log.
   if (!r && r.error().err != ENOSPC)
-    spdlog::warn("space reclaim: {} for {} space failed: {}", flush_state_name(state), si.name(), r.error().message);
+    spdlog::log(r.error().err == EROFS ? spdlog::level::debug : spdlog::level::warn,
+                "space reclaim: {} for {} space failed: {}", flush_state_name(state), si.name(), r.error().message);
   return r;
 }
 

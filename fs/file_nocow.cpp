@@ -123,18 +123,23 @@ Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t 
                   id.subvol, id.objectid, piece, cur, logical, w.error().message);
     // btrfs_mark_extent_written: [cur, +piece) of the PREALLOC item becomes REG over the same disk
     // extent; drop_extents keeps the PREALLOC bookends (one more reference each) and drops the
-    // middle piece's reference, which the REG item takes back (the two cancel in one head).
+    // middle piece's reference, which the REG item takes back (same ref key: the two cancel).
+    // The REG item's +1 is queued BEFORE the drop's -1, as the kernel orders it: a delayed-ref
+    // runner (the flusher's, in a join handle beside this one) may take the head between the two,
+    // and a head holding only the -1 of an extent's last reference would free the extent (or
+    // cancel it, if born in this transaction) under the item about to point at it — the abort
+    // "data extent X has no extent item for a change of EXTENT_DATA_REF" (xfstests generic/091).
     TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
     const FileExtent pre = *e;
+    const uint64_t ext_offset = pre.offset + (cur - pre.file_offset);
+    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), pre.disk_bytenr, pre.disk_num_bytes,
+                                                         root.objectid(), id.objectid, cur - ext_offset, +1, false));
     const uint64_t dropped =
         TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + piece));
-    const uint64_t ext_offset = pre.offset + (cur - pre.file_offset);
     note_extent_change(fs_, id, th.transid(), cur, cur + piece);
     TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
                                                make_file_extent(th.transid(), kFileExtentReg, pre.disk_bytenr,
                                                                 pre.disk_num_bytes, ext_offset, piece, pre.ram_bytes)));
-    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), pre.disk_bytenr, pre.disk_num_bytes,
-                                                         root.objectid(), id.objectid, cur - ext_offset, +1, false));
     if (!nodatasum)
       TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, logical,
                                            compute_data_csums(fs, bytes)));
