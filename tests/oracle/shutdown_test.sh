@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The shutdown ioctl through the daemon (issue 9 acceptance 4; fs/shutdown.cpp, tools/daemon/ioctl.cpp).
 #
-# Round 1, FS_IOC_GOINGDOWN (0x8004587d, what xfstests' godown sends; through FUSE it carries no
-# flags and means "no flush"): files written and fsynced, more written without fsync, then the
-# ioctl on the mount's root. A non-root caller gets EPERM and changes nothing. After the ioctl:
+# Round 1, UBTRFS_IOC_SHUTDOWN with flags 2 (no flush: a power cut): files written and fsynced,
+# more written without fsync, then the ioctl on the mount's root. A non-root caller of
+# FS_IOC_GOINGDOWN gets EPERM and changes nothing. After the ioctl:
 # write, create, mkdir, read, fsync fail with EIO while statfs answers; the image file does not
 # change by one byte from the ioctl's return to the daemon's exit (unmount included); the daemon
 # exits 0 and logged exactly one warning naming the caller's pid. Then the image is check-clean
 # (btrfs check x3, the kernel reads every file, fsck.ubtrfs), and every fsynced file is intact as
 # read by ubtrfs and by the kernel.
-# Round 2, `ubtrfs-inspect shutdown --mode sync` (UBTRFS_IOC_SHUTDOWN with flags 0, sync first):
-# data never fsynced survives it; unknown flags are EINVAL.
+# Round 2, FS_IOC_GOINGDOWN (0x8004587d, what xfstests' godown sends; through FUSE it carries no
+# flags, read as 0: sync first), then round 3, `ubtrfs-inspect shutdown --mode sync`
+# (UBTRFS_IOC_SHUTDOWN with flags 0): data never fsynced survives both; unknown flags are EINVAL.
 #
 # Rules named here: shutdown_ioctl_writes_nothing_after_it_returns,
-# shutdown_keeps_every_fsynced_file, shutdown_sync_first_keeps_everything.
+# shutdown_keeps_every_fsynced_file, shutdown_sync_first_keeps_everything,
+# goingdown_without_flags_syncs_first.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -127,7 +129,7 @@ elif cmd == "verify":  # verify ROOT MANIFEST: every file of the manifest with i
     sys.exit(1 if bad else 0)
 PY
 
-# ---- round 1: FS_IOC_GOINGDOWN ----
+# ---- round 1: UBTRFS_IOC_SHUTDOWN, flags 2 (no flush) ----
 ubtrfs_mount "$img" "$mnt" allow_other
 log=$(ubtrfs_log "$mnt")
 python3 "$tmp/tool.py" write "$mnt" "$tmp/manifest.json"
@@ -136,8 +138,8 @@ rc=$(python3 "$tmp/tool.py" goingdown "$mnt" 65534)
 if [[ $rc == 1 ]]; then pass "FS_IOC_GOINGDOWN by a non-root caller is EPERM"; else failed "non-root FS_IOC_GOINGDOWN: errno $rc, want 1 (EPERM)"; fi
 if grep -q "filesystem shut down" "$log"; then failed "a refused shutdown shut the filesystem down"; fi
 
-rc=$(python3 "$tmp/tool.py" goingdown "$mnt")
-if [[ $rc == 0 ]]; then pass "FS_IOC_GOINGDOWN succeeded"; else failed "FS_IOC_GOINGDOWN: errno $rc"; fi
+rc=$(python3 "$tmp/tool.py" shutdown "$mnt" 2)
+if [[ $rc == 0 ]]; then pass "UBTRFS_IOC_SHUTDOWN (no flush) succeeded"; else failed "UBTRFS_IOC_SHUTDOWN (no flush): errno $rc"; fi
 after_ioctl=$(hash_file "$img")
 
 probe=$(python3 "$tmp/tool.py" probe "$mnt")
@@ -152,7 +154,7 @@ if [[ $(hash_file "$img") == "$after_ioctl" ]]; then
 else
   failed "the image changed after the shutdown ioctl returned"
 fi
-n=$(grep -c "filesystem shut down by pid [0-9]* (python3) with FS_IOC_GOINGDOWN" "$UBTRFS_LAST_LOG" || true)
+n=$(grep -c "filesystem shut down by pid [0-9]* (python3) with UBTRFS_IOC_SHUTDOWN (no flush)" "$UBTRFS_LAST_LOG" || true)
 if [[ $n == 1 ]] && grep "filesystem shut down by pid" "$UBTRFS_LAST_LOG" | grep -q "warn"; then
   pass "one warning names the caller"
 else
@@ -191,37 +193,50 @@ else
 fi
 kernel_umount "$kmnt"
 
-# ---- round 2: UBTRFS_IOC_SHUTDOWN, flags 0 (sync first) ----
-ubtrfs_mount "$img" "$mnt"
-python3 - "$mnt" "$tmp/manifest2.json" <<'PY'
+# ---- rounds 2 and 3: FS_IOC_GOINGDOWN, then UBTRFS_IOC_SHUTDOWN flags 0 (both sync first) ----
+for round in goingdown inspect; do
+  ubtrfs_mount "$img" "$mnt"
+  python3 - "$mnt" "$tmp/manifest-$round.json" "$round" <<'PY'
 import hashlib, json, os, random, sys
-mnt, manifest = sys.argv[1:]
+mnt, manifest, tag = sys.argv[1:]
 out = {}
 for i in range(20):
-    buf = random.Random(9000 + i).randbytes(40000 * i + 7)
-    with open(os.path.join(mnt, f"never-synced{i}"), "wb") as f:
+    buf = random.Random(f"{tag}{i}").randbytes(40000 * i + 7)
+    with open(os.path.join(mnt, f"never-synced-{tag}{i}"), "wb") as f:
         f.write(buf)
-    out[f"never-synced{i}"] = hashlib.sha256(buf).hexdigest()
+    out[f"never-synced-{tag}{i}"] = hashlib.sha256(buf).hexdigest()
 json.dump(out, open(manifest, "w"))
 PY
-rc=$(python3 "$tmp/tool.py" shutdown "$mnt" 7)
-if [[ $rc == 22 ]]; then pass "UBTRFS_IOC_SHUTDOWN with unknown flags is EINVAL"; else failed "flags 7: errno $rc, want 22"; fi
-if out=$("$UBTRFS_BIN/inspect/ubtrfs-inspect" shutdown "$mnt" --mode sync 2>&1); then
-  pass "ubtrfs-inspect shutdown --mode sync (UBTRFS_IOC_SHUTDOWN, flags 0) succeeded"
-else
-  failed "ubtrfs-inspect shutdown --mode sync: $out"
-fi
-after_ioctl=$(hash_file "$img")
-if ubtrfs_umount "$mnt"; then pass "unmount after the sync-first shutdown"; else failed "unmount after the sync-first shutdown"; fi
-[[ $(hash_file "$img") == "$after_ioctl" ]] || failed "the image changed after the sync-first shutdown returned"
-check_clean "$img" || failed "image after the sync-first shutdown is not btrfs-check clean"
-ubtrfs_mount "$img" "$mnt"
-if out=$(python3 "$tmp/tool.py" verify "$mnt" "$tmp/manifest2.json"); then
-  pass "sync-first shutdown kept the data never fsynced"
-else
-  failed "sync-first shutdown lost data: $(head -5 <<<"$out")"
-fi
-python3 "$tmp/tool.py" verify "$mnt" "$tmp/manifest.json" >/dev/null || failed "round 1 files lost in round 2"
-ubtrfs_umount "$mnt" || failed "final unmount"
+  if [[ $round == goingdown ]]; then
+    rc=$(python3 "$tmp/tool.py" goingdown "$mnt")
+    if [[ $rc == 0 ]]; then pass "FS_IOC_GOINGDOWN succeeded"; else failed "FS_IOC_GOINGDOWN: errno $rc"; fi
+    probe=$(python3 "$tmp/tool.py" probe "$mnt")
+    if grep -qx "create 5" <<<"$probe"; then pass "create after FS_IOC_GOINGDOWN is EIO"; else failed "create after FS_IOC_GOINGDOWN: $probe"; fi
+  else
+    rc=$(python3 "$tmp/tool.py" shutdown "$mnt" 7)
+    if [[ $rc == 22 ]]; then pass "UBTRFS_IOC_SHUTDOWN with unknown flags is EINVAL"; else failed "flags 7: errno $rc, want 22"; fi
+    if out=$("$UBTRFS_BIN/inspect/ubtrfs-inspect" shutdown "$mnt" --mode sync 2>&1); then
+      pass "ubtrfs-inspect shutdown --mode sync (UBTRFS_IOC_SHUTDOWN, flags 0) succeeded"
+    else
+      failed "ubtrfs-inspect shutdown --mode sync: $out"
+    fi
+  fi
+  after_ioctl=$(hash_file "$img")
+  if ubtrfs_umount "$mnt"; then pass "$round: unmount after the sync-first shutdown"; else failed "$round: unmount after the sync-first shutdown"; fi
+  [[ $(hash_file "$img") == "$after_ioctl" ]] || failed "$round: the image changed after the sync-first shutdown returned"
+  if [[ $round == goingdown ]]; then
+    n=$(grep -c "filesystem shut down by pid [0-9]* (python3) with FS_IOC_GOINGDOWN (sync first)" "$UBTRFS_LAST_LOG" || true)
+    [[ $n == 1 ]] && pass "one warning names the FS_IOC_GOINGDOWN caller" || failed "want one GOINGDOWN warning, found $n"
+  fi
+  check_clean "$img" || failed "$round: image after the sync-first shutdown is not btrfs-check clean"
+  ubtrfs_mount "$img" "$mnt"
+  if out=$(python3 "$tmp/tool.py" verify "$mnt" "$tmp/manifest-$round.json"); then
+    pass "$round: the sync-first shutdown kept the data never fsynced"
+  else
+    failed "$round: the sync-first shutdown lost data: $(head -5 <<<"$out")"
+  fi
+  python3 "$tmp/tool.py" verify "$mnt" "$tmp/manifest.json" >/dev/null || failed "round 1 files lost in round $round"
+  ubtrfs_umount "$mnt" || failed "$round: final unmount"
+done
 
 finish

@@ -67,16 +67,18 @@ Status require_admin(const IoctlRequest& req, const char* what) {
 // FS_IOC_GOINGDOWN (xfstests' godown, btrfs_ioctl_shutdown, xfs_fs_goingdown). The command is
 // encoded _IOR although the kernel reads the flags from the caller, so a FUSE daemon — which only
 // gets restricted ioctls, where an _IOR command carries no input bytes — never sees them. ubtrfs
-// does what XFS_FSOP_GOING_FLAGS_NOLOGFLUSH (2) asks, a power cut: nothing more is written from
-// the moment this returns, and what fsync made durable before is what the next mount finds (fsync
-// returns only once its data is on disk, so nothing is lost that was promised). Syncing first
-// instead would hide every fsync bug from the tests that use this ioctl to simulate a crash. A
-// clean, sync-first shutdown is UBTRFS_IOC_SHUTDOWN with flags 0 (control_shutdown below).
-// README: "Shutdown".
+// reads the missing flags as 0, BTRFS_SHUTDOWN_FLAGS_DEFAULT / XFS_FSOP_GOING_FLAGS_DEFAULT: commit
+// everything, then shut down. That is also the only reading that keeps what the caller may have
+// made durable before: the kernel passes neither sync(2) nor syncfs(2) to a FUSE daemon
+// (FUSE_SYNCFS is sent to virtiofs only), so "syncfs; godown" (xfstests generic/474, 599) or
+// "godown -f" (635) would otherwise lose what the caller was promised. A power cut — nothing
+// written from the moment the ioctl returns, only what fsync made durable kept — is
+// UBTRFS_IOC_SHUTDOWN with flags 2 (`ubtrfs-inspect shutdown --mode no-flush`); the crash harness
+// (tests/crash) proves fsync without relying on either. README: "Shutdown".
 Result<IoctlReply> goingdown(DaemonContext& ctx, const IoctlRequest& req) {
   UBTRFS_TRY_STATUS(require_admin(req, "FS_IOC_GOINGDOWN"));
-  UBTRFS_TRY_STATUS(ctx.fs->shutdown(fs::ShutdownMode::kNoFlush,
-                                     describe_caller(req) + " with FS_IOC_GOINGDOWN (no flush)"));
+  UBTRFS_TRY_STATUS(ctx.fs->shutdown(fs::ShutdownMode::kSyncFirst,
+                                     describe_caller(req) + " with FS_IOC_GOINGDOWN (sync first)"));
   return IoctlReply{};
 }
 
