@@ -86,6 +86,10 @@ class Filesystem {
   [[nodiscard]] Result<struct stat> lookup(uint64_t parent, std::string_view name);
   void forget(uint64_t ino, uint64_t nlookup);
   [[nodiscard]] Result<struct stat> getattr(uint64_t ino);
+  // The inode item's generation (the transaction that created it): what a FUSE entry carries, so
+  // that a file handle (name_to_handle_at) of a deleted inode whose number a later inode reuses
+  // is ESTALE rather than the new inode. 0 if the inode cannot be read.
+  uint64_t generation(uint64_t ino);
   [[nodiscard]] Result<struct stat> setattr(uint64_t ino, const SetAttr& a, const Caller& c);
   [[nodiscard]] Result<struct stat> mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                           const Caller& c);

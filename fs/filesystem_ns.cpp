@@ -214,6 +214,17 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   auto* proot = UBTRFS_TRY(tree_of(*fs_, pid.subvol));
   const InodeItem pii = UBTRFS_TRY(read_inode(*fs_, *proot, pid.objectid));
+  // "." of any inode is how the kernel resolves a file handle whose inode it no longer caches
+  // (fuse_get_dentry with FUSE_CAP_EXPORT_SUPPORT): the inode itself, if it still has a name
+  // (ENOENT otherwise, which the kernel answers with ESTALE).
+  if (name == "." && !is_dir(pii)) {
+    if (pii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left", parent);
+    auto guard = locks_.lock_shared(pid);
+    const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *proot, pid.objectid));
+    if (ii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left", parent);
+    ns_->add_lookup(pid);
+    return inode_to_stat(ii, parent, fs_->params().sectorsize, data_->pending_bytes(pid));
+  }
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", parent);
   InodeId cid;
   if (name == ".") {
@@ -251,6 +262,15 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   auto guard = locks_.lock({*id});
   if (auto st = evict_if_unused(*ns_, **root, *id); !st)
     spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
+}
+
+uint64_t Filesystem::generation(uint64_t ino) {
+  auto id = numbers_.from_fuse(ino);
+  if (!id) return 0;
+  auto root = tree_of(*fs_, id->subvol);
+  if (!root) return 0;
+  auto ii = read_inode(*fs_, **root, id->objectid);
+  return ii ? ii->generation.get() : 0;
 }
 
 Result<struct stat> Filesystem::getattr(uint64_t ino) {

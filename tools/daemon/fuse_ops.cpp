@@ -99,11 +99,15 @@ fs::Caller caller_of(fuse_req_t req) {
   return c;
 }
 
-fuse_entry_param entry_of(const struct stat& st) {
+// The entry the kernel caches. Its generation is the inode item's: a file handle carries node id
+// and generation, and btrfs reuses the number of a deleted highest inode after a remount (objectids
+// continue from the highest one left), so the generation tells the two apart (ESTALE). Every entry
+// of one inode must carry the same one (the kernel marks an inode bad whose generation changes).
+fuse_entry_param entry_of(fuse_req_t req, const struct stat& st) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = st.st_ino;
-  e.generation = 0;  // objectids are never reused within a subvolume (btrfs allocates upward)
+  e.generation = fs_of(req).generation(st.st_ino);
   e.attr = st;
   e.attr_timeout = kAttrTimeout;
   e.entry_timeout = kEntryTimeout;
@@ -113,7 +117,7 @@ fuse_entry_param entry_of(const struct stat& st) {
 // Replies an entry the facade has already counted a lookup for; if the kernel cannot take the
 // reply (the request was interrupted), it never learns the inode, so the count is dropped here.
 void reply_counted_entry(fuse_req_t req, const struct stat& st) {
-  fuse_entry_param e = entry_of(st);
+  fuse_entry_param e = entry_of(req, st);
   if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(st.st_ino, 1);
 }
 
@@ -138,6 +142,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  // File handles (name_to_handle_at, NFS export): node ids are a pure function of (subvolume,
+  // objectid), stable across remounts, and LOOKUP(ino, ".") / (dir, "..") are answered.
+  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
   // Directories receive ioctls too: the control channel is asked on the mount's root.
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
@@ -259,7 +266,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     return reply_error(req, opened.error(), "create/open", r->st_ino);
   }
   fi->fh = 0;
-  fuse_entry_param e = entry_of(*r);
+  fuse_entry_param e = entry_of(req, *r);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // Interrupted: the kernel has neither the reference nor the open file.
     (void)fs.release(r->st_ino);
@@ -384,7 +391,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     const std::string name(d.name);
     size_t need;
     if (plus) {
-      fuse_entry_param e = entry_of(d.attr);
+      fuse_entry_param e = entry_of(req, d.attr);
       need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e,
                                     static_cast<off_t>(d.next_offset));
     } else {
