@@ -6,12 +6,16 @@
 //                                  and longer mixes, external oracles on every distinct image
 //   ubtrfs-crashtest --self-test   the harness must catch a commit that skips the flush between the
 //                                  tree blocks and the superblock, and find nothing without it
+//   --fuse-mixes N, --fuse-ace-depth D   also record that many mixes / ACE sequences through a real
+//                                  FUSE mount served by the daemon's operation table (fuse_runner.h;
+//                                  root and /dev/fuse); --ci and --long include a sample
 // Exit status: 0 nothing found; 1 failures (each printed with the workload, its ops and the crash
 // point); 2 usage or a workload the model and the filesystem disagree on. Oracles follow
 // tests/oracle/lib.sh: missing btrfs-progs/root/loop skips them unless UBTRFS_REQUIRE_ORACLES=1.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +24,7 @@
 
 #include "fs/transaction.h"
 #include "tests/crash/crash_explorer.h"
+#include "tests/crash/fuse_runner.h"
 #include "tests/crash/workloads.h"
 
 namespace ubtrfs::crash {
@@ -27,6 +32,8 @@ namespace {
 
 struct Plan {
   size_t mix_seeds = 0, mix_ops = 0;
+  size_t fuse_mixes = 0;  // mixes recorded through FUSE (mix_ops each, seeds after the library's)
+  int fuse_ace_depth = 0; // ACE small set through FUSE
   uint64_t first_seed = 1;
   int ace_depth = 0;
   AceSet ace_set = AceSet::kSmall;
@@ -39,12 +46,15 @@ struct Plan {
   size_t max_print = 12;
   std::string save_dir;
   std::string scratch_dir = "/dev/shm";
+  std::string fuse_scratch_dir = "/tmp";  // where FUSE mount points are made
 };
 
 struct Outcome {
   ExploreStats stats;
   std::vector<CrashFailure> failures;
   uint64_t workload_errors = 0;
+  uint64_t fuse_recordings = 0;
+  uint64_t fuse_crash_points = 0;
 };
 
 void merge(ExploreStats& into, const ExploreStats& s) {
@@ -64,12 +74,12 @@ void merge(ExploreStats& into, const ExploreStats& s) {
 
 // Records and explores one workload in both fix 1 configurations (or the one given).
 void run_one(CrashExplorer& ex, const BaseImage& base, const NextOp& next, const std::string& label,
-             const std::vector<bool>& cow_configs, Outcome& out) {
+             const std::vector<bool>& cow_configs, Outcome& out, OpRunner* runner = nullptr) {
   for (bool cow : cow_configs) {
     RunConfig rc;
     rc.cow_overwrite = cow;
-    auto rec = record(base, rc, next);
-    const std::string workload = fmt::format("{} [{}]", label, rc.text());
+    auto rec = record(base, rc, next, runner);
+    const std::string workload = fmt::format("{}{} [{}]", label, runner ? " through FUSE" : "", rc.text());
     if (!rec) {
       ++out.workload_errors;
       fmt::print("WORKLOAD ERROR {}: {}\n", workload, rec.error().message);
@@ -122,6 +132,48 @@ Outcome run_plan(const Plan& plan, const OracleAvailability& avail) {
     }
     merge(out.stats, ex.stats());
   }
+  if (plan.fuse_mixes || plan.fuse_ace_depth) {
+    // The sample through the daemon's FUSE path: the same judge, recordings made by FuseRunner.
+    const std::string why = FuseRunner::unavailable_reason();
+    if (!why.empty()) {
+      const bool required = std::getenv("UBTRFS_REQUIRE_ORACLES") && std::string(std::getenv("UBTRFS_REQUIRE_ORACLES")) == "1";
+      fmt::print("{}recordings through FUSE skipped: {}\n", required ? "FAIL: " : "", why);
+      if (required) ++out.workload_errors;
+      return out;
+    }
+    FuseRunner runner(plan.fuse_scratch_dir);
+    auto run_fuse = [&](uint32_t nodesize, uint64_t seed, auto&& body) {
+      auto base = make_base_image(plan.size_mib << 20, nodesize, setup_ops());
+      if (!base) {
+        fmt::print("cannot make the base image: {}\n", base.error().message);
+        ++out.workload_errors;
+        return;
+      }
+      ec.seed = seed;
+      ec.oracle_budget = plan.oracle_budget ? std::max<uint64_t>(1, plan.oracle_budget / 4) : 0;
+      CrashExplorer ex(*base, ec, avail);
+      body(ex, *base);
+      out.fuse_recordings += ex.stats().recordings;
+      out.fuse_crash_points += ex.stats().crash_points;
+      merge(out.stats, ex.stats());
+    };
+    if (plan.fuse_mixes)
+      run_fuse(plan.mix_nodesize, plan.first_seed + 5000, [&](CrashExplorer& ex, const BaseImage& base) {
+        for (size_t i = 0; i < plan.fuse_mixes; ++i) {
+          const uint64_t seed = plan.first_seed + 5000 + i;
+          const size_t n = plan.mix_ops ? plan.mix_ops : 40;
+          run_one(ex, base, fuse_safe(random_mix(seed, n)), fmt::format("mix seed {} ops {}", seed, n), {i % 2 == 1},
+                  out, &runner);
+        }
+      });
+    if (plan.fuse_ace_depth)
+      run_fuse(plan.ace_nodesize, plan.first_seed + 6000, [&](CrashExplorer& ex, const BaseImage& base) {
+        const auto seqs = ace_sequences(base.state, AceSet::kSmall, plan.fuse_ace_depth);
+        fmt::print("ace through FUSE: {} sequences (set small, depth 1..{})\n", seqs.size(), plan.fuse_ace_depth);
+        for (size_t i = 0; i < seqs.size(); ++i)
+          run_one(ex, base, fuse_safe(fixed_ops(seqs[i])), fmt::format("ace small #{}", i), {i % 2 == 1}, out, &runner);
+      });
+  }
   return out;
 }
 
@@ -132,6 +184,8 @@ void print_outcome(const Outcome& o, double seconds, const Plan& plan) {
   fmt::print("distinct images: {}; recordings: {}; device writes {} flushes {} (background tree block writes {})\n",
              s.image_hashes.size(), s.recordings, s.log_writes, s.log_flushes, s.background_writes);
   fmt::print("external oracle runs: {}\n", s.oracle_runs);
+  fmt::print("recorded through the daemon's FUSE path: {} recordings, {} of the crash points\n", o.fuse_recordings,
+             o.fuse_crash_points);
   fmt::print("images with a tree log (judged after replay): {}\n", s.log_images);
   fmt::print("failing crash points: {}; workload errors: {}\n", s.failing_points, o.workload_errors);
   fmt::print("images whose superblock copies hold two generations (power cut between the copies; tolerated): {}\n",
@@ -161,6 +215,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", plan.first_seed, "first seed");
   app.add_option("--ace-depth", plan.ace_depth, "ACE sequences of 1..N core ops (0: none)");
   app.add_option("--ace-set", ace_set, "small (one instance per op kind) or full")->check(CLI::IsMember({"small", "full"}));
+  app.add_option("--fuse-mixes", plan.fuse_mixes, "random mixes recorded through a FUSE mount (root)");
+  app.add_option("--fuse-ace-depth", plan.fuse_ace_depth, "ACE small-set sequences of 1..N ops through a FUSE mount");
   app.add_option("--oracle-budget", plan.oracle_budget, "distinct images sent to btrfs check/kernel (0: all)");
   app.add_flag("--no-oracles", no_oracles, "judge in process only");
   app.add_flag("--break-commit-for-test", break_commit,
@@ -176,7 +232,11 @@ int main(int argc, char** argv) {
     plan.mix_ops = plan.mix_ops ? plan.mix_ops : 60;
     plan.ace_depth = plan.ace_depth ? plan.ace_depth : 2;
     plan.oracle_budget = plan.oracle_budget ? plan.oracle_budget : 40;
+    plan.fuse_mixes = plan.fuse_mixes ? plan.fuse_mixes : 2;
+    plan.fuse_ace_depth = plan.fuse_ace_depth ? plan.fuse_ace_depth : 1;
   } else if (long_run) {
+    plan.fuse_mixes = plan.fuse_mixes ? plan.fuse_mixes : 20;
+    plan.fuse_ace_depth = plan.fuse_ace_depth ? plan.fuse_ace_depth : 2;
     plan.mix_seeds = plan.mix_seeds ? plan.mix_seeds : 100;
     plan.mix_ops = plan.mix_ops ? plan.mix_ops : 200;
     plan.ace_depth = 3;
@@ -205,6 +265,9 @@ int main(int argc, char** argv) {
     p.mix_ops = plan.mix_ops ? plan.mix_ops : 30;
     p.oracles = false;
     p.max_print = 3;
+    // One recording through FUSE too, where this process can mount: the daemon path must be judged
+    // by the same harness that catches the broken commit.
+    if (FuseRunner::unavailable_reason().empty()) p.fuse_mixes = 1;
     ubtrfs::fs::TransactionManager::set_skip_tree_flush_for_test(true);
     const Outcome broken = run_plan(p, avail);
     ubtrfs::fs::TransactionManager::set_skip_tree_flush_for_test(false);
@@ -243,7 +306,7 @@ int main(int argc, char** argv) {
                ok ? "PASS" : "FAIL", broken.stats.failing_points, good.stats.failing_points, model_caught);
     return ok ? 0 : 1;
   }
-  if (!plan.mix_seeds && !plan.ace_depth && !plan.ace_full_depth) {
+  if (!plan.mix_seeds && !plan.ace_depth && !plan.ace_full_depth && !plan.fuse_mixes && !plan.fuse_ace_depth) {
     std::fprintf(stderr, "ubtrfs-crashtest: nothing to run (see --help)\n");
     return 2;
   }

@@ -75,7 +75,21 @@ Result<BaseImage> make_base_image(uint64_t size, uint32_t nodesize, const std::v
   return base;
 }
 
-Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const NextOp& next) {
+namespace {
+
+class LibraryRunner final : public OpRunner {
+ public:
+  std::string name() const override { return "library"; }
+  Status start(fs::Filesystem&) override { return {}; }
+  Status run(fs::Filesystem& fs, const Op& op, uint64_t* new_ino) override { return execute_op(fs, op, new_ino); }
+  Status stop() override { return {}; }
+};
+
+}  // namespace
+
+Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const NextOp& next, OpRunner* runner) {
+  LibraryRunner library;
+  OpRunner& via = runner ? *runner : library;
   auto overlay = std::make_shared<OverlayDevice>(SectorStack{base.bytes, {}}, "crash-run");
   auto dev = std::make_shared<io::FaultInjectingDevice>(*overlay, /*record_data=*/true);
   fs::OpenOptions open;
@@ -93,16 +107,21 @@ Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const Next
   auto f = fs::Filesystem::mount(open, mount_options(open, cfg.tree_log));
   if (!f) return fail(f.error().err, "mount for recording: {}", f.error().message);
   fs::Filesystem& fs = **f;
+  if (auto st = via.start(fs); !st) {
+    (void)fs.unmount();
+    return fail(st.error().err, "{} runner: {}", via.name(), st.error().message);
+  }
   for (size_t i = 0;; ++i) {
     const std::optional<Op> op = next(rec.snapshots.back(), i);
     if (!op) break;
     FsState after = rec.snapshots.back();
     rec.op_start.push_back(dev->position());
     uint64_t ino = 0;
-    const Status st = execute_op(fs, *op, &ino);
+    const Status st = via.run(fs, *op, &ino);
     const int want = apply_to_model(after, *op, ino);
     if (!st || want != 0) {
       const std::string got = st ? "success" : fmt::format("errno {} ({})", st.error().err, st.error().message);
+      (void)via.stop();
       (void)fs.unmount();
       return fail(EPROTO, "op {} ({}): filesystem gave {}, model expects errno {}", i, op->text(), got, want);
     }
@@ -119,6 +138,10 @@ Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const Next
       d.text = op->text();
       rec.durable.push_back(d);
     }
+  }
+  if (auto st = via.stop(); !st) {
+    (void)fs.unmount();
+    return fail(st.error().err, "{} runner stop: {}", via.name(), st.error().message);
   }
   rec.background_writes = fs.info().cache().counters().background_blocks_written;
   if (auto st = fs.unmount(); !st) return fail(st.error().err, "unmount after the workload: {}", st.error().message);

@@ -1,5 +1,5 @@
-// Recording a workload: the base image, and one run of operations through the fs library on a
-// recording device (io::FaultInjectingDevice over an overlay of the base), with the model
+// Recording a workload: the base image, and one run of operations through the fs library (or an
+// OpRunner in front of it: the FUSE daemon, fuse_runner.h) on a recording device (io::FaultInjectingDevice over an overlay of the base), with the model
 // snapshot after every op and the log position of every op start and durability point.
 //
 // Owns: BaseImage (an in-memory image made by the mkfs library plus setup ops, committed, and the
@@ -60,6 +60,21 @@ struct Recording {
 // Proposes the next op from the model state, or nullopt when the workload is done.
 using NextOp = std::function<std::optional<Op>(const FsState& now, size_t index)>;
 
-[[nodiscard]] Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const NextOp& next);
+// How the recorded ops reach the filesystem: by default its library calls (execute_op); a runner
+// may put something in front of it, as fuse_runner.h puts the daemon's FUSE operations and a real
+// kernel mount. start() runs once the filesystem is mounted on the recording device, stop() before
+// its final unmount.
+class OpRunner {
+ public:
+  virtual ~OpRunner() = default;
+  virtual std::string name() const = 0;
+  [[nodiscard]] virtual Status start(fs::Filesystem& fs) = 0;
+  [[nodiscard]] virtual Status run(fs::Filesystem& fs, const Op& op, uint64_t* new_ino) = 0;
+  [[nodiscard]] virtual Status stop() = 0;
+};
+
+// `runner` null: the library calls.
+[[nodiscard]] Result<Recording> record(const BaseImage& base, const RunConfig& cfg, const NextOp& next,
+                                       OpRunner* runner = nullptr);
 
 }  // namespace ubtrfs::crash
