@@ -65,7 +65,8 @@ struct TrimResult {
 // btrfs_trim_fs: discards the free space of every block group meeting [start, start+len) (logical)
 // and the unallocated device space in [start, start+len) (physical), skipping free runs shorter
 // than `minlen`. Runs concurrently with everything (see the header comment).
-// Errors: EROFS (read-only mount), EINVAL (len < sectorsize, start == UINT64_MAX), EOPNOTSUPP (the
+// Errors: EROFS (read-only mount), EINVAL (len < sectorsize, start beyond the device and every
+// chunk), EOPNOTSUPP (the
 // device cannot discard), EIO (shut down, device error). Whatever was discarded before an error
 // stays discarded and counted.
 [[nodiscard]] Result<TrimResult> trim_fs(FsInfo& fs, uint64_t start, uint64_t len, uint64_t minlen,

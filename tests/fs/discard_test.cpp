@@ -188,13 +188,17 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   auto t2 = f.trim(0, UINT64_MAX, 0);
   REQUIRE(t2);
   CHECK(*t2 + (1 << 20) >= *t1 + c.size());
-  // minlen: nothing shorter is discarded; a range outside every chunk and the device trims nothing.
+  // minlen: nothing shorter is discarded.
   const size_t mark2 = dev.write_log().size();
   auto t3 = f.trim(0, UINT64_MAX, 32ull << 20);
   REQUIRE(t3);
   for (const auto& r : discards(dev, mark2)) CHECK(r.length >= (32ull << 20));
   CHECK(*t3 <= *t2);
   CHECK(f.trim(0, 100, 0).error().err == EINVAL);  // shorter than a sector
+  CHECK(f.trim(2 * kImageSize + (1ull << 30), 1 << 20, 0).error().err == EINVAL);  // beyond everything
+  CHECK(f.trim(UINT64_MAX, 1 << 20, 0).error().err == EINVAL);
+  auto tail = f.trim(kImageSize - (1 << 20), UINT64_MAX, 0);  // a length past the end is truncated
+  REQUIRE(tail);
 
   f.forget(ia, 1);
   f.forget(ib, 1);
