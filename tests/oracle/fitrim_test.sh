@@ -6,14 +6,15 @@
 # allocated size (st_blocks), delete the 64 MiB, let the commit that frees them land, `fstrim -v
 # MNT`: the image's allocated size drops by at least 90 % of what was deleted, the keeper still
 # reads right; then the same with `-o discard` and no fstrim (the background discard after the
-# commit). After each unmount: check-clean (btrfs check, kernel read of every file, fsck.ubtrfs)
+# commit), and fstrim once more with the image behind a loop device (BLKDISCARD instead of a punched
+# hole; the loop driver punches the hole). After each unmount: check-clean (btrfs check, kernel read of every file, fsck.ubtrfs)
 # and the kernel reads the keeper right.
 # "sync" here is `sync` plus an fsync of the mount's root directory (a full commit in ubtrfs; sync(2)
 # does not reach a FUSE daemon on every kernel). Deleted extents are dropped when the kernel sends
 # FORGET, which it may do a little after the rm: sync and trim repeat (bounded) until the drop shows.
 #
 # Rules named here: fstrim_shrinks_the_image_by_90_percent_of_what_was_deleted,
-# discard_mount_option_shrinks_the_image_without_fstrim.
+# discard_mount_option_shrinks_the_image_without_fstrim, fstrim_on_a_block_device_discards_through_blkdiscard.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -110,5 +111,27 @@ kernel_mount "$img" "$kmnt" ro
 cmp -s "$tmp/keeper" "$kmnt/keeper" && pass "the kernel reads the keeper right after -o discard" ||
   failed "kernel: keeper differs after -o discard"
 kernel_umount "$kmnt"
+
+# ---- fstrim on a block device (a loop device over the image: BLKDISCARD) ----
+if command -v losetup >/dev/null && loop=$(losetup -f --show "$img" 2>/dev/null); then
+  ubtrfs_mount "$loop" "$mnt"
+  write_files "$mnt" c
+  sync_fs "$mnt"
+  before=$(allocated)
+  rm "$mnt"/c?
+  for attempt in 1 2 3 4 5; do
+    sleep 0.3
+    sync_fs "$mnt"
+    fstrim "$mnt" || failed "fstrim on $loop"
+    shrink_ok "$before" && break
+  done
+  report fstrim_on_a_block_device_discards_through_blkdiscard "$before"
+  cmp -s "$tmp/keeper" "$mnt/keeper" && pass "the keeper reads right on the block device" || failed "keeper changed"
+  ubtrfs_umount "$mnt" || failed "unmount"
+  losetup -d "$loop"
+  check_clean "$img" && pass "check-clean after fstrim on the block device" || failed "not check-clean (block device)"
+else
+  echo "no loop device: the block device part is not run"
+fi
 
 finish
