@@ -13,6 +13,7 @@
 # does not reach a FUSE daemon on every kernel). Deleted extents are dropped when the kernel sends
 # FORGET, which it may do a little after the rm: sync and trim repeat (bounded) until the drop shows.
 #
+# FITRIM by a non-root caller is EPERM (CAP_SYS_ADMIN in the kernel), on a read-only mount EROFS.
 # Rules named here: fstrim_shrinks_the_image_by_90_percent_of_what_was_deleted,
 # discard_mount_option_shrinks_the_image_without_fstrim, fstrim_on_a_block_device_discards_through_blkdiscard.
 # shellcheck source=lib.sh disable=SC1091
@@ -64,7 +65,13 @@ report() {  # report RULE BEFORE
 }
 
 # ---- fstrim ----
-ubtrfs_mount "$img" "$mnt"
+chmod 0755 "$UBTRFS_TEST_ROOT" "$tmp"  # uid 65534 must reach the mount point
+ubtrfs_mount "$img" "$mnt" allow_other
+if command -v setpriv >/dev/null; then
+  out=$(setpriv --reuid 65534 --regid 65534 --clear-groups -- fstrim "$mnt" 2>&1) &&
+    failed "fstrim by uid 65534 succeeded" ||
+    { grep -q "not permitted" <<<"$out" && pass "fstrim by uid 65534 is EPERM" || failed "fstrim by uid 65534: $out"; }
+fi
 head -c $((4 << 20)) /dev/urandom >"$tmp/keeper"
 cp "$tmp/keeper" "$mnt/keeper"
 write_files "$mnt" a
@@ -87,6 +94,10 @@ check_clean_full "$img" && pass "check-clean after fstrim" || failed "not check-
 kernel_mount "$img" "$kmnt" ro
 cmp -s "$tmp/keeper" "$kmnt/keeper" && pass "the kernel reads the keeper right" || failed "kernel: keeper differs"
 kernel_umount "$kmnt"
+ubtrfs_mount "$img" "$mnt" ro
+out=$(fstrim "$mnt" 2>&1) && failed "fstrim on a read-only mount succeeded" ||
+  { grep -q "Read-only" <<<"$out" && pass "fstrim on a read-only mount is EROFS" || failed "fstrim on ro: $out"; }
+ubtrfs_umount "$mnt" || failed "unmount (ro)"
 
 # ---- -o discard: the same shrink without fstrim ----
 ubtrfs_mount "$img" "$mnt" discard
