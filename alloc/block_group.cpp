@@ -206,7 +206,7 @@ Status BlockGroup::mark_used(uint64_t start, uint64_t len) {
   return {};
 }
 
-uint64_t BlockGroup::unpin_all() {
+uint64_t BlockGroup::unpin_all(std::vector<std::pair<uint64_t, uint64_t>>* unpinned) {
   uint64_t n = 0;
   {
     std::lock_guard lock(mu_);
@@ -214,14 +214,47 @@ uint64_t BlockGroup::unpin_all() {
     for (auto [s, l] : pinned_ranges_) {
       // A failure would mean a pinned range is also free (double accounting): keep it pinned so
       // the invariant check reports it instead of handing the range out twice.
-      if (free_.add(s, l)) n += l;
-      else still_pinned.emplace(s, l);
+      if (free_.add(s, l)) {
+        n += l;
+        if (unpinned) unpinned->emplace_back(s, l);
+      } else {
+        still_pinned.emplace(s, l);
+      }
     }
     pinned_ranges_.swap(still_pinned);
     pinned_ -= n;
   }
   if (space_info_ && n) space_info_->unpinned(n);
   return n;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> BlockGroup::take_free_for_trim(uint64_t from, uint64_t end,
+                                                                            uint64_t min_len, uint64_t max_len) {
+  std::pair<uint64_t, uint64_t> got;
+  {
+    std::lock_guard lock(mu_);
+    from = std::max(from, start_);
+    end = std::min(end, start_ + length_);
+    if (from >= end || max_len == 0) return std::nullopt;
+    const auto& runs = free_.runs();
+    auto it = runs.upper_bound(from);
+    if (it != runs.begin() && std::prev(it)->first + std::prev(it)->second > from) --it;
+    bool found = false;
+    for (; it != runs.end() && it->first < end; ++it) {
+      const uint64_t s = std::max(it->first, from);
+      const uint64_t e = std::min(it->first + it->second, end);
+      if (e <= s || e - s < std::max<uint64_t>(min_len, 1)) continue;
+      got = {s, std::min(e - s, max_len)};
+      found = true;
+      break;
+    }
+    if (!found) return std::nullopt;
+    if (!free_.remove(got.first, got.second)) return std::nullopt;  // cannot happen: inside a free run
+    reserved_ += got.second;
+    reserved_ranges_.emplace(got.first, got.second);
+  }
+  if (space_info_) space_info_->extent_reserved(got.second, 0);
+  return got;
 }
 
 BlockGroupUsage BlockGroup::usage() const {

@@ -90,8 +90,18 @@ class BlockGroup {
   [[nodiscard]] Status pin_extent(uint64_t start, uint64_t len);
   // Marks a range used directly (mkfs, replay of allocations found on disk).
   [[nodiscard]] Status mark_used(uint64_t start, uint64_t len);
-  // Commit finished: every pinned range becomes free. Returns the bytes unpinned.
-  uint64_t unpin_all();
+  // Commit finished: every pinned range becomes free. Returns the bytes unpinned; the ranges go to
+  // `unpinned` when given (-o discard queues them, fs/discard.h).
+  uint64_t unpin_all(std::vector<std::pair<uint64_t, uint64_t>>* unpinned = nullptr);
+
+  // Trimming (btrfs free-space-cache.c trim_no_bitmap / do_trimming): takes the first free range
+  // that lies in [from, end), clipped to it and to `max_len`, at least `min_len` long, out of free
+  // space as reserved — so no allocation can land in it while it is discarded — and returns it.
+  // Free space is only ever space that is free in the committed state too: extents freed in the
+  // running transaction are pinned, allocated ones reserved or used, until the commit. The caller
+  // discards the range and gives it back with release_reserved(). nullopt: none left.
+  std::optional<std::pair<uint64_t, uint64_t>> take_free_for_trim(uint64_t from, uint64_t end, uint64_t min_len,
+                                                                  uint64_t max_len);
 
   BlockGroupUsage usage() const;
   uint64_t free_bytes() const;

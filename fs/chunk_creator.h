@@ -46,6 +46,10 @@ class ChunkCreator final : public alloc::ChunkSource {
   // commit_bytes_used apart for the same reason): a chunk planned while a commit runs must not be
   // counted by that commit's superblock, whose dev tree does not hold its DEV_EXTENTs.
   uint64_t dev_bytes_used() const;
+  // Holds chunk planning off (btrfs chunk_mutex): while the lock is held no DeviceSpace extent is
+  // added or removed, so FITRIM can discard an unallocated hole without a new chunk landing in it
+  // (fs/discard.cpp, btrfs_trim_free_extents).
+  [[nodiscard]] std::unique_lock<std::mutex> lock_planning() { return std::unique_lock<std::mutex>(mu_); }
 
  private:
   uint64_t profile_for(uint64_t type) const;

@@ -14,7 +14,8 @@
 //  2. write every dirty tree block (WB_SYNC_ALL), flush the device;
 //  3. superblock: new generation, root and chunk root, bytes_used, device bytes_used, a backup root
 //     slot; written to every mirror, flushed;
-//  4. unpin: extents freed in this transaction become free space; the next transaction opens.
+//  4. unpin: extents freed in this transaction become free space (and, with -o discard, are queued
+//     for the asynchronous discard: fs/discard.h); the next transaction opens.
 // Any error aborts (transaction.cpp): no superblock is written, the disk keeps the last commit.
 #include <spdlog/spdlog.h>
 
@@ -264,7 +265,9 @@ Status TransactionManager::write_super_and_unpin(uint64_t transid) {
   UBTRFS_TRY_STATUS(write_superblocks(fs_.device(), sb));
   fs_.set_committed_super(sb);
   fs_.cache().set_super_generation(transid);
-  for (auto* bg : fs_.block_groups().all()) bg->unpin_all();
+  std::vector<std::pair<uint64_t, uint64_t>> unpinned;
+  for (auto* bg : fs_.block_groups().all()) bg->unpin_all(unpin_hook_ ? &unpinned : nullptr);
+  if (unpin_hook_ && !unpinned.empty()) unpin_hook_(std::move(unpinned));
   return {};
 }
 
@@ -278,6 +281,8 @@ void TransactionManager::release_commit_reservations() {
   sp.release_block_rsv(sp.trans_rsv(), 0);
   fs_.update_global_rsv();
 }
+
+void TransactionManager::set_unpin_hook(UnpinHook f) { unpin_hook_ = std::move(f); }
 
 void TransactionManager::set_skip_tree_flush_for_test(bool on) {
   skip_tree_flush_for_test.store(on, std::memory_order_relaxed);

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/delayed_inode.h"
+#include "fs/discard.h"
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
 #include "fs/space_flusher.h"
@@ -78,6 +79,7 @@ Result<uint64_t> default_subvol(FsInfo& fs) {
 Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
     : fs_(std::move(fs)), numbers_(subvol) {
   delayed_ = std::make_unique<DelayedInodes>(*fs_, locks_);
+  discard_counters_ = std::make_unique<DiscardCounters>();
   data_ = std::make_unique<FileData>(*fs_, numbers_, locks_);
   ns_ = std::make_unique<NamespaceState>(*fs_, numbers_, locks_, *data_);
   fs_->set_delayed_inodes(delayed_.get());
@@ -113,6 +115,8 @@ Filesystem::~Filesystem() {
   fs_->space_flusher().set_delayed_items_runner(nullptr);
   fs_->transactions().set_commit_hook(nullptr, nullptr);
   fs_->transactions().set_tree_log_hooks({});
+  fs_->transactions().set_unpin_hook(nullptr);
+  async_discard_.reset();  // stops the worker (unmount already drained it)
   fs_->set_tree_log(nullptr);
   fs_->set_delayed_inodes(nullptr);
 }
@@ -167,6 +171,12 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       f->unmounted_ = true;  // nothing to commit: fail before anything reached the disk
       return fail(st.error().err, "{}: orphan cleanup: {}", open.path, st.error().message);
     }
+    if (opts.discard) {
+      // -o discard: what each commit unpins is discarded shortly after (fs/discard.h).
+      f->async_discard_ = std::make_unique<AsyncDiscard>(*f->fs_, kAsyncDiscardDelay, *f->discard_counters_);
+      AsyncDiscard* ad = f->async_discard_.get();
+      txm.set_unpin_hook([ad](std::vector<std::pair<uint64_t, uint64_t>>&& r) { ad->queue(std::move(r)); });
+    }
     txm.start_commit_thread(std::chrono::seconds(opts.commit_interval_s));
   }
   spdlog::info("{}: mounted subvolume {} {}", open.path, subvol, f->read_only() ? "read-only" : "read-write");
@@ -181,6 +191,7 @@ Status Filesystem::unmount() {
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
   fs_->spaces().stop_reclaim();
   if (fs_->is_shutdown()) {
+    if (async_discard_) async_discard_->stop(false);
     // fs/shutdown.cpp: no final commit, nothing written; the next mount recovers.
     fs_->stop_writeback();
     spdlog::info("{}: unmounted after a shutdown, nothing written since", fs_->path());
@@ -196,6 +207,9 @@ Status Filesystem::unmount() {
   // Background writeback ran through the final commit (it keeps the cache within its budget while
   // the last delalloc turns into tree blocks); nothing is dirty after it.
   fs_->stop_writeback();
+  // -o discard: what the last commits freed is discarded before the image is closed (their
+  // superblock is on disk; after a failed commit nothing is drained).
+  if (async_discard_) async_discard_->stop(st.has_value());
   if (!st) return fail(st.error().err, "{}: final commit failed: {}", fs_->path(), st.error().message);
   spdlog::info("{}: unmounted cleanly at generation {}", fs_->path(), fs_->super().generation.get());
   return {};
@@ -355,6 +369,16 @@ std::string Filesystem::stats_json() {
     j["tree_log"] = {{"fsyncs_logged", ls.synced}, {"items_logged", ls.items_logged},
                      {"blocks_written", ls.blocks_written}, {"logs_dropped", ls.logs_dropped},
                      {"fsyncs_committed", fb}};
+  }
+  {
+    // FITRIM and -o discard (fs/discard.h): device bytes and requests.
+    const DiscardCounters& dc = *discard_counters_;
+    j["discard"] = {{"bytes", dc.bytes.load(std::memory_order_relaxed)},
+                    {"extents", dc.extents.load(std::memory_order_relaxed)},
+                    {"fitrim_bytes", dc.fitrim_bytes.load(std::memory_order_relaxed)},
+                    {"async_bytes", dc.async_bytes.load(std::memory_order_relaxed)},
+                    {"errors", dc.errors.load(std::memory_order_relaxed)},
+                    {"async", async_discard_ != nullptr}};
   }
   j["cows"] = st.cows();
   j["cows_same_transaction"] = st.cows_same_transaction();

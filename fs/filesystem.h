@@ -13,7 +13,8 @@
 //
 // Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp (names, inodes, xattrs:
 // NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
-// fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label).
+// fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label), discard.cpp
+// (FITRIM and -o discard).
 // After a shutdown every operation fails with EIO except getattr, statfs, forget, flush, release
 // and unmount (fs/shutdown.cpp).
 // Thread safety: every method may be called concurrently from FUSE workers.
@@ -42,6 +43,8 @@ struct NamespaceState;
 class FileData;
 class DelayedInodes;
 class TreeLog;
+struct DiscardCounters;
+class AsyncDiscard;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -161,6 +164,12 @@ class Filesystem {
   // Errors: EINVAL (longer than 255 bytes or holding a NUL), EROFS, EIO (shut down), the commit's.
   [[nodiscard]] Status set_label(std::string_view label);
 
+  // ---- discard (discard.cpp; btrfs_ioctl_fitrim) -------------------------------------------------
+  // FITRIM: discards the free space meeting [start, start+len) (fs/discard.h trim_fs) and returns
+  // the bytes discarded (fstrim's range.len). Does not commit first: `sync` first to include what
+  // was freed since the last commit. Errors: EINVAL, EROFS, EOPNOTSUPP, EIO.
+  [[nodiscard]] Result<uint64_t> trim(uint64_t start, uint64_t len, uint64_t minlen);
+
  private:
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
@@ -177,6 +186,8 @@ class Filesystem {
   std::unique_ptr<NamespaceState> ns_;   // fs/namespace_state.h
   std::unique_ptr<FileData> data_;       // fs/file_data.h
   std::unique_ptr<TreeLog> log_;         // fs/tree_log.h: fsync's fast path (null: read-only or notreelog)
+  std::unique_ptr<DiscardCounters> discard_counters_;  // fs/discard.h: FITRIM and -o discard
+  std::unique_ptr<AsyncDiscard> async_discard_;        // -o discard's worker (null without it)
   bool unmounted_ = false;
   MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
   bool nodiratime_ = false;

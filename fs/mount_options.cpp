@@ -150,6 +150,13 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
         o.nologreplay = true;
         pos = colon + 1;
       }
+    } else if (name == "discard") {
+      // The kernel's plain `discard` is discard=sync; ubtrfs serves both asynchronously (discard.h).
+      if (has_value && value != "async" && value != "sync") return bad_value();
+      o.discard = true;
+    } else if (name == "nodiscard") {
+      if (has_value) return no_value();
+      o.discard = false;
     } else if (name == "notreelog" || name == "treelog") {
       if (has_value) return no_value();
       o.notreelog = name == "notreelog";

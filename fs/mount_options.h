@@ -40,6 +40,9 @@ struct MountOptions {
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
   bool notreelog = false;                 // notreelog / treelog: fsync by full commit instead of the tree log
+  // discard, discard=async, discard=sync / nodiscard: discard what each commit frees, in the
+  // background (fs/discard.h; btrfs discard=async). discard=sync is accepted as an alias of async.
+  bool discard = false;
   // Background writeback of dirty tree blocks (tree/writeback.h): writeback=on|off,
   // wb_thresh_mb=N (absolute threshold, default 32), wb_ratio=PCT (threshold as % of cache_mb, 0..100,
   // default 10; 0: only the absolute one), wb_interval=SECONDS (periodic wakeup, default 5),

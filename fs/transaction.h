@@ -163,6 +163,11 @@ class TransactionManager {
     std::function<void(uint64_t committed_transid)> release;
   };
   void set_tree_log_hooks(TreeLogHooks hooks) { log_hooks_ = std::move(hooks); }
+  // Called by the commit, gate still closed, with the ranges its unpin just returned to free space
+  // (after the superblock that stopped referencing them is on disk): -o discard queues them
+  // (fs/discard.h, btrfs_discard_queue_work from btrfs_finish_extent_commit). Must not block.
+  using UnpinHook = std::function<void(std::vector<std::pair<uint64_t, uint64_t>>&& ranges)>;
+  void set_unpin_hook(UnpinHook f);
 
   // The periodic commit thread (`commit=` seconds; also woken by request_commit()).
   void start_commit_thread(std::chrono::seconds interval);
@@ -196,6 +201,7 @@ class TransactionManager {
   std::function<bool()> commit_hook_pending_;
   CsumDeleter csum_deleter_;
   TreeLogHooks log_hooks_;
+  UnpinHook unpin_hook_;  // set before the commit thread starts, cleared after it stopped
   // Reservations after a commit: the delayed-refs and chunk reserves are released, the global one
   // resized (REQUIRES: gate closed).
   void release_commit_reservations();

@@ -38,6 +38,15 @@ class BlockDevice {
   // REQUIRES: off + buf.size() <= size(). Errors: EROFS (read-only), EIO, ENOSPC, EINVAL.
   [[nodiscard]] virtual Status write(uint64_t off, std::span<const uint8_t> buf) = 0;
   [[nodiscard]] virtual Status flush() = 0;
+  // Tells the device that [off, off+len) holds nothing worth keeping (FITRIM, -o discard): an image
+  // file gets a hole punched (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, so it shrinks on disk and
+  // reads back zeros), a block device gets BLKDISCARD (contents then unspecified). The caller owns
+  // the range: nothing may read it for data or write it concurrently.
+  // REQUIRES: off + len <= size(). Errors: EOPNOTSUPP (the device or its filesystem cannot discard:
+  // the default), EROFS (read-only), EINVAL (out of range), EIO.
+  [[nodiscard]] virtual Status discard(uint64_t off, uint64_t len) {
+    return fail(EOPNOTSUPP, "{}: discard of offset {} length {}: not supported", name(), off, len);
+  }
 
   // Raw file descriptor for io_uring submission, or -1 if the device is not backed by one
   // (memory and fault-injecting devices); callers then fall back to write().
@@ -63,13 +72,17 @@ class MemoryDevice final : public BlockDevice {
   Status read(uint64_t off, std::span<uint8_t> buf) override;
   Status write(uint64_t off, std::span<const uint8_t> buf) override;
   Status flush() override { return {}; }
+  // Zero-fills the range (a punched hole reads back zeros) and counts it.
+  Status discard(uint64_t off, uint64_t len) override;
+  uint64_t discarded_bytes() const;
 
   // Direct access for tests that corrupt bytes on purpose. Not synchronized with read/write.
   std::vector<uint8_t>& bytes() { return data_; }
 
  private:
-  std::mutex mu_;  // makes concurrent overlapping read/write well-defined for TSan
+  mutable std::mutex mu_;  // makes concurrent overlapping read/write well-defined for TSan
   std::vector<uint8_t> data_;
+  uint64_t discarded_ = 0;  // GUARDED_BY(mu_)
 };
 
 }  // namespace ubtrfs::io

@@ -70,6 +70,31 @@ Status FaultInjectingDevice::write(uint64_t off, std::span<const uint8_t> buf) {
   return result;
 }
 
+Status FaultInjectingDevice::discard(uint64_t off, uint64_t len) {
+  std::lock_guard lock(mu_);
+  if (inner_.read_only())
+    return fail(EROFS, "device {} is read-only, discard at offset {} length {} refused", name(), off, len);
+  if (off > inner_.size() || len > inner_.size() - off)
+    return fail(EINVAL, "discard beyond end of device {}: offset {} length {} size {}", name(), off, len,
+                inner_.size());
+  WriteRecord rec;
+  rec.seq = ++writes_;
+  rec.offset = off;
+  rec.length = len;
+  rec.flushes_before = flushes_;
+  rec.discard = true;
+  Status result;
+  if (drop_after_ && rec.seq > *drop_after_) {
+    rec.outcome = WriteOutcome::kDropped;
+  } else {
+    result = inner_.discard(off, len);
+    if (result) rec.bytes_applied = len;
+    else rec.outcome = WriteOutcome::kFailed;
+  }
+  log_.push_back(std::move(rec));
+  return result;
+}
+
 Status FaultInjectingDevice::flush() {
   std::lock_guard lock(mu_);
   flush_points_.push_back(writes_);
@@ -158,6 +183,10 @@ Status FaultInjectingDevice::replay(BlockDevice& target, uint64_t n_writes, std:
   for (uint64_t i = 0; i < n_writes; ++i) {
     const WriteRecord& rec = log_[i];
     if (rec.outcome == WriteOutcome::kFailed) continue;
+    if (rec.discard) {
+      UBTRFS_TRY_STATUS(target.discard(rec.offset, rec.length));
+      continue;
+    }
     if (rec.data.size() != rec.length)
       return fail(EINVAL, "replay of write {} at offset {}: data was not recorded", rec.seq, rec.offset);
     std::span<const uint8_t> bytes(rec.data);

@@ -14,6 +14,9 @@
 // Numbering: reads and writes are counted separately from 1 in call order (the N of "the N-th
 // write"); refused calls (out of range) are not counted. The write log holds one record per
 // counted write with its outcome and, when record_data is on, the bytes the caller asked to write.
+// Discards are logged too, as records with `discard` set and no data, numbered in the same
+// sequence as writes (they change what the device holds, and their order against writes matters);
+// a power cut drops them like writes; replay() passes them on to the target's discard().
 // Flush points: for each flush(), the number of writes issued before it; a crash after flush f keeps
 // at least the first flush_points()[f] writes.
 // Thread safety: all methods may be called concurrently; each call is serialized with the others
@@ -48,6 +51,7 @@ struct WriteRecord {
   WriteOutcome outcome = WriteOutcome::kApplied;
   uint64_t bytes_applied = 0;   // bytes that reached the inner device
   std::vector<uint8_t> data;    // requested bytes, only when record_data is on
+  bool discard = false;         // a discard() of [offset, +length), not a write
 };
 
 enum class FaultOps { kRead = 1, kWrite = 2, kReadWrite = 3 };
@@ -71,6 +75,8 @@ class FaultInjectingDevice final : public BlockDevice {
   Status read(uint64_t off, std::span<uint8_t> buf) override;
   Status write(uint64_t off, std::span<const uint8_t> buf) override;
   Status flush() override;
+  // Logged as a write-numbered record with `discard` set; forwarded unless dropped.
+  Status discard(uint64_t off, uint64_t len) override;
 
   void drop_writes_after(uint64_t n);
   void tear_write(uint64_t n, uint64_t keep_bytes);

@@ -8,6 +8,10 @@
 //   - every access is range-checked against the size taken at open: beyond the end is EINVAL, so an
 //     image file never grows through this interface.
 //   - a kReadOnly device is opened O_RDONLY and write() returns EROFS without touching the fd.
+//   - discard() punches a hole in an image file (fallocate PUNCH_HOLE | KEEP_SIZE: the size never
+//     changes) and sends BLKDISCARD to a block device; EOPNOTSUPP from either means the device
+//     cannot discard, and is passed up as such (FITRIM then fails the way it does on a disk
+//     without discard support).
 //   - a mounted block device is never opened: /proc/self/mountinfo is checked (by major:minor and by
 //     mount source) for a clear message, and kReadWrite opens use O_EXCL, which the kernel refuses
 //     with EBUSY while the device is mounted or claimed by another exclusive opener. An image file
@@ -172,6 +176,32 @@ class FileDevice final : public BlockDevice {
       if (n == 0)
         return fail(EIO, "short write on {} at offset {}: device accepted no bytes", path_, off + done);
       done += static_cast<size_t>(n);
+    }
+    return {};
+  }
+
+  Status discard(uint64_t off, uint64_t len) override {
+    if (read_only_)
+      return fail(EROFS, "device {} is read-only, discard at offset {} length {} refused", path_, off, len);
+    if (off > size_ || len > size_ - off)
+      return fail(EINVAL, "discard beyond end of device {}: offset {} length {} size {}", path_, off, len, size_);
+    if (len == 0) return {};
+    int rc;
+    do {
+      if (is_block_) {
+        uint64_t range[2] = {off, len};
+        rc = ::ioctl(fd_, BLKDISCARD, &range);
+      } else {
+        rc = ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                         static_cast<off_t>(len));
+      }
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      const int err = errno;
+      // ENOTTY/EINVAL from BLKDISCARD on a device without discard mean the same as EOPNOTSUPP.
+      if (err == EOPNOTSUPP || (is_block_ && err == ENOTTY))
+        return fail(EOPNOTSUPP, "{} does not support discard: {}", path_, errno_text(err));
+      return fail(err, "discard of {} at offset {} length {} failed: {}", path_, off, len, errno_text(err));
     }
     return {};
   }

@@ -23,4 +23,18 @@ Status MemoryDevice::write(uint64_t off, std::span<const uint8_t> buf) {
   return {};
 }
 
+Status MemoryDevice::discard(uint64_t off, uint64_t len) {
+  if (off > data_.size() || len > data_.size() - off)
+    return fail(EINVAL, "discard beyond end of memory device: offset {} length {} size {}", off, len, data_.size());
+  std::lock_guard lock(mu_);
+  if (len) std::memset(data_.data() + off, 0, len);
+  discarded_ += len;
+  return {};
+}
+
+uint64_t MemoryDevice::discarded_bytes() const {
+  std::lock_guard lock(mu_);
+  return discarded_;
+}
+
 }  // namespace ubtrfs::io

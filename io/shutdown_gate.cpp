@@ -41,4 +41,12 @@ Status GatedDevice::flush() {
   return st;
 }
 
+Status GatedDevice::discard(uint64_t off, uint64_t len) {
+  if (!gate_.enter())
+    return fail(EIO, "{}: filesystem shut down, discard at offset {} length {} refused", name(), off, len);
+  auto st = inner_->discard(off, len);
+  gate_.leave();
+  return st;
+}
+
 }  // namespace ubtrfs::io

@@ -64,6 +64,8 @@ class GatedDevice final : public BlockDevice {
   // EIO once the gate is shut; the inner device's result otherwise.
   Status write(uint64_t off, std::span<const uint8_t> buf) override;
   Status flush() override;
+  // EIO once the gate is shut, like write(): a discard changes what the image holds.
+  Status discard(uint64_t off, uint64_t len) override;
   int fd() const override { return inner_->fd(); }
   ShutdownGate* shutdown_gate() override { return &gate_; }
 

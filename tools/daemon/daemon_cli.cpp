@@ -157,6 +157,9 @@ ubtrfs options:
                         copied or reused alone until it ends (default on)
   notreelog             fsync by full commit instead of the tree log (the kernel's option;
                         `treelog`, the default, turns the log back on)
+  discard[=async|sync]  discard what each commit frees, in the background (btrfs discard=async;
+                        `sync` is the same); `nodiscard`, the default, turns it off. `fstrim
+                        MOUNTPOINT` trims all free space at once in either case
   writeback=on|off      background writeback of dirty tree blocks through io_uring (default on)
   wb_thresh_mb=N        write back in the background above N MiB of dirty tree blocks (default 32)
   wb_ratio=PCT          ... or above PCT % of cache_mb, whichever is lower (default 10; 0: off)

@@ -116,12 +116,29 @@ Result<IoctlReply> set_fslabel(DaemonContext& ctx, const IoctlRequest& req) {
   return IoctlReply{};
 }
 
+// FITRIM (btrfs_ioctl_fitrim): CAP_SYS_ADMIN; struct fstrim_range in and out (24 bytes), with
+// range.len set to the bytes discarded. fs/discard.h says what is trimmed and why it is safe.
+static_assert(FITRIM == 0xc0185879 && sizeof(fstrim_range) == 24);
+Result<IoctlReply> fitrim(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "FITRIM"));
+  if (req.in.size() < sizeof(fstrim_range) || req.out_size < sizeof(fstrim_range))
+    return fail(EINVAL, "FITRIM with {} bytes in, {} out", req.in.size(), req.out_size);
+  fstrim_range range;
+  std::memcpy(&range, req.in.data(), sizeof range);
+  range.len = UBTRFS_TRY(ctx.fs->trim(range.start, range.len, range.minlen));
+  IoctlReply out;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&range);
+  out.out.assign(bytes, bytes + sizeof range);
+  return out;
+}
+
 constexpr IoctlCommand kCommands[] = {
     {control::kIocControlRead, "UBTRFS_IOC_CONTROL_READ", control_read},
     {control::kIocShutdown, "UBTRFS_IOC_SHUTDOWN", control_shutdown},
     {kIocGoingDown, "FS_IOC_GOINGDOWN", goingdown},
     {FS_IOC_GETFSLABEL, "FS_IOC_GETFSLABEL", get_fslabel},
     {FS_IOC_SETFSLABEL, "FS_IOC_SETFSLABEL", set_fslabel},
+    {FITRIM, "FITRIM", fitrim},
 };
 
 }  // namespace

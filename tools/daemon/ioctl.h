@@ -8,7 +8,7 @@
 // unknown ioctl, on any inode. Today the table holds the control channel's read
 // (tools/common/control_protocol.h) and its shutdown with flags, the label (FS_IOC_GETFSLABEL /
 // FS_IOC_SETFSLABEL, the same numbers as BTRFS_IOC_GET_FSLABEL / SET_FSLABEL) and the shutdown
-// (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN); btrfs's own ioctls (magic 0x94)
+// (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN), FITRIM (fstrim); btrfs's own ioctls (magic 0x94)
 // join it as entries. Privileged commands (CAP_SYS_ADMIN in the kernel) require caller uid 0.
 // Thread safety: handlers run concurrently on the FUSE worker threads; the table is immutable.
 #pragma once
