@@ -29,7 +29,7 @@ setpriv --reuid=$USER_UID --regid=$USER_UID --clear-groups test -x "$UBTRFS_DAEM
   skip_or_fail "uid $USER_UID cannot execute $UBTRFS_DAEMON"
 
 fuse_mode=$(stat -c %a /dev/fuse)
-trap 'rc=$?; chmod "$fuse_mode" /dev/fuse; (exit $rc); _oracle_cleanup' EXIT
+trap 'rc=$?; set +e; chmod "$fuse_mode" /dev/fuse; (exit $rc); _oracle_cleanup' EXIT
 
 chmod 0755 "$UBTRFS_TEST_ROOT"
 tmp=$(make_tmpdir)
