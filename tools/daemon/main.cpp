@@ -95,9 +95,9 @@ int run(const DaemonArgs& args) {
   const std::string mountpoint = canonical(args.mountpoint);
   struct stat mst;
   if (mountpoint.empty() || stat(mountpoint.c_str(), &mst) != 0)
-    return error_exit(kExitMountFailed, fmt::format("mount point {} does not exist", args.mountpoint));
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: mount point {} does not exist", source, args.mountpoint));
   if (!S_ISDIR(mst.st_mode))
-    return error_exit(kExitMountFailed, fmt::format("mount point {} is not a directory", args.mountpoint));
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: mount point {} is not a directory", source, args.mountpoint));
 
   // 2b. What a user who is not root cannot do (user_mount.h): one line each, nothing touched.
   UserMountCheck user_check;
@@ -119,7 +119,8 @@ int run(const DaemonArgs& args) {
   log_config.log_file = args.options.log_file;
   log_config.image = source;
   auto log_dest = init_logging(log_config);
-  if (!log_dest) return error_exit(kExitMountFailed, log_dest.error().message);
+  if (!log_dest)
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, log_dest.error().message));
 
   // 4. Lock, open, mount.
   ImageLock lock;
