@@ -9,6 +9,7 @@ packages=(
   libzstd-dev zlib1g-dev liblzo2-dev libcli11-dev nlohmann-json3-dev uuid-dev libblkid-dev
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
   fio dbench fuse2fs
+  go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
 )
 # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)
 [[ ${1:-} == --fuzz ]] && packages+=(clang-19 libclang-rt-19-dev)

@@ -177,6 +177,7 @@ void run_append(const std::string& dir, uint64_t count, size_t size) {
 int main(int argc, char** argv) {
   using namespace ubtrfs::bench;
   CLI::App app{"ubtrfs-bench: timed POSIX workloads against a mounted directory (used by scripts/bench.sh)"};
+  app.set_version_flag("-V,--version", std::string("ubtrfs-bench ") + UBTRFS_VERSION);
   app.require_subcommand(1);
   std::string dir;
   uint64_t files = 20000, dirs = 20, count = 2000;

@@ -329,6 +329,7 @@ int main(int argc, char** argv) {
   using namespace ubtrfs::corrupt;
   Cli cli;
   CLI::App app{"Damage a btrfs image precisely (test utility; see the header of tools/corrupt/main.cpp)", kProg};
+  app.set_version_flag("-V,--version", std::string(kProg) + " " + UBTRFS_VERSION);
   app.add_option("image", cli.image, "image file")->required();
   app.add_option("--tree", cli.tree, "tree name or id (fs, extent, chunk, dev, csum, free-space, root, 5, 256...)");
   app.add_option("--key", cli.key, "item key 'OBJECTID TYPE OFFSET'");

@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
   app.add_option("--progress", b.progress_every_s, "seconds between progress lines on stderr (0: none)")
       ->capture_default_str();
   app.add_flag("-q,--quiet", cli.quiet, "only warnings and errors on stderr");
+  app.set_version_flag("-V,--version", std::string("ubtrfs-cowbench ") + UBTRFS_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("ubtrfs-cowbench");

@@ -183,7 +183,8 @@ Unknown options are refused and nothing is mounted.
 
 Messages: in the foreground on stderr. In the background to syslog when its socket accepts a
 connection, else to the systemd journal, else to /run/ubtrfs/<image path with '/' as '-'>.log
-(the daemon names that file on stderr before detaching); warnings and errors also go to stderr
+(a user who is not root: $XDG_RUNTIME_DIR/ubtrfs/, or memory only without XDG_RUNTIME_DIR; the
+daemon names that file on stderr before detaching); warnings and errors also go to stderr
 until the mount is made. The sockets and the directory can be moved with UBTRFS_SYSLOG_SOCKET
 (default /dev/log), UBTRFS_JOURNAL_SOCKET (default /run/systemd/journal/socket) and
 UBTRFS_LOG_DIR (default /run/ubtrfs). Whatever the destination, the last 512 messages at info
@@ -194,6 +195,9 @@ Exit status: 0 mounted (and, in the foreground, unmounted cleanly); 1 invalid co
 options; 32 the mount failed (image cannot be opened, in use by another daemon, unsupported
 features, FUSE mount refused, log_file cannot be opened); 2 the final commit at unmount failed
 (the image keeps the previous commit).
+A user who is not root mounts through fusermount3 (libfuse runs it) and unmounts with
+`fusermount3 -u MOUNTPOINT`; it needs read-write access to the image (read for -o ro) and
+to /dev/fuse, and allow_other needs user_allow_other in /etc/fuse.conf.
 The image is flock()ed while mounted (exclusive read-write, shared read-only); the lock is
 released only after the final commit, so `flock IMAGE true` waits for an unmount to finish.
 )",

@@ -2,6 +2,7 @@
 #include "tools/daemon/logging.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -69,7 +70,14 @@ LogDestination choose_background_destination(const LogConfig& config) {
   }
   const std::string why = fmt::format("no syslog at {} ({}) nor journal at {} ({})", syslog_path,
                                       strerror(sys.error().err), journal_path, strerror(journal.error().err));
-  const std::string dir = env_or("UBTRFS_LOG_DIR", "/run/ubtrfs");
+  // Root's default is /run/ubtrfs; a user cannot create that, so theirs is their runtime
+  // directory ($XDG_RUNTIME_DIR, /run/user/UID under systemd-logind) when there is one.
+  std::string dir = env_or("UBTRFS_LOG_DIR", "");
+  if (dir.empty() && geteuid() == 0) dir = "/run/ubtrfs";
+  if (dir.empty() && std::getenv("XDG_RUNTIME_DIR") && *std::getenv("XDG_RUNTIME_DIR"))
+    dir = std::string(std::getenv("XDG_RUNTIME_DIR")) + "/ubtrfs";
+  if (dir.empty())
+    return {LogTarget::kNone, "", false, fmt::format("{}, and a user without $XDG_RUNTIME_DIR has no log directory", why)};
   if (mkdir(dir.c_str(), 0755) == 0) {
     chmod(dir.c_str(), 0755);  // whatever the umask
   } else if (errno != EEXIST) {

@@ -8,7 +8,8 @@
 //     1. syslog, if its socket ($UBTRFS_SYSLOG_SOCKET, default /dev/log) accepts a connection;
 //     2. the systemd journal, if its socket ($UBTRFS_JOURNAL_SOCKET, default
 //        /run/systemd/journal/socket) accepts a connection;
-//     3. a file $UBTRFS_LOG_DIR/<image>.log (default directory /run/ubtrfs, created 0755, the
+//     3. a file $UBTRFS_LOG_DIR/<image>.log (default directory /run/ubtrfs for root,
+//        $XDG_RUNTIME_DIR/ubtrfs for a user, none for a user without it; created 0755, the
 //        file 0640), <image> being the canonical image path with '/' turned into '-'; the daemon
 //        names it on stderr before detaching when it creates the file (kFile with automatic and
 //        created; later mounts of the image say nothing, as a mount that works is silent — test

@@ -3,7 +3,8 @@
 // logging: where messages go).
 //
 //   1. parse the command line and -o list (errors: one line, exit 1, nothing touched);
-//   2. canonicalize IMAGE and MOUNTPOINT (the daemon later runs in /);
+//   2. canonicalize IMAGE and MOUNTPOINT (the daemon later runs in /); check what a user who is
+//      not root may not do (user_mount.h: /dev/fuse, allow_other, the image's mode);
 //   3. background mode: fork now, before any thread exists; the parent waits for the verdict;
 //      then choose where messages go (logging.h; a -o log_file that cannot be opened: exit 32);
 //   4. flock the image (EBUSY: another daemon), Filesystem::mount (feature gate, subvolume,
@@ -22,6 +23,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdio>
@@ -38,6 +40,7 @@
 #include "tools/daemon/fuse_ops.h"
 #include "tools/daemon/lifecycle.h"
 #include "tools/daemon/logging.h"
+#include "tools/daemon/user_mount.h"
 
 namespace {
 
@@ -92,9 +95,18 @@ int run(const DaemonArgs& args) {
   const std::string mountpoint = canonical(args.mountpoint);
   struct stat mst;
   if (mountpoint.empty() || stat(mountpoint.c_str(), &mst) != 0)
-    return error_exit(kExitMountFailed, fmt::format("mount point {} does not exist", args.mountpoint));
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: mount point {} does not exist", source, args.mountpoint));
   if (!S_ISDIR(mst.st_mode))
-    return error_exit(kExitMountFailed, fmt::format("mount point {} is not a directory", args.mountpoint));
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: mount point {} is not a directory", source, args.mountpoint));
+
+  // 2b. What a user who is not root cannot do (user_mount.h): one line each, nothing touched.
+  UserMountCheck user_check;
+  user_check.source = source;
+  user_check.mountpoint = mountpoint;
+  user_check.read_only = args.options.read_only;
+  user_check.allow_other = args.options.allow_other;
+  user_check.uid = geteuid();
+  if (auto s = check_user_mount(user_check); !s) return error_exit(kExitMountFailed, s.error().message);
 
   // 3. Fork before any thread exists.
   Detacher detacher;
@@ -107,7 +119,8 @@ int run(const DaemonArgs& args) {
   log_config.log_file = args.options.log_file;
   log_config.image = source;
   auto log_dest = init_logging(log_config);
-  if (!log_dest) return error_exit(kExitMountFailed, log_dest.error().message);
+  if (!log_dest)
+    return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, log_dest.error().message));
 
   // 4. Lock, open, mount.
   ImageLock lock;

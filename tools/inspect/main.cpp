@@ -352,6 +352,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::err);
   CLI::App app{"ubtrfs-inspect: read-only inspection of a btrfs image (never writes to it) or of a mounted ubtrfs",
                kProg};
+  app.set_version_flag("-V,--version", std::string(kProg) + " " + UBTRFS_VERSION);
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "also show warnings (e.g. a bad DUP copy replaced by the other)");

@@ -239,6 +239,7 @@ int stress_main(int argc, char** argv) {
       "Each of NPROC worker processes works in DIR/pN with seed SEED+N; reads, stats, readdirs and\n"
       "a final walk of every worker's tree are compared with the model.\n"
       "Exit status: 0 all verified, 1 verification failure, 2 usage or setup error."};
+  app.set_version_flag("-V,--version", std::string("ubtrfs-stress ") + UBTRFS_VERSION);
   app.add_option("-d,--dir", o.dir, "directory to work in (created if missing)")->required();
   app.add_option("-p,--procs", o.nproc, "number of worker processes")
       ->capture_default_str()->check(CLI::Range(1, 256));
