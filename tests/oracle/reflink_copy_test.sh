@@ -74,10 +74,43 @@ echo "overwrite of $half MiB of the copy: df used moved $((used_cow - used_after
 d=$((used_cow - used_after - (half << 20)))
 ((d > -1048576 && d < 1048576 + (half << 13))) && pass "the overwrite allocated only what it wrote" ||
   failed "the overwrite of $half MiB moved df used by $((used_cow - used_after))"
+ino_b=$(stat -c %i "$mnt/b")
 ubtrfs_umount "$mnt" || failed "unmount"
 
 check_clean_full "$img" && pass "btrfs check, fsck.ubtrfs and the kernel find the reflinked image clean" ||
   failed "reflinked image not check-clean"
+
+# fsck.ubtrfs counts the references of shared extents, in total and per (root, inode, offset):
+# damaged copies of the image must be caught (and btrfs check agrees).
+FSCK=$UBTRFS_BIN/fsck/fsck.ubtrfs
+CORRUPT=$UBTRFS_BIN/corrupt/ubtrfs-corrupt
+if [[ -x $CORRUPT ]]; then
+  btrfs inspect-internal dump-tree -t 5 "$img" >"$tmp/fs.dump"
+  read -r bytenr len < <(awk -v k="($ino_b EXTENT_DATA 0)" 'index($0, k) {f = 1} f && /disk byte/ {print $5, $7; exit}' "$tmp/fs.dump")
+  # expect_caught NAME IMG PATTERN: fsck.ubtrfs exits 4 naming it, btrfs check fails too.
+  expect_caught() {
+    local out rc=0
+    out=$("$FSCK" "$2" 2>&1) || rc=$?
+    if [[ $rc == 4 ]] && grep -qE -- "$3" <<<"$out" && ! btrfs check --readonly "$2" >/dev/null 2>&1; then
+      pass "$1"
+    else
+      failed "$1: fsck.ubtrfs exit $rc, output lacks /$3/ or btrfs check passed: $(head -c 1500 <<<"$out")"
+    fi
+    rm -f "$2"
+  }
+  bad=$tmp/bad.img
+  cp --sparse=always "$img" "$bad"
+  "$CORRUPT" "$bad" --tree extent --key "$bytenr EXTENT_ITEM $len" --field refs --value +1 >/dev/null
+  expect_caught "fsck.ubtrfs: a shared extent's refs one too many" "$bad" "ref mismatch on \\[$bytenr $len\\]"
+  cp --sparse=always "$img" "$bad"
+  # The copy's item moved one sector into the extent: same total, another (root, inode, offset).
+  "$CORRUPT" "$bad" --tree fs --key "$ino_b EXTENT_DATA 0" --field offset --value 4096 >/dev/null
+  "$CORRUPT" "$bad" --tree fs --key "$ino_b EXTENT_DATA 0" --field num_bytes --value -4096 >/dev/null
+  expect_caught "fsck.ubtrfs: a shared extent's reference under the wrong (root, inode, offset)" "$bad" \
+    "backref \\(root 5 inode $ino_b offset 0\\) count 1, found 0"
+else
+  failed "$CORRUPT not built"
+fi
 kernel_mount "$img" "$kmnt" ro
 [[ $(sha256sum <"$kmnt/a" | cut -d' ' -f1) == "$sum_a" && $(sha256sum <"$kmnt/b" | cut -d' ' -f1) == "$sum_b" ]] &&
   pass "the kernel reads both files right" || failed "the kernel reads a or b wrong"
