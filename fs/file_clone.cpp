@@ -94,6 +94,9 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
     return fail(EINVAL, "clone within root {} ino {}: ranges [{}, +{}) and [{}, +{}) overlap", src.subvol,
                 src.objectid, src_off, share, dst_off, share);
 
+  // Inline data is copied, not shared: an inline extent, or a file small enough that its flush
+  // below may write one (both only at offset 0). Decided before anything changes.
+  if (src_off < ss && (src_size <= kMaxInline || UBTRFS_TRY(has_inline_extent(*sroot, src.objectid)))) return 0;
   // Landing past the destination's EOF: its old last sector must read as zeros past the old EOF
   // first (btrfs_cont_expand), which the size change does.
   if (dst_off > di.size.get()) UBTRFS_TRY_STATUS(set_size(dst, dst_off));
@@ -107,7 +110,7 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
   std::vector<ClonePiece> pieces;
   uint64_t cursor = src_off;
   for (const FileExtent& e : exts) {
-    if (e.is_inline()) return 0;  // copied by the caller
+    if (e.is_inline()) return 0;  // copied by the caller (only the kernel's odd layouts get here)
     const uint64_t s = std::max(e.file_offset, src_off), t = std::min(e.end(ss), src_end);
     if (s >= t) continue;
     if (s > cursor) pieces.push_back({cursor, s, std::nullopt});
