@@ -127,6 +127,34 @@ within_mib "$used_end" "$used_empty" && pass "deleting_every_reflinked_copy_retu
 ubtrfs_umount "$mnt" || failed "unmount"
 check_clean_full "$img" && pass "image check-clean after the deletes" || failed "image not check-clean after the deletes"
 
+# ---- random copy_file_range among writes, truncates, punches, fallocates (ubtrfs-stress) ----
+# Its model verifies every read; the image must then be check-clean (shared extents' counts
+# included) and the kernel and a second ubtrfs mount must see exactly the manifest.
+STRESS=$UBTRFS_BIN/stress/ubtrfs-stress
+if [[ -x $STRESS ]]; then
+  simg=$tmp/stress.img
+  manifest=$tmp/stress.manifest
+  truncate -s 2G "$simg"
+  "$MKFS" -q "$simg"
+  ubtrfs_mount "$simg" "$mnt"
+  ops="creat,write,read,truncate,punch,fallocate,unlink,link,fsync,copy_range=25"
+  nops=${UBTRFS_REFLINK_STRESS_NOPS:-1500}
+  if "$STRESS" -d "$mnt" -p 2 -n "$nops" -s 7 --ops "$ops" --manifest "$manifest" >"$tmp/stress.log" 2>&1; then
+    pass "ubtrfs-stress with copy_range verified on the mount ($(grep -o 'copy_range[^,]*' "$tmp/stress.log" | head -1))"
+  else
+    failed "ubtrfs-stress with copy_range: $(tail -5 "$tmp/stress.log")"
+  fi
+  ubtrfs_umount "$mnt" || failed "unmount"
+  check_clean_full "$simg" && pass "check-clean after the copy_range workload" || failed "not check-clean after the copy_range workload"
+  kernel_mount "$simg" "$kmnt" ro
+  "$STRESS" -d "$kmnt" --verify-only --manifest "$manifest" >/dev/null 2>&1 &&
+    pass "the kernel sees exactly the tree the copy_range workload left" || failed "the kernel's tree differs from the manifest"
+  kernel_umount "$kmnt"
+  rm -f "$simg"
+else
+  failed "$STRESS not built"
+fi
+
 # ---- a kernel-made reflinked image, modified by ubtrfs ----
 kimg=$tmp/kernel.img
 truncate -s 1G "$kimg"
