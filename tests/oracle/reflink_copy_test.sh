@@ -159,12 +159,26 @@ fi
 kimg=$tmp/kernel.img
 truncate -s 1G "$kimg"
 mkfs.btrfs -q -f "$kimg"
-kernel_mount "$kimg" "$kmnt"
+kernel_mount "$kimg" "$kmnt" compress=zstd
 dd if=/dev/urandom of="$kmnt/k1" bs=1M count=64 status=none
 cp --reflink=always "$kmnt/k1" "$kmnt/k2"
 cp --reflink=always "$kmnt/k1" "$kmnt/k3"
+# Compressible: zstd extents, which ubtrfs shares whole (offset/num_bytes pick the piece).
+python3 -c 'import sys; sys.stdout.buffer.write(b"".join(b"line %08d of a compressible file\n" % i for i in range(400000)))' >"$kmnt/z1"
 kernel_umount "$kmnt"
 ubtrfs_mount "$kimg" "$mnt"
+sum_z=$(sha256sum <"$mnt/z1" | cut -d' ' -f1)
+# From offset 5000 to 9096 (the same place in a sector): head and tail copied, the middle shared.
+python3 -c 'import os, sys
+i = os.open(sys.argv[1], os.O_RDONLY); o = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o644)
+size = os.fstat(i).st_size; off = 5000; done = 0
+while off + done < size:
+    n = os.copy_file_range(i, o, size - off - done, off + done, 4096 + off + done)
+    if n <= 0: sys.exit("copy_file_range returned %d" % n)
+    done += n' "$mnt/z1" "$mnt/z2"
+sum_z2=$({ head -c 9096 /dev/zero; tail -c +5001 "$mnt/z1"; } | sha256sum | cut -d' ' -f1)
+[[ $(sha256sum <"$mnt/z2" | cut -d' ' -f1) == "$sum_z2" ]] && pass "copy_file_range of kernel-compressed extents reads right" ||
+  failed "copy of the compressed file reads wrong through ubtrfs"
 dd if=/dev/urandom of="$tmp/new" bs=1M count=8 status=none
 dd if="$tmp/new" of="$mnt/k2" bs=1M seek=16 conv=notrunc status=none
 sum_k2=$({ head -c $((16 << 20)) "$mnt/k1"; cat "$tmp/new"; tail -c +$((24 * 1048576 + 1)) "$mnt/k1"; } |
@@ -179,6 +193,8 @@ check_clean_full "$kimg" && pass "the modified kernel-made reflinked image is ch
 kernel_mount "$kimg" "$kmnt" ro
 [[ $(sha256sum <"$kmnt/k2" | cut -d' ' -f1) == "$sum_k2" && $(sha256sum <"$kmnt/k3" | cut -d' ' -f1) == "$sum_k3" &&
    ! -e $kmnt/k1 ]] && pass "the kernel reads the files ubtrfs modified right" || failed "the kernel reads k2 or k3 wrong"
+[[ $(sha256sum <"$kmnt/z1" | cut -d' ' -f1) == "$sum_z" && $(sha256sum <"$kmnt/z2" | cut -d' ' -f1) == "$sum_z2" ]] &&
+  pass "the kernel reads the compressed file and ubtrfs's shared copy right" || failed "the kernel reads z1 or z2 wrong"
 kernel_umount "$kmnt"
 
 finish
