@@ -24,8 +24,9 @@ namespace ubtrfs::fs {
 namespace {
 // copy_file_range copies what it cannot share through a buffer of this size.
 constexpr size_t kCopyChunk = 1u << 20;
-// One copy_file_range answers at most this much: the FUSE reply's count is 32 bits (the kernel's
-// fuse_copy_file_range caps its request at UINT_MAX & PAGE_MASK the same way).
+// One copy_file_range answers at most this much: the FUSE reply's count (fuse_write_out.size) is
+// 32 bits. Older kernels forward any length and would read a larger answer truncated; newer ones
+// cap the request below 4 GiB themselves. A short answer is correct: the caller loops.
 constexpr size_t kMaxCopyLen = 0xFFFFF000u;
 }  // namespace
 

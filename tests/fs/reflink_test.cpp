@@ -370,6 +370,27 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
   put(d6_model, 8192, std::vector<uint8_t>(s_model.end() - 10, s_model.end()));
   commit(*fs);
 
+  // One call answers at most 0xFFFFF000 bytes (the FUSE reply's count is 32 bits); the caller
+  // loops for the rest. A sparse 5 GiB source costs only its one extent.
+  const uint64_t big = create(*fs, "big"), d7 = create(*fs, "d7");
+  const uint64_t big_size = 5ull << 30;
+  write(*fs, big, big_size - 4096, pattern(4096, 12));
+  REQUIRE(copy(*fs, big, 0, d7, 0, big_size) == 0xFFFFF000u);
+  REQUIRE(copy(*fs, big, 0xFFFFF000u, d7, 0xFFFFF000u, big_size - 0xFFFFF000u) == big_size - 0xFFFFF000u);
+  {
+    std::vector<uint8_t> tail(8192);
+    auto r = fs->read(d7, big_size - 8192, tail);
+    REQUIRE(r);
+    REQUIRE(*r == 8192);
+    std::vector<uint8_t> want(4096, 0);
+    const auto p12 = pattern(4096, 12);
+    want.insert(want.end(), p12.begin(), p12.end());
+    CHECK(tail == want);
+    auto st = fs->getattr(d7);
+    REQUIRE(st);
+    CHECK(static_cast<uint64_t>(st->st_size) == big_size);
+  }
+
   auto shared_with_src = [&](uint64_t ino) {
     size_t n = 0;
     for (uint64_t x : disk_extents(*fs, ino)) n += src_disk.count(x);
@@ -379,6 +400,7 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
   CHECK(shared_with_src(d2) > 0);
   CHECK(shared_with_src(d3) > 0);
   CHECK(shared_with_src(d4) > 0);
+  CHECK(disk_extents(*fs, d7) == disk_extents(*fs, big));
   CHECK(read_all(*fs, d1) == d1_model);
   CHECK(read_all(*fs, d2) == d2_model);
   CHECK(read_all(*fs, d3) == d3_model);
