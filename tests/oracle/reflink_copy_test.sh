@@ -138,7 +138,7 @@ if [[ -x $STRESS ]]; then
   "$MKFS" -q "$simg"
   ubtrfs_mount "$simg" "$mnt"
   ops="creat,write,read,truncate,punch,fallocate,unlink,link,fsync,copy_range=25"
-  nops=${UBTRFS_REFLINK_STRESS_NOPS:-1000}
+  nops=${UBTRFS_REFLINK_STRESS_NOPS:-600}
   if "$STRESS" -d "$mnt" -p 2 -n "$nops" -s 7 --ops "$ops" --manifest "$manifest" >"$tmp/stress.log" 2>&1; then
     pass "ubtrfs-stress with copy_range verified on the mount ($(grep -o 'copy_range[^,]*' "$tmp/stress.log" | head -1))"
   else
