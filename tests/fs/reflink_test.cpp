@@ -5,7 +5,8 @@
 //
 // Rules named here: copy_file_range_shares_aligned_extents,
 // shared_extents_cow_on_overwrite_and_free_with_the_last_reference, write_into_shared_prealloc_cows,
-// copy_file_range_copies_unaligned_edges_and_shares_the_rest, fsync_of_clone_logs_shared_extents.
+// copy_file_range_copies_unaligned_edges_and_shares_the_rest, copy_file_range_shares_on_a_full_data_space,
+// clone_on_full_metadata_fails_before_changing_anything, fsync_of_clone_logs_shared_extents.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -439,6 +440,59 @@ TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
   commit(*fs);
   CHECK(data_used(*fs) == used);
   CHECK(read_all(*fs, b) == data);
+  REQUIRE(fs->unmount());
+  check_clean(img.path());
+}
+
+TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") {
+  // Each piece's items are reserved before the piece changes anything: with metadata exhausted the
+  // copy is ENOSPC or short, never an abort, and what it reports done is exactly what B holds.
+  const std::string mkfs = tool("mkfs/mkfs.ubtrfs");
+  if (mkfs.empty()) {
+    if (oracles_required()) FAIL("mkfs.ubtrfs not built");
+    WARN("mkfs.ubtrfs not built: skipped");
+    return;
+  }
+  TempFile img(64 * kMiB);
+  REQUIRE(run(fmt::format("{} -q -f -m single {}", mkfs, img.path())) == 0);
+  auto fs = mount_fs(img.path());
+  const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
+  // Many extents: 64 pieces, one handle each.
+  std::vector<uint8_t> a_model;
+  for (int i = 0; i < 64; ++i) {
+    const auto part = pattern(4096, 100 + i);
+    write(*fs, a, a_model.size(), part);
+    a_model.insert(a_model.end(), part.begin(), part.end());
+    if (i % 2 == 0) commit(*fs);  // separate extents (adjacent flushes may merge otherwise)
+  }
+  commit(*fs);
+  // Metadata filled fast: 3 KiB xattrs, a few per leaf.
+  const uint64_t filler = create(*fs, "filler");
+  const auto value = pattern(3000, 99);
+  int n = 0;
+  for (;; ++n) {
+    auto st = fs->setxattr(filler, fmt::format("user.x{:06}", n), value, 0);
+    if (!st) {
+      REQUIRE(st.error().err == ENOSPC);
+      break;
+    }
+    if (n > 200000) FAIL("no ENOSPC after 200000 xattrs");
+  }
+  auto r = fs->copy_file_range(a, 0, b, 0, a_model.size(), 0);
+  INFO("after " << n << " xattrs: copy " << (r ? std::to_string(*r) : r.error().message));
+  if (!r) CHECK(r.error().err == ENOSPC);
+  CHECK(!fs->info().transactions().aborted());
+  const size_t done = r ? *r : 0;
+  auto st = fs->getattr(b);
+  REQUIRE(st);
+  CHECK(static_cast<uint64_t>(st->st_size) == done);
+  CHECK(read_all(*fs, b) == std::vector<uint8_t>(a_model.begin(), a_model.begin() + static_cast<long>(done)));
+  // Room again: the rest of the copy succeeds.
+  REQUIRE(fs->unlink(1, "filler"));
+  fs->forget(filler, 1);
+  commit(*fs);
+  REQUIRE(copy(*fs, a, done, b, done, a_model.size() - done) == a_model.size() - done);
+  CHECK(read_all(*fs, b) == a_model);
   REQUIRE(fs->unmount());
   check_clean(img.path());
 }
