@@ -165,6 +165,16 @@ class FileData {
   // SEEK_DATA / SEEK_HOLE. Unwritten prealloc counts as a hole (btrfs find_desired_extent since
   // 6.1). Errors: ENXIO at or past EOF / no data after off. REQUIRES: shared lock.
   [[nodiscard]] Result<uint64_t> seek_data_hole(InodeId id, uint64_t off, int whence);
+  // Reflink for copy_file_range (file_clone.cpp; btrfs_clone_files / btrfs_clone): makes
+  // [dst_off, +n) of `dst` refer to the data extents of [src_off, +n) of `src` and returns n, the
+  // bytes shared: `len` clamped to src's EOF and rounded down to the sector size, or up when the
+  // range ends at src's EOF and reaches dst's EOF (the kernel's remap rule). 0 when nothing can be
+  // shared (inline data, NODATASUM differing): the caller copies instead. A failure after some
+  // pieces were shared returns what was shared. REQUIRES: both inodes' locks held exclusively,
+  // src_off and dst_off sector-aligned, the ranges disjoint when src == dst. Errors: EINVAL (not
+  // regular files), ENOSPC (metadata for the first piece), EROFS, tree errors (aborted).
+  [[nodiscard]] Result<uint64_t> clone_range(InodeId src, uint64_t src_off, InodeId dst, uint64_t dst_off,
+                                             uint64_t len);
 
   uint64_t total_delalloc() const { return total_bytes_.load(std::memory_order_relaxed); }
   DirtyLimits limits() const;

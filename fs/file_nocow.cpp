@@ -12,8 +12,10 @@
 // operations that drop extents under dirty sectors (truncate, punch, zero range, evict) drop those
 // sectors too. An extent is exclusive when (kernel's rules) no snapshot may share the leaf that
 // points to it (its generation is newer than the root's last_snapshot), every back-reference —
-// inline, keyed and queued as a delayed ref — is an EXTENT_DATA_REF of this root and inode, and
-// none is a shared (full back-ref) one.
+// inline, keyed and queued as a delayed ref — is an EXTENT_DATA_REF of this root, inode and offset
+// key (file position - extent offset), and none is a shared (full back-ref) one. So an extent a
+// clone (file_clone.cpp) shares with another file, or with this file at another position, is
+// never written in place: the write is COWed.
 #include <algorithm>
 #include <cstring>
 
@@ -49,13 +51,19 @@ Result<bool> FileData::extent_exclusive(const FileExtent& e, uint64_t root_id, u
   RootRecord* rec = UBTRFS_TRY(fs_.fs_root(root_id));
   // A snapshot taken after the extent was written shares the leaf that points to it.
   if (e.generation <= rec->item.last_snapshot.get()) return false;
+  // This item's reference key: (root, inode, file position - extent offset). The pieces a split
+  // leaves of one item (bookends, PREALLOC parts written in place) keep that key, so its count may
+  // be above one; any other key — another inode, or this inode at another position (a clone
+  // within the file) — means the extent is shared (btrfs check_committed_ref / check_delayed_ref
+  // compare root, objectid and offset).
+  const uint64_t ref_offset = e.file_offset - e.offset;
   auto ours = [&](const alloc::ExtentBackref& r) {
-    return r.type == kExtentDataRefKey && r.root == root_id && r.objectid == ino;
+    return r.type == kExtentDataRefKey && r.root == root_id && r.objectid == ino && r.data_offset == ref_offset;
   };
   // References queued in this transaction.
   if (auto head = fs_.delayed_refs().peek(e.disk_bytenr)) {
     for (const auto& [ref, delta] : head->refs)
-      if (delta > 0 && !(ref.root == root_id && ref.objectid == ino)) return false;
+      if (delta > 0 && !(ref.root == root_id && ref.objectid == ino && ref.offset == ref_offset)) return false;
   }
   TreeRoot& extents = *fs_.extent_root().tree;
   Path path;

@@ -142,6 +142,8 @@ class Filesystem {
   [[nodiscard]] Status fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len);
   // SEEK_DATA / SEEK_HOLE (SEEK_SET/CUR/END are the kernel's). Errors: ENXIO past the end.
   [[nodiscard]] Result<uint64_t> lseek(uint64_t ino, uint64_t offset, int whence);
+  // Shares the sector-aligned part of the range (reflink: FileData::clone_range) and copies the
+  // rest; at most 0xFFFFF000 bytes per call (the FUSE reply is 32 bits). Returns the bytes done.
   [[nodiscard]] Result<size_t> copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
                                                size_t len, unsigned flags);
 
@@ -178,6 +180,9 @@ class Filesystem {
   // noatime, nodiratime — as a delayed item; best effort (a full filesystem skips it).
   // REQUIRES: the inode's lock held (shared is enough) or none for a directory.
   void touch_atime(InodeId id, bool is_dir);
+  // copy_file_range's copy of what it does not share: read then write, one inode lock at a time.
+  [[nodiscard]] Result<size_t> copy_through_buffer(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
+                                                   size_t len);
 
   std::unique_ptr<FsInfo> fs_;
   InodeNumbers numbers_;

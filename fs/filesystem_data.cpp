@@ -1,6 +1,7 @@
 // Filesystem: the file-contents operations (btrfs file.c through the VFS). Each method turns the
 // FUSE inode number into an InodeId, takes the inode's lock (shared to read, exclusive to modify;
-// copy_file_range takes the two inodes' locks one at a time, never both) and calls FileData.
+// copy_file_range copies unaligned parts taking the two inodes' locks one at a time, and shares
+// aligned ranges (FileData::clone_range) holding both, taken in InodeId order) and calls FileData.
 // write() throttles its caller on the dirty-data limit once the lock is dropped (file_data.h).
 // fsync writes the inode's delalloc and logs the inode (fs/tree_log.h) under its lock; when the log
 // cannot serve it, it drops the lock and commits (a commit must never be started with an inode lock
@@ -21,8 +22,12 @@
 namespace ubtrfs::fs {
 
 namespace {
-// copy_file_range moves data through a buffer of this size (no reflink yet).
+// copy_file_range copies what it cannot share through a buffer of this size.
 constexpr size_t kCopyChunk = 1u << 20;
+// One copy_file_range answers at most this much: the FUSE reply's count (fuse_write_out.size) is
+// 32 bits. Older kernels forward any length and would read a larger answer truncated; newer ones
+// cap the request below 4 GiB themselves. A short answer is correct: the caller loops.
+constexpr size_t kMaxCopyLen = 0xFFFFF000u;
 }  // namespace
 
 Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime) {
@@ -108,17 +113,8 @@ Result<uint64_t> Filesystem::lseek(uint64_t ino, uint64_t offset, int whence) {
   return data_->seek_data_hole(id, offset, whence);
 }
 
-Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
-                                           size_t len, unsigned flags) {
-  UBTRFS_TRY_STATUS(fs_->check_shutdown("copy_file_range"));
-  if (flags != 0) return fail(EINVAL, "copy_file_range flags {:#x} not supported", flags);
-  if (unmounted_ || read_only()) return fail(EROFS, "copy_file_range to inode {}: read-only filesystem", ino_out);
-  const InodeId in = UBTRFS_TRY(numbers_.from_fuse(ino_in));
-  const InodeId out = UBTRFS_TRY(numbers_.from_fuse(ino_out));
-  // Same file, overlapping ranges: EINVAL as generic_copy_file_checks.
-  if (in == out && off_in < off_out + len && off_out < off_in + len)
-    return fail(EINVAL, "copy_file_range within inode {}: ranges [{}, +{}) and [{}, +{}) overlap", ino_in, off_in, len,
-                off_out, len);
+Result<size_t> Filesystem::copy_through_buffer(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
+                                               size_t len) {
   std::vector<uint8_t> buf(std::min(len, kCopyChunk));
   size_t done = 0;
   while (done < len) {
@@ -134,9 +130,54 @@ Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uin
       UBTRFS_TRY(data_->write(out, off_out + done, std::span<const uint8_t>(buf.data(), got)));
     }
     if (auto st = data_->balance_dirty_pages(); !st)
-      spdlog::warn("copy_file_range to inode {}: dirty data writeback failed: {}", ino_out, st.error().message);
+      spdlog::warn("copy_file_range to inode {}: dirty data writeback failed: {}", out.objectid, st.error().message);
     done += got;
     if (got < want) break;
+  }
+  return done;
+}
+
+Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uint64_t ino_out, uint64_t off_out,
+                                           size_t len, unsigned flags) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("copy_file_range"));
+  if (flags != 0) return fail(EINVAL, "copy_file_range flags {:#x} not supported", flags);
+  if (unmounted_ || read_only()) return fail(EROFS, "copy_file_range to inode {}: read-only filesystem", ino_out);
+  const InodeId in = UBTRFS_TRY(numbers_.from_fuse(ino_in));
+  const InodeId out = UBTRFS_TRY(numbers_.from_fuse(ino_out));
+  // Same file, overlapping ranges: EINVAL as generic_copy_file_checks.
+  if (in == out && off_in < off_out + len && off_out < off_in + len)
+    return fail(EINVAL, "copy_file_range within inode {}: ranges [{}, +{}) and [{}, +{}) overlap", ino_in, off_in, len,
+                off_out, len);
+  len = std::min(len, kMaxCopyLen);
+  // Sectors at the same position within a sector in both files can share extents (reflink, as
+  // btrfs serves copy_file_range through its remap_file_range); the unaligned head and tail, or
+  // everything when the two offsets are not aligned alike, are copied.
+  const uint32_t ss = fs_->params().sectorsize;
+  const size_t head = (ss - off_in % ss) % ss;
+  if (off_in % ss != off_out % ss || len <= head) return copy_through_buffer(in, off_in, out, off_out, len);
+  size_t done = 0;
+  if (head) {
+    done = UBTRFS_TRY(copy_through_buffer(in, off_in, out, off_out, head));
+    if (done < head) return done;
+  }
+  uint64_t shared;
+  {
+    InodeLocks::Guard g = locks_.lock({in, out});
+    auto r = data_->clone_range(in, off_in + done, out, off_out + done, len - done);
+    if (!r) {
+      if (done) return done;
+      return fail(r.error());
+    }
+    shared = *r;
+  }
+  done += shared;
+  if (done < len) {
+    auto rest = copy_through_buffer(in, off_in + done, out, off_out + done, len - done);
+    if (!rest) {
+      if (done) return done;
+      return fail(rest.error());
+    }
+    done += *rest;
   }
   return done;
 }

@@ -184,6 +184,33 @@ TEST_CASE("Model xattr flags", "[stress][model]") {
   REQUIRE(m.removexattr(f, "user.a") == ENODATA);
 }
 
+TEST_CASE("FileContent copy_from matches a byte-vector copy at the same offset", "[stress][content]") {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    Prng prng(seed);
+    FileContent a, b;
+    NaiveFile na, nb;
+    for (int step = 0; step < 200; ++step) {
+      const uint64_t off = prng.below(200000), len = prng.range(1, 30000), s = prng.next() | 1;
+      const bool to_a = prng.chance(0.5);
+      (to_a ? a : b).write(off, len, s);
+      (to_a ? na : nb).write(off, len, s);
+      if (prng.chance(0.2)) {
+        a.punch(off / 2, len);
+        na.punch(off / 2, len);
+      }
+      const uint64_t coff = prng.below(a.size() + 1);
+      const uint64_t n = std::min<uint64_t>(prng.range(0, 60000), a.size() - coff);
+      b.copy_from(a, coff, n);
+      if (nb.bytes.size() < coff + n) nb.bytes.resize(coff + n, 0);
+      std::copy(na.bytes.begin() + static_cast<long>(coff), na.bytes.begin() + static_cast<long>(coff + n),
+                nb.bytes.begin() + static_cast<long>(coff));
+      std::vector<uint8_t> all(b.size());
+      REQUIRE(b.read(0, all) == nb.bytes.size());
+      REQUIRE(all == nb.bytes);
+    }
+  }
+}
+
 TEST_CASE("Seeded workers verify against the real filesystem", "[stress][worker]") {
   for (uint64_t seed : {1ULL, 2ULL, 3ULL, 99ULL}) {
     ScratchDir dir;
@@ -201,9 +228,23 @@ TEST_CASE("Seeded workers verify against the real filesystem", "[stress][worker]
     REQUIRE(total >= 1500);  // fsyncs after data ops count on top
     for (size_t k = 0; k < kNumOps; ++k) {
       INFO(op_name(static_cast<OpKind>(k)));
+      if (default_op_weights()[k] == 0) continue;  // off by default (copy_range)
       REQUIRE(stats.counts[k] > 0);  // every op was drawn
     }
   }
+}
+
+TEST_CASE("copy_range verifies against the real filesystem", "[stress][worker]") {
+  ScratchDir dir;
+  WorkerStats stats{};
+  WorkerOptions o = small_options(dir / "p0", 11, 1000);
+  o.weights[static_cast<size_t>(OpKind::kCopyRange)] = 15;
+  Worker w(o, &stats);
+  std::string error;
+  REQUIRE(w.setup(&error));
+  REQUIRE(w.run());
+  REQUIRE(stats.failures == 0);
+  REQUIRE(stats.counts[static_cast<size_t>(OpKind::kCopyRange)] > 50);
 }
 
 TEST_CASE("The same seed replays the same tree", "[stress][worker]") {

@@ -96,6 +96,20 @@ void FileContent::fallocate(uint64_t off, uint64_t len, bool keep_size) {
   if (!keep_size) size_ = std::max(size_, off + len);
 }
 
+void FileContent::copy_from(const FileContent& src, uint64_t off, uint64_t n) {
+  if (n == 0) return;
+  const uint64_t end = off + n;
+  clear_range(off, end);
+  auto it = src.extents_.lower_bound(off);
+  if (it != src.extents_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second.end > off) it = prev;
+  }
+  for (; it != src.extents_.end() && it->first < end; ++it)
+    extents_.emplace(std::max(it->first, off), Extent{std::min(it->second.end, end), it->second.seed});
+  size_ = std::max(size_, end);
+}
+
 size_t FileContent::read(uint64_t off, std::span<uint8_t> out) const {
   if (off >= size_) return 0;
   const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - off));

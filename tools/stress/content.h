@@ -42,6 +42,11 @@ class FileContent {
   void punch(uint64_t off, uint64_t len);
   // fallocate(mode 0 or KEEP_SIZE): contents unchanged; mode 0 may grow the size.
   void fallocate(uint64_t off, uint64_t len, bool keep_size);
+  // copy_file_range of n bytes at `off` of `src` to the same offset of this file: the bytes (and
+  // holes) of src's range replace this file's; the size grows to off + n. Since a byte's pattern
+  // is a function of its offset, a copy to the same offset is the source's extents, clipped.
+  // REQUIRES: off + n <= src.size(), &src != this.
+  void copy_from(const FileContent& src, uint64_t off, uint64_t n);
 
   // The bytes a read of out.size() bytes at off must return; returns the count (short at EOF).
   size_t read(uint64_t off, std::span<uint8_t> out) const;

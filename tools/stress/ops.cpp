@@ -34,6 +34,7 @@ constexpr std::array<OpInfo, kNumOps> kOps = {{
     {"stat", 8},
     {"readdir", 3},
     {"chmod", 2},
+    {"copy_range", 0},
 }};
 
 }  // namespace

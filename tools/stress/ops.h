@@ -2,7 +2,9 @@
 //
 // Owns: the list of operation kinds a worker can draw and their relative frequencies. A weight
 // vector is indexed by OpKind; an operation with weight 0 is never drawn. The table order is
-// part of the deterministic sequence (a seed replays only against the same table).
+// part of the deterministic sequence (a seed replays only against the same table). copy_range is
+// off by default (weight 0), so the sequences of seeds recorded before it existed are unchanged;
+// enable it with --ops ...,copy_range=N.
 #pragma once
 
 #include <array>
@@ -34,6 +36,7 @@ enum class OpKind : uint8_t {
   kStat,
   kReaddir,
   kChmod,
+  kCopyRange,  // copy_file_range between two files at the same offset (ubtrfs shares extents)
   kCount,
 };
 

@@ -188,7 +188,7 @@ bool Worker::step() {
   const size_t names = model_.entries().size();
   const bool grows = op == OpKind::kCreat || op == OpKind::kMkdir || op == OpKind::kSymlink || op == OpKind::kLink;
   if (grows && names > opts_.max_entries) op = prng_.chance(0.7) ? OpKind::kUnlink : OpKind::kRmdir;
-  const bool allocates = op == OpKind::kWrite || op == OpKind::kFallocate;
+  const bool allocates = op == OpKind::kWrite || op == OpKind::kFallocate || op == OpKind::kCopyRange;
   const bool over_budget = allocates && model_.allocated_bytes() > opts_.data_budget;
   if (over_budget) spdlog::debug("p{} op {} over the data budget: {} bytes", opts_.id, op_no_, model_.allocated_bytes());
   switch (over_budget ? OpKind::kTruncate : op) {
@@ -211,6 +211,7 @@ bool Worker::step() {
     case OpKind::kStat: do_stat(); break;
     case OpKind::kReaddir: do_readdir(); break;
     case OpKind::kChmod: do_chmod(); break;
+    case OpKind::kCopyRange: do_copy_range(); break;
     case OpKind::kCount: break;
   }
   ++op_no_;
@@ -466,6 +467,60 @@ void Worker::do_fallocate() {
     after_data_op(fd, *e);
   }
   close(fd);
+}
+
+// copy_file_range from one file to another at the same offset (the model's patterns depend on
+// the offset), aligned or not: on ubtrfs the sector-aligned middle shares the source's extents and
+// the edges are copied, so later writes, truncates and punches of either file exercise shared
+// extents. Two names of one inode: EINVAL (overlapping ranges in one file).
+void Worker::do_copy_range() {
+  const auto src = pick_file();
+  const auto dst = pick_file();
+  if (!src || !dst) return do_creat();
+  count(OpKind::kCopyRange);
+  const FileContent& from = model_.inode(src->id).content;
+  FileContent& to = model_.inode(dst->id).content;
+  uint64_t off = prng_.below(from.size() + 4096);
+  uint64_t len = prng_.chance(0.3) ? from.size() : choose_len(4 * kMiB);
+  if (prng_.chance(0.5)) {
+    off &= ~4095ULL;
+    len = std::max<uint64_t>(4096, len & ~4095ULL);
+  }
+  if (off + len > kMaxFileSize) len = off < kMaxFileSize ? kMaxFileSize - off : 0;
+  // The kernel clamps the length to the source's EOF before anything else.
+  const uint64_t n = off >= from.size() ? 0 : std::min(len, from.size() - off);
+  const bool same = src->id == dst->id;
+  spdlog::debug("p{} op {} copy_range {} -> {} off {} len {}", opts_.id, op_no_, src->path, dst->path, off, len);
+  const int in = openat(root_fd_, src->path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (in < 0) return fail(fmt::format("open {}: {}", src->path, strerror(errno)));
+  const int out = openat(root_fd_, dst->path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (out < 0) {
+    close(in);
+    return fail(fmt::format("open {}: {}", dst->path, strerror(errno)));
+  }
+  uint64_t done = 0;
+  int err = 0;
+  while (done < n) {
+    loff_t oi = static_cast<loff_t>(off + done), oo = oi;
+    const ssize_t r = copy_file_range(in, &oi, out, &oo, n - done, 0);
+    if (r < 0) {
+      err = errno;
+      break;
+    }
+    if (r == 0) {
+      fail(fmt::format("copy_file_range {} -> {} off {} len {}: copied nothing", src->path, dst->path, off + done,
+                       n - done));
+      break;
+    }
+    done += static_cast<uint64_t>(r);
+  }
+  if (!failed_ && check_errno("copy_file_range", dst->path, same && n > 0 ? EINVAL : 0, err) && !same) {
+    stats_->bytes_written += n;
+    to.copy_from(from, off, n);
+    after_data_op(out, *dst);
+  }
+  close(in);
+  close(out);
 }
 
 void Worker::do_read() {

@@ -97,6 +97,7 @@ class Worker {
   void do_truncate(bool force_shrink);
   void do_punch();
   void do_fallocate();
+  void do_copy_range();
   void do_rename();
   void do_link();
   void do_unlink();
