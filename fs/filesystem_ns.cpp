@@ -366,10 +366,12 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));
   const InodeId cid{pid.subvol, objectid};
   // btrfs_inherit_iflags, and btrfs_inode_inherit_props for the one inheritable property
-  // (compression: regular files and directories that are not NODATACOW).
+  // (compression: regular files and directories that are not NODATACOW). A directory holding the
+  // property has COMPRESS set (the kernel's prop_compression_apply sets it with the property), so
+  // only those are searched.
   uint64_t flags = inherit_flags(pii.flags.get(), mode);
   std::optional<std::vector<uint8_t>> compression_prop;
-  if ((S_ISREG(mode) || S_ISDIR(mode)) && !(flags & kInodeNodatacow)) {
+  if ((pii.flags.get() & kInodeCompress) && (S_ISREG(mode) || S_ISDIR(mode)) && !(flags & kInodeNodatacow)) {
     compression_prop = UBTRFS_TRY(get_xattr(*root, pid.objectid, kCompressionProp));
     if (compression_prop) flags = (flags & ~kInodeNocompress) | kInodeCompress;
   }

@@ -17,8 +17,10 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "fs/file_extent.h"
 #include "fs/filesystem.h"
 #include "fs/inode_flags.h"
 #include "fs/xattr.h"
@@ -284,6 +286,61 @@ TEST_CASE("new_inodes_inherit_nocow_and_compression", "[fs][inode_flags]") {
     CHECK(run(fmt::format("btrfs check {}", t.img.path()), &out) == 0);
     INFO(out);
   }
+}
+
+// The extent layout of [0, len) of `ino`: (file offset, disk bytenr, extent offset, length) each.
+std::vector<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>> layout(Filesystem& fs, uint64_t ino, uint64_t len) {
+  auto rec = fs.info().fs_root(kFsTreeObjectid);
+  REQUIRE(rec);
+  auto exts = find_file_extents(*(*rec)->tree, fs.info().params(), ino, 0, len);
+  REQUIRE(exts);
+  std::vector<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>> out;
+  for (const auto& e : *exts) out.emplace_back(e.file_offset, e.disk_bytenr, e.offset, e.num_bytes);
+  return out;
+}
+
+TEST_CASE("nodatacow_file_is_overwritten_in_place", "[fs][inode_flags]") {
+  if (!have_mkfs()) return;
+  Image t;
+  constexpr uint64_t kLen = 256 * 1024;
+  const uint64_t nocow = t.file(kRootIno, "nocow");
+  const uint64_t cow = t.file(kRootIno, "cow");
+  t.set(nocow, kFsNocowFl);
+  std::string expect(kLen, 'a');
+  for (uint64_t ino : {nocow, cow}) {
+    REQUIRE(t.fs->write(ino, 0, bytes(expect)));
+    REQUIRE(t.fs->fsync(ino, false));
+  }
+  const auto nocow_before = layout(*t.fs, nocow, kLen);
+  const auto cow_before = layout(*t.fs, cow, kLen);
+  REQUIRE(!nocow_before.empty());
+  // A whole sector and a partial one, each in the middle of the extent.
+  const std::string b(4096, 'b'), c(1000, 'c');
+  expect.replace(8192, b.size(), b);
+  expect.replace(60000, c.size(), c);
+  for (uint64_t ino : {nocow, cow}) {
+    REQUIRE(t.fs->write(ino, 8192, bytes(b)));
+    REQUIRE(t.fs->write(ino, 60000, bytes(c)));
+    REQUIRE(t.fs->fsync(ino, false));
+  }
+  CHECK(layout(*t.fs, nocow, kLen) == nocow_before);  // the same extents: written where they lie
+  CHECK(layout(*t.fs, cow, kLen) != cow_before);      // the control COWs
+  auto check_content = [&](uint64_t ino) {
+    std::vector<uint8_t> back(kLen);
+    REQUIRE(*t.fs->read(ino, 0, back) == kLen);
+    CHECK(std::string(back.begin(), back.end()) == expect);
+  };
+  check_content(nocow);
+  check_content(cow);
+  REQUIRE(t.fs->unmount());
+  if (io::testing::have_tool("btrfs")) {
+    std::string out;
+    CHECK(run(fmt::format("btrfs check {}", t.img.path()), &out) == 0);
+    INFO(out);
+  }
+  t.fs = mount_image(t.img.path());
+  check_content(nocow);
+  REQUIRE(t.fs->unmount());
 }
 
 TEST_CASE("immutable_file_refuses_every_change", "[fs][inode_flags]") {

@@ -8,7 +8,8 @@
 # writing, truncate, chmod, chown, explicit times and touch, xattr changes, fallocate, unlink,
 # rename, rename over it and link; an immutable directory refuses new and removed names; an
 # append-only file takes only appends (O_APPEND opens, no truncate, no punch, no unlink/rename);
-# +C only takes on an empty file and a +C directory passes it on; chattr by a non-owner and +i by
+# +C only takes on an empty file (whose data is then overwritten in place) and a +C directory
+# passes it on; chattr by a non-owner and +i by
 # root without CAP_LINUX_IMMUTABLE are EPERM. xfstests' _require_chattr pattern (touch, chattr
 # +X, chattr -X) passes for every flag btrfs supports. After the unmount the image is check-clean,
 # the kernel mounts it and lsattr shows the same flags and enforces them; flags the kernel sets
@@ -16,6 +17,7 @@
 #
 # Rules named here: immutable_file_refuses_every_change, immutable_directory_refuses_new_and_
 # removed_names, append_only_file_takes_only_appends, nocow_only_on_empty_files_and_inherited,
+# nodatacow_file_is_overwritten_in_place (the kernel reads it back),
 # only_owner_and_cap_linux_immutable_change_flags, flags_read_the_same_by_ubtrfs_and_the_kernel.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -180,6 +182,10 @@ chattr +C nocow full
 [[ $(flags_of nocow) == "---------------C------"* ]] && pass "+C on an empty file" || failed "+C empty: $(flags_of nocow)"
 [[ $(flags_of full) == "----------------------"* ]] && pass "+C on a non-empty file is silently ignored" || failed "+C full: $(flags_of full)"
 head -c 200000 /dev/urandom >nocow
+sync nocow  # on disk, so the overwrite below goes into the extent in place (fs/file_nocow.cpp)
+dd if=/dev/urandom of=nocow bs=4096 seek=5 count=3 conv=notrunc status=none
+dd if=/dev/urandom of=nocow bs=1000 seek=150 count=1 conv=notrunc status=none
+nocow_sum=$(sha256sum <nocow)
 mkdir cdir
 chattr +C cdir
 echo x >cdir/child
@@ -229,6 +235,8 @@ cd "$kmnt"
 kernel_view=$(flags_of $checked)
 [[ $kernel_view == "$ubtrfs_view" ]] && pass "the kernel's lsattr shows ubtrfs's flags" ||
   failed "lsattr differs: ubtrfs:"$'\n'"$ubtrfs_view"$'\n'"kernel:"$'\n'"$kernel_view"
+[[ $(sha256sum <nocow) == "$nocow_sum" ]] && pass "the kernel reads the nocow file overwritten in place" ||
+  failed "nocow content differs under the kernel"
 expect $EPERM "the kernel enforces ubtrfs's immutable flag" append imm
 expect $EPERM "the kernel enforces ubtrfs's append-only flag" open_w log
 [[ $(getfattr --only-values -n btrfs.compression zdir/child 2>/dev/null) == zlib ]] &&
