@@ -8,7 +8,8 @@
 // only_the_owner_changes_flags_and_only_cap_linux_immutable_changes_i_and_a,
 // immutable_file_refuses_every_change, immutable_directory_refuses_new_and_removed_names,
 // append_only_file_takes_only_appends, append_only_directory_keeps_its_names,
-// noatime_flag_stops_access_time_updates, flags_persist_across_a_remount.
+// noatime_flag_stops_access_time_updates, sync_flag_makes_every_write_durable,
+// flags_persist_across_a_remount.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -494,6 +495,34 @@ TEST_CASE("noatime_flag_stops_access_time_updates", "[fs][inode_flags]") {
   const auto b_quiet = t.fs->getattr(quiet)->st_atim;
   CHECK((b_plain.tv_sec != a_plain.tv_sec || b_plain.tv_nsec != a_plain.tv_nsec));
   CHECK((b_quiet.tv_sec == a_quiet.tv_sec && b_quiet.tv_nsec == a_quiet.tv_nsec));
+  REQUIRE(t.fs->unmount());
+}
+
+TEST_CASE("sync_flag_makes_every_write_durable", "[fs][inode_flags]") {
+  if (!have_mkfs()) return;
+  Image t;
+  const uint64_t synced = t.file(kRootIno, "synced");
+  const uint64_t plain = t.file(kRootIno, "plain");  // the control: same writes, no flag
+  t.set(synced, kFsSyncFl);
+  REQUIRE(t.fs->fsyncdir(kRootIno, false));  // a commit: both files and the flag are on disk
+  const std::string data(20000, 's');
+  REQUIRE(t.fs->write(synced, 0, bytes(data)));
+  REQUIRE(t.fs->write(plain, 0, bytes(data)));
+  // A power cut now (nothing more is written): what the write promised must be on disk.
+  REQUIRE(t.fs->shutdown(ShutdownMode::kNoFlush, "the test"));
+  t.fs->forget(synced, 1);
+  t.fs->forget(plain, 1);
+  REQUIRE(t.fs->unmount());
+  t.fs = mount_image(t.img.path());
+  auto s = t.fs->lookup(kRootIno, "synced");
+  auto p = t.fs->lookup(kRootIno, "plain");
+  REQUIRE(s);
+  REQUIRE(p);
+  CHECK(s->st_size == static_cast<off_t>(data.size()));
+  CHECK(p->st_size == 0);  // not written through: lost with the power
+  std::vector<uint8_t> back(data.size());
+  REQUIRE(*t.fs->read(s->st_ino, 0, back) == data.size());
+  CHECK(std::string(back.begin(), back.end()) == data);
   REQUIRE(t.fs->unmount());
 }
 
