@@ -559,12 +559,13 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     auto again = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name));
     if (!again || again->location != e->location) continue;  // renamed meanwhile: look again
     const InodeItem cii = UBTRFS_TRY(read_inode(ns.fs, *root, cid.objectid));
+    // may_delete's flag checks come before its type checks and the filesystem's emptiness check.
+    const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
+    UBTRFS_TRY_STATUS(check_may_delete(pii, pid.objectid, cii, cid.objectid));
     if (!dir && is_dir(cii)) return fail(EISDIR, "'{}' in directory {} is a directory", name, pid.objectid);
     if (dir && !is_dir(cii)) return fail(ENOTDIR, "'{}' in directory {} is not a directory", name, pid.objectid);
     if (dir && cii.size.get() != 0)
       return fail(ENOTEMPTY, "directory '{}' ({}) is not empty: size {}", name, cid.objectid, cii.size.get());
-    const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
-    UBTRFS_TRY_STATUS(check_may_delete(pii, pid.objectid, cii, cid.objectid));
     // btrfs __unlink_start_trans: BTRFS_UNLINK_METADATA_UNITS with the global reserve as fallback,
     // so unlink and rmdir succeed on a full filesystem.
     auto th = UBTRFS_TRY(ns.fs.transactions().start(alloc::kUnlinkMetadataUnits, alloc::FlushMode::kFlushAllSteal));

@@ -15,7 +15,7 @@
 # the kernel mounts it and lsattr shows the same flags and enforces them; flags the kernel sets
 # are read back and enforced by ubtrfs. Flags are cleared before the end.
 #
-# Rules named here: immutable_file_refuses_every_change, immutable_directory_refuses_new_and_
+# Rules named here: chattr_moves_ctime_past_the_attribute_cache, immutable_file_refuses_every_change, immutable_directory_refuses_new_and_
 # removed_names, append_only_file_takes_only_appends, nocow_only_on_empty_files_and_inherited,
 # nodatacow_file_is_overwritten_in_place (the kernel reads it back),
 # only_owner_and_cap_linux_immutable_change_flags, flags_read_the_same_by_ubtrfs_and_the_kernel.
@@ -115,6 +115,15 @@ rm -rf req_f req_d
 chattr +j plain_missing 2>/dev/null && failed "chattr on a missing file succeeded" || true
 touch unsupported
 if chattr +s unsupported 2>/dev/null; then failed "chattr +s (FS_SECRM_FL) accepted"; else pass "chattr +s is refused (EOPNOTSUPP as btrfs)"; fi
+
+# ---- the ctime moves with a flag change, seen at once (the daemon invalidates the kernel's cached
+# attributes; xfstests generic/277) ----
+touch ctimed
+c1=$(stat -c %z ctimed)  # now in the kernel's attribute cache
+chattr +A ctimed
+chattr -A ctimed
+c2=$(stat -c %z ctimed)
+[[ $c1 != "$c2" ]] && pass "chattr moves the ctime, visible at once" || failed "ctime unchanged after chattr: $c1"
 
 # ---- immutable file ----
 echo content >imm

@@ -168,12 +168,21 @@ Result<IoctlReply> get_flags(DaemonContext& ctx, const IoctlRequest& req) {
   return reply_bytes(&flags, sizeof flags, req, "FS_IOC_GETFLAGS");
 }
 
+// After a flag change: the new ctime must not hide behind the kernel's cached attributes (up to
+// kAttrTimeout), since a FUSE fileattr_set invalidates nothing itself (xfstests generic/277 stats
+// right after chattr). Attributes only (offset -1): no page lock is taken, so this is safe while
+// the kernel waits for the ioctl's reply with the inode locked.
+void invalidate_attrs(DaemonContext& ctx, uint64_t ino) {
+  if (ctx.session) (void)fuse_lowlevel_notify_inval_inode(ctx.session, ino, -1, 0);
+}
+
 // FS_IOC_SETFLAGS (btrfs_fileattr_set).
 Result<IoctlReply> set_flags(DaemonContext& ctx, const IoctlRequest& req) {
   uint32_t flags;
   if (req.in.size() < sizeof flags) return fail(EINVAL, "FS_IOC_SETFLAGS with {} bytes in", req.in.size());
   std::memcpy(&flags, req.in.data(), sizeof flags);
   UBTRFS_TRY_STATUS(ctx.fs->set_fsflags(req.ino, flags, caller_with_caps(req)));
+  invalidate_attrs(ctx, req.ino);
   return IoctlReply{};
 }
 
@@ -201,6 +210,7 @@ Result<IoctlReply> set_fsxattr(DaemonContext& ctx, const IoctlRequest& req) {
   x.projid = in.fsx_projid;
   x.cowextsize = in.fsx_cowextsize;
   UBTRFS_TRY_STATUS(ctx.fs->set_fsxattr(req.ino, x, caller_with_caps(req)));
+  invalidate_attrs(ctx, req.ino);
   return IoctlReply{};
 }
 
