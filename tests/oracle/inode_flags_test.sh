@@ -235,7 +235,8 @@ checked="imm late idir idir/inner log nocow full cdir cdir/child zdir zdir/child
 ubtrfs_view=$(flags_of $checked)
 cd /
 ubtrfs_umount "$mnt" || failed "unmount"
-check_clean "$img" && pass "image check-clean after the flags" || failed "image not check-clean"
+check_clean_full "$img" && pass "image check-clean (btrfs check, data csums, kernel read, fsck.ubtrfs) with the flags set" ||
+  failed "image not check-clean"
 
 # ---- the kernel: same flags, enforced; it sets some of its own ----
 kernel_mount "$img" "$kmnt"
