@@ -5,10 +5,13 @@
 #include <linux/ioctl.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
+
+#include <spdlog/spdlog.h>
 
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/logging.h"
@@ -140,17 +143,18 @@ fs::Caller caller_with_caps(const IoctlRequest& req) {
     std::string line;
     while (std::getline(f, line)) {
       if (line.rfind("CapEff:", 0) != 0) continue;
-      try {
-        eff = std::stoull(line.substr(7), nullptr, 16);
-        known = true;
-      } catch (const std::exception&) {
-      }
+      const size_t at = line.find_first_not_of(" \t", 7);
+      if (at != std::string::npos)
+        known = std::from_chars(line.data() + at, line.data() + line.size(), eff, 16).ec == std::errc{};
       break;
     }
   }
   constexpr uint64_t kCapFowner = 1ull << 3, kCapLinuxImmutable = 1ull << 9;
   c.cap_fowner = known ? (eff & kCapFowner) != 0 : req.uid == 0;
   c.cap_linux_immutable = known ? (eff & kCapLinuxImmutable) != 0 : req.uid == 0;
+  spdlog::debug("ioctl caller pid {} uid {}: CapEff {}, CAP_FOWNER {}, CAP_LINUX_IMMUTABLE {}", req.pid, req.uid,
+                known ? fmt::format("{:#x}", eff) : std::string("unknown (uid 0 stands for both)"), c.cap_fowner,
+                c.cap_linux_immutable);
   return c;
 }
 
