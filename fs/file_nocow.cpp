@@ -1,5 +1,6 @@
 // FileData: writing into preallocated extents in place (btrfs run_delalloc_nocow +
-// btrfs_mark_extent_written; can_nocow_file_extent's exclusivity rules).
+// btrfs_mark_extent_written; can_nocow_file_extent's exclusivity rules), and into the written
+// extents of a NODATACOW inode (chattr +C).
 //
 // A sector written over an unwritten PREALLOC extent that only this inode references needs no new
 // data space: the flusher writes it where the extent already is and converts that part of the
@@ -16,6 +17,12 @@
 // key (file position - extent offset), and none is a shared (full back-ref) one. So an extent a
 // clone (file_clone.cpp) shares with another file, or with this file at another position, is
 // never written in place: the write is COWed.
+//
+// NODATACOW inodes (chattr +C, fs/inode_flags.h): a sector written over an uncompressed REG
+// extent the inode alone references is overwritten where it lies, and no item changes (btrfs's
+// nocow ordered extents insert no file extent). Only for NODATASUM inodes (every NODATACOW regular
+// file btrfs makes is one): an extent with checksums would keep stale ones (the kernel then COWs,
+// csum_exist_in_range).
 #include <algorithm>
 #include <cstring>
 
@@ -94,13 +101,17 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> FileData::nocow_ranges(InodeI
                                                                            const InodeItem& ii, uint64_t off,
                                                                            uint64_t len) {
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  // btrfs only tries nocow for inodes that ever had a prealloc extent (BTRFS_INODE_PREALLOC).
-  if (!(ii.flags.get() & kInodePrealloc) || len == 0) return out;
+  // btrfs only tries nocow for NODATACOW inodes and inodes that ever had a prealloc extent
+  // (BTRFS_INODE_PREALLOC).
+  if (!(ii.flags.get() & (kInodePrealloc | kInodeNodatacow)) || len == 0) return out;
+  const bool overwrite_written = (ii.flags.get() & (kInodeNodatacow | kInodeNodatasum)) ==
+                                 (kInodeNodatacow | kInodeNodatasum);
   const uint32_t ss = fs_.params().sectorsize;
   const uint64_t start = round_down(off, ss), end = round_up(off + len, ss);
   auto exts = UBTRFS_TRY(find_file_extents(root, fs_.params(), id.objectid, start, end));
   for (const auto& e : exts) {
-    if (!e.is_prealloc() || e.compression != kCompressNone) continue;
+    const bool written = overwrite_written && e.type == kFileExtentReg && !e.is_hole();
+    if (!(e.is_prealloc() || written) || e.compression != kCompressNone) continue;
     if (!UBTRFS_TRY(extent_exclusive(e, id.subvol, id.objectid))) continue;
     const uint64_t s = std::max(start, e.file_offset), t = std::min(end, e.end(ss));
     if (s < t) out.emplace_back(s, t);
@@ -118,17 +129,26 @@ Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t 
     auto exts = UBTRFS_TRY(find_file_extents(root, fs, id.objectid, cur, cur + ss));
     const FileExtent* e = nullptr;
     for (const auto& x : exts)
-      if (x.is_prealloc() && x.file_offset <= cur && x.end(ss) > cur) e = &x;
+      if ((x.is_prealloc() || (nodatasum && x.type == kFileExtentReg && !x.is_hole())) && x.file_offset <= cur &&
+          x.end(ss) > cur)
+        e = &x;
     if (!e)
-      return fail(EUCLEAN, "root {} ino {}: sector at file offset {} was dirtied as a write into preallocated space "
-                           "but no PREALLOC extent covers it at flush time",
+      return fail(EUCLEAN, "root {} ino {}: sector at file offset {} was dirtied as a write in place "
+                           "but no PREALLOC or nocow extent covers it at flush time",
                   id.subvol, id.objectid, cur);
     const uint64_t piece = std::min(end, e->end(ss)) - cur;
     const uint64_t logical = e->disk_bytenr + e->offset + (cur - e->file_offset);
     const std::vector<uint8_t> bytes = d.data.copy(cur, piece);
     if (auto w = write_disk(logical, bytes); !w)
-      return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} into preallocated bytenr {}: {}",
+      return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} in place at bytenr {}: {}",
                   id.subvol, id.objectid, piece, cur, logical, w.error().message);
+    if (!e->is_prealloc()) {
+      // A written extent of a NODATACOW inode: the data is where the item says; nothing to change.
+      d.data.drop(cur, piece);
+      for (uint64_t s = cur; s < cur + piece; s += ss) d.nocow.erase(s);
+      cur += piece;
+      continue;
+    }
     // btrfs_mark_extent_written: [cur, +piece) of the PREALLOC item becomes REG over the same disk
     // extent; drop_extents keeps the PREALLOC bookends (one more reference each) and drops the
     // middle piece's reference, which the REG item takes back (same ref key: the two cancel).

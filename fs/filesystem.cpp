@@ -316,6 +316,7 @@ void Filesystem::touch_atime(InodeId id, bool is_dir) {
   if (!root) return;
   auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);
   if (!ii) return;
+  if (ii->flags.get() & kInodeNoatime) return;  // chattr +A (S_NOATIME: atime_needs_update)
   const Timespec now = now_btrfs();
   if (atime_ == MountOptions::Atime::kRelatime) {
     // relatime_need_update: when the access time is not newer than the last change, or a day old.

@@ -14,7 +14,8 @@
 // Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp (names, inodes, xattrs:
 // NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
 // fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label), discard.cpp
-// (FITRIM and -o discard).
+// (FITRIM and -o discard), inode_flags.cpp (chattr/lsattr flags; their enforcement is in the
+// operations).
 // After a shutdown every operation fails with EIO except getattr, statfs, forget, flush, release
 // and unmount (fs/shutdown.cpp).
 // Thread safety: every method may be called concurrently from FUSE workers.
@@ -34,6 +35,7 @@
 
 #include "fs/fs_info.h"
 #include "fs/inode.h"
+#include "fs/inode_flags.h"
 #include "fs/mount_options.h"
 #include "io/status.h"
 
@@ -50,6 +52,9 @@ class AsyncDiscard;
 struct Caller {
   uint32_t uid = 0, gid = 0;
   uint32_t umask = 0;  // already applied by the kernel unless the daemon asked otherwise
+  // The caller's effective capabilities, where an operation needs them (inode flags: fs/inode_flags.h).
+  bool cap_fowner = false;           // CAP_FOWNER: act as the owner of any inode
+  bool cap_linux_immutable = false;  // CAP_LINUX_IMMUTABLE: change the immutable / append-only flags
 };
 
 struct SetAttr {
@@ -128,6 +133,17 @@ class Filesystem {
   [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);
   [[nodiscard]] Status removexattr(uint64_t ino, std::string_view name);
 
+  // ---- inode flags (inode_flags.cpp; btrfs_fileattr_get / btrfs_fileattr_set) -----------------
+  // FS_IOC_GETFLAGS: the inode's flags as FS_*_FL. FS_IOC_FSGETXATTR: the same as FS_XFLAG_*.
+  [[nodiscard]] Result<uint32_t> get_fsflags(uint64_t ino);
+  [[nodiscard]] Result<FsXattr> get_fsxattr(uint64_t ino);
+  // FS_IOC_SETFLAGS / FS_IOC_FSSETXATTR with btrfs's rules (fs/inode_flags.h). Errors: EPERM (not
+  // the owner without CAP_FOWNER; immutable or append-only changed without CAP_LINUX_IMMUTABLE),
+  // EOPNOTSUPP (a flag or fsxattr field btrfs does not store), EINVAL (conflicting compression and
+  // nocow flags), EROFS, ENOSPC.
+  [[nodiscard]] Status set_fsflags(uint64_t ino, uint32_t fsflags, const Caller& c);
+  [[nodiscard]] Status set_fsxattr(uint64_t ino, const FsXattr& x, const Caller& c);
+
   // ---- file contents (filesystem_data.cpp) -------------------------------------------------------
   // Also updates the access time by the mount's atime rules (`update_atime` false: O_NOATIME).
   [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime = true);
@@ -174,6 +190,7 @@ class Filesystem {
 
  private:
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
+  [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the
   // mount's rules — relatime (updated when older than mtime or ctime, or a day old), strictatime,

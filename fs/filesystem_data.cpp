@@ -16,6 +16,7 @@
 
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
+#include "fs/inode_flags.h"
 #include "fs/transaction.h"
 #include "fs/tree_log.h"
 
@@ -49,10 +50,20 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   FileData::WriteReservation pre(*fs_);
   UBTRFS_TRY_STATUS(data_->reserve_write(pre, offset, data.size()));
   size_t written;
+  bool sync = false;
   {
     InodeLocks::Guard g = locks_.lock({id});
+    // Immutable and append-only (fs/inode_flags.h): the kernel never sees these flags on a FUSE
+    // inode, so the write reaches us even on a descriptor opened before the flag was set.
+    auto* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
+    const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, id.objectid));
+    UBTRFS_TRY_STATUS(check_may_write(ii, id.objectid, offset));
+    sync = ii.flags.get() & kInodeSync;
     written = UBTRFS_TRY(data_->write(id, offset, data, &pre));
   }
+  // chattr +S (BTRFS_INODE_SYNC, the kernel's IS_SYNC): every write behaves as an O_SYNC one
+  // (generic_write_sync -> fsync of the file), so it is durable when it returns.
+  if (sync) UBTRFS_TRY_STATUS(fsync(ino, false));
   // Dirty-data throttling with no lock held (balance_dirty_pages after generic_perform_write):
   // above the global limit this writer writes other inodes back and waits. The write itself has
   // succeeded; a flush failure has aborted the transaction and only needs saying.
@@ -102,6 +113,9 @@ Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t l
   if (unmounted_ || read_only()) return fail(EROFS, "fallocate on inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock({id});
+  auto* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
+  const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, id.objectid));
+  UBTRFS_TRY_STATUS(check_may_fallocate(ii, id.objectid, mode));
   return data_->fallocate(id, mode, offset, len);
 }
 
@@ -127,6 +141,9 @@ Result<size_t> Filesystem::copy_through_buffer(InodeId in, uint64_t off_in, Inod
     if (got == 0) break;
     {
       InodeLocks::Guard g = locks_.lock({out});
+      auto* rec = UBTRFS_TRY(fs_->fs_root(out.subvol));
+      const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, out.objectid));
+      UBTRFS_TRY_STATUS(check_may_write(ii, out.objectid, off_out + done));
       UBTRFS_TRY(data_->write(out, off_out + done, std::span<const uint8_t>(buf.data(), got)));
     }
     if (auto st = data_->balance_dirty_pages(); !st)

@@ -37,6 +37,7 @@
 #include "fs/dir_item.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
+#include "fs/inode_flags.h"
 #include "fs/posix_acl.h"
 #include "fs/tree_log.h"
 #include "fs/namespace_state.h"
@@ -289,6 +290,15 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
+  {
+    // may_setattr / do_truncate against the inode flags (fs/inode_flags.h).
+    SetAttrKinds k;
+    k.size = a.size.has_value();
+    k.mode_or_owner = a.mode || a.uid || a.gid;
+    k.times_set = a.atime == SetAttr::Time::kValue || a.mtime == SetAttr::Time::kValue;
+    k.times_now = a.atime == SetAttr::Time::kNow || a.mtime == SetAttr::Time::kNow;
+    UBTRFS_TRY_STATUS(check_may_setattr(ii, id.objectid, k));
+  }
   if (a.size) {
     if (is_dir(ii)) return fail(EISDIR, "cannot truncate directory {}", ino);
     if (!S_ISREG(ii.mode.get())) return fail(EINVAL, "cannot truncate inode {} of mode {:o}", ino, ii.mode.get());
@@ -349,6 +359,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);
   if (name == "." || name == ".." || UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name)))
     return fail(EEXIST, "'{}' already exists in directory {}", name, pid.objectid);
+  UBTRFS_TRY_STATUS(check_may_create(pii, pid.objectid));
   // btrfs_check_dir_item_collision: a name whose hash's DIR_ITEM is full is refused before the
   // transaction starts, so the failure leaves nothing half-done.
   UBTRFS_TRY_STATUS(check_dir_item_room(*root, pid.objectid, name));
@@ -374,6 +385,16 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   }
   const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));
   const InodeId cid{pid.subvol, objectid};
+  // btrfs_inherit_iflags, and btrfs_inode_inherit_props for the one inheritable property
+  // (compression: regular files and directories that are not NODATACOW). A directory holding the
+  // property has COMPRESS set (the kernel's prop_compression_apply sets it with the property), so
+  // only those are searched.
+  uint64_t flags = inherit_flags(pii.flags.get(), mode);
+  std::optional<std::vector<uint8_t>> compression_prop;
+  if ((pii.flags.get() & kInodeCompress) && (S_ISREG(mode) || S_ISDIR(mode)) && !(flags & kInodeNodatacow)) {
+    compression_prop = UBTRFS_TRY(get_xattr(*root, pid.objectid, kCompressionProp));
+    if (compression_prop) flags = (flags & ~kInodeNocompress) | kInodeCompress;
+  }
 
   // btrfs_new_inode_prepare's count: the inode item (its inode ref goes in the same batch), the dir
   // item, the dir index, the parent's inode update, one per ACL xattr, and a symlink's inline extent.
@@ -381,6 +402,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   if (acl && acl->access) items++;
   if (acl && acl->default_acl) items++;
   if (!spec.symlink_target.empty()) items++;
+  if (compression_prop) items++;
   auto th = UBTRFS_TRY(fs.transactions().start(items));
   const Timespec now = now_btrfs();
   InodeItem ii{};
@@ -393,6 +415,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   ii.gid = gid;
   ii.mode = mode;
   ii.rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? spec.rdev : 0;
+  ii.flags = flags;
   ii.atime = now;
   ii.ctime = now;
   ii.mtime = now;
@@ -414,6 +437,8 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
     UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclAccessXattr, *acl->access, 0));
   if (acl && acl->default_acl)
     UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kAclDefaultXattr, *acl->default_acl, 0));
+  if (compression_prop)
+    UBTRFS_TRY_OR_ABORT(th, set_xattr(th.tree(), *root, objectid, kCompressionProp, *compression_prop, 0));
   TouchedInodes inodes(fs, *root);
   UBTRFS_TRY_OR_ABORT(th, add_name(ns, th, *root, inodes, pid.objectid, name, objectid, now));
   auto* dir_item = UBTRFS_TRY_OR_ABORT(th, inodes.get(pid.objectid));
@@ -510,10 +535,12 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   if (is_dir(ii)) return fail(EPERM, "cannot hard-link directory {}", ino);
   if (ii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left to link", ino);
+  UBTRFS_TRY_STATUS(check_may_link(ii, id.objectid));
   if (ii.nlink.get() >= kLinkMax) return fail(EMLINK, "inode {} already has {} links", ino, ii.nlink.get());
   const InodeItem pii = UBTRFS_TRY(read_inode(*fs_, *root, pid.objectid));
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", newparent);
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} was removed", newparent);
+  UBTRFS_TRY_STATUS(check_may_create(pii, pid.objectid));
   if (UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, newname)))
     return fail(EEXIST, "'{}' already exists in directory {}", newname, newparent);
   UBTRFS_TRY_STATUS(check_dir_item_room(*root, pid.objectid, newname));
@@ -552,6 +579,9 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
     auto again = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name));
     if (!again || again->location != e->location) continue;  // renamed meanwhile: look again
     const InodeItem cii = UBTRFS_TRY(read_inode(ns.fs, *root, cid.objectid));
+    // may_delete's flag checks come before its type checks and the filesystem's emptiness check.
+    const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
+    UBTRFS_TRY_STATUS(check_may_delete(pii, pid.objectid, cii, cid.objectid));
     if (!dir && is_dir(cii)) return fail(EISDIR, "'{}' in directory {} is a directory", name, pid.objectid);
     if (dir && !is_dir(cii)) return fail(ENOTDIR, "'{}' in directory {} is not a directory", name, pid.objectid);
     if (dir && cii.size.get() != 0)
@@ -678,6 +708,11 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     const InodeItem sii = UBTRFS_TRY(read_inode(*fs_, *root, sid.objectid));
     std::optional<InodeItem> dii;
     if (did) dii = UBTRFS_TRY(read_inode(*fs_, *root, did->objectid));
+    // may_delete of the source (and of the target it replaces or swaps with), may_create in the
+    // new directory, against the inode flags (fs/inode_flags.h).
+    UBTRFS_TRY_STATUS(check_may_delete(p1ii, p1.objectid, sii, sid.objectid));
+    if (dii) UBTRFS_TRY_STATUS(check_may_delete(p2ii, p2.objectid, *dii, did->objectid));
+    UBTRFS_TRY_STATUS(check_may_create(p2ii, p2.objectid));
     if (dii && !exchange) {
       if (is_dir(sii) && !is_dir(*dii)) return fail(ENOTDIR, "cannot rename directory '{}' over non-directory '{}'", name, newname);
       if (!is_dir(sii) && is_dir(*dii)) return fail(EISDIR, "cannot rename non-directory '{}' over directory '{}'", name, newname);
@@ -752,7 +787,7 @@ Status Filesystem::open(uint64_t ino, int flags) {
   const bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
   if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
   if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
-  return {};
+  return check_may_open(ii, id.objectid, flags);
 }
 
 Result<uint64_t> Filesystem::opendir(uint64_t ino) {
@@ -865,6 +900,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
+  UBTRFS_TRY_STATUS(check_may_write_xattr(ii, id.objectid));
   // Checks that need no handle first (existence for CREATE/REPLACE, sizes) are inside set_xattr
   // and happen before its only tree change.
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
@@ -903,6 +939,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
+  UBTRFS_TRY_STATUS(check_may_write_xattr(ii, id.objectid));
   if (!UBTRFS_TRY(get_xattr(*root, id.objectid, name))) return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(remove_xattr(th.tree(), *root, id.objectid, name));

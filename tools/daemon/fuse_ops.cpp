@@ -502,7 +502,12 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
   r.out_size = out_bufsz;
   const fuse_ctx* caller = fuse_req_ctx(req);
   r.uid = caller->uid;
+  r.gid = caller->gid;
   r.pid = caller->pid;
+  // What arrives is the kernel's own framing (for the inode flags: a 4-byte int although the
+  // command says long, see ioctl.cpp); the debug log shows it.
+  spdlog::debug("ioctl 0x{:08x} ({}) on inode {}: flags {:#x}, {} bytes in, room for {} out, pid {} uid {}", cmd,
+                ioctl_name(cmd) ? ioctl_name(cmd) : "unknown", ino, flags, r.in.size(), out_bufsz, r.pid, r.uid);
   auto reply = dispatch_ioctl(*static_cast<DaemonContext*>(fuse_req_userdata(req)), r);
   if (!reply) {
     const char* name = ioctl_name(cmd);

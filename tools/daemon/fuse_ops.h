@@ -35,6 +35,8 @@ struct DaemonContext {
   fs::Filesystem* fs = nullptr;
   bool read_only = false;
   control::SnapshotStore control;  // the control channel's snapshots (ioctl.h)
+  // The session, for notifications (set before the loop starts; null in tests without one).
+  fuse_session* session = nullptr;
 };
 
 const fuse_lowlevel_ops& ubtrfs_fuse_ops();

@@ -5,10 +5,13 @@
 #include <linux/ioctl.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
+
+#include <spdlog/spdlog.h>
 
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/logging.h"
@@ -132,6 +135,107 @@ Result<IoctlReply> fitrim(DaemonContext& ctx, const IoctlRequest& req) {
   return out;
 }
 
+// ---- inode flags (chattr / lsattr; fs/inode_flags.h) ----------------------------------------------
+// The kernel never forwards these from the caller: ioctl_getflags & co. go through
+// vfs_fileattr_get / vfs_fileattr_set, which for FUSE (fuse_fileattr_get / fuse_fileattr_set) open
+// the inode read-only themselves and send the command with their own buffer — an unsigned int for
+// GETFLAGS / SETFLAGS although the command number says long, a struct fsxattr for the others. A
+// SETFLAGS or FSSETXATTR is preceded by an FSGETXATTR (vfs_fileattr_set reads the old flags with
+// an empty fileattr), and the kernel has already checked ownership and CAP_LINUX_IMMUTABLE against
+// those; the filesystem checks both again.
+static_assert(FS_IOC_GETFLAGS == 0x80086601 && FS_IOC_SETFLAGS == 0x40086602);
+static_assert(FS_IOC_FSGETXATTR == 0x801c581f && FS_IOC_FSSETXATTR == 0x401c5820);
+static_assert(sizeof(struct fsxattr) == 28);
+
+// The caller's effective capabilities from /proc/PID/status (CapEff, a hex mask): the kernel has
+// checked them against the same process. When the process is gone or the line unreadable, uid 0
+// stands for both capabilities (as require_admin does for CAP_SYS_ADMIN).
+fs::Caller caller_with_caps(const IoctlRequest& req) {
+  fs::Caller c;
+  c.uid = req.uid;
+  c.gid = req.gid;
+  uint64_t eff = 0;
+  bool known = false;
+  if (req.pid > 0) {
+    std::ifstream f("/proc/" + std::to_string(req.pid) + "/status");
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("CapEff:", 0) != 0) continue;
+      const size_t at = line.find_first_not_of(" \t", 7);
+      if (at != std::string::npos)
+        known = std::from_chars(line.data() + at, line.data() + line.size(), eff, 16).ec == std::errc{};
+      break;
+    }
+  }
+  constexpr uint64_t kCapFowner = 1ull << 3, kCapLinuxImmutable = 1ull << 9;
+  c.cap_fowner = known ? (eff & kCapFowner) != 0 : req.uid == 0;
+  c.cap_linux_immutable = known ? (eff & kCapLinuxImmutable) != 0 : req.uid == 0;
+  spdlog::debug("ioctl caller pid {} uid {}: CapEff {}, CAP_FOWNER {}, CAP_LINUX_IMMUTABLE {}", req.pid, req.uid,
+                known ? fmt::format("{:#x}", eff) : std::string("unknown (uid 0 stands for both)"), c.cap_fowner,
+                c.cap_linux_immutable);
+  return c;
+}
+
+Result<IoctlReply> reply_bytes(const void* p, size_t n, const IoctlRequest& req, const char* what) {
+  if (req.out_size < n) return fail(EINVAL, "{} with room for {} bytes, needs {}", what, req.out_size, n);
+  IoctlReply out;
+  const auto* b = static_cast<const uint8_t*>(p);
+  out.out.assign(b, b + n);
+  return out;
+}
+
+// FS_IOC_GETFLAGS (btrfs_fileattr_get): the FS_*_FL word.
+Result<IoctlReply> get_flags(DaemonContext& ctx, const IoctlRequest& req) {
+  const uint32_t flags = UBTRFS_TRY(ctx.fs->get_fsflags(req.ino));
+  return reply_bytes(&flags, sizeof flags, req, "FS_IOC_GETFLAGS");
+}
+
+// After a flag change: the new ctime must not hide behind the kernel's cached attributes (up to
+// kAttrTimeout), since a FUSE fileattr_set invalidates nothing itself (xfstests generic/277 stats
+// right after chattr). Attributes only (offset -1): no page lock is taken, so this is safe while
+// the kernel waits for the ioctl's reply with the inode locked.
+void invalidate_attrs(DaemonContext& ctx, uint64_t ino) {
+  if (ctx.session) (void)fuse_lowlevel_notify_inval_inode(ctx.session, ino, -1, 0);
+}
+
+// FS_IOC_SETFLAGS (btrfs_fileattr_set).
+Result<IoctlReply> set_flags(DaemonContext& ctx, const IoctlRequest& req) {
+  uint32_t flags;
+  if (req.in.size() < sizeof flags) return fail(EINVAL, "FS_IOC_SETFLAGS with {} bytes in", req.in.size());
+  std::memcpy(&flags, req.in.data(), sizeof flags);
+  UBTRFS_TRY_STATUS(ctx.fs->set_fsflags(req.ino, flags, caller_with_caps(req)));
+  invalidate_attrs(ctx, req.ino);
+  return IoctlReply{};
+}
+
+// FS_IOC_FSGETXATTR: the common xflags, the other fields zero.
+Result<IoctlReply> get_fsxattr(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::FsXattr x = UBTRFS_TRY(ctx.fs->get_fsxattr(req.ino));
+  struct fsxattr out {};
+  out.fsx_xflags = x.xflags;
+  out.fsx_extsize = x.extsize;
+  out.fsx_nextents = x.nextents;
+  out.fsx_projid = x.projid;
+  out.fsx_cowextsize = x.cowextsize;
+  return reply_bytes(&out, sizeof out, req, "FS_IOC_FSGETXATTR");
+}
+
+// FS_IOC_FSSETXATTR: only the five flags btrfs stores; EOPNOTSUPP for anything else.
+Result<IoctlReply> set_fsxattr(DaemonContext& ctx, const IoctlRequest& req) {
+  struct fsxattr in {};
+  if (req.in.size() < sizeof in) return fail(EINVAL, "FS_IOC_FSSETXATTR with {} bytes in", req.in.size());
+  std::memcpy(&in, req.in.data(), sizeof in);
+  fs::FsXattr x;
+  x.xflags = in.fsx_xflags;
+  x.extsize = in.fsx_extsize;
+  x.nextents = in.fsx_nextents;
+  x.projid = in.fsx_projid;
+  x.cowextsize = in.fsx_cowextsize;
+  UBTRFS_TRY_STATUS(ctx.fs->set_fsxattr(req.ino, x, caller_with_caps(req)));
+  invalidate_attrs(ctx, req.ino);
+  return IoctlReply{};
+}
+
 constexpr IoctlCommand kCommands[] = {
     {control::kIocControlRead, "UBTRFS_IOC_CONTROL_READ", control_read},
     {control::kIocShutdown, "UBTRFS_IOC_SHUTDOWN", control_shutdown},
@@ -139,6 +243,10 @@ constexpr IoctlCommand kCommands[] = {
     {FS_IOC_GETFSLABEL, "FS_IOC_GETFSLABEL", get_fslabel},
     {FS_IOC_SETFSLABEL, "FS_IOC_SETFSLABEL", set_fslabel},
     {FITRIM, "FITRIM", fitrim},
+    {FS_IOC_GETFLAGS, "FS_IOC_GETFLAGS", get_flags},
+    {FS_IOC_SETFLAGS, "FS_IOC_SETFLAGS", set_flags},
+    {FS_IOC_FSGETXATTR, "FS_IOC_FSGETXATTR", get_fsxattr},
+    {FS_IOC_FSSETXATTR, "FS_IOC_FSSETXATTR", set_fsxattr},
 };
 
 }  // namespace

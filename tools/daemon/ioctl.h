@@ -8,7 +8,8 @@
 // unknown ioctl, on any inode. Today the table holds the control channel's read
 // (tools/common/control_protocol.h) and its shutdown with flags, the label (FS_IOC_GETFSLABEL /
 // FS_IOC_SETFSLABEL, the same numbers as BTRFS_IOC_GET_FSLABEL / SET_FSLABEL) and the shutdown
-// (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN), FITRIM (fstrim); btrfs's own ioctls (magic 0x94)
+// (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN), FITRIM (fstrim), the inode flags
+// (FS_IOC_GETFLAGS / SETFLAGS / FSGETXATTR / FSSETXATTR, on the inode asked); btrfs's own ioctls (magic 0x94)
 // join it as entries. Privileged commands (CAP_SYS_ADMIN in the kernel) require caller uid 0.
 // Thread safety: handlers run concurrently on the FUSE worker threads; the table is immutable.
 #pragma once
@@ -29,6 +30,7 @@ struct IoctlRequest {
   std::span<const uint8_t> in;       // _IOC_SIZE(cmd) bytes for a command that writes, else empty
   size_t out_size = 0;               // room for the reply: _IOC_SIZE(cmd) for a command that reads
   uint32_t uid = 0;                  // the caller (fuse_req_ctx): uid 0 stands for CAP_SYS_ADMIN
+  uint32_t gid = 0;
   int32_t pid = 0;
 };
 

@@ -164,6 +164,7 @@ int run(const DaemonArgs& args) {
       fuse_session_new(&fargs, &ubtrfs_fuse_ops(), sizeof(fuse_lowlevel_ops), &ctx));
   fuse_opt_free_args(&fargs);
   if (!se) return abandon(fmt::format("cannot create the FUSE session for {} (options: {})", source, session_opts));
+  ctx.session = se.get();
   // libfuse only catches signals whose disposition is the default. A shell starts `cmd &` with
   // SIGINT ignored, which would make `kill -INT` a no-op: SIGINT and SIGTERM always unmount.
   // SIGHUP keeps an inherited SIG_IGN (nohup means "survive the terminal").
