@@ -180,6 +180,14 @@ Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uin
   uint64_t shared;
   {
     InodeLocks::Guard g = locks_.lock({in, out});
+    // The destination's immutable / append-only flags, as for the copied edges: the kernel never
+    // sees them on a FUSE inode.
+    auto* rec = UBTRFS_TRY(fs_->fs_root(out.subvol));
+    const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, out.objectid));
+    if (auto st = check_may_write(ii, out.objectid, off_out + done); !st) {
+      if (done) return done;
+      return fail(st.error());
+    }
     auto r = data_->clone_range(in, off_in + done, out, off_out + done, len - done);
     if (!r) {
       if (done) return done;

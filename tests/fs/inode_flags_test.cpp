@@ -384,6 +384,10 @@ TEST_CASE("immutable_file_refuses_every_change", "[fs][inode_flags]") {
   CHECK(err_of(t.fs->link(f, kRootIno, "f2")) == EPERM);
   const uint64_t cp = t.file(kRootIno, "src", "copy");
   CHECK(err_of(t.fs->copy_file_range(cp, 0, f, 0, 4, 0)) == EPERM);
+  // An aligned range would be shared (reflink, file_clone.cpp) rather than copied: refused too.
+  const std::vector<uint8_t> block(8192, 'b');
+  REQUIRE(t.fs->write(cp, 0, block));
+  CHECK(err_of(t.fs->copy_file_range(cp, 0, f, 0, 8192, 0)) == EPERM);
   // Reading is fine, and nothing changed.
   std::vector<uint8_t> back(32);
   REQUIRE(*t.fs->read(f, 0, back) == 7);
