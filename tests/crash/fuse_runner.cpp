@@ -67,6 +67,7 @@ Status FuseRunner::start(fs::Filesystem& fs) {
   se_ = fuse_session_new(&args, &daemon::ubtrfs_fuse_ops(), sizeof(fuse_lowlevel_ops), &ctx_->daemon);
   fuse_opt_free_args(&args);
   if (!se_) return fail(EIO, "cannot create a FUSE session");
+  ctx_->daemon.session = se_;
   if (fuse_session_mount(se_, mnt_.c_str()) != 0) {
     fuse_session_destroy(se_);
     se_ = nullptr;
