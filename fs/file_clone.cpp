@@ -48,18 +48,6 @@ namespace {
 uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
 uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 
-#define TRY_OR_ABORT(th, expr)                                   \
-  ({                                                             \
-    auto&& try_abort_r_ = (expr);                                \
-    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
-    std::move(try_abort_r_).value();                             \
-  })
-#define TRY_STATUS_OR_ABORT(th, expr)                            \
-  do {                                                           \
-    auto&& try_abort_s_ = (expr);                                \
-    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
-  } while (0)
-
 // A piece of the source range: one file extent item (narrowed to the range) or a gap / hole item.
 struct ClonePiece {
   uint64_t start = 0, end = 0;     // source file range
@@ -128,7 +116,7 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
     TransHandle th = UBTRFS_TRY(fs_.transactions().start(items));
     InodeItem cur = UBTRFS_TRY(read_inode(fs_, *droot, dst.objectid));  // before the first change: no abort
     const uint64_t dropped =
-        TRY_OR_ABORT(th, drop_extents(th.tree(), *droot, fs, *refs_, dst.objectid, ds, dt));
+        UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), *droot, fs, *refs_, dst.objectid, ds, dt));
     uint64_t added = 0;
     if (p.ext) {
       const FileExtent& e = *p.ext;
@@ -136,10 +124,10 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
       FileExtentItem item =
           make_file_extent(e.generation, e.type, e.disk_bytenr, e.disk_num_bytes, ext_offset, dt - ds, e.ram_bytes);
       item.compression = e.compression;
-      TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *droot, dst.objectid, ds, item));
+      UBTRFS_TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *droot, dst.objectid, ds, item));
       // The data ref's offset is the file position the extent would start at (u64, wrapping as the
       // kernel's does when the piece starts deep inside the extent).
-      TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), e.disk_bytenr, e.disk_num_bytes,
+      UBTRFS_TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), e.disk_bytenr, e.disk_num_bytes,
                                                            droot->objectid(), dst.objectid, ds - ext_offset, +1,
                                                            false));
       added = dt - ds;
@@ -153,8 +141,8 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
     const Timespec now = now_btrfs();
     cur.mtime = now;
     cur.ctime = now;
-    TRY_STATUS_OR_ABORT(th, update_inode(th, *droot, dst.objectid, cur));
-    if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *droot, dst.objectid, cur.size));
+    UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *droot, dst.objectid, cur));
+    if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *droot, dst.objectid, cur.size));
     return {};
   };
 

@@ -37,21 +37,6 @@ uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 // Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
 constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
 
-// Like UBTRFS_TRY, for failures after the handle `th` has changed a tree: the half-done change
-// must never reach disk, so the transaction is aborted (btrfs_abort_transaction: the filesystem
-// turns read-only) before the error propagates. Failures before the first change use UBTRFS_TRY.
-#define TRY_OR_ABORT(th, expr)                                   \
-  ({                                                             \
-    auto&& try_abort_r_ = (expr);                                \
-    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
-    std::move(try_abort_r_).value();                             \
-  })
-#define TRY_STATUS_OR_ABORT(th, expr)                            \
-  do {                                                           \
-    auto&& try_abort_s_ = (expr);                                \
-    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
-  } while (0)
-
 std::string hex_csum(std::span<const uint8_t> c) {
   std::string s = "0x";
   // btrfs prints the csum as the little-endian value for crc32c; print the bytes in order instead
@@ -538,7 +523,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     if (delayed) {
       UBTRFS_TRY_STATUS(delayed->update_inode(nullptr, id, cur, alloc::FlushMode::kFlushAll));
     } else {
-      TRY_STATUS_OR_ABORT(*th, update_inode(*th, *root, id.objectid, cur));
+      UBTRFS_TRY_STATUS_OR_ABORT(*th, update_inode(*th, *root, id.objectid, cur));
       th->end();
     }
   }
@@ -685,12 +670,12 @@ Status FileData::flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t siz
   // &inode->block_rsv): the flush never waits on a ticket.
   TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
   const uint64_t dropped =
-      TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
-  TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
+      UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs_.params(), *refs_, id.objectid, 0, fs_.params().sectorsize));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, insert_inline_extent(th.tree(), root, id.objectid, th.transid(), bytes));
   note_extent_change(fs_, id, th.transid(), 0, fs_.params().sectorsize);
-  InodeItem cur = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
+  InodeItem cur = UBTRFS_TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
   cur.nbytes = cur.nbytes.get() - dropped + size;
-  TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
   d.data.drop(0, fs_.params().sectorsize);  // no extent: settle() gives its data reservation back
   return {};
 }
@@ -730,19 +715,19 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     }
     // From here on trees change: any failure leaves a half-written extent and aborts.
     const uint64_t dropped =
-        TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + ext.len));
-    TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
+        UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + ext.len));
+    UBTRFS_TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
                                                make_file_extent(th.transid(), kFileExtentReg, ext.bytenr, ext.len, 0,
                                                                 ext.len, ext.len)));
     note_extent_change(fs_, id, th.transid(), cur, cur + ext.len);
-    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root.objectid(), id.objectid,
+    UBTRFS_TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root.objectid(), id.objectid,
                                                          cur, +1, true));
     if (!nodatasum)
-      TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr,
+      UBTRFS_TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, ext.bytenr,
                                            csums));
-    InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
+    InodeItem ii = UBTRFS_TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + ext.len;
-    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
+    UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
     th.end();
     d.data.drop(cur, ext.len);
     cur += ext.len;
@@ -790,12 +775,12 @@ Status FileData::drop_tail_batched(InodeId id, TreeRoot& root, uint64_t from, al
     TransHandle th = UBTRFS_TRY(fs_.transactions().start(kTruncateItems, mode));
     // Read before the first change: a read error here has changed nothing and needs no abort.
     InodeItem cur = UBTRFS_TRY(read_inode(fs_, root, id.objectid));
-    const uint64_t dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cut, UINT64_MAX));
+    const uint64_t dropped = UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cut, UINT64_MAX));
     note_extent_change(fs_, id, th.transid(), cut, UINT64_MAX);
     cur.nbytes = cur.nbytes.get() - std::min<uint64_t>(dropped, cur.nbytes.get());
-    if (!did_first && first) TRY_STATUS_OR_ABORT(th, first(th, cur));
+    if (!did_first && first) UBTRFS_TRY_STATUS_OR_ABORT(th, first(th, cur));
     did_first = true;
-    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
+    UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, cur));
   }
   return {};
 }
@@ -855,8 +840,8 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   // The grown part reads as a hole: a log of the inode must say so (explicit hole items).
   note_extent_change(fs_, id, th.transid(), old_size, new_size);
-  TRY_STATUS_OR_ABORT(th, update(th, cur));
-  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update(th, cur));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
   return {};
 }
 

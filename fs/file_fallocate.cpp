@@ -25,20 +25,7 @@ uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 // Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
 constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
 
-#define TRY_OR_ABORT(th, expr)                                   \
-  ({                                                             \
-    auto&& try_abort_r_ = (expr);                                \
-    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
-    std::move(try_abort_r_).value();                             \
-  })
-#define TRY_STATUS_OR_ABORT(th, expr)                            \
-  do {                                                           \
-    auto&& try_abort_s_ = (expr);                                \
-    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
-  } while (0)
-
 }  // namespace
-
 
 Status FileData::fallocate(InodeId id, int mode, uint64_t off, uint64_t len) {
   if (len == 0) return fail(EINVAL, "fallocate of 0 bytes");
@@ -96,14 +83,14 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(fs.no_holes() ? 2 : 3));
   InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));  // before the first change: no abort
   uint64_t dropped = 0;
-  if (s_al < e_al) dropped = TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
+  if (s_al < e_al) dropped = UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
   note_extent_change(fs_, id, th.transid(), s_al, e_al);
   cur.nbytes = cur.nbytes.get() - dropped;
   const Timespec now = now_btrfs();
   cur.mtime = now;
   cur.ctime = now;
-  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
-  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, cur.size));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
+  if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, cur.size));
   return {};
 }
 
@@ -145,17 +132,17 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
           th.tree(), std::min<uint64_t>(ge - cur, alloc::kMaxDataExtent), ss, 0, true));
       unallocated -= std::min(unallocated, ext.len);
       const uint64_t dropped =
-          TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
+          UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, cur, cur + ext.len));
       note_extent_change(fs_, id, th.transid(), cur, cur + ext.len);
-      TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *root, id.objectid, cur,
+      UBTRFS_TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), *root, id.objectid, cur,
                                                  make_file_extent(th.transid(), kFileExtentPrealloc, ext.bytenr,
                                                                   ext.len, 0, ext.len, ext.len)));
-      TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(),
+      UBTRFS_TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), ext.bytenr, ext.len, root->objectid(),
                                                            id.objectid, cur, +1, true));
-      InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, *root, id.objectid));
+      InodeItem ii = UBTRFS_TRY_OR_ABORT(th, read_inode(fs_, *root, id.objectid));
       ii.nbytes = ii.nbytes.get() - dropped + ext.len;
       ii.flags = ii.flags.get() | kInodePrealloc;
-      TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
+      UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
       cur += ext.len;
     }
   }
@@ -167,8 +154,8 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
     ii.size = off + len;
     ii.mtime = now;
   }
-  TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
-  if (!fs.no_holes()) TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, ii.size));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
+  if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, ii.size));
   return {};
 }
 

@@ -40,18 +40,6 @@ namespace {
 uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
 uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 
-#define TRY_OR_ABORT(th, expr)                                   \
-  ({                                                             \
-    auto&& try_abort_r_ = (expr);                                \
-    if (!try_abort_r_) return (th).abort(try_abort_r_.error());  \
-    std::move(try_abort_r_).value();                             \
-  })
-#define TRY_STATUS_OR_ABORT(th, expr)                            \
-  do {                                                           \
-    auto&& try_abort_s_ = (expr);                                \
-    if (!try_abort_s_) return (th).abort(try_abort_s_.error());  \
-  } while (0)
-
 }  // namespace
 
 Result<bool> FileData::extent_exclusive(const FileExtent& e, uint64_t root_id, uint64_t ino) {
@@ -160,20 +148,20 @@ Status FileData::flush_nocow_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t 
     TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
     const FileExtent pre = *e;
     const uint64_t ext_offset = pre.offset + (cur - pre.file_offset);
-    TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), pre.disk_bytenr, pre.disk_num_bytes,
+    UBTRFS_TRY_STATUS_OR_ABORT(th, fs_.allocator().add_data_ref(th.tree(), pre.disk_bytenr, pre.disk_num_bytes,
                                                          root.objectid(), id.objectid, cur - ext_offset, +1, false));
     const uint64_t dropped =
-        TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + piece));
+        UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), root, fs, *refs_, id.objectid, cur, cur + piece));
     note_extent_change(fs_, id, th.transid(), cur, cur + piece);
-    TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
+    UBTRFS_TRY_STATUS_OR_ABORT(th, insert_file_extent(th.tree(), root, id.objectid, cur,
                                                make_file_extent(th.transid(), kFileExtentReg, pre.disk_bytenr,
                                                                 pre.disk_num_bytes, ext_offset, piece, pre.ram_bytes)));
     if (!nodatasum)
-      TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, logical,
+      UBTRFS_TRY_STATUS_OR_ABORT(th, insert_csums(th.tree(), *fs_.csum_root().tree, fs, logical,
                                            compute_data_csums(fs, bytes)));
-    InodeItem ii = TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
+    InodeItem ii = UBTRFS_TRY_OR_ABORT(th, read_inode(fs_, root, id.objectid));
     ii.nbytes = ii.nbytes.get() - dropped + piece;
-    TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
+    UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
     th.end();
     d.data.drop(cur, piece);
     for (uint64_t s = cur; s < cur + piece; s += ss) d.nocow.erase(s);

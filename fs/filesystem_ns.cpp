@@ -51,15 +51,6 @@
 #define RENAME_WHITEOUT (1 << 2)
 #endif
 
-// Like UBTRFS_TRY, for a step after the operation's first tree change: a failure aborts the
-// transaction of `th` (see the file comment) and returns the error.
-#define UBTRFS_TRY_OR_ABORT(th, expr)                                \
-  ({                                                                 \
-    auto&& ubtrfs_try_a_ = (expr);                                   \
-    if (!ubtrfs_try_a_) return (th).abort(ubtrfs_try_a_.error());    \
-    std::move(ubtrfs_try_a_).value();                                \
-  })
-
 namespace ubtrfs::fs {
 namespace {
 

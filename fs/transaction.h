@@ -47,6 +47,22 @@
 #include "io/status.h"
 #include "tree/tree_root.h"
 
+// Like UBTRFS_TRY, for a step after an operation's first tree change through the handle `th`: the
+// half-done change must never reach disk, so the transaction is aborted (btrfs_abort_transaction:
+// the filesystem turns read-only) before the error propagates. Failures before the first change
+// use UBTRFS_TRY / UBTRFS_TRY_STATUS.
+#define UBTRFS_TRY_OR_ABORT(th, expr)                                \
+  ({                                                                 \
+    auto&& ubtrfs_try_a_ = (expr);                                   \
+    if (!ubtrfs_try_a_) return (th).abort(ubtrfs_try_a_.error());    \
+    std::move(ubtrfs_try_a_).value();                                \
+  })
+#define UBTRFS_TRY_STATUS_OR_ABORT(th, expr)                         \
+  do {                                                               \
+    auto&& ubtrfs_try_s_ = (expr);                                   \
+    if (!ubtrfs_try_s_) return (th).abort(ubtrfs_try_s_.error());    \
+  } while (0)
+
 namespace ubtrfs::fs {
 
 class FsInfo;
