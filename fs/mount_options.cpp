@@ -135,7 +135,9 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       if (!has_value) return needs_value();
       if (value != "lru" && value != "address") return bad_value();
       o.wb_lru = value == "lru";
-    } else if (name == "nologreplay") {
+    } else if (name == "nologreplay" || name == "norecovery") {
+      // norecovery: the kernel's older spelling of rescue=nologreplay (xfstests generic/537 mounts
+      // with "ro,norecovery" on every filesystem).
       if (has_value) return no_value();
       o.nologreplay = true;
     } else if (name == "rescue") {

@@ -138,7 +138,7 @@ TEST_CASE("open gate: a log tree is replayed read-write and ignored read-only") 
 TEST_CASE("open gate: nologreplay refuses read-write of an image with a log tree") {
   auto sb = gate_super();
   sb.log_root = 30785536;
-  for (const char* o : {"nologreplay", "rescue=nologreplay"}) {
+  for (const char* o : {"nologreplay", "rescue=nologreplay", "norecovery"}) {
     auto rw = decide_open_mode(sb, *parse_mount_options(o));
     REQUIRE_FALSE(rw);
     CHECK(rw.error().err == EROFS);
@@ -149,11 +149,12 @@ TEST_CASE("open gate: nologreplay refuses read-write of an image with a log tree
   CHECK(decide_open_mode(sb, *parse_mount_options("nologreplay"))->mode == OpenMode::kReadWrite);
 }
 
-TEST_CASE("nologreplay and rescue=nologreplay parse; other rescue options are refused") {
+TEST_CASE("nologreplay, rescue=nologreplay and norecovery parse; other rescue options are refused") {
   CHECK_FALSE(parse_mount_options("")->nologreplay);
   CHECK(parse_mount_options("nologreplay")->nologreplay);
   CHECK(parse_mount_options("rescue=nologreplay")->nologreplay);
   CHECK(parse_mount_options("rescue=nologreplay:nologreplay")->nologreplay);
+  CHECK(parse_mount_options("norecovery")->nologreplay);  // the kernel's older spelling
   CHECK(parse_mount_options("nologreplay=1").error().message == "mount option 'nologreplay' takes no value");
   CHECK(parse_mount_options("rescue").error().message == "mount option 'rescue' needs a value");
   CHECK_THAT(parse_mount_options("rescue=usebackuproot").error().message, Catch::Contains("usebackuproot"));

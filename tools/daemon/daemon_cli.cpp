@@ -150,7 +150,8 @@ ubtrfs options:
   subvolid=ID           mount this subvolume (default: the default subvolume)
   subvol=PATH           mount the subvolume at PATH
   nologreplay           refuse a read-write mount of an image with a log tree (left by fsync
-                        before a crash) instead of replaying it; also rescue=nologreplay
+                        before a crash) instead of replaying it; also rescue=nologreplay and
+                        norecovery
   cow_overwrite=on|off  fix 1: overwrite a tree block written earlier in the same transaction in
                         place instead of copying it again (default off; see README)
   wb_inhibit=on|off     fix 2: background writeback leaves the tree blocks a running operation
