@@ -10,6 +10,7 @@ packages=(
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
   fio dbench fuse2fs
   go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
+  libcap2-bin xfsprogs  # capsh and xfs_io in the inode flags test
 )
 # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)
 [[ ${1:-} == --fuzz ]] && packages+=(clang-19 libclang-rt-19-dev)
