@@ -16,6 +16,7 @@
 #include "fs/compression.h"
 #include "fs/delayed_inode.h"
 #include "fs/csum_tree.h"
+#include "fs/inode_flags.h"
 #include "fs/transaction.h"
 #include "fs/tree_log.h"
 #include "tree/ctree.h"
@@ -318,7 +319,8 @@ Result<bool> FileData::sector_has_data(InodeId id, TreeRoot& root, uint64_t sect
   return false;
 }
 
-Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t> data, WriteReservation* pre) {
+Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t> data, WriteReservation* pre,
+                               bool* sync_inode) {
   if (data.empty()) return 0;
   if (off > kMaxFileSize || data.size() > kMaxFileSize - off)
     return fail(EFBIG, "root {} ino {}: write at {} of {} bytes past the maximum file size", id.subvol, id.objectid,
@@ -333,6 +335,10 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   const uint32_t ss = fs_.params().sectorsize;
   TreeRoot* root = UBTRFS_TRY(root_of(id));
   const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
+  // Immutable and append-only: checked here, on the item this write reads anyway, so that no path
+  // into the file (write, copy_file_range's copied edges) reads it a second time for them.
+  UBTRFS_TRY_STATUS(check_may_write(ii, id.objectid, off));
+  if (sync_inode) *sync_inode = ii.flags.get() & kInodeSync;
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;

@@ -155,10 +155,13 @@ class FileData {
   // stays empty and write() reserves exactly what it needs under the lock, as it always can.
   // Errors: EINTR (interrupted wait), EROFS.
   [[nodiscard]] Status reserve_write(WriteReservation& out, uint64_t off, uint64_t len);
-  // REQUIRES: exclusive lock. Errors: EFBIG past the maximum file size, EROFS, tree errors.
+  // REQUIRES: exclusive lock. Errors: EFBIG past the maximum file size, EROFS, EPERM for an
+  // immutable file or a write below EOF into an append-only one (fs/inode_flags.h: the kernel never
+  // sees these flags on a FUSE inode), tree errors.
   // `pre`: a reservation taken by reserve_write before the lock, drawn from first.
+  // `sync_inode`: set when the inode has BTRFS_INODE_SYNC (chattr +S): the caller must fsync.
   [[nodiscard]] Result<size_t> write(InodeId id, uint64_t off, std::span<const uint8_t> data,
-                                     WriteReservation* pre = nullptr);
+                                     WriteReservation* pre = nullptr, bool* sync_inode = nullptr);
   // mode 0 / KEEP_SIZE: PREALLOC extents over holes; PUNCH_HOLE|KEEP_SIZE: drop and zero.
   // REQUIRES: exclusive lock. Errors: EOPNOTSUPP for other modes, ENOSPC.
   [[nodiscard]] Status fallocate(InodeId id, int mode, uint64_t off, uint64_t len);

@@ -53,13 +53,9 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   bool sync = false;
   {
     InodeLocks::Guard g = locks_.lock({id});
-    // Immutable and append-only (fs/inode_flags.h): the kernel never sees these flags on a FUSE
-    // inode, so the write reaches us even on a descriptor opened before the flag was set.
-    auto* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
-    const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, id.objectid));
-    UBTRFS_TRY_STATUS(check_may_write(ii, id.objectid, offset));
-    sync = ii.flags.get() & kInodeSync;
-    written = UBTRFS_TRY(data_->write(id, offset, data, &pre));
+    // FileData::write refuses immutable / append-only files (the kernel never sees these flags on
+    // a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
+    written = UBTRFS_TRY(data_->write(id, offset, data, &pre, &sync));
   }
   // chattr +S (BTRFS_INODE_SYNC, the kernel's IS_SYNC): every write behaves as an O_SYNC one
   // (generic_write_sync -> fsync of the file), so it is durable when it returns.
@@ -141,9 +137,6 @@ Result<size_t> Filesystem::copy_through_buffer(InodeId in, uint64_t off_in, Inod
     if (got == 0) break;
     {
       InodeLocks::Guard g = locks_.lock({out});
-      auto* rec = UBTRFS_TRY(fs_->fs_root(out.subvol));
-      const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *rec->tree, out.objectid));
-      UBTRFS_TRY_STATUS(check_may_write(ii, out.objectid, off_out + done));
       UBTRFS_TRY(data_->write(out, off_out + done, std::span<const uint8_t>(buf.data(), got)));
     }
     if (auto st = data_->balance_dirty_pages(); !st)
