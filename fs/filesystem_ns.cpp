@@ -214,7 +214,7 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
     auto guard = locks_.lock_shared(pid);
     const InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *proot, pid.objectid));
     if (ii.nlink.get() == 0) return fail(ENOENT, "inode {} has no name left", parent);
-    ns_->add_lookup(pid);
+    ns_->add_lookup(pid, ii.generation.get());
     return inode_to_stat(ii, parent, fs_->params().sectorsize, data_->pending_bytes(pid));
   }
   if (!is_dir(pii)) return fail(ENOTDIR, "inode {} is not a directory", parent);
@@ -241,7 +241,7 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
     return fail(EUCLEAN, "directory {} of root {}: entry '{}' names inode {} whose link count is 0", pid.objectid,
                 pid.subvol, name, cid.objectid);
   }
-  ns_->add_lookup(cid);
+  ns_->add_lookup(cid, ii.generation.get());
   return inode_to_stat(ii, numbers_.to_fuse(cid), fs_->params().sectorsize, data_->pending_bytes(cid));
 }
 
@@ -259,6 +259,8 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
 uint64_t Filesystem::generation(uint64_t ino) {
   auto id = numbers_.from_fuse(ino);
   if (!id) return 0;
+  // Entry replies come right after the facade counted the reference: no second tree search.
+  if (auto g = ns_->referenced_generation(*id)) return *g;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return 0;
   auto ii = read_inode(*fs_, **root, id->objectid);
@@ -435,8 +437,9 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
   auto* dir_item = UBTRFS_TRY_OR_ABORT(th, inodes.get(pid.objectid));
   UBTRFS_TRY_OR_ABORT(th, update_inode(th, *root, pid.objectid, *dir_item));
   th.end();
-  ns.add_lookup(cid);
-  return std::pair{cid, UBTRFS_TRY(read_inode(ns.fs, *root, objectid))};
+  const InodeItem created = UBTRFS_TRY(read_inode(ns.fs, *root, objectid));
+  ns.add_lookup(cid, created.generation.get());
+  return std::pair{cid, created};
 }
 
 }  // namespace
@@ -544,8 +547,8 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   c->ctime = now;
   UBTRFS_TRY_OR_ABORT(th, inodes.write(th));
   th.end();
-  ns_->add_lookup(id);
   const InodeItem out = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
+  ns_->add_lookup(id, out.generation.get());
   return inode_to_stat(out, ino, fs_->params().sectorsize, data_->pending_bytes(id));
 }
 
@@ -875,7 +878,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
       if (cii->nlink.get() == 0) continue;
       st = inode_to_stat(*cii, st.st_ino, blksize, data_->pending_bytes(cid));
       if (!fill(DirEntryOut{e.name, st, index + 1})) return {};
-      ns_->add_lookup(cid);
+      ns_->add_lookup(cid, cii->generation.get());
     }
     if (!tree_more) return {};
   }

@@ -76,28 +76,37 @@ void NamespaceState::forget_dir(InodeId dir) {
   next_index_.erase(dir);
 }
 
-void NamespaceState::add_lookup(InodeId id, uint64_t n) {
+void NamespaceState::add_lookup(InodeId id, uint64_t generation, uint64_t n) {
   if (n == 0) return;
   std::lock_guard g(mu_);
-  lookups_[id] += n;
+  Referenced& r = lookups_[id];
+  r.count += n;
+  r.generation = generation;
 }
 
 uint64_t NamespaceState::drop_lookup(InodeId id, uint64_t n) {
   std::lock_guard g(mu_);
   auto it = lookups_.find(id);
   if (it == lookups_.end()) return 0;
-  if (it->second <= n) {
+  if (it->second.count <= n) {
     lookups_.erase(it);
     return 0;
   }
-  it->second -= n;
-  return it->second;
+  it->second.count -= n;
+  return it->second.count;
 }
 
 uint64_t NamespaceState::lookup_count(InodeId id) {
   std::lock_guard g(mu_);
   auto it = lookups_.find(id);
-  return it == lookups_.end() ? 0 : it->second;
+  return it == lookups_.end() ? 0 : it->second.count;
+}
+
+std::optional<uint64_t> NamespaceState::referenced_generation(InodeId id) {
+  std::lock_guard g(mu_);
+  auto it = lookups_.find(id);
+  if (it == lookups_.end()) return std::nullopt;
+  return it->second.generation;
 }
 
 }  // namespace ubtrfs::fs

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <mutex>
 
 #include "fs/fs_info.h"
@@ -50,16 +51,25 @@ struct NamespaceState {
   // The directory's counter is no longer needed (evicted).
   void forget_dir(InodeId dir);
 
-  void add_lookup(InodeId id, uint64_t n = 1);
+  // Counts n kernel references to `id` and remembers the inode item's generation with them: every
+  // entry reply carries it (file handles), and an inode the kernel holds cannot change generation,
+  // so entry replies read it here instead of searching the tree once more.
+  void add_lookup(InodeId id, uint64_t generation, uint64_t n = 1);
   // Subtracts n (clamped at 0); returns what remains.
   uint64_t drop_lookup(InodeId id, uint64_t n);
   uint64_t lookup_count(InodeId id);
+  // The generation recorded by add_lookup while the kernel holds a reference; nullopt otherwise.
+  std::optional<uint64_t> referenced_generation(InodeId id);
 
  private:
   std::mutex mu_;
   std::map<uint64_t, uint64_t> next_objectid_;  // GUARDED_BY(mu_): subvol -> next free objectid
   std::map<InodeId, uint64_t> next_index_;      // GUARDED_BY(mu_): directory -> next DIR_INDEX
-  std::map<InodeId, uint64_t> lookups_;         // GUARDED_BY(mu_)
+  struct Referenced {
+    uint64_t count = 0;
+    uint64_t generation = 0;
+  };
+  std::map<InodeId, Referenced> lookups_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace ubtrfs::fs
