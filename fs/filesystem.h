@@ -147,7 +147,18 @@ class Filesystem {
   // ---- file contents (filesystem_data.cpp) -------------------------------------------------------
   // Also updates the access time by the mount's atime rules (`update_atime` false: O_NOATIME).
   [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime = true);
-  [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data);
+  // `pool`: data space held for this write beforehand (a DataHold, see below), drawn from when the
+  // ordinary reservation finds no space; what the write does not use stays in the pool.
+  [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data,
+                                     uint64_t* pool = nullptr);
+  // Data space held apart for writes the kernel has acknowledged from its page cache but not yet
+  // sent (the writeback cache; tools/daemon/page_cache_guard.h): hold_data reserves up to `bytes`
+  // of DATA (flushing and waiting as a write would) and returns what it got; release_data gives
+  // held bytes back. data_headroom: DATA bytes reservable right now without flushing (free space
+  // in data chunks less every reservation, plus the unallocated space a data chunk may take).
+  [[nodiscard]] Result<uint64_t> hold_data(uint64_t bytes);
+  void release_data(uint64_t bytes);
+  uint64_t data_headroom();
   [[nodiscard]] Status flush(uint64_t ino);
   [[nodiscard]] Status release(uint64_t ino);
   // fsync: the file's data and metadata are on disk when it returns: through the tree log when it

@@ -41,7 +41,7 @@ Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t
   return r;
 }
 
-Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data) {
+Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data, uint64_t* pool) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("write"));
   if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
@@ -49,13 +49,33 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   // (the reclaim thread only try-locks inodes). The reservation's unused part goes back on return.
   FileData::WriteReservation pre(*fs_);
   UBTRFS_TRY_STATUS(data_->reserve_write(pre, offset, data.size()));
+  // No space for the data: the pool's held bytes are already DATA may_use, so they move into this
+  // write's reservation as they are; the unused part moves back below.
+  uint64_t drawn = 0;
+  if (pool && *pool && pre.data < data.size()) {
+    const uint32_t ss = fs_->params().sectorsize;
+    const uint64_t first = offset / ss * ss, last = (offset + data.size() + ss - 1) / ss * ss;
+    const uint64_t need = last - first + ss;
+    drawn = std::min(*pool, need > pre.data ? need - pre.data : 0);
+    *pool -= drawn;
+    pre.data += drawn;
+  }
+  auto give_back = [&] {
+    if (!drawn) return;
+    const uint64_t back = std::min(drawn, pre.data);
+    pre.data -= back;
+    *pool += back;
+  };
   size_t written;
   bool sync = false;
   {
     InodeLocks::Guard g = locks_.lock({id});
     // FileData::write refuses immutable / append-only files (the kernel never sees these flags on
     // a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
-    written = UBTRFS_TRY(data_->write(id, offset, data, &pre, &sync));
+    auto w = data_->write(id, offset, data, &pre, &sync);
+    give_back();
+    if (!w) return fail(w.error());
+    written = *w;
   }
   // chattr +S (BTRFS_INODE_SYNC, the kernel's IS_SYNC): every write behaves as an O_SYNC one
   // (generic_write_sync -> fsync of the file), so it is durable when it returns.
@@ -66,6 +86,31 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   if (auto st = data_->balance_dirty_pages(); !st)
     spdlog::warn("write to inode {}: dirty data writeback failed: {}", ino, st.error().message);
   return written;
+}
+
+Result<uint64_t> Filesystem::hold_data(uint64_t bytes) {
+  if (bytes == 0 || read_only()) return uint64_t{0};
+  alloc::SpaceInfo& data = fs_->spaces().data();
+  // All or, when the device cannot give that much, as much as fits now.
+  if (auto st = data.reserve_bytes(bytes, alloc::FlushMode::kFlushData); st) return bytes;
+  else if (st.error().err != ENOSPC) return fail(st.error());
+  const uint64_t some = std::min(bytes, data_headroom()) & ~uint64_t{fs_->params().sectorsize - 1};
+  if (some && data.reserve_bytes(some, alloc::FlushMode::kNoFlush)) return some;
+  return uint64_t{0};
+}
+
+void Filesystem::release_data(uint64_t bytes) {
+  if (bytes) fs_->spaces().data().release_bytes(bytes);
+}
+
+uint64_t Filesystem::data_headroom() {
+  alloc::SpaceInfos& sp = fs_->spaces();
+  const alloc::SpaceCounters d = sp.data().counters();
+  const uint64_t held = d.used + d.reserved + d.may_use + d.readonly + d.pinned;
+  const uint64_t in_chunks = d.total > held ? d.total - held : 0;
+  uint64_t unalloc = sp.free_chunk_space() / static_cast<uint64_t>(sp.factor(kBlockGroupData));
+  unalloc -= unalloc % kStripeLen;
+  return in_chunks + unalloc;
 }
 
 // close(2) of one descriptor: data stays in delalloc until the next commit or fsync (btrfs only

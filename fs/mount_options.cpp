@@ -51,7 +51,8 @@ bool is_vfs_generic(std::string_view name) {
 // Options libfuse itself understands; forwarded.
 bool is_fuse_option(std::string_view name) {
   static constexpr std::string_view kFuse[] = {"fsname", "subtype", "max_read", "blkdev", "blksize",
-                                               "auto_unmount", "max_idle_threads", "max_threads"};
+                                               "auto_unmount", "max_idle_threads", "max_threads",
+                                               "entry_timeout", "attr_timeout"};
   for (auto f : kFuse)
     if (name == f) return true;
   return false;
@@ -116,6 +117,16 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       auto v = parse_on_off(value);
       if (!v) return bad_value();
       o.writeback = *v;
+    } else if (name == "writeback_cache") {
+      if (!has_value) return needs_value();
+      auto v = parse_on_off(value);
+      if (!v) return bad_value();
+      o.writeback_cache = *v;
+    } else if (name == "dirty_limit_mb") {
+      if (!has_value) return needs_value();
+      auto v = parse_u64(value);
+      if (!v || *v == 0 || *v > (1ull << 20)) return bad_value();
+      o.dirty_limit_mb = *v;
     } else if (name == "wb_thresh_mb") {
       if (!has_value) return needs_value();
       auto v = parse_u64(value);

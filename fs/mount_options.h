@@ -53,6 +53,12 @@ struct MountOptions {
   uint32_t wb_interval_s = 5;
   uint32_t wb_expire_s = 30;
   bool wb_lru = true;                     // wb_order=lru|address: background writeback order
+  // writeback_cache=on|off: the kernel's page cache holds written data and sends it later, merged
+  // (FUSE_CAP_WRITEBACK_CACHE); space for it is guarded by tools/daemon/page_cache_guard.h.
+  bool writeback_cache = false;
+  // dirty_limit_mb=N: how much of this mount the kernel may keep dirty in its page cache (the
+  // FUSE device's bdi max_bytes; root only). 0: the kernel's default (1 % of its dirty threshold).
+  uint64_t dirty_limit_mb = 0;
   std::string stats_file;                 // stats_file=PATH: the live counters as JSON, written at unmount
   std::string log_file;                   // log_file=PATH: the daemon always logs there; empty: its own choice
   // Generic options that are handled by the kernel/libfuse or are meaningless for us, kept to be

@@ -30,6 +30,13 @@ std::optional<unsigned> parse_unsigned(std::string_view s) {
   return v;
 }
 
+std::optional<double> parse_seconds(std::string_view s) {
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || !(v >= 0 && v <= 1e6)) return std::nullopt;
+  return v;
+}
+
 // libfuse splits -o lists at commas; a backslash protects a comma (or itself) inside a value.
 std::string escape_option_value(std::string_view v) {
   std::string out;
@@ -90,7 +97,11 @@ Result<DaemonArgs> parse_daemon_args(int argc, char** argv) {
   for (const auto& opt : a.options.fuse_passthrough) {
     auto eq = opt.find('=');
     std::string_view name = std::string_view(opt).substr(0, eq);
-    if (name == "max_idle_threads" || name == "max_threads") {
+    if (name == "entry_timeout" || name == "attr_timeout") {
+      auto v = eq == std::string::npos ? std::nullopt : parse_seconds(std::string_view(opt).substr(eq + 1));
+      if (!v) return fail(EINVAL, "invalid value for mount option '{}' (seconds, 0 to 1000000)", opt);
+      (name == "entry_timeout" ? a.entry_timeout : a.attr_timeout) = *v;
+    } else if (name == "max_idle_threads" || name == "max_threads") {
       auto v = eq == std::string::npos ? std::nullopt : parse_unsigned(std::string_view(opt).substr(eq + 1));
       if (!v || (name == "max_threads" && *v == 0))
         return fail(EINVAL, "invalid value for mount option '{}'", opt);
@@ -169,13 +180,20 @@ ubtrfs options:
   wb_order=lru|address  background writeback order: least recently used blocks first
                         (default), or by address from a cyclic cursor as the kernel's
                         btree inode does (more hot blocks written, then copied again)
+  writeback_cache=on|off  the kernel's page cache keeps written data and sends it merged, later
+                        (default off); write() still gets ENOSPC when the device is full: space
+                        for what the kernel may hold dirty is held apart (see README)
+  dirty_limit_mb=N      how much of this mount the kernel may keep dirty with the writeback cache
+                        (root; default: 1/512 of the device, at most the kernel's own limit)
   stats_file=PATH       write the live counters (ubtrfs-inspect stats) as JSON to PATH at unmount
   log_file=PATH         always log to PATH (appended; created 0640), in the foreground besides stderr
   allow_other           let other users access the mount (non-root: needs user_allow_other
                         in /etc/fuse.conf)
   default_permissions   accepted; always on: the kernel checks permissions and POSIX ACLs
 FUSE options: fsname=, subtype=, max_read=, blksize=, auto_unmount,
-              max_idle_threads=N (default 10), max_threads=N
+              max_idle_threads=N (default 10), max_threads=N,
+              entry_timeout=SECONDS, attr_timeout=SECONDS: how long the kernel caches names
+              and attributes (default 86400: every change passes through this mount)
 Generic options passed to the kernel mount: nosuid, suid, nodev, dev, noexec, exec, sync,
   async, dirsync, noatime, atime. Accepted and ignored (mount(8) or kernel defaults): relatime,
   norelatime, diratime, nodiratime, strictatime, nostrictatime, lazytime, defaults, auto,

@@ -21,6 +21,10 @@
 
 namespace ubtrfs::daemon {
 
+// The kernel's entry and attribute cache lifetimes (fuse_ops.h says why they can be this long).
+inline constexpr double kDefaultEntryTimeout = 86400;
+inline constexpr double kDefaultAttrTimeout = 86400;
+
 struct DaemonArgs {
   std::string source;       // IMAGE or DEVICE, as given
   std::string mountpoint;   // as given
@@ -33,6 +37,9 @@ struct DaemonArgs {
   // Loop tuning taken out of the -o list (libfuse's loop options, not session options).
   unsigned max_idle_threads = 10;
   unsigned max_threads = 0;  // 0: libfuse's default
+  // How long the kernel may trust an entry / the attributes it was given (fuse_ops.h).
+  double entry_timeout = kDefaultEntryTimeout;
+  double attr_timeout = kDefaultAttrTimeout;
   bool clone_fd = true;
   // Generic kernel mount flags from the -o list, forwarded to the kernel mount (nosuid, nodev...).
   std::vector<std::string> kernel_flags;

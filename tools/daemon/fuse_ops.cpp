@@ -25,7 +25,39 @@ namespace ubtrfs::daemon {
 
 namespace {
 
-fs::Filesystem& fs_of(fuse_req_t req) { return *static_cast<DaemonContext*>(fuse_req_userdata(req))->fs; }
+DaemonContext& ctx_of(fuse_req_t req) { return *static_cast<DaemonContext*>(fuse_req_userdata(req)); }
+fs::Filesystem& fs_of(fuse_req_t req) { return *ctx_of(req).fs; }
+
+PageCacheGuard::OpenFile* open_file(const fuse_file_info* fi) {
+  return fi ? reinterpret_cast<PageCacheGuard::OpenFile*>(fi->fh) : nullptr;
+}
+
+double attr_timeout_for(fuse_req_t req, uint64_t ino) {
+  DaemonContext& ctx = ctx_of(req);
+  return ctx.guard ? ctx.guard->attr_timeout_for(ino, ctx.attr_timeout) : ctx.attr_timeout;
+}
+
+// The open file's record and mode (page_cache_guard.h): cached unless the guard says direct I/O.
+void set_open_mode(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+  DaemonContext& ctx = ctx_of(req);
+  fi->fh = 0;
+  // The kernel's page cache of this file stays true from open to open: every write, truncate,
+  // hole punch and copy_file_range goes through the kernel, which updates or drops its pages.
+  fi->keep_cache = 1;
+  if (!ctx.guard) return;
+  PageCacheGuard::OpenFile* f = ctx.guard->open(ino, fi->flags);
+  fi->fh = reinterpret_cast<uint64_t>(f);
+  if (!f->cached) {
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+  }
+}
+
+void drop_open_mode(fuse_req_t req, fuse_file_info* fi) {
+  DaemonContext& ctx = ctx_of(req);
+  if (ctx.guard && fi) ctx.guard->release(open_file(fi));
+  if (fi) fi->fh = 0;
+}
 
 // The errno a request fails with. ENOSYS would permanently disable the op in the kernel and 0 or
 // a negative value is a facade bug: both become something the caller can act on.
@@ -109,8 +141,8 @@ fuse_entry_param entry_of(fuse_req_t req, const struct stat& st) {
   e.ino = st.st_ino;
   e.generation = fs_of(req).generation(st.st_ino);
   e.attr = st;
-  e.attr_timeout = kAttrTimeout;
-  e.entry_timeout = kEntryTimeout;
+  e.attr_timeout = attr_timeout_for(req, st.st_ino);
+  e.entry_timeout = ctx_of(req).entry_timeout;
   return e;
 }
 
@@ -134,8 +166,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   // O_TRUNC arrives as a setattr(size=0) before open, with the kernel's permission checks.
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-  // Writes reach the filesystem one by one, in order (no kernel-side write-back caching).
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (ctx->writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // The kernel enforces POSIX ACLs stored as system.posix_acl_* xattrs (with default_permissions).
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // The umask is the filesystem's to apply (not with a default ACL): fs/posix_acl.h.
@@ -165,7 +197,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     fuse_entry_param e;
     std::memset(&e, 0, sizeof e);
     e.ino = 0;
-    e.entry_timeout = kEntryTimeout;
+    e.entry_timeout = ctx_of(req).entry_timeout;
     fuse_reply_entry(req, &e);
   } else {
     reply_error(req, r.error(), "lookup", parent);
@@ -183,9 +215,13 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   fuse_reply_none(req);
 }
 
-void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  DaemonContext& ctx = ctx_of(req);
+  // The writeback cache asks through the open file before every cached write(): a full device
+  // answers here (page_cache_guard.h).
+  if (ctx.guard && fi && ctx.guard->refuse_cached_write(open_file(fi))) return fuse_reply_err(req, ENOSPC), void();
   auto r = fs_of(req).getattr(ino);
-  if (r) fuse_reply_attr(req, &*r, kAttrTimeout);
+  if (r) fuse_reply_attr(req, &*r, attr_timeout_for(req, ino));
   else reply_error(req, r.error(), "getattr", ino);
 }
 
@@ -209,7 +245,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
   }
   if (to_set & FUSE_SET_ATTR_CTIME) a.ctime = attr->st_ctim;
   auto r = interruptible(req, [&] { return fs_of(req).setattr(ino, a, caller_of(req)); });
-  if (r) fuse_reply_attr(req, &*r, kAttrTimeout);
+  if (r) fuse_reply_attr(req, &*r, ctx_of(req).attr_timeout);
   else reply_error(req, r.error(), "setattr", ino);
 }
 
@@ -265,10 +301,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fs.forget(r->st_ino, 1);
     return reply_error(req, opened.error(), "create/open", r->st_ino);
   }
-  fi->fh = 0;
+  set_open_mode(req, r->st_ino, fi);
   fuse_entry_param e = entry_of(req, *r);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // Interrupted: the kernel has neither the reference nor the open file.
+    drop_open_mode(req, fi);
     (void)fs.release(r->st_ino);
     fs.forget(r->st_ino, 1);
   }
@@ -278,8 +315,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& fs = fs_of(req);
   auto s = fs.open(ino, fi->flags);
   if (!s) return reply_error(req, s.error(), "open", ino);
-  fi->fh = 0;
-  if (fuse_reply_open(req, fi) != 0) (void)fs.release(ino);
+  set_open_mode(req, ino, fi);
+  if (fuse_reply_open(req, fi) != 0) {
+    drop_open_mode(req, fi);
+    (void)fs.release(ino);
+  }
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -289,20 +329,19 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   else reply_error(req, r.error(), "read", ino);
 }
 
-void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info*) {
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  DaemonContext& ctx = ctx_of(req);
+  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(data), size);
   auto r = interruptible(req, [&] {
-    return fs_of(req).write(ino, static_cast<uint64_t>(off),
-                            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size));
+    if (ctx.guard) return ctx.guard->write(ctx.session, ino, static_cast<uint64_t>(off), bytes, fi && fi->writepage);
+    return fs_of(req).write(ino, static_cast<uint64_t>(off), bytes);
   });
   if (r) fuse_reply_write(req, *r);
   else reply_error(req, r.error(), "write", ino);
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  reply_status(req, fs_of(req).flush(ino), "flush", ino);
-}
-
-void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  drop_open_mode(req, fi);
   reply_status(req, fs_of(req).release(ino), "release", ino);
 }
 
@@ -425,6 +464,13 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   auto r = fs_of(req).statfs();
+  // The writeback cache's held space is the users' own (it takes their cached pages when the rest
+  // is full): free, not used, for df.
+  if (r && ctx_of(req).guard && r->f_frsize) {
+    const uint64_t held_blocks = ctx_of(req).guard->held() / r->f_frsize;
+    r->f_bfree += held_blocks;
+    r->f_bavail += held_blocks;
+  }
   if (r) fuse_reply_statfs(req, &*r);
   else reply_error(req, r.error(), "statfs", ino);
 }
@@ -536,7 +582,7 @@ fuse_lowlevel_ops make_ops() {
   o.open = op_open;
   o.read = op_read;
   o.write = op_write;
-  o.flush = op_flush;
+  // No flush: see fuse_ops.h (ENOSYS once, then the kernel stops sending it).
   o.release = op_release;
   o.fsync = op_fsync;
   o.opendir = op_opendir;

@@ -3,12 +3,18 @@
 // facade's Error on failure (ENOSYS is never replied, since the kernel would then stop sending
 // that op for the rest of the mount: it becomes EOPNOTSUPP).
 //
-// Caching contract with the kernel: entry and attribute timeouts are 1 s (kEntryTimeout,
-// kAttrTimeout). Every change goes through this mount, so longer would be safe for this mount's
-// own view; 1 s bounds how long a stale attribute could be served if that ever stops being true
-// (e.g. stats written by the commit thread) while keeping lookups cheap. ENOENT lookups are
-// answered as negative entries (ino 0) cached for the same 1 s. No writeback cache: the kernel
-// sends every write, so the filesystem sees writes in order and fsync semantics stay btrfs'.
+// Caching contract with the kernel: entries (negative ones too) and attributes are cached for
+// DaemonContext::entry_timeout / attr_timeout, a day by default (-o entry_timeout=, attr_timeout=).
+// That is safe because every change passes through this mount (the image is locked) and the
+// kernel updates or invalidates its own copies on every change it sends; where the daemon changes
+// something on its own (inode flags by ioctl), it invalidates the kernel's copy explicitly.
+// Long timeouts are what makes metadata fast: a create is a GETATTR of the directory, a LOOKUP and
+// a CREATE; a cached stat is no round trip at all. There is no flush op: the kernel then stops
+// sending FLUSH (one round trip per close) and still writes back and reports write errors itself.
+// Writeback cache (-o writeback_cache=on): the kernel keeps written pages and sends them later,
+// merged (fi->writepage); size and times are the kernel's while it has dirty pages, and it sends
+// them with SETATTR. PageCacheGuard keeps write()'s ENOSPC at write() time. Off: every write()
+// arrives as it is made.
 // Lookup counts: replies that create a kernel reference (lookup, create, mknod, mkdir, symlink,
 // link, readdirplus entries other than "." and "..") are the ones the facade counts; when such a
 // reply cannot be delivered, the daemon forgets the reference itself.
@@ -23,11 +29,10 @@
 
 #include "fs/filesystem.h"
 #include "tools/common/control_protocol.h"
+#include "tools/daemon/page_cache_guard.h"
 
 namespace ubtrfs::daemon {
 
-inline constexpr double kEntryTimeout = 1.0;
-inline constexpr double kAttrTimeout = 1.0;
 inline constexpr unsigned kMaxWrite = 1u << 20;
 
 // The userdata of the session.
@@ -37,6 +42,12 @@ struct DaemonContext {
   control::SnapshotStore control;  // the control channel's snapshots (ioctl.h)
   // The session, for notifications (set before the loop starts; null in tests without one).
   fuse_session* session = nullptr;
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+  bool writeback_cache = false;  // -o writeback_cache=on
+  // Open files' modes and the writeback cache's space guard (page_cache_guard.h); null in tests
+  // that build a context by hand: every open is then cached, nothing guarded.
+  PageCacheGuard* guard = nullptr;
 };
 
 const fuse_lowlevel_ops& ubtrfs_fuse_ops();

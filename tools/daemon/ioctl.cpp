@@ -191,7 +191,7 @@ Result<IoctlReply> get_flags(DaemonContext& ctx, const IoctlRequest& req) {
 }
 
 // After a flag change: the new ctime must not hide behind the kernel's cached attributes (up to
-// kAttrTimeout), since a FUSE fileattr_set invalidates nothing itself (xfstests generic/277 stats
+// attr_timeout, a day by default), since a FUSE fileattr_set invalidates nothing itself (xfstests generic/277 stats
 // right after chattr). Attributes only (offset -1): no page lock is taken, so this is safe while
 // the kernel waits for the ioctl's reply with the inode locked.
 void invalidate_attrs(DaemonContext& ctx, uint64_t ino) {

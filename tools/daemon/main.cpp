@@ -25,11 +25,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -38,6 +40,7 @@
 #include "fs/filesystem.h"
 #include "tools/daemon/daemon_cli.h"
 #include "tools/daemon/fuse_ops.h"
+#include "tools/daemon/page_cache_guard.h"
 #include "tools/daemon/lifecycle.h"
 #include "tools/daemon/logging.h"
 #include "tools/daemon/user_mount.h"
@@ -146,6 +149,9 @@ int run(const DaemonArgs& args) {
   const bool read_only = filesystem->read_only();
   const char* mode = read_only ? "ro" : "rw";
   DaemonContext ctx{filesystem.get(), read_only};
+  ctx.entry_timeout = args.entry_timeout;
+  ctx.attr_timeout = args.attr_timeout;
+  ctx.writeback_cache = args.options.writeback_cache && !read_only;
 
   // Shuts the filesystem down when the FUSE side could not be set up (nothing was visible yet).
   auto abandon = [&](const std::string& why) {
@@ -175,6 +181,40 @@ int run(const DaemonArgs& args) {
     fuse_remove_signal_handlers(se.get());
     return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
   }
+
+  // The writeback cache's guard holds data space for what the kernel may keep dirty of this mount
+  // (page_cache_guard.h); without the cache it only records the open files.
+  uint64_t cache_bound = 0;
+  if (ctx.writeback_cache) {
+    // The dirty window: what the user asked for, else at most 1/512 of the device (what is held
+    // for it is space a cached writer cannot use once the device is full: ENOSPC comes that much
+    // early for it), and never more than the kernel's own default (1 % of its dirty threshold).
+    const auto sfs = filesystem->statfs();
+    const uint64_t device_bytes = sfs ? uint64_t{sfs->f_blocks} * sfs->f_frsize : 0;
+    uint64_t want = args.options.dirty_limit_mb << 20;
+    if (!want) {
+      const uint64_t dflt = kernel_dirty_limit(mountpoint, 0);
+      want = std::min<uint64_t>(dflt ? dflt : (64ull << 20), std::max<uint64_t>(device_bytes / 512, 256ull << 10));
+    }
+    const uint64_t limit = kernel_dirty_limit(mountpoint, want);
+    // Doubled: the limit follows free memory; plus a margin for the writers' overshoot, at least
+    // 8 MiB (a small limit is overshot by a whole write() call's pages: 300 KiB past a 256 KiB
+    // limit was seen on a 128 MiB image).
+    cache_bound = limit ? 2 * limit + std::clamp<uint64_t>(limit, 8ull << 20, 16ull << 20) : 0;
+    if (!cache_bound || cache_bound > device_bytes / 32) {
+      // Unknown, or too large a share of this device (a user mount cannot lower the kernel's limit).
+      spdlog::info("writeback cache off: the kernel may keep {} MiB of this mount dirty, too much for a {} MiB device",
+                   limit >> 20, device_bytes >> 20);
+      cache_bound = 0;
+      ctx.writeback_cache = false;
+    } else {
+      spdlog::info("writeback cache on: the kernel may keep {} KiB of this mount dirty; {} KiB of data space held for it",
+                   limit >> 10, cache_bound >> 10);
+    }
+  }
+  std::optional<PageCacheGuard> guard;
+  guard.emplace(*filesystem, cache_bound);
+  ctx.guard = &*guard;
 
   // 5. Mounted: report, detach. Without syslog or journal, the terminal learns where the log is.
   if (!args.foreground) {
@@ -207,6 +247,8 @@ int run(const DaemonArgs& args) {
   if (loop_rc > 0) spdlog::info("signal {} received: unmounting {}", loop_rc, mountpoint);
   else if (loop_rc < 0) spdlog::error("FUSE loop on {} failed: {}", mountpoint, strerror(-loop_rc));
   fuse_session_unmount(se.get());
+  ctx.guard = nullptr;
+  guard.reset();  // its held space goes back before the final commit
   auto unmounted = filesystem->unmount();
   if (!args.options.stats_file.empty()) write_stats_file(args.options.stats_file, filesystem->stats_json());
   se.reset();

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The FUSE writeback cache (-o writeback_cache=on; tools/daemon/page_cache_guard.h), issue 10.
+#
+# 1. Semantics through the kernel's page cache: 4 KiB writes in random order, partial-page
+#    overwrites, O_APPEND from two descriptors, truncate down and up, a shared mmap write, then
+#    fsync: every file equals its model through the mount, and after the unmount through the
+#    kernel (mount -o loop,ro); btrfs check clean.
+# 2. A full device with cached writers (rule
+#    cached_write_gets_enospc_at_write_and_no_acknowledged_byte_is_lost): one writer opened while
+#    there is room fills the device in 1 MiB writes; it must stop with ENOSPC (never EIO) from
+#    write(), the daemon must say that the guard closed, every acknowledged byte must be in the
+#    image the kernel reads, and after a delete a new open writes again.
+# 3. An append-only file (chattr +a) takes appends with the cache on (its opens are direct I/O:
+#    the kernel's page cache would rewrite the partial last page below EOF).
+# shellcheck source=lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
+
+require_ubtrfs
+fs_is_kernel && skip_or_fail "tests the ubtrfs daemon's writeback cache"
+require_kernel_btrfs
+require_btrfs_check
+command -v python3 >/dev/null || skip_or_fail "python3 not installed"
+command -v chattr >/dev/null || skip_or_fail "chattr not installed"
+[[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
+
+tmp=$(make_tmpdir)
+img=$tmp/wbc.img
+mnt=$tmp/mnt
+kmnt=$tmp/kernel
+log=$tmp/daemon.log
+truncate -s 512M "$img"
+"$MKFS" -q "$img"
+ubtrfs_mount "$img" "$mnt" "writeback_cache=on,log_file=$log" || { echo "FAIL: mount" >&2; exit 1; }
+grep -q 'writeback cache on' "$log" && pass "the daemon negotiates the writeback cache ($(grep -o 'kernel may keep.*' "$log" | head -1))" ||
+  failed "the daemon did not turn the writeback cache on: $(grep -i 'writeback cache' "$log")"
+
+cat >"$tmp/semantics.py" <<'PY'
+# semantics.py MNT MODELDIR: the page-cache workload; writes each file's expected bytes to MODELDIR.
+import mmap, os, random, sys
+mnt, model = sys.argv[1], sys.argv[2]
+rng = random.Random(7)
+files = {}
+def put(name, data):
+    files[name] = bytearray(data)
+# random-order 4 KiB writes over 3 MiB, then partial-page overwrites
+p = os.path.join(mnt, "random")
+fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+m = bytearray(3 << 20)
+blocks = list(range(len(m) // 4096)); rng.shuffle(blocks)
+for b in blocks:
+    chunk = rng.randbytes(4096); os.pwrite(fd, chunk, b * 4096); m[b*4096:(b+1)*4096] = chunk
+for _ in range(200):
+    off = rng.randrange(0, len(m) - 5000); n = rng.randrange(1, 5000)
+    chunk = rng.randbytes(n); os.pwrite(fd, chunk, off); m[off:off+n] = chunk
+os.fsync(fd); os.close(fd); put("random", m)
+# O_APPEND from two descriptors, interleaved
+p = os.path.join(mnt, "append")
+a = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+b = os.open(p, os.O_WRONLY | os.O_APPEND)
+m = bytearray()
+for i in range(300):
+    chunk = rng.randbytes(rng.randrange(1, 9000))
+    os.write(a if i % 2 else b, chunk); m += chunk
+os.close(a); os.close(b); put("append", m)
+# truncate down inside a page, then up (the gap reads as zeros), then write past EOF
+p = os.path.join(mnt, "trunc")
+fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+m = bytearray(rng.randbytes(1 << 20)); os.write(fd, m)
+os.ftruncate(fd, 300001); del m[300001:]
+os.ftruncate(fd, 700000); m += bytes(700000 - len(m))
+chunk = rng.randbytes(10000); os.pwrite(fd, chunk, 900000); m += bytes(900000 - len(m)); m += chunk
+os.fsync(fd); os.close(fd); put("trunc", m)
+# a shared mmap write
+p = os.path.join(mnt, "mmap")
+fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+os.ftruncate(fd, 256 << 10)
+mm = mmap.mmap(fd, 256 << 10)
+m = bytearray(256 << 10)
+for _ in range(50):
+    off = rng.randrange(0, (256 << 10) - 3000); chunk = rng.randbytes(3000)
+    mm[off:off+3000] = chunk; m[off:off+3000] = chunk
+mm.flush(); mm.close(); os.fsync(fd); os.close(fd); put("mmap", m)
+bad = 0
+for name, data in files.items():
+    with open(os.path.join(mnt, name), "rb") as f: got = f.read()
+    st = os.stat(os.path.join(mnt, name))
+    if got != bytes(data) or st.st_size != len(data):
+        print(f"mismatch through the mount: {name}: size {st.st_size} vs {len(data)}"); bad += 1
+    with open(os.path.join(model, name), "wb") as f: f.write(data)
+print(f"files {len(files)} bad {bad}")
+sys.exit(1 if bad else 0)
+PY
+mkdir -p "$tmp/model"
+if out=$(python3 "$tmp/semantics.py" "$mnt" "$tmp/model" 2>&1); then
+  pass "random 4 KiB writes, partial pages, O_APPEND x2, truncate down/up, mmap: every file equals its model through the mount ($out)"
+else
+  failed "page-cache semantics through the mount: $out"
+fi
+
+# 3. append-only with the cache on
+echo first >"$mnt/appendonly"
+chattr +a "$mnt/appendonly"
+for i in 1 2 3; do echo "line $i" >>"$mnt/appendonly"; done
+if [[ $(cat "$mnt/appendonly") == $'first\nline 1\nline 2\nline 3' ]] && ! (echo x >"$mnt/appendonly") 2>/dev/null; then
+  pass "an append-only file takes appends and refuses an overwrite with the cache on"
+else
+  failed "append-only file with the cache on: content '$(cat "$mnt/appendonly")'"
+fi
+chattr -a "$mnt/appendonly"
+
+# 2. fill the device with one cached writer
+cat >"$tmp/fill.py" <<'PY'
+# fill.py MNT OUT: one writer, opened while there is room, writes 1 MiB chunks until an error.
+import errno, os, sys
+mnt, out = sys.argv[1], sys.argv[2]
+fd = os.open(os.path.join(mnt, "fill"), os.O_CREAT | os.O_WRONLY, 0o644)
+chunk = bytes((i * 7 + 3) % 251 for i in range(1 << 20))
+acked = 0; err = 0
+while True:
+    try:
+        n = os.write(fd, chunk)
+    except OSError as e:
+        err = e.errno; break
+    acked += n
+    if n < len(chunk): 
+        try: os.write(fd, chunk[n:])
+        except OSError as e: err = e.errno
+        break
+try:
+    os.close(fd)
+    close_err = 0
+except OSError as e:
+    close_err = e.errno
+open(out, "w").write(f"{acked} {err} {close_err}\n")
+print(f"acknowledged {acked} bytes, then errno {err} ({errno.errorcode.get(err, '?')}), close errno {close_err}")
+PY
+dd if=/dev/urandom of="$mnt/victim" bs=1M count=16 status=none
+fill_out=$(python3 "$tmp/fill.py" "$mnt" "$tmp/fill.res" 2>&1)
+read -r acked werr cerr <"$tmp/fill.res"
+if [[ $werr == 28 && $cerr == 0 ]]; then
+  pass "the cached writer stopped with ENOSPC from write() and a clean close ($fill_out)"
+else
+  failed "the cached writer's stop: $fill_out (want errno 28 from write, 0 from close)"
+fi
+grep -q 'the device is full apart from' "$log" && pass "the daemon closed the guard: $(grep -o 'the device is full apart from.*held' "$log" | head -1)" ||
+  failed "the daemon never closed the guard"
+if grep -q 'page-cache write of inode .* failed' "$log"; then
+  failed "a page-cache write failed in the daemon: $(grep 'page-cache write of inode' "$log" | head -2)"
+else
+  pass "no page-cache write failed in the daemon"
+fi
+avail_full=$(df -B1 --output=avail "$mnt" | tail -1)
+rm "$mnt/victim"
+sync -f "$mnt" 2>/dev/null || true
+if dd if=/dev/zero of="$mnt/after" bs=1M count=4 conv=fsync status=none 2>"$tmp/after.err"; then
+  pass "after a delete, a new open writes 4 MiB again (df said $((avail_full >> 10)) KiB free when full)"
+else
+  failed "writing after the delete: $(cat "$tmp/after.err")"
+fi
+ubtrfs_umount "$mnt" || failed "unmount (the daemon's final commit)"
+
+# the kernel's view of every acknowledged byte
+mkdir -p "$kmnt"
+if kernel_mount "$img" "$kmnt" ro; then
+  for f in random append trunc mmap; do
+    cmp -s "$tmp/model/$f" "$kmnt/$f" && pass "kernel reads $f as modelled" || failed "kernel read of $f differs from the model"
+  done
+  if python3 - "$kmnt/fill" "$acked" <<'PY'; then
+import sys
+path, acked = sys.argv[1], int(sys.argv[2])
+chunk = bytes((i * 7 + 3) % 251 for i in range(1 << 20))
+data = open(path, "rb").read()
+ok = len(data) >= acked and all(data[o:o + len(chunk)][: max(0, min(len(chunk), acked - o))] == chunk[: max(0, min(len(chunk), acked - o))] for o in range(0, acked, len(chunk)))
+print(f"fill: {len(data)} bytes on disk, {acked} acknowledged")
+sys.exit(0 if ok else 1)
+PY
+    pass "every acknowledged byte of the filled file is in the image ($acked bytes)"
+  else
+    failed "acknowledged bytes of the filled file are missing or wrong in the image"
+  fi
+  kernel_umount "$kmnt"
+else
+  failed "the kernel could not mount the image"
+fi
+check_clean "$img" && pass "btrfs check clean" || failed "btrfs check"
+finish
