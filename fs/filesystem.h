@@ -128,6 +128,9 @@ class Filesystem {
   [[nodiscard]] Status readdir(uint64_t ino, uint64_t offset, bool plus,
                                const std::function<bool(const DirEntryOut&)>& fill,
                                uint64_t last_index = UINT64_MAX);
+  // Tests only: runs between readdir's two reads (the delayed index view, then the tree), where a
+  // delayed-items run could otherwise slip in (readdir_takes_the_delayed_view_before_the_tree).
+  void set_readdir_between_reads_for_test(std::function<void()> f) { readdir_between_reads_for_test_ = std::move(f); }
   [[nodiscard]] Status setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags);
   [[nodiscard]] Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
   [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);
@@ -200,6 +203,7 @@ class Filesystem {
   [[nodiscard]] Result<uint64_t> trim(uint64_t start, uint64_t len, uint64_t minlen);
 
  private:
+  std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts

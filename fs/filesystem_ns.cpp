@@ -825,16 +825,24 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
   constexpr size_t kBatch = 64;
   for (;;) {
     if (offset > last_index) return {};
-    auto batch = UBTRFS_TRY(read_dir_index(*root, id.objectid, offset, kBatch));
-    // The tree may hold entries past this batch only when the batch is full.
-    const bool tree_more = batch.size() == kBatch;
     // Delayed index changes (fs/delayed_inode.h) merged in: queued deletions hide tree entries,
     // queued insertions appear in index order — up to the batch's last index while the tree may
     // hold more past it (the next pass takes the rest).
-    if (DelayedInodes* d = fs_->delayed_inodes()) {
-      std::map<uint64_t, std::vector<uint8_t>> ins;
-      std::set<uint64_t> del;
-      d->index_view(id, offset, &ins, &del);
+    // The view is taken BEFORE the tree is read (rule
+    // readdir_takes_the_delayed_view_before_the_tree): the runner writes a change to the tree
+    // first and only then drops it from the view, so a view older than the tree read still holds
+    // every change the tree lacks. Read the other way round, a runner finishing in between made a
+    // deleted entry reappear — a renamed file listed under its old name, which readdirplus then
+    // handed to the kernel as a live dentry (dbench: "rename ... No such file or directory").
+    std::map<uint64_t, std::vector<uint8_t>> ins;
+    std::set<uint64_t> del;
+    DelayedInodes* d = fs_->delayed_inodes();
+    if (d) d->index_view(id, offset, &ins, &del);
+    if (readdir_between_reads_for_test_) readdir_between_reads_for_test_();
+    auto batch = UBTRFS_TRY(read_dir_index(*root, id.objectid, offset, kBatch));
+    // The tree may hold entries past this batch only when the batch is full.
+    const bool tree_more = batch.size() == kBatch;
+    if (d) {
       if (!ins.empty() || !del.empty()) {
         const uint64_t limit = tree_more ? batch.back().index : UINT64_MAX;
         std::map<uint64_t, DirEntryRecord> merged;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
@@ -207,6 +208,44 @@ TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
   auto bound_remount = fs->opendir(again->st_ino);
   REQUIRE(bound_remount);
   CHECK(*bound_remount == *bound_now);
+  REQUIRE(fs->unmount());
+}
+
+// The delayed DIR_INDEX changes of a rename (a deletion of the old index, an insertion of the new)
+// reach the tree when delayed items run — here a commit, from inside readdir, between its two reads.
+// readdir must take the delayed view before reading the tree: the other order listed the renamed
+// file under its old name as well (the tree still had the old index, the view no longer had its
+// deletion), and readdirplus turned that into a live dentry for a name that no longer existed.
+TEST_CASE("readdir_takes_the_delayed_view_before_the_tree", "[fs][readdir]") {
+  if (!have_mkfs()) return;
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
+  auto fs = mount_image(img.path());
+  auto d = fs->mkdir(kRootIno, "d", 040755, Caller{});
+  REQUIRE(d);
+  const uint64_t dir = d->st_ino;
+  for (int i = 0; i < 8; ++i) REQUIRE(fs->create(dir, fmt::format("f{}", i), 0100644, Caller{}));
+  REQUIRE(fs->fsyncdir(dir, false));  // every index in the tree, none delayed
+  REQUIRE(fs->rename(dir, "f3", dir, "renamed", 0));  // delayed: delete f3's index, insert renamed's
+  for (bool plus : {false, true}) {
+    int commits = 0;
+    fs->set_readdir_between_reads_for_test([&] {
+      if (commits++ == 0) REQUIRE(fs->fsyncdir(dir, false));  // the delayed items run here, once
+    });
+    std::vector<std::string> names;
+    auto st = fs->readdir(dir, 0, plus, [&](const DirEntryOut& e) {
+      names.emplace_back(e.name);
+      return true;
+    });
+    fs->set_readdir_between_reads_for_test(nullptr);
+    REQUIRE(st);
+    CHECK(commits >= 1);
+    std::sort(names.begin(), names.end());
+    CHECK(names == std::vector<std::string>{".", "..", "f0", "f1", "f2", "f4", "f5", "f6", "f7", "renamed"});
+    // Next round: another rename, delayed again.
+    REQUIRE(fs->rename(dir, "renamed", dir, "f3", 0));
+    REQUIRE(fs->rename(dir, "f3", dir, "renamed", 0));
+  }
   REQUIRE(fs->unmount());
 }
 
