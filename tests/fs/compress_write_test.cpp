@@ -478,3 +478,60 @@ TEST_CASE("partial_overwrite_truncate_punch_and_reflink_of_compressed_extents", 
 }
 
 }  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+
+TEST_CASE("truncate_of_a_compressed_inline_extent", "[fs][compress]") {
+  TempFile img(256 * kMiB);
+  if (!make_image(img)) return;
+  auto small = text(3500, 71);
+  {
+    auto fs = mount_fs(img.path(), "compress=zstd");
+    const uint64_t ino = create(*fs, "small");
+    write(*fs, ino, 0, small);
+    sync(*fs, ino);
+    REQUIRE(extents_of(*fs, ino).size() == 1);
+    REQUIRE(extents_of(*fs, ino)[0].compression == kCompressZstd);
+    SetAttr sa;
+    sa.size = 1000;
+    REQUIRE(fs->setattr(ino, sa, Caller{}));
+    small.resize(1000);
+    sync(*fs, ino);
+    CHECK(read_all(*fs, ino) == small);
+    CHECK(fs->getattr(ino)->st_size == 1000);
+    REQUIRE(fs->unmount());
+  }
+  check_clean(img.path());
+  auto fs = mount_fs(img.path(), "");
+  CHECK(read_all(*fs, 257) == small);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compress][tree_log]") {
+  TempFile img(256 * kMiB);
+  if (!make_image(img)) return;
+  auto data = text(700 * kKiB, 81);
+  TempFile crash(1);
+  {
+    auto fs = mount_fs(img.path(), "compress=zstd");
+    REQUIRE(fs->info().transactions().commit());
+    const uint64_t ino = create(*fs, "logged");
+    write(*fs, ino, 0, data);
+    REQUIRE(fs->fsync(ino, false));
+    REQUIRE(usage(extents_of(*fs, ino)).compressed_extents == 6);
+    // The crash: the image as the disk holds it after the fsync, before any commit.
+    REQUIRE(run(fmt::format("cp --sparse=always {} {}", img.path(), crash.path())) == 0);
+    REQUIRE(fs->unmount());
+  }
+  {
+    auto fs = mount_fs(crash.path(), "");  // replays the log
+    auto st = fs->lookup(1, "logged");
+    REQUIRE(st);
+    CHECK(read_all(*fs, st->st_ino) == data);
+    CHECK(usage(extents_of(*fs, st->st_ino)).compressed_extents == 6);
+    REQUIRE(fs->unmount());
+  }
+  check_clean(crash.path());
+}
+
+}  // namespace ubtrfs::fs
