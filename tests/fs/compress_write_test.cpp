@@ -24,7 +24,9 @@
 #include "fs/file_extent.h"
 #include "fs/filesystem.h"
 #include "fs/inode.h"
+#include "fs/inode_flags.h"
 #include "fs/mount_options.h"
+#include "fs/xattr.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 
@@ -532,6 +534,25 @@ TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compres
     REQUIRE(fs->unmount());
   }
   check_clean(crash.path());
+}
+
+}  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+
+TEST_CASE("chattr_c_stores_the_mount_compression_type", "[fs][compress]") {
+  TempFile img(256 * kMiB);
+  if (!make_image(img)) return;
+  auto fs = mount_fs(img.path(), "compress=lzo");
+  const uint64_t ino = create(*fs, "c");
+  REQUIRE(fs->set_fsflags(ino, FS_COMPR_FL, Caller{}));
+  auto rec = fs->info().fs_root(kFsTreeObjectid);
+  REQUIRE(rec);
+  auto prop = get_xattr(*(*rec)->tree, ino, kCompressionProp);
+  REQUIRE(prop);
+  REQUIRE(prop->has_value());
+  CHECK(std::string((*prop)->begin(), (*prop)->end()) == "lzo");
+  REQUIRE(fs->unmount());
 }
 
 }  // namespace ubtrfs::fs
