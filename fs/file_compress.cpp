@@ -102,8 +102,8 @@ Result<bool> FileData::flush_compressed_inline(InodeId id, TreeRoot& root, Dirty
   return true;
 }
 
-Status FileData::write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off, uint64_t len,
-                                         uint8_t type, std::span<const uint8_t> compressed) {
+Result<bool> FileData::write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off, uint64_t len,
+                                               uint8_t type, std::span<const uint8_t> compressed) {
   const FsParams& fs = fs_.params();
   const uint64_t disk_len = round_up_to(compressed.size(), fs.sectorsize);
   std::vector<uint8_t> disk(disk_len, 0);
@@ -111,7 +111,11 @@ Status FileData::write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, u
   TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
   // One contiguous extent of the compressed size (min_len = len: a compressed extent cannot be
   // split across allocations), paid from the sectors' data reservation.
-  auto ext = UBTRFS_TRY(fs_.allocator().reserve_data(th.tree(), disk_len, disk_len, 0, true));
+  auto reserved = fs_.allocator().reserve_data(th.tree(), disk_len, disk_len, 0, true);
+  // Free data space too fragmented for it: the piece is written plain, in whatever pieces the
+  // allocator finds (its reservation covers that), as the kernel falls back to cow_file_range.
+  if (!reserved && reserved.error().err == ENOSPC) return false;
+  const auto ext = UBTRFS_TRY(std::move(reserved));
   if (auto w = write_disk(ext.bytenr, disk); !w) {
     fs_.allocator().release_data(ext.bytenr, ext.len, true);
     return fail(w.error().err, "root {} ino {}: writing {} compressed bytes of file offset {} at bytenr {}: {}",
@@ -141,7 +145,7 @@ Status FileData::write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, u
   UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, root, id.objectid, ii));
   th.end();
   d.data.drop(file_off, len);
-  return {};
+  return true;
 }
 
 Status FileData::flush_compressed_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len,
@@ -170,8 +174,7 @@ Status FileData::flush_compressed_run(InodeId id, TreeRoot& root, Dirty& d, uint
       continue;
     }
     UBTRFS_TRY_STATUS(flush_plain(piece));
-    UBTRFS_TRY_STATUS(write_compressed_extent(id, root, d, piece, n, comp.type, *out));
-    plain_from = cur;
+    if (UBTRFS_TRY(write_compressed_extent(id, root, d, piece, n, comp.type, *out))) plain_from = cur;
   }
   return flush_plain(end);
 }

@@ -286,8 +286,9 @@ class FileData {
   // plain ones (flush_run) elsewhere.
   [[nodiscard]] Status flush_compressed_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len,
                                             uint64_t size, InodeCompression& comp);
-  [[nodiscard]] Status write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off, uint64_t len,
-                                               uint8_t type, std::span<const uint8_t> compressed);
+  // Returns false (nothing changed) when no contiguous extent of the compressed size is free.
+  [[nodiscard]] Result<bool> write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off,
+                                                     uint64_t len, uint8_t type, std::span<const uint8_t> compressed);
   // Compression did not pay: BTRFS_INODE_NOCOMPRESS unless compress-force or a property says
   // otherwise (compress_file_range's mark_incompressible); `comp` is switched off either way.
   [[nodiscard]] Status mark_incompressible(InodeId id, TreeRoot& root, Dirty& d, InodeCompression& comp);

@@ -173,7 +173,7 @@ Result<CompsizeReport> compsize(const FsReader& reader, const std::optional<std:
 std::string format_compsize(const CompsizeReport& r, bool bytes) {
   auto num = [&](uint64_t x) { return bytes ? fmt::format("{}", x) : human(x); };
   auto pct = [](const CompsizeRow& row) {
-    return row.uncompressed ? static_cast<unsigned>((row.disk * 100 + row.uncompressed / 2) / row.uncompressed) : 0u;
+    return row.uncompressed ? static_cast<unsigned>(row.disk * 100 / row.uncompressed) : 0u;  // compsize truncates
   };
   std::string out = fmt::format("Processed {} file{}, {} regular extents ({} refs), {} inline.\n", r.files,
                                 r.files == 1 ? "" : "s", r.regular_extents, r.refs, r.inline_extents);
