@@ -1,6 +1,8 @@
 // Compression options, the per-inode decision and the heuristic; see compress_policy.h.
 #include "fs/compress_policy.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -74,6 +76,25 @@ std::string compress_option_string(const CompressOptions& o) {
   std::string s = fmt::format("{}={}", o.force ? "compress-force" : "compress", compress_type_name(o.type));
   if (o.type != kCompressLzo) s += fmt::format(":{}", o.level);
   return s;
+}
+
+Result<std::optional<uint64_t>> apply_compression_prop(uint64_t inode_flags, uint32_t mode,
+                                                       std::optional<std::string_view> value) {
+  const bool empty = !value || value->empty();
+  const bool off = value && (*value == "no" || *value == "none");
+  if (!empty) {
+    if (inode_flags & (kInodeNodatacow | kInodeNodatasum))
+      return fail(EINVAL, "btrfs.compression '{}' on a nodatacow or nodatasum inode", *value);
+    if (!off && !compress_type_from_prop(*value)) return fail(EINVAL, "btrfs.compression: invalid value '{}'", *value);
+  }
+  // prop_compression_ignore: only regular files and directories (for inheritance) keep it.
+  if (!S_ISREG(mode) && !S_ISDIR(mode)) return std::optional<uint64_t>{};
+  uint64_t flags = inode_flags & ~(kInodeCompress | kInodeNocompress);
+  if (off)
+    flags |= kInodeNocompress;
+  else if (!empty)
+    flags |= kInodeCompress;
+  return std::optional<uint64_t>(flags);
 }
 
 InodeCompression inode_compression(const CompressOptions& mount, uint64_t inode_flags,

@@ -60,6 +60,15 @@ std::optional<uint8_t> compress_type_from_prop(std::string_view value);
 // How /proc/mounts shows it (btrfs_show_options): "compress=zstd:3", "compress-force=lzo"; "" when off.
 std::string compress_option_string(const CompressOptions& o);
 
+// The btrfs.compression property set through setxattr/removexattr (props.c: validate, ignore,
+// apply): `value` nullopt for a removal. Returns the inode's new flags, or nullopt when the kernel
+// ignores the property for this inode (not a regular file or directory: nothing is stored).
+// "zlib*", "lzo*", "zstd*" set COMPRESS and clear NOCOMPRESS; "no" / "none" set NOCOMPRESS and
+// clear COMPRESS; an empty value or a removal clears both. Errors: EINVAL for another value, or
+// for any value on a NODATACOW / NODATASUM inode (btrfs_inode_can_compress).
+[[nodiscard]] Result<std::optional<uint64_t>> apply_compression_prop(uint64_t inode_flags, uint32_t mode,
+                                                                     std::optional<std::string_view> value);
+
 // What inode_compression decides for one inode.
 struct InodeCompression {
   uint8_t type = kCompressNone;  // kCompressNone: never compress this inode's data now

@@ -631,3 +631,51 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
 }
 
 }  // namespace ubtrfs::fs
+
+namespace ubtrfs::fs {
+
+TEST_CASE("btrfs_compression_property_sets_the_flags_as_the_kernel", "[fs][compress]") {
+  // Pure rules (props.c prop_compression_validate / _ignore / _apply).
+  const uint32_t reg = 0100644, dir = 040755, fifo = 010644;
+  CHECK(apply_compression_prop(0, reg, "zstd").value() == std::optional<uint64_t>(kInodeCompress));
+  CHECK(apply_compression_prop(kInodeNocompress, dir, "lzo").value() == std::optional<uint64_t>(kInodeCompress));
+  CHECK(apply_compression_prop(kInodeCompress, reg, "none").value() == std::optional<uint64_t>(kInodeNocompress));
+  CHECK(apply_compression_prop(kInodeCompress, reg, "no").value() == std::optional<uint64_t>(kInodeNocompress));
+  CHECK(apply_compression_prop(kInodeCompress | 0x20, reg, std::nullopt).value() == std::optional<uint64_t>(0x20));
+  CHECK(apply_compression_prop(kInodeCompress, reg, "").value() == std::optional<uint64_t>(0));
+  CHECK(!apply_compression_prop(0, fifo, "zstd").value().has_value());
+  CHECK(apply_compression_prop(0, reg, "gzip").error().err == EINVAL);
+  CHECK(apply_compression_prop(0, fifo, "gzip").error().err == EINVAL);  // validated before ignored
+  CHECK(apply_compression_prop(kInodeNodatacow | kInodeNodatasum, reg, "zstd").error().err == EINVAL);
+
+  TempFile img(256 * kMiB);
+  if (!make_image(img)) return;
+  auto fs = mount_fs(img.path(), "");
+  const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
+  auto sv = [](std::string_view s) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()); };
+  REQUIRE(fs->setxattr(a, kCompressionProp, sv("zstd"), 0));
+  CHECK((inode_flags(*fs, a) & kInodeCompress) != 0);
+  auto bad = fs->setxattr(b, kCompressionProp, sv("gzip"), 0);
+  REQUIRE(!bad);
+  CHECK(bad.error().err == EINVAL);
+  auto data = text(512 * kKiB, 91);
+  write(*fs, a, 0, data);
+  write(*fs, b, 0, data);
+  sync(*fs, a);
+  sync(*fs, b);
+  CHECK(usage(extents_of(*fs, a)).compressed_extents == 4);
+  for (const auto& e : extents_of(*fs, a)) CHECK(e.compression == kCompressZstd);
+  CHECK(usage(extents_of(*fs, b)).compressed_extents == 0);
+  // "none" stops compression (NOCOMPRESS); removing the property clears both flags.
+  REQUIRE(fs->setxattr(a, kCompressionProp, sv("none"), 0));
+  CHECK((inode_flags(*fs, a) & (kInodeCompress | kInodeNocompress)) == kInodeNocompress);
+  write(*fs, a, 1 * kMiB, data);
+  sync(*fs, a);
+  CHECK(usage(extents_of(*fs, a)).compressed_extents == 4);
+  REQUIRE(fs->removexattr(a, kCompressionProp));
+  CHECK((inode_flags(*fs, a) & (kInodeCompress | kInodeNocompress)) == 0);
+  REQUIRE(fs->unmount());
+  check_clean(img.path());
+}
+
+}  // namespace ubtrfs::fs

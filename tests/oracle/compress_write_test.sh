@@ -4,7 +4,8 @@
 #
 # ubtrfs mounted with -o compress=zstd gets text (words drawn at random from the licence texts),
 # random bytes, a small text file and a few files in a directory, then 4 MiB of text each under
-# compress=lzo and compress-force=zlib:9; after the unmount `btrfs check`
+# compress=lzo and compress-force=zlib:9, and without the option 2 MiB each in a file with the
+# btrfs.compression property (lzo) and one with chattr +c; after the unmount `btrfs check`
 # is clean, the kernel mounts the image read-only and reads every file identically, the text uses
 # at most a third of its size on disk and the random data is stored uncompressed — measured by
 # `ubtrfs-inspect compsize` on the image and, when installed, by compsize on the kernel mount,
@@ -97,6 +98,18 @@ ubtrfs_umount "$mnt"
 ubtrfs_mount "$img" "$mnt" compress-force=zlib:9
 cp "$src/zlib.txt" "$mnt/"
 ubtrfs_umount "$mnt"
+# Without the option, per file: the btrfs.compression property (what `btrfs property set FILE
+# compression lzo` writes) and chattr +c (zlib).
+head -c $((2 << 20)) "$src/text.txt" >"$tmp/prop.txt"
+head -c $((2 << 20)) "$src/text.txt" >"$tmp/chattr.txt"
+ubtrfs_mount "$img" "$mnt"
+touch "$mnt/prop.txt" "$mnt/chattr.txt"
+python3 -c 'import os, sys; os.setxattr(sys.argv[1], "btrfs.compression", b"lzo")' "$mnt/prop.txt"
+chattr +c "$mnt/chattr.txt"
+cat "$tmp/prop.txt" >>"$mnt/prop.txt"
+cat "$tmp/chattr.txt" >>"$mnt/chattr.txt"
+ubtrfs_umount "$mnt"
+mv "$tmp/prop.txt" "$tmp/chattr.txt" "$src/"
 
 if check_clean "$img"; then pass "btrfs check clean after ubtrfs wrote compressed extents"; else failed "btrfs check"; fi
 
@@ -106,7 +119,7 @@ compsize_figures() { awk -v row="$2" '$1 == row { print $3, $4, $5 }' <<<"$1"; }
 
 # ubtrfs-inspect's figures, taken now (it refuses an image the kernel has mounted).
 declare -A ours
-for what in text.txt random.bin dir lzo.txt zlib.txt /; do ours[$what]=$("$INSPECT" compsize -b "$img" "$what"); done
+for what in text.txt random.bin dir lzo.txt zlib.txt prop.txt chattr.txt /; do ours[$what]=$("$INSPECT" compsize -b "$img" "$what"); done
 report_text=${ours[text.txt]}
 report_random=${ours[random.bin]}
 echo "ubtrfs-inspect compsize of the whole filesystem:"
@@ -122,11 +135,12 @@ if [[ -n $(compsize_figures "$report_text" none) ]]; then
   read -r n_disk _ <<<"$(compsize_figures "$report_text" none)"
   ((n_disk <= 1048576)) || failed "text: $n_disk bytes stored uncompressed"
 fi
-for t in lzo zlib; do
-  read -r c_disk c_uncomp _ <<<"$(compsize_figures "${ours[$t.txt]}" $t)"
+for f in lzo:lzo:4 zlib:zlib:4 prop:lzo:2 chattr:zlib:2; do
+  IFS=: read -r t row mb <<<"$f"
+  read -r c_disk c_uncomp _ <<<"$(compsize_figures "${ours[$t.txt]}" "$row")"
   # lzo compresses each sector on its own: it keeps more than half of this text.
-  if [[ -n ${c_disk:-} ]] && ((c_uncomp == 4 << 20 && c_disk * 4 < c_uncomp * 3)); then
-    pass "$t: $c_disk bytes on disk for $c_uncomp"
+  if [[ -n ${c_disk:-} ]] && ((c_uncomp == mb << 20 && c_disk * 4 < c_uncomp * 3)); then
+    pass "$t.txt: $row, $c_disk bytes on disk for $c_uncomp"
   else
     failed "$t: ${ours[$t.txt]}"
   fi
@@ -145,9 +159,16 @@ while IFS= read -r -d '' f; do
   cmp -s "$f" "$kmnt/$rel" || { failed "kernel reads $rel differently"; bad=1; }
 done < <(find "$src" -type f -print0)
 ((bad)) || pass "the kernel reads every file identically"
+prop=$(btrfs property get "$kmnt/prop.txt" compression 2>&1 || true)
+flags=$(lsattr -d "$kmnt/prop.txt" "$kmnt/chattr.txt" 2>&1 | awk '{ print $1 }' | tr '\n' ' ')
+if [[ $prop == compression=lzo && $flags == *c*' '*c* ]]; then
+  pass "the kernel sees the property (lzo) and the c flag"
+else
+  failed "kernel: property get '$prop', lsattr '$flags'"
+fi
 if ((have_compsize)); then
   ok=1
-  for what in text.txt random.bin dir lzo.txt zlib.txt /; do
+  for what in text.txt random.bin dir lzo.txt zlib.txt prop.txt chattr.txt /; do
     theirs=$(compsize -b "$kmnt/$what" 2>&1) || true
     [[ $what == / ]] && { echo "compsize on the kernel mount:"; echo "$theirs"; }
     for row in TOTAL none zlib lzo zstd; do
