@@ -10,8 +10,10 @@
 // dirty sectors and either writes the whole file as one inline extent (offset 0, size <=
 // kMaxInline, no other extent: the kernel's can_cow_file_range_inline with max_inline=2048) or
 // allocates data extents, writes them to every stripe copy, drops the old extents of the range,
-// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. The
-// commit then makes it durable.
+// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. When
+// the inode's data may be compressed (mount option, flag or property: fs/compress_policy.h) the
+// runs go through file_compress.cpp instead: compressed extents of at most 128 KiB, compressed
+// inline extents, plain extents where compression does not pay. The commit then makes it durable.
 //
 // Reservations (the ENOSPC seed, "Delayed allocation"; KERNEL.md §10): every sector that becomes
 // dirty holds sectorsize bytes of DATA may_use from the moment write() (or a truncate/punch that
