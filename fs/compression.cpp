@@ -9,6 +9,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "fs/compress_policy.h"
 #include "tree/format.h"
 
 namespace ubtrfs::fs {
@@ -138,18 +139,20 @@ Result<std::vector<uint8_t>> decompress_extent(uint8_t compression, std::span<co
   }
 }
 
-Result<std::vector<uint8_t>> compress_extent(uint8_t compression, std::span<const uint8_t> in, uint32_t sectorsize) {
+Result<std::vector<uint8_t>> compress_extent(uint8_t compression, std::span<const uint8_t> in, uint32_t sectorsize,
+                                             int level) {
+  level = compress_level_for(compression, level);
   switch (compression) {
     case kCompressZlib: {
       uLongf cap = compressBound(in.size());
       std::vector<uint8_t> out(cap);
-      if (compress2(out.data(), &cap, in.data(), in.size(), 3) != Z_OK) return fail(EIO, "zlib compression failed");
+      if (compress2(out.data(), &cap, in.data(), in.size(), level) != Z_OK) return fail(EIO, "zlib compression failed");
       out.resize(cap);
       return out;
     }
     case kCompressZstd: {
       std::vector<uint8_t> out(ZSTD_compressBound(in.size()));
-      size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+      size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), level);
       if (ZSTD_isError(n)) return fail(EIO, "zstd compression failed: {}", ZSTD_getErrorName(n));
       out.resize(n);
       return out;

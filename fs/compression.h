@@ -26,9 +26,10 @@ namespace ubtrfs::fs {
 [[nodiscard]] Result<std::vector<uint8_t>> decompress_extent(uint8_t compression, std::span<const uint8_t> in,
                                                              size_t ram_bytes, uint32_t sectorsize);
 
-// Encoders, used by tests now and by the write path when compression is enabled later. Each
-// produces exactly the on-disk format above. lzo segments one sector of input at a time.
+// Encoders, used by the write path (fs/file_compress.cpp) and tests. Each produces exactly the
+// on-disk format above. lzo segments one sector of input at a time. `level`: zlib 1-9, zstd 1-15,
+// 0 for the type's default (fs/compress_policy.h); lzo has none.
 [[nodiscard]] Result<std::vector<uint8_t>> compress_extent(uint8_t compression, std::span<const uint8_t> in,
-                                                           uint32_t sectorsize);
+                                                           uint32_t sectorsize, int level = 0);
 
 }  // namespace ubtrfs::fs

@@ -114,7 +114,7 @@ uint64_t FileData::rsv_target(uint64_t extents, uint64_t bytes, bool nodatasum) 
 
 uint64_t FileData::rsv_target(const Dirty& d) const {
   const uint64_t bytes = d.data.bytes();
-  return rsv_target(d.data.run_count() + bytes / alloc::kMaxDataExtent, bytes, d.nodatasum);
+  return rsv_target(d.data.run_count() + bytes / d.max_extent, bytes, d.nodatasum);
 }
 
 void FileData::settle(InodeId id, Dirty& d) {
@@ -342,6 +342,11 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;
+  // Sectors that may be compressed become extents of at most kMaxUncompressed (the property alone,
+  // without the COMPRESS flag, is not looked up here: chattr +c and the kernel set both).
+  d.max_extent = inode_compression(compress_, ii.flags.get(), std::nullopt).type != kCompressNone
+                     ? kMaxUncompressed
+                     : alloc::kMaxDataExtent;
   // d stays valid through a flush of this inode below; the last settle may erase it.
   d.users++;
   struct Unpin {
@@ -462,7 +467,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   {
     auto target = [&] {
       const uint64_t bytes_after = d.data.bytes() + need;
-      return rsv_target(d.data.run_count() + 1 + bytes_after / alloc::kMaxDataExtent, bytes_after, d.nodatasum);
+      return rsv_target(d.data.run_count() + 1 + bytes_after / d.max_extent, bytes_after, d.nodatasum);
     };
     if (pre) {
       const uint64_t want = target(), have = d.rsv.reserved();
@@ -632,14 +637,34 @@ Status FileData::flush_locked(InodeId id) {
   d->data.truncate(size);
   auto runs = d->data.runs();
   Status st;
-  if (runs.size() == 1 && runs[0].start == 0 && runs[0].len == ss && size > 0 && size <= kMaxInline) {
+  // Compression (file_compress.cpp): decided once per flush; it switches itself off for the rest of
+  // the flush when a piece does not compress.
+  InodeCompression comp;
+  if (auto c = compression_of(*root, id.objectid, ii); !c)
+    st = fail(c.error());
+  else
+    comp = *c;
+  // A compressed inline extent may hold a whole sector of file data, a plain one kMaxInline bytes.
+  const uint64_t inline_max = comp.type != kCompressNone ? ss : kMaxInline;
+  if (st && runs.size() == 1 && runs[0].start == 0 && runs[0].len == ss && size > 0 && size <= inline_max) {
     auto later = find_file_extents(*root, fs_.params(), id.objectid, ss, UINT64_MAX);
     if (!later) {
       st = fail(later.error());
     } else if (later->empty()) {
-      st = flush_inline(id, *root, *d, size);
-      settle(id, *d);
-      return st;
+      bool made = false;
+      if (comp.type != kCompressNone) {
+        auto r = flush_compressed_inline(id, *root, *d, size, comp);
+        if (!r) st = fail(r.error());
+        made = r && *r;
+      }
+      if (st && !made && size <= kMaxInline) {
+        st = flush_inline(id, *root, *d, size);
+        made = true;
+      }
+      if (made || !st) {
+        settle(id, *d);
+        return st;
+      }
     }
   }
   if (st) {
@@ -651,8 +676,9 @@ Status FileData::flush_locked(InodeId id) {
         const bool nc = d->nocow.count(seg) != 0;
         uint64_t e = seg + ss;
         while (e < run.start + run.len && (d->nocow.count(e) != 0) == nc) e += ss;
-        st = nc ? flush_nocow_run(id, *root, *d, seg, e - seg, nodatasum)
-                : flush_run(id, *root, *d, seg, e - seg, nodatasum);
+        st = nc                           ? flush_nocow_run(id, *root, *d, seg, e - seg, nodatasum)
+             : comp.type != kCompressNone ? flush_compressed_run(id, *root, *d, seg, e - seg, size, comp)
+                                          : flush_run(id, *root, *d, seg, e - seg, nodatasum);
         seg = e;
       }
       if (!st) break;
@@ -800,6 +826,11 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   const uint64_t old_size = ii.size;
   Dirty& d = dirty_of(id);
   d.nodatasum = ii.flags.get() & kInodeNodatasum;
+  // Sectors that may be compressed become extents of at most kMaxUncompressed (the property alone,
+  // without the COMPRESS flag, is not looked up here: chattr +c and the kernel set both).
+  d.max_extent = inode_compression(compress_, ii.flags.get(), std::nullopt).type != kCompressNone
+                     ? kMaxUncompressed
+                     : alloc::kMaxDataExtent;
   Status st = [&]() -> Status {
     if (new_size < old_size) {
       // The sector that will hold the new EOF keeps its head and loses its tail (btrfs_truncate_block).

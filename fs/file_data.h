@@ -10,8 +10,10 @@
 // dirty sectors and either writes the whole file as one inline extent (offset 0, size <=
 // kMaxInline, no other extent: the kernel's can_cow_file_range_inline with max_inline=2048) or
 // allocates data extents, writes them to every stripe copy, drops the old extents of the range,
-// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. The
-// commit then makes it durable.
+// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. When
+// the inode's data may be compressed (mount option, flag or property: fs/compress_policy.h) the
+// runs go through file_compress.cpp instead: compressed extents of at most 128 KiB, compressed
+// inline extents, plain extents where compression does not pay. The commit then makes it durable.
 //
 // Reservations (the ENOSPC seed, "Delayed allocation"; KERNEL.md §10): every sector that becomes
 // dirty holds sectorsize bytes of DATA may_use from the moment write() (or a truncate/punch that
@@ -64,6 +66,7 @@
 #include <span>
 
 #include "alloc/block_rsv.h"
+#include "fs/compress_policy.h"
 #include "fs/delalloc.h"
 #include "fs/file_extent.h"
 #include "fs/fs_info.h"
@@ -179,6 +182,11 @@ class FileData {
   [[nodiscard]] Result<uint64_t> clone_range(InodeId src, uint64_t src_off, InodeId dst, uint64_t dst_off,
                                              uint64_t len);
 
+  // The mount's compress / compress-force option (fs/compress_policy.h; fs/file_compress.cpp).
+  // REQUIRES: called at mount, before any write.
+  void set_compress_options(const CompressOptions& o) { compress_ = o; }
+  const CompressOptions& compress_options() const { return compress_; }
+
   uint64_t total_delalloc() const { return total_bytes_.load(std::memory_order_relaxed); }
   DirtyLimits limits() const;
   // btrfs_balance_dirty_pages / balance_dirty_pages: called by a writer after write() with its
@@ -202,6 +210,9 @@ class FileData {
     alloc::BlockRsv rsv;               // btrfs inode->block_rsv: the delalloc metadata reserve
     uint64_t data_reserved = 0;        // GUARDED_BY(inode lock): DATA may_use held for dirty sectors
     bool nodatasum = false;            // GUARDED_BY(inode lock): no checksum leaves to reserve
+    // GUARDED_BY(inode lock): the largest extent the flush makes of these sectors, which sizes the
+    // outstanding-extent count of the reserve: kMaxUncompressed when they may be compressed.
+    uint64_t max_extent = alloc::kMaxDataExtent;
     // GUARDED_BY(inode lock): dirty sectors over exclusive PREALLOC extents, written in place
     // (file_nocow.cpp); they hold no data reservation.
     std::set<uint64_t> nocow;
@@ -265,6 +276,27 @@ class FileData {
   [[nodiscard]] Status flush_locked(InodeId id);
   [[nodiscard]] Status flush_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t size);
   [[nodiscard]] Status flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len, bool nodatasum);
+  // ---- compression on write (file_compress.cpp; btrfs compress_file_range) ----
+  // What the inode's flags, its btrfs.compression property and the mount option decide.
+  [[nodiscard]] Result<InodeCompression> compression_of(TreeRoot& root, uint64_t ino, const InodeItem& ii);
+  // The whole file (size <= sectorsize, one dirty sector at 0, no other extent) as a compressed
+  // inline extent when the heuristic and the compressor agree. Returns whether it made one; when
+  // compression did not pay, `comp` is switched off (and NOCOMPRESS set where the kernel sets it).
+  [[nodiscard]] Result<bool> flush_compressed_inline(InodeId id, TreeRoot& root, Dirty& d, uint64_t size,
+                                                     InodeCompression& comp);
+  // A cow run in pieces of at most kMaxUncompressed: compressed extents where compression pays,
+  // plain ones (flush_run) elsewhere.
+  [[nodiscard]] Status flush_compressed_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start, uint64_t len,
+                                            uint64_t size, InodeCompression& comp);
+  // Returns false (nothing changed) when no contiguous extent of the compressed size is free.
+  [[nodiscard]] Result<bool> write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off,
+                                                     uint64_t len, uint8_t type, std::span<const uint8_t> compressed);
+  // Compression did not pay: BTRFS_INODE_NOCOMPRESS unless compress-force or a property says
+  // otherwise (compress_file_range's mark_incompressible); `comp` is switched off either way.
+  [[nodiscard]] Status mark_incompressible(InodeId id, TreeRoot& root, Dirty& d, InodeCompression& comp);
+  // btrfs_set_fs_incompat(COMPRESS_LZO / COMPRESS_ZSTD) when the first extent of that type is
+  // written. REQUIRES: a handle (the committer waits for it, so no commit reads the superblock).
+  void note_compression_feature(uint8_t type);
   // Without NO_HOLES: explicit hole items for every gap of [0, round_up(size)).
   [[nodiscard]] Status fill_holes(TransHandle& th, TreeRoot& root, uint64_t ino, uint64_t size);
   [[nodiscard]] Status punch_hole(InodeId id, uint64_t off, uint64_t len);
@@ -285,6 +317,7 @@ class FileData {
   std::mutex mu_;
   std::map<InodeId, std::unique_ptr<Dirty>> dirty_;  // GUARDED_BY(mu_) (the map, not the buffers)
   std::atomic<uint64_t> total_bytes_{0};
+  CompressOptions compress_;  // set once at mount
 };
 
 }  // namespace ubtrfs::fs

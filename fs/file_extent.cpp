@@ -174,11 +174,11 @@ Result<uint64_t> drop_extents(TreeHandle& h, TreeRoot& root, const FsParams& fs,
 }
 
 FileExtentItem make_file_extent(uint64_t transid, uint8_t type, uint64_t disk_bytenr, uint64_t disk_num_bytes,
-                                uint64_t offset, uint64_t num_bytes, uint64_t ram_bytes) {
+                                uint64_t offset, uint64_t num_bytes, uint64_t ram_bytes, uint8_t compression) {
   FileExtentItem fi{};
   fi.generation = transid;
   fi.ram_bytes = ram_bytes;
-  fi.compression = kCompressNone;
+  fi.compression = compression;
   fi.encryption = 0;
   fi.other_encoding = 0;
   fi.type = type;
@@ -196,8 +196,9 @@ Status insert_file_extent(TreeHandle& h, TreeRoot& root, uint64_t ino, uint64_t 
 }
 
 Status insert_inline_extent(TreeHandle& h, TreeRoot& root, uint64_t ino, uint64_t transid,
-                            std::span<const uint8_t> data) {
-  FileExtentItem fi = make_file_extent(transid, kFileExtentInline, 0, 0, 0, 0, data.size());
+                            std::span<const uint8_t> data, uint8_t compression, uint64_t ram_bytes) {
+  FileExtentItem fi = make_file_extent(transid, kFileExtentInline, 0, 0, 0, 0,
+                                       compression == kCompressNone ? data.size() : ram_bytes, compression);
   std::vector<uint8_t> body(kFileExtentInlineDataStart + data.size());
   std::memcpy(body.data(), &fi, kFileExtentInlineDataStart);
   std::memcpy(body.data() + kFileExtentInlineDataStart, data.data(), data.size());

@@ -72,13 +72,18 @@ class DataRefSink {
                                             uint64_t ino, uint64_t start, uint64_t end);
 
 // A REG or PREALLOC item (53 bytes). REQUIRES: no extent of `ino` overlaps its range.
+// `compression`: a compressed REG extent (disk_num_bytes the compressed size rounded up to the
+// sector, ram_bytes the uncompressed size; fs/file_compress.cpp).
 FileExtentItem make_file_extent(uint64_t transid, uint8_t type, uint64_t disk_bytenr, uint64_t disk_num_bytes,
-                                uint64_t offset, uint64_t num_bytes, uint64_t ram_bytes);
+                                uint64_t offset, uint64_t num_bytes, uint64_t ram_bytes,
+                                uint8_t compression = kCompressNone);
 [[nodiscard]] Status insert_file_extent(TreeHandle& h, TreeRoot& root, uint64_t ino, uint64_t file_offset,
                                         const FileExtentItem& item);
-// An uncompressed inline extent at offset 0 holding `data`. REQUIRES: data.size() < sectorsize,
-// no extent at offset 0.
+// An inline extent at offset 0 holding `data`: uncompressed, or (compression set) `data` is the
+// compressed form of ram_bytes bytes of file data. REQUIRES: data.size() < sectorsize, no extent
+// at offset 0.
 [[nodiscard]] Status insert_inline_extent(TreeHandle& h, TreeRoot& root, uint64_t ino, uint64_t transid,
-                                          std::span<const uint8_t> data);
+                                          std::span<const uint8_t> data, uint8_t compression = kCompressNone,
+                                          uint64_t ram_bytes = 0);
 
 }  // namespace ubtrfs::fs

@@ -143,6 +143,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
   f->atime_ = opts.atime;
   f->nodiratime_ = opts.nodiratime;
   FileData* data = f->data_.get();
+  data->set_compress_options(opts.compress);
+  if (opts.compress.type != kCompressNone) spdlog::info("{}: use {} compression", open.path, compress_option_string(opts.compress));
   auto& txm = f->fs_->transactions();
   // Only the unmount commit may wait for inode locks: any other commit can be run by the reclaim
   // thread on behalf of a ticket whose waiter holds one (file_data.h "Locking").

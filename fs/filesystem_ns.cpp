@@ -905,6 +905,13 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
   UBTRFS_TRY_STATUS(check_may_write_xattr(ii, id.objectid));
   // Checks that need no handle first (existence for CREATE/REPLACE, sizes) are inside set_xattr
   // and happen before its only tree change.
+  if (name == kCompressionProp) {
+    // The btrfs.compression property changes the inode's compression flags (fs/compress_policy.h).
+    const std::string_view v(reinterpret_cast<const char*>(value.data()), value.size());
+    auto applied = UBTRFS_TRY(apply_compression_prop(ii.flags.get(), ii.mode.get(), v));
+    if (!applied) return {};  // ignored for this type of inode, as the kernel does
+    ii.flags = *applied;
+  }
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(set_xattr(th.tree(), *root, id.objectid, name, value, flags));
   ii.ctime = now_btrfs();
@@ -943,6 +950,8 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
   UBTRFS_TRY_STATUS(check_may_write_xattr(ii, id.objectid));
   if (!UBTRFS_TRY(get_xattr(*root, id.objectid, name))) return fail(ENODATA, "inode {} has no xattr '{}'", ino, name);
+  if (name == kCompressionProp)
+    if (auto applied = UBTRFS_TRY(apply_compression_prop(ii.flags.get(), ii.mode.get(), std::nullopt))) ii.flags = *applied;
   auto th = UBTRFS_TRY(fs_->transactions().start(2));
   UBTRFS_TRY_STATUS(remove_xattr(th.tree(), *root, id.objectid, name));
   ii.ctime = now_btrfs();

@@ -6,6 +6,7 @@
 #include <linux/falloc.h>
 #include <sys/stat.h>
 
+#include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/transaction.h"
 #include "fs/xattr.h"
@@ -269,7 +270,11 @@ Status Filesystem::change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t
     return fail(EPERM, "set flags of inode {}: changing immutable or append-only needs CAP_LINUX_IMMUTABLE", ino);
   const uint32_t masked = mask_fsflags_for_type(mode, fsflags);
   UBTRFS_TRY_STATUS(check_fsflags(old_fsflags, masked));
-  const FlagChange change = apply_fsflags(mode, ii.size.get(), ii.flags.get(), masked, x.has_value());
+  FlagChange change = apply_fsflags(mode, ii.size.get(), ii.flags.get(), masked, x.has_value());
+  // btrfs_fileattr_set: +c stores the mount's compression type, zlib when the mount has none.
+  if (change.compression_prop && *change.compression_prop == kDefaultCompressionProp &&
+      data_->compress_options().type != kCompressNone)
+    change.compression_prop = std::string(compress_type_name(data_->compress_options().type));
 
   std::optional<std::vector<uint8_t>> prop;
   if (change.compression_prop) prop = UBTRFS_TRY(get_xattr(root, id.objectid, kCompressionProp));

@@ -76,7 +76,7 @@ struct FsXattr {
 };
 
 // The property the kernel stores with +c (props.c "btrfs.compression"), and its value: the mount's
-// compression type, zlib when it has none (ubtrfs writes no compressed extents: always zlib).
+// compression type (Filesystem::change_flags substitutes it), zlib when it has none.
 inline constexpr std::string_view kCompressionProp = "btrfs.compression";
 inline constexpr std::string_view kDefaultCompressionProp = "zlib";
 

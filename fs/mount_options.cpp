@@ -167,6 +167,12 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       // The kernel's plain `discard` is discard=sync; ubtrfs serves both asynchronously (discard.h).
       if (has_value && value != "async" && value != "sync") return bad_value();
       o.discard = true;
+    } else if (name == "compress" || name == "compress-force") {
+      // The kernel's parser (btrfs_parse_param Opt_compress / Opt_compress_force).
+      auto c = parse_compress_option(has_value ? std::optional<std::string_view>(value) : std::nullopt,
+                                     name == "compress-force");
+      if (!c) return fail(c.error());
+      o.compress = *c;
     } else if (name == "nodiscard") {
       if (has_value) return no_value();
       o.discard = false;

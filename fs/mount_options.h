@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/compress_policy.h"
 #include "io/status.h"
 #include "tree/format.h"
 
@@ -43,6 +44,9 @@ struct MountOptions {
   // discard, discard=async, discard=sync / nodiscard: discard what each commit frees, in the
   // background (fs/discard.h; btrfs discard=async). discard=sync is accepted as an alias of async.
   bool discard = false;
+  // compress[=zlib[:1-9]|lzo|zstd[:1-15]|no] / compress-force=...: compression of newly written
+  // data (fs/compress_policy.h; off by default, as in the kernel).
+  CompressOptions compress;
   // Background writeback of dirty tree blocks (tree/writeback.h): writeback=on|off,
   // wb_thresh_mb=N (absolute threshold, default 32), wb_ratio=PCT (threshold as % of cache_mb, 0..100,
   // default 10; 0: only the absolute one), wb_interval=SECONDS (periodic wakeup, default 5),

@@ -172,6 +172,13 @@ ubtrfs options:
   discard[=async|sync]  discard what each commit frees, in the background (btrfs discard=async;
                         `sync` is the same); `nodiscard`, the default, turns it off. `fstrim
                         MOUNTPOINT` trims all free space at once in either case
+  compress[=TYPE[:LEVEL]]
+                        compress newly written data: TYPE zlib (default; LEVEL 1-9, default 3),
+                        lzo or zstd (LEVEL 1-15, default 3); no/none turns it off (default off).
+                        Incompressible data (the kernel's heuristic) is stored as it is
+  compress-force[=TYPE[:LEVEL]]
+                        the same, skipping the heuristic, and without ever marking a file
+                        NOCOMPRESS (chattr +c / btrfs.compression compress single files)
   writeback=on|off      background writeback of dirty tree blocks through io_uring (default on)
   wb_thresh_mb=N        write back in the background above N MiB of dirty tree blocks (default 32)
   wb_ratio=PCT          ... or above PCT % of cache_mb, whichever is lower (default 10; 0: off)

@@ -6,6 +6,8 @@
 //   ubtrfs-inspect stats MNT [--json]         the live counters of the daemon serving MNT
 //   ubtrfs-inspect log MNT [--json] [--level info|warn|error]
 //                                             its recent messages (the last 512 at info and above)
+//   ubtrfs-inspect compsize [-b] IMAGE [PATH] disk usage per compression type, as compsize reports
+//                                             it (tools/inspect/compsize.h), of PATH or of every subvolume
 //   ubtrfs-inspect shutdown MNT [--mode sync|flush-log|no-flush]
 //                                             emergency shutdown (fs/shutdown.cpp): root only
 //
@@ -32,6 +34,7 @@
 #include "tree/format.h"
 #include "tree/fs_reader.h"
 #include "tools/common/control_protocol.h"
+#include "tools/inspect/compsize.h"
 #include "tools/inspect/json_text.h"
 #include "tools/inspect/mount_client.h"
 #include "tree/print_tree.h"
@@ -342,6 +345,15 @@ int live_log(const std::string& mnt, bool as_json, const std::string& level_name
   return 0;
 }
 
+int compsize_cmd(const std::string& image, const std::string& path, bool bytes) {
+  auto reader = FsReader::open_path(image);
+  if (!reader) return report(Error{reader.error().err, fmt::format("{}: {}", image, reader.error().message)});
+  auto r = inspect::compsize(**reader, path.empty() ? std::nullopt : std::optional<std::string>(path));
+  if (!r) return report(Error{r.error().err, fmt::format("{}: {}", image, r.error().message)});
+  emit(inspect::format_compsize(*r, bytes));
+  return 0;
+}
+
 }  // namespace
 }  // namespace ubtrfs
 
@@ -383,6 +395,15 @@ int main(int argc, char** argv) {
   lg->add_option("--level", level, "least severity shown: info (default), warn or error")
       ->check(CLI::IsMember({"info", "warn", "warning", "error", "critical"}));
 
+  std::string cs_path;
+  bool cs_bytes = false;
+  auto* cs = app.add_subcommand("compsize", "disk usage, uncompressed and referenced bytes per compression type "
+                                            "(as compsize reports them) of PATH in the top-level subvolume, or of "
+                                            "every subvolume");
+  cs->add_option("IMAGE", image, "image file or block device")->required();
+  cs->add_option("PATH", cs_path, "a file or directory, relative to the top-level subvolume");
+  cs->add_flag("-b,--bytes", cs_bytes, "print byte counts instead of binary units");
+
   std::string shutdown_mode = "sync";
   auto* sd = app.add_subcommand("shutdown", "emergency shutdown of the ubtrfs daemon serving MOUNTPOINT (root only): "
                                             "after it nothing more is written and every operation fails with EIO "
@@ -405,5 +426,6 @@ int main(int argc, char** argv) {
   if (st->parsed()) return live_stats(mnt, as_json);
   if (lg->parsed()) return live_log(mnt, as_json, level);
   if (sd->parsed()) return live_shutdown(mnt, shutdown_mode);
+  if (cs->parsed()) return compsize_cmd(image, cs_path, cs_bytes);
   return dump_tree(image, tree);
 }
