@@ -9,6 +9,7 @@
 #include "fs/discard.h"
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
+#include "fs/scrub.h"
 #include "fs/space_flusher.h"
 #include "fs/tree_log.h"
 #include "fs/transaction.h"
@@ -80,6 +81,7 @@ Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
     : fs_(std::move(fs)), numbers_(subvol) {
   delayed_ = std::make_unique<DelayedInodes>(*fs_, locks_);
   discard_counters_ = std::make_unique<DiscardCounters>();
+  scrub_ = std::make_unique<Scrub>(*fs_);
   data_ = std::make_unique<FileData>(*fs_, numbers_, locks_);
   ns_ = std::make_unique<NamespaceState>(*fs_, numbers_, locks_, *data_);
   fs_->set_delayed_inodes(delayed_.get());
@@ -186,6 +188,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
 Status Filesystem::unmount() {
   if (unmounted_) return {};
   unmounted_ = true;
+  // A running scrub is cancelled (its status kept, fs/scrub.h): it holds handles between commits.
+  scrub_->stop();
   auto& txm = fs_->transactions();
   txm.stop_commit_thread();
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.

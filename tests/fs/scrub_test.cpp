@@ -1,0 +1,396 @@
+// Scrub (fs/scrub.h) on images mkfs.btrfs made, corrupted on purpose between mounts: a clean
+// image has no error; a bad DUP metadata copy is rewritten from the good one (both copies verify
+// after, btrfs check clean); a bad data sector without a good copy is reported with its file and
+// offset and nothing is written; a bad DUP data copy is repaired; cancel stops a run; unmount
+// cancels a run and the status file keeps it for the next mount; scrub running while files are
+// written, deleted and committed reports no error (it scrubs the committed state only).
+//
+// Rules named here: scrub_of_a_clean_image_reports_no_error,
+// scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one,
+// scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_no_copy_is_good,
+// scrub_repairs_a_bad_dup_data_copy, scrub_cancel_stops_the_run,
+// scrub_unmount_cancels_and_the_status_survives_in_the_status_file,
+// scrub_concurrent_with_writes_reports_no_false_errors.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/file_extent.h"
+#include "fs/filesystem.h"
+#include "fs/scrub.h"
+#include "fs/transaction.h"
+#include "io/checksum.h"
+#include "tests/io/shell.h"
+#include "tests/io/temp_file.h"
+#include "tree/block_io.h"
+#include "tree/fs_reader.h"
+
+namespace ubtrfs::fs {
+namespace {
+using io::testing::have_tool;
+using io::testing::oracles_required;
+using io::testing::pattern;
+using io::testing::run;
+using io::testing::TempFile;
+
+constexpr uint64_t kImageSize = 512ull << 20;
+
+bool make_image(const TempFile& img, const std::string& profiles) {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    if (oracles_required()) FAIL("btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1");
+    WARN("skipped: needs btrfs-progs");
+    return false;
+  }
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {} {}", profiles, img.path())) == 0);
+  return true;
+}
+
+std::unique_ptr<Filesystem> mount_fs(const std::string& path, bool read_only = false) {
+  OpenOptions o;
+  o.path = path;
+  o.read_only = read_only;
+  MountOptions m;
+  m.commit_interval_s = 300;  // the tests decide when commits happen
+  auto r = Filesystem::mount(o, m);
+  INFO("mount " << path << ": " << (r ? "" : r.error().message));
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+uint64_t create(Filesystem& fs, uint64_t parent, const std::string& name, const std::vector<uint8_t>& data) {
+  auto st = fs.create(parent, name, 0100644, Caller{});
+  REQUIRE(st);
+  auto w = fs.write(st->st_ino, 0, data);
+  REQUIRE(w);
+  return st->st_ino;
+}
+
+// The disk_bytenr of the first regular extent of FUSE inode `ino`.
+uint64_t first_extent(Filesystem& fs, uint64_t ino) {
+  auto rec = fs.info().fs_root(kFsTreeObjectid);
+  REQUIRE(rec);
+  auto e = find_file_extents(*(*rec)->tree, fs.info().params(), fs.numbers().from_fuse(ino)->objectid, 0, UINT64_MAX);
+  REQUIRE(e);
+  for (const auto& x : *e)
+    if (!x.is_inline() && !x.is_hole()) return x.disk_bytenr;
+  FAIL("no regular extent");
+  return 0;
+}
+
+ScrubStatus scrub_now(Filesystem& fs, ScrubOptions o = {}) {
+  o.low_priority = false;
+  REQUIRE(fs.scrub().start(o));
+  return fs.scrub().wait();
+}
+
+void check_clean(const std::string& img) {
+  std::string out;
+  const int rc = run(fmt::format("btrfs check --readonly {} 2>&1", img), &out);
+  INFO("btrfs check: " << out);
+  CHECK(rc == 0);
+}
+
+std::vector<uint8_t> pread_bytes(const std::string& path, uint64_t off, size_t n) {
+  std::vector<uint8_t> b(n);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pread(fd, b.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
+  ::close(fd);
+  return b;
+}
+
+void flip_byte(const std::string& path, uint64_t off) {
+  auto b = pread_bytes(path, off, 1);
+  b[0] ^= 0x5a;
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pwrite(fd, b.data(), 1, static_cast<off_t>(off)) == 1);
+  ::close(fd);
+}
+
+// The physical offsets of every copy of [logical, logical+len) in the image (read offline).
+std::vector<uint64_t> copies_of(const std::string& img, uint64_t logical, uint64_t len) {
+  auto reader = FsReader::open_path(img);
+  REQUIRE(reader);
+  auto m = (*reader)->chunk_map().map(logical, len);
+  REQUIRE(m);
+  return *m;
+}
+
+// A leaf of the FS_TREE of a fresh image with a few files: its bytenr and nodesize.
+std::pair<uint64_t, uint32_t> fs_tree_root_block(const std::string& img) {
+  auto reader = FsReader::open_path(img);
+  REQUIRE(reader);
+  auto root = (*reader)->find_root(kFsTreeObjectid);
+  REQUIRE(root);
+  return {root->bytenr, (*reader)->params().nodesize};
+}
+
+TEST_CASE("scrub_of_a_clean_image_reports_no_error", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  auto fs = mount_fs(img.path());
+  for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(200 << 10, i));
+  REQUIRE(fs->info().transactions().commit());
+  const ScrubStatus s = scrub_now(*fs);
+  INFO(scrub_status_json(s));
+  CHECK(s.state == ScrubState::kFinished);
+  CHECK(s.progress.tree_extents_scrubbed > 5);
+  CHECK(s.progress.data_extents_scrubbed >= 8);
+  CHECK(s.progress.data_bytes_scrubbed >= 8 * (200 << 10));
+  CHECK(s.progress.csum_errors == 0);
+  CHECK(s.progress.verify_errors == 0);
+  CHECK(s.progress.read_errors == 0);
+  CHECK(s.progress.super_errors == 0);
+  CHECK(s.progress.uncorrectable_errors == 0);
+  CHECK(s.progress.corrected_errors == 0);
+  CHECK(s.progress.no_csum == 0);
+  CHECK(s.errors.empty());
+  REQUIRE(fs->unmount());
+  check_clean(img.path());
+}
+
+TEST_CASE("scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  {
+    auto fs = mount_fs(img.path());
+    for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(8 << 10, i));
+    REQUIRE(fs->unmount());
+  }
+  const auto [bytenr, nodesize] = fs_tree_root_block(img.path());
+  const auto phys = copies_of(img.path(), bytenr, nodesize);
+  REQUIRE(phys.size() == 2);
+  const auto good = pread_bytes(img.path(), phys[1], nodesize);
+  flip_byte(img.path(), phys[0] + 1000);  // the first copy: the one every reader tries first
+  REQUIRE(pread_bytes(img.path(), phys[0], nodesize) != good);
+  {
+    auto fs = mount_fs(img.path());
+    const ScrubStatus s = scrub_now(*fs);
+    INFO(scrub_status_json(s));
+    CHECK(s.state == ScrubState::kFinished);
+    CHECK(s.progress.csum_errors == 1);
+    CHECK(s.progress.corrected_errors == 1);
+    CHECK(s.progress.uncorrectable_errors == 0);
+    REQUIRE(s.errors.size() == 1);
+    CHECK(s.errors[0].logical == bytenr);
+    CHECK(s.errors[0].mirror == 1);
+    CHECK(s.errors[0].metadata);
+    CHECK(s.errors[0].corrected);
+    // A second run finds nothing left to repair.
+    const ScrubStatus again = scrub_now(*fs);
+    CHECK(again.progress.csum_errors == 0);
+    CHECK(again.progress.corrected_errors == 0);
+    REQUIRE(fs->unmount());
+  }
+  // Both copies hold the good block (the filesystem did not change it: nothing was written).
+  CHECK(pread_bytes(img.path(), phys[0], nodesize) == good);
+  CHECK(pread_bytes(img.path(), phys[1], nodesize) == good);
+  check_clean(img.path());
+}
+
+TEST_CASE("scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_no_copy_is_good", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  uint64_t bytenr = 0;
+  {
+    auto fs = mount_fs(img.path());
+    auto dir = fs->mkdir(1, "dir", 040755, Caller{});
+    REQUIRE(dir);
+    const uint64_t ino = create(*fs, dir->st_ino, "file", pattern(64 << 10, 7));
+    REQUIRE(fs->info().transactions().commit());
+    bytenr = first_extent(*fs, ino);
+    REQUIRE(fs->unmount());
+  }
+  const auto phys = copies_of(img.path(), bytenr, 64 << 10);
+  REQUIRE(phys.size() == 1);
+  flip_byte(img.path(), phys[0] + 4096 + 17);  // the second sector
+  const auto before = pread_bytes(img.path(), phys[0], 64 << 10);
+  auto fs = mount_fs(img.path());
+  const ScrubStatus s = scrub_now(*fs);
+  INFO(scrub_status_json(s));
+  CHECK(s.state == ScrubState::kFinished);
+  CHECK(s.progress.csum_errors == 1);
+  CHECK(s.progress.uncorrectable_errors == 1);
+  CHECK(s.progress.corrected_errors == 0);
+  REQUIRE(s.errors.size() == 1);
+  CHECK(s.errors[0].logical == bytenr + 4096);
+  CHECK_FALSE(s.errors[0].metadata);
+  REQUIRE(s.errors[0].files.size() == 1);
+  CHECK(s.errors[0].files[0].find("root 5 inode 258 offset 4096 path /dir/file") != std::string::npos);
+  CHECK(pread_bytes(img.path(), phys[0], 64 << 10) == before);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("scrub_repairs_a_bad_dup_data_copy", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d dup")) return;
+  uint64_t a = 0, b = 0;
+  const auto data_a = pattern(32 << 10, 1), data_b = pattern(32 << 10, 2);
+  {
+    auto fs = mount_fs(img.path());
+    const uint64_t ia = create(*fs, 1, "a", data_a);
+    const uint64_t ib = create(*fs, 1, "b", data_b);
+    REQUIRE(fs->info().transactions().commit());
+    a = first_extent(*fs, ia);
+    b = first_extent(*fs, ib);
+    REQUIRE(fs->unmount());
+  }
+  const auto pa = copies_of(img.path(), a, 32 << 10), pb = copies_of(img.path(), b, 32 << 10);
+  REQUIRE(pa.size() == 2);
+  REQUIRE(pb.size() == 2);
+  flip_byte(img.path(), pa[1] + 100);       // a: second copy only -> repaired from the first
+  flip_byte(img.path(), pb[0] + 8192 + 5);  // b: the same sector in both copies -> uncorrectable
+  flip_byte(img.path(), pb[1] + 8192 + 9);
+  const auto b0 = pread_bytes(img.path(), pb[0], 32 << 10), b1 = pread_bytes(img.path(), pb[1], 32 << 10);
+  {
+    auto fs = mount_fs(img.path());
+    const ScrubStatus s = scrub_now(*fs);
+    INFO(scrub_status_json(s));
+    CHECK(s.progress.csum_errors == 3);
+    CHECK(s.progress.corrected_errors == 1);
+    CHECK(s.progress.uncorrectable_errors == 1);
+    // Never "repaired" from a bad copy: b's copies are exactly as corrupted.
+    CHECK(pread_bytes(img.path(), pb[0], 32 << 10) == b0);
+    CHECK(pread_bytes(img.path(), pb[1], 32 << 10) == b1);
+    REQUIRE(fs->unmount());
+  }
+  CHECK(pread_bytes(img.path(), pa[0], 32 << 10) == data_a);
+  CHECK(pread_bytes(img.path(), pa[1], 32 << 10) == data_a);
+}
+
+TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  {
+    auto fs = mount_fs(img.path());
+    create(*fs, 1, "f", pattern(8 << 10, 3));
+    REQUIRE(fs->unmount());
+  }
+  const auto [bytenr, nodesize] = fs_tree_root_block(img.path());
+  const auto phys = copies_of(img.path(), bytenr, nodesize);
+  flip_byte(img.path(), phys[1] + 500);
+  const auto bad = pread_bytes(img.path(), phys[1], nodesize);
+  auto fs = mount_fs(img.path(), true);
+  const ScrubStatus s = scrub_now(*fs);
+  INFO(scrub_status_json(s));
+  CHECK(s.readonly);
+  CHECK(s.progress.csum_errors == 1);
+  CHECK(s.progress.corrected_errors == 0);
+  CHECK(pread_bytes(img.path(), phys[1], nodesize) == bad);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  auto fs = mount_fs(img.path());
+  for (int i = 0; i < 16; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
+  REQUIRE(fs->info().transactions().commit());
+  CHECK(fs->scrub().cancel().error().err == ENOTCONN);
+  ScrubOptions o;
+  o.low_priority = false;
+  o.rate_limit = 1 << 20;  // ~4 s for the whole image: cancelled long before
+  o.batch_bytes = 64 << 10;
+  REQUIRE(fs->scrub().start(o));
+  CHECK(fs->scrub().start(o).error().err == EINPROGRESS);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(fs->scrub().cancel());
+  const ScrubStatus s = fs->scrub().status();
+  CHECK(s.state == ScrubState::kCanceled);
+  CHECK(s.progress.data_bytes_scrubbed < 16 * (256 << 10));
+  CHECK(fs->scrub().cancel().error().err == ENOTCONN);
+  // A new run completes.
+  const ScrubStatus full = scrub_now(*fs);
+  CHECK(full.state == ScrubState::kFinished);
+  CHECK(full.progress.data_bytes_scrubbed >= 16 * (256 << 10));
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  const std::string status_file = img.path() + ".scrub-status";
+  {
+    auto fs = mount_fs(img.path());
+    fs->scrub().set_status_file(status_file);
+    for (int i = 0; i < 16; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
+    REQUIRE(fs->info().transactions().commit());
+    ScrubOptions o;
+    o.rate_limit = 1 << 20;
+    REQUIRE(fs->scrub().start(o));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    REQUIRE(fs->unmount());  // cancels the scrub, then commits
+    CHECK(fs->scrub().status().state == ScrubState::kCanceled);
+    CHECK(fs->scrub().start(o).error().err == ESHUTDOWN);
+  }
+  check_clean(img.path());
+  {
+    auto fs = mount_fs(img.path());
+    fs->scrub().set_status_file(status_file);
+    const ScrubStatus s = fs->scrub().status();
+    CHECK(s.from_previous_mount);
+    CHECK(s.state == ScrubState::kCanceled);
+    CHECK(s.progress.tree_bytes_scrubbed + s.progress.data_bytes_scrubbed > 0);
+    REQUIRE(fs->unmount());
+  }
+  std::filesystem::remove(status_file);
+}
+
+TEST_CASE("scrub_concurrent_with_writes_reports_no_false_errors", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  auto fs = mount_fs(img.path());
+  for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("base{}", i), pattern(128 << 10, i));
+  REQUIRE(fs->info().transactions().commit());
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ops{0};
+  // Writers: new files, overwrites (COW frees the old extents, which are then reused) and deletes,
+  // with commits in between, so that the committed trees change under the scrub many times.
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 2; ++t)
+    writers.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        const std::string name = fmt::format("w{}_{}", t, i % 6);
+        (void)fs->unlink(1, name);
+        auto st = fs->create(1, name, 0100644, Caller{});
+        if (!st) continue;
+        (void)fs->write(st->st_ino, 0, pattern(64 << 10, static_cast<uint32_t>(i)));
+        (void)fs->write(st->st_ino, 16 << 10, pattern(8 << 10, static_cast<uint32_t>(i + 1)));
+        if (i % 3 == 0) (void)fs->info().transactions().commit();
+        ops.fetch_add(1);
+      }
+    });
+  const uint64_t commits_before = fs->info().transactions().stats().commits;
+  uint64_t batches = 0;
+  for (int run_no = 0; run_no < 3; ++run_no) {
+    ScrubOptions o;
+    o.batch_bytes = 128 << 10;  // many batches: commits land between them
+    o.batch_hook = [&](const ScrubProgress&) { ++batches; };
+    const ScrubStatus s = scrub_now(*fs, o);
+    INFO(scrub_status_json(s));
+    CHECK(s.state == ScrubState::kFinished);
+    CHECK(s.progress.csum_errors == 0);
+    CHECK(s.progress.verify_errors == 0);
+    CHECK(s.progress.read_errors == 0);
+    CHECK(s.progress.uncorrectable_errors == 0);
+    CHECK(s.progress.corrected_errors == 0);
+  }
+  stop = true;
+  for (auto& w : writers) w.join();
+  CHECK(ops.load() > 10);
+  CHECK(batches > 6);
+  CHECK(fs->info().transactions().stats().commits > commits_before + 3);
+  REQUIRE(fs->unmount());
+  check_clean(img.path());
+}
+
+}  // namespace
+}  // namespace ubtrfs::fs
