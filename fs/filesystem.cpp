@@ -461,7 +461,15 @@ std::string Filesystem::stats_json() {
     for (int i = 1; i < alloc::kFlushStateCount; ++i)
       flush[alloc::flush_state_name(static_cast<alloc::FlushState>(i))] = {{"runs", t.flush_runs[i]},
                                                                             {"reclaimed", t.flush_reclaimed[i]}};
+    // The profile as btrfs-progs names it ("single", "DUP"): from the block groups of this type
+    // (ubtrfs maps SINGLE and DUP only; tree/chunk_map.h).
+    bool dup = false;
+    for (const auto* bg : fs_->block_groups().all())
+      if ((bg->flags() & kBlockGroupTypeMask) == (si->flags() & kBlockGroupTypeMask) && (bg->flags() & kBlockGroupDup))
+        dup = true;
     spaces.push_back({{"type", si->name()},
+                      {"flags", si->flags()},
+                      {"profile", dup ? "DUP" : "single"},
                       {"total", c.total},
                       {"used", c.used},
                       {"pinned", c.pinned},
@@ -495,6 +503,18 @@ std::string Filesystem::stats_json() {
                       {"flush_states", flush}});
   }
   j["space_info"] = spaces;
+  {
+    // The device (one per filesystem): its size and the bytes its chunks take (the dev item),
+    // what `ubtrfs-ctl filesystem usage` reports as Device size / allocated.
+    std::lock_guard g(fs_->super_mu());
+    const Superblock& sb = fs_->super();
+    j["device"] = {{"path", fs_->path()},
+                   {"devid", sb.dev_item.devid.get()},
+                   {"total_bytes", sb.dev_item.total_bytes.get()},
+                   {"bytes_used", sb.dev_item.bytes_used.get()},
+                   {"fs_total_bytes", sb.total_bytes.get()},
+                   {"fs_bytes_used", sb.bytes_used.get()}};
+  }
   json rsvs;
   for (alloc::BlockRsv* r : {&sp.global_rsv(), &sp.trans_rsv(), &sp.delayed_refs_rsv(), &sp.delayed_block_rsv(),
                              &sp.chunk_rsv()})

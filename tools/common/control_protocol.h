@@ -63,9 +63,10 @@ inline constexpr uint64_t kMaxPayload = 256ull << 20;
 enum class Payload : uint32_t {
   kStats = 1,  // Filesystem::stats_json(): the live counters, schema owned by fs/
   kLog = 2,    // the daemon's recent messages: {"capacity", "dropped", "records": [{time, level, message}]}
+  kScrub = 3,  // the last (or running) scrub: fs/scrub.h scrub_status_json()
 };
 
-// "stats", "log", or "payload N" for an unknown value.
+// "stats", "log", "scrub", or "payload N" for an unknown value.
 std::string payload_name(uint32_t payload);
 std::optional<Payload> payload_from(uint32_t value);
 
