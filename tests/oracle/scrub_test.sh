@@ -109,6 +109,20 @@ rc=0
 btrfs scrub start -B "$mnt" >/dev/null 2>&1 || rc=$?
 ((rc != 0)) && pass "btrfs-progs' scrub refuses the FUSE mount (statfs f_type): use ubtrfs-ctl" ||
   failed "btrfs scrub start unexpectedly worked"
+rc=0
+btrfs filesystem df "$mnt" >/dev/null 2>&1 || rc=$?
+((rc != 0)) && pass "btrfs-progs' filesystem df refuses the FUSE mount: use ubtrfs-ctl" ||
+  failed "btrfs filesystem df unexpectedly worked"
+# Without -B: a detached child runs the scrub; status follows it to the end.
+out=$("$CTL" scrub start "$mnt") && grep -q "^scrub started on $mnt" <<<"$out" ||
+  failed "scrub start (background): $out"
+for _ in $(seq 100); do
+  status=$("$CTL" scrub status "$mnt")
+  grep -q "Status: *finished" <<<"$status" && break
+  sleep 0.1
+done
+grep -q "Status: *finished" <<<"$status" && grep -q "Error summary: *csum=1" <<<"$status" &&
+  pass "scrub start in the background; scrub status follows it to the end" || failed "background scrub: $status"
 btrfs filesystem label "$mnt" scrubbed && [[ $("$CTL" filesystem label "$mnt") == scrubbed ]] &&
   pass "btrfs filesystem label works on the mount; ubtrfs-ctl reads it back" || failed "label"
 ubtrfs_umount "$mnt" || failed "unmount"
