@@ -390,7 +390,7 @@ Result<ScrubState> ScrubRun::run() {
     if (cancel_.load(std::memory_order_acquire)) return ScrubState::kCanceled;
     // The handle keeps the next commit from completing while this batch reads (see the top).
     std::optional<TransHandle> th;
-    if (!fs_.read_only()) {
+    if (!fs_.read_only() && !opts_.unguarded_for_test) {
       auto h = fs_.transactions().join();
       if (!h) return std::unexpected(h.error());
       th.emplace(std::move(*h));
@@ -424,6 +424,7 @@ Result<ScrubState> ScrubRun::run() {
       return true;
     }));
     UBTRFS_TRY_STATUS(parse_error);
+    if (opts_.mid_batch_hook) opts_.mid_batch_hook();
     for (const auto& rec : batch) {
       if (cancel_.load(std::memory_order_acquire)) return ScrubState::kCanceled;
       if (rec.metadata()) UBTRFS_TRY_STATUS(scrub_tree_block(view, rec));

@@ -102,6 +102,13 @@ struct ScrubOptions {
   std::function<void(const ScrubProgress&)> batch_hook;
   // TEST ONLY: a smaller batch, so that tests see many batches on a small image.
   uint64_t batch_bytes = 0;
+  // TEST ONLY: batches without the transaction handle, to show that the handle is what keeps a
+  // scrub concurrent with writes free of false errors (tests/fs/scrub_test.cpp). Never set by the
+  // daemon.
+  bool unguarded_for_test = false;
+  // TEST ONLY: called in every batch after its extents were listed from the committed trees and
+  // before they are read (the handle, if any, held).
+  std::function<void()> mid_batch_hook;
 };
 
 class Scrub {
