@@ -85,12 +85,14 @@ struct ExtentRecord {
   bool metadata() const { return key.type == kMetadataItemKey || (body.flags & kExtentFlagTreeBlock); }
 };
 
-// The lowering of the scrub thread's priority (btrfs-progs scrub's default: ioprio class idle).
+// The lowering of the scrub thread's priority: nice 19 and the lowest best-effort I/O priority.
+// Not the idle class (btrfs-progs' default for its own process): the scrub thread reads while it
+// holds a transaction handle, so an idle-class read starved by other I/O would hold up a commit.
 void lower_priority() {
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19) != 0)
     spdlog::debug("scrub: setpriority: {}", std::strerror(errno));
-  if (::syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)) != 0)
+  if (::syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)) != 0)
     spdlog::debug("scrub: ioprio_set: {}", std::strerror(errno));
 }
 
@@ -126,6 +128,7 @@ class ScrubRun {
   std::vector<ScrubErrorRecord> pending_;
   std::chrono::steady_clock::time_point began_ = std::chrono::steady_clock::now();
   uint64_t bytes_read_ = 0;
+  uint64_t pauses_ = 0;  // batches cut short for a waiting commit (debug log)
 };
 
 void ScrubRun::record(ScrubErrorRecord r) {
@@ -425,15 +428,27 @@ Result<ScrubState> ScrubRun::run() {
     }));
     UBTRFS_TRY_STATUS(parse_error);
     if (opts_.mid_batch_hook) opts_.mid_batch_hook();
-    for (const auto& rec : batch) {
+    for (size_t i = 0; i < batch.size(); ++i) {
       if (cancel_.load(std::memory_order_acquire)) return ScrubState::kCanceled;
+      // A commit waiting for this handle: pause here (the kernel's scrub_pause_on), resume
+      // from this extent in the next batch, so a commit waits for one extent at most.
+      if (i > 0 && th && fs_.transactions().commit_waiting()) {
+        cursor = batch[i].key;
+        more = true;
+        ++pauses_;
+        break;
+      }
+      const auto& rec = batch[i];
       if (rec.metadata()) UBTRFS_TRY_STATUS(scrub_tree_block(view, rec));
       else UBTRFS_TRY_STATUS(scrub_data(view, csum_root, rec));
       flush_progress();
     }
     th.reset();
     if (opts_.batch_hook) opts_.batch_hook(p_);
-    if (!more) return cancel_.load() ? ScrubState::kCanceled : ScrubState::kFinished;
+    if (!more) {
+      spdlog::debug("{}: scrub: {} batches cut short for a waiting commit", fs_.path(), pauses_);
+      return cancel_.load() ? ScrubState::kCanceled : ScrubState::kFinished;
+    }
     std::this_thread::yield();
   }
 }

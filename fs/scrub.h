@@ -22,8 +22,9 @@
 // each batch holds a joined transaction handle, so no commit can complete — and so nothing the
 // last commit references or pinned can be freed and reused — while it reads the committed trees
 // (fs/committed_tree.h) and the extents they list. Between batches commits proceed.
-// Priority: a background thread at nice 19 in the idle I/O class (btrfs-progs' default
-// `-c 3`), yielding between batches; optionally rate limited.
+// Priority: a background thread at nice 19 and the lowest best-effort I/O priority, yielding
+// between batches and ending a batch early when a commit waits for it (the kernel's scrub pause);
+// optionally rate limited.
 // Lifecycle: one scrub at a time per filesystem; cancel() stops it at the next extent; the
 // Filesystem cancels it at unmount. The status of the last run is kept in memory and, when a
 // status file is set, written there at the end of every run and read back when set (so the next
@@ -96,7 +97,7 @@ std::string scrub_status_json(const ScrubStatus& s);
 
 struct ScrubOptions {
   bool readonly = false;          // BTRFS_SCRUB_READONLY: report, never repair
-  bool low_priority = true;       // nice 19 and the idle I/O class for the scrub thread
+  bool low_priority = true;       // nice 19 and I/O priority best-effort 7 for the scrub thread
   uint64_t rate_limit = 0;        // bytes per second read (all copies), 0 = unlimited
   // TEST ONLY: called between batches (no handle held) with the progress so far.
   std::function<void(const ScrubProgress&)> batch_hook;
