@@ -304,6 +304,11 @@ TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
   REQUIRE(fs->scrub().start(o));
   CHECK(fs->scrub().start(o).error().err == EINPROGRESS);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Progress while it runs (SCRUB_PROGRESS, `scrub status`): counters already moving.
+  const ScrubStatus mid = fs->scrub().status();
+  CHECK(mid.state == ScrubState::kRunning);
+  CHECK(mid.progress.data_bytes_scrubbed + mid.progress.tree_bytes_scrubbed > 0);
+  CHECK(fs->scrub().running());
   REQUIRE(fs->scrub().cancel());
   const ScrubStatus s = fs->scrub().status();
   CHECK(s.state == ScrubState::kCanceled);

@@ -41,15 +41,21 @@ truncate -s 1G "$img"
 mkfs.btrfs -q -f -m dup -d single "$img" >/dev/null
 
 cat >"$tmp/scrub.py" <<'PY'
-# scrub.py MNT [progress]: BTRFS_IOC_SCRUB (or SCRUB_PROGRESS) on MNT, devid 1; prints
-# "csum C corrected K uncorrectable U" or "errno E".
+# scrub.py MNT [scrub|progress|readonly] [UID]: BTRFS_IOC_SCRUB (flags 0 or BTRFS_SCRUB_READONLY)
+# or SCRUB_PROGRESS on MNT, devid 1, as UID if given; prints "csum C corrected K uncorrectable U"
+# or "errno E".
 import fcntl, os, struct, sys
 SCRUB, PROGRESS = 0xc400941b, 0xc400941d   # _IOWR(0x94, 27 / 29, struct btrfs_ioctl_scrub_args), 1024 bytes
+mode = sys.argv[2] if len(sys.argv) > 2 else "scrub"
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+if len(sys.argv) > 3:
+    os.setgroups([])
+    os.setgid(int(sys.argv[3]))
+    os.setuid(int(sys.argv[3]))
 args = bytearray(1024)
-struct.pack_into("<QQQQ", args, 0, 1, 0, 2**64 - 1, 0)   # devid, start, end, flags
+struct.pack_into("<QQQQ", args, 0, 1, 0, 2**64 - 1, 1 if mode == "readonly" else 0)   # devid, start, end, flags
 try:
-    fcntl.ioctl(fd, PROGRESS if sys.argv[2:] == ["progress"] else SCRUB, args)
+    fcntl.ioctl(fd, PROGRESS if mode == "progress" else SCRUB, args)
 except OSError as e:
     print("errno", e.errno)
     sys.exit(0)
@@ -138,6 +144,18 @@ grep -q "Error summary: *csum=1" <<<"$status" && pass "scrub status after a remo
   failed "status after remount: $status"
 ours=$("$CTL" filesystem df -b "$mnt")
 ubtrfs_umount "$mnt" || failed "unmount"
+
+# ---- a read-only mount: only a readonly scrub, which writes nothing; root only ----
+before=$(sparse_hash "$img")
+ubtrfs_mount "$img" "$mnt" ro,allow_other || failed "mount ro"
+[[ $(python3 "$tmp/scrub.py" "$mnt" scrub) == "errno 30" ]] && pass "a repairing scrub on a read-only mount is EROFS" ||
+  failed "scrub on ro: $(python3 "$tmp/scrub.py" "$mnt" scrub)"
+ro=$(python3 "$tmp/scrub.py" "$mnt" readonly)
+[[ $ro == "csum 1 corrected 0 uncorrectable 1" ]] && pass "a readonly scrub on a read-only mount: $ro" || failed "readonly scrub: $ro"
+[[ $(python3 "$tmp/scrub.py" "$mnt" readonly 65534) == "errno 1" ]] && pass "BTRFS_IOC_SCRUB by a non-root caller is EPERM" ||
+  failed "non-root scrub: $(python3 "$tmp/scrub.py" "$mnt" readonly 65534)"
+ubtrfs_umount "$mnt" || failed "unmount ro"
+[[ $(sparse_hash "$img") == "$before" ]] && pass "the read-only mount's scrubs wrote nothing" || failed "the image changed under a ro mount"
 kernel_mount "$img" "$kmnt"
 theirs=$(btrfs filesystem df -b "$kmnt")
 kernel_umount "$kmnt"

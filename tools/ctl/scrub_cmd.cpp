@@ -90,8 +90,17 @@ std::string when(int64_t t) {
   return buf;
 }
 
-// The summary block of `btrfs scrub status` / `start -B` from the daemon's status JSON.
-void print_summary(const json& j) {
+// The device's allocated bytes (BTRFS_IOC_DEV_INFO bytes_used): what btrfs-progs prints as
+// "Total to scrub". 0 if the ioctl fails.
+uint64_t device_bytes_used(int fd) {
+  btrfs_ioctl_dev_info_args a{};
+  a.devid = 1;
+  return ::ioctl(fd, BTRFS_IOC_DEV_INFO, &a) == 0 ? a.bytes_used : 0;
+}
+
+// The summary block of `btrfs scrub status` / `start -B` from the daemon's status JSON; `total`:
+// device_bytes_used().
+void print_summary(const json& j, uint64_t total) {
   const json& p = j["progress"];
   auto n = [&](const char* f) { return p.value(f, uint64_t{0}); };
   const int64_t started = j.value("started", int64_t{0});
@@ -104,9 +113,12 @@ void print_summary(const json& j) {
   std::printf("Status:           %s\n", status_word(state));
   std::printf("Duration:         %lld:%02lld:%02lld\n", static_cast<long long>(secs / 3600),
               static_cast<long long>(secs / 60 % 60), static_cast<long long>(secs % 60));
-  if (state == "running") std::printf("Bytes scrubbed:   %s\n", pretty_size(bytes).c_str());
-  else std::printf("Total to scrub:   %s\n", pretty_size(bytes).c_str());
-  std::printf("Rate:             %s/s\n", pretty_size(bytes / static_cast<uint64_t>(std::max<int64_t>(1, secs))).c_str());
+  std::printf("Total to scrub:   %s\n", pretty_size(total).c_str());
+  if (state == "running")
+    std::printf("Bytes scrubbed:   %s  (%.2f%%)\n", pretty_size(bytes).c_str(),
+                total ? 100.0 * static_cast<double>(bytes) / static_cast<double>(total) : 0.0);
+  // As btrfs-progs: no rate before a whole second has passed.
+  std::printf("Rate:             %s/s\n", pretty_size(secs ? bytes / static_cast<uint64_t>(secs) : 0).c_str());
   std::string errs;
   for (const char* f : {"read_errors", "super_errors", "verify_errors", "csum_errors"}) {
     if (!n(f)) continue;
@@ -175,6 +187,7 @@ int scrub_start(const ScrubStartArgs& a) {
     if (!a.quiet) std::printf("scrub started on %s, fsid %s (pid=%d)\n", a.mnt.c_str(), fsid.c_str(), pid);
     return kExitOk;
   }
+  const uint64_t total = device_bytes_used(fd);
   if (!a.quiet) std::printf("Starting scrub on devid 1\n");
   std::fflush(stdout);
   btrfs_ioctl_scrub_args args;
@@ -190,7 +203,7 @@ int scrub_start(const ScrubStartArgs& a) {
   }
   auto after = scrub_json(a.mnt);
   if (!after) return error(after.error().message);
-  if (!a.quiet) print_summary(*after);
+  if (!a.quiet) print_summary(*after, total);
   const uint64_t uncorrectable = (*after)["progress"].value("uncorrectable_errors", uint64_t{0});
   if (uncorrectable) {
     error("there are uncorrectable errors");
@@ -203,6 +216,7 @@ int scrub_status(const std::string& mnt) {
   const int fd = open_mount(mnt);
   if (fd < 0) return kExitFail;
   const std::string fsid = fsid_of(fd);
+  const uint64_t total = device_bytes_used(fd);
   ::close(fd);
   auto j = scrub_json(mnt);
   if (!j) return error(j.error().message);
@@ -211,7 +225,7 @@ int scrub_status(const std::string& mnt) {
     std::printf("\tno stats available\n");
     return kExitOk;
   }
-  print_summary(*j);
+  print_summary(*j, total);
   return kExitOk;
 }
 
