@@ -299,13 +299,17 @@ TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
   CHECK(fs->scrub().cancel().error().err == ENOTCONN);
   ScrubOptions o;
   o.low_priority = false;
-  o.rate_limit = 1 << 20;  // ~4 s for the whole image: cancelled long before
+  o.rate_limit = 256 << 10;  // ~16 s for the whole image: cancelled long before
   o.batch_bytes = 64 << 10;
   REQUIRE(fs->scrub().start(o));
   CHECK(fs->scrub().start(o).error().err == EINPROGRESS);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  // Progress while it runs (SCRUB_PROGRESS, `scrub status`): counters already moving.
-  const ScrubStatus mid = fs->scrub().status();
+  // Progress while it runs (SCRUB_PROGRESS, `scrub status`): the counters move.
+  ScrubStatus mid;
+  for (int i = 0; i < 500; ++i) {
+    mid = fs->scrub().status();
+    if (mid.progress.data_bytes_scrubbed + mid.progress.tree_bytes_scrubbed > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   CHECK(mid.state == ScrubState::kRunning);
   CHECK(mid.progress.data_bytes_scrubbed + mid.progress.tree_bytes_scrubbed > 0);
   CHECK(fs->scrub().running());
@@ -333,7 +337,12 @@ TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[
     ScrubOptions o;
     o.rate_limit = 1 << 20;
     REQUIRE(fs->scrub().start(o));
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    for (int i = 0; i < 500; ++i) {  // until it has scrubbed something
+      const auto p = fs->scrub().status().progress;
+      if (p.data_bytes_scrubbed + p.tree_bytes_scrubbed > 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(fs->scrub().running());
     REQUIRE(fs->unmount());  // cancels the scrub, then commits
     CHECK(fs->scrub().status().state == ScrubState::kCanceled);
     CHECK(fs->scrub().start(o).error().err == ESHUTDOWN);
