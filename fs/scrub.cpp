@@ -185,26 +185,29 @@ Status ScrubRun::scrub_tree_block(const CommittedTrees& view, const ExtentRecord
   io::BlockDevice& dev = fs_.device();
   std::vector<std::vector<uint8_t>> bufs(phys.size(), std::vector<uint8_t>(len));
   std::vector<std::string> bad(phys.size());  // the reason, empty when the copy is good
+  // The kernel counts per sector, and a bad tree block (checksum, header or tree checker) as
+  // verify errors on every sector of it.
+  const uint64_t sectors = len / params.sectorsize;
   int good = -1;
   for (size_t i = 0; i < phys.size(); ++i) {
     if (auto r = dev.read(phys[i], bufs[i]); !r) {
-      ++p_.read_errors;
+      p_.read_errors += sectors;
       bad[i] = r.error().message;
     } else if (!verify_tree_block_csum(params, bufs[i])) {
-      ++p_.csum_errors;
+      p_.verify_errors += sectors;
       bad[i] = "checksum mismatch";
     } else if (auto c = check_tree_block(params, bufs[i], expect); !c) {
-      ++p_.verify_errors;
+      p_.verify_errors += sectors;
       bad[i] = c.error().message;
     } else if (good < 0) {
       good = static_cast<int>(i);
     }
   }
   throttle(static_cast<uint64_t>(len) * phys.size());
-  ++p_.tree_extents_scrubbed;
-  p_.tree_bytes_scrubbed += len;
+  // Per copy, as the kernel scrubs each stripe of a DUP chunk on its own.
+  p_.tree_extents_scrubbed += phys.size();
+  p_.tree_bytes_scrubbed += static_cast<uint64_t>(len) * phys.size();
   p_.last_physical = phys.back();
-  bool counted_uncorrectable = false;
   for (size_t i = 0; i < phys.size(); ++i) {
     if (bad[i].empty()) continue;
     ScrubErrorRecord r{.logical = bytenr, .physical = phys[i], .mirror = static_cast<int>(i) + 1, .metadata = true,
@@ -213,15 +216,14 @@ Status ScrubRun::scrub_tree_block(const CommittedTrees& view, const ExtentRecord
       // Rewrite the bad copy from the good one, then prove it by reading it back.
       std::vector<uint8_t> back(len);
       if (dev.write(phys[i], bufs[good]) && dev.flush() && dev.read(phys[i], back) && back == bufs[good]) {
-        ++p_.corrected_errors;
+        p_.corrected_errors += sectors;
         r.corrected = true;
       } else {
-        ++p_.uncorrectable_errors;
+        p_.uncorrectable_errors += sectors;
         r.reason += "; rewriting it failed";
       }
-    } else if (good < 0 && !counted_uncorrectable) {
-      ++p_.uncorrectable_errors;
-      counted_uncorrectable = true;
+    } else if (good < 0) {
+      p_.uncorrectable_errors += sectors;
     }
     record(std::move(r));
   }
@@ -307,7 +309,7 @@ Status ScrubRun::scrub_data(const CommittedTrees& view, const RootLocation& csum
             r.reason += "; rewriting it failed";
           }
         } else if (good < 0) {
-          if (i == 0) ++p_.uncorrectable_errors;  // once per sector
+          ++p_.uncorrectable_errors;  // per copy, as the kernel (each stripe scrubbed on its own)
           if (!files) files = files_of(view, rec, logical);
           r.files = *files;
         }
@@ -315,8 +317,8 @@ Status ScrubRun::scrub_data(const CommittedTrees& view, const RootLocation& csum
       }
     }
   }
-  ++p_.data_extents_scrubbed;
-  p_.data_bytes_scrubbed += len;
+  p_.data_extents_scrubbed += phys.size();
+  p_.data_bytes_scrubbed += len * phys.size();
   p_.last_physical = phys.back() + len;
   return {};
 }

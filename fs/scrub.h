@@ -14,9 +14,13 @@
 // block or sector with no good copy is uncorrectable; for data the file(s) are named through the
 // back-references (EXTENT_DATA_REF: root, inode, offset; SHARED_DATA_REF: the parent leaf's file
 // extent items) and the inode refs up to the subvolume's root directory.
-// Counters (ScrubProgress, the kernel's struct btrfs_scrub_progress): csum/verify/read errors
-// count bad copies; corrected counts copies rewritten and verified; uncorrectable counts tree
-// blocks or data sectors of which no copy is good (or whose rewrite failed).
+// Counters (ScrubProgress, the kernel's struct btrfs_scrub_progress) with the kernel's units, as it
+// scrubs every stripe of a DUP chunk on its own: extents and bytes scrubbed count every copy;
+// errors count sectors of a copy — a bad copy of a tree block (checksum, header or tree checker)
+// adds nodesize/sectorsize verify errors, a bad data sector one csum error; corrected counts the
+// sectors of copies rewritten and verified; uncorrectable the sectors of bad copies without a good
+// twin (or whose rewrite failed). A readonly scrub counts neither for a bad copy with a good twin
+// (nothing is rewritten). tests/oracle/scrub_test.sh compares the figures with the kernel's.
 //
 // Consistency with a running filesystem (fs/scrub.cpp says it in full): scrub works in batches;
 // each batch holds a joined transaction handle, so no commit can complete — and so nothing the

@@ -4,8 +4,9 @@
 #
 # A DUP-metadata image gets files through ubtrfs; offline, one copy of the FS_TREE root leaf and
 # one data sector of /dir/a are corrupted with ubtrfs-corrupt. Mounted again: a program calling
-# BTRFS_IOC_SCRUB directly gets csum 2, corrected 1 (the metadata copy), uncorrectable 1 (the data
-# sector); `ubtrfs-ctl scrub status` shows the same figures; a second `ubtrfs-ctl scrub start -B`
+# BTRFS_IOC_SCRUB directly gets, in the kernel's units, verify 4 and corrected 4 (the 4 sectors of
+# the bad metadata copy), csum 1 and uncorrectable 1 (the data sector) — the figures the kernel's
+# own scrub gives for a copy of the same image; `ubtrfs-ctl scrub status` shows them; a second `ubtrfs-ctl scrub start -B`
 # finds only the data error, names /dir/a at offset 4096 and exits 3 (btrfs-progs' code for
 # uncorrectable errors); cancel with nothing running exits 2. The status survives the unmount (the
 # next mount's `scrub status` shows the last run). Unmounted: both copies of the leaf are
@@ -14,8 +15,11 @@
 # within 1 MiB), and `btrfs filesystem label` works on the ubtrfs mount while `btrfs scrub` does not
 # (btrfs-progs' statfs f_type check).
 #
+# The kernel scrubs a copy of the corrupted image first: ubtrfs's counters must be the kernel's.
+#
 # Rules named here: scrub_repairs_metadata_and_names_the_file_of_bad_data_through_the_mount,
-# scrub_ioctl_direct_caller_gets_the_same_counts, ctl_df_matches_the_kernel.
+# scrub_ioctl_direct_caller_gets_the_same_counts, scrub_counts_match_the_kernel,
+# ctl_df_matches_the_kernel.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -42,8 +46,8 @@ mkfs.btrfs -q -f -m dup -d single "$img" >/dev/null
 
 cat >"$tmp/scrub.py" <<'PY'
 # scrub.py MNT [scrub|progress|readonly] [UID]: BTRFS_IOC_SCRUB (flags 0 or BTRFS_SCRUB_READONLY)
-# or SCRUB_PROGRESS on MNT, devid 1, as UID if given; prints "csum C corrected K uncorrectable U"
-# or "errno E".
+# or SCRUB_PROGRESS on MNT, devid 1, as UID if given; prints
+# "csum C verify V corrected K uncorrectable U" or "errno E".
 import fcntl, os, struct, sys
 SCRUB, PROGRESS = 0xc400941b, 0xc400941d   # _IOWR(0x94, 27 / 29, struct btrfs_ioctl_scrub_args), 1024 bytes
 mode = sys.argv[2] if len(sys.argv) > 2 else "scrub"
@@ -60,7 +64,10 @@ except OSError as e:
     print("errno", e.errno)
     sys.exit(0)
 p = struct.unpack_from("<15Q", args, 32)   # struct btrfs_scrub_progress
-print("csum", p[5], "corrected", p[12], "uncorrectable", p[11])
+print("csum", p[5], "verify", p[6], "corrected", p[12], "uncorrectable", p[11])
+# The volume scrubbed, for the comparison with the kernel (data extents are not compared: the
+# kernel counts an extent once per 64 KiB stripe it crosses).
+print("tree_extents", p[1], "tree_bytes", p[3], "data_bytes", p[2], file=sys.stderr)
 PY
 
 # ---- files through ubtrfs, then corruption offline ----
@@ -87,16 +94,33 @@ mapfile -t phys < <(copies)
 leaf_copy() { dd if="$img" bs=16384 count=1 iflag=skip_bytes skip="$1" status=none | sha256sum | cut -d' ' -f1; }
 [[ $(leaf_copy "${phys[0]}") != "$(leaf_copy "${phys[1]}")" ]] || failed "the leaf's copies should differ now"
 
+# ---- the kernel scrubs a copy of the corrupted image: the figures to match ----
+cp --sparse=always "$img" "$tmp/kernel.img"
+kernel_mount "$tmp/kernel.img" "$kmnt"
+kout=$(btrfs scrub start -BR "$kmnt" 2>&1) || true
+kernel_umount "$kmnt"
+rm -f "$tmp/kernel.img"
+kfig() { awk -v f="$1:" '$1 == f { print $2 }' <<<"$kout"; }
+kernel_counts="csum $(kfig csum_errors) verify $(kfig verify_errors) corrected $(kfig corrected_errors) uncorrectable $(kfig uncorrectable_errors)"
+kernel_volume="tree_extents $(kfig tree_extents_scrubbed) tree_bytes $(kfig tree_bytes_scrubbed) data_bytes $(kfig data_bytes_scrubbed)"
+echo "kernel scrub of the same corruption: $kernel_counts; $kernel_volume"
+
 # ---- the ioctl directly, then ubtrfs-ctl ----
 ubtrfs_mount "$img" "$mnt" || failed "mount after corruption"
 [[ $(python3 "$tmp/scrub.py" "$mnt" progress) == "errno 107" ]] && pass "SCRUB_PROGRESS with no scrub running is ENOTCONN" ||
   failed "SCRUB_PROGRESS idle: $(python3 "$tmp/scrub.py" "$mnt" progress)"
-direct=$(python3 "$tmp/scrub.py" "$mnt")
-[[ $direct == "csum 2 corrected 1 uncorrectable 1" ]] &&
+direct=$(python3 "$tmp/scrub.py" "$mnt" scrub 2>"$tmp/volume")
+# The bad metadata copy counts as verify errors on its 4 sectors (16 KiB nodes), all corrected;
+# the data sector as one csum error, uncorrectable: the kernel's units.
+[[ $direct == "csum 1 verify 4 corrected 4 uncorrectable 1" ]] &&
   pass "scrub_ioctl_direct_caller_gets_the_same_counts: BTRFS_IOC_SCRUB: $direct" || failed "BTRFS_IOC_SCRUB: $direct"
+[[ $direct == "$kernel_counts" ]] && pass "scrub_counts_match_the_kernel: the kernel's scrub of the same corruption: $kernel_counts" ||
+  failed "ubtrfs '$direct', kernel '$kernel_counts'"
+[[ $(cat "$tmp/volume") == "$kernel_volume" ]] && pass "the same tree extents and bytes scrubbed as the kernel: $kernel_volume" ||
+  failed "scrubbed volume: ubtrfs '$(cat "$tmp/volume")', kernel '$kernel_volume'"
 status=$("$CTL" scrub status "$mnt")
-grep -q "Status: *finished" <<<"$status" && grep -q "Error summary: *csum=2" <<<"$status" &&
-  grep -q "Corrected: *1" <<<"$status" && grep -q "Uncorrectable: *1" <<<"$status" &&
+grep -q "Status: *finished" <<<"$status" && grep -q "Error summary: *verify=4 csum=1" <<<"$status" &&
+  grep -q "Corrected: *4" <<<"$status" && grep -q "Uncorrectable: *1" <<<"$status" &&
   pass "scrub status shows the ioctl's figures" || failed "scrub status: $status"
 
 rc=0
@@ -151,7 +175,7 @@ ubtrfs_mount "$img" "$mnt" ro,allow_other || failed "mount ro"
 [[ $(python3 "$tmp/scrub.py" "$mnt" scrub) == "errno 30" ]] && pass "a repairing scrub on a read-only mount is EROFS" ||
   failed "scrub on ro: $(python3 "$tmp/scrub.py" "$mnt" scrub)"
 ro=$(python3 "$tmp/scrub.py" "$mnt" readonly)
-[[ $ro == "csum 1 corrected 0 uncorrectable 1" ]] && pass "a readonly scrub on a read-only mount: $ro" || failed "readonly scrub: $ro"
+[[ $ro == "csum 1 verify 0 corrected 0 uncorrectable 1" ]] && pass "a readonly scrub on a read-only mount: $ro" || failed "readonly scrub: $ro"
 [[ $(python3 "$tmp/scrub.py" "$mnt" readonly 65534) == "errno 1" ]] && pass "BTRFS_IOC_SCRUB by a non-root caller is EPERM" ||
   failed "non-root scrub: $(python3 "$tmp/scrub.py" "$mnt" readonly 65534)"
 ubtrfs_umount "$mnt" || failed "unmount ro"
