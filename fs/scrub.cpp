@@ -100,8 +100,9 @@ void lower_priority() {
 class ScrubRun {
  public:
   ScrubRun(FsInfo& fs, const ScrubOptions& opts, bool readonly, std::atomic<bool>& cancel,
+           const std::atomic<uint64_t>& limit,
            std::function<void(const ScrubProgress&, std::vector<ScrubErrorRecord>&&)> publish)
-      : fs_(fs), opts_(opts), readonly_(readonly), cancel_(cancel), publish_(std::move(publish)) {}
+      : fs_(fs), opts_(opts), readonly_(readonly), cancel_(cancel), limit_(limit), publish_(std::move(publish)) {}
 
   // Returns the final state (finished / canceled) or the error that aborted the run.
   Result<ScrubState> run();
@@ -123,6 +124,7 @@ class ScrubRun {
   const ScrubOptions& opts_;
   const bool readonly_;
   std::atomic<bool>& cancel_;
+  const std::atomic<uint64_t>& limit_;  // Scrub::rate_limit(), read at every throttle
   std::function<void(const ScrubProgress&, std::vector<ScrubErrorRecord>&&)> publish_;
   ScrubProgress p_;
   std::vector<ScrubErrorRecord> pending_;
@@ -145,11 +147,22 @@ void ScrubRun::record(ScrubErrorRecord r) {
 void ScrubRun::flush_progress() { publish_(p_, std::move(pending_)), pending_.clear(); }
 
 void ScrubRun::throttle(uint64_t bytes) {
+  auto limit = [&] { return opts_.rate_limit ? opts_.rate_limit : limit_.load(std::memory_order_relaxed); };
+  if (!limit()) {
+    // Unlimited: restart the accounting, so that a limit set later paces from then on.
+    began_ = std::chrono::steady_clock::now();
+    bytes_read_ = 0;
+    return;
+  }
   bytes_read_ += bytes;
-  if (!opts_.rate_limit) return;
-  const auto due = began_ + std::chrono::microseconds(bytes_read_ * 1000000 / opts_.rate_limit);
-  while (!cancel_.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < due)
+  // Sleep until the bytes read so far are due at the limit, re-reading it (a change, lifting it
+  // included, applies at once).
+  while (!cancel_.load(std::memory_order_relaxed)) {
+    const uint64_t l = limit();
+    if (!l || std::chrono::steady_clock::now() >= began_ + std::chrono::microseconds(bytes_read_ * 1000000 / l))
+      break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 Status ScrubRun::scrub_supers() {
@@ -472,7 +485,8 @@ std::string scrub_status_json(const ScrubStatus& s) {
   json j = {{"state", scrub_state_name(s.state)}, {"readonly", s.readonly},
             {"from_previous_mount", s.from_previous_mount}, {"started", s.started},
             {"ended", s.ended},           {"progress", p},
-            {"errors", errors},           {"failure", s.failure}};
+            {"errors", errors},           {"failure", s.failure},
+            {"rate_limit", s.rate_limit}};
   return j.dump(2);
 }
 
@@ -489,6 +503,7 @@ Result<ScrubStatus> scrub_status_from_json(std::string_view text) {
   s.started = j.value("started", int64_t{0});
   s.ended = j.value("ended", int64_t{0});
   s.failure = j.value("failure", "");
+  s.rate_limit = j.value("rate_limit", uint64_t{0});
   if (j.contains("progress") && j["progress"].is_object()) {
     const json& p = j["progress"];
 #define X(f) s.progress.f = p.value(#f, uint64_t{0});
@@ -544,7 +559,7 @@ void Scrub::run(ScrubOptions opts) {
     std::lock_guard g(mu_);
     readonly = status_.readonly;
   }
-  ScrubRun work(fs_, opts, readonly, cancel_, [this](const ScrubProgress& p, std::vector<ScrubErrorRecord>&& recs) {
+  ScrubRun work(fs_, opts, readonly, cancel_, limit_, [this](const ScrubProgress& p, std::vector<ScrubErrorRecord>&& recs) {
     std::lock_guard g(mu_);
     status_.progress = p;
     for (auto& r : recs)
@@ -622,7 +637,9 @@ Status Scrub::cancel() {
 
 ScrubStatus Scrub::status() const {
   std::lock_guard g(mu_);
-  return status_;
+  ScrubStatus s = status_;
+  s.rate_limit = rate_limit();
+  return s;
 }
 
 bool Scrub::running() const {

@@ -95,6 +95,7 @@ struct ScrubStatus {
   ScrubProgress progress;
   std::vector<ScrubErrorRecord> errors;
   std::string failure;               // why an aborted run stopped
+  uint64_t rate_limit = 0;           // Scrub::rate_limit() when the status was taken
 };
 std::string scrub_status_json(const ScrubStatus& s);
 [[nodiscard]] Result<ScrubStatus> scrub_status_from_json(std::string_view text);
@@ -102,7 +103,7 @@ std::string scrub_status_json(const ScrubStatus& s);
 struct ScrubOptions {
   bool readonly = false;          // BTRFS_SCRUB_READONLY: report, never repair
   bool low_priority = true;       // nice 19 and I/O priority best-effort 7 for the scrub thread
-  uint64_t rate_limit = 0;        // bytes per second read (all copies), 0 = unlimited
+  uint64_t rate_limit = 0;        // bytes per second read (all copies), 0 = Scrub::rate_limit()
   // TEST ONLY: called between batches (no handle held) with the progress so far.
   std::function<void(const ScrubProgress&)> batch_hook;
   // TEST ONLY: a smaller batch, so that tests see many batches on a small image.
@@ -136,6 +137,11 @@ class Scrub {
   bool running() const;
   // Unmount: cancels a running scrub, waits for it, refuses later starts. Idempotent.
   void stop();
+  // The filesystem's scrub throughput limit in bytes per second (0: unlimited), for every run that
+  // sets none itself; a change applies to a running scrub at once (the kernel's per-device
+  // scrub_speed_max in sysfs, `btrfs scrub limit`).
+  void set_rate_limit(uint64_t bytes_per_second) { limit_.store(bytes_per_second, std::memory_order_relaxed); }
+  uint64_t rate_limit() const { return limit_.load(std::memory_order_relaxed); }
   // Where the status of every finished run is written (empty: nowhere). Reads the file now: its
   // run becomes status() (from_previous_mount) until this mount runs one.
   void set_status_file(std::string path);
@@ -149,6 +155,7 @@ class Scrub {
   std::condition_variable cv_;
   ScrubStatus status_;             // GUARDED_BY(mu_); progress updated by the thread
   std::atomic<bool> cancel_{false};
+  std::atomic<uint64_t> limit_{0};
   bool stopped_ = false;           // GUARDED_BY(mu_)
   std::string status_file_;        // GUARDED_BY(mu_)
   std::thread thread_;             // joined by the next start() or stop()

@@ -9,6 +9,7 @@
 // scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one,
 // scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_no_copy_is_good,
 // scrub_repairs_a_bad_dup_data_copy, scrub_cancel_stops_the_run,
+// scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once,
 // scrub_unmount_cancels_and_the_status_survives_in_the_status_file,
 // scrub_concurrent_with_writes_reports_no_false_errors,
 // scrub_holds_a_handle_so_extents_freed_and_reused_mid_batch_are_not_misreported (and, without
@@ -326,6 +327,28 @@ TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
   const ScrubStatus full = scrub_now(*fs);
   CHECK(full.state == ScrubState::kFinished);
   CHECK(full.progress.data_bytes_scrubbed >= 16 * (256 << 10));
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  auto fs = mount_fs(img.path());
+  for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
+  REQUIRE(fs->info().transactions().commit());
+  fs->scrub().set_rate_limit(128 << 10);  // 2 MiB of data alone: ~16 s
+  ScrubOptions o;
+  o.low_priority = false;
+  REQUIRE(fs->scrub().start(o));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(fs->scrub().running());
+  CHECK(fs->scrub().status().rate_limit == (128u << 10));
+  const auto t0 = std::chrono::steady_clock::now();
+  fs->scrub().set_rate_limit(0);
+  const ScrubStatus s = fs->scrub().wait();
+  CHECK(s.state == ScrubState::kFinished);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  CHECK(s.progress.data_bytes_scrubbed >= 8 * (256 << 10));
   REQUIRE(fs->unmount());
 }
 

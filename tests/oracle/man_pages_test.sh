@@ -103,7 +103,7 @@ if name == "ubtrfs-inspect":
         want |= help_options(help_text(s))
 if name == "ubtrfs-ctl":
     # Two levels of subcommands (scrub start, filesystem df, ...): their options are on the page too.
-    for sub in (("scrub", "start"), ("scrub", "status"), ("scrub", "cancel"), ("filesystem", "df"),
+    for sub in (("scrub", "start"), ("scrub", "status"), ("scrub", "cancel"), ("scrub", "limit"), ("filesystem", "df"),
                 ("filesystem", "usage"), ("filesystem", "label")):
         want |= help_options(help_text(*sub))
 if name == "ubtrfs":

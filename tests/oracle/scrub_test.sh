@@ -166,6 +166,35 @@ ubtrfs_mount "$img" "$mnt" || failed "mount again"
 status=$("$CTL" scrub status "$mnt")
 grep -q "Error summary: *csum=1" <<<"$status" && pass "scrub status after a remount shows the last run" ||
   failed "status after remount: $status"
+
+# ---- a slow scrub (scrub limit): progress, a second start, cancel, ^C on -B ----
+"$CTL" scrub limit -l 64k "$mnt" | grep -q "64.00KiB" || failed "scrub limit -l 64k"
+"$CTL" scrub start "$mnt" >/dev/null || failed "scrub start (limited)"
+for _ in $(seq 50); do  # until the first extent is counted (paced at 64 KiB/s)
+  status=$("$CTL" scrub status "$mnt" 2>&1)
+  grep -qE "Bytes scrubbed: *[1-9]" <<<"$status" && break
+  sleep 0.1
+done
+grep -q "Status: *running" <<<"$status" && grep -qE "Bytes scrubbed: *[1-9]" <<<"$status" &&
+  pass "scrub status shows a running scrub's progress" || failed "status while running: $status"
+rc=0
+"$CTL" scrub start -B "$mnt" >/dev/null 2>&1 || rc=$?
+[[ $rc == 1 ]] && pass "a second scrub start while one runs exits 1" || failed "second scrub start: exit $rc"
+[[ $(python3 "$tmp/scrub.py" "$mnt" progress) == csum* ]] && pass "SCRUB_PROGRESS answers while a scrub runs" ||
+  failed "SCRUB_PROGRESS while running: $(python3 "$tmp/scrub.py" "$mnt" progress)"
+out=$("$CTL" scrub cancel "$mnt") && [[ $out == "scrub cancelled" ]] &&
+  grep -q "Status: *aborted" <<<"$("$CTL" scrub status "$mnt")" && pass "scrub cancel stops it (status aborted)" ||
+  failed "scrub cancel: $out"
+"$CTL" scrub start -B "$mnt" >"$tmp/fg.out" 2>&1 &
+fg=$!
+sleep 1
+kill -INT "$fg"
+rc=0
+wait "$fg" || rc=$?
+# Exit 1 for the cancel, or 3 when the part scrubbed already held the uncorrectable data sector.
+[[ $rc == 1 || $rc == 3 ]] && grep -q "scrub canceled" "$tmp/fg.out" && grep -q "Status: *aborted" "$tmp/fg.out" &&
+  pass "^C on scrub start -B cancels the scrub (exit $rc)" || failed "^C on -B: exit $rc: $(cat "$tmp/fg.out")"
+"$CTL" scrub limit -l 0 "$mnt" | grep -q unlimited || failed "scrub limit -l 0"
 ours=$("$CTL" filesystem df -b "$mnt")
 ubtrfs_umount "$mnt" || failed "unmount"
 

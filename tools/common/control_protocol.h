@@ -98,6 +98,12 @@ static_assert(_IOC_SIZE(kIocControlRead) == sizeof(Message));
 // 0 = sync first, 1 = flush the log, 2 = no flush; anything else EINVAL). Root only (EPERM).
 inline constexpr uint32_t kIocShutdown = _IOW(kIoctlType, 0x02, uint32_t);
 
+// The scrub throughput limit in bytes per second (a __u64, 0 = unlimited): what the kernel keeps in
+// /sys/fs/btrfs/FSID/devinfo/1/scrub_speed_max, which a FUSE daemon has no sysfs for
+// (`ubtrfs-ctl scrub limit`; fs/scrub.h Scrub::set_rate_limit). Root only (EPERM). The current
+// limit is in the scrub payload ("rate_limit").
+inline constexpr uint32_t kIocScrubLimit = _IOW(kIoctlType, 0x03, uint64_t);
+
 // A request for `payload` at `offset` of `snapshot` (0: a new one).
 Message make_request(Payload payload, uint64_t snapshot, uint64_t offset);
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace ubtrfs::ctl {
@@ -26,6 +27,11 @@ struct ScrubStartArgs {
 int scrub_start(const ScrubStartArgs& a);
 int scrub_status(const std::string& mnt);
 int scrub_cancel(const std::string& mnt);
+// No limit: prints the scrub throughput limit; with one: sets it (bytes per second, 0 = unlimited;
+// root only), as `btrfs scrub limit -l`.
+int scrub_limit(const std::string& mnt, const std::string* limit);
+// "64k", "10M", "1g", "4096" -> bytes (binary units, as btrfs-progs' parse_size); nullopt if bad.
+std::optional<uint64_t> parse_size(const std::string& s);
 
 // raw: sizes in bytes (btrfs-progs' -b / --raw).
 int filesystem_df(const std::string& mnt, bool raw = false);

@@ -5,6 +5,7 @@
 //   ubtrfs-ctl scrub start [-B] [-q] [-r] MNT   scrub (background unless -B; -r: report only)
 //   ubtrfs-ctl scrub status MNT                 the running or last scrub
 //   ubtrfs-ctl scrub cancel MNT
+//   ubtrfs-ctl scrub limit [-l SIZE] MNT        show or set the scrub throughput limit
 //   ubtrfs-ctl filesystem df [-b] MNT           space per block group type, btrfs-progs' lines
 //   ubtrfs-ctl filesystem usage MNT             the overall figures and per-type sizes
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
@@ -44,6 +45,11 @@ int main(int argc, char** argv) {
   auto* s_cancel = scrub->add_subcommand("cancel", "cancel the running scrub");
   s_cancel->add_option("path", mnt, "a path on the ubtrfs mount")->required();
   s_cancel->callback([&] { rc = scrub_cancel(mnt); });
+  std::string limit;
+  auto* s_limit = scrub->add_subcommand("limit", "show or set the scrub throughput limit");
+  auto* limit_opt = s_limit->add_option("-l,--limit", limit, "bytes per second (k, m, g suffixes; 0: unlimited)");
+  s_limit->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  s_limit->callback([&] { rc = scrub_limit(mnt, limit_opt->count() ? &limit : nullptr); });
 
   auto* fs = app.add_subcommand("filesystem", "space figures and the label");
   fs->require_subcommand(1);

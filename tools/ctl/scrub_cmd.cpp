@@ -1,16 +1,23 @@
 // ubtrfs-ctl scrub start|status|cancel (btrfs-progs cmds/scrub.c's words and output).
 //
-// start -B calls BTRFS_IOC_SCRUB and waits for it; without -B a detached child makes the same call
-// and the command returns at once (as btrfs-progs does). status reads the last (or running) scrub
+// start -B calls BTRFS_IOC_SCRUB and waits for it — SIGINT or SIGTERM meanwhile cancels the scrub
+// (BTRFS_IOC_SCRUB_CANCEL), as btrfs-progs does; without -B a detached child makes the same call
+// and the command returns at once (as btrfs-progs does). limit sets the daemon's throughput limit
+// (control::kIocScrubLimit: the kernel keeps it in sysfs). status reads the last (or running) scrub
 // from the daemon (control channel, Payload::kScrub), which also keeps it across mounts
 // (fs/scrub.h); btrfs-progs keeps it in its own status file instead. Beyond btrfs-progs, start -B
 // and status list the uncorrectable errors with the files they hit (the kernel logs those).
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -190,8 +197,34 @@ int scrub_start(const ScrubStartArgs& a) {
   const uint64_t total = device_bytes_used(fd);
   if (!a.quiet) std::printf("Starting scrub on devid 1\n");
   std::fflush(stdout);
+  // The ioctl waits in the kernel until the daemon replies, and a signal handler would only run
+  // after it: the ioctl runs on a thread while this one waits for SIGINT / SIGTERM and cancels.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before the thread starts: it inherits the mask
   btrfs_ioctl_scrub_args args;
-  const int err = run_scrub_ioctl(fd, a.readonly, args);
+  std::atomic<bool> done{false};
+  int err = 0;
+  std::thread worker([&] {
+    err = run_scrub_ioctl(fd, a.readonly, args);
+    done.store(true);
+  });
+  bool cancel_sent = false;
+  const timespec tick{0, 100 * 1000 * 1000};
+  while (!done.load()) {
+    if (sigtimedwait(&sigs, nullptr, &tick) > 0 && !cancel_sent) {
+      const int cfd = ::open(a.mnt.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+      if (cfd >= 0) {
+        if (::ioctl(cfd, BTRFS_IOC_SCRUB_CANCEL, nullptr) != 0 && errno != ENOTCONN)
+          std::fprintf(stderr, "ERROR: scrub cancel failed: %s\n", std::strerror(errno));
+        ::close(cfd);
+      }
+      cancel_sent = true;
+    }
+  }
+  worker.join();
   ::close(fd);
   if (err == ECANCELED) {
     if (!a.quiet) std::printf("scrub canceled for %s\n", fsid.c_str());
@@ -226,6 +259,59 @@ int scrub_status(const std::string& mnt) {
     return kExitOk;
   }
   print_summary(*j, total);
+  return kExitOk;
+}
+
+std::optional<uint64_t> parse_size(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  size_t end = 0;
+  uint64_t v;
+  try {
+    v = std::stoull(s, &end, 10);
+  } catch (...) {
+    return std::nullopt;
+  }
+  const std::string unit = s.substr(end);
+  static const std::string kUnits = "kmgtpe";
+  if (unit.empty()) return v;
+  if (unit.size() != 1 || kUnits.find(static_cast<char>(std::tolower(unit[0]))) == std::string::npos)
+    return std::nullopt;
+  for (size_t i = 0; i <= kUnits.find(static_cast<char>(std::tolower(unit[0]))); ++i) {
+    if (v > (UINT64_MAX >> 10)) return std::nullopt;
+    v <<= 10;
+  }
+  return v;
+}
+
+int scrub_limit(const std::string& mnt, const std::string* limit) {
+  const int fd = open_mount(mnt);
+  if (fd < 0) return kExitFail;
+  if (limit) {
+    const auto bytes = parse_size(*limit);
+    if (!bytes) {
+      ::close(fd);
+      return error(fmt::format("invalid size: {}", *limit));
+    }
+    const uint64_t v = *bytes;
+    if (::ioctl(fd, control::kIocScrubLimit, &v) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return error(fmt::format("cannot set the scrub limit of {}: {}", mnt, std::strerror(err)));
+    }
+  }
+  const std::string fsid = fsid_of(fd);
+  btrfs_ioctl_dev_info_args dev{};
+  dev.devid = 1;
+  const bool have_dev = ::ioctl(fd, BTRFS_IOC_DEV_INFO, &dev) == 0;
+  ::close(fd);
+  auto j = scrub_json(mnt);
+  if (!j) return error(j.error().message);
+  const uint64_t now = j->value("rate_limit", uint64_t{0});
+  std::printf("UUID: %s\n", fsid.c_str());
+  std::printf("%-3s %12s  %s\n", "Id", "Limit", "Path");
+  std::printf("%-3s %12s  %s\n", "--", "---------", "-----");
+  std::printf("%-3d %12s  %s\n", 1, now ? pretty_size(now).c_str() : "unlimited",
+              have_dev ? reinterpret_cast<const char*>(dev.path) : "");
   return kExitOk;
 }
 

@@ -316,6 +316,18 @@ Result<IoctlReply> scrub_progress(DaemonContext& ctx, const IoctlRequest& req) {
   return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_SCRUB_PROGRESS");
 }
 
+// UBTRFS_IOC_SCRUB_LIMIT (tools/common/control_protocol.h): the scrub throughput limit.
+Result<IoctlReply> scrub_limit(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "UBTRFS_IOC_SCRUB_LIMIT"));
+  uint64_t limit;
+  if (req.in.size() < sizeof limit) return fail(EINVAL, "UBTRFS_IOC_SCRUB_LIMIT with {} bytes in", req.in.size());
+  std::memcpy(&limit, req.in.data(), sizeof limit);
+  ctx.fs->scrub().set_rate_limit(limit);
+  spdlog::info("{}: scrub limit set to {} by {}", ctx.fs->info().path(),
+               limit ? fmt::format("{} bytes/s", limit) : std::string("unlimited"), describe_caller(req));
+  return IoctlReply{};
+}
+
 // BTRFS_IOC_FS_INFO (btrfs_ioctl_fs_info). The command is _IOR, so through FUSE the daemon never
 // sees the caller's flags (which ask for the optional fields): every optional field is filled
 // and flagged.
@@ -366,6 +378,7 @@ constexpr IoctlCommand kCommands[] = {
     {BTRFS_IOC_SCRUB, "BTRFS_IOC_SCRUB", scrub},
     {BTRFS_IOC_SCRUB_CANCEL, "BTRFS_IOC_SCRUB_CANCEL", scrub_cancel},
     {BTRFS_IOC_SCRUB_PROGRESS, "BTRFS_IOC_SCRUB_PROGRESS", scrub_progress},
+    {control::kIocScrubLimit, "UBTRFS_IOC_SCRUB_LIMIT", scrub_limit},
     {BTRFS_IOC_FS_INFO, "BTRFS_IOC_FS_INFO", fs_info},
     {BTRFS_IOC_DEV_INFO, "BTRFS_IOC_DEV_INFO", dev_info},
     {control::kIocControlRead, "UBTRFS_IOC_CONTROL_READ", control_read},
