@@ -131,6 +131,8 @@ class ScrubRun {
   std::chrono::steady_clock::time_point began_ = std::chrono::steady_clock::now();
   uint64_t bytes_read_ = 0;
   uint64_t pauses_ = 0;  // batches cut short for a waiting commit (debug log)
+  bool holding_handle_ = false;  // a batch's transaction handle is held (throttle must not sleep
+                                 // while a commit waits for it)
 };
 
 void ScrubRun::record(ScrubErrorRecord r) {
@@ -156,11 +158,13 @@ void ScrubRun::throttle(uint64_t bytes) {
   }
   bytes_read_ += bytes;
   // Sleep until the bytes read so far are due at the limit, re-reading it (a change, lifting it
-  // included, applies at once).
+  // included, applies at once). Never while a commit waits for this batch's handle: the sleep is
+  // owed, and paid by the next throttle — between batches, without the handle, at the latest.
   while (!cancel_.load(std::memory_order_relaxed)) {
     const uint64_t l = limit();
     if (!l || std::chrono::steady_clock::now() >= began_ + std::chrono::microseconds(bytes_read_ * 1000000 / l))
       break;
+    if (holding_handle_ && fs_.transactions().commit_waiting()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
@@ -412,6 +416,7 @@ Result<ScrubState> ScrubRun::run() {
       auto h = fs_.transactions().join();
       if (!h) return std::unexpected(h.error());
       th.emplace(std::move(*h));
+      holding_handle_ = true;
     }
     CommittedTrees view(fs_);
     const RootLocation extent_root = UBTRFS_TRY(view.find_root(kExtentTreeObjectid));
@@ -459,6 +464,8 @@ Result<ScrubState> ScrubRun::run() {
       flush_progress();
     }
     th.reset();
+    holding_handle_ = false;
+    throttle(0);  // the sleep owed for the batch, now that no commit can be waiting for it
     if (opts_.batch_hook) opts_.batch_hook(p_);
     if (!more) {
       spdlog::debug("{}: scrub: {} batches cut short for a waiting commit", fs_.path(), pauses_);

@@ -9,7 +9,7 @@
 // scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one,
 // scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_no_copy_is_good,
 // scrub_repairs_a_bad_dup_data_copy, scrub_cancel_stops_the_run,
-// scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once,
+// scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once, scrub_limit_never_holds_up_a_commit,
 // scrub_unmount_cancels_and_the_status_survives_in_the_status_file,
 // scrub_concurrent_with_writes_reports_no_false_errors,
 // scrub_holds_a_handle_so_extents_freed_and_reused_mid_batch_are_not_misreported (and, without
@@ -349,6 +349,32 @@ TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[
   CHECK(s.state == ScrubState::kFinished);
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
   CHECK(s.progress.data_bytes_scrubbed >= 8 * (256 << 10));
+  REQUIRE(fs->unmount());
+}
+
+// A paced scrub sleeps between reads; it must never sleep holding the handle a commit waits for
+// (the commit would wait for the pace of the scrub: a 256 KiB extent at 64 KiB/s is 4 s).
+TEST_CASE("scrub_limit_never_holds_up_a_commit", "[scrub]") {
+  TempFile img(kImageSize);
+  if (!make_image(img, "-m dup -d single")) return;
+  auto fs = mount_fs(img.path());
+  for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
+  REQUIRE(fs->info().transactions().commit());
+  fs->scrub().set_rate_limit(64 << 10);
+  ScrubOptions o;
+  o.low_priority = false;
+  REQUIRE(fs->scrub().start(o));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // pacing its first extent
+  for (int round = 0; round < 3; ++round) {
+    create(*fs, 1, fmt::format("new{}", round), pattern(8 << 10, 50 + round));
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(fs->info().transactions().commit());
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    INFO("commit " << round << " took " << ms.count() << " ms");
+    CHECK(ms < std::chrono::milliseconds(1500));
+    CHECK(fs->scrub().running());
+  }
+  REQUIRE(fs->scrub().cancel());
   REQUIRE(fs->unmount());
 }
 
