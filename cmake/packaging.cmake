@@ -2,7 +2,7 @@
 #
 # `cmake --install build [--prefix P]` (DESTDIR honoured) installs:
 #   sbin/ubtrfs, sbin/mkfs.ubtrfs, sbin/fsck.ubtrfs   (the daemon, and the mkfs(8)/fsck(8) helpers)
-#   bin/ubtrfs-inspect, bin/ubtrfs-stress
+#   bin/ubtrfs-inspect, bin/ubtrfs-stress, bin/ubtrfs-ctl
 #   share/man/man8/<tool>.8                           (when go-md2man was found)
 #   share/bash-completion/completions/<tool>          (one copy of packaging/bash-completion/ubtrfs each)
 #   share/doc/ubtrfs/README.md, LICENSE
@@ -43,7 +43,7 @@ else()
   message(STATUS "go-md2man not found: man pages are not built nor installed (apt-get install go-md2man)")
 endif()
 
-foreach(tool ubtrfs mkfs.ubtrfs fsck.ubtrfs ubtrfs-inspect ubtrfs-stress)
+foreach(tool ubtrfs mkfs.ubtrfs fsck.ubtrfs ubtrfs-inspect ubtrfs-stress ubtrfs-ctl)
   install(FILES ${CMAKE_SOURCE_DIR}/packaging/bash-completion/ubtrfs
           DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME ${tool})
 endforeach()
@@ -56,8 +56,8 @@ set(CPACK_PACKAGE_CONTACT "ubtrfs maintainers <ubtrfs@localhost>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "userspace read-write btrfs-compatible filesystem (FUSE)")
 set(CPACK_PACKAGE_DESCRIPTION
     "ubtrfs mounts btrfs images and block devices through FUSE, read-write; what it writes passes
-btrfs check and mounts in the Linux kernel. Includes mkfs.ubtrfs, fsck.ubtrfs, ubtrfs-inspect
-and ubtrfs-stress.")
+btrfs check and mounts in the Linux kernel. Includes mkfs.ubtrfs, fsck.ubtrfs, ubtrfs-inspect,
+ubtrfs-stress and ubtrfs-ctl.")
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)

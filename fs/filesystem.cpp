@@ -9,6 +9,7 @@
 #include "fs/discard.h"
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
+#include "fs/scrub.h"
 #include "fs/space_flusher.h"
 #include "fs/tree_log.h"
 #include "fs/transaction.h"
@@ -80,6 +81,7 @@ Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
     : fs_(std::move(fs)), numbers_(subvol) {
   delayed_ = std::make_unique<DelayedInodes>(*fs_, locks_);
   discard_counters_ = std::make_unique<DiscardCounters>();
+  scrub_ = std::make_unique<Scrub>(*fs_);
   data_ = std::make_unique<FileData>(*fs_, numbers_, locks_);
   ns_ = std::make_unique<NamespaceState>(*fs_, numbers_, locks_, *data_);
   fs_->set_delayed_inodes(delayed_.get());
@@ -188,6 +190,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
 Status Filesystem::unmount() {
   if (unmounted_) return {};
   unmounted_ = true;
+  // A running scrub is cancelled (its status kept, fs/scrub.h): it holds handles between commits.
+  scrub_->stop();
   auto& txm = fs_->transactions();
   txm.stop_commit_thread();
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
@@ -459,7 +463,15 @@ std::string Filesystem::stats_json() {
     for (int i = 1; i < alloc::kFlushStateCount; ++i)
       flush[alloc::flush_state_name(static_cast<alloc::FlushState>(i))] = {{"runs", t.flush_runs[i]},
                                                                             {"reclaimed", t.flush_reclaimed[i]}};
+    // The profile as btrfs-progs names it ("single", "DUP"): from the block groups of this type
+    // (ubtrfs maps SINGLE and DUP only; tree/chunk_map.h).
+    bool dup = false;
+    for (const auto* bg : fs_->block_groups().all())
+      if ((bg->flags() & kBlockGroupTypeMask) == (si->flags() & kBlockGroupTypeMask) && (bg->flags() & kBlockGroupDup))
+        dup = true;
     spaces.push_back({{"type", si->name()},
+                      {"flags", si->flags()},
+                      {"profile", dup ? "DUP" : "single"},
                       {"total", c.total},
                       {"used", c.used},
                       {"pinned", c.pinned},
@@ -493,6 +505,18 @@ std::string Filesystem::stats_json() {
                       {"flush_states", flush}});
   }
   j["space_info"] = spaces;
+  {
+    // The device (one per filesystem): its size and the bytes its chunks take (the dev item),
+    // what `ubtrfs-ctl filesystem usage` reports as Device size / allocated.
+    std::lock_guard g(fs_->super_mu());
+    const Superblock& sb = fs_->super();
+    j["device"] = {{"path", fs_->path()},
+                   {"devid", sb.dev_item.devid.get()},
+                   {"total_bytes", sb.dev_item.total_bytes.get()},
+                   {"bytes_used", sb.dev_item.bytes_used.get()},
+                   {"fs_total_bytes", sb.total_bytes.get()},
+                   {"fs_bytes_used", sb.bytes_used.get()}};
+  }
   json rsvs;
   for (alloc::BlockRsv* r : {&sp.global_rsv(), &sp.trans_rsv(), &sp.delayed_refs_rsv(), &sp.delayed_block_rsv(),
                              &sp.chunk_rsv()})

@@ -47,6 +47,7 @@ class DelayedInodes;
 class TreeLog;
 struct DiscardCounters;
 class AsyncDiscard;
+class Scrub;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -202,6 +203,10 @@ class Filesystem {
   // was freed since the last commit. Errors: EINVAL, EROFS, EOPNOTSUPP, EIO.
   [[nodiscard]] Result<uint64_t> trim(uint64_t start, uint64_t len, uint64_t minlen);
 
+  // ---- scrub (fs/scrub.h; BTRFS_IOC_SCRUB) ------------------------------------------------------
+  // The filesystem's scrubber; unmount cancels a running scrub before the final commit.
+  Scrub& scrub() { return *scrub_; }
+
  private:
   std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
@@ -225,6 +230,7 @@ class Filesystem {
   std::unique_ptr<TreeLog> log_;         // fs/tree_log.h: fsync's fast path (null: read-only or notreelog)
   std::unique_ptr<DiscardCounters> discard_counters_;  // fs/discard.h: FITRIM and -o discard
   std::unique_ptr<AsyncDiscard> async_discard_;        // -o discard's worker (null without it)
+  std::unique_ptr<Scrub> scrub_;                       // fs/scrub.h
   bool unmounted_ = false;
   MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
   bool nodiratime_ = false;

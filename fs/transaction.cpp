@@ -307,6 +307,11 @@ void TransactionManager::stop_commit_thread() {
   if (commit_thread_.joinable()) commit_thread_.join();
 }
 
+bool TransactionManager::commit_waiting() const {
+  std::lock_guard lk(mu_);
+  return committing_;
+}
+
 uint64_t TransactionManager::running_transid() const {
   std::lock_guard lk(mu_);
   return transid_;

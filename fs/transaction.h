@@ -190,6 +190,9 @@ class TransactionManager {
   void stop_commit_thread();
 
   uint64_t running_transid() const;
+  // True while a commit has closed the gate and waits for the running handles (or runs): the
+  // kernel's scrub_pause_req. A long holder of a handle (scrub, fs/scrub.h) ends it on seeing it.
+  bool commit_waiting() const;
   // Aborts the running transaction (see TransHandle::abort); also used by the commit itself.
   void abort(const Error& why);
   bool aborted() const;

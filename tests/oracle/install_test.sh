@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `cmake --install` of this build into an empty DESTDIR (a clean, container-like tree) installs
 # exactly the expected files (cmake/packaging.cmake): the daemon and the mkfs/fsck helpers in
-# sbin, ubtrfs-inspect and ubtrfs-stress in bin, a man page and a bash completion for each, the
+# sbin, ubtrfs-inspect, ubtrfs-stress and ubtrfs-ctl in bin, a man page and a bash completion for each, the
 # README and LICENSE — nothing else (no test tool, no library, no header). The installed binaries
 # run from there (--version), the completion file is valid bash, and --prefix moves everything.
 #
@@ -15,7 +15,7 @@ command -v cmake >/dev/null || skip_or_fail "cmake not installed"
 [[ -f $build/man/ubtrfs.8 ]] || skip_or_fail "man pages not built (go-md2man missing at configure time)"
 
 tools_sbin=(ubtrfs mkfs.ubtrfs fsck.ubtrfs)
-tools_bin=(ubtrfs-inspect ubtrfs-stress)
+tools_bin=(ubtrfs-inspect ubtrfs-stress ubtrfs-ctl)
 for prefix in /usr/local /opt/ubtrfs; do
   dest=$(make_tmpdir)
   if ! out=$(DESTDIR=$dest cmake --install "$build" --prefix "$prefix" 2>&1); then

@@ -25,6 +25,7 @@ declare -A tool_of=(
   [fsck.ubtrfs]=$UBTRFS_BIN/fsck/fsck.ubtrfs
   [ubtrfs-inspect]=$UBTRFS_BIN/inspect/ubtrfs-inspect
   [ubtrfs-stress]=$UBTRFS_BIN/stress/ubtrfs-stress
+  [ubtrfs-ctl]=$UBTRFS_BIN/ctl/ubtrfs-ctl
 )
 version=$(sed -nE 's/^project\(ubtrfs VERSION ([0-9.]+).*/\1/p' "$UBTRFS_SRC/CMakeLists.txt")
 
@@ -100,6 +101,11 @@ if name == "ubtrfs-inspect":
         problems.append(f"subcommands: --help {sorted(sub_names)} page {sorted(page_subs)}")
     for s in sub_names:
         want |= help_options(help_text(s))
+if name == "ubtrfs-ctl":
+    # Two levels of subcommands (scrub start, filesystem df, ...): their options are on the page too.
+    for sub in (("scrub", "start"), ("scrub", "status"), ("scrub", "cancel"), ("scrub", "limit"), ("filesystem", "df"),
+                ("filesystem", "usage"), ("filesystem", "label")):
+        want |= help_options(help_text(*sub))
 if name == "ubtrfs":
     block = re.search(r"^ubtrfs options:\n(.*?)^FUSE options:", main_help, re.S | re.M)
     mount_help = set(re.findall(r"^  ([a-z_]+)", block.group(1), re.M)) if block else set()

@@ -141,9 +141,9 @@ def expect(path, cmd, size, want, what):
     print(("ok" if ok else "bad") + f": {what} on {os.path.basename(path) or path}: {errno.errorcode.get(got, got)}")
     checks.append(ok)
 f = os.path.join(root, "d", "f1")
-fs_info = ioc(2, 0x94, 31, 1024)          # BTRFS_IOC_FS_INFO: not served (yet)
+balance_progress = ioc(2, 0x94, 34, 1024)  # BTRFS_IOC_BALANCE_PROGRESS: not served
 for p in (root, f):
-    expect(p, fs_info, 1024, errno.ENOTTY, "BTRFS_IOC_FS_INFO")
+    expect(p, balance_progress, 1024, errno.ENOTTY, "BTRFS_IOC_BALANCE_PROGRESS")
     expect(p, ioc(3, 0xD7, 2, 16320), 16320, errno.ENOTTY, "control magic, unknown number")
     expect(p, ioc(3, 0xD7, 1, 64), 64, errno.ENOTTY, "control number with another size")
 expect(f, ioc(1, 0x42, 7, 8), 8, errno.ENOTTY, "an arbitrary _IOW")

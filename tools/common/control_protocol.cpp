@@ -10,6 +10,7 @@ std::string payload_name(uint32_t payload) {
   switch (payload) {
     case static_cast<uint32_t>(Payload::kStats): return "stats";
     case static_cast<uint32_t>(Payload::kLog): return "log";
+    case static_cast<uint32_t>(Payload::kScrub): return "scrub";
     default: return fmt::format("payload {}", payload);
   }
 }
@@ -17,6 +18,7 @@ std::string payload_name(uint32_t payload) {
 std::optional<Payload> payload_from(uint32_t value) {
   if (value == static_cast<uint32_t>(Payload::kStats)) return Payload::kStats;
   if (value == static_cast<uint32_t>(Payload::kLog)) return Payload::kLog;
+  if (value == static_cast<uint32_t>(Payload::kScrub)) return Payload::kScrub;
   return std::nullopt;
 }
 

@@ -63,9 +63,10 @@ inline constexpr uint64_t kMaxPayload = 256ull << 20;
 enum class Payload : uint32_t {
   kStats = 1,  // Filesystem::stats_json(): the live counters, schema owned by fs/
   kLog = 2,    // the daemon's recent messages: {"capacity", "dropped", "records": [{time, level, message}]}
+  kScrub = 3,  // the last (or running) scrub: fs/scrub.h scrub_status_json()
 };
 
-// "stats", "log", or "payload N" for an unknown value.
+// "stats", "log", "scrub", or "payload N" for an unknown value.
 std::string payload_name(uint32_t payload);
 std::optional<Payload> payload_from(uint32_t value);
 
@@ -96,6 +97,12 @@ static_assert(_IOC_SIZE(kIocControlRead) == sizeof(Message));
 // sees its flags (tools/daemon/ioctl.cpp); this _IOW command carries them (a __u32:
 // 0 = sync first, 1 = flush the log, 2 = no flush; anything else EINVAL). Root only (EPERM).
 inline constexpr uint32_t kIocShutdown = _IOW(kIoctlType, 0x02, uint32_t);
+
+// The scrub throughput limit in bytes per second (a __u64, 0 = unlimited): what the kernel keeps in
+// /sys/fs/btrfs/FSID/devinfo/1/scrub_speed_max, which a FUSE daemon has no sysfs for
+// (`ubtrfs-ctl scrub limit`; fs/scrub.h Scrub::set_rate_limit). Root only (EPERM). The current
+// limit is in the scrub payload ("rate_limit").
+inline constexpr uint32_t kIocScrubLimit = _IOW(kIoctlType, 0x03, uint64_t);
 
 // A request for `payload` at `offset` of `snapshot` (0: a new one).
 Message make_request(Payload payload, uint64_t snapshot, uint64_t offset);

@@ -1,6 +1,7 @@
 // The daemon's ioctl table; see ioctl.h.
 #include "tools/daemon/ioctl.h"
 
+#include <linux/btrfs.h>
 #include <linux/fs.h>
 #include <linux/ioctl.h>
 
@@ -13,6 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fs/scrub.h"
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/logging.h"
 
@@ -37,6 +39,7 @@ Result<IoctlReply> control_read(DaemonContext& ctx, const IoctlRequest& req) {
   std::memcpy(msg.get(), req.in.data(), sizeof(control::Message));
   auto reply = std::make_unique<control::Message>();
   auto produce = [&](control::Payload p) -> std::string {
+    if (p == control::Payload::kScrub) return fs::scrub_status_json(ctx.fs->scrub().status());
     return p == control::Payload::kStats ? ctx.fs->stats_json() : recent_log_json();
   };
   const size_t n = UBTRFS_TRY(ctx.control.serve(*msg, *reply, produce));
@@ -236,7 +239,148 @@ Result<IoctlReply> set_fsxattr(DaemonContext& ctx, const IoctlRequest& req) {
   return IoctlReply{};
 }
 
+// ---- scrub and the filesystem / device info (btrfs ioctl.c; layouts from <linux/btrfs.h>) ----------
+static_assert(sizeof(btrfs_ioctl_scrub_args) == 1024 && sizeof(btrfs_scrub_progress) == 15 * 8);
+static_assert(BTRFS_IOC_SCRUB == _IOWR(0x94, 27, btrfs_ioctl_scrub_args) && BTRFS_IOC_SCRUB == 0xc400941b);
+static_assert(BTRFS_IOC_SCRUB_CANCEL == _IO(0x94, 28) && BTRFS_IOC_SCRUB_PROGRESS == 0xc400941d);
+static_assert(sizeof(btrfs_ioctl_fs_info_args) == 1024 && BTRFS_IOC_FS_INFO == 0x8400941f);
+static_assert(sizeof(btrfs_ioctl_dev_info_args) == 4096 && BTRFS_IOC_DEV_INFO == 0xd000941e);
+static_assert(offsetof(btrfs_ioctl_scrub_args, progress) == 32);
+static_assert(offsetof(btrfs_ioctl_fs_info_args, flags) == 48 && offsetof(btrfs_ioctl_fs_info_args, generation) == 56);
+
+void fill_progress(btrfs_scrub_progress& out, const fs::ScrubProgress& p) {
+  out.data_extents_scrubbed = p.data_extents_scrubbed;
+  out.tree_extents_scrubbed = p.tree_extents_scrubbed;
+  out.data_bytes_scrubbed = p.data_bytes_scrubbed;
+  out.tree_bytes_scrubbed = p.tree_bytes_scrubbed;
+  out.read_errors = p.read_errors;
+  out.csum_errors = p.csum_errors;
+  out.verify_errors = p.verify_errors;
+  out.no_csum = p.no_csum;
+  out.csum_discards = p.csum_discards;
+  out.super_errors = p.super_errors;
+  out.malloc_errors = p.malloc_errors;
+  out.uncorrectable_errors = p.uncorrectable_errors;
+  out.corrected_errors = p.corrected_errors;
+  out.last_physical = p.last_physical;
+  out.unverified_errors = p.unverified_errors;
+}
+
+Result<btrfs_ioctl_scrub_args> scrub_args_in(const IoctlRequest& req, const char* what) {
+  btrfs_ioctl_scrub_args a{};
+  if (req.in.size() < sizeof a || req.out_size < sizeof a)
+    return fail(EINVAL, "{} with {} bytes in, {} out", what, req.in.size(), req.out_size);
+  std::memcpy(&a, req.in.data(), sizeof a);
+  // One device, devid 1 (ubtrfs is single-device); the kernel answers ENODEV for another devid.
+  if (a.devid != 1) return fail(ENODEV, "{}: no device with devid {}", what, a.devid);
+  return a;
+}
+
+// BTRFS_IOC_SCRUB (btrfs_ioctl_scrub): CAP_SYS_ADMIN; unknown flags EOPNOTSUPP; a repairing scrub
+// needs a writable mount (EROFS, as mnt_want_write_file); then the scrub runs and the ioctl returns
+// when it ended, with the final counters (ECANCELED when cancelled). start/end (a physical range
+// of the device) are not honoured: the whole filesystem is scrubbed. Like the kernel's, the call
+// blocks for the whole scrub: here it holds one FUSE worker thread (libfuse's multithreaded loop
+// starts more for other requests), and the scrub itself runs in the filesystem's scrub thread.
+Result<IoctlReply> scrub(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_SCRUB"));
+  auto a = UBTRFS_TRY(scrub_args_in(req, "BTRFS_IOC_SCRUB"));
+  if (a.flags & ~static_cast<uint64_t>(BTRFS_SCRUB_SUPPORTED_FLAGS))
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SCRUB: unsupported flags {:#x}", a.flags);
+  const bool readonly = a.flags & BTRFS_SCRUB_READONLY;
+  if (!readonly && ctx.read_only) return fail(EROFS, "BTRFS_IOC_SCRUB: read-only filesystem (use a readonly scrub)");
+  fs::ScrubOptions o;
+  o.readonly = readonly;
+  UBTRFS_TRY_STATUS(ctx.fs->scrub().start(o));
+  const fs::ScrubStatus st = ctx.fs->scrub().wait();
+  if (st.state == fs::ScrubState::kCanceled) return fail(ECANCELED, "BTRFS_IOC_SCRUB: scrub cancelled");
+  if (st.state == fs::ScrubState::kAborted) return fail(EIO, "BTRFS_IOC_SCRUB: scrub aborted: {}", st.failure);
+  fill_progress(a.progress, st.progress);
+  return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_SCRUB");
+}
+
+// BTRFS_IOC_SCRUB_CANCEL: ENOTCONN when no scrub runs.
+Result<IoctlReply> scrub_cancel(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_SCRUB_CANCEL"));
+  UBTRFS_TRY_STATUS(ctx.fs->scrub().cancel());
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SCRUB_PROGRESS: the running scrub's counters; ENOTCONN when none runs.
+Result<IoctlReply> scrub_progress(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_SCRUB_PROGRESS"));
+  auto a = UBTRFS_TRY(scrub_args_in(req, "BTRFS_IOC_SCRUB_PROGRESS"));
+  const fs::ScrubStatus st = ctx.fs->scrub().status();
+  if (st.state != fs::ScrubState::kRunning) return fail(ENOTCONN, "BTRFS_IOC_SCRUB_PROGRESS: no scrub is running");
+  fill_progress(a.progress, st.progress);
+  return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_SCRUB_PROGRESS");
+}
+
+// UBTRFS_IOC_SCRUB_LIMIT (tools/common/control_protocol.h): the scrub throughput limit.
+Result<IoctlReply> scrub_limit(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "UBTRFS_IOC_SCRUB_LIMIT"));
+  uint64_t limit;
+  if (req.in.size() < sizeof limit) return fail(EINVAL, "UBTRFS_IOC_SCRUB_LIMIT with {} bytes in", req.in.size());
+  std::memcpy(&limit, req.in.data(), sizeof limit);
+  ctx.fs->scrub().set_rate_limit(limit);
+  spdlog::info("{}: scrub limit set to {} by {}", ctx.fs->info().path(),
+               limit ? fmt::format("{} bytes/s", limit) : std::string("unlimited"), describe_caller(req));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_FS_INFO (btrfs_ioctl_fs_info). The command is _IOR, so through FUSE the daemon never
+// sees the caller's flags (which ask for the optional fields): every optional field is filled
+// and flagged.
+Result<IoctlReply> fs_info(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_fs_info_args a{};
+  fs::FsInfo& info = ctx.fs->info();
+  const FsParams& p = info.params();
+  {
+    std::lock_guard g(info.super_mu());
+    const Superblock& sb = info.super();
+    a.max_id = 1;
+    a.num_devices = 1;
+    std::memcpy(a.fsid, sb.fsid, sizeof a.fsid);
+    std::memcpy(a.metadata_uuid, p.fsid.data(), sizeof a.metadata_uuid);
+    a.generation = sb.generation;
+  }
+  a.nodesize = p.nodesize;
+  a.sectorsize = p.sectorsize;
+  a.clone_alignment = p.sectorsize;
+  a.csum_type = static_cast<uint16_t>(p.csum_type);
+  a.csum_size = static_cast<uint16_t>(p.csum_size());
+  a.flags = BTRFS_FS_INFO_FLAG_CSUM_INFO | BTRFS_FS_INFO_FLAG_GENERATION | BTRFS_FS_INFO_FLAG_METADATA_UUID;
+  return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_FS_INFO");
+}
+
+// BTRFS_IOC_DEV_INFO (btrfs_ioctl_dev_info): devid 1 (or 0 with the device's uuid), else ENODEV.
+Result<IoctlReply> dev_info(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_dev_info_args a{};
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_DEV_INFO with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  fs::FsInfo& info = ctx.fs->info();
+  std::lock_guard g(info.super_mu());
+  const DevItem& d = info.super().dev_item;
+  const bool uuid_given = std::any_of(std::begin(a.uuid), std::end(a.uuid), [](uint8_t b) { return b != 0; });
+  if (a.devid != d.devid.get() && !(a.devid == 0 && uuid_given && std::memcmp(a.uuid, d.uuid, 16) == 0))
+    return fail(ENODEV, "BTRFS_IOC_DEV_INFO: no device with devid {}", a.devid);
+  btrfs_ioctl_dev_info_args out{};
+  out.devid = d.devid.get();
+  std::memcpy(out.uuid, d.uuid, sizeof out.uuid);
+  out.bytes_used = d.bytes_used.get();
+  out.total_bytes = d.total_bytes.get();
+  const std::string& path = info.path();
+  std::memcpy(out.path, path.data(), std::min(path.size(), sizeof out.path - 1));
+  return reply_bytes(&out, sizeof out, req, "BTRFS_IOC_DEV_INFO");
+}
+
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_SCRUB, "BTRFS_IOC_SCRUB", scrub},
+    {BTRFS_IOC_SCRUB_CANCEL, "BTRFS_IOC_SCRUB_CANCEL", scrub_cancel},
+    {BTRFS_IOC_SCRUB_PROGRESS, "BTRFS_IOC_SCRUB_PROGRESS", scrub_progress},
+    {control::kIocScrubLimit, "UBTRFS_IOC_SCRUB_LIMIT", scrub_limit},
+    {BTRFS_IOC_FS_INFO, "BTRFS_IOC_FS_INFO", fs_info},
+    {BTRFS_IOC_DEV_INFO, "BTRFS_IOC_DEV_INFO", dev_info},
     {control::kIocControlRead, "UBTRFS_IOC_CONTROL_READ", control_read},
     {control::kIocShutdown, "UBTRFS_IOC_SHUTDOWN", control_shutdown},
     {kIocGoingDown, "FS_IOC_GOINGDOWN", goingdown},

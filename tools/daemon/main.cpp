@@ -38,6 +38,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/filesystem.h"
+#include "fs/scrub.h"
 #include "tools/daemon/daemon_cli.h"
 #include "tools/daemon/fuse_ops.h"
 #include "tools/daemon/page_cache_guard.h"
@@ -88,6 +89,25 @@ void write_stats_file(const std::string& path, const std::string& json) {
     return;
   }
   spdlog::info("counters written to {}", path);
+}
+
+// Where the last scrub's status is kept between mounts (fs/scrub.h; btrfs-progs keeps its own in
+// /var/lib/btrfs/scrub.status.FSID): $UBTRFS_STATE_DIR, else /var/lib/ubtrfs for root, else
+// $XDG_STATE_HOME/ubtrfs (~/.local/state/ubtrfs); the file is scrub.status.FSID.
+std::string scrub_status_file(fs::Filesystem& filesystem) {
+  std::string dir;
+  if (const char* d = std::getenv("UBTRFS_STATE_DIR"); d && *d) dir = d;
+  else if (geteuid() == 0) dir = "/var/lib/ubtrfs";
+  else if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) dir = std::string(x) + "/ubtrfs";
+  else if (const char* h = std::getenv("HOME"); h && *h) dir = std::string(h) + "/.local/state/ubtrfs";
+  else return "";
+  std::string fsid;
+  {
+    std::lock_guard g(filesystem.info().super_mu());
+    const uint8_t* u = filesystem.info().super().fsid;
+    for (int i = 0; i < 16; ++i) fsid += fmt::format("{}{:02x}", (i == 4 || i == 6 || i == 8 || i == 10) ? "-" : "", u[i]);
+  }
+  return dir + "/scrub.status." + fsid;
 }
 
 int run(const DaemonArgs& args) {
@@ -148,6 +168,7 @@ int run(const DaemonArgs& args) {
   std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
   const bool read_only = filesystem->read_only();
   const char* mode = read_only ? "ro" : "rw";
+  filesystem->scrub().set_status_file(scrub_status_file(*filesystem));
   DaemonContext ctx{filesystem.get(), read_only};
   ctx.entry_timeout = args.entry_timeout;
   ctx.attr_timeout = args.attr_timeout;

@@ -1,0 +1,77 @@
+// ubtrfs-ctl: btrfs-progs' commands for a mounted ubtrfs. btrfs-progs itself refuses a FUSE mount
+// ("not a btrfs filesystem": it checks statfs().f_type, which is FUSE_SUPER_MAGIC for every FUSE
+// mount), so a script written for kernel btrfs changes `btrfs` into `ubtrfs-ctl`:
+//
+//   ubtrfs-ctl scrub start [-B] [-q] [-r] MNT   scrub (background unless -B; -r: report only)
+//   ubtrfs-ctl scrub status MNT                 the running or last scrub
+//   ubtrfs-ctl scrub cancel MNT
+//   ubtrfs-ctl scrub limit [-l SIZE] MNT        show or set the scrub throughput limit
+//   ubtrfs-ctl filesystem df [-b] MNT           space per block group type, btrfs-progs' lines
+//   ubtrfs-ctl filesystem usage MNT             the overall figures and per-type sizes
+//   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
+//
+// Exit codes as btrfs-progs: 0 success, 1 failure (and usage errors), scrub start 3 when
+// uncorrectable errors were found, scrub cancel 2 when no scrub runs. tools/ctl/ctl.h says how
+// each command reaches the daemon.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "tools/ctl/ctl.h"
+
+int main(int argc, char** argv) {
+  using namespace ubtrfs::ctl;
+  CLI::App app{"ubtrfs-ctl: btrfs-progs' commands (scrub, filesystem df|usage|label) for a mounted ubtrfs"};
+  app.require_subcommand(1);
+#ifdef UBTRFS_VERSION
+  app.set_version_flag("-V,--version", std::string("ubtrfs-ctl ") + UBTRFS_VERSION);
+#endif
+  int rc = kExitOk;
+
+  auto* scrub = app.add_subcommand("scrub", "verify every checksum of the filesystem, repair from good copies");
+  scrub->require_subcommand(1);
+  ScrubStartArgs start;
+  auto* s_start = scrub->add_subcommand("start", "start a scrub (in the background unless -B)");
+  s_start->add_flag("-B", start.foreground, "do not background; print the statistics when done");
+  s_start->add_flag("-q", start.quiet, "be quiet (errors and the exit code only)");
+  s_start->add_flag("-r", start.readonly, "read only: report errors, repair nothing");
+  s_start->add_option("path", start.mnt, "a path on the ubtrfs mount")->required();
+  s_start->callback([&] { rc = scrub_start(start); });
+  std::string mnt;
+  auto* s_status = scrub->add_subcommand("status", "show the running or last scrub");
+  s_status->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  s_status->callback([&] { rc = scrub_status(mnt); });
+  auto* s_cancel = scrub->add_subcommand("cancel", "cancel the running scrub");
+  s_cancel->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  s_cancel->callback([&] { rc = scrub_cancel(mnt); });
+  std::string limit;
+  auto* s_limit = scrub->add_subcommand("limit", "show or set the scrub throughput limit");
+  auto* limit_opt = s_limit->add_option("-l,--limit", limit, "bytes per second (k, m, g suffixes; 0: unlimited)");
+  s_limit->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  s_limit->callback([&] { rc = scrub_limit(mnt, limit_opt->count() ? &limit : nullptr); });
+
+  auto* fs = app.add_subcommand("filesystem", "space figures and the label");
+  fs->require_subcommand(1);
+  auto* f_df = fs->add_subcommand("df", "space per block group type (Data, System, Metadata, GlobalReserve)");
+  bool raw = false;
+  f_df->add_flag("-b,--raw", raw, "sizes in bytes");
+  f_df->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  f_df->callback([&] { rc = filesystem_df(mnt, raw); });
+  auto* f_usage = fs->add_subcommand("usage", "overall allocation and usage");
+  f_usage->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  f_usage->callback([&] { rc = filesystem_usage(mnt); });
+  std::string label;
+  auto* f_label = fs->add_subcommand("label", "print the label, or set it (root)");
+  f_label->add_option("path", mnt, "a path on the ubtrfs mount")->required();
+  auto* label_opt = f_label->add_option("newlabel", label, "the new label (at most 255 bytes)");
+  f_label->callback([&] { rc = filesystem_label(mnt, label_opt->count() ? &label : nullptr); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kExitFail;
+  }
+  return rc;
+}
