@@ -60,6 +60,7 @@ enum class OpenMode { kReadOnly, kReadWrite };
 
 // Opens an image file or a block device. A block device that is mounted (or, for kReadWrite, held
 // exclusively by someone else) is refused with EBUSY. The file is not created: ENOENT if absent.
+// An NBD URI (nbd://, nbds://, nbd+unix://...; io/nbd_device.h) opens the export on that server.
 [[nodiscard]] Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode);
 
 // In-memory device for tests; zero-filled.

@@ -11,6 +11,7 @@ packages=(
   fio dbench fuse2fs
   go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
   libcap2-bin xfsprogs  # capsh and xfs_io in the inode flags test
+  libnbd-dev nbdkit nbdkit-plugin-dev  # io/nbd_device (libnbd); its tests (nbdkit; the header for their flush filter)
 )
 # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)
 [[ ${1:-} == --fuzz ]] && packages+=(clang-19 libclang-rt-19-dev)
