@@ -100,7 +100,7 @@ Result<std::unique_ptr<NbdDevice>> NbdDevice::open(const std::string& uri, OpenM
   if (info.size < info.min_block) return fail(EINVAL, "NBD export {} is too small: {} bytes", uri, info.size);
   if (mode == OpenMode::kReadWrite && !info.can_flush)
     spdlog::warn("NBD export {} does not support flush: writes are durable only when the server says so", uri);
-  spdlog::info("nbd: connected to {}: {} bytes{}, block size minimum {} preferred {} maximum {}, flush {}, fua {}, "
+  spdlog::debug("nbd: connected to {}: {} bytes{}, block size minimum {} preferred {} maximum {}, flush {}, fua {}, "
                "trim {}, multi-conn {}",
                uri, info.size, info.read_only ? " (read-only export)" : "", info.min_block, info.preferred_block,
                info.max_block, info.can_flush, info.can_fua, info.can_trim, info.can_multi_conn);
