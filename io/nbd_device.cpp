@@ -118,12 +118,25 @@ NbdDevice::NbdDevice(std::string uri, OpenMode mode, NbdOptions opts, std::uniqu
         payload = std::min<uint64_t>(payload, std::max<uint32_t>(opts.max_request_bytes, info_.min_block));
         return static_cast<uint32_t>(std::max<uint64_t>(round_down(payload, info_.min_block), info_.min_block));
       }()),
-      conn_(std::move(conn)) {}
+      conn_(std::move(conn)) {
+  readahead_ = std::make_unique<NbdReadAhead>(
+      size_, info_.min_block, [this](uint64_t off, uint8_t* buf, uint64_t len, NbdConnection::Completion* done) {
+        std::shared_ptr<NbdConnection> c;
+        {
+          std::lock_guard g(conn_mu_);
+          if (gone_.empty()) c = conn_;
+        }
+        // Read-ahead never reconnects: a miss later does, through transfer().
+        if (!c || c->dead()) return done->complete(ENOTCONN);
+        requests_.fetch_add(1, std::memory_order_relaxed);
+        c->submit(NbdConnection::Op::kRead, off, buf, len, false, done);
+      });
+}
 
-NbdDevice::~NbdDevice() = default;
+NbdDevice::~NbdDevice() { readahead_.reset(); }
 
 NbdDeviceStats NbdDevice::stats() const {
-  return {requests_.load(), reconnects_.load(), bounced_.load()};
+  return {requests_.load(), reconnects_.load(), bounced_.load(), readahead_->hits()};
 }
 
 Status NbdDevice::check_range(uint64_t off, uint64_t len, const char* what) const {
@@ -172,6 +185,7 @@ Result<std::shared_ptr<NbdConnection>> NbdDevice::reconnect(const std::shared_pt
       break;
     }
     std::lock_guard g(conn_mu_);
+    retired_.push_back(std::move(conn_));
     conn_ = std::move(*c);
     reconnects_.fetch_add(1);
     spdlog::info("nbd: reconnected to {} (attempt {})", uri_, attempt);
@@ -250,7 +264,10 @@ Status NbdDevice::read(uint64_t off, std::span<uint8_t> buf) {
   UBTRFS_TRY_STATUS(check_range(off, buf.size(), "read"));
   if (buf.empty()) return {};
   if (off % info_.min_block || buf.size() % info_.min_block) return bounce_read(off, buf);
-  return transfer(NbdConnection::Op::kRead, off, buf.data(), buf.size(), chunk_, "read");
+  if (!readahead_->serve(off, buf))
+    UBTRFS_TRY_STATUS(transfer(NbdConnection::Op::kRead, off, buf.data(), buf.size(), chunk_, "read"));
+  readahead_->note_read(off, buf.size());
+  return {};
 }
 
 Status NbdDevice::write(uint64_t off, std::span<const uint8_t> buf) {
@@ -258,9 +275,16 @@ Status NbdDevice::write(uint64_t off, std::span<const uint8_t> buf) {
     return fail(EROFS, "device {} is read-only, write at offset {} length {} refused", uri_, off, buf.size());
   UBTRFS_TRY_STATUS(check_range(off, buf.size(), "write"));
   if (buf.empty()) return {};
-  if (off % info_.min_block || buf.size() % info_.min_block) return bounce_write(off, buf);
-  // libnbd only reads from the buffer of a write command.
-  return transfer(NbdConnection::Op::kWrite, off, const_cast<uint8_t*>(buf.data()), buf.size(), chunk_, "write");
+  // Read-ahead windows over the range are dropped before the write is sent and again after it
+  // completed (a window issued in between may hold the old bytes).
+  readahead_->invalidate(off, buf.size());
+  Status st = off % info_.min_block || buf.size() % info_.min_block
+                  ? bounce_write(off, buf)
+                  // libnbd only reads from the buffer of a write command.
+                  : transfer(NbdConnection::Op::kWrite, off, const_cast<uint8_t*>(buf.data()), buf.size(), chunk_,
+                             "write");
+  readahead_->invalidate(off, buf.size());
+  return st;
 }
 
 Status NbdDevice::flush() {
@@ -281,8 +305,11 @@ Status NbdDevice::discard(uint64_t off, uint64_t len) {
   // Only whole minimum blocks can be trimmed; a discard is advice, so the partial ends stay.
   const uint64_t first = round_up(off, info_.min_block), last = round_down(off + len, info_.min_block);
   if (first >= last) return {};
-  return transfer(NbdConnection::Op::kTrim, first, nullptr, last - first, round_down(kMaxTrimBytes, info_.min_block),
-                  "discard");
+  readahead_->invalidate(first, last - first);
+  Status st = transfer(NbdConnection::Op::kTrim, first, nullptr, last - first,
+                       round_down(kMaxTrimBytes, info_.min_block), "discard");
+  readahead_->invalidate(first, last - first);
+  return st;
 }
 
 Status NbdDevice::bounce_read(uint64_t off, std::span<uint8_t> buf) {

@@ -17,6 +17,8 @@
 //     message, not retried; a dropped connection is re-established up to `reconnect_attempts` times
 //     (the requests that did not complete are re-sent: reads, writes and trims are idempotent),
 //     after which the device is gone and every call fails with EIO at once.
+//   - sequential reads are served ahead by NbdReadAhead (io/nbd_readahead.h); writes and discards
+//     invalidate what it holds before and after they are sent.
 //   - a read-only export is refused for kReadWrite with EROFS and a message saying to open it
 //     read-only; a kReadOnly device never sends a write or trim.
 // NBD has no lock: two clients writing one export corrupt it. One writer is the user's duty (the
@@ -34,6 +36,7 @@
 
 #include "io/block_device.h"
 #include "io/nbd_connection.h"
+#include "io/nbd_readahead.h"
 
 namespace ubtrfs::io {
 
@@ -53,6 +56,7 @@ struct NbdDeviceStats {
   uint64_t requests = 0;    // NBD commands sent (each chunk counts)
   uint64_t reconnects = 0;  // connections re-established after a drop
   uint64_t bounced = 0;     // unaligned calls served through a bounce buffer
+  uint64_t readahead_hits = 0;  // reads served from read-ahead windows
 };
 
 class NbdDevice final : public BlockDevice {
@@ -98,6 +102,10 @@ class NbdDevice final : public BlockDevice {
 
   mutable std::mutex conn_mu_;
   std::shared_ptr<NbdConnection> conn_;  // GUARDED_BY(conn_mu_)
+  // Replaced connections live as long as the device: a read-ahead window may still be reading on
+  // one, and a connection must never be destroyed by its own poller (the last reference dropped
+  // in a completion).
+  std::vector<std::shared_ptr<NbdConnection>> retired_;  // GUARDED_BY(conn_mu_)
   std::string gone_;                     // GUARDED_BY(conn_mu_): why the device is gone, or empty
   std::mutex reconnect_mu_;              // one reconnect at a time; taken before conn_mu_
   std::mutex rmw_mu_;                    // serializes the read-modify-write of unaligned writes
@@ -112,6 +120,7 @@ class NbdDevice final : public BlockDevice {
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> reconnects_{0};
   std::atomic<uint64_t> bounced_{0};
+  std::unique_ptr<NbdReadAhead> readahead_;  // destroyed first (~NbdDevice): it waits for its reads
 };
 
 }  // namespace ubtrfs::io
