@@ -69,6 +69,7 @@ class Batch {
 
 struct NbdDevice::Piece final : NbdConnection::Completion {
   Batch* batch = nullptr;
+  size_t segment = 0;  // which range of the call this piece carries
   std::atomic<uint64_t>* acked_writes = nullptr;  // counted here, before the waiter wakes
   NbdConnection::Op op = NbdConnection::Op::kRead;
   uint64_t off = 0;
@@ -199,33 +200,51 @@ Result<std::shared_ptr<NbdConnection>> NbdDevice::reconnect(const std::shared_pt
 
 Status NbdDevice::transfer(NbdConnection::Op op, uint64_t off, uint8_t* buf, uint64_t len, uint64_t chunk,
                            const char* what) {
+  const Segment seg{off, buf, len};
+  return std::move(transfer_many(op, std::span<const Segment>(&seg, 1), chunk, what)[0]);
+}
+
+std::vector<Status> NbdDevice::transfer_many(NbdConnection::Op op, std::span<const Segment> segs, uint64_t chunk,
+                                             const char* what) {
+  std::vector<Status> results(segs.size());
   // The pieces, fixed before anything is sent (their addresses are the completions' user data).
   std::vector<Piece> pieces;
   if (op == NbdConnection::Op::kFlush) {
     pieces.resize(1);
     pieces[0].op = op;
   } else {
-    pieces.reserve((len + chunk - 1) / chunk);
-    for (uint64_t done = 0; done < len; done += chunk) {
-      Piece& p = pieces.emplace_back();
-      p.op = op;
-      p.off = off + done;
-      p.len = std::min(chunk, len - done);
-      p.buf = buf ? buf + done : nullptr;
+    size_t n = 0;
+    for (const Segment& sg : segs) n += (sg.len + chunk - 1) / chunk;
+    pieces.reserve(n);
+    for (size_t i = 0; i < segs.size(); ++i) {
+      for (uint64_t done = 0; done < segs[i].len; done += chunk) {
+        Piece& p = pieces.emplace_back();
+        p.op = op;
+        p.segment = i;
+        p.off = segs[i].off + done;
+        p.len = std::min(chunk, segs[i].len - done);
+        p.buf = segs[i].buf ? segs[i].buf + done : nullptr;
+      }
     }
   }
+  // Fails every segment still without a verdict.
+  auto fail_rest = [&](const Error& e) {
+    for (Status& r : results)
+      if (r) r = fail(e);
+    return std::move(results);
+  };
   std::vector<Piece*> todo;
   for (Piece& p : pieces) todo.push_back(&p);
   // Bounded: a server that accepts connections and then drops every request is gone, too.
   for (unsigned round = 0; !todo.empty(); ++round) {
     if (round > opts_.reconnect_attempts)
-      return fail(EIO, "{} of {} at offset {} length {} failed: the connection dropped {} times", what, uri_, off, len,
-                  round);
-    std::shared_ptr<NbdConnection> conn = UBTRFS_TRY(connection());
-    if (conn->dead()) conn = UBTRFS_TRY(reconnect(conn));
+      return fail_rest(Error{EIO, fmt::format("{} on {} failed: the connection dropped {} times", what, uri_, round)});
+    auto conn = connection();
+    if (conn && (*conn)->dead()) conn = reconnect(*conn);
+    if (!conn) return fail_rest(conn.error());
     if (op == NbdConnection::Op::kFlush && flush_poisoned_.load()) {
       std::lock_guard g(conn_mu_);
-      return fail(EIO, "flush of {} refused: {}; they may be lost", uri_, poison_reason_);
+      return fail_rest(Error{EIO, fmt::format("flush of {} refused: {}; they may be lost", uri_, poison_reason_)});
     }
     Batch batch;
     batch.add(todo.size());
@@ -235,7 +254,7 @@ Status NbdDevice::transfer(NbdConnection::Op op, uint64_t off, uint8_t* buf, uin
       p->err = 0;
       p->why.clear();
       requests_.fetch_add(1, std::memory_order_relaxed);
-      conn->submit(op, p->off, p->buf, p->len, false, p, &p->why);
+      (*conn)->submit(op, p->off, p->buf, p->len, false, p, &p->why);
     }
     batch.wait();
     std::vector<Piece*> lost;
@@ -245,19 +264,54 @@ Status NbdDevice::transfer(NbdConnection::Op op, uint64_t off, uint8_t* buf, uin
         lost.push_back(p);
         continue;
       }
+      Status& r = results[p->segment];
+      if (!r) continue;  // the segment's first error is the one reported
       const std::string detail = p->why.empty() ? "the server replied " + nbd_error_name(p->err) : p->why;
-      if (op == NbdConnection::Op::kFlush) return fail(EIO, "flush of {} failed: {}", uri_, detail);
-      return fail(p->err == EOPNOTSUPP || p->err == ENOTSUP ? EOPNOTSUPP : EIO,
-                  "{} error on {} at offset {} length {} ({} of offset {} length {}): {}", op_name(op), uri_, p->off,
-                  p->len, what, off, len, detail);
+      if (op == NbdConnection::Op::kFlush) {
+        r = fail(EIO, "flush of {} failed: {}", uri_, detail);
+        continue;
+      }
+      const Segment& sg = segs[p->segment];
+      r = fail(p->err == EOPNOTSUPP || p->err == ENOTSUP ? EOPNOTSUPP : EIO,
+               "{} error on {} at offset {} length {} ({} of offset {} length {}): {}", op_name(op), uri_, p->off,
+               p->len, what, sg.off, sg.len, detail);
     }
-    if (lost.empty()) return {};
-    if (!conn->dead()) conn->kill(fmt::format("{} at offset {} failed: {}", op_name(op), lost.front()->off,
-                                              nbd_error_name(lost.front()->err)));
-    UBTRFS_TRY(reconnect(conn));
+    // Pieces of segments that already failed are not worth a reconnect.
+    std::erase_if(lost, [&](Piece* p) { return !results[p->segment]; });
+    if (lost.empty()) break;
+    if (!(*conn)->dead())
+      (*conn)->kill(fmt::format("{} at offset {} failed: {}", op_name(op), lost.front()->off,
+                                nbd_error_name(lost.front()->err)));
+    if (auto again = reconnect(*conn); !again) return fail_rest(again.error());
     todo = std::move(lost);
   }
-  return {};
+  return results;
+}
+
+std::vector<Status> NbdDevice::write_many(std::span<const DeviceWrite> writes) {
+  std::vector<Status> results(writes.size());
+  std::vector<Segment> segs;
+  std::vector<size_t> index;  // segs[k] is writes[index[k]]
+  for (size_t i = 0; i < writes.size(); ++i) {
+    const DeviceWrite& w = writes[i];
+    if (read_only_) {
+      results[i] = fail(EROFS, "device {} is read-only, write at offset {} length {} refused", uri_, w.offset,
+                        w.data.size());
+    } else if (auto r = check_range(w.offset, w.data.size(), "write"); !r) {
+      results[i] = r;
+    } else if (w.offset % info_.min_block || w.data.size() % info_.min_block) {
+      results[i] = write(w.offset, w.data);  // read-modify-write, alone
+    } else if (!w.data.empty()) {
+      // libnbd only reads from the buffer of a write command.
+      segs.push_back({w.offset, const_cast<uint8_t*>(w.data.data()), w.data.size()});
+      index.push_back(i);
+    }
+  }
+  for (const Segment& sg : segs) readahead_->invalidate(sg.off, sg.len);
+  std::vector<Status> done = transfer_many(NbdConnection::Op::kWrite, segs, chunk_, "write");
+  for (const Segment& sg : segs) readahead_->invalidate(sg.off, sg.len);
+  for (size_t k = 0; k < segs.size(); ++k) results[index[k]] = std::move(done[k]);
+  return results;
 }
 
 Status NbdDevice::read(uint64_t off, std::span<uint8_t> buf) {

@@ -74,6 +74,8 @@ class NbdDevice final : public BlockDevice {
   Status write(uint64_t off, std::span<const uint8_t> buf) override;
   Status flush() override;
   Status discard(uint64_t off, uint64_t len) override;
+  // Every range in flight at once on the connection (the writeback batches: tree/buffer_cache).
+  std::vector<Status> write_many(std::span<const DeviceWrite> writes) override;
 
   const NbdExportInfo& export_info() const { return info_; }
   // Largest payload one read or write command carries.
@@ -82,10 +84,18 @@ class NbdDevice final : public BlockDevice {
 
  private:
   struct Piece;
+  struct Segment {
+    uint64_t off = 0;
+    uint8_t* buf = nullptr;
+    uint64_t len = 0;
+  };
   NbdDevice(std::string uri, OpenMode mode, NbdOptions opts, std::unique_ptr<NbdConnection> conn);
   // Sends [off, off+len) as pieces of at most `chunk` bytes, all in flight together; re-sends the
   // pieces a dropped connection lost. REQUIRES: off and len aligned to the minimum block size.
   Status transfer(NbdConnection::Op op, uint64_t off, uint8_t* buf, uint64_t len, uint64_t chunk, const char* what);
+  // The same for several ranges at once; one Status per range, in order.
+  std::vector<Status> transfer_many(NbdConnection::Op op, std::span<const Segment> segs, uint64_t chunk,
+                                    const char* what);
   Result<std::shared_ptr<NbdConnection>> connection();
   // Replaces `failed` (unless another thread already did); fails when every attempt failed.
   Result<std::shared_ptr<NbdConnection>> reconnect(const std::shared_ptr<NbdConnection>& failed);

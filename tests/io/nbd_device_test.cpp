@@ -323,3 +323,41 @@ TEST_CASE("read-ahead window never serves bytes older than a completed write", "
     REQUIRE(std::equal(fresh.begin(), fresh.end(), big.begin() + (off & ((128 << 10) - 1))));
   }
 }
+
+TEST_CASE("nbd write_many sends every range and reports each one", "[nbd]") {
+  if (skip_without_nbdkit()) return;
+  NbdServer s({"memory", "16M"});
+  auto d = open_rw(s);
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<DeviceWrite> ws;
+  for (int i = 0; i < 40; ++i) bufs.push_back(pattern(16 << 10, 300 + i));
+  for (int i = 0; i < 40; ++i) ws.push_back({uint64_t(i) * (64 << 10), bufs[i]});
+  ws.push_back({(16 << 20) - 4096, bufs[0]});  // beyond the end: EINVAL for this one only
+  const uint64_t before = d->stats().requests;
+  auto results = d->write_many(ws);
+  REQUIRE(results.size() == ws.size());
+  for (int i = 0; i < 40; ++i) CHECK(results[i]);
+  REQUIRE_FALSE(results[40]);
+  CHECK(results[40].error().err == EINVAL);
+  CHECK(d->stats().requests - before == 40);
+  for (int i = 0; i < 40; ++i) {
+    std::vector<uint8_t> back(16 << 10);
+    REQUIRE(d->read(ws[i].offset, back));
+    CHECK((back == bufs[i]));
+  }
+}
+
+TEST_CASE("nbd write_many reports a server error for each failed range", "[nbd]") {
+  if (skip_without_nbdkit()) return;
+  NbdServer s({"--filter=error", "memory", "8M", "error-pwrite=ENOSPC", "error-pwrite-rate=100%"});
+  auto d = open_rw(s);
+  const auto a = pattern(4096, 1);
+  std::vector<DeviceWrite> ws = {{0, a}, {8192, a}, {65536, a}};
+  auto results = d->write_many(ws);
+  for (auto& r : results) {
+    REQUIRE_FALSE(r);
+    CHECK(r.error().err == EIO);
+    CHECK_THAT(r.error().message, Catch::Contains("NBD_ENOSPC"));
+  }
+  CHECK(d->stats().reconnects == 0);
+}

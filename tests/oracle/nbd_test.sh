@@ -3,8 +3,9 @@
 # image file on a unix socket, and everything goes through the URI nbd+unix:///?socket=SOCK.
 #
 # Round 1: mkfs.ubtrfs on the URI, ubtrfs-inspect dump-super on the URI, the daemon mounts the
-#   URI; fsynced files, a short ubtrfs-stress run (verified by its own model) and a few POSIX
-#   suite cases through the mount; unmount (daemon exit 0), fsck.ubtrfs on the URI; then the file
+#   URI; fsynced files, a short ubtrfs-stress run (verified by its own model), a few POSIX suite
+#   cases and fstrim (holes punched in the file behind nbdkit) through the mount; unmount (daemon
+#   exit 0), fsck.ubtrfs on the URI; then the file
 #   behind nbdkit is check_clean_full (btrfs check x3, the kernel reads every file, fsck.ubtrfs)
 #   and the kernel sees exactly the stress manifest and every fsynced file.
 # Round 2, write errors (nbdkit's error filter, error-pwrite=EIO while a trigger file exists): an
@@ -110,9 +111,10 @@ elif cmd == "fsync-errno":  # fsync-errno PATH: 4 MiB written and fsynced; print
     except OSError as e:
         print(e.errno)
 
-elif cmd == "fsync-dir-errno":  # fsync-dir-errno PATH: mkdir and fsync the new directory; prints the errno
+elif cmd == "fsync-dir-errno":  # fsync-dir-errno PATH: mkdir (unless it exists) and fsync the directory; prints the errno
     try:
-        os.mkdir(args[0])
+        if not os.path.isdir(args[0]):
+            os.mkdir(args[0])
         fd = os.open(args[0], os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -243,6 +245,24 @@ if [[ -x $SUITE ]]; then
     failed "POSIX suite on the NBD mount: $(tail -n 20 "$tmp/posix.log")"
   fi
 fi
+# fstrim: NBD_CMD_TRIM reaches nbdkit's file plugin, which punches holes in the image file.
+if command -v fstrim >/dev/null; then
+  allocated() { echo $(($(stat -c %b "$img") * 512)); }
+  for i in 1 2 3 4; do head -c $((8 << 20)) /dev/urandom >"$mnt/trim$i"; done
+  tool fsync-dir-errno "$mnt/trimdir" >/dev/null
+  before=$(allocated)
+  rm "$mnt"/trim?
+  shrunk=0
+  for attempt in 1 2 3 4 5; do
+    sleep 0.3
+    tool fsync-dir-errno "$mnt/trimdir$attempt" >/dev/null  # a commit, so the deletes are free space
+    fstrim "$mnt" || true
+    shrunk=$((before - $(allocated)))
+    ((shrunk >= (32 << 20) * 9 / 10)) && break
+  done
+  ((shrunk >= (32 << 20) * 9 / 10)) && pass "fstrim through NBD_CMD_TRIM: the file behind nbdkit lost $shrunk bytes of 32 MiB deleted" ||
+    failed "fstrim: the file behind nbdkit lost only $shrunk bytes of 32 MiB deleted"
+fi
 if ubtrfs_umount "$mnt"; then pass "unmount: daemon exit 0 after the final commit"; else failed "unmount"; fi
 if out=$("$FSCK" "$uri" 2>&1); then pass "fsck.ubtrfs on the URI"; else failed "fsck.ubtrfs on the URI: $(tail -n 5 <<<"$out")"; fi
 t=$SECONDS
@@ -262,7 +282,7 @@ kernel_verify "round 1" "${manifests[@]}"
 
 # ---- round 2: writes fail ------------------------------------------------------------------------
 manifests+=("$tmp/m2.json")
-ubtrfs_mount "$uri" "$mnt" commit=1 || { failed "round 2 mount"; finish; exit 1; }
+ubtrfs_mount "$uri" "$mnt" || { failed "round 2 mount"; finish; exit 1; }
 log=$(ubtrfs_log "$mnt")
 tool write "$mnt" "$tmp/m2.json" r2 || failed "round 2: fsynced files before the fault"
 touch "$tmp/pwrite.fail"
@@ -272,9 +292,11 @@ e=$(timeout 60 python3 "$tmp/tool.py" fsync-errno "$mnt/r2/failing") || e="timeo
 [[ $e == 5 ]] && pass "write errors: fsync returns EIO" || failed "write errors: fsync gave '$e', want EIO (5)"
 if grep -q "NBD_EIO" "$log"; then pass "write errors: the daemon log names NBD_EIO"; else failed "write errors: no NBD_EIO in the log"; fi
 # Tree blocks fail to write: the commit aborts, the filesystem turns read-only. (FUSE passes no
-# syncfs to the daemon; a directory fsync, and at the latest the 1 s periodic commit, commits.)
-e=$(timeout 60 python3 "$tmp/tool.py" fsync-dir-errno "$mnt/r2/newdir") || e="timeout"
-[[ $e == 5 ]] && pass "write errors: directory fsync returns EIO" || failed "write errors: directory fsync gave '$e', want EIO (5)"
+# syncfs to the daemon; an fsync of the mount's root directory commits.)
+mkdir "$mnt/r2/newdir"
+e=$(timeout 60 python3 "$tmp/tool.py" fsync-dir-errno "$mnt" 2>&1) || e="timeout"
+[[ $e == 5 ]] && pass "write errors: a commit (fsync of the root) returns EIO" ||
+  failed "write errors: fsync of the root gave '$e', want EIO (5)"
 abort_re='(commit failed, filesystem is now read-only|flushing data before commit failed).*NBD_EIO'
 for _ in $(seq 100); do grep -qE "$abort_re" "$log" && break; sleep 0.1; done
 rm -f "$tmp/pwrite.fail"
