@@ -361,3 +361,23 @@ TEST_CASE("nbd write_many reports a server error for each failed range", "[nbd]"
   }
   CHECK(d->stats().reconnects == 0);
 }
+
+// Requests in flight together: with 200 ms per write on the server, ten ranges in one write_many
+// (or one 10-chunk write) take about one delay, not ten.
+TEST_CASE("nbd requests of one call are in flight together", "[nbd]") {
+  if (skip_without_nbdkit()) return;
+  NbdServer s({"--filter=delay", "memory", "64M", "delay-write=200ms"});
+  NbdOptions o = quick();
+  o.max_request_bytes = 64 << 10;
+  auto d = open_rw(s, o);
+  const auto a = pattern(64 << 10, 5);
+  std::vector<DeviceWrite> ws;
+  for (int i = 0; i < 10; ++i) ws.push_back({uint64_t(i) << 20, a});
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto& r : d->write_many(ws)) REQUIRE(r);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
+  const auto big = pattern(640 << 10, 6);  // ten chunks of 64 KiB
+  t0 = std::chrono::steady_clock::now();
+  REQUIRE(d->write(32 << 20, big));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
+}
