@@ -1,8 +1,6 @@
 // Checks before a mount by a user who is not root; see user_mount.h.
 #include "tools/daemon/user_mount.h"
 
-#include "io/nbd_device.h"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "io/nbd_device.h"
 
 namespace ubtrfs::daemon {
 
