@@ -23,6 +23,12 @@ namespace ubtrfs::io {
 
 class ShutdownGate;  // io/shutdown_gate.h
 
+// One range of a BlockDevice::write_many() batch.
+struct DeviceWrite {
+  uint64_t offset = 0;
+  std::span<const uint8_t> data;
+};
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -38,6 +44,15 @@ class BlockDevice {
   // REQUIRES: off + buf.size() <= size(). Errors: EROFS (read-only), EIO, ENOSPC, EINVAL.
   [[nodiscard]] virtual Status write(uint64_t off, std::span<const uint8_t> buf) = 0;
   [[nodiscard]] virtual Status flush() = 0;
+  // Writes every range (they must not overlap; no order among them), the device free to have them
+  // all in flight at once; one Status per range, in order. Durability as write(): flush() after.
+  // The default writes them one by one; a network device (io/nbd_device.h) sends them together.
+  [[nodiscard]] virtual std::vector<Status> write_many(std::span<const DeviceWrite> writes) {
+    std::vector<Status> results;
+    results.reserve(writes.size());
+    for (const DeviceWrite& w : writes) results.push_back(write(w.offset, w.data));
+    return results;
+  }
   // Tells the device that [off, off+len) holds nothing worth keeping (FITRIM, -o discard): an image
   // file gets a hole punched (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, so it shrinks on disk and
   // reads back zeros), a block device gets BLKDISCARD (contents then unspecified). The caller owns
@@ -60,6 +75,7 @@ enum class OpenMode { kReadOnly, kReadWrite };
 
 // Opens an image file or a block device. A block device that is mounted (or, for kReadWrite, held
 // exclusively by someone else) is refused with EBUSY. The file is not created: ENOENT if absent.
+// An NBD URI (nbd://, nbds://, nbd+unix://...; io/nbd_device.h) opens the export on that server.
 [[nodiscard]] Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode);
 
 // In-memory device for tests; zero-filled.

@@ -35,6 +35,7 @@
 #include <sstream>
 
 #include "io/block_device.h"
+#include "io/nbd_device.h"
 
 namespace ubtrfs::io {
 namespace {
@@ -228,6 +229,8 @@ class FileDevice final : public BlockDevice {
 }  // namespace
 
 Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode) {
+  // An NBD URI names an export on a server (io/nbd_device.h), not a path.
+  if (is_nbd_uri(path)) return UBTRFS_TRY(NbdDevice::open(path, mode));
   const bool read_only = mode == OpenMode::kReadOnly;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {

@@ -34,6 +34,29 @@ Status GatedDevice::write(uint64_t off, std::span<const uint8_t> buf) {
   return st;
 }
 
+std::vector<Status> GatedDevice::write_many(std::span<const DeviceWrite> writes) {
+  std::vector<Status> results(writes.size());
+  std::vector<DeviceWrite> admitted;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (!gate_.enter()) {
+      results[i] = fail(EIO, "{}: filesystem shut down, write at offset {} length {} refused", name(),
+                        writes[i].offset, writes[i].data.size());
+      continue;
+    }
+    admitted.push_back(writes[i]);
+    index.push_back(i);
+  }
+  if (!admitted.empty()) {
+    std::vector<Status> done = inner_->write_many(admitted);
+    for (size_t k = 0; k < admitted.size(); ++k) {
+      results[index[k]] = std::move(done[k]);
+      gate_.leave();
+    }
+  }
+  return results;
+}
+
 Status GatedDevice::flush() {
   if (!gate_.enter()) return fail(EIO, "{}: filesystem shut down, flush refused", name());
   auto st = inner_->flush();

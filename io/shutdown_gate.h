@@ -63,6 +63,9 @@ class GatedDevice final : public BlockDevice {
   Status read(uint64_t off, std::span<uint8_t> buf) override { return inner_->read(off, buf); }
   // EIO once the gate is shut; the inner device's result otherwise.
   Status write(uint64_t off, std::span<const uint8_t> buf) override;
+  // Each range enters the gate as write() would; the admitted ones go to the inner device's
+  // write_many together (an NBD device keeps them in flight at once).
+  std::vector<Status> write_many(std::span<const DeviceWrite> writes) override;
   Status flush() override;
   // EIO once the gate is shut, like write(): a discard changes what the image holds.
   Status discard(uint64_t off, uint64_t len) override;

@@ -294,6 +294,10 @@ void UringWriter::submit(std::span<const WriteRequest> writes) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   const uint64_t size = m.dev.size();
+  // Synchronous fallback: one write_many() call for the whole submission, so a device that can
+  // have requests in flight (io/nbd_device.h) gets them together.
+  std::vector<DeviceWrite> batch;
+  std::vector<uint64_t> batch_tags;
   for (const WriteRequest& r : writes) {
     if (m.dev.read_only()) {
       m.record_error(Error{EROFS, fmt::format("device {} is read-only, write at offset {} length {} refused",
@@ -311,12 +315,25 @@ void UringWriter::submit(std::span<const WriteRequest> writes) {
       ++m.stats.writes_completed;
       continue;
     }
-    if (m.ring_ok)
+    if (m.ring_ok) {
       m.queued.push_back(r);
-    else
-      m.write_sync(r.offset, r.data, r.tag);
+    } else {
+      batch.push_back({r.offset, r.data});
+      batch_tags.push_back(r.tag);
+    }
   }
   if (m.ring_ok) m.pump(false);
+  if (!batch.empty()) {
+    std::vector<Status> results = m.dev.write_many(batch);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!results[i]) {
+        m.record_error(results[i].error(), batch_tags[i]);
+        continue;
+      }
+      ++m.stats.writes_completed;
+      m.stats.bytes_written += batch[i].data.size();
+    }
+  }
 }
 
 Status UringWriter::wait_all(std::vector<uint64_t>* failed_tags) {

@@ -18,8 +18,9 @@
 //     ranges in the same window (btrfs never does: one tree block, one location).
 //   - durability is not implied: call dev.flush() after wait_all() for that.
 // Fallback: when dev.fd() < 0 (memory and fault-injecting devices) or io_uring cannot be set up
-// (old kernel, seccomp, io_uring_disabled), every write goes synchronously through
-// BlockDevice::write inside submit(); errors are still reported by wait_all(). The switch is logged
+// (old kernel, seccomp, io_uring_disabled), each submission goes synchronously through one
+// BlockDevice::write_many call inside submit() (an NBD device has them in flight together);
+// errors are still reported by wait_all(). The switch is logged
 // once per process at info level. A ring that fails mid-flight falls back the same way.
 // Thread safety: every method takes an internal mutex, so the writer may be handed between threads,
 // but it is meant for one submitter at a time: wait_all() waits for all writes, including those

@@ -12,6 +12,7 @@ packages=(
   go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
   libcap2-bin xfsprogs  # capsh and xfs_io in the inode flags test
   btrfs-compsize  # the oracle of compression on write (compsize on the kernel mount)
+  libnbd-dev nbdkit nbdkit-plugin-dev  # io/nbd_device (libnbd); its tests (nbdkit; the header for their flush filter)
 )
 # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)
 [[ ${1:-} == --fuzz ]] && packages+=(clang-19 libclang-rt-19-dev)

@@ -102,3 +102,26 @@ TEST_CASE("uring_writer_passes_the_shutdown_gate", "[shutdown][uring]") {
   REQUIRE(inner->read(131072, back));
   CHECK(back == std::vector<uint8_t>(8192, 0));
 }
+
+// write_many on a gated device (the path the io_uring writer's fallback takes for devices without
+// a descriptor, NBD among them): each range passes the gate like a write().
+TEST_CASE("gated write_many passes the shutdown gate range by range", "[shutdown]") {
+  auto mem = std::make_shared<MemoryDevice>(1 << 20);
+  GatedDevice dev(mem);
+  const auto a = pattern(4096, 1);
+  std::vector<DeviceWrite> ws = {{0, a}, {8192, a}, {65536, a}};
+  for (auto& r : dev.write_many(ws)) CHECK(r);
+  std::vector<uint8_t> back(4096);
+  REQUIRE(mem->read(65536, back));
+  CHECK((back == a));
+  dev.shutdown_gate()->shut_down();
+  const auto b = pattern(4096, 2);
+  std::vector<DeviceWrite> ws2 = {{0, b}, {8192, b}};
+  for (auto& r : dev.write_many(ws2)) {
+    REQUIRE_FALSE(r);
+    CHECK(r.error().err == EIO);
+  }
+  CHECK(dev.shutdown_gate()->refused() == 2);
+  REQUIRE(mem->read(0, back));
+  CHECK((back == a));
+}

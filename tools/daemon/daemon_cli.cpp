@@ -145,6 +145,7 @@ std::string usage_text(const char* prog) {
 
 Mounts a btrfs image or block device with the ubtrfs FUSE daemon. Also reachable as
 `mount -t fuse.ubtrfs IMAGE MOUNTPOINT -o OPTIONS` and through fstab (type fuse.ubtrfs).
+IMAGE may be an NBD URI (nbd://host/export, nbd+unix:///?socket=PATH): no lock, one writer.
 
   -o OPTIONS     comma-separated mount options (may be repeated), see below
   -f             stay in the foreground, log to stderr

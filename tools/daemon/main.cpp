@@ -39,6 +39,7 @@
 
 #include "fs/filesystem.h"
 #include "fs/scrub.h"
+#include "io/nbd_device.h"
 #include "tools/daemon/daemon_cli.h"
 #include "tools/daemon/fuse_ops.h"
 #include "tools/daemon/page_cache_guard.h"
@@ -113,7 +114,9 @@ std::string scrub_status_file(fs::Filesystem& filesystem) {
 int run(const DaemonArgs& args) {
   // 2. Canonical paths: /proc/mounts shows the image as given to fsname, and the unmount path
   //    must still resolve after the daemon chdir()s to /.
-  const std::string source = canonical(args.source);
+  //    An NBD URI (io/nbd_device.h) names an export on a server: it is used as given.
+  const bool nbd = io::is_nbd_uri(args.source);
+  const std::string source = nbd ? args.source : canonical(args.source);
   if (source.empty()) return error_exit(kExitMountFailed, fmt::format("cannot open {}: {}", args.source, strerror(errno)));
   const std::string mountpoint = canonical(args.mountpoint);
   struct stat mst;
@@ -146,9 +149,13 @@ int run(const DaemonArgs& args) {
     return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, log_dest.error().message));
 
   // 4. Lock, open, mount.
+  //    NBD has no lock to take: one writer per export is the user's rule (README, ubtrfs(8)).
   ImageLock lock;
-  if (auto s = lock.acquire(source, args.options.read_only); !s)
+  if (nbd) {
+    spdlog::info("{} is an NBD export: no image lock, it must not be mounted read-write anywhere else", source);
+  } else if (auto s = lock.acquire(source, args.options.read_only); !s) {
     return error_exit(kExitMountFailed, s.error().message);
+  }
 
   fs::OpenOptions open;
   open.path = source;

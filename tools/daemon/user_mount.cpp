@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/nbd_device.h"
+
 namespace ubtrfs::daemon {
 
 bool fuse_conf_allows_other(std::string_view text) {
@@ -26,8 +28,10 @@ bool fuse_conf_allows_other(std::string_view text) {
 
 Status check_user_mount(const UserMountCheck& c) {
   // The image first: it is what the user named, and the only check that applies to root too
-  // (access() is true for root whatever the mode, except for execute).
-  if (access(c.source.c_str(), R_OK) != 0) {
+  // (access() is true for root whatever the mode, except for execute). An NBD URI is no file:
+  // the server decides who may connect and whether writes are allowed (io/nbd_device.h).
+  const bool nbd = io::is_nbd_uri(c.source);
+  if (!nbd && access(c.source.c_str(), R_OK) != 0) {
     const int err = errno;
     struct stat st {};
     const bool blockdev = stat(c.source.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
@@ -35,7 +39,7 @@ Status check_user_mount(const UserMountCheck& c) {
                 blockdev ? "; a block device needs read and write access (usually the group disk) or root"
                          : "");
   }
-  if (!c.read_only && access(c.source.c_str(), W_OK) != 0) {
+  if (!nbd && !c.read_only && access(c.source.c_str(), W_OK) != 0) {
     const int err = errno;
     return fail(err, "cannot mount {}: it is not writable by uid {} ({}); mount it with -o ro", c.source, c.uid,
                 strerror(err));

@@ -6,7 +6,9 @@
 //   - bad option values (nodesize, sectorsize other than 4096, checksum, profile, size, label, uuid);
 //   - a mounted or exclusively held block device (open_device returns EBUSY);
 //   - a device or image carrying any signature libblkid recognizes, unless -f;
-//   - a filesystem size below the layout's real minimum (the message gives it in bytes).
+//   - a filesystem size below the layout's real minimum (the message gives it in bytes);
+//   - an NBD export (nbd://, nbd+unix://...; io/nbd_device.h) with a btrfs superblock or any
+//     non-zero byte in its first MiB, unless -f (libblkid cannot probe a URI); -b may only shrink.
 // Exit status: 0 on success, 1 on any error with one line "mkfs.ubtrfs: error: ..." on stderr.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@
 #include <fmt/format.h>
 
 #include "io/block_device.h"
+#include "io/nbd_device.h"
 #include "io/probe.h"
 #include "tools/mkfs/mkfs.h"
 #include "tools/mkfs/signatures.h"
@@ -158,10 +161,41 @@ void print_summary(const Options& o, const MkfsConfig& c, const MkfsResult& r) {
   fmt::print("  {:>3}  {:>10}  {}\n", 1, pretty_size(l.total_bytes), o.device);
 }
 
+// An NBD export: the server fixes the size, and the existing-content check reads through the
+// device (the first MiB, which holds the primary superblock and every common signature).
+int run_nbd(const Options& o, const MkfsConfig& config) {
+  auto dev = io::open_device(o.device, io::OpenMode::kReadWrite);
+  if (!dev) return error_exit(dev.error().message);
+  const uint64_t device_size = (*dev)->size();
+  if (config.fs_size > device_size)
+    return error_exit(fmt::format("byte count {} is larger than the NBD export {} ({})", config.fs_size, o.device,
+                                  pretty_size(device_size)));
+  if (!o.force) {
+    std::vector<uint8_t> head(std::min<uint64_t>(device_size, 1 << 20));
+    if (auto rd = (*dev)->read(0, head); !rd) return error_exit(rd.error().message);
+    uint64_t magic = 0;
+    if (head.size() >= kSuperInfoOffset + 72) std::memcpy(&magic, head.data() + kSuperInfoOffset + 64, sizeof magic);
+    if (magic == kSuperMagic)
+      return error_exit(fmt::format("{} appears to contain an existing filesystem (btrfs); use -f to overwrite", o.device));
+    if (std::any_of(head.begin(), head.end(), [](uint8_t b) { return b != 0; }))
+      return error_exit(fmt::format("{} has data in its first MiB (signatures cannot be probed on an NBD export); "
+                                    "use -f to overwrite",
+                                    o.device));
+  }
+  const uint64_t target_size = config.fs_size ? config.fs_size : device_size;
+  if (auto l = compute_layout(config, target_size); !l) return error_exit(fmt::format("{}: {}", o.device, l.error().message));
+  auto result = make_btrfs(**dev, config);
+  if (!result) return error_exit(fmt::format("{}: {}", o.device, result.error().message));
+  if (auto f = (*dev)->flush(); !f) return error_exit(fmt::format("{}: {}", o.device, f.error().message));
+  if (!o.quiet) print_summary(o, config, *result);
+  return 0;
+}
+
 int run(const Options& o) {
   auto cfg = config_from_options(o);
   if (!cfg) return error_exit(cfg.error().message);
   MkfsConfig config = *cfg;
+  if (io::is_nbd_uri(o.device)) return run_nbd(o, config);
 
   struct stat st {};
   bool exists = ::stat(o.device.c_str(), &st) == 0;
