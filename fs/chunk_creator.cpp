@@ -136,6 +136,13 @@ bool ChunkCreator::has_pending() const {
   return !pending_.empty();
 }
 
+std::set<uint64_t> ChunkCreator::pending_starts() const {
+  std::lock_guard g(mu_);
+  std::set<uint64_t> out;
+  for (const auto& m : pending_) out.insert(m.logical);
+  return out;
+}
+
 Status ChunkCreator::insert_pending_items(TreeHandle& h, std::set<uint64_t>& new_groups) {
   std::vector<ChunkMapping> todo;
   uint64_t dev_used;  // with todo's DEV_EXTENTs, without those of chunks planned from now on

@@ -35,6 +35,9 @@ class ChunkCreator final : public alloc::ChunkSource {
   [[nodiscard]] Status create_chunk(uint64_t type, uint64_t min_bytes) override;
 
   bool has_pending() const;
+  // The logical starts of the chunks planned but not yet in any commit's trees (their block groups
+  // are in the cache already). The tree log may not log an extent in one of them.
+  std::set<uint64_t> pending_starts() const;
   // Inserts the items of every pending chunk. `new_groups` receives their starts (their block group
   // items are then written by the commit's block-group pass). REQUIRES: the commit, or the
   // delayed-ref runner (TransactionManager::run_delayed_refs): the only writers of the chunk, dev

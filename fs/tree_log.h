@@ -78,6 +78,9 @@ struct TreeLogStats {
 
 class TreeLog {
  public:
+  // Whether the block group at `start` is in the last commit's trees (an extent in any other may
+  // not be logged). Public for tests.
+  bool committed_group(uint64_t start) const;
   explicit TreeLog(FsInfo& fs);
   ~TreeLog();
   TreeLog(const TreeLog&) = delete;
@@ -120,8 +123,6 @@ class TreeLog {
   [[nodiscard]] Status log_inode(TreeHandle& lh, InodeId id, const InodeItem& ii, TreeRoot& fs_root,
                                  uint64_t start, uint64_t end);
   [[nodiscard]] Status write_log(TreeHandle& lh);
-  // Whether the committed chunk tree maps `bg` (groups created in the running transaction are not).
-  bool committed_group(uint64_t start) const;
   void count_fallback(LogFallback f);
   void drop_log_locked();  // REQUIRES: log_mu_ held, gate closed or log abandoned
 
@@ -143,6 +144,8 @@ class TreeLog {
   // btrfs_del_inode_ref_in_log); ours is then stale and the next fsync commits instead.
   std::set<InodeId> logged_;              // GUARDED_BY(mu_)
   bool logged_name_removed_ = false;      // GUARDED_BY(mu_)
+  // Every cached block group except the chunks still pending (fs/chunk_creator.h).
+  std::set<uint64_t> committed_group_starts() const;
   std::set<uint64_t> committed_groups_;   // GUARDED_BY(mu_): block group starts at the last commit
   TreeLogStats stats_;                    // GUARDED_BY(mu_)
 };
