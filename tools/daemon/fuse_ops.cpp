@@ -358,6 +358,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  // With the writeback cache the kernel may hold data the daemon has not seen (it does not write
+  // back before FUSE_LSEEK), so the daemon's holes would be wrong. ENOSYS, once: the kernel then
+  // answers SEEK_DATA/SEEK_HOLE itself the generic way (all data up to EOF), which POSIX allows.
+  if (ctx_of(req).writeback_cache) return fuse_reply_err(req, ENOSYS), void();
   if (off < 0) return fuse_reply_err(req, ENXIO), void();
   auto r = fs_of(req).lseek(ino, static_cast<uint64_t>(off), whence);
   if (r) fuse_reply_lseek(req, static_cast<off_t>(*r));
