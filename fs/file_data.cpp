@@ -320,7 +320,8 @@ Result<bool> FileData::sector_has_data(InodeId id, TreeRoot& root, uint64_t sect
 }
 
 Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t> data, WriteReservation* pre,
-                               bool* sync_inode) {
+                               bool* sync_inode,
+                               bool keep_times) {
   if (data.empty()) return 0;
   if (off > kMaxFileSize || data.size() > kMaxFileSize - off)
     return fail(EFBIG, "root {} ino {}: write at {} of {} bytes past the maximum file size", id.subvol, id.objectid,
@@ -528,9 +529,11 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   {
     InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
     cur.size = std::max<uint64_t>(cur.size, off + data.size());
-    const Timespec now = now_btrfs();
-    cur.mtime = now;
-    cur.ctime = now;
+    if (!keep_times) {
+      const Timespec now = now_btrfs();
+      cur.mtime = now;
+      cur.ctime = now;
+    }
     if (delayed) {
       UBTRFS_TRY_STATUS(delayed->update_inode(nullptr, id, cur, alloc::FlushMode::kFlushAll));
     } else {

@@ -163,8 +163,11 @@ class FileData {
   // sees these flags on a FUSE inode), tree errors.
   // `pre`: a reservation taken by reserve_write before the lock, drawn from first.
   // `sync_inode`: set when the inode has BTRFS_INODE_SYNC (chattr +S): the caller must fsync.
+  // `keep_times`: leave mtime/ctime alone — the kernel's writeback cache owns them and sends them
+  // with SETATTR; its page-cache writes arrive later than the write() calls they carry.
   [[nodiscard]] Result<size_t> write(InodeId id, uint64_t off, std::span<const uint8_t> data,
-                                     WriteReservation* pre = nullptr, bool* sync_inode = nullptr);
+                                     WriteReservation* pre = nullptr, bool* sync_inode = nullptr,
+                                     bool keep_times = false);
   // mode 0 / KEEP_SIZE: PREALLOC extents over holes; PUNCH_HOLE|KEEP_SIZE: drop and zero.
   // REQUIRES: exclusive lock. Errors: EOPNOTSUPP for other modes, ENOSPC.
   [[nodiscard]] Status fallocate(InodeId id, int mode, uint64_t off, uint64_t len);

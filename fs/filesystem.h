@@ -153,8 +153,9 @@ class Filesystem {
   [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime = true);
   // `pool`: data space held for this write beforehand (a DataHold, see below), drawn from when the
   // ordinary reservation finds no space; what the write does not use stays in the pool.
+  // `keep_times`: the kernel's writeback cache owns mtime/ctime (FileData::write).
   [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data,
-                                     uint64_t* pool = nullptr);
+                                     uint64_t* pool = nullptr, bool keep_times = false);
   // Data space held apart for writes the kernel has acknowledged from its page cache but not yet
   // sent (the writeback cache; tools/daemon/page_cache_guard.h): hold_data reserves up to `bytes`
   // of DATA (flushing and waiting as a write would) and returns what it got; release_data gives

@@ -41,7 +41,8 @@ Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t
   return r;
 }
 
-Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data, uint64_t* pool) {
+Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data, uint64_t* pool,
+                                 bool keep_times) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("write"));
   if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
@@ -72,7 +73,7 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
     InodeLocks::Guard g = locks_.lock({id});
     // FileData::write refuses immutable / append-only files (the kernel never sees these flags on
     // a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
-    auto w = data_->write(id, offset, data, &pre, &sync);
+    auto w = data_->write(id, offset, data, &pre, &sync, keep_times);
     give_back();
     if (!w) return fail(w.error());
     written = *w;

@@ -70,7 +70,8 @@ Result<size_t> PageCacheGuard::write(fuse_session* session, uint64_t ino, uint64
   // `held` only for what that cannot place.
   size_t done = 0;
   while (done < data.size()) {
-    auto r = fs_.write(ino, off + done, data.subspan(done));
+    // The kernel owns mtime/ctime in this mode and sends them with SETATTR: keep_times.
+    auto r = fs_.write(ino, off + done, data.subspan(done), nullptr, true);
     if (r && *r > 0) {
       done += *r;
       continue;
@@ -86,7 +87,7 @@ Result<size_t> PageCacheGuard::write(fuse_session* session, uint64_t ino, uint64
       slice = std::min<uint64_t>(held_, rest.size() + (uint64_t{2} << 12) + ((off + done) & 4095));
       held_ -= slice;
     }
-    r = fs_.write(ino, off + done, rest, &slice);
+    r = fs_.write(ino, off + done, rest, &slice, true);
     {
       std::lock_guard g(mu_);
       held_ += slice;
