@@ -126,12 +126,11 @@ void PageCacheGuard::try_reopen_locked() {
 
 bool PageCacheGuard::refuse_cached_write(const OpenFile* f) {
   if (!f || !f->writable || !f->cached || !bound_) return false;
-  std::lock_guard g(mu_);
-  return !open_;
+  return !open_.load();
 }
 
 double PageCacheGuard::attr_timeout_for(uint64_t ino, double normal) {
-  if (!bound_) return normal;
+  if (!bound_ || open_.load()) return normal;
   std::lock_guard g(mu_);
   if (open_) return normal;
   return cached_writers_.contains(ino) ? 0.0 : normal;

@@ -36,6 +36,7 @@
 // hold/release of `held`, which never wait while the lock is held by another caller's request.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -92,7 +93,9 @@ class PageCacheGuard {
   fs::Filesystem& fs_;
   const uint64_t bound_;
   std::mutex mu_;
-  bool open_ = true;                                    // GUARDED_BY(mu_)
+  // Written under mu_; read without it on the FUSE reply path (getattr/entry timeouts, the GETATTR
+  // gate), where the common answer — open — needs no lock.
+  std::atomic<bool> open_{true};
   uint64_t held_ = 0;                                   // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, unsigned> cached_writers_;  // GUARDED_BY(mu_): ino -> cached writable opens
 };
