@@ -54,6 +54,9 @@ struct RootRecord {
   RootItem item{};       // as last read or committed; bytenr/level/generation refreshed at commit
   uint32_t item_size = sizeof(RootItem);  // on-disk size (kernel images may carry the legacy 239 bytes)
   uint64_t key_offset = 0;               // the ROOT_ITEM key's offset (a snapshot's creation transid)
+  // Deleted and handed to the cleaner (fs/subvolume_cleaner.h): fs_root() refuses it (ESTALE), the
+  // commit no longer writes its item. GUARDED_BY(FsInfo::fs_roots_mu_).
+  bool dropped = false;
   uint64_t objectid() const { return tree->objectid(); }
 };
 
@@ -113,6 +116,9 @@ class FsInfo {
   [[nodiscard]] Result<RootRecord*> fs_root(uint64_t objectid);
   // Whether subvolume `objectid` is loaded (in use by this mount: the cleaner leaves it alone).
   bool root_loaded(uint64_t objectid);
+  // The cleaner starts dropping a loaded dead root: from now on fs_root() answers ESTALE for it
+  // (`dropped` false: it found the root in use after all and leaves it).
+  void set_root_dropped(uint64_t objectid, bool dropped);
   // Tells the subvolume cleaner (fs/subvolume_cleaner.h) a subvolume was deleted; nothing when no
   // cleaner runs (read-only, FsInfo alone).
   void wake_cleaner();

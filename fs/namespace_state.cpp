@@ -109,4 +109,10 @@ std::optional<uint64_t> NamespaceState::referenced_generation(InodeId id) {
   return it->second.generation;
 }
 
+bool NamespaceState::subvolume_referenced(uint64_t subvol) {
+  std::lock_guard g(mu_);
+  auto it = lookups_.lower_bound(InodeId{subvol, 0});
+  return it != lookups_.end() && it->first.subvol == subvol;
+}
+
 }  // namespace ubtrfs::fs

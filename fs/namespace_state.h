@@ -60,6 +60,9 @@ struct NamespaceState {
   uint64_t lookup_count(InodeId id);
   // The generation recorded by add_lookup while the kernel holds a reference; nullopt otherwise.
   std::optional<uint64_t> referenced_generation(InodeId id);
+  // Whether the kernel holds any inode of subvolume `subvol` (a deleted subvolume is dropped only
+  // once it holds none: fs/subvolume_cleaner.h).
+  bool subvolume_referenced(uint64_t subvol);
 
  private:
   std::mutex mu_;
