@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -204,6 +205,14 @@ class Filesystem {
   // was freed since the last commit. Errors: EINVAL, EROFS, EOPNOTSUPP, EIO.
   [[nodiscard]] Result<uint64_t> trim(uint64_t start, uint64_t len, uint64_t minlen);
 
+  // ---- subvolumes (subvolume.cpp; btrfs ioctl.c create_subvol, btrfs_mksubvol) ---------------------
+  // BTRFS_IOC_SUBVOL_CREATE: a new, empty subvolume named `name` in directory `parent` (a FUSE
+  // inode number); returns its id. Errors: ENOTDIR, ENOENT (parent removed), EEXIST, EACCES (no
+  // write and search permission on the parent for `c`, or the name "." / ".."), EINVAL (a '/' in
+  // the name), ENAMETOOLONG, EPERM (immutable parent), EROFS, ENOSPC (at the call: nothing made),
+  // EIO.
+  [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
+
   // ---- scrub (fs/scrub.h; BTRFS_IOC_SCRUB) ------------------------------------------------------
   // The filesystem's scrubber; unmount cancels a running scrub before the final commit.
   Scrub& scrub() { return *scrub_; }
@@ -233,6 +242,10 @@ class Filesystem {
   std::unique_ptr<AsyncDiscard> async_discard_;        // -o discard's worker (null without it)
   std::unique_ptr<Scrub> scrub_;                       // fs/scrub.h
   bool unmounted_ = false;
+  // btrfs_get_free_objectid on the root tree: the next subvolume id (0 until seeded from the root
+  // tree's highest objectid + 1, at least 256; never reused while mounted).
+  std::mutex subvol_mu_;
+  uint64_t next_subvol_id_ = 0;  // GUARDED_BY(subvol_mu_)
   MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
   bool nodiratime_ = false;
 };

@@ -366,6 +366,13 @@ Result<RootRecord*> FsInfo::fs_root(uint64_t objectid) {
   return p;
 }
 
+RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
+  std::lock_guard g(fs_roots_mu_);
+  RootRecord* p = rec.get();
+  fs_roots_[p->objectid()] = std::move(rec);
+  return p;
+}
+
 std::vector<RootRecord*> FsInfo::loaded_roots() {
   std::vector<RootRecord*> out;
   for (auto* r : {extent_root_.get(), dev_root_.get(), csum_root_.get(), fst_root_.get(), bg_root_.get(),

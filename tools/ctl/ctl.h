@@ -39,6 +39,9 @@ int filesystem_usage(const std::string& mnt);
 // No label: prints the label; with one: sets it (root only, as the kernel's CAP_SYS_ADMIN).
 int filesystem_label(const std::string& mnt, const std::string* new_label);
 
+// subvolume_cmd.cpp (btrfs-progs cmds/subvolume.c).
+int subvolume_create(const std::string& dst);
+
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.
 int error(const std::string& message);

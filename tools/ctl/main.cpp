@@ -9,6 +9,7 @@
 //   ubtrfs-ctl filesystem df [-b] MNT           space per block group type, btrfs-progs' lines
 //   ubtrfs-ctl filesystem usage MNT             the overall figures and per-type sizes
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
+//   ubtrfs-ctl subvolume create DST             a new subvolume at DST
 //
 // Exit codes as btrfs-progs: 0 success, 1 failure (and usage errors), scrub start 3 when
 // uncorrectable errors were found, scrub cancel 2 when no scrub runs. tools/ctl/ctl.h says how
@@ -22,7 +23,7 @@
 
 int main(int argc, char** argv) {
   using namespace ubtrfs::ctl;
-  CLI::App app{"ubtrfs-ctl: btrfs-progs' commands (scrub, filesystem df|usage|label) for a mounted ubtrfs"};
+  CLI::App app{"ubtrfs-ctl: btrfs-progs' commands (scrub, filesystem df|usage|label, subvolume) for a mounted ubtrfs"};
   app.require_subcommand(1);
 #ifdef UBTRFS_VERSION
   app.set_version_flag("-V,--version", std::string("ubtrfs-ctl ") + UBTRFS_VERSION);
@@ -66,6 +67,13 @@ int main(int argc, char** argv) {
   f_label->add_option("path", mnt, "a path on the ubtrfs mount")->required();
   auto* label_opt = f_label->add_option("newlabel", label, "the new label (at most 255 bytes)");
   f_label->callback([&] { rc = filesystem_label(mnt, label_opt->count() ? &label : nullptr); });
+
+  auto* sv = app.add_subcommand("subvolume", "subvolumes of the mounted filesystem");
+  sv->require_subcommand(1);
+  std::string dst;
+  auto* sv_create = sv->add_subcommand("create", "create a subvolume");
+  sv_create->add_option("dst", dst, "the new subvolume's path (its parent must exist)")->required();
+  sv_create->callback([&] { rc = subvolume_create(dst); });
 
   try {
     app.parse(argc, argv);

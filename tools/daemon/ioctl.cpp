@@ -374,7 +374,62 @@ Result<IoctlReply> dev_info(DaemonContext& ctx, const IoctlRequest& req) {
   return reply_bytes(&out, sizeof out, req, "BTRFS_IOC_DEV_INFO");
 }
 
+// ---- subvolumes (btrfs ioctl.c; fs/subvolume.cpp) -----------------------------------------------------
+static_assert(sizeof(btrfs_ioctl_vol_args) == 4096 && BTRFS_IOC_SUBVOL_CREATE == 0x5000940e);
+static_assert(sizeof(btrfs_ioctl_vol_args_v2) == 4096 && BTRFS_IOC_SUBVOL_CREATE_V2 == 0x50009418);
+
+// A new name appeared in directory `parent` behind the kernel's back: entries, negative ones too,
+// are cached for entry_timeout (a day by default), so the name's dentry is dropped; the
+// directory's size and times changed, so its attributes too.
+void invalidate_new_name(DaemonContext& ctx, uint64_t parent, std::string_view name) {
+  if (!ctx.session) return;
+  (void)fuse_lowlevel_notify_inval_entry(ctx.session, parent, name.data(), name.size());
+  (void)fuse_lowlevel_notify_inval_inode(ctx.session, parent, -1, 0);
+}
+
+// The caller for a namespace change made by ioctl: uid/gid of the request.
+fs::Caller caller_of(const IoctlRequest& req) {
+  fs::Caller c;
+  c.uid = req.uid;
+  c.gid = req.gid;
+  return c;
+}
+
+Result<IoctlReply> create_subvolume_named(DaemonContext& ctx, const IoctlRequest& req, std::string_view name) {
+  const uint64_t id = UBTRFS_TRY(ctx.fs->create_subvolume(req.ino, name, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("subvolume {} '{}' created by {}", id, name, describe_caller(req));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SUBVOL_CREATE (btrfs_ioctl_snap_create with subvol set): struct btrfs_ioctl_vol_args,
+// the name NUL-terminated within BTRFS_PATH_NAME_MAX (the kernel forces the last byte to NUL). On
+// the fd of the parent directory. No capability needed: write and search permission on the parent.
+Result<IoctlReply> subvol_create(DaemonContext& ctx, const IoctlRequest& req) {
+  if (req.in.size() < sizeof(btrfs_ioctl_vol_args))
+    return fail(EINVAL, "BTRFS_IOC_SUBVOL_CREATE with {} bytes in", req.in.size());
+  const auto* p = reinterpret_cast<const char*>(req.in.data()) + offsetof(btrfs_ioctl_vol_args, name);
+  return create_subvolume_named(ctx, req, std::string_view(p, strnlen(p, BTRFS_PATH_NAME_MAX)));
+}
+
+// BTRFS_IOC_SUBVOL_CREATE_V2 (btrfs_ioctl_snap_create_v2): flags beyond RDONLY and QGROUP_INHERIT
+// are EOPNOTSUPP as in the kernel; QGROUP_INHERIT too (ubtrfs has no quota groups); RDONLY means
+// nothing for a new subvolume (the kernel ignores it there too).
+Result<IoctlReply> subvol_create_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SUBVOL_CREATE_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  constexpr uint64_t kKnown = BTRFS_SUBVOL_RDONLY | BTRFS_SUBVOL_QGROUP_INHERIT;
+  if (a.flags & ~kKnown) return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_CREATE_V2: unsupported flags {:#x}", a.flags);
+  if (a.flags & BTRFS_SUBVOL_QGROUP_INHERIT)
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_CREATE_V2: quota groups are not supported");
+  a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+  return create_subvolume_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
+}
+
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_SUBVOL_CREATE, "BTRFS_IOC_SUBVOL_CREATE", subvol_create},
+    {BTRFS_IOC_SUBVOL_CREATE_V2, "BTRFS_IOC_SUBVOL_CREATE_V2", subvol_create_v2},
     {BTRFS_IOC_SCRUB, "BTRFS_IOC_SCRUB", scrub},
     {BTRFS_IOC_SCRUB_CANCEL, "BTRFS_IOC_SCRUB_CANCEL", scrub_cancel},
     {BTRFS_IOC_SCRUB_PROGRESS, "BTRFS_IOC_SCRUB_PROGRESS", scrub_progress},

@@ -1,0 +1,244 @@
+// Subvolumes on the mount: Filesystem::create_subvolume (btrfs ioctl.c `create_subvol` and
+// `btrfs_mksubvol`, reached by BTRFS_IOC_SUBVOL_CREATE / _V2; FORMAT.md §3.13, §3.14, §4.7).
+//
+// A subvolume is its own fs tree, named in a directory of another one. Creating subvolume S (a new
+// id) named N in directory D of subvolume P writes, in one transaction handle:
+//   - S's tree: one leaf owned by S holding its root directory, INODE_ITEM 256 (040755, owned by
+//     the caller, nlink 1) and INODE_REF (256, 12, 256) index 0 "..";
+//   - root tree: ROOT_ITEM (S, 132, 0) — key offset 0 for a plain subvolume (a snapshot's carries
+//     its creation transid) — with a fresh uuid, otransid = ctransid = the transaction, otime =
+//     ctime = now, refs 1, root_dirid 256 and the embedded inode the kernel writes (generation 1,
+//     size 3, nbytes = nodesize, nlink 1, 040755, ROOT_ITEM_INIT); ROOT_REF (P, 156, S) and
+//     ROOT_BACKREF (S, 144, P), both {dirid D, sequence = the DIR_INDEX, N};
+//   - P's tree: DIR_ITEM + DIR_INDEX of N in D whose location is (S, ROOT_ITEM, 0), type DIR, and no
+//     INODE_REF (the root ref is the back reference); D's size grows by 2 x len(N), mtime/ctime now;
+//   - UUID tree: UUID_KEY_SUBVOL for S's uuid holding S (appended to the item on a collision).
+// Ids: btrfs_get_free_objectid on the root tree — the highest objectid below LAST_FREE + 1, at
+// least 256 (FIRST_FREE), seeded once and never reused while mounted (a deleted subvolume's id
+// stays taken until its ROOT_ITEM is gone).
+//
+// Order and failure: everything is checked before the handle starts (existence, permission, the
+// DIR_ITEM's room), and the handle reserves every item up front, so ENOSPC comes at the call with
+// nothing made. The first change is the new tree's leaf; any failure after it aborts the
+// transaction (nothing half-made reaches the disk). The new tree's RootRecord joins FsInfo before
+// the handle ends, so the commit rewrites its ROOT_ITEM whenever its root block moves.
+//
+// Not here (issue 16, later steps): snapshots, deletion, the UUID tree's creation on an image that
+// has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
+// late), and the subvolume's ctransid/ctime following later changes inside it.
+#include <endian.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "fs/delayed_inode.h"
+#include "fs/dir_item.h"
+#include "fs/filesystem.h"
+#include "fs/inode_flags.h"
+#include "fs/namespace_state.h"
+#include "fs/tree_log.h"
+#include "tree/ctree.h"
+
+namespace ubtrfs::fs {
+namespace {
+
+// The items a create touches (btrfs create_subvol's trans_num_items, which counts the same
+// things): new root's inode item and inode ref, the root item, root ref and backref, the dir item
+// and dir index, the parent's inode, the uuid item; plus the new tree's first leaf.
+constexpr unsigned kCreateItems = 10;
+
+// The highest objectid of an item below LAST_FREE_OBJECTID in the root tree (the special trees and
+// ORPHAN/TREE_LOG/DATA_RELOC objectids sort above it), 0 when there is none.
+Result<uint64_t> highest_root_objectid(TreeRoot& tree_root) {
+  Path p;
+  const int ret = UBTRFS_TRY(search_slot(nullptr, tree_root, Key{kLastFreeObjectid, 0, 0}, p, 0, false));
+  if (ret == 0) return kLastFreeObjectid;
+  if (p.leaf().nritems() == 0) return 0;
+  bool valid = true;
+  if (p.slots[0] > 0)
+    --p.slots[0];
+  else
+    valid = UBTRFS_TRY(prev_leaf(tree_root, p));
+  return valid ? p.leaf().item_key(p.slots[0]).objectid : 0;
+}
+
+// A random (version 4) uuid, as the kernel's generate_random_uuid for a new subvolume.
+Status random_uuid(uint8_t out[16]) {
+  if (getrandom(out, 16, 0) != 16) return fail(EIO, "getrandom failed: {}", std::strerror(errno));
+  out[6] = static_cast<uint8_t>((out[6] & 0x0F) | 0x40);
+  out[8] = static_cast<uint8_t>((out[8] & 0x3F) | 0x80);
+  return {};
+}
+
+uint64_t uuid_half(const uint8_t* u) {
+  uint64_t v;
+  std::memcpy(&v, u, 8);  // little-endian on disk and on every host ubtrfs builds for
+  return le64toh(v);
+}
+
+// The UUID tree's key of `uuid` (FORMAT.md §3.14): both halves read little-endian.
+Key uuid_key(const uint8_t* uuid, uint8_t type) { return Key{uuid_half(uuid), type, uuid_half(uuid + 8)}; }
+
+// btrfs_uuid_tree_add: `subvol` appended to the item of `uuid` (created if absent).
+Status uuid_tree_add(TreeHandle& h, TreeRoot& uuid_root, const uint8_t* uuid, uint8_t type, uint64_t subvol) {
+  const Key key = uuid_key(uuid, type);
+  std::vector<uint8_t> body = UBTRFS_TRY(lookup_item(uuid_root, key)).value_or(std::vector<uint8_t>{});
+  le64 id;
+  id = subvol;
+  const auto* b = reinterpret_cast<const uint8_t*>(&id);
+  body.insert(body.end(), b, b + sizeof id);
+  return write_item_body(h, uuid_root, key, body);
+}
+
+// ROOT_REF / ROOT_BACKREF body: {dirid, sequence, name_len} + name.
+std::vector<uint8_t> root_ref_body(uint64_t dirid, uint64_t sequence, std::string_view name) {
+  RootRef r{};
+  r.dirid = dirid;
+  r.sequence = sequence;
+  r.name_len = static_cast<uint16_t>(name.size());
+  std::vector<uint8_t> body(sizeof r + name.size());
+  std::memcpy(body.data(), &r, sizeof r);
+  std::memcpy(body.data() + sizeof r, name.data(), name.size());
+  return body;
+}
+
+// inode_permission(dir, MAY_WRITE | MAY_EXEC) as btrfs_may_create asks it, from the mode bits
+// (uid 0 stands for CAP_DAC_OVERRIDE, as elsewhere in the daemon's ioctls).
+Status check_may_write_dir(const InodeItem& dir, uint64_t dir_objectid, const Caller& c) {
+  if (c.uid == 0) return {};
+  const uint32_t mode = dir.mode.get();
+  const uint32_t bits = c.uid == dir.uid.get() ? (mode >> 6) & 7 : c.gid == dir.gid.get() ? (mode >> 3) & 7 : mode & 7;
+  if ((bits & 3) != 3)
+    return fail(EACCES, "create a subvolume in directory {}: uid {} lacks write and search permission", dir_objectid,
+                c.uid);
+  return {};
+}
+
+}  // namespace
+
+Result<uint64_t> Filesystem::create_subvolume(uint64_t parent, std::string_view name, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("create subvolume"));
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "create subvolume '{}': read-only filesystem", name);
+  // btrfs_ioctl_snap_create refuses a '/' (EINVAL); the VFS lookup then refuses "", "." and ".."
+  // (lookup_one_common: EACCES); btrfs_lookup refuses a name longer than BTRFS_NAME_LEN.
+  if (name.find('/') != std::string_view::npos) return fail(EINVAL, "subvolume name '{}' contains a '/'", name);
+  if (name.empty() || name == "." || name == ".." || name.find('\0') != std::string_view::npos)
+    return fail(EACCES, "'{}' cannot name a subvolume", name);
+  if (name.size() > kNameLen) return fail(ENAMETOOLONG, "subvolume name of {} bytes is longer than {}", name.size(), kNameLen);
+
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
+  TreeRoot& proot = *prec->tree;
+  // One create or delete at a time (the kernel's subvol_sem): the id counter and the root refs.
+  std::lock_guard subvol_guard(subvol_mu_);
+  auto guard = locks_.lock({pid});
+  InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
+  if (!S_ISDIR(pii.mode.get())) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
+  if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);
+  if (UBTRFS_TRY(lookup_dir_entry(proot, pid.objectid, name)))
+    return fail(EEXIST, "'{}' already exists in directory {}", name, pid.objectid);
+  UBTRFS_TRY_STATUS(check_may_write_dir(pii, pid.objectid, c));
+  UBTRFS_TRY_STATUS(check_may_create(pii, pid.objectid));
+  UBTRFS_TRY_STATUS(check_dir_item_room(proot, pid.objectid, name));
+  if (prec->item.flags.get() & kRootSubvolRdonly)
+    return fail(EROFS, "create subvolume '{}': subvolume {} is read-only", name, pid.subvol);
+
+  if (next_subvol_id_ == 0)
+    next_subvol_id_ = std::max(UBTRFS_TRY(highest_root_objectid(fs_->root_tree())) + 1, kFirstFreeObjectid);
+  if (next_subvol_id_ >= kLastFreeObjectid) return fail(EOVERFLOW, "no subvolume id left");
+  const uint64_t id = next_subvol_id_;
+  uint8_t uuid[16];
+  UBTRFS_TRY_STATUS(random_uuid(uuid));
+
+  auto th = UBTRFS_TRY(fs_->transactions().start(kCreateItems));
+  const uint64_t transid = th.transid();
+  const Timespec now = now_btrfs();
+  next_subvol_id_ = id + 1;  // taken from here on, even if the create fails below (the kernel's too)
+
+  // The new tree and its root directory (btrfs_create_subvol_root). The leaf is the first change.
+  auto tree = std::make_unique<TreeRoot>(fs_->tree_ctx(), id);
+  UBTRFS_TRY_STATUS(create_empty_tree(th.tree(), *tree));
+  InodeItem dir{};
+  dir.generation = transid;
+  dir.transid = transid;
+  dir.nlink = 1;
+  dir.uid = c.uid;
+  dir.gid = (pii.mode.get() & S_ISGID) ? pii.gid.get() : c.gid;  // inode_init_owner
+  dir.mode = S_IFDIR | 0755 | (pii.mode.get() & S_ISGID);
+  dir.flags = inherit_flags(pii.flags.get(), S_IFDIR);  // btrfs_inherit_iflags from the parent
+  dir.atime = now;
+  dir.ctime = now;
+  dir.mtime = now;
+  dir.otime = now;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, insert_inode(th.tree(), *tree, kFirstFreeObjectid, dir));
+  UBTRFS_TRY_STATUS_OR_ABORT(
+      th, insert_inode_ref(th.tree(), *tree, kFirstFreeObjectid, kFirstFreeObjectid, "..", 0, false));
+
+  // ROOT_ITEM (id, 132, 0), as create_subvol fills it.
+  auto rec = std::make_unique<RootRecord>();
+  RootItem& ri = rec->item;
+  std::memset(&ri, 0, sizeof ri);
+  ri.inode.generation = 1;
+  ri.inode.size = 3;
+  ri.inode.nlink = 1;
+  ri.inode.nbytes = fs_->params().nodesize;
+  ri.inode.mode = S_IFDIR | 0755;
+  ri.inode.flags = kInodeRootItemInit;
+  {
+    EbRef node = tree->node();
+    ri.bytenr = node->start();
+    ri.generation = node->generation();
+    ri.generation_v2 = node->generation();
+    ri.level = static_cast<uint8_t>(node->level());
+  }
+  ri.root_dirid = kFirstFreeObjectid;
+  ri.bytes_used = fs_->params().nodesize;
+  ri.refs = 1;
+  std::memcpy(ri.uuid, uuid, 16);
+  ri.ctransid = transid;
+  ri.otransid = transid;
+  ri.ctime = now;
+  ri.otime = now;
+  rec->item_size = sizeof(RootItem);
+  rec->key_offset = 0;
+  rec->tree = std::move(tree);
+  UBTRFS_TRY_STATUS_OR_ABORT(
+      th, insert_item(th.tree(), fs_->root_tree(), Key{id, kRootItemKey, 0},
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ri), sizeof ri)));
+  fs_->add_fs_root(std::move(rec));
+
+  // The name in the parent directory and its root refs (btrfs_add_link for a subvolume root:
+  // btrfs_add_root_ref instead of an inode ref).
+  const uint64_t index = UBTRFS_TRY_OR_ABORT(th, ns_->new_dir_index(proot, pid.objectid));
+  const auto ref = root_ref_body(pid.objectid, index, name);
+  UBTRFS_TRY_STATUS_OR_ABORT(th, insert_item(th.tree(), fs_->root_tree(), Key{pid.subvol, kRootRefKey, id}, ref));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, insert_item(th.tree(), fs_->root_tree(), Key{id, kRootBackrefKey, pid.subvol}, ref));
+  {
+    std::optional<DelayedIndexQueue> queue;
+    if (DelayedInodes* d = fs_->delayed_inodes()) queue.emplace(*d, th, proot);
+    UBTRFS_TRY_STATUS_OR_ABORT(th, insert_dir_entry(th.tree(), proot, pid.objectid, name, Key{id, kRootItemKey, 0},
+                                                    kFtDir, index, queue ? &*queue : nullptr));
+  }
+  pii.size = pii.size.get() + 2 * name.size();  // FORMAT.md §4.5: subvolume entries count too
+  pii.mtime = now;
+  pii.ctime = now;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, proot, pid.objectid, pii));
+  if (RootRecord* u = fs_->uuid_root())
+    UBTRFS_TRY_STATUS_OR_ABORT(th, uuid_tree_add(th.tree(), *u->tree, uuid, kUuidKeySubvol, id));
+  else
+    spdlog::warn("{}: no UUID tree: subvolume {} has no uuid entry (the kernel adds it at its next mount)",
+                 fs_->path(), id);
+  // btrfs_record_new_subvolume: an fsync of the parent in this transaction commits, since the
+  // tree log cannot express a new subvolume.
+  if (TreeLog* log = fs_->tree_log()) log->note_unlink(pid, transid);
+  th.end();
+  spdlog::info("{}: created subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
+               pid.subvol);
+  return id;
+}
+
+}  // namespace ubtrfs::fs

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Subvolumes on a ubtrfs mount, judged by the kernel (issue 16; fs/subvolume.cpp,
+# tools/daemon/ioctl.cpp, tools/ctl/subvolume_cmd.cpp).
+#
+# One script of btrfs-progs commands runs twice on fresh mkfs.ubtrfs images: on the kernel's btrfs
+# with `btrfs`, on ubtrfs with `ubtrfs-ctl` — the one word changed — and the transcripts (every
+# command's stdout, stderr and exit code, plus what the script sees in the tree) must be equal.
+# Nothing is normalised: subvolume ids and generations come out the same because both start from
+# the same image and make the same changes in the same order; paths are relative to the mount.
+# Then the ubtrfs image must be check-clean (btrfs check both modes, kernel read, fsck.ubtrfs), the
+# kernel must list its subvolumes, and the two implementations must continue each other's ids.
+#
+# Rules named here:
+#   subvolume_create_same_transcript_as_kernel_btrfs (outputs, errors, exit codes)
+#   subvolume_create_name_visible_despite_cached_negative_dentry (the daemon invalidates it)
+#   subvolume_create_needs_write_permission_on_the_parent (EACCES for others, allowed in one's own dir)
+#   subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit (EOPNOTSUPP)
+#   subvolume_inode_numbers_unique_across_subvolumes
+#   subvolume_ids_continue_after_the_kernels (highest root objectid + 1)
+#   subvolume_create_image_check_clean_and_listed_by_the_kernel
+# shellcheck source=lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
+CTL=$UBTRFS_BIN/ctl/ubtrfs-ctl
+
+require_ubtrfs
+fs_is_kernel && skip_or_fail "compares ubtrfs with the kernel"
+require_kernel_btrfs
+require_btrfs_check
+command -v python3 >/dev/null || skip_or_fail "python3 not installed"
+command -v setpriv >/dev/null || skip_or_fail "setpriv not installed"
+[[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
+[[ -x $CTL ]] || { echo "FAIL: $CTL not built" >&2; exit 1; }
+
+tmp=$(make_tmpdir)
+# The unprivileged part of the script runs as nobody, who must reach the mounts.
+chmod 755 "$UBTRFS_TEST_ROOT" "$tmp"
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+
+# step ARGS...: runs one command in the current directory and prints it (the tool's name as CMD),
+# its stdout, its stderr and its exit code.
+step() {
+  local out err rc=0 shown=() a
+  for a in "$@"; do [[ $a == "$TOOL" ]] && shown+=(CMD) || shown+=("$a"); done
+  out=$("$@" 2>"$tmp/stderr") || rc=$?
+  err=$(cat "$tmp/stderr")
+  printf '$ %s\n%s%s%s%sexit %d\n' "${shown[*]}" "$out" "${out:+$'\n'}" "${err:+stderr: }$err" "${err:+$'\n'}" "$rc"
+}
+
+# seen PATH: whether PATH exists, as the caller's stat sees it (dentry cache included).
+seen() { if stat "$1" >/dev/null 2>&1; then echo "seen $1: yes"; else echo "seen $1: no"; fi; }
+
+# script: the btrfs-progs commands of the comparison, with TOOL = btrfs or ubtrfs-ctl, in the
+# mount's root directory.
+script() {
+  seen late  # a cached negative dentry from here on (entry_timeout is a day on ubtrfs)
+  step "$TOOL" subvolume create sv
+  step "$TOOL" subvolume create sv
+  mkdir d
+  step "$TOOL" subvolume create d/inner
+  step "$TOOL" subvolume create nodir/x
+  step "$TOOL" subvolume create late
+  seen late
+  step "$TOOL" subvolume create sv/nested
+  echo data >sv/nested/f
+  step "$TOOL" subvolume create a/
+  step "$TOOL" subvolume create d/..
+  step ls -a sv d a sv/nested
+  step stat -c '%n %s %F %a %h %u' sv d sv/nested sv/nested/f a
+  # Permission: nobody may not create in root's directory, but may in a directory of its own.
+  mkdir own && chown 65534:65534 own
+  step "${NOBODY[@]}" "$TOOL" subvolume create nope
+  step "${NOBODY[@]}" "$TOOL" subvolume create own/mine
+  step stat -c '%n %U %G %a' own/mine
+}
+
+# ---- the script on the kernel, then on ubtrfs ----
+kimg=$tmp/kernel.img
+uimg=$tmp/ubtrfs.img
+truncate -s 512M "$kimg" "$uimg"
+"$MKFS" -q "$kimg"
+"$MKFS" -q "$uimg"
+kmnt=$tmp/kmnt
+umnt=$tmp/umnt
+
+kernel_mount "$kimg" "$kmnt"
+chmod 755 "$kmnt"
+TOOL=btrfs
+(cd "$kmnt" && TOOL=$(command -v btrfs) && script) >"$tmp/kernel.txt"
+kernel_umount "$kmnt"
+
+ubtrfs_mount "$uimg" "$umnt" allow_other
+chmod 755 "$umnt"
+(cd "$umnt" && TOOL=$CTL && script) >"$tmp/ubtrfs.txt"
+# Inode numbers: every subvolume's root directory is objectid 256 in its own tree; on ubtrfs
+# (one st_dev) the numbers must still differ, so find -samefile, du and tar tell them apart.
+inos=$(stat -c %i "$umnt" "$umnt/sv" "$umnt/d/inner" "$umnt/sv/nested" "$umnt/late" | sort -u | wc -l)
+[[ $inos == 5 ]] && pass "subvolume_inode_numbers_unique_across_subvolumes" ||
+  failed "st_ino of 5 subvolume roots: $(stat -c '%i %n' "$umnt" "$umnt/sv" "$umnt/d/inner" "$umnt/sv/nested" "$umnt/late" | tr '\n' ' ')"
+[[ $(find "$umnt" -samefile "$umnt/sv" | wc -l) == 1 ]] && pass "find -samefile finds one subvolume root" ||
+  failed "find -samefile sv: $(find "$umnt" -samefile "$umnt/sv" | tr '\n' ' ')"
+
+cat >"$tmp/v2.py" <<'PY'
+# v2.py DIR NAME FLAGS: BTRFS_IOC_SUBVOL_CREATE_V2 on DIR; prints 0 or the errno.
+import fcntl, os, struct, sys
+SUBVOL_CREATE_V2 = 0x50009418
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+args = struct.pack("<qQQ32x", 0, 0, int(sys.argv[3], 0)) + sys.argv[2].encode()
+try:
+    fcntl.ioctl(fd, SUBVOL_CREATE_V2, bytearray(args.ljust(4096, b"\0")))
+    print(0)
+except OSError as e:
+    print(e.errno)
+PY
+rc_v2_ok=$(python3 "$tmp/v2.py" "$umnt" byv2 0)
+rc_v2_bad=$(python3 "$tmp/v2.py" "$umnt" badflags 0x100)
+rc_v2_qg=$(python3 "$tmp/v2.py" "$umnt" qgroup 4)
+[[ $rc_v2_ok == 0 && -d $umnt/byv2 ]] && pass "BTRFS_IOC_SUBVOL_CREATE_V2 creates" || failed "SUBVOL_CREATE_V2: errno $rc_v2_ok"
+[[ $rc_v2_bad == 95 && $rc_v2_qg == 95 && ! -e $umnt/badflags && ! -e $umnt/qgroup ]] &&
+  pass "subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit" ||
+  failed "SUBVOL_CREATE_V2 flags 0x100: errno $rc_v2_bad, QGROUP_INHERIT: errno $rc_v2_qg (want 95 for both, nothing created)"
+ubtrfs_umount "$umnt" || failed "unmount"
+
+if diff -u "$tmp/kernel.txt" "$tmp/ubtrfs.txt"; then
+  pass "subvolume_create_same_transcript_as_kernel_btrfs ($(grep -c '^\$ ' "$tmp/ubtrfs.txt") commands)"
+else
+  failed "the transcripts differ (kernel -, ubtrfs +)"
+fi
+grep -q '^seen late: yes' "$tmp/ubtrfs.txt" && pass "subvolume_create_name_visible_despite_cached_negative_dentry" ||
+  failed "a subvolume created over a cached negative dentry stays invisible"
+grep -A2 '^\$ setpriv .* CMD subvolume create nope' "$tmp/ubtrfs.txt" | grep -q 'Permission denied' &&
+  grep -A2 '^\$ setpriv .* CMD subvolume create own/mine' "$tmp/ubtrfs.txt" | grep -q '^exit 0' &&
+  pass "subvolume_create_needs_write_permission_on_the_parent" || failed "permission: $(grep -A3 'setpriv' "$tmp/ubtrfs.txt")"
+
+# ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
+check_clean_full "$uimg" && pass "subvolume_create_image_check_clean (btrfs check x2, kernel read, fsck.ubtrfs)" ||
+  failed "image not check-clean after the creates"
+kernel_mount "$uimg" "$kmnt"
+list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
+want="256 sv 257 d/inner 258 late 259 sv/nested 260 a 261 own/mine 262 byv2 "
+[[ $list == "$want" ]] && pass "subvolume_create_image_listed_by_the_kernel ($list)" ||
+  failed "kernel subvolume list: '$list', want '$want'"
+[[ $(cat "$kmnt/sv/nested/f") == data ]] && pass "the kernel reads a file in a nested subvolume" || failed "sv/nested/f"
+btrfs subvolume create "$kmnt/kern" >/dev/null || failed "kernel create"
+kernel_umount "$kmnt"
+ubtrfs_mount "$uimg" "$umnt"
+"$CTL" subvolume create "$umnt/after" >/dev/null || failed "ubtrfs create after the kernel's"
+ubtrfs_umount "$umnt" || failed "unmount"
+kernel_mount "$uimg" "$kmnt" ro
+ids=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" || $NF == "after" {print $NF, $2}' | sort | tr '\n' ' ')
+kernel_umount "$kmnt"
+[[ $ids == "after 264 kern 263 " ]] && pass "subvolume_ids_continue_after_the_kernels ($ids)" ||
+  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 264 kern 263 '"
+check_clean "$uimg" && pass "image check-clean after the kernel's and ubtrfs's creates" || failed "not check-clean at the end"
+
+finish
