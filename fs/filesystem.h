@@ -72,6 +72,31 @@ struct SetAttr {
 // FS_IOC_GOINGDOWN's flags (XFS_FSOP_GOING_FLAGS_DEFAULT 0, _LOGFLUSH 1, _NOLOGFLUSH 2): fs/shutdown.cpp.
 enum class ShutdownMode : uint32_t { kSyncFirst = 0, kFlushLog = 1, kNoFlush = 2 };
 
+// BTRFS_IOC_TREE_SEARCH's range (fs/tree_search.cpp): keys from min to max (lexicographic), in
+// leaves whose generation is in [min_transid, max_transid].
+struct TreeSearchRange {
+  Key min{}, max = kMaxKey;
+  uint64_t min_transid = 0, max_transid = ~0ull;
+};
+struct TreeSearchItem {
+  uint64_t transid = 0;  // the generation of the leaf holding it
+  Key key{};
+  std::vector<uint8_t> data;
+};
+struct TreeSearchResult {
+  std::vector<TreeSearchItem> items;
+};
+
+// What GET_SUBVOL_INFO and `subvolume show` report of one subvolume (fs/subvolume.cpp).
+struct SubvolumeInfo {
+  uint64_t id = 0;
+  RootItem item{};             // the in-memory ROOT_ITEM (the running transaction's view)
+  uint64_t key_offset = 0;     // the ROOT_ITEM key's offset (a snapshot's creation transid)
+  uint64_t parent_id = 0;      // ROOT_BACKREF: the subvolume holding its name (0 for FS_TREE)
+  uint64_t dirid = 0;          // the directory holding the name
+  std::string name;
+};
+
 struct DirEntryOut {
   std::string_view name;
   struct stat attr;  // st_ino and the type bits of st_mode always; the rest only for readdirplus
@@ -213,6 +238,26 @@ class Filesystem {
   // EIO.
   [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
 
+  // The subvolume and objectid behind a FUSE inode number. Errors: ENOENT.
+  [[nodiscard]] Result<InodeId> inode_id(uint64_t ino) const { return numbers_.from_fuse(ino); }
+  // BTRFS_IOC_INO_LOOKUP (btrfs_search_path_in_tree): the path of directory `dirid` of subvolume
+  // `subvol` from that subvolume's root, each component followed by '/' ("" for the root, 256).
+  // Errors: ENOENT (no such subvolume or directory), ENAMETOOLONG (longer than `max_len`), EIO.
+  [[nodiscard]] Result<std::string> inode_path(uint64_t subvol, uint64_t dirid, size_t max_len);
+  // GET_SUBVOL_INFO / `subvolume show`: the ROOT_ITEM and the ROOT_BACKREF of `subvol`.
+  // Errors: ENOENT, EIO.
+  [[nodiscard]] Result<SubvolumeInfo> subvolume_info(uint64_t subvol);
+  // BTRFS_IOC_DEFAULT_SUBVOL (btrfs_ioctl_default_subvol): the subvolume a mount without subvol= /
+  // subvolid= gets: the root tree's "default" DIR_ITEM (objectid 6) now names (id, ROOT_ITEM, -1),
+  // and the DEFAULT_SUBVOL incompat bit is set. 0 means FS_TREE (5). Errors: ENOENT (not a live
+  // subvolume), EROFS, ENOSPC.
+  [[nodiscard]] Status set_default_subvolume(uint64_t id);
+  // BTRFS_IOC_TREE_SEARCH (fs/tree_search.cpp): at most max_items items and max_bytes bytes of
+  // (32-byte header + data) of tree `tree_id` in `range`. Errors: ENOENT (no such tree),
+  // EOVERFLOW (the first item alone does not fit max_bytes), EIO.
+  [[nodiscard]] Result<TreeSearchResult> tree_search(uint64_t tree_id, const TreeSearchRange& range, size_t max_items,
+                                                     size_t max_bytes);
+
   // ---- scrub (fs/scrub.h; BTRFS_IOC_SCRUB) ------------------------------------------------------
   // The filesystem's scrubber; unmount cancels a running scrub before the final commit.
   Scrub& scrub() { return *scrub_; }
@@ -220,6 +265,7 @@ class Filesystem {
  private:
   std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
+  [[nodiscard]] Result<TreeRoot*> search_tree_of(uint64_t tree_id);  // tree_search.cpp
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the

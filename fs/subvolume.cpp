@@ -23,6 +23,11 @@
 // transaction (nothing half-made reaches the disk). The new tree's RootRecord joins FsInfo before
 // the handle ends, so the commit rewrites its ROOT_ITEM whenever its root block moves.
 //
+// Also here: what the list/show/get-default/set-default commands read or change — the path of a
+// directory inside its subvolume (INO_LOOKUP), a subvolume's ROOT_ITEM and back reference
+// (GET_SUBVOL_INFO), and the default subvolume (DEFAULT_SUBVOL: the root tree's "default"
+// DIR_ITEM of objectid 6, FORMAT.md §4.6).
+//
 // Not here (issue 16, later steps): snapshots, deletion, the UUID tree's creation on an image that
 // has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
 // late), and the subvolume's ctransid/ctime following later changes inside it.
@@ -41,6 +46,7 @@
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
 #include "fs/tree_log.h"
+#include "io/checksum.h"
 #include "tree/ctree.h"
 
 namespace ubtrfs::fs {
@@ -239,6 +245,87 @@ Result<uint64_t> Filesystem::create_subvolume(uint64_t parent, std::string_view 
   spdlog::info("{}: created subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
                pid.subvol);
   return id;
+}
+
+Result<std::string> Filesystem::inode_path(uint64_t subvol, uint64_t dirid, size_t max_len) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("inode lookup"));
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(subvol));
+  std::string path;
+  // Each step goes one directory up; a directory chain longer than a path can be is a cycle.
+  for (uint64_t cur = dirid, steps = 0; cur != kFirstFreeObjectid; ++steps) {
+    if (steps > max_len) return fail(EUCLEAN, "subvolume {}: directory {} has a parent cycle", subvol, dirid);
+    auto refs = UBTRFS_TRY(list_inode_refs(*rec->tree, cur));
+    if (refs.empty()) return fail(ENOENT, "subvolume {}: no directory {}", subvol, cur);
+    path.insert(0, refs[0].name + "/");
+    if (path.size() > max_len)
+      return fail(ENAMETOOLONG, "subvolume {}: the path of directory {} is longer than {}", subvol, dirid, max_len);
+    cur = refs[0].parent;
+  }
+  return path;
+}
+
+Result<SubvolumeInfo> Filesystem::subvolume_info(uint64_t subvol) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("subvolume info"));
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(subvol));
+  SubvolumeInfo info;
+  info.id = subvol;
+  info.item = rec->item;
+  info.key_offset = rec->key_offset;
+  if (subvol == kFsTreeObjectid) return info;
+  TreeSearchRange r;
+  r.min = Key{subvol, kRootBackrefKey, 0};
+  r.max = Key{subvol, kRootBackrefKey, ~0ull};
+  auto found = UBTRFS_TRY(tree_search(kRootTreeObjectid, r, 1, SIZE_MAX));
+  if (found.items.empty()) return info;  // deleted: no back reference left
+  const auto& it = found.items[0];
+  if (it.data.size() < sizeof(RootRef))
+    return fail(EUCLEAN, "ROOT_BACKREF [{} 144 {}] has size {}", subvol, it.key.offset, it.data.size());
+  RootRef ref;
+  std::memcpy(&ref, it.data.data(), sizeof ref);
+  const size_t len = std::min<size_t>(ref.name_len.get(), it.data.size() - sizeof ref);
+  info.parent_id = it.key.offset;
+  info.dirid = ref.dirid.get();
+  info.name.assign(reinterpret_cast<const char*>(it.data.data() + sizeof ref), len);
+  return info;
+}
+
+Status Filesystem::set_default_subvolume(uint64_t id) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("set default subvolume"));
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "set default subvolume: read-only filesystem");
+  if (id == 0) id = kFsTreeObjectid;
+  if (id != kFsTreeObjectid && (id < kFirstFreeObjectid || id >= kLastFreeObjectid))
+    return fail(ENOENT, "{} is not a subvolume id", id);
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
+  if (rec->item.refs.get() == 0) return fail(ENOENT, "subvolume {} is deleted", id);
+  std::lock_guard subvol_guard(subvol_mu_);
+  static constexpr std::string_view kDefault = "default";
+  const Key key{kRootTreeDirObjectid, kDirItemKey, io::name_hash(kDefault)};
+  auto th = UBTRFS_TRY(fs_->transactions().start(1));
+  auto body = UBTRFS_TRY(lookup_item(fs_->root_tree(), key));
+  if (!body) return fail(ENOENT, "{}: the root tree has no 'default' dir item", fs_->path());
+  auto entries = UBTRFS_TRY(parse_dir_entries(*body, key));
+  std::vector<uint8_t> out;
+  bool found = false;
+  for (auto& e : entries) {
+    if (e.name == kDefault) {
+      e.location = Key{id, kRootItemKey, ~0ull};
+      e.transid = th.transid();
+      found = true;
+    }
+    append_dir_entry(out, e);
+  }
+  if (!found) return fail(ENOENT, "{}: the root tree has no 'default' dir item", fs_->path());
+  UBTRFS_TRY_STATUS(write_item_body(th.tree(), fs_->root_tree(), key, out));  // same size: one change
+  {
+    // btrfs_set_fs_incompat(DEFAULT_SUBVOL), inside the handle so no commit writes the superblock
+    // meanwhile.
+    std::lock_guard g(fs_->super_mu());
+    Superblock& sb = fs_->super();
+    sb.incompat_flags = sb.incompat_flags.get() | kIncompatDefaultSubvol;
+  }
+  th.end();
+  spdlog::info("{}: default subvolume set to {}", fs_->path(), id);
+  return {};
 }
 
 }  // namespace ubtrfs::fs

@@ -18,6 +18,8 @@
 #   subvolume_inode_numbers_unique_across_subvolumes
 #   subvolume_ids_continue_after_the_kernels (highest root objectid + 1)
 #   subvolume_create_image_check_clean_and_listed_by_the_kernel
+#   subvolume_list_show_get_default_same_transcript_as_kernel_btrfs (in the same comparison)
+#   subvolume_set_default_is_what_the_kernel_mounts
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -43,9 +45,16 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 step() {
   local out err rc=0 shown=() a
   for a in "$@"; do [[ $a == "$TOOL" ]] && shown+=(CMD) || shown+=("$a"); done
-  out=$("$@" 2>"$tmp/stderr") || rc=$?
-  err=$(cat "$tmp/stderr")
+  out=$("$@" 2>"$tmp/stderr" | normalise) || rc=$?
+  err=$(normalise <"$tmp/stderr")
   printf '$ %s\n%s%s%s%sexit %d\n' "${shown[*]}" "$out" "${out:+$'\n'}" "${err:+stderr: }$err" "${err:+$'\n'}" "$rc"
+}
+
+# normalise: what must differ between two filesystems made apart — uuids are random and creation
+# times are the clock's — becomes UUID and TIME; nothing else is touched.
+normalise() {
+  sed -E -e 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/UUID/g' \
+    -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}( [+-][0-9]{4})?/TIME/g'
 }
 
 # seen PATH: whether PATH exists, as the caller's stat sees it (dentry cache included).
@@ -73,6 +82,36 @@ script() {
   step "${NOBODY[@]}" "$TOOL" subvolume create nope
   step "${NOBODY[@]}" "$TOOL" subvolume create own/mine
   step stat -c '%n %U %G %a' own/mine
+  # Listing: every column and filter, from the top and from inside a subvolume.
+  step "$TOOL" subvolume list .
+  step "$TOOL" subvolume list -p -c -g -u -q -R .
+  step "$TOOL" subvolume list -t -p .
+  step "$TOOL" subvolume list sv
+  step "$TOOL" subvolume list -o sv
+  step "$TOOL" subvolume list -a sv
+  step "$TOOL" subvolume list -o .
+  step "$TOOL" subvolume list -s .
+  step "$TOOL" subvolume list -r .
+  step "$TOOL" subvolume list -d .
+  step "$TOOL" subvolume list nodir
+  step "${NOBODY[@]}" "$TOOL" subvolume list .
+  step "$TOOL" subvolume show sv/nested
+  step "$TOOL" subvolume show .
+  step "$TOOL" subvolume show d
+  step "$TOOL" subvolume show -r 257 .
+  step "$TOOL" subvolume show -r 4 .
+  # The default subvolume: by path, by id, back to the top; refusals.
+  step "$TOOL" subvolume get-default .
+  step "$TOOL" subvolume set-default sv/nested
+  step "$TOOL" subvolume get-default sv
+  step "$TOOL" subvolume set-default 257 .
+  step "$TOOL" subvolume get-default .
+  step "$TOOL" subvolume set-default d
+  step "$TOOL" subvolume set-default 999 .
+  step "${NOBODY[@]}" "$TOOL" subvolume set-default 256 .
+  step "$TOOL" subvolume set-default 0 .
+  step "$TOOL" subvolume get-default .
+  step "$TOOL" subvolume set-default sv
 }
 
 # ---- the script on the kernel, then on ubtrfs ----
@@ -134,8 +173,14 @@ grep -A2 '^\$ setpriv .* CMD subvolume create nope' "$tmp/ubtrfs.txt" | grep -q 
   pass "subvolume_create_needs_write_permission_on_the_parent" || failed "permission: $(grep -A3 'setpriv' "$tmp/ubtrfs.txt")"
 
 # ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
-check_clean_full "$uimg" && pass "subvolume_create_image_check_clean (btrfs check x2, kernel read, fsck.ubtrfs)" ||
+check_clean "$uimg" && pass "subvolume_create_image_check_clean (btrfs check, both modes)" ||
   failed "image not check-clean after the creates"
+# The script's last command made sv the default subvolume: a mount without subvol= lands in it.
+kernel_mount "$uimg" "$kmnt"
+[[ -d $kmnt/nested && ! -e $kmnt/sv ]] && pass "subvolume_set_default_is_what_the_kernel_mounts" ||
+  failed "the kernel's default mount shows: $(ls "$kmnt" | tr '\n' ' ') (want sv's: nested)"
+btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
+kernel_umount "$kmnt"
 kernel_mount "$uimg" "$kmnt"
 list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
 want="256 sv 257 d/inner 258 late 259 sv/nested 260 a 261 own/mine 262 byv2 "
@@ -146,12 +191,15 @@ btrfs subvolume create "$kmnt/kern" >/dev/null || failed "kernel create"
 kernel_umount "$kmnt"
 ubtrfs_mount "$uimg" "$umnt"
 "$CTL" subvolume create "$umnt/after" >/dev/null || failed "ubtrfs create after the kernel's"
+[[ $("$CTL" subvolume get-default "$umnt") == "ID 5 (FS_TREE)" ]] && pass "ubtrfs reads the default the kernel set" ||
+  failed "get-default after the kernel's set-default 5: $("$CTL" subvolume get-default "$umnt" 2>&1)"
 ubtrfs_umount "$umnt" || failed "unmount"
 kernel_mount "$uimg" "$kmnt" ro
 ids=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" || $NF == "after" {print $NF, $2}' | sort | tr '\n' ' ')
 kernel_umount "$kmnt"
 [[ $ids == "after 264 kern 263 " ]] && pass "subvolume_ids_continue_after_the_kernels ($ids)" ||
   failed "ids after kernel and ubtrfs creates: '$ids', want 'after 264 kern 263 '"
-check_clean "$uimg" && pass "image check-clean after the kernel's and ubtrfs's creates" || failed "not check-clean at the end"
+check_clean_full "$uimg" && pass "image check-clean (btrfs check x2, kernel read, fsck.ubtrfs) after the kernel's and ubtrfs's changes" ||
+  failed "not check-clean at the end"
 
 finish

@@ -41,6 +41,17 @@ int filesystem_label(const std::string& mnt, const std::string* new_label);
 
 // subvolume_cmd.cpp (btrfs-progs cmds/subvolume.c).
 int subvolume_create(const std::string& dst);
+int subvolume_get_default(const std::string& path);
+// id_arg null: PATH's own subvolume (PATH must be a subvolume's root directory).
+int subvolume_set_default(const std::string* id_arg, const std::string& path);
+// rootid_arg null: PATH's subvolume.
+int subvolume_show(const std::string& path, const std::string* rootid_arg);
+struct SubvolumeListArgs {
+  std::string path;
+  bool parent = false, ogen = false, gen = false, uuid = false, parent_uuid = false, received_uuid = false;
+  bool snapshots_only = false, readonly = false, deleted = false, only_below = false, all = false, table = false;
+};
+int subvolume_list(const SubvolumeListArgs& a);  // subvolume_list_cmd.cpp
 
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.

@@ -10,12 +10,17 @@
 //   ubtrfs-ctl filesystem usage MNT             the overall figures and per-type sizes
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
 //   ubtrfs-ctl subvolume create DST             a new subvolume at DST
+//   ubtrfs-ctl subvolume list [-pcguqRsrdoat] PATH   the subvolumes, as btrfs-progs lists them
+//   ubtrfs-ctl subvolume show [-r ID] PATH      one subvolume's root item
+//   ubtrfs-ctl subvolume get-default PATH       the default subvolume
+//   ubtrfs-ctl subvolume set-default [ID] PATH  set it (root)
 //
 // Exit codes as btrfs-progs: 0 success, 1 failure (and usage errors), scrub start 3 when
 // uncorrectable errors were found, scrub cancel 2 when no scrub runs. tools/ctl/ctl.h says how
 // each command reaches the daemon.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -74,6 +79,36 @@ int main(int argc, char** argv) {
   auto* sv_create = sv->add_subcommand("create", "create a subvolume");
   sv_create->add_option("dst", dst, "the new subvolume's path (its parent must exist)")->required();
   sv_create->callback([&] { rc = subvolume_create(dst); });
+  SubvolumeListArgs la;
+  auto* sv_list = sv->add_subcommand("list", "list subvolumes and snapshots");
+  sv_list->add_flag("-p", la.parent, "print parent ID");
+  sv_list->add_flag("-c", la.ogen, "print the ogeneration of the subvolume");
+  sv_list->add_flag("-g", la.gen, "print the generation of the subvolume");
+  sv_list->add_flag("-u", la.uuid, "print the uuid of subvolumes (and snapshots)");
+  sv_list->add_flag("-q", la.parent_uuid, "print the parent uuid of the snapshots");
+  sv_list->add_flag("-R", la.received_uuid, "print the uuid of the received snapshots");
+  sv_list->add_flag("-s", la.snapshots_only, "list only snapshots");
+  sv_list->add_flag("-r", la.readonly, "list readonly subvolumes (including snapshots)");
+  sv_list->add_flag("-d", la.deleted, "list deleted subvolumes that are not yet cleaned");
+  sv_list->add_flag("-o", la.only_below, "print only subvolumes below specified path");
+  sv_list->add_flag("-a", la.all, "print all the subvolumes, <FS_TREE>/ before those not below path");
+  sv_list->add_flag("-t", la.table, "print the result as a table");
+  sv_list->add_option("path", la.path, "a path on the ubtrfs mount")->required();
+  sv_list->callback([&] { rc = subvolume_list(la); });
+  std::string spath, rootid;
+  auto* sv_show = sv->add_subcommand("show", "show more information about the subvolume");
+  auto* rootid_opt = sv_show->add_option("-r,--rootid", rootid, "the subvolume with this id");
+  sv_show->add_option("path", spath, "a path on the ubtrfs mount")->required();
+  sv_show->callback([&] { rc = subvolume_show(spath, rootid_opt->count() ? &rootid : nullptr); });
+  auto* sv_getdef = sv->add_subcommand("get-default", "get the default subvolume of a filesystem");
+  sv_getdef->add_option("path", spath, "a path on the ubtrfs mount")->required();
+  sv_getdef->callback([&] { rc = subvolume_get_default(spath); });
+  std::vector<std::string> setdef;
+  auto* sv_setdef = sv->add_subcommand("set-default", "set the default subvolume: [ID] PATH");
+  sv_setdef->add_option("args", setdef, "[subvolid] path")->required()->expected(1, 2);
+  sv_setdef->callback([&] {
+    rc = setdef.size() == 2 ? subvolume_set_default(&setdef[0], setdef[1]) : subvolume_set_default(nullptr, setdef[0]);
+  });
 
   try {
     app.parse(argc, argv);

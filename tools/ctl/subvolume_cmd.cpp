@@ -4,8 +4,14 @@
 //
 // create DST: BTRFS_IOC_SUBVOL_CREATE on the directory holding DST, named by DST's last component
 // (trailing slashes dropped: "a/" creates "./a", as btrfs-progs' basename/dirname split does).
+// get-default: the root tree's "default" DIR_ITEM (TREE_SEARCH), then that subvolume's line as
+// `list` prints it. set-default [ID] PATH: BTRFS_IOC_DEFAULT_SUBVOL with ID, or with PATH's
+// subvolume when PATH is a subvolume's root directory (SUBVOL_GETFLAGS answers EINVAL elsewhere:
+// btrfs-progs asks st_ino == 256, which FUSE inode numbers are not). show: the ROOT_ITEM and back
+// reference of PATH's subvolume (or -r ID), in libbtrfsutil's words.
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,11 +19,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <map>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
 
 #include "tools/ctl/ctl.h"
+#include "tools/ctl/subvolume_tree.h"
 
 namespace ubtrfs::ctl {
 
@@ -61,6 +71,155 @@ int subvolume_create(const std::string& dst) {
   const int err = errno;
   ::close(fd);
   if (rc < 0) return error(fmt::format("cannot create subvolume: {}", std::strerror(err)));
+  return kExitOk;
+}
+
+namespace {
+
+// An open descriptor of `path` on a ubtrfs mount, closed on scope exit (-1 after the error).
+struct MountFd {
+  explicit MountFd(const std::string& path) : fd(open_dir(path)) {}
+  ~MountFd() {
+    if (fd >= 0) ::close(fd);
+  }
+  int fd;
+};
+
+// libbtrfsutil's btrfs_util_is_subvolume_fd: the root directory of a subvolume.
+bool is_subvolume_root(int fd) {
+  uint64_t flags = 0;
+  return ::ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, &flags) == 0;
+}
+
+// The "default" DIR_ITEM of the root tree's directory 6 (btrfs_util_get_default_subvolume_fd).
+Result<uint64_t> default_subvolume(int fd) {
+  std::optional<uint64_t> id;
+  UBTRFS_TRY_STATUS(search_tree(fd, BTRFS_ROOT_TREE_OBJECTID, BTRFS_ROOT_TREE_DIR_OBJECTID, BTRFS_DIR_ITEM_KEY, 0,
+                                BTRFS_ROOT_TREE_DIR_OBJECTID, BTRFS_DIR_ITEM_KEY, ~0ull,
+                                [&](uint8_t type, uint64_t, uint64_t, std::span<const uint8_t> d) {
+                                  if (id || type != BTRFS_DIR_ITEM_KEY || d.size() < sizeof(btrfs_dir_item)) return;
+                                  btrfs_dir_item di;
+                                  std::memcpy(&di, d.data(), sizeof di);
+                                  const std::string_view name(reinterpret_cast<const char*>(d.data()) + sizeof di,
+                                                              std::min<size_t>(static_cast<uint16_t>(di.name_len), d.size() - sizeof di));
+                                  if (name == "default") id = static_cast<uint64_t>(di.location.objectid);
+                                }));
+  if (!id) return fail(ENOENT, "no default subvolume item");
+  return *id;
+}
+
+std::string time_text(int64_t sec) {
+  if (!sec) return "-";
+  const time_t t = sec;
+  struct tm tm;
+  localtime_r(&t, &tm);
+  char buf[128];
+  strftime(buf, sizeof buf, "%Y-%m-%d %X %z", &tm);
+  return buf;
+}
+
+}  // namespace
+
+int subvolume_get_default(const std::string& path) {
+  MountFd m(path);
+  if (m.fd < 0) return kExitFail;
+  auto id = default_subvolume(m.fd);
+  if (!id) return error(fmt::format("Could not search B-tree: {}", std::strerror(id.error().err)));
+  if (*id == BTRFS_FS_TREE_OBJECTID) {
+    std::printf("ID 5 (FS_TREE)\n");
+    return kExitOk;
+  }
+  auto roots = read_roots(m.fd);
+  if (!roots) return error(fmt::format("Could not search B-tree: {}", std::strerror(roots.error().err)));
+  auto it = roots->find(*id);
+  if (it == roots->end() || !it->second.has_item) return error("Subvolume not found: No such file or directory");
+  auto p = subvolume_path(m.fd, *roots, *id);
+  if (!p) return error(fmt::format("Subvolume not found: {}", std::strerror(p.error().err)));
+  std::printf("ID %llu gen %llu top level %llu path %s\n", static_cast<unsigned long long>(*id),
+              static_cast<unsigned long long>(it->second.gen), static_cast<unsigned long long>(it->second.ref_tree),
+              p->c_str());
+  return kExitOk;
+}
+
+int subvolume_set_default(const std::string* id_arg, const std::string& path) {
+  uint64_t id = 0;
+  if (id_arg) {
+    char* end = nullptr;
+    errno = 0;
+    id = std::strtoull(id_arg->c_str(), &end, 10);
+    if (errno || end == id_arg->c_str() || *end) return error(fmt::format("invalid numeric value: {}", *id_arg));
+    if (id == 0) id = BTRFS_FS_TREE_OBJECTID;  // btrfs-progs sets the toplevel explicitly
+  }
+  MountFd m(path);
+  if (m.fd < 0) return kExitFail;
+  if (!id_arg) {
+    if (!is_subvolume_root(m.fd)) return error("Not a Btrfs subvolume: Invalid argument");
+    auto sid = subvolume_id_of(m.fd);
+    if (!sid) return error(fmt::format("Could not lookup inode: {}", std::strerror(sid.error().err)));
+    id = *sid;
+  }
+  if (::ioctl(m.fd, BTRFS_IOC_DEFAULT_SUBVOL, &id) < 0)
+    return error(fmt::format("Could not set default subvolume: {}", std::strerror(errno)));
+  return kExitOk;
+}
+
+int subvolume_show(const std::string& path, const std::string* rootid_arg) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (!real) return error(fmt::format("cannot find real path for '{}': {}", path, std::strerror(errno)));
+  const std::string full = real;
+  std::free(real);
+  MountFd m(full);
+  if (m.fd < 0) return error(fmt::format("can't access '{}'", full));
+  uint64_t id = 0;
+  if (rootid_arg) {
+    id = std::strtoull(rootid_arg->c_str(), nullptr, 10);
+    if ((id < BTRFS_FIRST_FREE_OBJECTID && id != BTRFS_FS_TREE_OBJECTID) || id > BTRFS_LAST_FREE_OBJECTID)
+      return error("Subvolume not found: No such file or directory");
+  } else {
+    if (!is_subvolume_root(m.fd)) return error("Not a Btrfs subvolume: Invalid argument");
+    auto sid = subvolume_id_of(m.fd);
+    if (!sid) return error(fmt::format("Could not lookup inode: {}", std::strerror(sid.error().err)));
+    id = *sid;
+  }
+  auto roots = read_roots(m.fd);
+  if (!roots) return error(fmt::format("Could not search B-tree: {}", std::strerror(roots.error().err)));
+  auto it = roots->find(id);
+  if (it == roots->end() || !it->second.has_item) return error("Subvolume not found: No such file or directory");
+  const RootInfo& r = it->second;
+  std::string spath;
+  if (id != BTRFS_FS_TREE_OBJECTID) {
+    auto p = subvolume_path(m.fd, *roots, id);
+    if (!p) return error(fmt::format("Subvolume not found: {}", std::strerror(p.error().err)));
+    spath = *p;
+  }
+  const std::string created = time_text(r.otime);
+  std::string out;
+  out += fmt::format("{}\n", id == BTRFS_FS_TREE_OBJECTID ? "/" : spath);
+  out += fmt::format("\tName: \t\t\t{}\n",
+                     id == BTRFS_FS_TREE_OBJECTID ? "<FS_TREE>" : spath.substr(spath.rfind('/') + 1));
+  out += fmt::format("\tUUID: \t\t\t{}\n", uuid_text(r.uuid));
+  out += fmt::format("\tParent UUID: \t\t{}\n", uuid_text(r.puuid));
+  out += fmt::format("\tReceived UUID: \t\t{}\n", uuid_text(r.ruuid));
+  out += fmt::format("\tCreation time: \t\t{}\n", created);
+  out += fmt::format("\tSubvolume ID: \t\t{}\n", id);
+  out += fmt::format("\tGeneration: \t\t{}\n", r.gen);
+  out += fmt::format("\tGen at creation: \t{}\n", r.ogen);
+  out += fmt::format("\tParent ID: \t\t{}\n", r.ref_tree);
+  out += fmt::format("\tTop level ID: \t\t{}\n", r.ref_tree);
+  out += fmt::format("\tFlags: \t\t\t{}\n", (r.flags & BTRFS_ROOT_SUBVOL_RDONLY) ? "readonly" : "-");
+  out += fmt::format("\tSend transid: \t\t{}\n", r.stransid);
+  // btrfs-progs 6.2 prints the creation time here (its time buffer is filled for the send time
+  // only after the line); kept, so that scripts parsing the output see the same.
+  out += fmt::format("\tSend time: \t\t{}\n", created);
+  out += fmt::format("\tReceive transid: \t{}\n", r.rtransid);
+  out += fmt::format("\tReceive time: \t\t{}\n", time_text(r.rtime));
+  out += "\tSnapshot(s):\n";
+  for (const auto& [oid, o] : *roots) {
+    if (!o.has_item || oid == id || std::memcmp(o.puuid, r.uuid, 16) != 0) continue;
+    auto p = subvolume_path(m.fd, *roots, oid);
+    if (p) out += fmt::format("\t\t\t\t{}\n", *p);
+  }
+  std::fputs(out.c_str(), stdout);
   return kExitOk;
 }
 

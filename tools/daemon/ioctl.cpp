@@ -427,7 +427,129 @@ Result<IoctlReply> subvol_create_v2(DaemonContext& ctx, const IoctlRequest& req)
   return create_subvolume_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
 }
 
+// ---- what `subvolume list|show|get-default|set-default` read (btrfs ioctl.c) --------------------------
+static_assert(sizeof(btrfs_ioctl_search_args) == 4096 && BTRFS_IOC_TREE_SEARCH == 0xd0009411);
+static_assert(sizeof(btrfs_ioctl_search_header) == 32);
+static_assert(sizeof(btrfs_ioctl_ino_lookup_args) == 4096 && BTRFS_IOC_INO_LOOKUP == 0xd0009412);
+static_assert(BTRFS_IOC_DEFAULT_SUBVOL == 0x40089413 && BTRFS_IOC_SUBVOL_GETFLAGS == 0x80089419);
+static_assert(sizeof(btrfs_ioctl_get_subvol_info_args) == 504 && BTRFS_IOC_GET_SUBVOL_INFO == 0x81f8943c);
+
+// The subvolume of the inode the ioctl was made on (a tree id of 0 in the arguments means it).
+Result<uint64_t> subvolume_of(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::InodeId id = UBTRFS_TRY(ctx.fs->inode_id(req.ino));
+  return id.subvol;
+}
+
+// BTRFS_IOC_TREE_SEARCH (v1, search_ioctl): CAP_SYS_ADMIN; struct btrfs_ioctl_search_args in and
+// out, the items packed in its 3992-byte buffer, key.nr_items set to the count (fs/tree_search.cpp
+// has the rules). TREE_SEARCH_V2 carries its buffer beyond the fixed struct, which FUSE does not
+// pass: it stays ENOTTY.
+Result<IoctlReply> tree_search(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_TREE_SEARCH"));
+  auto a = std::make_unique<btrfs_ioctl_search_args>();
+  if (req.in.size() < sizeof *a || req.out_size < sizeof *a)
+    return fail(EINVAL, "BTRFS_IOC_TREE_SEARCH with {} bytes in, {} out", req.in.size(), req.out_size);
+  std::memcpy(a.get(), req.in.data(), sizeof *a);
+  btrfs_ioctl_search_key& sk = a->key;
+  const uint64_t tree_id = sk.tree_id ? sk.tree_id : UBTRFS_TRY(subvolume_of(ctx, req));
+  fs::TreeSearchRange r;
+  r.min = Key{sk.min_objectid, static_cast<uint8_t>(std::min<uint32_t>(sk.min_type, 0xFF)), sk.min_offset};
+  r.max = Key{sk.max_objectid, static_cast<uint8_t>(std::min<uint32_t>(sk.max_type, 0xFF)), sk.max_offset};
+  r.min_transid = sk.min_transid;
+  r.max_transid = sk.max_transid;
+  const auto found = UBTRFS_TRY(ctx.fs->tree_search(tree_id, r, sk.nr_items, sizeof a->buf));
+  size_t off = 0;
+  for (const auto& it : found.items) {
+    btrfs_ioctl_search_header h{};
+    h.transid = it.transid;
+    h.objectid = it.key.objectid;
+    h.offset = it.key.offset;
+    h.type = it.key.type;
+    h.len = static_cast<uint32_t>(it.data.size());
+    std::memcpy(a->buf + off, &h, sizeof h);
+    std::memcpy(a->buf + off + sizeof h, it.data.data(), it.data.size());
+    off += sizeof h + it.data.size();
+  }
+  sk.nr_items = static_cast<uint32_t>(found.items.size());
+  return reply_bytes(a.get(), sizeof *a, req, "BTRFS_IOC_TREE_SEARCH");
+}
+
+// BTRFS_IOC_INO_LOOKUP (btrfs_ioctl_ino_lookup): treeid 0 means the inode's subvolume (and is
+// answered with it); objectid 256 (the subvolume's root) gives an empty path to anyone, any other
+// directory needs CAP_SYS_ADMIN and gives its path with a '/' after each component.
+Result<IoctlReply> ino_lookup(DaemonContext& ctx, const IoctlRequest& req) {
+  auto a = std::make_unique<btrfs_ioctl_ino_lookup_args>();
+  if (req.in.size() < sizeof *a) return fail(EINVAL, "BTRFS_IOC_INO_LOOKUP with {} bytes in", req.in.size());
+  std::memcpy(a.get(), req.in.data(), sizeof *a);
+  if (a->treeid == 0) a->treeid = UBTRFS_TRY(subvolume_of(ctx, req));
+  if (a->objectid == kFirstFreeObjectid) {
+    a->name[0] = '\0';
+  } else {
+    UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_INO_LOOKUP"));
+    const std::string path = UBTRFS_TRY(ctx.fs->inode_path(a->treeid, a->objectid, sizeof a->name - 1));
+    std::memset(a->name, 0, sizeof a->name);
+    std::memcpy(a->name, path.data(), path.size());
+  }
+  return reply_bytes(a.get(), sizeof *a, req, "BTRFS_IOC_INO_LOOKUP");
+}
+
+// BTRFS_IOC_DEFAULT_SUBVOL (btrfs_ioctl_default_subvol): CAP_SYS_ADMIN; the id (0: FS_TREE).
+Result<IoctlReply> default_subvol(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_DEFAULT_SUBVOL"));
+  uint64_t id;
+  if (req.in.size() < sizeof id) return fail(EINVAL, "BTRFS_IOC_DEFAULT_SUBVOL with {} bytes in", req.in.size());
+  std::memcpy(&id, req.in.data(), sizeof id);
+  UBTRFS_TRY_STATUS(ctx.fs->set_default_subvolume(id));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SUBVOL_GETFLAGS (btrfs_ioctl_subvol_getflags): on a subvolume's root directory only
+// (EINVAL elsewhere); BTRFS_SUBVOL_RDONLY when its ROOT_ITEM says read-only.
+Result<IoctlReply> subvol_getflags(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::InodeId id = UBTRFS_TRY(ctx.fs->inode_id(req.ino));
+  if (id.objectid != kFirstFreeObjectid)
+    return fail(EINVAL, "BTRFS_IOC_SUBVOL_GETFLAGS on inode {} of subvolume {}: not a subvolume root", id.objectid,
+                id.subvol);
+  const fs::SubvolumeInfo info = UBTRFS_TRY(ctx.fs->subvolume_info(id.subvol));
+  const uint64_t flags = (info.item.flags.get() & kRootSubvolRdonly) ? BTRFS_SUBVOL_RDONLY : 0;
+  return reply_bytes(&flags, sizeof flags, req, "BTRFS_IOC_SUBVOL_GETFLAGS");
+}
+
+// BTRFS_IOC_GET_SUBVOL_INFO (btrfs_ioctl_get_subvol_info): the inode's subvolume, for anyone.
+Result<IoctlReply> get_subvol_info(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::SubvolumeInfo info = UBTRFS_TRY(ctx.fs->subvolume_info(UBTRFS_TRY(subvolume_of(ctx, req))));
+  btrfs_ioctl_get_subvol_info_args a{};
+  const RootItem& ri = info.item;
+  a.treeid = info.id;
+  std::memcpy(a.name, info.name.data(), std::min(info.name.size(), sizeof a.name - 1));
+  a.parent_id = info.parent_id;
+  a.dirid = info.dirid;
+  a.generation = ri.generation.get();
+  a.flags = ri.flags.get();
+  std::memcpy(a.uuid, ri.uuid, sizeof a.uuid);
+  std::memcpy(a.parent_uuid, ri.parent_uuid, sizeof a.parent_uuid);
+  std::memcpy(a.received_uuid, ri.received_uuid, sizeof a.received_uuid);
+  a.ctransid = ri.ctransid.get();
+  a.otransid = ri.otransid.get();
+  a.stransid = ri.stransid.get();
+  a.rtransid = ri.rtransid.get();
+  auto ts = [](btrfs_ioctl_timespec& out, const Timespec& t) {
+    out.sec = t.sec.get();
+    out.nsec = t.nsec.get();
+  };
+  ts(a.ctime, ri.ctime);
+  ts(a.otime, ri.otime);
+  ts(a.stime, ri.stime);
+  ts(a.rtime, ri.rtime);
+  return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_GET_SUBVOL_INFO");
+}
+
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_TREE_SEARCH, "BTRFS_IOC_TREE_SEARCH", tree_search},
+    {BTRFS_IOC_INO_LOOKUP, "BTRFS_IOC_INO_LOOKUP", ino_lookup},
+    {BTRFS_IOC_DEFAULT_SUBVOL, "BTRFS_IOC_DEFAULT_SUBVOL", default_subvol},
+    {BTRFS_IOC_SUBVOL_GETFLAGS, "BTRFS_IOC_SUBVOL_GETFLAGS", subvol_getflags},
+    {BTRFS_IOC_GET_SUBVOL_INFO, "BTRFS_IOC_GET_SUBVOL_INFO", get_subvol_info},
     {BTRFS_IOC_SUBVOL_CREATE, "BTRFS_IOC_SUBVOL_CREATE", subvol_create},
     {BTRFS_IOC_SUBVOL_CREATE_V2, "BTRFS_IOC_SUBVOL_CREATE_V2", subvol_create_v2},
     {BTRFS_IOC_SCRUB, "BTRFS_IOC_SCRUB", scrub},
