@@ -238,6 +238,19 @@ class Filesystem {
   // EIO.
   [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
 
+  // BTRFS_IOC_SNAP_DESTROY (btrfs_delete_subvolume): removes subvolume `name` of directory `parent`
+  // (or, by_id, the subvolume `id` wherever it is named): its dir entries and root refs go, its
+  // ROOT_ITEM gets refs 0 and an ORPHAN_ITEM (-5, 48, id) in the root tree (a dead root, which the
+  // cleaner drops: at once or at a later mount), its UUID tree entry goes. Returns the id.
+  // Errors: EPERM (not uid 0 — no user_subvol_rm_allowed —, the default subvolume, immutable or
+  // append-only parent), ENOTEMPTY (it holds subvolumes), EBUSY (the mounted subvolume), EINVAL
+  // (the name is not a subvolume, FS_TREE), ENOENT, EROFS, ENOSPC (at the call: nothing changed).
+  [[nodiscard]] Result<uint64_t> delete_subvolume(uint64_t parent, std::string_view name, const Caller& c);
+  [[nodiscard]] Result<uint64_t> delete_subvolume_by_id(uint64_t id, const Caller& c);
+  // Where subvolume `id` is named: its parent subvolume, directory and name (ROOT_BACKREF).
+  // Errors: ENOENT (none: FS_TREE or deleted).
+  [[nodiscard]] Result<std::pair<InodeId, std::string>> subvolume_name(uint64_t id);
+
   // The subvolume and objectid behind a FUSE inode number. Errors: ENOENT.
   [[nodiscard]] Result<InodeId> inode_id(uint64_t ino) const { return numbers_.from_fuse(ino); }
   // BTRFS_IOC_INO_LOOKUP (btrfs_search_path_in_tree): the path of directory `dirid` of subvolume
@@ -266,6 +279,8 @@ class Filesystem {
   std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
   [[nodiscard]] Result<TreeRoot*> search_tree_of(uint64_t tree_id);  // tree_search.cpp
+  // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
+  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the

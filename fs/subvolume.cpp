@@ -28,7 +28,13 @@
 // (GET_SUBVOL_INFO), and the default subvolume (DEFAULT_SUBVOL: the root tree's "default"
 // DIR_ITEM of objectid 6, FORMAT.md §4.6).
 //
-// Not here (issue 16, later steps): snapshots, deletion, the UUID tree's creation on an image that
+// Deletion (btrfs_delete_subvolume, btrfs_unlink_subvol, may_destroy_subvol): the same checks as
+// the kernel's, then in one handle the parent's DIR_ITEM/DIR_INDEX, ROOT_REF and ROOT_BACKREF go,
+// the parent's size shrinks, the ROOT_ITEM gets refs 0, an ORPHAN_ITEM (-5, 48, id) in the root tree
+// marks the dead root (what the kernel's btrfs_find_orphan_roots resumes at mount), and the UUID
+// tree entry goes. The tree itself stays until the cleaner drops it.
+//
+// Not here (issue 16, later steps): snapshots, the cleaner, the UUID tree's creation on an image that
 // has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
 // late), and the subvolume's ctransid/ctime following later changes inside it.
 #include <endian.h>
@@ -110,6 +116,21 @@ std::vector<uint8_t> root_ref_body(uint64_t dirid, uint64_t sequence, std::strin
   std::memcpy(body.data(), &r, sizeof r);
   std::memcpy(body.data() + sizeof r, name.data(), name.size());
   return body;
+}
+
+// btrfs_uuid_tree_remove: `subvol` out of the item of `uuid` (the item goes with its last id).
+Status uuid_tree_remove(TreeHandle& h, TreeRoot& uuid_root, const uint8_t* uuid, uint8_t type, uint64_t subvol) {
+  const Key key = uuid_key(uuid, type);
+  auto body = UBTRFS_TRY(lookup_item(uuid_root, key));
+  if (!body) return {};
+  std::vector<uint8_t> out;
+  for (size_t off = 0; off + 8 <= body->size(); off += 8) {
+    uint64_t v;
+    std::memcpy(&v, body->data() + off, 8);
+    if (le64toh(v) != subvol) out.insert(out.end(), body->data() + off, body->data() + off + 8);
+  }
+  if (out.size() == body->size()) return {};
+  return write_item_body(h, uuid_root, key, out);
 }
 
 // inode_permission(dir, MAY_WRITE | MAY_EXEC) as btrfs_may_create asks it, from the mode bits
@@ -326,6 +347,118 @@ Status Filesystem::set_default_subvolume(uint64_t id) {
   th.end();
   spdlog::info("{}: default subvolume set to {}", fs_->path(), id);
   return {};
+}
+
+Result<std::pair<InodeId, std::string>> Filesystem::subvolume_name(uint64_t id) {
+  const SubvolumeInfo info = UBTRFS_TRY(subvolume_info(id));
+  if (info.parent_id == 0) return fail(ENOENT, "subvolume {} has no name", id);
+  return std::pair{InodeId{info.parent_id, info.dirid}, info.name};
+}
+
+Result<uint64_t> Filesystem::delete_subvolume(uint64_t parent, std::string_view name, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("delete subvolume"));
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "delete subvolume '{}': read-only filesystem", name);
+  // btrfs_ioctl_snap_destroy: a '/' or ".." is EINVAL; the VFS lookup refuses "" and ".".
+  if (name.find('/') != std::string_view::npos || name == "..")
+    return fail(EINVAL, "'{}' cannot name a subvolume to delete", name);
+  if (name.empty() || name == ".") return fail(EACCES, "'{}' cannot name a subvolume to delete", name);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  std::lock_guard subvol_guard(subvol_mu_);
+  return delete_subvolume_locked(pid, name, c);
+}
+
+Result<uint64_t> Filesystem::delete_subvolume_by_id(uint64_t id, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("delete subvolume"));
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "delete subvolume {}: read-only filesystem", id);
+  if (id == kFsTreeObjectid) return fail(EINVAL, "the top level subvolume cannot be deleted");
+  if (id < kFirstFreeObjectid || id >= kLastFreeObjectid) return fail(ENOENT, "{} is not a subvolume id", id);
+  std::lock_guard subvol_guard(subvol_mu_);
+  auto [dir, name] = UBTRFS_TRY(subvolume_name(id));
+  const uint64_t deleted = UBTRFS_TRY(delete_subvolume_locked(dir, name, c));
+  if (deleted != id) return fail(EUCLEAN, "subvolume {}: its back reference names subvolume {}", id, deleted);
+  return deleted;
+}
+
+Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_view name, const Caller& c) {
+  RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
+  TreeRoot& proot = *prec->tree;
+  auto guard = locks_.lock({pid});
+  InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
+  if (!S_ISDIR(pii.mode.get())) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
+  auto entry = UBTRFS_TRY(lookup_dir_entry(proot, pid.objectid, name));
+  if (!entry) return fail(ENOENT, "no entry '{}' in directory {} of subvolume {}", name, pid.objectid, pid.subvol);
+  // btrfs_ioctl_snap_destroy: only the root directory of a subvolume (EINVAL for anything else).
+  if (entry->location.type != kRootItemKey)
+    return fail(EINVAL, "'{}' in directory {} is not a subvolume", name, pid.objectid);
+  const uint64_t id = entry->location.objectid;
+  // Without CAP_SYS_ADMIN the kernel wants user_subvol_rm_allowed, which ubtrfs has no option for.
+  if (c.uid != 0) return fail(EPERM, "delete subvolume {} by uid {}: operation not permitted", id, c.uid);
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
+  if (rec->item.refs.get() == 0) return fail(ENOENT, "subvolume {} is already deleted", id);
+  if (id == numbers_.mounted_subvol()) return fail(EBUSY, "subvolume {} is the mounted one", id);
+  {
+    // btrfs_may_delete on the parent (immutable / append-only: EPERM).
+    const InodeItem root_dir = UBTRFS_TRY(read_inode(*fs_, *rec->tree, kFirstFreeObjectid));
+    UBTRFS_TRY_STATUS(check_may_delete(pii, pid.objectid, root_dir, kFirstFreeObjectid));
+  }
+  // may_destroy_subvol: not the default subvolume (EPERM), no subvolume inside it (ENOTEMPTY).
+  {
+    const Key dkey{kRootTreeDirObjectid, kDirItemKey, io::name_hash("default")};
+    if (auto body = UBTRFS_TRY(lookup_item(fs_->root_tree(), dkey))) {
+      for (const auto& e : UBTRFS_TRY(parse_dir_entries(*body, dkey)))
+        if (e.name == "default" && e.location.objectid == id)
+          return fail(EPERM, "deleting default subvolume {} is not allowed", id);
+    }
+    TreeSearchRange r;
+    r.min = Key{id, kRootRefKey, 0};
+    r.max = Key{id, kRootRefKey, ~0ull};
+    if (!UBTRFS_TRY(tree_search(kRootTreeObjectid, r, 1, SIZE_MAX)).items.empty())
+      return fail(ENOTEMPTY, "subvolume {} holds other subvolumes", id);
+  }
+  // The root ref gives the index of the name (its sequence).
+  const Key ref_key{pid.subvol, kRootRefKey, id};
+  auto ref_body = UBTRFS_TRY(lookup_item(fs_->root_tree(), ref_key));
+  if (!ref_body || ref_body->size() < sizeof(RootRef))
+    return fail(EUCLEAN, "subvolume {}: no ROOT_REF [{} 156 {}]", id, pid.subvol, id);
+  RootRef ref;
+  std::memcpy(&ref, ref_body->data(), sizeof ref);
+  if (ref.dirid.get() != pid.objectid)
+    return fail(EUCLEAN, "ROOT_REF [{} 156 {}] names directory {}, the entry is in {}", pid.subvol, id,
+                ref.dirid.get(), pid.objectid);
+  const uint64_t index = ref.sequence.get();
+
+  // btrfs_subvolume_reserve_metadata's items: dir item, dir index, root ref, root backref, orphan
+  // item, root item, the parent's inode, the uuid item.
+  auto th = UBTRFS_TRY(fs_->transactions().start(8));
+  const Timespec now = now_btrfs();
+  {
+    std::optional<DelayedIndexQueue> queue;
+    if (DelayedInodes* d = fs_->delayed_inodes()) queue.emplace(*d, th, proot);
+    UBTRFS_TRY_STATUS(delete_dir_entry(th.tree(), proot, pid.objectid, name, index, queue ? &*queue : nullptr));
+  }
+  UBTRFS_TRY_STATUS_OR_ABORT(th, delete_item(th.tree(), fs_->root_tree(), ref_key));
+  UBTRFS_TRY_STATUS_OR_ABORT(th, delete_item(th.tree(), fs_->root_tree(), Key{id, kRootBackrefKey, pid.subvol}));
+  pii.size = pii.size.get() - std::min<uint64_t>(2 * name.size(), pii.size.get());
+  pii.mtime = now;
+  pii.ctime = now;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, proot, pid.objectid, pii));
+  // The dead root: refs 0 in its ROOT_ITEM, and the orphan item the cleaner (and the next mount)
+  // finds it by.
+  RootItem item = rec->item;
+  item.refs = 0;
+  UBTRFS_TRY_STATUS_OR_ABORT(
+      th, write_item_body(th.tree(), fs_->root_tree(), Key{id, kRootItemKey, rec->key_offset},
+                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
+  rec->item.refs = 0;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, insert_item(th.tree(), fs_->root_tree(), Key{kOrphanObjectid, kOrphanItemKey, id},
+                                             std::span<const uint8_t>{}));
+  if (RootRecord* u = fs_->uuid_root())
+    UBTRFS_TRY_STATUS_OR_ABORT(th, uuid_tree_remove(th.tree(), *u->tree, item.uuid, kUuidKeySubvol, id));
+  if (TreeLog* log = fs_->tree_log()) log->note_unlink(pid, th.transid());
+  th.end();
+  spdlog::info("{}: deleted subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
+               pid.subvol);
+  return id;
 }
 
 }  // namespace ubtrfs::fs

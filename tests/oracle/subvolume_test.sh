@@ -20,6 +20,9 @@
 #   subvolume_create_image_check_clean_and_listed_by_the_kernel
 #   subvolume_list_show_get_default_same_transcript_as_kernel_btrfs (in the same comparison)
 #   subvolume_set_default_is_what_the_kernel_mounts
+#   subvolume_delete_same_transcript_as_kernel_btrfs (refusals: not a subvolume, holds subvolumes,
+#     the default one, not root; several at once; -C) (in the same comparison)
+#   subvolume_delete_leaves_a_dead_root_with_an_orphan_item (and the kernel's cleaner drops it)
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -50,10 +53,11 @@ step() {
   printf '$ %s\n%s%s%s%sexit %d\n' "${shown[*]}" "$out" "${out:+$'\n'}" "${err:+stderr: }$err" "${err:+$'\n'}" "$rc"
 }
 
-# normalise: what must differ between two filesystems made apart — uuids are random and creation
-# times are the clock's — becomes UUID and TIME; nothing else is touched.
+# normalise: what must differ between two filesystems made apart — uuids are random, creation
+# times are the clock's, the mounts are two directories — becomes UUID, TIME and MNT; nothing else
+# is touched.
 normalise() {
-  sed -E -e 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/UUID/g' \
+  sed -E -e "s|$MNT_REAL|MNT|g" -e 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/UUID/g' \
     -e 's/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}( [+-][0-9]{4})?/TIME/g'
 }
 
@@ -111,6 +115,22 @@ script() {
   step "${NOBODY[@]}" "$TOOL" subvolume set-default 256 .
   step "$TOOL" subvolume set-default 0 .
   step "$TOOL" subvolume get-default .
+  # Deleting: by path, refusals, several at once, the dead roots until a commit, -C.
+  seen late/x
+  step "$TOOL" subvolume delete late
+  seen late
+  step "$TOOL" subvolume delete d
+  step "$TOOL" subvolume delete nodir
+  step "$TOOL" subvolume delete sv
+  step "$TOOL" subvolume set-default d/inner
+  step "$TOOL" subvolume delete d/inner
+  step "$TOOL" subvolume set-default 0 .
+  step "${NOBODY[@]}" "$TOOL" subvolume delete own/mine
+  step "$TOOL" subvolume delete a own/mine nodir
+  step "$TOOL" subvolume list -d .
+  step "$TOOL" subvolume delete -C d/inner
+  step "$TOOL" subvolume list .
+  step ls -a . d
   step "$TOOL" subvolume set-default sv
 }
 
@@ -126,17 +146,18 @@ umnt=$tmp/umnt
 kernel_mount "$kimg" "$kmnt"
 chmod 755 "$kmnt"
 TOOL=btrfs
-(cd "$kmnt" && TOOL=$(command -v btrfs) && script) >"$tmp/kernel.txt"
+(cd "$kmnt" && MNT_REAL=$(pwd -P) && TOOL=$(command -v btrfs) && script) >"$tmp/kernel.txt"
 kernel_umount "$kmnt"
 
 ubtrfs_mount "$uimg" "$umnt" allow_other
 chmod 755 "$umnt"
-(cd "$umnt" && TOOL=$CTL && script) >"$tmp/ubtrfs.txt"
+(cd "$umnt" && MNT_REAL=$(pwd -P) && TOOL=$CTL && script) >"$tmp/ubtrfs.txt"
 # Inode numbers: every subvolume's root directory is objectid 256 in its own tree; on ubtrfs
 # (one st_dev) the numbers must still differ, so find -samefile, du and tar tell them apart.
-inos=$(stat -c %i "$umnt" "$umnt/sv" "$umnt/d/inner" "$umnt/sv/nested" "$umnt/late" | sort -u | wc -l)
-[[ $inos == 5 ]] && pass "subvolume_inode_numbers_unique_across_subvolumes" ||
-  failed "st_ino of 5 subvolume roots: $(stat -c '%i %n' "$umnt" "$umnt/sv" "$umnt/d/inner" "$umnt/sv/nested" "$umnt/late" | tr '\n' ' ')"
+"$CTL" subvolume create "$umnt/third" >/dev/null || failed "create third"
+inos=$(stat -c %i "$umnt" "$umnt/sv" "$umnt/third" "$umnt/sv/nested" | sort -u | wc -l)
+[[ $inos == 4 ]] && pass "subvolume_inode_numbers_unique_across_subvolumes" ||
+  failed "st_ino of 4 subvolume roots: $(stat -c '%i %n' "$umnt" "$umnt/sv" "$umnt/third" "$umnt/sv/nested" | tr '\n' ' ')"
 [[ $(find "$umnt" -samefile "$umnt/sv" | wc -l) == 1 ]] && pass "find -samefile finds one subvolume root" ||
   failed "find -samefile sv: $(find "$umnt" -samefile "$umnt/sv" | tr '\n' ' ')"
 
@@ -159,7 +180,21 @@ rc_v2_qg=$(python3 "$tmp/v2.py" "$umnt" qgroup 4)
 [[ $rc_v2_bad == 95 && $rc_v2_qg == 95 && ! -e $umnt/badflags && ! -e $umnt/qgroup ]] &&
   pass "subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit" ||
   failed "SUBVOL_CREATE_V2 flags 0x100: errno $rc_v2_bad, QGROUP_INHERIT: errno $rc_v2_qg (want 95 for both, nothing created)"
+"$CTL" subvolume delete -i 262 "$umnt" >"$tmp/del-i.txt" 2>&1 && [[ ! -e $umnt/third ]] &&
+  grep -qx "Delete subvolume (no-commit): '$umnt/third'" "$tmp/del-i.txt" && pass "subvolume delete -i ID (SNAP_DESTROY_V2 by id)" ||
+  failed "delete -i 262: $(cat "$tmp/del-i.txt"), third: $(ls -d "$umnt/third" 2>&1)"
 ubtrfs_umount "$umnt" || failed "unmount"
+# The dead roots on disk, as the kernel leaves them before its cleaner runs: ROOT_ITEM refs 0 and an
+# ORPHAN_ITEM (-5 48 id) in the root tree, no ROOT_REF / ROOT_BACKREF left.
+dump=$(btrfs inspect-internal dump-tree -t root "$uimg")
+dead_ok=1
+for id in 258 257 260 261 262; do
+  grep -q "key (ORPHAN ORPHAN_ITEM $id)" <<<"$dump" || dead_ok=0
+  grep -A3 "key ($id ROOT_ITEM 0)" <<<"$dump" | grep -q "refs 0" || dead_ok=0
+  grep -qE "key \($id ROOT_BACKREF|ROOT_REF $id\)" <<<"$dump" && dead_ok=0
+done
+((dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item" ||
+  failed "dead roots: $(grep -E 'ORPHAN|ROOT_ITEM 2|ROOT_REF|ROOT_BACKREF' <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
 
 if diff -u "$tmp/kernel.txt" "$tmp/ubtrfs.txt"; then
   pass "subvolume_create_same_transcript_as_kernel_btrfs ($(grep -c '^\$ ' "$tmp/ubtrfs.txt") commands)"
@@ -173,7 +208,7 @@ grep -A2 '^\$ setpriv .* CMD subvolume create nope' "$tmp/ubtrfs.txt" | grep -q 
   pass "subvolume_create_needs_write_permission_on_the_parent" || failed "permission: $(grep -A3 'setpriv' "$tmp/ubtrfs.txt")"
 
 # ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
-check_clean "$uimg" && pass "subvolume_create_image_check_clean (btrfs check, both modes)" ||
+check_clean "$uimg" && pass "subvolume_create_and_delete_image_check_clean (btrfs check, both modes, dead roots not yet dropped)" ||
   failed "image not check-clean after the creates"
 # The script's last command made sv the default subvolume: a mount without subvol= lands in it.
 kernel_mount "$uimg" "$kmnt"
@@ -183,7 +218,7 @@ btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
 kernel_umount "$kmnt"
 kernel_mount "$uimg" "$kmnt"
 list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
-want="256 sv 257 d/inner 258 late 259 sv/nested 260 a 261 own/mine 262 byv2 "
+want="256 sv 259 sv/nested 263 byv2 "
 [[ $list == "$want" ]] && pass "subvolume_create_image_listed_by_the_kernel ($list)" ||
   failed "kernel subvolume list: '$list', want '$want'"
 [[ $(cat "$kmnt/sv/nested/f") == data ]] && pass "the kernel reads a file in a nested subvolume" || failed "sv/nested/f"
@@ -197,8 +232,8 @@ ubtrfs_umount "$umnt" || failed "unmount"
 kernel_mount "$uimg" "$kmnt" ro
 ids=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" || $NF == "after" {print $NF, $2}' | sort | tr '\n' ' ')
 kernel_umount "$kmnt"
-[[ $ids == "after 264 kern 263 " ]] && pass "subvolume_ids_continue_after_the_kernels ($ids)" ||
-  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 264 kern 263 '"
+[[ $ids == "after 265 kern 264 " ]] && pass "subvolume_ids_continue_after_the_kernels, deleted ids not reused ($ids)" ||
+  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 265 kern 264 '"
 check_clean_full "$uimg" && pass "image check-clean (btrfs check x2, kernel read, fsck.ubtrfs) after the kernel's and ubtrfs's changes" ||
   failed "not check-clean at the end"
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ubtrfs::ctl {
 
@@ -52,6 +53,12 @@ struct SubvolumeListArgs {
   bool snapshots_only = false, readonly = false, deleted = false, only_below = false, all = false, table = false;
 };
 int subvolume_list(const SubvolumeListArgs& a);  // subvolume_list_cmd.cpp
+struct SubvolumeDeleteArgs {
+  std::vector<std::string> paths;
+  bool commit_after = false, commit_each = false;  // -c, -C
+  uint64_t subvolid = 0;                           // -i
+};
+int subvolume_delete(const SubvolumeDeleteArgs& a);
 
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.

@@ -10,6 +10,7 @@
 //   ubtrfs-ctl filesystem usage MNT             the overall figures and per-type sizes
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
 //   ubtrfs-ctl subvolume create DST             a new subvolume at DST
+//   ubtrfs-ctl subvolume delete [-c|-C] PATH... / -i ID PATH   delete subvolumes (root)
 //   ubtrfs-ctl subvolume list [-pcguqRsrdoat] PATH   the subvolumes, as btrfs-progs lists them
 //   ubtrfs-ctl subvolume show [-r ID] PATH      one subvolume's root item
 //   ubtrfs-ctl subvolume get-default PATH       the default subvolume
@@ -79,6 +80,13 @@ int main(int argc, char** argv) {
   auto* sv_create = sv->add_subcommand("create", "create a subvolume");
   sv_create->add_option("dst", dst, "the new subvolume's path (its parent must exist)")->required();
   sv_create->callback([&] { rc = subvolume_create(dst); });
+  SubvolumeDeleteArgs da;
+  auto* sv_delete = sv->add_subcommand("delete", "delete subvolume(s)");
+  sv_delete->add_flag("-c,--commit-after", da.commit_after, "wait for transaction commit at the end of the operation");
+  sv_delete->add_flag("-C,--commit-each", da.commit_each, "wait for transaction commit after deleting each subvolume");
+  sv_delete->add_option("-i,--subvolid", da.subvolid, "subvolume id of the to be removed subvolume");
+  sv_delete->add_option("paths", da.paths, "the subvolumes (with -i: a path on the filesystem)")->required();
+  sv_delete->callback([&] { rc = subvolume_delete(da); });
   SubvolumeListArgs la;
   auto* sv_list = sv->add_subcommand("list", "list subvolumes and snapshots");
   sv_list->add_flag("-p", la.parent, "print parent ID");

@@ -8,12 +8,16 @@
 // `list` prints it. set-default [ID] PATH: BTRFS_IOC_DEFAULT_SUBVOL with ID, or with PATH's
 // subvolume when PATH is a subvolume's root directory (SUBVOL_GETFLAGS answers EINVAL elsewhere:
 // btrfs-progs asks st_ino == 256, which FUSE inode numbers are not). show: the ROOT_ITEM and back
-// reference of PATH's subvolume (or -r ID), in libbtrfsutil's words.
+// reference of PATH's subvolume (or -r ID), in libbtrfsutil's words. delete [-c|-C] PATH...:
+// BTRFS_IOC_SNAP_DESTROY on each PATH's parent (a failing PATH makes the exit code 1 and the next
+// is still tried, as in btrfs-progs); the default subvolume is refused before the ioctl; -C commits
+// after each, -c once at the end (START_SYNC + WAIT_SYNC, SYNC). -i ID PATH: SNAP_DESTROY_V2 by id.
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -221,6 +225,117 @@ int subvolume_show(const std::string& path, const std::string* rootid_arg) {
   }
   std::fputs(out.c_str(), stdout);
   return kExitOk;
+}
+
+namespace {
+
+int warning(const std::string& message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "WARNING: %s\n", message.c_str());
+  return kExitFail;
+}
+
+// btrfs-progs' wait_for_commit: START_SYNC, then WAIT_SYNC of the transaction it named.
+bool wait_for_commit(int fd) {
+  uint64_t transid = 0;
+  if (::ioctl(fd, BTRFS_IOC_START_SYNC, &transid) < 0) return false;
+  return ::ioctl(fd, BTRFS_IOC_WAIT_SYNC, &transid) == 0;
+}
+
+}  // namespace
+
+int subvolume_delete(const SubvolumeDeleteArgs& a) {
+  int ret = kExitOk;
+  int last_fd = -1;
+  if (a.subvolid && a.paths.size() != 1) {
+    std::fprintf(stderr, "btrfs subvolume delete: exactly 1 argument expected, %zu given\n", a.paths.size());
+    return kExitFail;
+  }
+  for (size_t i = 0; i < a.paths.size(); ++i) {
+    const std::string& path = a.paths[i];
+    const bool commit_now = a.commit_each || (a.commit_after && i + 1 == a.paths.size());
+    const char* mode = commit_now ? "commit" : "no-commit";
+    struct statfs sfs;
+    if (::statfs(path.c_str(), &sfs) != 0) {
+      ret = error(fmt::format("Could not statfs: {}", std::strerror(errno)));
+      continue;
+    }
+    {
+      MountFd probe(path);
+      if (probe.fd < 0) {
+        ret = kExitFail;
+        continue;
+      }
+      if (!is_subvolume_root(probe.fd)) {
+        ret = error("Not a Btrfs subvolume: Invalid argument");
+        continue;
+      }
+    }
+    char* real = ::realpath(path.c_str(), nullptr);
+    if (!real) {
+      ret = error(fmt::format("cannot find real path for '{}': {}", path, std::strerror(errno)));
+      continue;
+    }
+    const SplitPath sp = split_path(real);
+    std::free(real);
+    const std::string dir = a.subvolid ? path : sp.dir;
+    const int fd = open_dir(dir);
+    if (fd < 0) {
+      ret = kExitFail;
+      continue;
+    }
+    if (last_fd >= 0) ::close(last_fd);
+    last_fd = fd;
+    uint64_t default_id = 0;
+    if (auto d = default_subvolume(fd))
+      default_id = *d;
+    else if (::geteuid() != 0)
+      warning(fmt::format("cannot read default subvolume id: {}", std::strerror(d.error().err)));
+    uint64_t target = a.subvolid;
+    std::string shown = sp.dir + "/" + sp.name;
+    if (!target) {
+      MountFd t(path);
+      auto id = t.fd >= 0 ? subvolume_id_of(t.fd) : Result<uint64_t>(fail(EIO, "open"));
+      if (!id) {
+        ret = kExitFail;
+        continue;
+      }
+      target = *id;
+    } else {
+      auto roots = read_roots(fd);
+      auto sub = roots ? subvolume_path(fd, *roots, target) : Result<std::string>(fail(ENOENT, "no roots"));
+      shown = sub ? path + "/" + *sub : fmt::format("subvolid={}", target);
+    }
+    if (target == default_id) {
+      ret = warning(fmt::format("not deleting default subvolume id {} '{}'", default_id, shown));
+      continue;
+    }
+    std::printf("Delete subvolume (%s): %s\n", mode,
+                shown.rfind("subvolid=", 0) == 0 ? shown.c_str() : fmt::format("'{}'", shown).c_str());
+    int rc;
+    if (a.subvolid) {
+      btrfs_ioctl_vol_args_v2 args{};
+      args.flags = BTRFS_SUBVOL_SPEC_BY_ID;
+      args.subvolid = target;
+      rc = ::ioctl(fd, BTRFS_IOC_SNAP_DESTROY_V2, &args);
+    } else {
+      btrfs_ioctl_vol_args args{};
+      std::memcpy(args.name, sp.name.data(), std::min(sp.name.size(), sizeof args.name - 1));
+      rc = ::ioctl(fd, BTRFS_IOC_SNAP_DESTROY, &args);
+    }
+    if (rc < 0) {
+      const int err = errno;
+      ret = error(fmt::format("Could not destroy subvolume/snapshot: {}", std::strerror(err)));
+      if (err == EPERM) warning("deletion failed with EPERM, you don't have permissions or send may be in progress");
+      continue;
+    }
+    if (a.commit_each && !wait_for_commit(fd))
+      ret = error(fmt::format("unable to wait for commit after '{}': {}", path, std::strerror(errno)));
+  }
+  if (a.commit_after && last_fd >= 0 && !wait_for_commit(last_fd))
+    ret = error(fmt::format("unable to do final sync after deletion: {}", std::strerror(errno)));
+  if (last_fd >= 0) ::close(last_fd);
+  return ret;
 }
 
 }  // namespace ubtrfs::ctl

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/scrub.h"
+#include "fs/transaction.h"
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/logging.h"
 
@@ -427,6 +428,74 @@ Result<IoctlReply> subvol_create_v2(DaemonContext& ctx, const IoctlRequest& req)
   return create_subvolume_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
 }
 
+// BTRFS_IOC_SNAP_DESTROY (btrfs_ioctl_snap_destroy): struct btrfs_ioctl_vol_args on the parent
+// directory, the subvolume by name. _V2: the same with btrfs_ioctl_vol_args_v2, or with
+// BTRFS_SUBVOL_SPEC_BY_ID the subvolume by id (subvolid, at least 256); other flags EOPNOTSUPP.
+// The name's dentry (cached a day) is invalidated in the directory that held it.
+static_assert(BTRFS_IOC_SNAP_DESTROY == 0x5000940f && BTRFS_IOC_SNAP_DESTROY_V2 == 0x5000943f);
+static_assert(BTRFS_IOC_SYNC == 0x9408 && BTRFS_IOC_START_SYNC == 0x80089418 && BTRFS_IOC_WAIT_SYNC == 0x40089416);
+
+Result<IoctlReply> destroy_named(DaemonContext& ctx, const IoctlRequest& req, std::string_view name) {
+  const uint64_t id = UBTRFS_TRY(ctx.fs->delete_subvolume(req.ino, name, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("subvolume {} '{}' deleted by {}", id, name, describe_caller(req));
+  return IoctlReply{};
+}
+
+Result<IoctlReply> snap_destroy(DaemonContext& ctx, const IoctlRequest& req) {
+  if (req.in.size() < sizeof(btrfs_ioctl_vol_args))
+    return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY with {} bytes in", req.in.size());
+  const auto* p = reinterpret_cast<const char*>(req.in.data()) + offsetof(btrfs_ioctl_vol_args, name);
+  return destroy_named(ctx, req, std::string_view(p, strnlen(p, BTRFS_PATH_NAME_MAX)));
+}
+
+Result<IoctlReply> snap_destroy_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  if (a.flags & ~static_cast<uint64_t>(BTRFS_SUBVOL_SPEC_BY_ID))
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_DESTROY_V2: unsupported flags {:#x}", a.flags);
+  if (!(a.flags & BTRFS_SUBVOL_SPEC_BY_ID)) {
+    a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+    return destroy_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
+  }
+  if (a.subvolid < kFirstFreeObjectid)
+    return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY_V2: subvolume id {} cannot be deleted", a.subvolid);
+  // Where it was named, for the dentry to drop (read before it goes).
+  auto where = ctx.fs->subvolume_name(a.subvolid);
+  UBTRFS_TRY(ctx.fs->delete_subvolume_by_id(a.subvolid, caller_of(req)));
+  if (where) invalidate_new_name(ctx, ctx.fs->numbers().to_fuse(where->first), where->second);
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SYNC, START_SYNC, WAIT_SYNC (btrfs_ioctl_start_sync / wait_sync): the kernel does not
+// pass sync(2) or syncfs(2) to a FUSE daemon, so these are how a caller makes everything durable:
+// each commits at once and returns when the commit is on disk (START_SYNC answers with the
+// transaction it committed; WAIT_SYNC of a committed transaction returns at once).
+Result<IoctlReply> sync_now(DaemonContext& ctx, const IoctlRequest& req) {
+  if (ctx.read_only) return IoctlReply{};
+  UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
+  (void)req;
+  return IoctlReply{};
+}
+
+Result<IoctlReply> start_sync(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t transid = ctx.fs->info().transactions().running_transid();
+  if (!ctx.read_only) UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
+  if (ctx.read_only) transid = ctx.fs->info().transactions().stats().last_transid;
+  return reply_bytes(&transid, sizeof transid, req, "BTRFS_IOC_START_SYNC");
+}
+
+Result<IoctlReply> wait_sync(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t transid = 0;
+  if (req.in.size() >= sizeof transid) std::memcpy(&transid, req.in.data(), sizeof transid);
+  fs::TransactionManager& tm = ctx.fs->info().transactions();
+  if (transid > tm.running_transid()) return fail(EINVAL, "BTRFS_IOC_WAIT_SYNC: transaction {} is in the future", transid);
+  if (!ctx.read_only && (transid == 0 || transid >= tm.running_transid()))
+    UBTRFS_TRY_STATUS(tm.commit(fs::CommitCause::kRequested));
+  return IoctlReply{};
+}
+
 // ---- what `subvolume list|show|get-default|set-default` read (btrfs ioctl.c) --------------------------
 static_assert(sizeof(btrfs_ioctl_search_args) == 4096 && BTRFS_IOC_TREE_SEARCH == 0xd0009411);
 static_assert(sizeof(btrfs_ioctl_search_header) == 32);
@@ -545,6 +614,11 @@ Result<IoctlReply> get_subvol_info(DaemonContext& ctx, const IoctlRequest& req) 
 }
 
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_SNAP_DESTROY, "BTRFS_IOC_SNAP_DESTROY", snap_destroy},
+    {BTRFS_IOC_SNAP_DESTROY_V2, "BTRFS_IOC_SNAP_DESTROY_V2", snap_destroy_v2},
+    {BTRFS_IOC_SYNC, "BTRFS_IOC_SYNC", sync_now},
+    {BTRFS_IOC_START_SYNC, "BTRFS_IOC_START_SYNC", start_sync},
+    {BTRFS_IOC_WAIT_SYNC, "BTRFS_IOC_WAIT_SYNC", wait_sync},
     {BTRFS_IOC_TREE_SEARCH, "BTRFS_IOC_TREE_SEARCH", tree_search},
     {BTRFS_IOC_INO_LOOKUP, "BTRFS_IOC_INO_LOOKUP", ino_lookup},
     {BTRFS_IOC_DEFAULT_SUBVOL, "BTRFS_IOC_DEFAULT_SUBVOL", default_subvol},
