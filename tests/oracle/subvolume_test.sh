@@ -195,6 +195,13 @@ for id in 258 257 260 261 262; do
 done
 ((dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item" ||
   failed "dead roots: $(grep -E 'ORPHAN|ROOT_ITEM 2|ROOT_REF|ROOT_BACKREF' <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
+# ubtrfs mounts an image with dead roots and goes on (in the default subvolume set above, sv): the next
+# id is above every ROOT_ITEM, dead ones too.
+ubtrfs_mount "$uimg" "$umnt"
+"$CTL" subvolume create "$umnt/again" >/dev/null || failed "create over dead roots"
+again_id=$("$CTL" subvolume list "$umnt" | awk '$NF == "again" {print $2}')
+ubtrfs_umount "$umnt" || failed "unmount"
+[[ $again_id == 264 ]] && pass "subvolume ids skip dead roots (again = $again_id)" || failed "again got id '$again_id', want 264"
 
 if diff -u "$tmp/kernel.txt" "$tmp/ubtrfs.txt"; then
   pass "subvolume_create_same_transcript_as_kernel_btrfs ($(grep -c '^\$ ' "$tmp/ubtrfs.txt") commands)"
@@ -218,7 +225,7 @@ btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
 kernel_umount "$kmnt"
 kernel_mount "$uimg" "$kmnt"
 list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
-want="256 sv 259 sv/nested 263 byv2 "
+want="256 sv 259 sv/nested 263 byv2 264 sv/again "
 [[ $list == "$want" ]] && pass "subvolume_create_image_listed_by_the_kernel ($list)" ||
   failed "kernel subvolume list: '$list', want '$want'"
 [[ $(cat "$kmnt/sv/nested/f") == data ]] && pass "the kernel reads a file in a nested subvolume" || failed "sv/nested/f"
@@ -232,8 +239,8 @@ ubtrfs_umount "$umnt" || failed "unmount"
 kernel_mount "$uimg" "$kmnt" ro
 ids=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" || $NF == "after" {print $NF, $2}' | sort | tr '\n' ' ')
 kernel_umount "$kmnt"
-[[ $ids == "after 265 kern 264 " ]] && pass "subvolume_ids_continue_after_the_kernels, deleted ids not reused ($ids)" ||
-  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 265 kern 264 '"
+[[ $ids == "after 266 kern 265 " ]] && pass "subvolume_ids_continue_after_the_kernels, deleted ids not reused ($ids)" ||
+  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 266 kern 265 '"
 check_clean_full "$uimg" && pass "image check-clean (btrfs check x2, kernel read, fsck.ubtrfs) after the kernel's and ubtrfs's changes" ||
   failed "not check-clean at the end"
 
