@@ -1,0 +1,238 @@
+// Subvolumes through the Filesystem facade (fs/subvolume.cpp, fs/tree_search.cpp) on an in-memory
+// mkfs.ubtrfs image. The kernel comparison and btrfs check are in tests/oracle/subvolume_test.sh;
+// these pin the rules that script only touches once.
+//
+// Rules named here: tree_search_range_is_lexicographic_on_whole_keys,
+// tree_search_stops_before_an_item_that_does_not_fit, tree_search_filters_by_leaf_generation,
+// subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused,
+// subvolume_delete_refuses_what_the_kernel_refuses, inode_path_puts_a_slash_after_each_component,
+// subvolume_create_and_delete_survive_a_remount.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "fs/filesystem.h"
+#include "io/block_device.h"
+#include "tests/io/temp_file.h"
+#include "tree/format.h"
+
+using namespace ubtrfs;
+using namespace ubtrfs::fs;
+namespace stdfs = std::filesystem;
+
+namespace {
+
+constexpr uint64_t kImageSize = 128ull << 20;
+constexpr uint64_t kRootIno = 1;
+
+std::string mkfs_binary() {
+  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
+    return std::string(b) + "/mkfs/mkfs.ubtrfs";
+  std::error_code ec;
+  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
+  return stdfs::exists(p) ? p.string() : "";
+}
+
+std::unique_ptr<io::MemoryDevice> fresh_image() {
+  const std::string mkfs = mkfs_binary();
+  if (mkfs.empty()) return nullptr;
+  io::testing::TempFile img(kImageSize);
+  if (std::system((mkfs + " -q " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
+  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
+  std::ifstream in(img.path(), std::ios::binary);
+  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
+  return in ? std::move(dev) : nullptr;
+}
+
+std::unique_ptr<Filesystem> mount_on(io::BlockDevice& dev) {
+  OpenOptions o;
+  o.path = "memory-image";
+  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+  MountOptions m;
+  auto fs = Filesystem::mount(o, m);
+  REQUIRE(fs);
+  return std::move(*fs);
+}
+
+const Caller kRoot{};
+
+// The FUSE number of `name` in directory `parent`.
+uint64_t ino_of(Filesystem& fs, uint64_t parent, const std::string& name) {
+  auto st = fs.lookup(parent, name);
+  REQUIRE(st);
+  return st->st_ino;
+}
+
+}  // namespace
+
+TEST_CASE("tree_search_range_is_lexicographic_on_whole_keys") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot) == uint64_t{256});
+  REQUIRE(fs->create_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
+  // (256 ROOT_ITEM 0) .. (257 ROOT_ITEM 0): the ROOT_BACKREF of 256 (type 144) lies between the two
+  // keys, although no bound has its type — the kernel's key_in_sk compares whole keys.
+  TreeSearchRange r;
+  r.min = Key{256, kRootItemKey, 0};
+  r.max = Key{257, kRootItemKey, 0};
+  auto found = fs->tree_search(kRootTreeObjectid, r, 100, 4096);
+  REQUIRE(found);
+  std::vector<Key> keys;
+  for (const auto& it : found->items) keys.push_back(it.key);
+  CHECK(keys == std::vector<Key>{{256, kRootItemKey, 0}, {256, kRootBackrefKey, 5}, {257, kRootItemKey, 0}});
+  // max_items bounds the count.
+  auto one = fs->tree_search(kRootTreeObjectid, r, 1, 4096);
+  REQUIRE(one);
+  CHECK(one->items.size() == 1);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("tree_search_stops_before_an_item_that_does_not_fit") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot));
+  TreeSearchRange r;
+  r.min = Key{256, kRootItemKey, 0};
+  r.max = Key{256, kRootBackrefKey, ~0ull};
+  // The ROOT_ITEM (439 bytes + a 32-byte header) fits, the back reference after it does not.
+  auto first = fs->tree_search(kRootTreeObjectid, r, 100, 32 + sizeof(RootItem) + 10);
+  REQUIRE(first);
+  REQUIRE(first->items.size() == 1);
+  CHECK(first->items[0].key == Key{256, kRootItemKey, 0});
+  CHECK(first->items[0].data.size() == sizeof(RootItem));
+  // Not even the first item fits: EOVERFLOW (the kernel's answer for search v1).
+  auto none = fs->tree_search(kRootTreeObjectid, r, 100, 100);
+  REQUIRE_FALSE(none);
+  CHECK(none.error().err == EOVERFLOW);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("tree_search_filters_by_leaf_generation") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot));
+  const uint64_t running = fs->info().transactions().running_transid();
+  TreeSearchRange r;
+  r.min = Key{256, kRootItemKey, 0};
+  r.max = Key{256, kRootItemKey, ~0ull};
+  r.min_transid = running;
+  auto now = fs->tree_search(kRootTreeObjectid, r, 10, 4096);
+  REQUIRE(now);
+  REQUIRE(now->items.size() == 1);
+  CHECK(now->items[0].transid == running);  // the leaf was COWed in the running transaction
+  r.min_transid = running + 1;
+  auto later = fs->tree_search(kRootTreeObjectid, r, 10, 4096);
+  REQUIRE(later);
+  CHECK(later->items.empty());
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot) == uint64_t{256});
+  REQUIRE(fs->create_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
+  REQUIRE(fs->delete_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
+  CHECK(fs->create_subvolume(kRootIno, "c", kRoot) == uint64_t{258});
+  REQUIRE(fs->unmount());
+  // After a remount the counter is seeded from the root tree, where the dead root 257 still has
+  // its ROOT_ITEM: 259, not 258 again or 257.
+  auto again = mount_on(*dev);
+  CHECK(again->create_subvolume(kRootIno, "d", kRoot) == uint64_t{259});
+  REQUIRE(again->unmount());
+}
+
+TEST_CASE("subvolume_delete_refuses_what_the_kernel_refuses") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "outer", kRoot) == uint64_t{256});
+  REQUIRE(fs->create_subvolume(ino_of(*fs, kRootIno, "outer"), "inner", kRoot) == uint64_t{257});
+  REQUIRE(fs->mkdir(kRootIno, "plain", 0755, kRoot));
+  auto err = [](const Result<uint64_t>& r) { return r ? 0 : r.error().err; };
+  CHECK(err(fs->delete_subvolume(kRootIno, "outer", kRoot)) == ENOTEMPTY);  // holds 257
+  CHECK(err(fs->delete_subvolume(kRootIno, "plain", kRoot)) == EINVAL);     // not a subvolume
+  CHECK(err(fs->delete_subvolume(kRootIno, "missing", kRoot)) == ENOENT);
+  CHECK(err(fs->delete_subvolume(kRootIno, "..", kRoot)) == EINVAL);
+  Caller user;
+  user.uid = 1000;
+  user.gid = 1000;
+  CHECK(err(fs->delete_subvolume(ino_of(*fs, kRootIno, "outer"), "inner", user)) == EPERM);
+  REQUIRE(fs->set_default_subvolume(257));
+  CHECK(err(fs->delete_subvolume(ino_of(*fs, kRootIno, "outer"), "inner", kRoot)) == EPERM);  // the default
+  CHECK(err(fs->delete_subvolume_by_id(kFsTreeObjectid, kRoot)) == EINVAL);
+  REQUIRE(fs->set_default_subvolume(0));
+  CHECK(fs->delete_subvolume_by_id(257, kRoot) == uint64_t{257});
+  CHECK(err(fs->delete_subvolume_by_id(257, kRoot)) == ENOENT);  // no name left
+  CHECK(fs->delete_subvolume(kRootIno, "outer", kRoot) == uint64_t{256});  // empty of subvolumes now
+  auto gone = fs->lookup(kRootIno, "outer");
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().err == ENOENT);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("inode_path_puts_a_slash_after_each_component") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->mkdir(kRootIno, "d", 0755, kRoot));
+  REQUIRE(fs->mkdir(ino_of(*fs, kRootIno, "d"), "e", 0755, kRoot));
+  const uint64_t e = ino_of(*fs, ino_of(*fs, kRootIno, "d"), "e");
+  auto id = fs->inode_id(e);
+  REQUIRE(id);
+  CHECK(fs->inode_path(kFsTreeObjectid, id->objectid, 4080) == std::string("d/e/"));
+  CHECK(fs->inode_path(kFsTreeObjectid, kFirstFreeObjectid, 4080) == std::string(""));
+  auto longer = fs->inode_path(kFsTreeObjectid, id->objectid, 3);
+  REQUIRE_FALSE(longer);
+  CHECK(longer.error().err == ENAMETOOLONG);
+  auto missing = fs->inode_path(kFsTreeObjectid, 99999, 4080);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().err == ENOENT);
+  REQUIRE(fs->create_subvolume(e, "sv", kRoot) == uint64_t{256});
+  auto info = fs->subvolume_info(256);
+  REQUIRE(info);
+  CHECK(info->parent_id == kFsTreeObjectid);
+  CHECK(info->dirid == id->objectid);
+  CHECK(info->name == "sv");
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  uint64_t dir_size = 0;
+  {
+    auto fs = mount_on(*dev);
+    REQUIRE(fs->create_subvolume(kRootIno, "keep", kRoot));
+    REQUIRE(fs->create_subvolume(kRootIno, "drop", kRoot));
+    REQUIRE(fs->create(ino_of(*fs, kRootIno, "keep"), "f", S_IFREG | 0644, kRoot));
+    REQUIRE(fs->delete_subvolume(kRootIno, "drop", kRoot));
+    auto st = fs->getattr(kRootIno);
+    REQUIRE(st);
+    dir_size = static_cast<uint64_t>(st->st_size);
+    REQUIRE(fs->unmount());
+  }
+  auto fs = mount_on(*dev);
+  const uint64_t keep = ino_of(*fs, kRootIno, "keep");
+  CHECK(fs->lookup(keep, "f"));
+  CHECK_FALSE(fs->lookup(kRootIno, "drop"));
+  auto st = fs->getattr(kRootIno);
+  REQUIRE(st);
+  CHECK(static_cast<uint64_t>(st->st_size) == dir_size);
+  CHECK(dir_size == 2 * std::string("keep").size());  // FORMAT.md §4.5: the subvolume entry counts
+  auto dead = fs->subvolume_info(257);
+  REQUIRE(dead);
+  CHECK(dead->item.refs.get() == 0);
+  CHECK(dead->parent_id == 0);
+  REQUIRE(fs->unmount());
+}
