@@ -238,6 +238,12 @@ class Filesystem {
   // EIO.
   [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
 
+  // BTRFS_IOC_SNAP_CREATE(_V2) (btrfs_mksnapshot): a snapshot of subvolume `source` named `name`
+  // in directory `parent`, read-only with `readonly`. Every check of create_subvolume plus the
+  // source's (EINVAL: not a subvolume id, ENOENT: deleted); then EOPNOTSUPP: the snapshot itself
+  // needs shared tree-block references, not in this build yet.
+  [[nodiscard]] Result<uint64_t> create_snapshot(uint64_t parent, std::string_view name, uint64_t source, bool readonly,
+                                                 const Caller& c);
   // BTRFS_IOC_SNAP_DESTROY (btrfs_delete_subvolume): removes subvolume `name` of directory `parent`
   // (or, by_id, the subvolume `id` wherever it is named): its dir entries and root refs go, its
   // ROOT_ITEM gets refs 0 and an ORPHAN_ITEM (-5, 48, id) in the root tree (a dead root, which the
@@ -279,6 +285,10 @@ class Filesystem {
   std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
   [[nodiscard]] Result<TreeRoot*> search_tree_of(uint64_t tree_id);  // tree_search.cpp
+  // btrfs_may_create and the rest of btrfs_mksubvol's checks for a new subvolume name (subvolume.cpp).
+  // REQUIRES: subvol_mu_ and the parent's inode lock held.
+  [[nodiscard]] Result<InodeItem> check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
+                                                      const Caller& c);
   // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
   [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);

@@ -23,6 +23,9 @@
 #   subvolume_delete_same_transcript_as_kernel_btrfs (refusals: not a subvolume, holds subvolumes,
 #     the default one, not root; several at once; -C) (in the same comparison)
 #   subvolume_delete_leaves_a_dead_root_with_an_orphan_item (and the kernel's cleaner drops it)
+#   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
+#     non-owner, unknown flags, a '/' in the name) (in the same comparison)
+#   subvolume_snapshot_refused_until_shared_refs_leaves_nothing
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -115,6 +118,15 @@ script() {
   step "${NOBODY[@]}" "$TOOL" subvolume set-default 256 .
   step "$TOOL" subvolume set-default 0 .
   step "$TOOL" subvolume get-default .
+  # Snapshots: the refusals before any snapshot is made (ubtrfs makes none yet, see below).
+  step "$TOOL" subvolume snapshot d x
+  step "$TOOL" subvolume snapshot sv sv/nested/f
+  step "$TOOL" subvolume snapshot sv nodir/x
+  step python3 "$SNAPPY" . x /tmp 0
+  step python3 "$SNAPPY" . x fd:9999 0
+  step "${NOBODY[@]}" "$PYTHON" "$SNAPPY" own x sv 0
+  step python3 "$SNAPPY" . x sv 0x100
+  step python3 "$SNAPPY" . 'a/b' sv 0
   # Deleting: by path, refusals, several at once, the dead roots until a commit, -C.
   seen late/x
   step "$TOOL" subvolume delete late
@@ -133,6 +145,24 @@ script() {
   step ls -a . d
   step "$TOOL" subvolume set-default sv
 }
+
+# snap.py DIR NAME SOURCE FLAGS: BTRFS_IOC_SNAP_CREATE_V2 on DIR with a descriptor of SOURCE (a path,
+# or fd:N for a number this process has not open); prints 0 or the errno.
+SNAPPY=$tmp/snap.py
+PYTHON=$(command -v /usr/bin/python3 || command -v python3)  # one that nobody may run (not a per-user shim)
+cat >"$SNAPPY" <<'PY'
+import fcntl, os, struct, sys
+SNAP_CREATE_V2 = 0x50009417
+d, name, src, flags = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4], 0)
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+sfd = int(src[3:]) if src.startswith("fd:") else os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+args = struct.pack("<qQQ32x", sfd, 0, flags) + name.encode()
+try:
+    fcntl.ioctl(fd, SNAP_CREATE_V2, bytearray(args.ljust(4096, b"\0")))
+    print(0)
+except OSError as e:
+    print(e.errno)
+PY
 
 # ---- the script on the kernel, then on ubtrfs ----
 kimg=$tmp/kernel.img
@@ -180,6 +210,14 @@ rc_v2_qg=$(python3 "$tmp/v2.py" "$umnt" qgroup 4)
 [[ $rc_v2_bad == 95 && $rc_v2_qg == 95 && ! -e $umnt/badflags && ! -e $umnt/qgroup ]] &&
   pass "subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit" ||
   failed "SUBVOL_CREATE_V2 flags 0x100: errno $rc_v2_bad, QGROUP_INHERIT: errno $rc_v2_qg (want 95 for both, nothing created)"
+# Snapshots are not made yet (they need the shared tree-block references): EOPNOTSUPP, and nothing
+# is left behind — no name, no root item.
+rc_snap=$(python3 "$SNAPPY" "$umnt" snap "$umnt/sv" 0)
+[[ $rc_snap == 95 && ! -e $umnt/snap ]] && ! "$CTL" subvolume list "$umnt" | grep -q snap &&
+  pass "subvolume_snapshot_refused_until_shared_refs_leaves_nothing" || failed "snapshot: errno $rc_snap, $(ls "$umnt")"
+"$CTL" subvolume snapshot "$umnt/sv" "$umnt/snap2" >"$tmp/snap.out" 2>&1 && failed "ubtrfs-ctl snapshot succeeded"
+grep -q "ERROR: cannot snapshot '$umnt/sv': Operation not supported" "$tmp/snap.out" &&
+  pass "ubtrfs-ctl subvolume snapshot reports it" || failed "ubtrfs-ctl snapshot: $(cat "$tmp/snap.out")"
 "$CTL" subvolume delete -i 262 "$umnt" >"$tmp/del-i.txt" 2>&1 && [[ ! -e $umnt/third ]] &&
   grep -qx "Delete subvolume (no-commit): '$umnt/third'" "$tmp/del-i.txt" && pass "subvolume delete -i ID (SNAP_DESTROY_V2 by id)" ||
   failed "delete -i 262: $(cat "$tmp/del-i.txt"), third: $(ls -d "$umnt/third" 2>&1)"

@@ -59,6 +59,7 @@ struct SubvolumeDeleteArgs {
   uint64_t subvolid = 0;                           // -i
 };
 int subvolume_delete(const SubvolumeDeleteArgs& a);
+int subvolume_snapshot(const std::string& src, const std::string& dst, bool readonly);
 
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.

@@ -11,6 +11,7 @@
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
 //   ubtrfs-ctl subvolume create DST             a new subvolume at DST
 //   ubtrfs-ctl subvolume delete [-c|-C] PATH... / -i ID PATH   delete subvolumes (root)
+//   ubtrfs-ctl subvolume snapshot [-r] SRC DST  a snapshot of SRC (not supported yet: EOPNOTSUPP)
 //   ubtrfs-ctl subvolume list [-pcguqRsrdoat] PATH   the subvolumes, as btrfs-progs lists them
 //   ubtrfs-ctl subvolume show [-r ID] PATH      one subvolume's root item
 //   ubtrfs-ctl subvolume get-default PATH       the default subvolume
@@ -87,6 +88,13 @@ int main(int argc, char** argv) {
   sv_delete->add_option("-i,--subvolid", da.subvolid, "subvolume id of the to be removed subvolume");
   sv_delete->add_option("paths", da.paths, "the subvolumes (with -i: a path on the filesystem)")->required();
   sv_delete->callback([&] { rc = subvolume_delete(da); });
+  std::string snap_src, snap_dst;
+  bool snap_ro = false;
+  auto* sv_snap = sv->add_subcommand("snapshot", "create a snapshot of a subvolume");
+  sv_snap->add_flag("-r", snap_ro, "create a readonly snapshot");
+  sv_snap->add_option("source", snap_src, "the subvolume")->required();
+  sv_snap->add_option("dest", snap_dst, "the new snapshot, or a directory to put it in")->required();
+  sv_snap->callback([&] { rc = subvolume_snapshot(snap_src, snap_dst, snap_ro); });
   SubvolumeListArgs la;
   auto* sv_list = sv->add_subcommand("list", "list subvolumes and snapshots");
   sv_list->add_flag("-p", la.parent, "print parent ID");

@@ -12,6 +12,9 @@
 // BTRFS_IOC_SNAP_DESTROY on each PATH's parent (a failing PATH makes the exit code 1 and the next
 // is still tried, as in btrfs-progs); the default subvolume is refused before the ioctl; -C commits
 // after each, -c once at the end (START_SYNC + WAIT_SYNC, SYNC). -i ID PATH: SNAP_DESTROY_V2 by id.
+// snapshot [-r] SRC DST: BTRFS_IOC_SNAP_CREATE_V2 on DST's directory (DST itself when it is one,
+// the snapshot then named after SRC) with a descriptor of SRC, which the daemon takes from this
+// process (tools/daemon/caller_fd.h).
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
@@ -336,6 +339,44 @@ int subvolume_delete(const SubvolumeDeleteArgs& a) {
     ret = error(fmt::format("unable to do final sync after deletion: {}", std::strerror(errno)));
   if (last_fd >= 0) ::close(last_fd);
   return ret;
+}
+
+int subvolume_snapshot(const std::string& src, const std::string& dst, bool readonly) {
+  struct statfs sfs;
+  if (::statfs(src.c_str(), &sfs) != 0) return error(fmt::format("Could not statfs: {}", std::strerror(errno)));
+  {
+    MountFd probe(src);
+    if (probe.fd < 0) return kExitFail;
+    if (!is_subvolume_root(probe.fd)) return error("Not a Btrfs subvolume: Invalid argument");
+  }
+  std::string dir, name;
+  struct stat st;
+  if (::stat(dst.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) return error(fmt::format("'{}' exists and it is not a directory", dst));
+    dir = dst;
+    name = split_path(src).name;
+  } else if (errno != ENOENT) {
+    return error(fmt::format("cannot access {}: {}", dst, std::strerror(errno)));
+  } else {
+    const SplitPath sp = split_path(dst);
+    dir = sp.dir;
+    name = sp.name;
+  }
+  if (!is_subvol_name(name)) return error(fmt::format("invalid snapshot name '{}'", name));
+  if (name.size() > BTRFS_VOL_NAME_MAX) return error(fmt::format("snapshot name too long '{}'", name));
+  MountFd dfd(dir);
+  if (dfd.fd < 0) return kExitFail;
+  MountFd sfd(src);
+  if (sfd.fd < 0) return kExitFail;
+  btrfs_ioctl_vol_args_v2 args{};
+  if (readonly) args.flags |= BTRFS_SUBVOL_RDONLY;
+  std::printf("Create a %ssnapshot of '%s' in '%s/%s'\n", readonly ? "readonly " : "", src.c_str(), dir.c_str(),
+              name.c_str());
+  args.fd = sfd.fd;
+  std::memcpy(args.name, name.data(), std::min(name.size(), sizeof args.name - 1));
+  if (::ioctl(dfd.fd, BTRFS_IOC_SNAP_CREATE_V2, &args) < 0)
+    return error(fmt::format("cannot snapshot '{}': {}", src, std::strerror(errno)));
+  return kExitOk;
 }
 
 }  // namespace ubtrfs::ctl

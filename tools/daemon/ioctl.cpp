@@ -17,6 +17,7 @@
 #include "fs/scrub.h"
 #include "fs/transaction.h"
 #include "tools/common/control_protocol.h"
+#include "tools/daemon/caller_fd.h"
 #include "tools/daemon/logging.h"
 
 namespace ubtrfs::daemon {
@@ -428,6 +429,56 @@ Result<IoctlReply> subvol_create_v2(DaemonContext& ctx, const IoctlRequest& req)
   return create_subvolume_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
 }
 
+// BTRFS_IOC_SNAP_CREATE / _V2 (btrfs_ioctl_snap_create(_v2), __btrfs_ioctl_snap_create): the
+// source is the caller's descriptor `fd` (caller_fd.h): EINVAL if it has none of that number, EXDEV
+// if it is not on this mount, EPERM unless the caller owns the source's inode (or is root, for
+// CAP_FOWNER), as inode_owner_or_capable; any inode of the source subvolume names it. _V2 flags:
+// RDONLY; QGROUP_INHERIT is EOPNOTSUPP (no quota groups), others EOPNOTSUPP as in the kernel.
+static_assert(BTRFS_IOC_SNAP_CREATE == 0x50009401 && BTRFS_IOC_SNAP_CREATE_V2 == 0x50009417);
+
+Result<IoctlReply> snapshot_from(DaemonContext& ctx, const IoctlRequest& req, int64_t src_fd, std::string_view name,
+                                 bool readonly) {
+  if (ctx.read_only) return fail(EROFS, "snapshot '{}': read-only filesystem", name);
+  if (name.find('/') != std::string_view::npos) return fail(EINVAL, "snapshot name '{}' contains a '/'", name);
+  auto src_r = stat_caller_fd(req.pid, src_fd);
+  // fdget failing is EINVAL in the kernel's __btrfs_ioctl_snap_create, not EBADF.
+  if (!src_r && src_r.error().err == EBADF) return fail(EINVAL, "{}", src_r.error().message);
+  const CallerFile src = UBTRFS_TRY(std::move(src_r));
+  if (ctx.mount_dev == 0 || src.dev != ctx.mount_dev)
+    return fail(EXDEV, "snapshot '{}': the source (descriptor {} of pid {}) is not on this mount", name, src_fd, req.pid);
+  const fs::InodeId sid = UBTRFS_TRY(ctx.fs->inode_id(src.ino));
+  if (req.uid != 0) {
+    const struct stat st = UBTRFS_TRY(ctx.fs->getattr(src.ino));
+    if (st.st_uid != req.uid)
+      return fail(EPERM, "snapshot of subvolume {} by uid {}: not the owner of its inode", sid.subvol, req.uid);
+  }
+  const uint64_t id = UBTRFS_TRY(ctx.fs->create_snapshot(req.ino, name, sid.subvol, readonly, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("snapshot {} '{}' of subvolume {} created by {}", id, name, sid.subvol, describe_caller(req));
+  return IoctlReply{};
+}
+
+Result<IoctlReply> snap_create(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_CREATE with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  a.name[BTRFS_PATH_NAME_MAX] = '\0';
+  return snapshot_from(ctx, req, a.fd, std::string_view(a.name, strnlen(a.name, BTRFS_PATH_NAME_MAX)), false);
+}
+
+Result<IoctlReply> snap_create_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_CREATE_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  constexpr uint64_t kKnown = BTRFS_SUBVOL_RDONLY | BTRFS_SUBVOL_QGROUP_INHERIT;
+  if (a.flags & ~kKnown) return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_CREATE_V2: unsupported flags {:#x}", a.flags);
+  if (a.flags & BTRFS_SUBVOL_QGROUP_INHERIT)
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_CREATE_V2: quota groups are not supported");
+  a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+  return snapshot_from(ctx, req, a.fd, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)),
+                       a.flags & BTRFS_SUBVOL_RDONLY);
+}
+
 // BTRFS_IOC_SNAP_DESTROY (btrfs_ioctl_snap_destroy): struct btrfs_ioctl_vol_args on the parent
 // directory, the subvolume by name. _V2: the same with btrfs_ioctl_vol_args_v2, or with
 // BTRFS_SUBVOL_SPEC_BY_ID the subvolume by id (subvolid, at least 256); other flags EOPNOTSUPP.
@@ -614,6 +665,8 @@ Result<IoctlReply> get_subvol_info(DaemonContext& ctx, const IoctlRequest& req) 
 }
 
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_SNAP_CREATE, "BTRFS_IOC_SNAP_CREATE", snap_create},
+    {BTRFS_IOC_SNAP_CREATE_V2, "BTRFS_IOC_SNAP_CREATE_V2", snap_create_v2},
     {BTRFS_IOC_SNAP_DESTROY, "BTRFS_IOC_SNAP_DESTROY", snap_destroy},
     {BTRFS_IOC_SNAP_DESTROY_V2, "BTRFS_IOC_SNAP_DESTROY_V2", snap_destroy_v2},
     {BTRFS_IOC_SYNC, "BTRFS_IOC_SYNC", sync_now},
