@@ -318,6 +318,7 @@ Result<struct statvfs> Filesystem::statfs() {
 void Filesystem::touch_atime(InodeId id, bool is_dir) {
   if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return;
   if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return;
+  if (!check_subvol_writable(id, "atime")) return;  // btrfs_update_time: EROFS, so no atime
   auto root = fs_->fs_root(id.subvol);
   if (!root) return;
   auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);

@@ -238,6 +238,16 @@ class Filesystem {
   // EIO.
   [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
 
+  // BTRFS_IOC_SUBVOL_SETFLAGS (btrfs_ioctl_subvol_setflags): makes the subvolume whose root
+  // directory is `ino` read-only or read-write (BTRFS_ROOT_SUBVOL_RDONLY in its ROOT_ITEM), committed
+  // before it returns. Errors: EINVAL (not a subvolume's root directory), EPERM (not the owner of
+  // that directory, and not uid 0), EROFS, ENOSPC. While a subvolume is read-only every change to
+  // it fails with EROFS (btrfs_permission, btrfs_setattr, ...): check_subvol_writable.
+  [[nodiscard]] Status set_subvolume_readonly(uint64_t ino, bool readonly, const Caller& c);
+  // EROFS when the subvolume holding FUSE inode `ino` (or `id`) is read-only; `what` names the
+  // operation in the message.
+  [[nodiscard]] Status check_subvol_writable(uint64_t ino, std::string_view what);
+  [[nodiscard]] Status check_subvol_writable(InodeId id, std::string_view what);
   // BTRFS_IOC_SNAP_CREATE(_V2) (btrfs_mksnapshot): a snapshot of subvolume `source` named `name`
   // in directory `parent`, read-only with `readonly`. Every check of create_subvolume plus the
   // source's (EINVAL: not a subvolume id, ENOENT: deleted); then EOPNOTSUPP: the snapshot itself

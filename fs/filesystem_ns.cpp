@@ -279,6 +279,7 @@ Result<struct stat> Filesystem::getattr(uint64_t ino) {
 Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("setattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setattr on inode {}: read-only filesystem", ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setattr"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
@@ -448,6 +449,7 @@ Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, ui
                                       const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("mknod"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mknod '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "mknod"));
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   const uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK)
@@ -463,6 +465,7 @@ Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, ui
 Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("mkdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mkdir '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "mkdir"));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
   spec.mode = S_IFDIR | (mode & 07777);
@@ -473,6 +476,7 @@ Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, ui
 Result<struct stat> Filesystem::create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("create"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "create '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "create"));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
   spec.mode = S_IFREG | (mode & 07777);
@@ -484,6 +488,7 @@ Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, 
                                         const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("symlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "symlink '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "symlink"));
   if (target.empty()) return fail(ENOENT, "symlink '{}' with an empty target", name);
   // btrfs_symlink: the target must fit one inline extent (BTRFS_MAX_INLINE_DATA_SIZE), and the VFS
   // takes at most PATH_MAX - 1 bytes.
@@ -520,6 +525,7 @@ Result<std::string> Filesystem::readlink(uint64_t ino) {
 Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::string_view newname) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("link"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "link '{}': read-only filesystem", newname);
+  UBTRFS_TRY_STATUS(check_subvol_writable(newparent, "link"));
   UBTRFS_TRY_STATUS(check_name(newname));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(newparent));
@@ -599,12 +605,14 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
 Status Filesystem::unlink(uint64_t parent, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("unlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "unlink '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "unlink"));
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, false);
 }
 
 Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("rmdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rmdir '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rmdir"));
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, true);
 }
 
@@ -659,6 +667,8 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     return fail(EINVAL, "RENAME_EXCHANGE together with RENAME_NOREPLACE or RENAME_WHITEOUT ({:#x})", flags);
   const bool whiteout = flags & RENAME_WHITEOUT;
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rename '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rename"));
+  UBTRFS_TRY_STATUS(check_subvol_writable(newparent, "rename"));
   UBTRFS_TRY_STATUS(check_name(name));
   UBTRFS_TRY_STATUS(check_name(newname));
   const bool exchange = flags & RENAME_EXCHANGE;
@@ -781,6 +791,7 @@ Status Filesystem::open(uint64_t ino, int flags) {
   const bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
   if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
   if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
+  if (writes) UBTRFS_TRY_STATUS(check_subvol_writable(id, "open for writing"));
   return check_may_open(ii, id.objectid, flags);
 }
 
@@ -897,6 +908,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
 Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("setxattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setxattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setxattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
@@ -943,6 +955,7 @@ Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
 Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("removexattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "removexattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "removexattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));

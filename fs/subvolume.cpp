@@ -34,6 +34,12 @@
 // marks the dead root (what the kernel's btrfs_find_orphan_roots resumes at mount), and the UUID
 // tree entry goes. The tree itself stays until the cleaner drops it.
 //
+// Read-only subvolumes (BTRFS_ROOT_SUBVOL_RDONLY, kernel-made read-only snapshots included): the
+// flag is set or cleared by set_subvolume_readonly (SUBVOL_SETFLAGS), and while it is set every
+// operation that would change the subvolume fails with EROFS (check_subvol_writable, called where
+// the filesystem checks for a read-only mount); access times are then not updated, as btrfs's
+// update_time refuses them.
+//
 // Not here (issue 16, later steps): snapshots, the cleaner, the UUID tree's creation on an image that
 // has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
 // late), and the subvolume's ctransid/ctime following later changes inside it.
@@ -402,6 +408,7 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   auto guard = locks_.lock({pid});
   InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
   if (!S_ISDIR(pii.mode.get())) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
+  UBTRFS_TRY_STATUS(check_subvol_writable(pid, "delete subvolume"));
   auto entry = UBTRFS_TRY(lookup_dir_entry(proot, pid.objectid, name));
   if (!entry) return fail(ENOENT, "no entry '{}' in directory {} of subvolume {}", name, pid.objectid, pid.subvol);
   // btrfs_ioctl_snap_destroy: only the root directory of a subvolume (EINVAL for anything else).
@@ -500,6 +507,47 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
   (void)readonly;
   return fail(EOPNOTSUPP, "snapshot of subvolume {} as '{}': snapshots are not supported yet (shared tree block "
               "references are missing)", source, name);
+}
+
+Status Filesystem::check_subvol_writable(InodeId id, std::string_view what) {
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
+  if (rec->item.flags.get() & kRootSubvolRdonly)
+    return fail(EROFS, "{}: subvolume {} is read-only", what, id.subvol);
+  return {};
+}
+
+Status Filesystem::check_subvol_writable(uint64_t ino, std::string_view what) {
+  return check_subvol_writable(UBTRFS_TRY(numbers_.from_fuse(ino)), what);
+}
+
+Status Filesystem::set_subvolume_readonly(uint64_t ino, bool readonly, const Caller& c) {
+  UBTRFS_TRY_STATUS(fs_->check_shutdown("set subvolume flags"));
+  if (fs_->read_only() || unmounted_) return fail(EROFS, "set subvolume flags: read-only filesystem");
+  const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  if (id.objectid != kFirstFreeObjectid)
+    return fail(EINVAL, "inode {} of subvolume {} is not a subvolume's root directory", id.objectid, id.subvol);
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
+  {
+    // inode_owner_or_capable on the subvolume's root directory.
+    const InodeItem dir = UBTRFS_TRY(read_inode(*fs_, *rec->tree, kFirstFreeObjectid));
+    if (c.uid != 0 && !c.cap_fowner && c.uid != dir.uid.get())
+      return fail(EPERM, "set flags of subvolume {} by uid {}: not the owner", id.subvol, c.uid);
+  }
+  std::lock_guard subvol_guard(subvol_mu_);
+  const uint64_t old_flags = rec->item.flags.get();
+  const uint64_t new_flags = readonly ? old_flags | kRootSubvolRdonly : old_flags & ~kRootSubvolRdonly;
+  if (new_flags == old_flags) return {};
+  {
+    auto th = UBTRFS_TRY(fs_->transactions().start(1));
+    RootItem item = rec->item;
+    item.flags = new_flags;
+    UBTRFS_TRY_STATUS(write_item_body(th.tree(), fs_->root_tree(), Key{id.subvol, kRootItemKey, rec->key_offset},
+                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
+    rec->item.flags = new_flags;  // no commit can run: this handle is open
+    th.end();
+  }
+  spdlog::info("{}: subvolume {} is now {}", fs_->path(), id.subvol, readonly ? "read-only" : "read-write");
+  return fs_->transactions().commit(CommitCause::kRequested);
 }
 
 }  // namespace ubtrfs::fs

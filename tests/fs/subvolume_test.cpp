@@ -6,7 +6,8 @@
 // tree_search_stops_before_an_item_that_does_not_fit, tree_search_filters_by_leaf_generation,
 // subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused,
 // subvolume_delete_refuses_what_the_kernel_refuses, inode_path_puts_a_slash_after_each_component,
-// subvolume_create_and_delete_survive_a_remount.
+// subvolume_create_and_delete_survive_a_remount, read_only_subvolume_refuses_every_change_with_erofs.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
@@ -234,5 +235,52 @@ TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
   REQUIRE(dead);
   CHECK(dead->item.refs.get() == 0);
   CHECK(dead->parent_id == 0);
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("read_only_subvolume_refuses_every_change_with_erofs") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "sv", kRoot));
+  const uint64_t sv = ino_of(*fs, kRootIno, "sv");
+  auto file = fs->create(sv, "f", S_IFREG | 0644, kRoot);
+  REQUIRE(file);
+  const uint64_t f = file->st_ino;
+  const std::vector<uint8_t> data(100, 'x');
+  REQUIRE(fs->write(f, 0, data));
+  REQUIRE(fs->mkdir(sv, "d", 0755, kRoot));
+  CHECK(fs->set_subvolume_readonly(f, true, kRoot).error().err == EINVAL);  // not the root directory
+  Caller user;
+  user.uid = 1000;
+  CHECK(fs->set_subvolume_readonly(sv, true, user).error().err == EPERM);  // not the owner
+  REQUIRE(fs->set_subvolume_readonly(sv, true, kRoot));
+  auto erofs = [](const auto& r) { return !r && r.error().err == EROFS; };
+  CHECK(erofs(fs->write(f, 0, data)));
+  CHECK(erofs(fs->create(sv, "g", S_IFREG | 0644, kRoot)));
+  CHECK(erofs(fs->mkdir(sv, "e", 0755, kRoot)));
+  CHECK(erofs(fs->unlink(sv, "f")));
+  CHECK(erofs(fs->rmdir(sv, "d")));
+  CHECK(erofs(fs->rename(sv, "f", sv, "g", 0)));
+  CHECK(erofs(fs->rename(sv, "f", kRootIno, "g", 0)));
+  SetAttr a;
+  a.mode = 0600;
+  CHECK(erofs(fs->setattr(f, a, kRoot)));
+  const std::vector<uint8_t> v{'1'};
+  CHECK(erofs(fs->setxattr(f, "user.x", v, 0)));
+  CHECK(erofs(fs->open(f, O_WRONLY)));
+  CHECK(fs->open(f, O_RDONLY));
+  std::vector<uint8_t> back(100);
+  CHECK(fs->read(f, 0, back) == size_t{100});
+  CHECK(erofs(fs->create_subvolume(sv, "inner", kRoot)));
+  // Read-only survives a remount; switching back allows changes again; deleting it is allowed.
+  REQUIRE(fs->unmount());
+  fs = mount_on(*dev);
+  const uint64_t sv2 = ino_of(*fs, kRootIno, "sv");
+  CHECK(erofs(fs->create(sv2, "g", S_IFREG | 0644, kRoot)));
+  REQUIRE(fs->set_subvolume_readonly(sv2, false, kRoot));
+  CHECK(fs->create(sv2, "g", S_IFREG | 0644, kRoot));
+  REQUIRE(fs->set_subvolume_readonly(sv2, true, kRoot));
+  CHECK(fs->delete_subvolume(kRootIno, "sv", kRoot) == uint64_t{256});
   REQUIRE(fs->unmount());
 }

@@ -26,6 +26,7 @@
 #   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
 #     non-owner, unknown flags, a '/' in the name) (in the same comparison)
 #   subvolume_snapshot_refused_until_shared_refs_leaves_nothing
+#   read_only_subvolume_refuses_every_change_with_erofs (in the same comparison; deleting it works)
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -118,6 +119,31 @@ script() {
   step "${NOBODY[@]}" "$TOOL" subvolume set-default 256 .
   step "$TOOL" subvolume set-default 0 .
   step "$TOOL" subvolume get-default .
+  # Read-only subvolumes: the flag, every change refused with EROFS, reads and nested subvolumes
+  # unaffected, and back.
+  echo data >sv/file
+  step "$TOOL" property get sv ro
+  step "$TOOL" property set sv ro true
+  step "$TOOL" property get sv ro
+  step touch sv/new
+  step mkdir sv/dir
+  step sh -c 'echo more >>sv/file'
+  step chmod 600 sv/file
+  step mv sv/file sv/file2
+  step rm sv/file
+  step ln -s x sv/link
+  step truncate -s 0 sv/file
+  step cat sv/file
+  step "$TOOL" subvolume create sv/inro
+  step "$TOOL" subvolume list -r .
+  step touch sv/nested/ok
+  step "${NOBODY[@]}" "$TOOL" property set sv ro false
+  step "$TOOL" property set sv ro false
+  step touch sv/new
+  step "$TOOL" property get d ro
+  step "$TOOL" property set sv ro maybe
+  step "$TOOL" property set a ro true
+  step stat -c '%n %s' sv/file sv/new sv/nested/ok
   # Snapshots: the refusals before any snapshot is made (ubtrfs makes none yet, see below).
   step "$TOOL" subvolume snapshot d x
   step "$TOOL" subvolume snapshot sv sv/nested/f

@@ -60,6 +60,8 @@ struct SubvolumeDeleteArgs {
 };
 int subvolume_delete(const SubvolumeDeleteArgs& a);
 int subvolume_snapshot(const std::string& src, const std::string& dst, bool readonly);
+// property get PATH ro (value null) / property set PATH ro true|false: a subvolume's read-only flag.
+int property_ro(const std::string& path, const std::string* value);
 
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.

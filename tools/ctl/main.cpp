@@ -12,6 +12,7 @@
 //   ubtrfs-ctl subvolume create DST             a new subvolume at DST
 //   ubtrfs-ctl subvolume delete [-c|-C] PATH... / -i ID PATH   delete subvolumes (root)
 //   ubtrfs-ctl subvolume snapshot [-r] SRC DST  a snapshot of SRC (not supported yet: EOPNOTSUPP)
+//   ubtrfs-ctl property get PATH ro | set PATH ro true|false   a subvolume's read-only flag
 //   ubtrfs-ctl subvolume list [-pcguqRsrdoat] PATH   the subvolumes, as btrfs-progs lists them
 //   ubtrfs-ctl subvolume show [-r ID] PATH      one subvolume's root item
 //   ubtrfs-ctl subvolume get-default PATH       the default subvolume
@@ -125,6 +126,19 @@ int main(int argc, char** argv) {
   sv_setdef->callback([&] {
     rc = setdef.size() == 2 ? subvolume_set_default(&setdef[0], setdef[1]) : subvolume_set_default(nullptr, setdef[0]);
   });
+
+  auto* prop = app.add_subcommand("property", "properties of a subvolume (ro)");
+  prop->require_subcommand(1);
+  std::string ppath, pname, pvalue;
+  auto* p_get = prop->add_subcommand("get", "print a property");
+  p_get->add_option("object", ppath, "a subvolume's root directory")->required();
+  p_get->add_option("name", pname, "the property: ro")->required();
+  p_get->callback([&] { rc = pname == "ro" ? property_ro(ppath, nullptr) : error("unknown property: " + pname); });
+  auto* p_set = prop->add_subcommand("set", "set a property");
+  p_set->add_option("object", ppath, "a subvolume's root directory")->required();
+  p_set->add_option("name", pname, "the property: ro")->required();
+  p_set->add_option("value", pvalue, "true or false")->required();
+  p_set->callback([&] { rc = pname == "ro" ? property_ro(ppath, &pvalue) : error("unknown property: " + pname); });
 
   try {
     app.parse(argc, argv);

@@ -15,6 +15,7 @@
 // snapshot [-r] SRC DST: BTRFS_IOC_SNAP_CREATE_V2 on DST's directory (DST itself when it is one,
 // the snapshot then named after SRC) with a descriptor of SRC, which the daemon takes from this
 // process (tools/daemon/caller_fd.h).
+// property get|set PATH ro [true|false]: SUBVOL_GETFLAGS / SETFLAGS, btrfs property's words.
 #include <fcntl.h>
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
@@ -377,6 +378,36 @@ int subvolume_snapshot(const std::string& src, const std::string& dst, bool read
   if (::ioctl(dfd.fd, BTRFS_IOC_SNAP_CREATE_V2, &args) < 0)
     return error(fmt::format("cannot snapshot '{}': {}", src, std::strerror(errno)));
   return kExitOk;
+}
+
+int property_ro(const std::string& path, const std::string* value) {
+  bool ro = false;
+  if (value) {
+    if (*value == "true")
+      ro = true;
+    else if (*value != "false")
+      return error(fmt::format("invalid value for property: {}", *value));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return error(fmt::format("cannot access '{}': {}", path, std::strerror(errno)));
+  const int fd = open_mount(path);
+  if (fd < 0) return kExitFail;
+  uint64_t flags = 0;
+  const bool subvol = S_ISDIR(st.st_mode) && ::ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, &flags) == 0;
+  if (!subvol) {
+    ::close(fd);
+    return error("object is not compatible with property: ro");
+  }
+  int ret = kExitOk;
+  if (!value) {
+    std::printf("ro=%s\n", (flags & BTRFS_SUBVOL_RDONLY) ? "true" : "false");
+  } else if (ro != bool(flags & BTRFS_SUBVOL_RDONLY)) {
+    flags = ro ? (flags | BTRFS_SUBVOL_RDONLY) : (flags & ~static_cast<uint64_t>(BTRFS_SUBVOL_RDONLY));
+    if (::ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &flags) < 0)
+      ret = error(fmt::format("Could not set subvolume flags: {}", std::strerror(errno)));
+  }
+  ::close(fd);
+  return ret;
 }
 
 }  // namespace ubtrfs::ctl

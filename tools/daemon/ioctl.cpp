@@ -635,6 +635,19 @@ Result<IoctlReply> subvol_getflags(DaemonContext& ctx, const IoctlRequest& req) 
   return reply_bytes(&flags, sizeof flags, req, "BTRFS_IOC_SUBVOL_GETFLAGS");
 }
 
+// BTRFS_IOC_SUBVOL_SETFLAGS (btrfs_ioctl_subvol_setflags): only BTRFS_SUBVOL_RDONLY (other bits
+// EOPNOTSUPP), on a subvolume's root directory, by its owner or root.
+static_assert(BTRFS_IOC_SUBVOL_SETFLAGS == 0x4008941a);
+Result<IoctlReply> subvol_setflags(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t flags;
+  if (req.in.size() < sizeof flags) return fail(EINVAL, "BTRFS_IOC_SUBVOL_SETFLAGS with {} bytes in", req.in.size());
+  std::memcpy(&flags, req.in.data(), sizeof flags);
+  if (flags & ~static_cast<uint64_t>(BTRFS_SUBVOL_RDONLY))
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_SETFLAGS: unsupported flags {:#x}", flags);
+  UBTRFS_TRY_STATUS(ctx.fs->set_subvolume_readonly(req.ino, flags & BTRFS_SUBVOL_RDONLY, caller_with_caps(req)));
+  return IoctlReply{};
+}
+
 // BTRFS_IOC_GET_SUBVOL_INFO (btrfs_ioctl_get_subvol_info): the inode's subvolume, for anyone.
 Result<IoctlReply> get_subvol_info(DaemonContext& ctx, const IoctlRequest& req) {
   const fs::SubvolumeInfo info = UBTRFS_TRY(ctx.fs->subvolume_info(UBTRFS_TRY(subvolume_of(ctx, req))));
@@ -676,6 +689,7 @@ constexpr IoctlCommand kCommands[] = {
     {BTRFS_IOC_INO_LOOKUP, "BTRFS_IOC_INO_LOOKUP", ino_lookup},
     {BTRFS_IOC_DEFAULT_SUBVOL, "BTRFS_IOC_DEFAULT_SUBVOL", default_subvol},
     {BTRFS_IOC_SUBVOL_GETFLAGS, "BTRFS_IOC_SUBVOL_GETFLAGS", subvol_getflags},
+    {BTRFS_IOC_SUBVOL_SETFLAGS, "BTRFS_IOC_SUBVOL_SETFLAGS", subvol_setflags},
     {BTRFS_IOC_GET_SUBVOL_INFO, "BTRFS_IOC_GET_SUBVOL_INFO", get_subvol_info},
     {BTRFS_IOC_SUBVOL_CREATE, "BTRFS_IOC_SUBVOL_CREATE", subvol_create},
     {BTRFS_IOC_SUBVOL_CREATE_V2, "BTRFS_IOC_SUBVOL_CREATE_V2", subvol_create_v2},
