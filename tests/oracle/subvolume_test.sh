@@ -22,7 +22,8 @@
 #   subvolume_set_default_is_what_the_kernel_mounts
 #   subvolume_delete_same_transcript_as_kernel_btrfs (refusals: not a subvolume, holds subvolumes,
 #     the default one, not root; several at once; -C) (in the same comparison)
-#   subvolume_delete_leaves_a_dead_root_with_an_orphan_item (and the kernel's cleaner drops it)
+#   subvolume_delete_leaves_a_dead_root_with_an_orphan_item
+#   subvolume_delete_dead_roots_are_dropped_by_the_kernels_cleaner (its space comes back)
 #   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
 #     non-owner, unknown flags, a '/' in the name) (in the same comparison)
 #   subvolume_snapshot_refused_until_shared_refs_leaves_nothing
@@ -236,6 +237,7 @@ rc_v2_qg=$(python3 "$tmp/v2.py" "$umnt" qgroup 4)
 [[ $rc_v2_bad == 95 && $rc_v2_qg == 95 && ! -e $umnt/badflags && ! -e $umnt/qgroup ]] &&
   pass "subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit" ||
   failed "SUBVOL_CREATE_V2 flags 0x100: errno $rc_v2_bad, QGROUP_INHERIT: errno $rc_v2_qg (want 95 for both, nothing created)"
+head -c 8M /dev/urandom >"$umnt/third/big"  # the space deleting it must give back (below)
 # Snapshots are not made yet (they need the shared tree-block references): EOPNOTSUPP, and nothing
 # is left behind — no name, no root item.
 rc_snap=$(python3 "$SNAPPY" "$umnt" snap "$umnt/sv" 0)
@@ -281,12 +283,23 @@ grep -A2 '^\$ setpriv .* CMD subvolume create nope' "$tmp/ubtrfs.txt" | grep -q 
 # ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
 check_clean "$uimg" && pass "subvolume_create_and_delete_image_check_clean (btrfs check, both modes, dead roots not yet dropped)" ||
   failed "image not check-clean after the creates"
+# bytes_used of the superblock (every extent's bytes).
+super_used() { btrfs inspect-internal dump-super "$1" | awk '$1 == "bytes_used" {print $2}'; }
+used_before=$(super_used "$uimg")
 # The script's last command made sv the default subvolume: a mount without subvol= lands in it.
-kernel_mount "$uimg" "$kmnt"
+# (commit=1: the kernel's cleaner runs after a commit, which would otherwise come in 30 s.)
+kernel_mount "$uimg" "$kmnt" commit=1
 [[ -d $kmnt/nested && ! -e $kmnt/sv ]] && pass "subvolume_set_default_is_what_the_kernel_mounts" ||
   failed "the kernel's default mount shows: $(ls "$kmnt" | tr '\n' ' ') (want sv's: nested)"
 btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
+# The kernel's cleaner finds ubtrfs's dead roots by their orphan items and drops them.
+btrfs subvolume sync "$kmnt" >/dev/null || failed "btrfs subvolume sync"
+left=$(btrfs subvolume list -d "$kmnt")
 kernel_umount "$kmnt"
+used_after=$(super_used "$uimg")
+[[ -z $left ]] && ((used_before - used_after >= 8 << 20)) &&
+  pass "subvolume_delete_dead_roots_are_dropped_by_the_kernels_cleaner (bytes_used $used_before -> $used_after)" ||
+  failed "after the kernel's cleaner: deleted left '$left', bytes_used $used_before -> $used_after (want 8 MiB less)"
 kernel_mount "$uimg" "$kmnt"
 list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
 want="256 sv 259 sv/nested 263 byv2 264 sv/again "
