@@ -452,8 +452,10 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   const uint64_t index = ref.sequence.get();
 
   // btrfs_subvolume_reserve_metadata's items: dir item, dir index, root ref, root backref, orphan
-  // item, root item, the parent's inode, the uuid item.
-  auto th = UBTRFS_TRY(fs_->transactions().start(8));
+  // item, root item, the parent's inode, the uuid item. With use_global_rsv, as the kernel's
+  // deletion: it falls back to the global reserve, so a full filesystem can still delete
+  // (subvolume_enospc_test.sh).
+  auto th = UBTRFS_TRY(fs_->transactions().start(8, alloc::FlushMode::kFlushAllSteal));
   const Timespec now = now_btrfs();
   {
     std::optional<DelayedIndexQueue> queue;
