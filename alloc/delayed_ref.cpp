@@ -15,6 +15,11 @@ Result<bool> DelayedRefs::cancel_new_tree_alloc(uint64_t bytenr, uint64_t nodesi
   std::lock_guard lock(mu_);
   auto it = heads_.find(bytenr);
   if (it == heads_.end() || !it->second.must_insert || it->second.refs.empty()) return false;
+  // Only when root's own +1 is all the head holds: a block a snapshot of this transaction shares
+  // (FORCE_COW) has other references and materialises anyway; its drop is a plain -1.
+  if (it->second.total_ref_mod != 1 || it->second.set_flags != 0) return false;
+  for (const auto& [rk, d] : it->second.refs)
+    if (rk.parent != 0 || rk.root != root) return false;
   UBTRFS_TRY_STATUS(add_locked(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, -1, false,
                                transid));
   return true;
@@ -47,9 +52,9 @@ Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data
   d += delta;
   h.total_ref_mod += delta;
   if (d == 0) h.refs.erase(ref);
-  // A head with nothing left to do (no net change, not a new extent) disappears; a cancelled new
-  // extent stays so the committer can return its reserved space.
-  if (h.refs.empty() && !h.must_insert) heads_.erase(it);
+  // A head with nothing left to do (no net change, no flags, not a new extent) disappears; a
+  // cancelled new extent stays so the committer can return its reserved space.
+  if (h.refs.empty() && !h.must_insert && h.set_flags == 0) heads_.erase(it);
   return {};
 }
 
@@ -61,6 +66,63 @@ Status DelayedRefs::add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t ro
 Status DelayedRefs::add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino, uint64_t offset,
                                  int delta, bool new_alloc, uint64_t transid) {
   return add(bytenr, num_bytes, true, RefKey{root, ino, offset}, delta, new_alloc, transid);
+}
+
+Status DelayedRefs::add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
+                                        uint64_t transid) {
+  if (parent == 0) return fail(EINVAL, "shared ref on tree block {} without a parent", bytenr);
+  return add(bytenr, nodesize, false, RefKey{0, static_cast<uint64_t>(level), 0, parent}, delta, false, transid);
+}
+
+Status DelayedRefs::add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
+                                        uint64_t transid) {
+  if (parent == 0) return fail(EINVAL, "shared ref on data extent {} without a parent", bytenr);
+  return add(bytenr, num_bytes, true, RefKey{0, 0, 0, parent}, delta, false, transid);
+}
+
+Status DelayedRefs::add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = heads_.try_emplace(bytenr);
+  auto& h = it->second;
+  if (inserted) {
+    h.bytenr = bytenr;
+    h.num_bytes = nodesize;
+    h.first_ref_generation = transid;
+  } else if (h.is_data || h.num_bytes != nodesize) {
+    return fail(EUCLEAN, "extent flags {:#x} for tree block {} but its head is a {} extent of {} bytes", flags, bytenr,
+                h.is_data ? "data" : "tree", h.num_bytes);
+  }
+  h.set_flags |= flags;
+  return {};
+}
+
+void DelayedRefs::note_taken(uint64_t bytenr) { running_.insert(bytenr); }
+
+DelayedRefs::Pending DelayedRefs::pending_for_lookup(uint64_t bytenr, uint64_t* epoch) const {
+  std::unique_lock lock(mu_);
+  run_done_.wait(lock, [&] { return !running_.contains(bytenr); });
+  if (epoch) *epoch = take_epoch_;
+  Pending p;
+  auto it = heads_.find(bytenr);
+  if (it == heads_.end()) return p;
+  p.queued = true;
+  p.must_insert = it->second.must_insert;
+  p.ref_mod = it->second.total_ref_mod;
+  p.set_flags = it->second.set_flags;
+  return p;
+}
+
+uint64_t DelayedRefs::take_epoch() const {
+  std::lock_guard lock(mu_);
+  return take_epoch_;
+}
+
+void DelayedRefs::finish_run() {
+  {
+    std::lock_guard lock(mu_);
+    running_.clear();
+  }
+  run_done_.notify_all();
 }
 
 bool DelayedRefs::queued_new_alloc(uint64_t bytenr) const {
@@ -92,7 +154,9 @@ size_t DelayedRefs::num_heads() const {
 std::vector<DelayedRefHead> DelayedRefs::take_some(size_t max) {
   std::lock_guard lock(mu_);
   std::vector<DelayedRefHead> out;
+  if (!heads_.empty()) ++take_epoch_;
   for (auto it = heads_.begin(); it != heads_.end() && out.size() < max;) {
+    note_taken(it->first);
     out.push_back(std::move(it->second));
     it = heads_.erase(it);
   }
@@ -103,7 +167,11 @@ std::vector<DelayedRefHead> DelayedRefs::take_all() {
   std::lock_guard lock(mu_);
   std::vector<DelayedRefHead> out;
   out.reserve(heads_.size());
-  for (auto& [b, h] : heads_) out.push_back(std::move(h));
+  if (!heads_.empty()) ++take_epoch_;
+  for (auto& [b, h] : heads_) {
+    note_taken(b);
+    out.push_back(std::move(h));
+  }
   heads_.clear();
   return out;
 }

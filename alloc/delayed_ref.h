@@ -10,16 +10,23 @@
 // Owns: one DelayedRefHead per extent (bytenr), holding the net count change per reference —
 // tree block refs keyed by owner root (TREE_BLOCK_REF), data refs keyed by (root, inode, offset)
 // (EXTENT_DATA_REF, FORMAT.md §3.9) — and whether the extent was allocated in this transaction
-// (must_insert: its EXTENT_ITEM/METADATA_ITEM does not exist yet). Full-backref (shared) refs
-// are not produced: ubtrfs has no snapshots yet.
+// (must_insert: its EXTENT_ITEM/METADATA_ITEM does not exist yet). Shared refs (SHARED_BLOCK_REF,
+// SHARED_DATA_REF: keyed by the parent block, not the root) come from the first COW of a block a
+// snapshot shares (alloc/shared_refs.cpp); a head also carries extent flags to set on the item
+// (btrfs_delayed_extent_op: FULL_BACKREF).
+// Lookups that must see the extent tree and the queue as one (btrfs_lookup_extent_info) wait
+// while a runner holds the extent's head (taken, not yet finished), and retry if a take happened
+// during their read (take_epoch).
 // Invariants: a head's total_ref_mod is the sum of its refs' deltas; refs with delta 0 are
 // erased; a head with must_insert whose refs all cancel is "never materialized": its space goes
 // straight back to the allocator and the extent tree never sees it.
 // Thread safety: internally synchronized (one mutex); take_all() hands the queue to the committer.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <mutex>
 #include <optional>
 #include <tuple>
@@ -35,6 +42,7 @@ struct RefKey {
   uint64_t root = 0;
   uint64_t objectid = 0;  // data: inode number; tree: level
   uint64_t offset = 0;    // data: extent_data_ref.offset; tree: 0
+  uint64_t parent = 0;    // shared (full) backref: the parent block's bytenr, root/offset 0; else 0
   auto operator<=>(const RefKey&) const = default;
 };
 
@@ -46,6 +54,7 @@ struct DelayedRefHead {
   uint64_t first_ref_generation = 0;  // transid for the new extent item's generation
   int64_t total_ref_mod = 0;
   std::map<RefKey, int64_t> refs;  // net delta per reference, never 0
+  uint64_t set_flags = 0;          // extent item flags to OR in (btrfs_delayed_extent_op)
 
   // The extent was allocated and every reference to it dropped again within the transaction.
   bool cancelled() const { return must_insert && refs.empty(); }
@@ -56,6 +65,30 @@ class DelayedRefs {
   // btrfs_add_delayed_tree_ref. `new_alloc`: the block was just allocated (first ADD).
   [[nodiscard]] Status add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
                                     bool new_alloc, uint64_t transid);
+  // A SHARED_BLOCK_REF / SHARED_DATA_REF held by the block at `parent` (btrfs_inc_ref/dec_ref with
+  // full_backref). Never the first reference of an extent.
+  [[nodiscard]] Status add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
+                                           uint64_t transid);
+  [[nodiscard]] Status add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
+                                           uint64_t transid);
+  // btrfs_set_disk_extent_flags: ORs `flags` into the tree block's extent item when the head runs.
+  [[nodiscard]] Status add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid);
+
+  // What the queue adds to the extent tree's view of `bytenr` (btrfs_lookup_extent_info's delayed
+  // part). Waits while a runner holds the head (taken, not finished). `epoch` receives the take
+  // epoch: a caller that read the extent tree after this call re-checks it with take_epoch() and
+  // retries if a take happened meanwhile (its tree read may have missed or doubled the run).
+  struct Pending {
+    bool queued = false;
+    bool must_insert = false;
+    int64_t ref_mod = 0;
+    uint64_t set_flags = 0;
+  };
+  Pending pending_for_lookup(uint64_t bytenr, uint64_t* epoch) const;
+  uint64_t take_epoch() const;
+  // The runner is done with the heads it took (applied or failed): lookups waiting on them go on.
+  void finish_run();
+
   // btrfs_add_delayed_data_ref. `offset` is the extent_data_ref offset (file key offset - extent offset).
   [[nodiscard]] Status add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino,
                                     uint64_t offset, int delta, bool new_alloc, uint64_t transid);
@@ -99,8 +132,13 @@ class DelayedRefs {
   [[nodiscard]] Status add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
                                   bool new_alloc, uint64_t transid);  // REQUIRES: mu_
 
+  void note_taken(uint64_t bytenr);  // REQUIRES: mu_
+
   mutable std::mutex mu_;
-  std::map<uint64_t, DelayedRefHead> heads_;
+  mutable std::condition_variable run_done_;
+  std::map<uint64_t, DelayedRefHead> heads_;  // GUARDED_BY(mu_)
+  std::set<uint64_t> running_;               // GUARDED_BY(mu_) heads taken by the runner in flight
+  uint64_t take_epoch_ = 0;                  // GUARDED_BY(mu_)
 };
 
 }  // namespace ubtrfs::alloc

@@ -111,6 +111,29 @@ class ExtentAllocator final : public TreeBlockAllocator {
   // ends the log already wrote its superblock) -> free at once.
   void free_log_block(uint64_t bytenr, bool pin);
 
+  // ---- shared blocks (alloc/shared_refs.cpp: the snapshot reference rules) ----
+  // The extent tree the lookups read (set once at open, before any handle).
+  void set_extent_root(TreeRoot* root) { extent_root_ = root; }
+  // btrfs_lookup_extent_info: a tree block's reference count and flags, the extent tree's item plus
+  // what the delayed-ref queue will add. Waits while a runner holds its head. Errors: EUCLEAN (no
+  // item and nothing queued), EIO.
+  struct ExtentInfo {
+    uint64_t refs = 0, flags = 0;
+  };
+  [[nodiscard]] Result<ExtentInfo> lookup_extent_info(uint64_t bytenr, int level);
+  // btrfs_inc_ref / btrfs_dec_ref: every child pointer (node) or regular file extent (leaf) of `eb`
+  // gains / loses one reference: shared, held by eb.start() (full_backref), or keyed to eb's owner.
+  [[nodiscard]] Status inc_ref(TreeHandle& h, const ExtentBuffer& eb, bool full_backref);
+  [[nodiscard]] Status dec_ref(TreeHandle& h, const ExtentBuffer& eb, bool full_backref);
+  // btrfs_set_disk_extent_flags (FULL_BACKREF) on a tree block's extent item, when its head runs.
+  [[nodiscard]] Status set_extent_flags(TreeHandle& h, uint64_t bytenr, uint64_t flags);
+  // TreeBlockAllocator (tree_block_allocator.h; the rules are in shared_refs.cpp).
+  [[nodiscard]] Result<bool> update_ref_for_cow(TreeHandle& h, TreeRoot& root, const ExtentBuffer& buf,
+                                                const ExtentBuffer& cow) override;
+  void drop_tree_block_ref(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, int level) override;
+  // Drops the SHARED_BLOCK_REF the block at `parent` holds on `bytenr` (dropping a dead tree).
+  [[nodiscard]] Status drop_shared_tree_ref(TreeHandle& h, uint64_t bytenr, int level, uint64_t parent);
+
   // Bytes of free space in groups of `type` (statfs, space_info); mixed groups count for both.
   uint64_t free_bytes(uint64_t type) const;
 
@@ -126,6 +149,7 @@ class ExtentAllocator final : public TreeBlockAllocator {
   [[nodiscard]] Result<uint64_t> alloc_tree_block_impl(TreeHandle& h, uint64_t root_objectid, int level,
                                                        uint64_t hint, bool charged);
   void record_error(Error e);
+  [[nodiscard]] Status mod_ref(TreeHandle& h, const ExtentBuffer& eb, bool full_backref, int delta);
   // Level of a block allocated in transaction `transid`, so its drop cancels its add exactly
   // (RefKey carries the level). Entries of older transactions are dropped lazily.
   void remember_level(uint64_t transid, uint64_t bytenr, int level);
@@ -138,6 +162,7 @@ class ExtentAllocator final : public TreeBlockAllocator {
   BlockGroupCache& groups_;
   DelayedRefs& refs_;
   ChunkSource& chunks_;
+  TreeRoot* extent_root_ = nullptr;
   std::mutex chunk_mu_;
   mutable std::mutex mu_;
   uint64_t levels_transid_ = 0;                   // GUARDED_BY(mu_)
@@ -172,6 +197,13 @@ class HandleAllocator final : public TreeBlockAllocator {
                                                   uint64_t hint) override;
   void free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
                        bool written) override;
+  [[nodiscard]] Result<bool> update_ref_for_cow(TreeHandle& h, TreeRoot& root, const ExtentBuffer& buf,
+                                                const ExtentBuffer& cow) override {
+    return extents_.update_ref_for_cow(h, root, buf, cow);
+  }
+  void drop_tree_block_ref(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, int level) override {
+    extents_.drop_tree_block_ref(h, root_objectid, bytenr, level);
+  }
   // The reserve a block of `root_objectid` is charged to.
   BlockRsv* pick_rsv(uint64_t root_objectid);
 

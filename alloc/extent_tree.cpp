@@ -387,13 +387,14 @@ struct RefChange {
 };
 
 std::vector<RefChange> merge_changes(const DelayedRefHead& head, int* level) {
-  std::map<std::tuple<uint64_t, uint64_t, uint64_t>, int64_t> merged;
+  // (parent, root, objectid, offset): shared refs by parent, keyed refs by their identity.
+  std::map<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>, int64_t> merged;
   *level = -1;
   for (const auto& [rk, d] : head.refs) {
     if (head.is_data) {
-      merged[{rk.root, rk.objectid, rk.offset}] += d;
+      merged[{rk.parent, rk.root, rk.objectid, rk.offset}] += d;
     } else {
-      merged[{rk.root, 0, 0}] += d;
+      merged[{rk.parent, rk.root, 0, 0}] += d;
       if (d > 0 && *level < 0) *level = static_cast<int>(rk.objectid);
     }
   }
@@ -403,12 +404,18 @@ std::vector<RefChange> merge_changes(const DelayedRefHead& head, int* level) {
     if (d == 0) continue;
     RefChange c;
     c.delta = d;
-    if (head.is_data) {
+    const uint64_t parent = std::get<0>(id);
+    if (parent != 0) {
+      c.ref.type = head.is_data ? kSharedDataRefKey : kSharedBlockRefKey;
+      c.ref.offset = parent;
+    } else if (head.is_data) {
       c.ref.type = kExtentDataRefKey;
-      std::tie(c.ref.root, c.ref.objectid, c.ref.data_offset) = id;
+      c.ref.root = std::get<1>(id);
+      c.ref.objectid = std::get<2>(id);
+      c.ref.data_offset = std::get<3>(id);
     } else {
       c.ref.type = kTreeBlockRefKey;
-      c.ref.offset = std::get<0>(id);
+      c.ref.offset = std::get<1>(id);
     }
     out.push_back(c);
   }
@@ -436,10 +443,10 @@ Status insert_new_extent(TreeHandle& h, TreeRoot& root, const FsParams& fs, cons
     st.body.flags = kExtentFlagData;
   } else if (fs.skinny_metadata()) {
     st.item_key = Key{head.bytenr, kMetadataItemKey, static_cast<uint64_t>(level)};
-    st.body.flags = kExtentFlagTreeBlock;
+    st.body.flags = kExtentFlagTreeBlock | head.set_flags;
   } else {
     st.item_key = Key{head.bytenr, kExtentItemKey, head.num_bytes};
-    st.body.flags = kExtentFlagTreeBlock;
+    st.body.flags = kExtentFlagTreeBlock | head.set_flags;
     st.body.has_block_info = true;
     st.body.block_key = cached_first_key(root, head.bytenr);
     st.body.block_level = static_cast<uint8_t>(level);
@@ -466,7 +473,7 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
       ++stats.cancelled;
       continue;
     }
-    if (changes.empty()) continue;  // adds and drops of one ref cancelled: nothing to do
+    if (changes.empty() && head.set_flags == 0) continue;  // adds and drops cancelled: nothing to do
     ExtentState st = UBTRFS_TRY(load_extent(extent_root, head.bytenr));
     if (head.must_insert) {
       if (st.found)
@@ -481,9 +488,12 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
       ++stats.inserted;
       continue;
     }
-    if (!st.found)
+    if (!st.found) {
+      if (changes.empty())
+        return fail(EUCLEAN, "tree block {} has no extent item to set flags {:#x} on", head.bytenr, head.set_flags);
       return fail(EUCLEAN, "{} extent {} has no extent item for a change of {} x{}", kind, head.bytenr,
                   ref_text(changes.front().ref), changes.front().delta);
+    }
     const bool item_is_data = st.body.flags & kExtentFlagData;
     if (item_is_data != head.is_data || (!head.is_data && !(st.body.flags & kExtentFlagTreeBlock)))
       return fail(EUCLEAN, "extent item {} has flags {:#x} but the delayed ref is for a {} extent",
@@ -491,6 +501,9 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
     if (head.is_data && st.item_key.offset != head.num_bytes)
       return fail(EUCLEAN, "extent item {} disagrees with the delayed ref's length {}", key_text(st.item_key),
                   head.num_bytes);
+    if (head.set_flags & ~kBlockFlagFullBackref)
+      return fail(EUCLEAN, "extent item {}: unexpected flags {:#x} to set", key_text(st.item_key), head.set_flags);
+    st.body.flags |= head.set_flags;
     for (const auto& c : changes) {
       if (c.delta > 0) UBTRFS_TRY_STATUS(add_ref(st, fs, c.ref, static_cast<uint64_t>(c.delta)));
       else UBTRFS_TRY_STATUS(drop_ref(st, c.ref, static_cast<uint64_t>(-c.delta)));

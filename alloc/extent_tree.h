@@ -8,7 +8,8 @@
 // - data: EXTENT_ITEM keyed (bytenr, 168, num_bytes), flags DATA, inline EXTENT_DATA_REFs (sorted as
 //   the kernel sorts inline refs) while the item fits, keyed EXTENT_DATA_REF items beyond;
 // - existing items written by the kernel are modified in whatever form they are in (inline or keyed
-//   refs); SHARED_BLOCK_REF / SHARED_DATA_REF refs are kept as found (ubtrfs adds none).
+//   refs); SHARED_BLOCK_REF / SHARED_DATA_REF refs come from heads whose RefKey has a parent
+//   (the first COW of a block a snapshot shares, alloc/shared_refs.cpp).
 // For every head it also applies the space consequences through the ExtentSpace callbacks: an
 // extent item inserted -> block group reserved->used and the range leaves the free space tree; an
 // extent item deleted -> used->pinned, the range returns to the free space tree, and (data) its
@@ -25,7 +26,8 @@
 // - keyed refs that drop to 0 are deleted; nothing moves back inline (the kernel does not either);
 // - the extent item's refs is the sum of every ref's count; at 0 the item and its keyed refs go;
 // - per head, additions run before drops (btrfs `select_delayed_ref`), so counts never dip to 0;
-//   tree refs are matched by root only (RefKey's level is informational).
+//   tree refs are matched by root, shared refs by parent (RefKey's level is informational); a
+//   head's set_flags (FULL_BACKREF) is ORed into the item.
 // - non-skinny tree blocks: tree_block_info's key is the block's first key taken from the buffer
 //   cache when the item is inserted (the kernel records the key known at allocation; btrfs check
 //   does not compare it, relocation re-reads the block), a zero key if the block is not cached or

@@ -154,6 +154,12 @@ Result<bool> write_root_items(FsInfo& fs, TreeHandle& h) {
 
 Status TransactionManager::run_refs(TreeHandle& h, std::vector<alloc::DelayedRefHead>& heads,
                                     std::set<uint64_t>& dirty_groups) {
+  // The heads are the runner's until this returns, applied or not: lookups of their extents
+  // (shared-block COWs, alloc/shared_refs.cpp) wait for that.
+  struct FinishRun {
+    alloc::DelayedRefs& refs;
+    ~FinishRun() { refs.finish_run(); }
+  } finish{fs_.delayed_refs()};
   CommitSpace space(fs_, dirty_groups);
   auto stats = alloc::run_delayed_refs(h, *fs_.extent_root().tree, fs_.params(), heads, space);
   if (!stats) return fail(stats.error());

@@ -10,6 +10,7 @@
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
 #include "fs/scrub.h"
+#include "fs/subvolume_cleaner.h"
 #include "fs/space_flusher.h"
 #include "fs/tree_log.h"
 #include "fs/transaction.h"
@@ -182,6 +183,11 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       txm.set_unpin_hook([ad](std::vector<std::pair<uint64_t, uint64_t>>&& r) { ad->queue(std::move(r)); });
     }
     txm.start_commit_thread(std::chrono::seconds(opts.commit_interval_s));
+    // Deleted subvolumes are dropped in the background, including those a crash or the kernel left.
+    f->cleaner_ = std::make_unique<SubvolumeCleaner>(*f->fs_);
+    SubvolumeCleaner* cl = f->cleaner_.get();
+    f->fs_->set_cleaner_waker([cl] { cl->wake(); });
+    cl->start();
   }
   spdlog::info("{}: mounted subvolume {} {}", open.path, subvol, f->read_only() ? "read-only" : "read-write");
   return f;
@@ -192,6 +198,10 @@ Status Filesystem::unmount() {
   unmounted_ = true;
   // A running scrub is cancelled (its status kept, fs/scrub.h): it holds handles between commits.
   scrub_->stop();
+  if (cleaner_) {
+    fs_->set_cleaner_waker(nullptr);
+    cleaner_->stop();  // the step in progress ends; the rest resumes at the next mount
+  }
   auto& txm = fs_->transactions();
   txm.stop_commit_thread();
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.

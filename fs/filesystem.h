@@ -49,6 +49,7 @@ class TreeLog;
 struct DiscardCounters;
 class AsyncDiscard;
 class Scrub;
+class SubvolumeCleaner;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -290,6 +291,8 @@ class Filesystem {
   // ---- scrub (fs/scrub.h; BTRFS_IOC_SCRUB) ------------------------------------------------------
   // The filesystem's scrubber; unmount cancels a running scrub before the final commit.
   Scrub& scrub() { return *scrub_; }
+  // The deleted-subvolume cleaner; null on a read-only mount.
+  SubvolumeCleaner* cleaner() { return cleaner_.get(); }
 
  private:
   std::function<void()> readdir_between_reads_for_test_;
@@ -322,6 +325,7 @@ class Filesystem {
   std::unique_ptr<DiscardCounters> discard_counters_;  // fs/discard.h: FITRIM and -o discard
   std::unique_ptr<AsyncDiscard> async_discard_;        // -o discard's worker (null without it)
   std::unique_ptr<Scrub> scrub_;                       // fs/scrub.h
+  std::unique_ptr<SubvolumeCleaner> cleaner_;          // fs/subvolume_cleaner.h; read-write only
   bool unmounted_ = false;
   // btrfs_get_free_objectid on the root tree: the next subvolume id (0 until seeded from the root
   // tree's highest objectid + 1, at least 256; never reused while mounted).

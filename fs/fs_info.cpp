@@ -160,6 +160,7 @@ Status FsInfo::load(const OpenOptions& opts) {
   update_global_rsv();
   chunk_creator_ = std::make_unique<ChunkCreator>(*this);
   allocator_ = std::make_unique<alloc::ExtentAllocator>(params_, groups_, delayed_refs_, *chunk_creator_);
+  allocator_->set_extent_root(extent_root_->tree.get());
   txm_ = std::make_unique<TransactionManager>(*this);
   flusher_ = std::make_unique<FsSpaceFlusher>(*this);
   if (!read_only_) spaces_->start_reclaim(flusher_.get());
@@ -221,6 +222,8 @@ Result<std::unique_ptr<RootRecord>> FsInfo::load_root_record(uint64_t objectid, 
   rec->key_offset = key.offset;
   path.release();
   rec->tree = UBTRFS_TRY(load_tree(*tctx_, objectid, rec->item.bytenr, rec->item.level, rec->item.generation));
+  // Blocks at or below it may be shared with a snapshot (the COW's update_ref_for_cow).
+  rec->tree->set_last_snapshot(rec->item.last_snapshot.get());
   return rec;
 }
 
@@ -371,6 +374,21 @@ RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
   RootRecord* p = rec.get();
   fs_roots_[p->objectid()] = std::move(rec);
   return p;
+}
+
+bool FsInfo::root_loaded(uint64_t objectid) {
+  std::lock_guard g(fs_roots_mu_);
+  return fs_roots_.contains(objectid);
+}
+
+void FsInfo::wake_cleaner() {
+  std::lock_guard g(cleaner_mu_);
+  if (cleaner_waker_) cleaner_waker_();
+}
+
+void FsInfo::set_cleaner_waker(std::function<void()> f) {
+  std::lock_guard g(cleaner_mu_);
+  cleaner_waker_ = std::move(f);
 }
 
 std::vector<RootRecord*> FsInfo::loaded_roots() {

@@ -111,6 +111,12 @@ class FsInfo {
 
   // A subvolume / the FS_TREE (5) by objectid, loaded on first use. Errors: ENOENT, EUCLEAN, EIO.
   [[nodiscard]] Result<RootRecord*> fs_root(uint64_t objectid);
+  // Whether subvolume `objectid` is loaded (in use by this mount: the cleaner leaves it alone).
+  bool root_loaded(uint64_t objectid);
+  // Tells the subvolume cleaner (fs/subvolume_cleaner.h) a subvolume was deleted; nothing when no
+  // cleaner runs (read-only, FsInfo alone).
+  void wake_cleaner();
+  void set_cleaner_waker(std::function<void()> f);
   // Every loaded root with a ROOT_ITEM (global trees and loaded subvolumes), for the commit.
   std::vector<RootRecord*> loaded_roots();
   // A subvolume created in the running transaction (fs/subvolume.cpp), whose ROOT_ITEM the caller
@@ -207,6 +213,8 @@ class FsInfo {
   std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
   std::mutex fs_roots_mu_;
   std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
+  std::mutex cleaner_mu_;
+  std::function<void()> cleaner_waker_;  // GUARDED_BY(cleaner_mu_)
   std::unique_ptr<alloc::SpaceInfos> spaces_;  // before groups_: groups report to it
   alloc::BlockGroupCache groups_;
   std::unique_ptr<alloc::DeviceSpace> dev_space_;

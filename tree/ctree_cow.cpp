@@ -73,7 +73,8 @@ bool should_cow(TreeHandle& h, TreeRoot& root, const EbRef& eb, bool* write_in_f
     root.ctx().stats.count_in_flight_wait();
   }
   if (eb->header_flag(kHeaderFlagReloc) && root.objectid() != kTreeRelocObjectid) return true;
-  // (BTRFS_ROOT_FORCE_COW is set while snapshotting; we take no snapshots yet.)
+  // A snapshot taken in this transaction shares this transaction's blocks too (btrfs FORCE_COW).
+  if (root.force_cow()) return true;
   if (eb->written()) {
     if (!overwrite) return true;
     mark_dirty(root, eb);  // fix 1: back into the transaction's dirty set; WRITTEN stays
@@ -126,6 +127,22 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   const uint32_t handle_copies = same_transaction && eb->cow_handle() == h.id ? eb->handle_copies() + 1 : 1;
   cow->set_handle_copies(h.id, handle_copies);
   ++tls_cows;
+  // btrfs_block_can_be_shared: a subvolume tree's block at or below the last snapshot's generation
+  // (or any block while a snapshot of this transaction is being taken) may be referenced by
+  // another tree too; the root block never is (a snapshot copies it). update_ref_for_cow moves
+  // the references the old block holds before the copy replaces it.
+  bool last_ref = true;
+  if (root.shareable() && parent &&
+      (eb->generation() <= root.last_snapshot() || root.force_cow() || eb->header_flag(kHeaderFlagReloc))) {
+    auto r = h.allocator->update_ref_for_cow(h, root, *eb, *cow);
+    if (!r) {
+      // The copy is nobody's: give it back (it was never linked, nothing references it).
+      free_tree_block(h, root, cow);
+      cow->unlock_write();
+      return fail(r.error());
+    }
+    last_ref = *r;
+  }
   if (!parent) {
     assert(root.is_node(eb));
     root.set_node(cow);
@@ -138,7 +155,13 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   root.ctx().stats.count_cow(same_transaction, write_in_flight);
   root.ctx().stats.count_block_copies(copies);
   root.ctx().stats.count_handle_copies(handle_copies);
-  free_tree_block(h, root, eb);
+  if (last_ref) {
+    free_tree_block(h, root, eb);
+  } else {
+    // Other trees still hold the old block: only this root's reference goes; the bytes and the
+    // cached buffer stay (dirty or not, it is still part of those trees).
+    h.allocator->drop_tree_block_ref(h, root.objectid(), eb->start(), level);
+  }
   eb->unlock_write();
   return cow;
 }

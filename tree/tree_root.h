@@ -59,11 +59,27 @@ class TreeRoot {
     return node_ == eb;
   }
 
+  // btrfs BTRFS_ROOT_SHAREABLE: subvolume trees (the FS_TREE and ids 256..-256) may share blocks
+  // with snapshots; no other tree ever does.
+  bool shareable() const { return objectid_ == kFsTreeObjectid || (objectid_ >= kFirstFreeObjectid && objectid_ <= kLastFreeObjectid); }
+  // The ROOT_ITEM's last_snapshot: the transid of the newest snapshot taken of (or as) this tree. A
+  // block of a generation at or below it may be shared with another tree (btrfs_block_can_be_shared).
+  // Set when the root is loaded and when a snapshot is taken (in the commit, no handle running).
+  uint64_t last_snapshot() const { return last_snapshot_.load(std::memory_order_acquire); }
+  void set_last_snapshot(uint64_t transid) { last_snapshot_.store(transid, std::memory_order_release); }
+  // btrfs BTRFS_ROOT_FORCE_COW: set while a snapshot of this tree is being taken in a commit and
+  // until that commit ends, so that every later change in that transaction COWs (the blocks of this
+  // transaction are now shared with the snapshot, although they are of the running generation).
+  bool force_cow() const { return force_cow_.load(std::memory_order_acquire); }
+  void set_force_cow(bool on) { force_cow_.store(on, std::memory_order_release); }
+
  private:
   TreeContext& ctx_;
   const uint64_t objectid_;
   mutable std::mutex mu_;
   EbRef node_;  // GUARDED_BY(mu_)
+  std::atomic<uint64_t> last_snapshot_{0};
+  std::atomic<bool> force_cow_{false};
 };
 
 struct TreeHandle {

@@ -79,7 +79,8 @@ void TreeStats::reset() {
   cows_.store(0, std::memory_order_relaxed);
   cows_same_trans_.store(0, std::memory_order_relaxed);
   cows_same_trans_in_flight_.store(0, std::memory_order_relaxed);
-  for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_}) c->store(0, std::memory_order_relaxed);
+  for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_, &shared_cows_})
+    c->store(0, std::memory_order_relaxed);
   per_search_.reset();
   per_block_.reset();
   per_handle_block_.reset();

@@ -72,6 +72,8 @@ class TreeStats {
   void count_search(uint64_t cows) { per_search_.add(cows); }
   // Fix 1: a WRITTEN block of this transaction re-dirtied instead of copied.
   void count_overwrite() { overwrites_.fetch_add(1, std::memory_order_relaxed); }
+  // A COW of a block another tree (a snapshot) still references (update_ref_for_cow, refs > 1).
+  void count_shared_cow() { shared_cows_.fetch_add(1, std::memory_order_relaxed); }
   // Fix 1: a write of the block was in flight; the handle waited for it instead of copying.
   void count_in_flight_wait() { in_flight_waits_.fetch_add(1, std::memory_order_relaxed); }
   // Fix 2: an inhibitor taken (`replaced`: the 8-slot set dropped another buffer's for it).
@@ -93,6 +95,7 @@ class TreeStats {
   const CountHistogram& per_block() const { return per_block_; }
   const CountHistogram& per_handle_block() const { return per_handle_block_; }
   uint64_t overwrites() const { return overwrites_.load(std::memory_order_relaxed); }
+  uint64_t shared_cows() const { return shared_cows_.load(std::memory_order_relaxed); }
   uint64_t in_flight_waits() const { return in_flight_waits_.load(std::memory_order_relaxed); }
   uint64_t inhibits() const { return inhibits_.load(std::memory_order_relaxed); }
   uint64_t inhibit_slot_reuses() const { return inhibit_slot_reuses_.load(std::memory_order_relaxed); }
@@ -106,6 +109,7 @@ class TreeStats {
   std::atomic<uint64_t> cows_same_trans_{0};
   std::atomic<uint64_t> cows_same_trans_in_flight_{0};
   std::atomic<uint64_t> overwrites_{0}, in_flight_waits_{0}, inhibits_{0}, inhibit_slot_reuses_{0};
+  std::atomic<uint64_t> shared_cows_{0};
   CountHistogram per_search_, per_block_, per_handle_block_;
   mutable std::mutex mu_;
   std::map<std::tuple<int, uint64_t, int>, uint64_t> by_site_root_level_;  // GUARDED_BY(mu_)

@@ -2,11 +2,15 @@
 // transaction never reach the extent tree, and heads come out in bytenr order.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "alloc/delayed_ref.h"
+#include "tree/format.h"
 
 using namespace ubtrfs::alloc;
+using ubtrfs::kBlockFlagFullBackref;
 
 TEST_CASE("a tree block COWed and freed in one transaction leaves only its cancelled head") {
   DelayedRefs refs;
@@ -71,4 +75,61 @@ TEST_CASE("concurrent writers queue refs without losing any") {
   REQUIRE(heads.size() == 1);
   CHECK(heads[0].refs.size() == 8000);
   CHECK(heads[0].total_ref_mod == 8000);
+}
+
+// Rule: lookup_extent_info must never read the extent tree while a runner holds the extent's head
+// (taken from the queue, not yet applied): it would see neither the queued change nor its result.
+TEST_CASE("lookup_waits_for_a_running_head") {
+  DelayedRefs refs;
+  REQUIRE(refs.add_tree_ref(4096, 4096, 5, 1, +1, false, 7));
+  REQUIRE(refs.add_shared_tree_ref(4096, 4096, 65536, 1, +1, 7));
+  uint64_t epoch0 = 0;
+  auto before = refs.pending_for_lookup(4096, &epoch0);
+  CHECK(before.queued);
+  CHECK(before.ref_mod == 2);
+  auto taken = refs.take_some(10);
+  REQUIRE(taken.size() == 1);
+  CHECK(taken[0].refs.size() == 2);  // the keyed and the shared ref stay apart
+  CHECK(refs.take_epoch() != epoch0);
+  std::atomic<bool> returned{false};
+  std::thread reader([&] {
+    uint64_t e = 0;
+    auto p = refs.pending_for_lookup(4096, &e);
+    CHECK_FALSE(p.queued);
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(returned.load());  // still running: the lookup waits
+  refs.finish_run();
+  reader.join();
+  CHECK(returned.load());
+}
+
+TEST_CASE("extent flags ride on a head of their own and keep it alive") {
+  DelayedRefs refs;
+  REQUIRE(refs.add_extent_flags(8192, 4096, kBlockFlagFullBackref, 7));
+  auto p = refs.pending_for_lookup(8192, nullptr);
+  CHECK(p.queued);
+  CHECK(p.ref_mod == 0);
+  CHECK(p.set_flags == kBlockFlagFullBackref);
+  // A +1 and -1 of one ref cancel, the flags stay.
+  REQUIRE(refs.add_tree_ref(8192, 4096, 5, 0, +1, false, 7));
+  REQUIRE(refs.add_tree_ref(8192, 4096, 5, 0, -1, false, 7));
+  auto heads = refs.take_all();
+  REQUIRE(heads.size() == 1);
+  CHECK(heads[0].refs.empty());
+  CHECK(heads[0].set_flags == kBlockFlagFullBackref);
+  refs.finish_run();
+}
+
+// Rule: a block a snapshot of this transaction shares (FORCE_COW) is not "allocated and freed in
+// one transaction": its drop must not cancel its extent (the snapshot still references it).
+TEST_CASE("a_shared_new_block_is_never_cancelled") {
+  DelayedRefs refs;
+  REQUIRE(refs.add_tree_ref(12288, 4096, 5, 0, +1, true, 7));    // born in transaction 7 in root 5
+  REQUIRE(refs.add_tree_ref(12288, 4096, 300, 0, +1, false, 7)); // the snapshot's copy of the root references it
+  auto r = refs.cancel_new_tree_alloc(12288, 4096, 5, 0, 7);
+  REQUIRE(r);
+  CHECK_FALSE(*r);
+  CHECK_FALSE(refs.add_tree_ref(12288, 4096, 13, 0, +1, true, 8));  // still allocated: a second alloc is refused
 }

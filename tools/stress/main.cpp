@@ -53,6 +53,7 @@ struct Options {
   std::string ops;
   uint64_t data_budget_mib = 96;
   size_t max_entries = 400;
+  bool snapshots = false;
 };
 
 int remove_entry(const char* path, const struct stat*, int flag, struct FTW*) {
@@ -106,6 +107,12 @@ int run_workers(const Options& o, const OpWeights& weights, uint64_t seed) {
     return kExitSetup;
   }
   for (int i = 0; i < o.nproc; ++i) {
+    // Snapshots are subvolumes (read-only ones among them): rm -rf cannot remove them.
+    if (o.snapshots && (lstat(fmt::format("{}/p{}", o.dir, i).c_str(), &st) == 0 ||
+                        lstat(fmt::format("{}/p{}.snaps", o.dir, i).c_str(), &st) == 0)) {
+      spdlog::error("--snapshots needs a fresh directory: {}/p{} exists", o.dir, i);
+      return kExitSetup;
+    }
     if (!remove_tree(fmt::format("{}/p{}", o.dir, i), &error)) {
       spdlog::error("{}", error);
       return kExitSetup;
@@ -138,6 +145,7 @@ int run_workers(const Options& o, const OpWeights& weights, uint64_t seed) {
       wo.root = fmt::format("{}/p{}", o.dir, i);
       wo.id = i;
       wo.seed = seed + static_cast<uint64_t>(i);
+      wo.subvolume = o.snapshots;
       wo.nops = o.nops;
       wo.fsync_prob = o.fsync_prob;
       wo.weights = weights;
@@ -257,6 +265,10 @@ int stress_main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-entries", o.max_entries, "names each worker keeps at most (approximately)")
       ->capture_default_str();
+  app.add_flag("--snapshots", o.snapshots,
+               "btrfs only: each worker's directory is a subvolume, snapshotted (read-only or not) into "
+               "pN.snaps/ and deleted again as operations (snapshot=1,snapdelete=1 unless --ops sets them); "
+               "every snapshot is verified against the tree it was taken of");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -284,6 +296,11 @@ int stress_main(int argc, char** argv) {
       return kExitSetup;
     }
     weights = *parsed;
+  }
+  if (o.snapshots) {
+    auto& snap = weights[static_cast<size_t>(OpKind::kSnapshot)];
+    auto& del = weights[static_cast<size_t>(OpKind::kSnapDelete)];
+    if (snap == 0 && del == 0) snap = del = 1;
   }
   const uint64_t seed = o.seed.value_or(static_cast<uint64_t>(time(nullptr)) ^ (static_cast<uint64_t>(getpid()) << 32));
   umask(0);

@@ -35,6 +35,8 @@ constexpr std::array<OpInfo, kNumOps> kOps = {{
     {"readdir", 3},
     {"chmod", 2},
     {"copy_range", 0},
+    {"snapshot", 0},
+    {"snapdelete", 0},
 }};
 
 }  // namespace

@@ -4,7 +4,8 @@
 // vector is indexed by OpKind; an operation with weight 0 is never drawn. The table order is
 // part of the deterministic sequence (a seed replays only against the same table). copy_range is
 // off by default (weight 0), so the sequences of seeds recorded before it existed are unchanged;
-// enable it with --ops ...,copy_range=N.
+// enable it with --ops ...,copy_range=N. snapshot and snapdelete are off too (--snapshots turns
+// them on and makes each worker's directory a subvolume).
 #pragma once
 
 #include <array>
@@ -37,6 +38,8 @@ enum class OpKind : uint8_t {
   kReaddir,
   kChmod,
   kCopyRange,  // copy_file_range between two files at the same offset (ubtrfs shares extents)
+  kSnapshot,   // btrfs snapshot of the worker's subvolume root (--snapshots), verified later
+  kSnapDelete, // delete one of those snapshots after verifying it
   kCount,
 };
 

@@ -3,7 +3,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/btrfs.h>
 #include <linux/falloc.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <set>
@@ -66,12 +69,37 @@ Worker::Worker(WorkerOptions opts, WorkerStats* stats)
 
 Worker::~Worker() {
   if (root_fd_ >= 0) close(root_fd_);
+  if (snaps_fd_ >= 0) close(snaps_fd_);
 }
 
 bool Worker::setup(std::string* error) {
   // Modes are modelled exactly, so nothing may be masked (this sets the process umask).
   umask(0);
-  if (mkdir(opts_.root.c_str(), 0755) != 0) {
+  if (opts_.subvolume) {
+    // The root becomes a subvolume made in its parent, and ROOT.snaps a plain directory beside it.
+    const auto slash = opts_.root.find_last_of('/');
+    const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : opts_.root.substr(0, slash));
+    const std::string name = slash == std::string::npos ? opts_.root : opts_.root.substr(slash + 1);
+    const int pfd = open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd < 0) {
+      *error = fmt::format("cannot open {}: {}", parent, strerror(errno));
+      return false;
+    }
+    btrfs_ioctl_vol_args args{};
+    std::snprintf(args.name, sizeof args.name, "%s", name.c_str());
+    const int rc = ioctl(pfd, BTRFS_IOC_SUBVOL_CREATE, &args);
+    const int err = errno;
+    close(pfd);
+    if (rc != 0) {
+      *error = fmt::format("cannot create subvolume {}: {}", opts_.root, strerror(err));
+      return false;
+    }
+    const std::string snaps = opts_.root + ".snaps";
+    if (mkdir(snaps.c_str(), 0755) != 0 || (snaps_fd_ = open(snaps.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+      *error = fmt::format("cannot create {}: {}", snaps, strerror(errno));
+      return false;
+    }
+  } else if (mkdir(opts_.root.c_str(), 0755) != 0) {
     *error = fmt::format("cannot create {}: {}", opts_.root, strerror(errno));
     return false;
   }
@@ -103,7 +131,69 @@ bool Worker::run() {
   while (op_no_ < opts_.nops && step()) {
   }
   if (failed_) return false;
-  return verify_tree();
+  bool ok = verify_tree();
+  for (size_t i = 0; i < snapshots_.size(); ++i) ok = verify_snapshot(i) && ok;
+  return ok;
+}
+
+void Worker::do_snapshot() {
+  constexpr size_t kMaxSnapshots = 4;
+  if (snaps_fd_ < 0) return do_stat();  // not a subvolume: nothing to snapshot
+  if (snapshots_.size() >= kMaxSnapshots) return do_snapdelete();
+  count(OpKind::kSnapshot);
+  Snapshot snap;
+  snap.name = fmt::format("s{}", ++snap_counter_);
+  snap.readonly = prng_.below(2) == 0;
+  btrfs_ioctl_vol_args_v2 args{};
+  args.fd = root_fd_;
+  args.flags = snap.readonly ? BTRFS_SUBVOL_RDONLY : 0;
+  std::snprintf(args.name, sizeof args.name, "%s", snap.name.c_str());
+  spdlog::debug("p{} op {} snapshot {}{}", opts_.id, op_no_, snap.name, snap.readonly ? " (read-only)" : "");
+  if (ioctl(snaps_fd_, BTRFS_IOC_SNAP_CREATE_V2, &args) != 0) {
+    fail(fmt::format("snapshot {}: {}", snap.name, strerror(errno)));
+    return;
+  }
+  snap.model = model_;
+  // Inode numbers in a snapshot are its own to observe (ubtrfs maps them per subvolume).
+  for (const Entry& e : snap.model.entries()) snap.model.inode(e.id).real_ino = 0;
+  snapshots_.push_back(std::move(snap));
+}
+
+void Worker::do_snapdelete() {
+  if (snapshots_.empty()) return do_snapshot();
+  count(OpKind::kSnapDelete);
+  const size_t i = prng_.below(snapshots_.size());
+  if (!verify_snapshot(i)) return;
+  btrfs_ioctl_vol_args args{};
+  std::snprintf(args.name, sizeof args.name, "%s", snapshots_[i].name.c_str());
+  spdlog::debug("p{} op {} snapdelete {}", opts_.id, op_no_, snapshots_[i].name);
+  if (ioctl(snaps_fd_, BTRFS_IOC_SNAP_DESTROY, &args) != 0) {
+    fail(fmt::format("delete snapshot {}: {}", snapshots_[i].name, strerror(errno)));
+    return;
+  }
+  snapshots_.erase(snapshots_.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
+bool Worker::verify_snapshot(size_t i) {
+  Snapshot& snap = snapshots_[i];
+  int fd = openat(snaps_fd_, snap.name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    fail(fmt::format("snapshot {}: cannot open: {}", snap.name, strerror(errno)));
+    return false;
+  }
+  // verify_tree works on root_fd_ and model_: point them at the snapshot for the walk.
+  std::swap(root_fd_, fd);
+  std::swap(model_, snap.model);
+  verify_root_ = opts_.root + ".snaps/" + snap.name;
+  const char* label = op_label_;
+  const bool ok = verify_tree();
+  op_label_ = label;
+  verify_root_.clear();
+  std::swap(model_, snap.model);
+  std::swap(root_fd_, fd);
+  close(fd);
+  if (!ok) spdlog::error("p{}: snapshot {} differs from the tree it was taken of", opts_.id, snap.name);
+  return ok;
 }
 
 void Worker::count(OpKind op) {
@@ -118,7 +208,8 @@ void Worker::fail(const std::string& message) {
 }
 
 std::string Worker::abs_path(const std::string& rel) const {
-  return rel.empty() ? opts_.root : opts_.root + "/" + rel;
+  const std::string& root = verify_root_.empty() ? opts_.root : verify_root_;
+  return rel.empty() ? root : root + "/" + rel;
 }
 
 bool Worker::check_errno(std::string_view what, const std::string& rel, int expected, int actual) {
@@ -212,6 +303,8 @@ bool Worker::step() {
     case OpKind::kReaddir: do_readdir(); break;
     case OpKind::kChmod: do_chmod(); break;
     case OpKind::kCopyRange: do_copy_range(); break;
+    case OpKind::kSnapshot: do_snapshot(); break;
+    case OpKind::kSnapDelete: do_snapdelete(); break;
     case OpKind::kCount: break;
   }
   ++op_no_;

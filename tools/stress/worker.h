@@ -47,6 +47,9 @@ struct WorkerOptions {
   // type (btrfs and FUSE keep each xattr in its own item: large; ext4 and others fit all of an
   // inode's xattrs in one block: small).
   uint64_t xattr_bytes_per_inode = 0;
+  // The worker's directory is a btrfs subvolume (BTRFS_IOC_SUBVOL_CREATE), so snapshot/snapdelete
+  // can snapshot it into ROOT.snaps/ (BTRFS_IOC_SNAP_CREATE_V2 / SNAP_DESTROY).
+  bool subvolume = false;
 };
 
 // Counters a worker publishes; plain integers so the block can sit in MAP_SHARED memory.
@@ -110,6 +113,12 @@ class Worker {
   void do_stat();
   void do_readdir();
   void do_chmod();
+  // Snapshots: each keeps a frozen copy of the model taken with it; a snapshot is verified in full
+  // against that copy before it is deleted and at the end (nothing done to the source after the
+  // snapshot may show in it, nothing may be lost from it).
+  void do_snapshot();
+  void do_snapdelete();
+  bool verify_snapshot(size_t i);
 
   // After a data op on an open fd: maybe fsync it, then check st_size against the model.
   void after_data_op(int fd, const Entry& e);
@@ -137,6 +146,15 @@ class Worker {
   bool failed_ = false;
   std::vector<uint8_t> buf_;       // what the filesystem returned / what we write
   std::vector<uint8_t> expected_;  // what the model says
+  struct Snapshot {
+    std::string name;
+    bool readonly = false;
+    Model model;
+  };
+  std::vector<Snapshot> snapshots_;
+  int snaps_fd_ = -1;  // ROOT.snaps
+  std::string verify_root_;  // while a snapshot is verified: its path (abs_path uses it)
+  uint64_t snap_counter_ = 0;
 };
 
 }  // namespace ubtrfs::stress
