@@ -250,9 +250,9 @@ class Filesystem {
   [[nodiscard]] Status check_subvol_writable(uint64_t ino, std::string_view what);
   [[nodiscard]] Status check_subvol_writable(InodeId id, std::string_view what);
   // BTRFS_IOC_SNAP_CREATE(_V2) (btrfs_mksnapshot): a snapshot of subvolume `source` named `name`
-  // in directory `parent`, read-only with `readonly`. Every check of create_subvolume plus the
-  // source's (EINVAL: not a subvolume id, ENOENT: deleted); then EOPNOTSUPP: the snapshot itself
-  // needs shared tree-block references, not in this build yet.
+  // in directory `parent`, read-only with `readonly`, taken inside a commit (it shares every block
+  // of the source) and on disk when this returns. Every check of create_subvolume plus the
+  // source's (EINVAL: not a subvolume id, ENOENT: deleted). Returns the new id.
   [[nodiscard]] Result<uint64_t> create_snapshot(uint64_t parent, std::string_view name, uint64_t source, bool readonly,
                                                  const Caller& c);
   // BTRFS_IOC_SNAP_DESTROY (btrfs_delete_subvolume): removes subvolume `name` of directory `parent`
@@ -302,6 +302,19 @@ class Filesystem {
   // REQUIRES: subvol_mu_ and the parent's inode lock held.
   [[nodiscard]] Result<InodeItem> check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
                                                       const Caller& c);
+  // Seeds the next subvolume id from the root tree (subvolume.cpp). REQUIRES: at mount, before the
+  // cleaner starts.
+  [[nodiscard]] Status seed_subvolume_ids();
+  // A snapshot asked for, taken by the next commit (subvolume.cpp).
+  struct PendingSnapshot {
+    InodeId parent;
+    std::string name;
+    uint64_t source = 0, id = 0, index = 0;
+    bool readonly = false;
+    uint8_t uuid[16]{};
+  };
+  // btrfs create_pending_snapshot (subvolume.cpp). REQUIRES: inside a commit, gate closed.
+  [[nodiscard]] Status take_snapshot(TreeHandle& h, const PendingSnapshot& s);
   // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
   [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);

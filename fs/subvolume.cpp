@@ -40,14 +40,21 @@
 // the filesystem checks for a read-only mount); access times are then not updated, as btrfs's
 // update_time refuses them.
 //
-// Not here (issue 16, later steps): snapshots, the cleaner, the UUID tree's creation on an image that
+// Snapshots (create_snapshot, take_snapshot): checked and given an id, a uuid and the name's index
+// at the call, then taken inside the next commit (TransactionManager::add_pending), as the kernel's
+// create_pending_snapshot: the call returns once that commit is on disk.
+//
+// Not here (issue 16, later steps): the UUID tree's creation on an image that
 // has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
 // late), and the subvolume's ctransid/ctime following later changes inside it.
 #include <endian.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -57,9 +64,11 @@
 #include "fs/filesystem.h"
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
+#include "fs/transaction.h"
 #include "fs/tree_log.h"
 #include "io/checksum.h"
 #include "tree/ctree.h"
+#include "tree/ctree_internal.h"
 
 namespace ubtrfs::fs {
 namespace {
@@ -183,6 +192,12 @@ Result<InodeItem> Filesystem::check_new_subvolume(RootRecord& prec, InodeId pid,
   if (prec.item.flags.get() & kRootSubvolRdonly)
     return fail(EROFS, "new subvolume '{}': subvolume {} is read-only", name, pid.subvol);
   return pii;
+}
+
+Status Filesystem::seed_subvolume_ids() {
+  std::lock_guard subvol_guard(subvol_mu_);
+  next_subvol_id_ = std::max(UBTRFS_TRY(highest_root_objectid(fs_->root_tree())) + 1, kFirstFreeObjectid);
+  return {};
 }
 
 Result<uint64_t> Filesystem::create_subvolume(uint64_t parent, std::string_view name, const Caller& c) {
@@ -484,6 +499,9 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   th.end();
   spdlog::info("{}: deleted subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
                pid.subvol);
+  // The cleaner (fs/subvolume_cleaner.h) drops dead roots this mount does not hold; this one stays
+  // loaded (open files may still use it) until the next mount, where it is dropped.
+  fs_->wake_cleaner();
   return id;
 }
 
@@ -498,17 +516,140 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
     return fail(EINVAL, "{} is not a subvolume that can be snapshotted", source);
   RootRecord* src = UBTRFS_TRY(fs_->fs_root(source));
   if (src->item.refs.get() == 0) return fail(ENOENT, "subvolume {} is deleted", source);
-  std::lock_guard subvol_guard(subvol_mu_);
-  auto guard = locks_.lock({pid});
-  UBTRFS_TRY(check_new_subvolume(*prec, pid, name, c));
-  // The snapshot itself (the kernel's create_pending_snapshot, run inside a commit) shares every
-  // block of the source: the first COW of a shared block must follow btrfs's reference rules
-  // (update_ref_for_cow, FULL_BACKREF, shared refs in the delayed refs), which this build does not
-  // have yet. A snapshot made without them would leave an image whose extent references are wrong
-  // after the first change to either tree, so none is made.
-  (void)readonly;
-  return fail(EOPNOTSUPP, "snapshot of subvolume {} as '{}': snapshots are not supported yet (shared tree block "
-              "references are missing)", source, name);
+
+  auto spec = std::make_shared<PendingSnapshot>();
+  spec->parent = pid;
+  spec->name = std::string(name);
+  spec->source = source;
+  spec->readonly = readonly;
+  UBTRFS_TRY_STATUS(random_uuid(spec->uuid));
+  {
+    std::lock_guard subvol_guard(subvol_mu_);
+    auto guard = locks_.lock({pid});
+    UBTRFS_TRY(check_new_subvolume(*prec, pid, name, c));
+    if (next_subvol_id_ == 0)
+      next_subvol_id_ = std::max(UBTRFS_TRY(highest_root_objectid(fs_->root_tree())) + 1, kFirstFreeObjectid);
+    if (next_subvol_id_ >= kLastFreeObjectid) return fail(EOVERFLOW, "no subvolume id left");
+    // btrfs_mksnapshot reserves up front (btrfs_subvolume_reserve_metadata): ENOSPC here, with
+    // nothing made. The commit that takes the snapshot charges its blocks through the fallback
+    // chain, as the kernel's commit uses the reservation it was handed.
+    auto th = UBTRFS_TRY(fs_->transactions().start(kCreateItems));
+    spec->id = next_subvol_id_++;
+    // The name's index, taken under the directory's lock like any new name's; the entry itself is
+    // inserted by the commit.
+    spec->index = UBTRFS_TRY(ns_->new_dir_index(*prec->tree, pid.objectid));
+    th.end();
+  }
+  std::promise<Status> taken;
+  auto result = taken.get_future();
+  TransactionManager& txm = fs_->transactions();
+  txm.add_pending(TransactionManager::PendingWork{
+      [this, spec](TreeHandle& h) { return take_snapshot(h, *spec); },
+      [this, spec, p = std::make_shared<std::promise<Status>>(std::move(taken))](const Status& st) {
+        // FORCE_COW ends with the commit that took the snapshot (btrfs clears it in
+        // commit_fs_roots); from the next transaction last_snapshot tells COW what is shared.
+        if (auto r = fs_->fs_root(spec->source); r) (*r)->tree->set_force_cow(false);
+        p->set_value(st);
+      }});
+  const Status committed = txm.commit(CommitCause::kRequested);
+  if (result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    if (!committed) return fail(committed.error());
+    return fail(EIO, "snapshot '{}': the commit did not take it", name);
+  }
+  UBTRFS_TRY_STATUS(result.get());
+  spdlog::info("{}: created {}snapshot {} '{}' of subvolume {} in directory {} of subvolume {}", fs_->path(),
+               readonly ? "read-only " : "", spec->id, name, source, pid.objectid, pid.subvol);
+  return spec->id;
+}
+
+// btrfs create_pending_snapshot, in the commit (gate closed, delayed items written): COW the
+// source's root block, copy it to a new block owned by the new id whose every child pointer or file
+// extent gains a reference keyed to the new id (btrfs_copy_root + btrfs_inc_ref), mark the source
+// (last_snapshot = this transaction, FORCE_COW until the commit ends), then the new ROOT_ITEM
+// (key offset = the transaction) copied from the source's with the snapshot's own uuid, parent_uuid
+// = the source's uuid, otransid/ctransid, times, RDONLY as asked; ROOT_REF/ROOT_BACKREF, the
+// parent's DIR_ITEM/DIR_INDEX to (id, ROOT_ITEM, -1), its size and times, the UUID tree entry.
+// The name goes into the parent after the copy, so a snapshot taken into its own source does not
+// hold an entry naming itself.
+Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
+  const uint64_t transid = h.transid;
+  RootRecord* src = UBTRFS_TRY(fs_->fs_root(s.source));
+  TreeRoot& st = *src->tree;
+  {
+    // btrfs_cow_block of the root block only: a path that stops at the root's level.
+    Path p;
+    p.lowest_level = st.node()->level();
+    UBTRFS_TRY(search_slot(&h, st, kMinKey, p, 0, true));
+  }
+  auto tree = std::make_unique<TreeRoot>(fs_->tree_ctx(), s.id);
+  EbRef old = st.node();
+  const int level = old->level();
+  EbRef copy = UBTRFS_TRY(ctree::alloc_tree_block(h, *tree, level, 0));
+  old->lock_read();
+  copy->copy_from(*old, sizeof(Header), sizeof(Header), old->len() - sizeof(Header));
+  copy->set_nritems(old->nritems());
+  old->unlock_read();
+  auto refs = fs_->allocator().inc_ref(h, *copy, false);
+  tree->set_node(copy);
+  copy->unlock_write();
+  UBTRFS_TRY_STATUS(refs);
+  tree->set_last_snapshot(transid);
+
+  // The source: every block it has now may be shared.
+  src->item.last_snapshot = transid;
+  st.set_last_snapshot(transid);
+  st.set_force_cow(true);
+  UBTRFS_TRY_STATUS(write_item_body(
+      h, fs_->root_tree(), Key{s.source, kRootItemKey, src->key_offset},
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&src->item), src->item_size)));
+
+  const Timespec now = now_btrfs();
+  auto rec = std::make_unique<RootRecord>();
+  RootItem& ri = rec->item;
+  std::memset(&ri, 0, sizeof ri);
+  std::memcpy(&ri, &src->item, src->item_size);
+  ri.bytenr = copy->start();
+  ri.generation = transid;
+  ri.generation_v2 = transid;
+  ri.level = static_cast<uint8_t>(level);
+  ri.refs = 1;
+  ri.last_snapshot = transid;
+  ri.flags = s.readonly ? (ri.flags.get() | kRootSubvolRdonly) : (ri.flags.get() & ~kRootSubvolRdonly);
+  std::memset(&ri.drop_progress, 0, sizeof ri.drop_progress);
+  ri.drop_level = 0;
+  std::memcpy(ri.uuid, s.uuid, 16);
+  std::memcpy(ri.parent_uuid, src->item.uuid, 16);
+  std::memset(ri.received_uuid, 0, 16);
+  ri.ctransid = transid;
+  ri.otransid = transid;
+  ri.stransid = 0;
+  ri.rtransid = 0;
+  ri.ctime = now;
+  ri.otime = now;
+  ri.stime = Timespec{};
+  ri.rtime = Timespec{};
+  rec->item_size = sizeof(RootItem);
+  rec->key_offset = transid;
+  rec->tree = std::move(tree);
+  UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.id, kRootItemKey, transid},
+                                std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ri), sizeof ri)));
+  fs_->add_fs_root(std::move(rec));
+
+  RootRecord* prec = UBTRFS_TRY(fs_->fs_root(s.parent.subvol));
+  TreeRoot& proot = *prec->tree;
+  const auto ref = root_ref_body(s.parent.objectid, s.index, s.name);
+  UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.parent.subvol, kRootRefKey, s.id}, ref));
+  UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.id, kRootBackrefKey, s.parent.subvol}, ref));
+  UBTRFS_TRY_STATUS(
+      insert_dir_entry(h, proot, s.parent.objectid, s.name, Key{s.id, kRootItemKey, ~0ull}, kFtDir, s.index, nullptr));
+  // The commit wrote every delayed item before this: the tree holds the directory's newest item.
+  InodeItem pii = UBTRFS_TRY(read_inode_item(proot, s.parent.objectid));
+  pii.size = pii.size.get() + 2 * s.name.size();
+  pii.mtime = now;
+  pii.ctime = now;
+  UBTRFS_TRY_STATUS(update_inode(h, proot, s.parent.objectid, pii));
+  if (RootRecord* u = fs_->uuid_root()) UBTRFS_TRY_STATUS(uuid_tree_add(h, *u->tree, s.uuid, kUuidKeySubvol, s.id));
+  return {};
 }
 
 Status Filesystem::check_subvol_writable(InodeId id, std::string_view what) {

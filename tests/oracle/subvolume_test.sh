@@ -11,7 +11,7 @@
 # kernel must list its subvolumes, and the two implementations must continue each other's ids.
 #
 # Rules named here:
-#   subvolume_create_same_transcript_as_kernel_btrfs (outputs, errors, exit codes)
+#   subvolume_same_transcript_as_kernel_btrfs (outputs, errors, exit codes of every command)
 #   subvolume_create_name_visible_despite_cached_negative_dentry (the daemon invalidates it)
 #   subvolume_create_needs_write_permission_on_the_parent (EACCES for others, allowed in one's own dir)
 #   subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit (EOPNOTSUPP)
@@ -23,10 +23,12 @@
 #   subvolume_delete_same_transcript_as_kernel_btrfs (refusals: not a subvolume, holds subvolumes,
 #     the default one, not root; several at once; -C) (in the same comparison)
 #   subvolume_delete_leaves_a_dead_root_with_an_orphan_item
-#   subvolume_delete_dead_roots_are_dropped_by_the_kernels_cleaner (its space comes back)
+#   subvolume_delete_dead_roots_are_dropped_by_the_ubtrfs_cleaner and ..._by_the_kernels_cleaner
+#     (their space comes back)
 #   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
 #     non-owner, unknown flags, a '/' in the name) (in the same comparison)
-#   subvolume_snapshot_refused_until_shared_refs_leaves_nothing
+#   subvolume_snapshot_same_transcript_as_kernel_btrfs (rw, -r, nested, of the top level; list -s,
+#     show's parent uuid and snapshot list, changes on either side; deleting them) (in the comparison)
 #   read_only_subvolume_refuses_every_change_with_erofs (in the same comparison; deleting it works)
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -145,7 +147,23 @@ script() {
   step "$TOOL" property set sv ro maybe
   step "$TOOL" property set a ro true
   step stat -c '%n %s' sv/file sv/new sv/nested/ok
-  # Snapshots: the refusals before any snapshot is made (ubtrfs makes none yet, see below).
+  # Snapshots: read-write and read-only, of the top level and of a nested subvolume, how list and
+  # show report them, changes on both sides; then the refusals.
+  step "$TOOL" subvolume snapshot sv snap-rw
+  step "$TOOL" subvolume snapshot -r sv d/snap-ro
+  step "$TOOL" subvolume snapshot sv/nested d
+  step "$TOOL" subvolume snapshot . top-snap
+  echo changed >sv/file
+  echo new >snap-rw/only-in-snap
+  step cat sv/file snap-rw/file d/snap-ro/file
+  step ls snap-rw d/snap-ro d/nested top-snap
+  step touch d/snap-ro/x
+  step "$TOOL" subvolume list -s .
+  step "$TOOL" subvolume list -q -u -R .
+  step "$TOOL" subvolume show d/snap-ro
+  step "$TOOL" subvolume show sv
+  step "$TOOL" property get d/snap-ro ro
+  step "$TOOL" subvolume delete snap-rw top-snap d/nested
   step "$TOOL" subvolume snapshot d x
   step "$TOOL" subvolume snapshot sv sv/nested/f
   step "$TOOL" subvolume snapshot sv nodir/x
@@ -238,39 +256,16 @@ rc_v2_qg=$(python3 "$tmp/v2.py" "$umnt" qgroup 4)
   pass "subvolume_create_v2_refuses_unknown_flags_and_qgroup_inherit" ||
   failed "SUBVOL_CREATE_V2 flags 0x100: errno $rc_v2_bad, QGROUP_INHERIT: errno $rc_v2_qg (want 95 for both, nothing created)"
 head -c 8M /dev/urandom >"$umnt/third/big"  # the space deleting it must give back (below)
-# Snapshots are not made yet (they need the shared tree-block references): EOPNOTSUPP, and nothing
-# is left behind — no name, no root item.
-rc_snap=$(python3 "$SNAPPY" "$umnt" snap "$umnt/sv" 0)
-[[ $rc_snap == 95 && ! -e $umnt/snap ]] && ! "$CTL" subvolume list "$umnt" | grep -q snap &&
-  pass "subvolume_snapshot_refused_until_shared_refs_leaves_nothing" || failed "snapshot: errno $rc_snap, $(ls "$umnt")"
-"$CTL" subvolume snapshot "$umnt/sv" "$umnt/snap2" >"$tmp/snap.out" 2>&1 && failed "ubtrfs-ctl snapshot succeeded"
-grep -q "ERROR: cannot snapshot '$umnt/sv': Operation not supported" "$tmp/snap.out" &&
-  pass "ubtrfs-ctl subvolume snapshot reports it" || failed "ubtrfs-ctl snapshot: $(cat "$tmp/snap.out")"
-"$CTL" subvolume delete -i 262 "$umnt" >"$tmp/del-i.txt" 2>&1 && [[ ! -e $umnt/third ]] &&
+third_id=$("$CTL" subvolume list "$umnt" | awk '$NF == "third" {print $2}')
+"$CTL" subvolume delete -i "$third_id" "$umnt" >"$tmp/del-i.txt" 2>&1 && [[ ! -e $umnt/third ]] &&
   grep -qx "Delete subvolume (no-commit): '$umnt/third'" "$tmp/del-i.txt" && pass "subvolume delete -i ID (SNAP_DESTROY_V2 by id)" ||
-  failed "delete -i 262: $(cat "$tmp/del-i.txt"), third: $(ls -d "$umnt/third" 2>&1)"
+  failed "delete -i $third_id: $(cat "$tmp/del-i.txt"), third: $(ls -d "$umnt/third" 2>&1)"
+# Deleted in this session, so still loaded here: left for the next mount's cleaner.
+dead_ids=$("$CTL" subvolume list -d "$umnt" | awk '{print $2}')
 ubtrfs_umount "$umnt" || failed "unmount"
-# The dead roots on disk, as the kernel leaves them before its cleaner runs: ROOT_ITEM refs 0 and an
-# ORPHAN_ITEM (-5 48 id) in the root tree, no ROOT_REF / ROOT_BACKREF left.
-dump=$(btrfs inspect-internal dump-tree -t root "$uimg")
-dead_ok=1
-for id in 258 257 260 261 262; do
-  grep -q "key (ORPHAN ORPHAN_ITEM $id)" <<<"$dump" || dead_ok=0
-  grep -A3 "key ($id ROOT_ITEM 0)" <<<"$dump" | grep -q "refs 0" || dead_ok=0
-  grep -qE "key \($id ROOT_BACKREF|ROOT_REF $id\)" <<<"$dump" && dead_ok=0
-done
-((dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item" ||
-  failed "dead roots: $(grep -E 'ORPHAN|ROOT_ITEM 2|ROOT_REF|ROOT_BACKREF' <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
-# ubtrfs mounts an image with dead roots and goes on (in the default subvolume set above, sv): the next
-# id is above every ROOT_ITEM, dead ones too.
-ubtrfs_mount "$uimg" "$umnt"
-"$CTL" subvolume create "$umnt/again" >/dev/null || failed "create over dead roots"
-again_id=$("$CTL" subvolume list "$umnt" | awk '$NF == "again" {print $2}')
-ubtrfs_umount "$umnt" || failed "unmount"
-[[ $again_id == 264 ]] && pass "subvolume ids skip dead roots (again = $again_id)" || failed "again got id '$again_id', want 264"
 
 if diff -u "$tmp/kernel.txt" "$tmp/ubtrfs.txt"; then
-  pass "subvolume_create_same_transcript_as_kernel_btrfs ($(grep -c '^\$ ' "$tmp/ubtrfs.txt") commands)"
+  pass "subvolume_same_transcript_as_kernel_btrfs ($(grep -c '^\$ ' "$tmp/ubtrfs.txt") commands)"
 else
   failed "the transcripts differ (kernel -, ubtrfs +)"
 fi
@@ -280,32 +275,76 @@ grep -A2 '^\$ setpriv .* CMD subvolume create nope' "$tmp/ubtrfs.txt" | grep -q 
   grep -A2 '^\$ setpriv .* CMD subvolume create own/mine' "$tmp/ubtrfs.txt" | grep -q '^exit 0' &&
   pass "subvolume_create_needs_write_permission_on_the_parent" || failed "permission: $(grep -A3 'setpriv' "$tmp/ubtrfs.txt")"
 
-# ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
+# ---- dead roots on disk, dropped by ubtrfs's cleaner at the next mount and by the kernel's ----
+# As the kernel leaves them before its cleaner runs: ROOT_ITEM refs 0 and an ORPHAN_ITEM (-5 48 id)
+# in the root tree, no ROOT_REF / ROOT_BACKREF left.
+dump=$(btrfs inspect-internal dump-tree -t root "$uimg")
+dead_ok=1
+for id in $dead_ids; do
+  grep -q "key (ORPHAN ORPHAN_ITEM $id)" <<<"$dump" || dead_ok=0
+  grep -A3 "key ($id ROOT_ITEM " <<<"$dump" | grep -q "refs 0" || dead_ok=0
+  grep -qE "key \($id ROOT_BACKREF|ROOT_REF $id\)" <<<"$dump" && dead_ok=0
+done
+# late, d/inner, a, own/mine, snap-rw, top-snap, d/nested, third
+(($(wc -w <<<"$dead_ids") == 8 && dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item ($(echo $dead_ids))" ||
+  failed "dead roots '$(echo $dead_ids)': $(grep -E 'ORPHAN|ROOT_REF|ROOT_BACKREF' <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
 check_clean "$uimg" && pass "subvolume_create_and_delete_image_check_clean (btrfs check, both modes, dead roots not yet dropped)" ||
   failed "image not check-clean after the creates"
 # bytes_used of the superblock (every extent's bytes).
 super_used() { btrfs inspect-internal dump-super "$1" | awk '$1 == "bytes_used" {print $2}'; }
-used_before=$(super_used "$uimg")
+highest=$(grep -oE 'key \([0-9]+ ROOT_ITEM' <<<"$dump" | tr -dc '0-9\n' | sort -n | tail -1)
+used0=$(super_used "$uimg")
+# ubtrfs mounts (in the default subvolume set above, sv): ids continue above every ROOT_ITEM there
+# was at mount, dead ones included; its cleaner drops the dead roots it does not hold.
+ubtrfs_mount "$uimg" "$umnt"
+"$CTL" subvolume create "$umnt/again" >/dev/null || failed "create over dead roots"
+again_id=$("$CTL" subvolume list "$umnt" | awk '$NF == "again" {print $2}')
+for _ in $(seq 1 100); do
+  [[ -z $("$CTL" subvolume list -d "$umnt") ]] && break
+  sleep 0.2
+done
+left=$("$CTL" subvolume list -d "$umnt")
+ubtrfs_umount "$umnt" || failed "unmount"
+used1=$(super_used "$uimg")
+[[ $again_id == $((highest + 1)) ]] && pass "subvolume ids skip dead roots (again = $again_id)" ||
+  failed "again got id '$again_id', want $((highest + 1))"
+[[ -z $left ]] && ((used0 - used1 >= 8 << 20)) &&
+  pass "subvolume_delete_dead_roots_are_dropped_by_the_ubtrfs_cleaner (bytes_used $used0 -> $used1)" ||
+  failed "after ubtrfs's cleaner: deleted left '$left', bytes_used $used0 -> $used1 (want 8 MiB less)"
+check_clean "$uimg" && pass "image check-clean after ubtrfs's cleaner" || failed "not check-clean after ubtrfs's cleaner"
+
+# ---- the kernel's view of ubtrfs's image, and ids continued by each side ----
 # The script's last command made sv the default subvolume: a mount without subvol= lands in it.
 # (commit=1: the kernel's cleaner runs after a commit, which would otherwise come in 30 s.)
 kernel_mount "$uimg" "$kmnt" commit=1
 [[ -d $kmnt/nested && ! -e $kmnt/sv ]] && pass "subvolume_set_default_is_what_the_kernel_mounts" ||
   failed "the kernel's default mount shows: $(ls "$kmnt" | tr '\n' ' ') (want sv's: nested)"
 btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
-# The kernel's cleaner finds ubtrfs's dead roots by their orphan items and drops them.
+# A dead root ubtrfs leaves (deleted in the last session, so not dropped by ubtrfs yet) is found
+# and dropped by the kernel's cleaner too.
+kernel_umount "$kmnt"
+ubtrfs_mount "$uimg" "$umnt"
+"$CTL" subvolume create "$umnt/doomed" >/dev/null && head -c 8M /dev/urandom >"$umnt/doomed/big" || failed "doomed"
+"$CTL" subvolume delete "$umnt/doomed" >/dev/null || failed "delete doomed"
+ubtrfs_umount "$umnt" || failed "unmount"
+used2=$(super_used "$uimg")
+kernel_mount "$uimg" "$kmnt" commit=1
 btrfs subvolume sync "$kmnt" >/dev/null || failed "btrfs subvolume sync"
 left=$(btrfs subvolume list -d "$kmnt")
 kernel_umount "$kmnt"
-used_after=$(super_used "$uimg")
-[[ -z $left ]] && ((used_before - used_after >= 8 << 20)) &&
-  pass "subvolume_delete_dead_roots_are_dropped_by_the_kernels_cleaner (bytes_used $used_before -> $used_after)" ||
-  failed "after the kernel's cleaner: deleted left '$left', bytes_used $used_before -> $used_after (want 8 MiB less)"
+used3=$(super_used "$uimg")
+[[ -z $left ]] && ((used2 - used3 >= 8 << 20)) &&
+  pass "subvolume_delete_dead_roots_are_dropped_by_the_kernels_cleaner (bytes_used $used2 -> $used3)" ||
+  failed "after the kernel's cleaner: deleted left '$left', bytes_used $used2 -> $used3 (want 8 MiB less)"
 kernel_mount "$uimg" "$kmnt"
-list=$(btrfs subvolume list "$kmnt" | awk '{print $2, $NF}' | sort -n | tr '\n' ' ')
-want="256 sv 259 sv/nested 263 byv2 264 sv/again "
+list=$(btrfs subvolume list "$kmnt" | awk '{print $NF}' | tr '\n' ' ')
+want="sv sv/nested d/snap-ro byv2 sv/again "
 [[ $list == "$want" ]] && pass "subvolume_create_image_listed_by_the_kernel ($list)" ||
   failed "kernel subvolume list: '$list', want '$want'"
-[[ $(cat "$kmnt/sv/nested/f") == data ]] && pass "the kernel reads a file in a nested subvolume" || failed "sv/nested/f"
+[[ $(cat "$kmnt/sv/nested/f") == data && $(cat "$kmnt/d/snap-ro/file") == data && $(cat "$kmnt/sv/file") == changed ]] &&
+  pass "the kernel reads a nested subvolume, and a snapshot taken before the source changed" ||
+  failed "kernel reads: sv/nested/f, d/snap-ro/file, sv/file"
+max_live=$(btrfs subvolume list "$kmnt" | awk '{print $2}' | sort -n | tail -1)
 btrfs subvolume create "$kmnt/kern" >/dev/null || failed "kernel create"
 kernel_umount "$kmnt"
 ubtrfs_mount "$uimg" "$umnt"
@@ -314,10 +353,12 @@ ubtrfs_mount "$uimg" "$umnt"
   failed "get-default after the kernel's set-default 5: $("$CTL" subvolume get-default "$umnt" 2>&1)"
 ubtrfs_umount "$umnt" || failed "unmount"
 kernel_mount "$uimg" "$kmnt" ro
-ids=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" || $NF == "after" {print $NF, $2}' | sort | tr '\n' ' ')
+kern_id=$(btrfs subvolume list "$kmnt" | awk '$NF == "kern" {print $2}')
+after_id=$(btrfs subvolume list "$kmnt" | awk '$NF == "after" {print $2}')
 kernel_umount "$kmnt"
-[[ $ids == "after 266 kern 265 " ]] && pass "subvolume_ids_continue_after_the_kernels, deleted ids not reused ($ids)" ||
-  failed "ids after kernel and ubtrfs creates: '$ids', want 'after 266 kern 265 '"
+((kern_id > max_live && after_id == kern_id + 1)) &&
+  pass "subvolume_ids_continue_after_the_kernels (kern $kern_id, after $after_id)" ||
+  failed "ids: kern '$kern_id' (live max $max_live), after '$after_id'"
 check_clean_full "$uimg" && pass "image check-clean (btrfs check x2, kernel read, fsck.ubtrfs) after the kernel's and ubtrfs's changes" ||
   failed "not check-clean at the end"
 

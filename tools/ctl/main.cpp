@@ -11,7 +11,7 @@
 //   ubtrfs-ctl filesystem label MNT [NEW]       print or set the label
 //   ubtrfs-ctl subvolume create DST             a new subvolume at DST
 //   ubtrfs-ctl subvolume delete [-c|-C] PATH... / -i ID PATH   delete subvolumes (root)
-//   ubtrfs-ctl subvolume snapshot [-r] SRC DST  a snapshot of SRC (not supported yet: EOPNOTSUPP)
+//   ubtrfs-ctl subvolume snapshot [-r] SRC DST  a snapshot of SRC
 //   ubtrfs-ctl property get PATH ro | set PATH ro true|false   a subvolume's read-only flag
 //   ubtrfs-ctl subvolume list [-pcguqRsrdoat] PATH   the subvolumes, as btrfs-progs lists them
 //   ubtrfs-ctl subvolume show [-r ID] PATH      one subvolume's root item
