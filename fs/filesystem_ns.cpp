@@ -78,6 +78,32 @@ InodeId entry_target(InodeId dir, const DirEntryRecord& e) {
   return InodeId{dir.subvol, e.location.objectid};
 }
 
+// btrfs fixup_tree_root_location: a subvolume entry leads into the subvolume only from the
+// directory its ROOT_REF names (dirid and name); an entry a snapshot inherited from its source
+// leads to the empty stand-in directory instead (kEmptySubvolDirObjectid, fs/inode.h).
+Result<InodeId> resolve_entry(FsInfo& fs, InodeId dir, const DirEntryRecord& e) {
+  if (e.location.type != kRootItemKey) return entry_target(dir, e);
+  const uint64_t sub = e.location.objectid;
+  auto body = UBTRFS_TRY(lookup_item(fs.root_tree(), Key{dir.subvol, kRootRefKey, sub}));
+  if (body && body->size() >= sizeof(RootRef)) {
+    RootRef r;
+    std::memcpy(&r, body->data(), sizeof r);
+    const std::string_view name(reinterpret_cast<const char*>(body->data()) + sizeof r,
+                                std::min<size_t>(r.name_len.get(), body->size() - sizeof r));
+    if (r.dirid.get() == dir.objectid && name == e.name) return InodeId{sub, kFirstFreeObjectid};
+  }
+  return InodeId{dir.subvol, kEmptySubvolDirObjectid};
+}
+
+// Nothing is created in, linked into, renamed from or into, or changed on the stand-in directory
+// (its inode operations are simple_dir_inode_operations in the kernel).
+Status check_not_stand_in(InodeId id, std::string_view what) {
+  if (id.objectid == kEmptySubvolDirObjectid)
+    return fail(EPERM, "{}: inode {} of subvolume {} is the empty stand-in of a subvolume entry", what, id.objectid,
+                id.subvol);
+  return {};
+}
+
 bool is_dir(const InodeItem& ii) { return S_ISDIR(ii.mode.get()); }
 
 Status insert_orphan(TreeHandle& h, TreeRoot& root, uint64_t objectid) {
@@ -222,11 +248,12 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   if (name == ".") {
     cid = pid;
   } else if (name == "..") {
-    cid = InodeId{pid.subvol, UBTRFS_TRY(parent_of_dir(*proot, pid.objectid))};
+    cid = pid.objectid == kEmptySubvolDirObjectid ? InodeId{pid.subvol, kFirstFreeObjectid}
+                                                   : InodeId{pid.subvol, UBTRFS_TRY(parent_of_dir(*proot, pid.objectid))};
   } else {
     auto e = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
     if (!e) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
-    cid = entry_target(pid, *e);
+    cid = UBTRFS_TRY(resolve_entry(*fs_, pid, *e));
   }
   auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
   // The shared lock orders this lookup's count against an eviction (which holds it exclusively).
@@ -237,7 +264,8 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
     // (the name is gone now), or the image is corrupt. No lookup count either way: its forget
     // would evict (delete) an inode that a directory still names.
     auto again = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
-    if (!again || entry_target(pid, *again) != cid) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
+    if (!again || UBTRFS_TRY(resolve_entry(*fs_, pid, *again)) != cid)
+      return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
     return fail(EUCLEAN, "directory {} of root {}: entry '{}' names inode {} whose link count is 0", pid.objectid,
                 pid.subvol, name, cid.objectid);
   }
@@ -281,6 +309,7 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setattr on inode {}: read-only filesystem", ino);
   UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setattr"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "setattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -346,6 +375,9 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
                                                    const NewInode& spec, const Caller& c) {
   FsInfo& fs = ns.fs;
   UBTRFS_TRY_STATUS(check_name(name));
+  // vfs_create answers EACCES where the directory has no create op, vfs_mkdir/mknod/symlink EPERM.
+  if (auto st = check_not_stand_in(pid, "create"); !st)
+    return fail(S_ISREG(spec.mode) ? EACCES : EPERM, "{}", st.error().message);
   auto* root = UBTRFS_TRY(tree_of(fs, pid.subvol));
   auto guard = ns.locks.lock({pid});
   const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
@@ -529,6 +561,7 @@ Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::stri
   UBTRFS_TRY_STATUS(check_name(newname));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(newparent));
+  UBTRFS_TRY_STATUS(check_not_stand_in(pid, "link"));
   if (id.subvol != pid.subvol) return fail(EXDEV, "link across subvolumes {} and {}", id.subvol, pid.subvol);
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id, pid});
@@ -669,6 +702,8 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rename '{}': read-only filesystem", name);
   UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rename"));
   UBTRFS_TRY_STATUS(check_subvol_writable(newparent, "rename"));
+  UBTRFS_TRY_STATUS(check_not_stand_in(UBTRFS_TRY(numbers_.from_fuse(parent)), "rename"));
+  UBTRFS_TRY_STATUS(check_not_stand_in(UBTRFS_TRY(numbers_.from_fuse(newparent)), "rename"));
   UBTRFS_TRY_STATUS(check_name(name));
   UBTRFS_TRY_STATUS(check_name(newname));
   const bool exchange = flags & RENAME_EXCHANGE;
@@ -821,7 +856,9 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     offset = 1;
   }
   if (offset == 1) {
-    const InodeId pid{id.subvol, UBTRFS_TRY(parent_of_dir(*root, id.objectid))};
+    const InodeId pid{id.subvol, id.objectid == kEmptySubvolDirObjectid
+                                     ? kFirstFreeObjectid
+                                     : UBTRFS_TRY(parent_of_dir(*root, id.objectid))};
     struct stat st {};
     st.st_ino = numbers_.to_fuse(pid);
     st.st_mode = S_IFDIR;
@@ -877,7 +914,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     for (auto& [index, e] : batch) {
       if (index > last_index) return {};  // added (or renamed) after the directory was opened
       offset = index + 1;
-      const InodeId cid = entry_target(id, e);
+      const InodeId cid = UBTRFS_TRY(resolve_entry(*fs_, id, e));
       struct stat st {};
       st.st_ino = numbers_.to_fuse(cid);
       st.st_mode = mode_of_file_type(e.type);
@@ -911,6 +948,7 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const
   UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setxattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "setxattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -958,6 +996,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   UBTRFS_TRY_STATUS(check_subvol_writable(ino, "removexattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "removexattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));

@@ -181,6 +181,9 @@ Status check_new_subvolume_name(std::string_view name) {
 Result<InodeItem> Filesystem::check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
                                                   const Caller& c) {
   TreeRoot& proot = *prec.tree;
+  if (pid.objectid == kEmptySubvolDirObjectid)
+    return fail(EPERM, "new subvolume '{}': directory {} of subvolume {} is an empty stand-in", name, pid.objectid,
+                pid.subvol);
   InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
   if (!S_ISDIR(pii.mode.get())) return fail(ENOTDIR, "inode {} of root {} is not a directory", pid.objectid, pid.subvol);
   if (pii.nlink.get() == 0) return fail(ENOENT, "directory {} of root {} was removed", pid.objectid, pid.subvol);

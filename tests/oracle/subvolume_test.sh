@@ -156,7 +156,12 @@ script() {
   echo changed >sv/file
   echo new >snap-rw/only-in-snap
   step cat sv/file snap-rw/file d/snap-ro/file
-  step ls snap-rw d/snap-ro d/nested top-snap
+  step ls snap-rw d/snap-ro d/nested top-snap top-snap/sv
+  # In a snapshot, an entry of a subvolume of the source leads to an empty stand-in directory.
+  step ls -a top-snap/sv top-snap/d
+  step touch top-snap/sv/x
+  step mkdir top-snap/sv/y
+  step stat -c '%n %F %a %h %u %s' top-snap/sv
   step touch d/snap-ro/x
   step "$TOOL" subvolume list -s .
   step "$TOOL" subvolume list -q -u -R .
