@@ -6,12 +6,14 @@
 // tree_search_stops_before_an_item_that_does_not_fit, tree_search_filters_by_leaf_generation,
 // subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused,
 // subvolume_delete_refuses_what_the_kernel_refuses, inode_path_puts_a_slash_after_each_component,
-// subvolume_create_and_delete_survive_a_remount, read_only_subvolume_refuses_every_change_with_erofs.
+// subvolume_create_and_delete_survive_a_remount, read_only_subvolume_refuses_every_change_with_erofs,
+// snapshot_shares_the_source_and_the_two_diverge.
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -282,5 +284,63 @@ TEST_CASE("read_only_subvolume_refuses_every_change_with_erofs") {
   CHECK(fs->create(sv2, "g", S_IFREG | 0644, kRoot));
   REQUIRE(fs->set_subvolume_readonly(sv2, true, kRoot));
   CHECK(fs->delete_subvolume(kRootIno, "sv", kRoot) == uint64_t{256});
+  REQUIRE(fs->unmount());
+}
+
+TEST_CASE("snapshot_shares_the_source_and_the_two_diverge") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_on(*dev);
+  REQUIRE(fs->create_subvolume(kRootIno, "src", kRoot) == uint64_t{256});
+  const uint64_t src = ino_of(*fs, kRootIno, "src");
+  // Enough files for a multi-level tree, so the snapshot's root is a node whose children are shared.
+  const std::vector<uint8_t> a(3000, 'a'), b(3000, 'b');
+  for (int i = 0; i < 300; ++i) {
+    auto f = fs->create(src, "f" + std::to_string(i), S_IFREG | 0644, kRoot);
+    REQUIRE(f);
+    REQUIRE(fs->write(f->st_ino, 0, a));
+  }
+  const auto used_before = fs->statfs();
+  REQUIRE(used_before);
+  REQUIRE(fs->create_snapshot(kRootIno, "snap", 256, false, kRoot) == uint64_t{257});
+  REQUIRE(fs->create_snapshot(kRootIno, "ro", 256, true, kRoot) == uint64_t{258});
+  const uint64_t snap = ino_of(*fs, kRootIno, "snap");
+  const uint64_t ro = ino_of(*fs, kRootIno, "ro");
+  auto info = fs->subvolume_info(257);
+  REQUIRE(info);
+  auto src_info = fs->subvolume_info(256);
+  REQUIRE(src_info);
+  CHECK(std::memcmp(info->item.parent_uuid, src_info->item.uuid, 16) == 0);
+  CHECK(info->key_offset == info->item.otransid.get());  // (id ROOT_ITEM transid)
+  CHECK_FALSE(src_info->item.flags.get() & kRootSubvolRdonly);
+  auto ro_info = fs->subvolume_info(258);
+  REQUIRE(ro_info);
+  CHECK(ro_info->item.otransid.get() > info->item.otransid.get());  // each snapshot in its own commit
+  CHECK(src_info->item.last_snapshot.get() == ro_info->item.otransid.get());  // the newest one
+  CHECK(ro_info->item.flags.get() & kRootSubvolRdonly);
+  // Writes on either side stay there.
+  for (int i = 0; i < 300; i += 2) REQUIRE(fs->write(ino_of(*fs, snap, "f" + std::to_string(i)), 0, b));
+  REQUIRE(fs->unlink(src, "f1"));
+  CHECK(fs->lookup(snap, "f1"));
+  CHECK(fs->lookup(ro, "f1"));
+  auto read_first = [&](uint64_t dir, const std::string& name) {
+    std::vector<uint8_t> out(1);
+    REQUIRE(fs->read(ino_of(*fs, dir, name), 0, out) == size_t{1});
+    return out[0];
+  };
+  CHECK(read_first(src, "f0") == 'a');
+  CHECK(read_first(snap, "f0") == 'b');
+  CHECK(read_first(ro, "f0") == 'a');
+  CHECK(read_first(snap, "f3") == 'a');
+  CHECK(fs->write(ino_of(*fs, ro, "f3"), 0, b).error().err == EROFS);
+  REQUIRE(fs->unmount());
+  // Everything is where it was after a remount.
+  fs = mount_on(*dev);
+  const uint64_t src2 = ino_of(*fs, kRootIno, "src"), snap2 = ino_of(*fs, kRootIno, "snap");
+  CHECK_FALSE(fs->lookup(src2, "f1"));
+  CHECK(fs->lookup(snap2, "f1"));
+  std::vector<uint8_t> out(1);
+  REQUIRE(fs->read(ino_of(*fs, snap2, "f0"), 0, out) == size_t{1});
+  CHECK(out[0] == 'b');
   REQUIRE(fs->unmount());
 }
