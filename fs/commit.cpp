@@ -294,12 +294,31 @@ void TransactionManager::set_skip_tree_flush_for_test(bool on) {
   skip_tree_flush_for_test.store(on, std::memory_order_relaxed);
 }
 
+void TransactionManager::add_pending(PendingWork w) {
+  std::lock_guard lk(mu_);
+  pending_.push_back(std::move(w));
+}
+
 Status TransactionManager::commit_locked() {
   const uint64_t transid = running_transid();
   const bool hook_work = commit_hook_ && commit_hook_pending_ && commit_hook_pending_();
   const bool log_live = log_hooks_.active && log_hooks_.active();
+  // Pending work (snapshots) belongs to this commit: its `done` hears how the commit ended.
+  std::vector<PendingWork> pending;
+  {
+    std::lock_guard lk(mu_);
+    pending.swap(pending_);
+  }
+  struct TellPending {
+    std::vector<PendingWork>& work;
+    Status result = fail(EIO, "the commit failed before its pending work was committed");
+    ~TellPending() {
+      for (auto& w : work)
+        if (w.done) w.done(result);
+    }
+  } tell{pending};
   if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending() && !hook_work &&
-      !log_live) {
+      !log_live && pending.empty()) {
     release_commit_reservations();
     return {};
   }
@@ -326,6 +345,8 @@ Status TransactionManager::commit_locked() {
     UBTRFS_TRY_STATUS(commit_hook_(h));
     commit_alloc.block_rsv = nullptr;
   }
+  // Pending snapshots (btrfs create_pending_snapshots), now that the delayed items are in the trees.
+  for (auto& w : pending) UBTRFS_TRY_STATUS(w.run(h));
   // Every commit COWs the root tree (btrfs commit_cowonly_roots): the superblock it writes names
   // the root tree's root with this transaction's generation, and the kernel and our reader verify
   // the block against it. A root item changes in most commits anyway; one that only ends a tree log
@@ -353,6 +374,7 @@ Status TransactionManager::commit_locked() {
     stats_.blocks_written += dirty_before;
   }
   spdlog::debug("{}: committed transaction {} ({} tree blocks written)", fs_.path(), transid, dirty_before);
+  tell.result = {};
   return {};
 }
 

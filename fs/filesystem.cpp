@@ -183,6 +183,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       txm.set_unpin_hook([ad](std::vector<std::pair<uint64_t, uint64_t>>&& r) { ad->queue(std::move(r)); });
     }
     txm.start_commit_thread(std::chrono::seconds(opts.commit_interval_s));
+    // Subvolume ids continue above every ROOT_ITEM there is now, dead ones included, before the
+    // cleaner can remove any (btrfs_init_root_free_objectid at mount; fs/subvolume.cpp).
+    UBTRFS_TRY_STATUS(f->seed_subvolume_ids());
     // Deleted subvolumes are dropped in the background, including those a crash or the kernel left.
     f->cleaner_ = std::make_unique<SubvolumeCleaner>(*f->fs_);
     SubvolumeCleaner* cl = f->cleaner_.get();
@@ -330,6 +333,7 @@ Result<struct statvfs> Filesystem::statfs() {
 void Filesystem::touch_atime(InodeId id, bool is_dir) {
   if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return;
   if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return;
+  if (!check_subvol_writable(id, "atime")) return;  // btrfs_update_time: EROFS, so no atime
   auto root = fs_->fs_root(id.subvol);
   if (!root) return;
   auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -71,6 +72,31 @@ struct SetAttr {
 
 // FS_IOC_GOINGDOWN's flags (XFS_FSOP_GOING_FLAGS_DEFAULT 0, _LOGFLUSH 1, _NOLOGFLUSH 2): fs/shutdown.cpp.
 enum class ShutdownMode : uint32_t { kSyncFirst = 0, kFlushLog = 1, kNoFlush = 2 };
+
+// BTRFS_IOC_TREE_SEARCH's range (fs/tree_search.cpp): keys from min to max (lexicographic), in
+// leaves whose generation is in [min_transid, max_transid].
+struct TreeSearchRange {
+  Key min{}, max = kMaxKey;
+  uint64_t min_transid = 0, max_transid = ~0ull;
+};
+struct TreeSearchItem {
+  uint64_t transid = 0;  // the generation of the leaf holding it
+  Key key{};
+  std::vector<uint8_t> data;
+};
+struct TreeSearchResult {
+  std::vector<TreeSearchItem> items;
+};
+
+// What GET_SUBVOL_INFO and `subvolume show` report of one subvolume (fs/subvolume.cpp).
+struct SubvolumeInfo {
+  uint64_t id = 0;
+  RootItem item{};             // the in-memory ROOT_ITEM (the running transaction's view)
+  uint64_t key_offset = 0;     // the ROOT_ITEM key's offset (a snapshot's creation transid)
+  uint64_t parent_id = 0;      // ROOT_BACKREF: the subvolume holding its name (0 for FS_TREE)
+  uint64_t dirid = 0;          // the directory holding the name
+  std::string name;
+};
 
 struct DirEntryOut {
   std::string_view name;
@@ -205,6 +231,63 @@ class Filesystem {
   // was freed since the last commit. Errors: EINVAL, EROFS, EOPNOTSUPP, EIO.
   [[nodiscard]] Result<uint64_t> trim(uint64_t start, uint64_t len, uint64_t minlen);
 
+  // ---- subvolumes (subvolume.cpp; btrfs ioctl.c create_subvol, btrfs_mksubvol) ---------------------
+  // BTRFS_IOC_SUBVOL_CREATE: a new, empty subvolume named `name` in directory `parent` (a FUSE
+  // inode number); returns its id. Errors: ENOTDIR, ENOENT (parent removed), EEXIST, EACCES (no
+  // write and search permission on the parent for `c`, or the name "." / ".."), EINVAL (a '/' in
+  // the name), ENAMETOOLONG, EPERM (immutable parent), EROFS, ENOSPC (at the call: nothing made),
+  // EIO.
+  [[nodiscard]] Result<uint64_t> create_subvolume(uint64_t parent, std::string_view name, const Caller& c);
+
+  // BTRFS_IOC_SUBVOL_SETFLAGS (btrfs_ioctl_subvol_setflags): makes the subvolume whose root
+  // directory is `ino` read-only or read-write (BTRFS_ROOT_SUBVOL_RDONLY in its ROOT_ITEM), committed
+  // before it returns. Errors: EINVAL (not a subvolume's root directory), EPERM (not the owner of
+  // that directory, and not uid 0), EROFS, ENOSPC. While a subvolume is read-only every change to
+  // it fails with EROFS (btrfs_permission, btrfs_setattr, ...): check_subvol_writable.
+  [[nodiscard]] Status set_subvolume_readonly(uint64_t ino, bool readonly, const Caller& c);
+  // EROFS when the subvolume holding FUSE inode `ino` (or `id`) is read-only; `what` names the
+  // operation in the message.
+  [[nodiscard]] Status check_subvol_writable(uint64_t ino, std::string_view what);
+  [[nodiscard]] Status check_subvol_writable(InodeId id, std::string_view what);
+  // BTRFS_IOC_SNAP_CREATE(_V2) (btrfs_mksnapshot): a snapshot of subvolume `source` named `name`
+  // in directory `parent`, read-only with `readonly`, taken inside a commit (it shares every block
+  // of the source) and on disk when this returns. Every check of create_subvolume plus the
+  // source's (EINVAL: not a subvolume id, ENOENT: deleted). Returns the new id.
+  [[nodiscard]] Result<uint64_t> create_snapshot(uint64_t parent, std::string_view name, uint64_t source, bool readonly,
+                                                 const Caller& c);
+  // BTRFS_IOC_SNAP_DESTROY (btrfs_delete_subvolume): removes subvolume `name` of directory `parent`
+  // (or, by_id, the subvolume `id` wherever it is named): its dir entries and root refs go, its
+  // ROOT_ITEM gets refs 0 and an ORPHAN_ITEM (-5, 48, id) in the root tree (a dead root, which the
+  // cleaner drops: at once or at a later mount), its UUID tree entry goes. Returns the id.
+  // Errors: EPERM (not uid 0 — no user_subvol_rm_allowed —, the default subvolume, immutable or
+  // append-only parent), ENOTEMPTY (it holds subvolumes), EBUSY (the mounted subvolume), EINVAL
+  // (the name is not a subvolume, FS_TREE), ENOENT, EROFS, ENOSPC (at the call: nothing changed).
+  [[nodiscard]] Result<uint64_t> delete_subvolume(uint64_t parent, std::string_view name, const Caller& c);
+  [[nodiscard]] Result<uint64_t> delete_subvolume_by_id(uint64_t id, const Caller& c);
+  // Where subvolume `id` is named: its parent subvolume, directory and name (ROOT_BACKREF).
+  // Errors: ENOENT (none: FS_TREE or deleted).
+  [[nodiscard]] Result<std::pair<InodeId, std::string>> subvolume_name(uint64_t id);
+
+  // The subvolume and objectid behind a FUSE inode number. Errors: ENOENT.
+  [[nodiscard]] Result<InodeId> inode_id(uint64_t ino) const { return numbers_.from_fuse(ino); }
+  // BTRFS_IOC_INO_LOOKUP (btrfs_search_path_in_tree): the path of directory `dirid` of subvolume
+  // `subvol` from that subvolume's root, each component followed by '/' ("" for the root, 256).
+  // Errors: ENOENT (no such subvolume or directory), ENAMETOOLONG (longer than `max_len`), EIO.
+  [[nodiscard]] Result<std::string> inode_path(uint64_t subvol, uint64_t dirid, size_t max_len);
+  // GET_SUBVOL_INFO / `subvolume show`: the ROOT_ITEM and the ROOT_BACKREF of `subvol`.
+  // Errors: ENOENT, EIO.
+  [[nodiscard]] Result<SubvolumeInfo> subvolume_info(uint64_t subvol);
+  // BTRFS_IOC_DEFAULT_SUBVOL (btrfs_ioctl_default_subvol): the subvolume a mount without subvol= /
+  // subvolid= gets: the root tree's "default" DIR_ITEM (objectid 6) now names (id, ROOT_ITEM, -1),
+  // and the DEFAULT_SUBVOL incompat bit is set. 0 means FS_TREE (5). Errors: ENOENT (not a live
+  // subvolume), EROFS, ENOSPC.
+  [[nodiscard]] Status set_default_subvolume(uint64_t id);
+  // BTRFS_IOC_TREE_SEARCH (fs/tree_search.cpp): at most max_items items and max_bytes bytes of
+  // (32-byte header + data) of tree `tree_id` in `range`. Errors: ENOENT (no such tree),
+  // EOVERFLOW (the first item alone does not fit max_bytes), EIO.
+  [[nodiscard]] Result<TreeSearchResult> tree_search(uint64_t tree_id, const TreeSearchRange& range, size_t max_items,
+                                                     size_t max_bytes);
+
   // ---- scrub (fs/scrub.h; BTRFS_IOC_SCRUB) ------------------------------------------------------
   // The filesystem's scrubber; unmount cancels a running scrub before the final commit.
   Scrub& scrub() { return *scrub_; }
@@ -214,6 +297,26 @@ class Filesystem {
  private:
   std::function<void()> readdir_between_reads_for_test_;
   Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol);
+  [[nodiscard]] Result<TreeRoot*> search_tree_of(uint64_t tree_id);  // tree_search.cpp
+  // btrfs_may_create and the rest of btrfs_mksubvol's checks for a new subvolume name (subvolume.cpp).
+  // REQUIRES: subvol_mu_ and the parent's inode lock held.
+  [[nodiscard]] Result<InodeItem> check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
+                                                      const Caller& c);
+  // Seeds the next subvolume id from the root tree (subvolume.cpp). REQUIRES: at mount, before the
+  // cleaner starts.
+  [[nodiscard]] Status seed_subvolume_ids();
+  // A snapshot asked for, taken by the next commit (subvolume.cpp).
+  struct PendingSnapshot {
+    InodeId parent;
+    std::string name;
+    uint64_t source = 0, id = 0, index = 0;
+    bool readonly = false;
+    uint8_t uuid[16]{};
+  };
+  // btrfs create_pending_snapshot (subvolume.cpp). REQUIRES: inside a commit, gate closed.
+  [[nodiscard]] Status take_snapshot(TreeHandle& h, const PendingSnapshot& s);
+  // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
+  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the
@@ -237,6 +340,10 @@ class Filesystem {
   std::unique_ptr<Scrub> scrub_;                       // fs/scrub.h
   std::unique_ptr<SubvolumeCleaner> cleaner_;          // fs/subvolume_cleaner.h; read-write only
   bool unmounted_ = false;
+  // btrfs_get_free_objectid on the root tree: the next subvolume id (0 until seeded from the root
+  // tree's highest objectid + 1, at least 256; never reused while mounted).
+  std::mutex subvol_mu_;
+  uint64_t next_subvol_id_ = 0;  // GUARDED_BY(subvol_mu_)
   MountOptions::Atime atime_ = MountOptions::Atime::kRelatime;
   bool nodiratime_ = false;
 };

@@ -45,6 +45,7 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
                                  bool keep_times) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("write"));
   if (unmounted_ || read_only()) return fail(EROFS, "write to inode {}: read-only filesystem", ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "write"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   // Space first, with no lock held: waiting for it may need this inode's own delalloc written out
   // (the reclaim thread only try-locks inodes). The reservation's unused part goes back on return.
@@ -153,6 +154,7 @@ Status Filesystem::fsyncdir(uint64_t ino, bool /*datasync*/) {
 Status Filesystem::fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t len) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("fallocate"));
   if (unmounted_ || read_only()) return fail(EROFS, "fallocate on inode {}: read-only filesystem", ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "fallocate"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   InodeLocks::Guard g = locks_.lock({id});
   auto* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
@@ -198,6 +200,7 @@ Result<size_t> Filesystem::copy_file_range(uint64_t ino_in, uint64_t off_in, uin
   UBTRFS_TRY_STATUS(fs_->check_shutdown("copy_file_range"));
   if (flags != 0) return fail(EINVAL, "copy_file_range flags {:#x} not supported", flags);
   if (unmounted_ || read_only()) return fail(EROFS, "copy_file_range to inode {}: read-only filesystem", ino_out);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino_out, "copy_file_range"));
   const InodeId in = UBTRFS_TRY(numbers_.from_fuse(ino_in));
   const InodeId out = UBTRFS_TRY(numbers_.from_fuse(ino_out));
   // Same file, overlapping ranges: EINVAL as generic_copy_file_checks.

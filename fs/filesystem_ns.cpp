@@ -78,6 +78,32 @@ InodeId entry_target(InodeId dir, const DirEntryRecord& e) {
   return InodeId{dir.subvol, e.location.objectid};
 }
 
+// btrfs fixup_tree_root_location: a subvolume entry leads into the subvolume only from the
+// directory its ROOT_REF names (dirid and name); an entry a snapshot inherited from its source
+// leads to the empty stand-in directory instead (kEmptySubvolDirObjectid, fs/inode.h).
+Result<InodeId> resolve_entry(FsInfo& fs, InodeId dir, const DirEntryRecord& e) {
+  if (e.location.type != kRootItemKey) return entry_target(dir, e);
+  const uint64_t sub = e.location.objectid;
+  auto body = UBTRFS_TRY(lookup_item(fs.root_tree(), Key{dir.subvol, kRootRefKey, sub}));
+  if (body && body->size() >= sizeof(RootRef)) {
+    RootRef r;
+    std::memcpy(&r, body->data(), sizeof r);
+    const std::string_view name(reinterpret_cast<const char*>(body->data()) + sizeof r,
+                                std::min<size_t>(r.name_len.get(), body->size() - sizeof r));
+    if (r.dirid.get() == dir.objectid && name == e.name) return InodeId{sub, kFirstFreeObjectid};
+  }
+  return InodeId{dir.subvol, kEmptySubvolDirObjectid};
+}
+
+// Nothing is created in, linked into, renamed from or into, or changed on the stand-in directory
+// (its inode operations are simple_dir_inode_operations in the kernel).
+Status check_not_stand_in(InodeId id, std::string_view what) {
+  if (id.objectid == kEmptySubvolDirObjectid)
+    return fail(EPERM, "{}: inode {} of subvolume {} is the empty stand-in of a subvolume entry", what, id.objectid,
+                id.subvol);
+  return {};
+}
+
 bool is_dir(const InodeItem& ii) { return S_ISDIR(ii.mode.get()); }
 
 Status insert_orphan(TreeHandle& h, TreeRoot& root, uint64_t objectid) {
@@ -222,11 +248,12 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
   if (name == ".") {
     cid = pid;
   } else if (name == "..") {
-    cid = InodeId{pid.subvol, UBTRFS_TRY(parent_of_dir(*proot, pid.objectid))};
+    cid = pid.objectid == kEmptySubvolDirObjectid ? InodeId{pid.subvol, kFirstFreeObjectid}
+                                                   : InodeId{pid.subvol, UBTRFS_TRY(parent_of_dir(*proot, pid.objectid))};
   } else {
     auto e = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
     if (!e) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
-    cid = entry_target(pid, *e);
+    cid = UBTRFS_TRY(resolve_entry(*fs_, pid, *e));
   }
   auto* croot = UBTRFS_TRY(tree_of(*fs_, cid.subvol));
   // The shared lock orders this lookup's count against an eviction (which holds it exclusively).
@@ -237,7 +264,8 @@ Result<struct stat> Filesystem::lookup(uint64_t parent, std::string_view name) {
     // (the name is gone now), or the image is corrupt. No lookup count either way: its forget
     // would evict (delete) an inode that a directory still names.
     auto again = UBTRFS_TRY(lookup_dir_entry(*proot, pid.objectid, name));
-    if (!again || entry_target(pid, *again) != cid) return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
+    if (!again || UBTRFS_TRY(resolve_entry(*fs_, pid, *again)) != cid)
+      return fail(ENOENT, "no entry '{}' in directory {}", name, parent);
     return fail(EUCLEAN, "directory {} of root {}: entry '{}' names inode {} whose link count is 0", pid.objectid,
                 pid.subvol, name, cid.objectid);
   }
@@ -279,7 +307,9 @@ Result<struct stat> Filesystem::getattr(uint64_t ino) {
 Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("setattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setattr on inode {}: read-only filesystem", ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setattr"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "setattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -345,6 +375,9 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
                                                    const NewInode& spec, const Caller& c) {
   FsInfo& fs = ns.fs;
   UBTRFS_TRY_STATUS(check_name(name));
+  // vfs_create answers EACCES where the directory has no create op, vfs_mkdir/mknod/symlink EPERM.
+  if (auto st = check_not_stand_in(pid, "create"); !st)
+    return fail(S_ISREG(spec.mode) ? EACCES : EPERM, "{}", st.error().message);
   auto* root = UBTRFS_TRY(tree_of(fs, pid.subvol));
   auto guard = ns.locks.lock({pid});
   const InodeItem pii = UBTRFS_TRY(read_inode(ns.fs, *root, pid.objectid));
@@ -448,6 +481,7 @@ Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, ui
                                       const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("mknod"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mknod '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "mknod"));
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   const uint32_t type = mode & S_IFMT;
   if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK)
@@ -463,6 +497,7 @@ Result<struct stat> Filesystem::mknod(uint64_t parent, std::string_view name, ui
 Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("mkdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "mkdir '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "mkdir"));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
   spec.mode = S_IFDIR | (mode & 07777);
@@ -473,6 +508,7 @@ Result<struct stat> Filesystem::mkdir(uint64_t parent, std::string_view name, ui
 Result<struct stat> Filesystem::create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("create"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "create '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "create"));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
   NewInode spec;
   spec.mode = S_IFREG | (mode & 07777);
@@ -484,6 +520,7 @@ Result<struct stat> Filesystem::symlink(uint64_t parent, std::string_view name, 
                                         const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("symlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "symlink '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "symlink"));
   if (target.empty()) return fail(ENOENT, "symlink '{}' with an empty target", name);
   // btrfs_symlink: the target must fit one inline extent (BTRFS_MAX_INLINE_DATA_SIZE), and the VFS
   // takes at most PATH_MAX - 1 bytes.
@@ -520,9 +557,11 @@ Result<std::string> Filesystem::readlink(uint64_t ino) {
 Result<struct stat> Filesystem::link(uint64_t ino, uint64_t newparent, std::string_view newname) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("link"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "link '{}': read-only filesystem", newname);
+  UBTRFS_TRY_STATUS(check_subvol_writable(newparent, "link"));
   UBTRFS_TRY_STATUS(check_name(newname));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(newparent));
+  UBTRFS_TRY_STATUS(check_not_stand_in(pid, "link"));
   if (id.subvol != pid.subvol) return fail(EXDEV, "link across subvolumes {} and {}", id.subvol, pid.subvol);
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id, pid});
@@ -599,12 +638,14 @@ Status remove_entry(NamespaceState& ns, InodeId pid, std::string_view name, bool
 Status Filesystem::unlink(uint64_t parent, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("unlink"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "unlink '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "unlink"));
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, false);
 }
 
 Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("rmdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rmdir '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rmdir"));
   return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, true);
 }
 
@@ -659,6 +700,10 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
     return fail(EINVAL, "RENAME_EXCHANGE together with RENAME_NOREPLACE or RENAME_WHITEOUT ({:#x})", flags);
   const bool whiteout = flags & RENAME_WHITEOUT;
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rename '{}': read-only filesystem", name);
+  UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rename"));
+  UBTRFS_TRY_STATUS(check_subvol_writable(newparent, "rename"));
+  UBTRFS_TRY_STATUS(check_not_stand_in(UBTRFS_TRY(numbers_.from_fuse(parent)), "rename"));
+  UBTRFS_TRY_STATUS(check_not_stand_in(UBTRFS_TRY(numbers_.from_fuse(newparent)), "rename"));
   UBTRFS_TRY_STATUS(check_name(name));
   UBTRFS_TRY_STATUS(check_name(newname));
   const bool exchange = flags & RENAME_EXCHANGE;
@@ -781,6 +826,7 @@ Status Filesystem::open(uint64_t ino, int flags) {
   const bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
   if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
   if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
+  if (writes) UBTRFS_TRY_STATUS(check_subvol_writable(id, "open for writing"));
   return check_may_open(ii, id.objectid, flags);
 }
 
@@ -810,7 +856,9 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     offset = 1;
   }
   if (offset == 1) {
-    const InodeId pid{id.subvol, UBTRFS_TRY(parent_of_dir(*root, id.objectid))};
+    const InodeId pid{id.subvol, id.objectid == kEmptySubvolDirObjectid
+                                     ? kFirstFreeObjectid
+                                     : UBTRFS_TRY(parent_of_dir(*root, id.objectid))};
     struct stat st {};
     st.st_ino = numbers_.to_fuse(pid);
     st.st_mode = S_IFDIR;
@@ -866,7 +914,7 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
     for (auto& [index, e] : batch) {
       if (index > last_index) return {};  // added (or renamed) after the directory was opened
       offset = index + 1;
-      const InodeId cid = entry_target(id, e);
+      const InodeId cid = UBTRFS_TRY(resolve_entry(*fs_, id, e));
       struct stat st {};
       st.st_ino = numbers_.to_fuse(cid);
       st.st_mode = mode_of_file_type(e.type);
@@ -897,8 +945,10 @@ Status Filesystem::readdir(uint64_t ino, uint64_t offset, bool plus,
 Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::span<const uint8_t> value, int flags) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("setxattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "setxattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "setxattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "setxattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));
@@ -943,8 +993,10 @@ Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
 Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("removexattr"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "removexattr '{}' on inode {}: read-only filesystem", name, ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "removexattr"));
   UBTRFS_TRY_STATUS(check_xattr_name(name));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
+  UBTRFS_TRY_STATUS(check_not_stand_in(id, "removexattr"));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
   auto guard = locks_.lock({id});
   InodeItem ii = UBTRFS_TRY(read_inode(*fs_, *root, id.objectid));

@@ -372,6 +372,13 @@ Result<RootRecord*> FsInfo::fs_root(uint64_t objectid) {
   return p;
 }
 
+RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
+  std::lock_guard g(fs_roots_mu_);
+  RootRecord* p = rec.get();
+  fs_roots_[p->objectid()] = std::move(rec);
+  return p;
+}
+
 bool FsInfo::root_loaded(uint64_t objectid) {
   std::lock_guard g(fs_roots_mu_);
   return fs_roots_.contains(objectid);

@@ -125,6 +125,11 @@ class FsInfo {
   void set_cleaner_waker(std::function<void()> f);
   // Every loaded root with a ROOT_ITEM (global trees and loaded subvolumes), for the commit.
   std::vector<RootRecord*> loaded_roots();
+  // A subvolume created in the running transaction (fs/subvolume.cpp), whose ROOT_ITEM the caller
+  // has inserted: from now on fs_root() returns it and the commit rewrites its item when its root
+  // block moves. REQUIRES: a handle of the running transaction held (so no commit runs meanwhile),
+  // no record of that objectid loaded. Returns the record.
+  RootRecord* add_fs_root(std::unique_ptr<RootRecord> rec);
 
   alloc::BlockGroupCache& block_groups() { return groups_; }
   // The reservation system: space_infos, block reserves, the reclaim thread (alloc/space_infos.h).

@@ -34,7 +34,8 @@ uint64_t InodeNumbers::to_fuse(InodeId id) const {
 Result<InodeId> InodeNumbers::from_fuse(uint64_t ino) const {
   if (ino == kFuseRootId) return InodeId{mounted_, kFirstFreeObjectid};
   const uint64_t subvol = ino >> kSubvolShift, objectid = ino & kObjectidMask;
-  if (objectid < kFirstFreeObjectid) return fail(ENOENT, "inode number {} names no inode", ino);
+  if (objectid < kFirstFreeObjectid && objectid != kEmptySubvolDirObjectid)
+    return fail(ENOENT, "inode number {} names no inode", ino);
   if (subvol == 0) return InodeId{mounted_, objectid};
   // Subvolume ids below 256 other than the FS tree (5) hold no inodes reachable by name.
   if (subvol != kFsTreeObjectid && subvol < kFirstSubvolObjectid)
@@ -168,6 +169,18 @@ Result<InodeItem> read_inode_item(TreeRoot& root, uint64_t objectid) {
 }
 
 Result<InodeItem> read_inode(FsInfo& fs, TreeRoot& root, uint64_t objectid) {
+  if (objectid == kEmptySubvolDirObjectid && root.shareable()) {
+    // new_simple_dir: S_IFDIR | 0755, one link, the time of the lookup.
+    InodeItem ii{};
+    ii.mode = S_IFDIR | 0755;
+    ii.nlink = 1;
+    const Timespec now = now_btrfs();
+    ii.atime = now;
+    ii.mtime = now;
+    ii.ctime = now;
+    ii.otime = now;
+    return ii;
+  }
   if (DelayedInodes* d = fs.delayed_inodes())
     if (auto pending = d->inode(InodeId{root.objectid(), objectid})) return *pending;
   return read_inode_item(root, objectid);

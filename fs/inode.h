@@ -93,6 +93,13 @@ Timespec now_btrfs();
 Timespec to_btrfs(const struct timespec& t);
 struct timespec from_btrfs(const Timespec& t);
 
+// btrfs BTRFS_EMPTY_SUBVOL_DIR_OBJECTID: the stand-in directory a subvolume entry leads to when the
+// subvolume does not live there — an entry a snapshot inherited from its source names a subvolume
+// whose ROOT_REF points at the source's directory (btrfs fixup_tree_root_location, new_simple_dir).
+// It is empty, 040755, owned by root, and nothing can be created in it; read_inode returns it for
+// this objectid in any subvolume tree (no real inode has it: inode objectids start at 256).
+inline constexpr uint64_t kEmptySubvolDirObjectid = 2;
+
 // The INODE_ITEM of `objectid` in `root` as the filesystem sees it: the pending delayed item
 // (fs/delayed_inode.h) if there is one, else the tree's. Errors: ENOENT (no such inode), EUCLEAN
 // (bad item size, message names the key), EIO.

@@ -255,6 +255,7 @@ Status Filesystem::set_fsxattr(uint64_t ino, const FsXattr& x, const Caller& c) 
 Status Filesystem::change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("set inode flags"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "set flags of inode {}: read-only filesystem", ino);
+  UBTRFS_TRY_STATUS(check_subvol_writable(ino, "set flags"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
   TreeRoot& root = *rec->tree;

@@ -163,6 +163,16 @@ class TransactionManager {
   // Work the commit runs with the gate closed, before the delayed refs (delayed inode items), and
   // whether it has anything to do (a commit with nothing dirty otherwise returns at once).
   void set_commit_hook(std::function<Status(TreeHandle&)> run, std::function<bool()> pending);
+  // Work for the next commit, run with the gate closed after the delayed items and before the
+  // delayed refs (btrfs create_pending_snapshots): `run` once, then `done` with the commit's result
+  // when it is on disk or failed (`done` also runs when the commit fails before reaching `run`). A
+  // commit with pending work runs even when nothing else is dirty. `run` failing aborts the
+  // transaction. Any thread; the caller then commits (or a commit already running takes it).
+  struct PendingWork {
+    std::function<Status(TreeHandle&)> run;
+    std::function<void(const Status&)> done;
+  };
+  void add_pending(PendingWork w);
   // Deletes the data checksums of [bytenr, bytenr+len) from the csum tree: the commit calls it for
   // every data extent whose last reference went away (btrfs __btrfs_free_extent -> btrfs_del_csums).
   // Registered once by the fs layer, which owns the csum tree format.
@@ -217,6 +227,7 @@ class TransactionManager {
   std::mutex commit_mu_;          // serializes whole commits (flusher included)
   std::function<Status(CommitCause)> pre_commit_flusher_;
   std::function<Status(TreeHandle&)> commit_hook_;
+  std::vector<PendingWork> pending_;  // GUARDED_BY(mu_): for the next commit (add_pending)
   std::function<bool()> commit_hook_pending_;
   CsumDeleter csum_deleter_;
   TreeLogHooks log_hooks_;

@@ -104,7 +104,9 @@ if name == "ubtrfs-inspect":
 if name == "ubtrfs-ctl":
     # Two levels of subcommands (scrub start, filesystem df, ...): their options are on the page too.
     for sub in (("scrub", "start"), ("scrub", "status"), ("scrub", "cancel"), ("scrub", "limit"), ("filesystem", "df"),
-                ("filesystem", "usage"), ("filesystem", "label")):
+                ("filesystem", "usage"), ("filesystem", "label"), ("subvolume", "create"), ("subvolume", "delete"), ("subvolume", "snapshot"),
+                ("subvolume", "list"), ("subvolume", "show"), ("subvolume", "get-default"), ("subvolume", "set-default"),
+                ("property", "get"), ("property", "set")):
         want |= help_options(help_text(*sub))
 if name == "ubtrfs":
     block = re.search(r"^ubtrfs options:\n(.*?)^FUSE options:", main_help, re.S | re.M)

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ubtrfs::ctl {
 
@@ -38,6 +39,29 @@ int filesystem_df(const std::string& mnt, bool raw = false);
 int filesystem_usage(const std::string& mnt);
 // No label: prints the label; with one: sets it (root only, as the kernel's CAP_SYS_ADMIN).
 int filesystem_label(const std::string& mnt, const std::string* new_label);
+
+// subvolume_cmd.cpp (btrfs-progs cmds/subvolume.c).
+int subvolume_create(const std::string& dst);
+int subvolume_get_default(const std::string& path);
+// id_arg null: PATH's own subvolume (PATH must be a subvolume's root directory).
+int subvolume_set_default(const std::string* id_arg, const std::string& path);
+// rootid_arg null: PATH's subvolume.
+int subvolume_show(const std::string& path, const std::string* rootid_arg);
+struct SubvolumeListArgs {
+  std::string path;
+  bool parent = false, ogen = false, gen = false, uuid = false, parent_uuid = false, received_uuid = false;
+  bool snapshots_only = false, readonly = false, deleted = false, only_below = false, all = false, table = false;
+};
+int subvolume_list(const SubvolumeListArgs& a);  // subvolume_list_cmd.cpp
+struct SubvolumeDeleteArgs {
+  std::vector<std::string> paths;
+  bool commit_after = false, commit_each = false;  // -c, -C
+  uint64_t subvolid = 0;                           // -i
+};
+int subvolume_delete(const SubvolumeDeleteArgs& a);
+int subvolume_snapshot(const std::string& src, const std::string& dst, bool readonly);
+// property get PATH ro (value null) / property set PATH ro true|false: a subvolume's read-only flag.
+int property_ro(const std::string& path, const std::string* value);
 
 // ---- helpers (scrub_cmd.cpp) ----------------------------------------------------------------------
 // "ERROR: <message>" on stderr, as btrfs-progs prints it; returns kExitFail.

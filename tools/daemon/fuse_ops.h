@@ -42,6 +42,9 @@ struct DaemonContext {
   control::SnapshotStore control;  // the control channel's snapshots (ioctl.h)
   // The session, for notifications (set before the loop starts; null in tests without one).
   fuse_session* session = nullptr;
+  // st_dev of the mount (caller_fd.h), to tell a caller's descriptor on this mount from others; 0
+  // when unknown (tests without a mount): no descriptor is then taken as ours.
+  dev_t mount_dev = 0;
   double entry_timeout = 1.0;
   double attr_timeout = 1.0;
   bool writeback_cache = false;  // -o writeback_cache=on

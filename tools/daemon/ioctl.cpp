@@ -15,7 +15,9 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/scrub.h"
+#include "fs/transaction.h"
 #include "tools/common/control_protocol.h"
+#include "tools/daemon/caller_fd.h"
 #include "tools/daemon/logging.h"
 
 namespace ubtrfs::daemon {
@@ -374,7 +376,323 @@ Result<IoctlReply> dev_info(DaemonContext& ctx, const IoctlRequest& req) {
   return reply_bytes(&out, sizeof out, req, "BTRFS_IOC_DEV_INFO");
 }
 
+// ---- subvolumes (btrfs ioctl.c; fs/subvolume.cpp) -----------------------------------------------------
+static_assert(sizeof(btrfs_ioctl_vol_args) == 4096 && BTRFS_IOC_SUBVOL_CREATE == 0x5000940e);
+static_assert(sizeof(btrfs_ioctl_vol_args_v2) == 4096 && BTRFS_IOC_SUBVOL_CREATE_V2 == 0x50009418);
+
+// A new name appeared in directory `parent` behind the kernel's back: entries, negative ones too,
+// are cached for entry_timeout (a day by default), so the name's dentry is dropped; the
+// directory's size and times changed, so its attributes too.
+void invalidate_new_name(DaemonContext& ctx, uint64_t parent, std::string_view name) {
+  if (!ctx.session) return;
+  (void)fuse_lowlevel_notify_inval_entry(ctx.session, parent, name.data(), name.size());
+  (void)fuse_lowlevel_notify_inval_inode(ctx.session, parent, -1, 0);
+}
+
+// The caller for a namespace change made by ioctl: uid/gid of the request.
+fs::Caller caller_of(const IoctlRequest& req) {
+  fs::Caller c;
+  c.uid = req.uid;
+  c.gid = req.gid;
+  return c;
+}
+
+Result<IoctlReply> create_subvolume_named(DaemonContext& ctx, const IoctlRequest& req, std::string_view name) {
+  const uint64_t id = UBTRFS_TRY(ctx.fs->create_subvolume(req.ino, name, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("subvolume {} '{}' created by {}", id, name, describe_caller(req));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SUBVOL_CREATE (btrfs_ioctl_snap_create with subvol set): struct btrfs_ioctl_vol_args,
+// the name NUL-terminated within BTRFS_PATH_NAME_MAX (the kernel forces the last byte to NUL). On
+// the fd of the parent directory. No capability needed: write and search permission on the parent.
+Result<IoctlReply> subvol_create(DaemonContext& ctx, const IoctlRequest& req) {
+  if (req.in.size() < sizeof(btrfs_ioctl_vol_args))
+    return fail(EINVAL, "BTRFS_IOC_SUBVOL_CREATE with {} bytes in", req.in.size());
+  const auto* p = reinterpret_cast<const char*>(req.in.data()) + offsetof(btrfs_ioctl_vol_args, name);
+  return create_subvolume_named(ctx, req, std::string_view(p, strnlen(p, BTRFS_PATH_NAME_MAX)));
+}
+
+// BTRFS_IOC_SUBVOL_CREATE_V2 (btrfs_ioctl_snap_create_v2): flags beyond RDONLY and QGROUP_INHERIT
+// are EOPNOTSUPP as in the kernel; QGROUP_INHERIT too (ubtrfs has no quota groups); RDONLY means
+// nothing for a new subvolume (the kernel ignores it there too).
+Result<IoctlReply> subvol_create_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SUBVOL_CREATE_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  constexpr uint64_t kKnown = BTRFS_SUBVOL_RDONLY | BTRFS_SUBVOL_QGROUP_INHERIT;
+  if (a.flags & ~kKnown) return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_CREATE_V2: unsupported flags {:#x}", a.flags);
+  if (a.flags & BTRFS_SUBVOL_QGROUP_INHERIT)
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_CREATE_V2: quota groups are not supported");
+  a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+  return create_subvolume_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
+}
+
+// BTRFS_IOC_SNAP_CREATE / _V2 (btrfs_ioctl_snap_create(_v2), __btrfs_ioctl_snap_create): the
+// source is the caller's descriptor `fd` (caller_fd.h): EINVAL if it has none of that number, EXDEV
+// if it is not on this mount, EPERM unless the caller owns the source's inode (or is root, for
+// CAP_FOWNER), as inode_owner_or_capable; any inode of the source subvolume names it. _V2 flags:
+// RDONLY; QGROUP_INHERIT is EOPNOTSUPP (no quota groups), others EOPNOTSUPP as in the kernel.
+static_assert(BTRFS_IOC_SNAP_CREATE == 0x50009401 && BTRFS_IOC_SNAP_CREATE_V2 == 0x50009417);
+
+Result<IoctlReply> snapshot_from(DaemonContext& ctx, const IoctlRequest& req, int64_t src_fd, std::string_view name,
+                                 bool readonly) {
+  if (ctx.read_only) return fail(EROFS, "snapshot '{}': read-only filesystem", name);
+  if (name.find('/') != std::string_view::npos) return fail(EINVAL, "snapshot name '{}' contains a '/'", name);
+  auto src_r = stat_caller_fd(req.pid, src_fd);
+  // fdget failing is EINVAL in the kernel's __btrfs_ioctl_snap_create, not EBADF.
+  if (!src_r && src_r.error().err == EBADF) return fail(EINVAL, "{}", src_r.error().message);
+  const CallerFile src = UBTRFS_TRY(std::move(src_r));
+  if (ctx.mount_dev == 0 || src.dev != ctx.mount_dev)
+    return fail(EXDEV, "snapshot '{}': the source (descriptor {} of pid {}) is not on this mount", name, src_fd, req.pid);
+  const fs::InodeId sid = UBTRFS_TRY(ctx.fs->inode_id(src.ino));
+  if (req.uid != 0) {
+    const struct stat st = UBTRFS_TRY(ctx.fs->getattr(src.ino));
+    if (st.st_uid != req.uid)
+      return fail(EPERM, "snapshot of subvolume {} by uid {}: not the owner of its inode", sid.subvol, req.uid);
+  }
+  const uint64_t id = UBTRFS_TRY(ctx.fs->create_snapshot(req.ino, name, sid.subvol, readonly, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("snapshot {} '{}' of subvolume {} created by {}", id, name, sid.subvol, describe_caller(req));
+  return IoctlReply{};
+}
+
+Result<IoctlReply> snap_create(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_CREATE with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  a.name[BTRFS_PATH_NAME_MAX] = '\0';
+  return snapshot_from(ctx, req, a.fd, std::string_view(a.name, strnlen(a.name, BTRFS_PATH_NAME_MAX)), false);
+}
+
+Result<IoctlReply> snap_create_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_CREATE_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  constexpr uint64_t kKnown = BTRFS_SUBVOL_RDONLY | BTRFS_SUBVOL_QGROUP_INHERIT;
+  if (a.flags & ~kKnown) return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_CREATE_V2: unsupported flags {:#x}", a.flags);
+  if (a.flags & BTRFS_SUBVOL_QGROUP_INHERIT)
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_CREATE_V2: quota groups are not supported");
+  a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+  return snapshot_from(ctx, req, a.fd, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)),
+                       a.flags & BTRFS_SUBVOL_RDONLY);
+}
+
+// BTRFS_IOC_SNAP_DESTROY (btrfs_ioctl_snap_destroy): struct btrfs_ioctl_vol_args on the parent
+// directory, the subvolume by name. _V2: the same with btrfs_ioctl_vol_args_v2, or with
+// BTRFS_SUBVOL_SPEC_BY_ID the subvolume by id (subvolid, at least 256); other flags EOPNOTSUPP.
+// The name's dentry (cached a day) is invalidated in the directory that held it.
+static_assert(BTRFS_IOC_SNAP_DESTROY == 0x5000940f && BTRFS_IOC_SNAP_DESTROY_V2 == 0x5000943f);
+static_assert(BTRFS_IOC_SYNC == 0x9408 && BTRFS_IOC_START_SYNC == 0x80089418 && BTRFS_IOC_WAIT_SYNC == 0x40089416);
+
+Result<IoctlReply> destroy_named(DaemonContext& ctx, const IoctlRequest& req, std::string_view name) {
+  const uint64_t id = UBTRFS_TRY(ctx.fs->delete_subvolume(req.ino, name, caller_of(req)));
+  invalidate_new_name(ctx, req.ino, name);
+  spdlog::debug("subvolume {} '{}' deleted by {}", id, name, describe_caller(req));
+  return IoctlReply{};
+}
+
+Result<IoctlReply> snap_destroy(DaemonContext& ctx, const IoctlRequest& req) {
+  if (req.in.size() < sizeof(btrfs_ioctl_vol_args))
+    return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY with {} bytes in", req.in.size());
+  const auto* p = reinterpret_cast<const char*>(req.in.data()) + offsetof(btrfs_ioctl_vol_args, name);
+  return destroy_named(ctx, req, std::string_view(p, strnlen(p, BTRFS_PATH_NAME_MAX)));
+}
+
+Result<IoctlReply> snap_destroy_v2(DaemonContext& ctx, const IoctlRequest& req) {
+  btrfs_ioctl_vol_args_v2 a;
+  if (req.in.size() < sizeof a) return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY_V2 with {} bytes in", req.in.size());
+  std::memcpy(&a, req.in.data(), sizeof a);
+  if (a.flags & ~static_cast<uint64_t>(BTRFS_SUBVOL_SPEC_BY_ID))
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SNAP_DESTROY_V2: unsupported flags {:#x}", a.flags);
+  if (!(a.flags & BTRFS_SUBVOL_SPEC_BY_ID)) {
+    a.name[BTRFS_SUBVOL_NAME_MAX] = '\0';
+    return destroy_named(ctx, req, std::string_view(a.name, strnlen(a.name, BTRFS_SUBVOL_NAME_MAX)));
+  }
+  if (a.subvolid < kFirstFreeObjectid)
+    return fail(EINVAL, "BTRFS_IOC_SNAP_DESTROY_V2: subvolume id {} cannot be deleted", a.subvolid);
+  // Where it was named, for the dentry to drop (read before it goes).
+  auto where = ctx.fs->subvolume_name(a.subvolid);
+  UBTRFS_TRY(ctx.fs->delete_subvolume_by_id(a.subvolid, caller_of(req)));
+  if (where) invalidate_new_name(ctx, ctx.fs->numbers().to_fuse(where->first), where->second);
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SYNC, START_SYNC, WAIT_SYNC (btrfs_ioctl_start_sync / wait_sync): the kernel does not
+// pass sync(2) or syncfs(2) to a FUSE daemon, so these are how a caller makes everything durable:
+// each commits at once and returns when the commit is on disk (START_SYNC answers with the
+// transaction it committed; WAIT_SYNC of a committed transaction returns at once).
+Result<IoctlReply> sync_now(DaemonContext& ctx, const IoctlRequest& req) {
+  if (ctx.read_only) return IoctlReply{};
+  UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
+  (void)req;
+  return IoctlReply{};
+}
+
+Result<IoctlReply> start_sync(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t transid = ctx.fs->info().transactions().running_transid();
+  if (!ctx.read_only) UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
+  if (ctx.read_only) transid = ctx.fs->info().transactions().stats().last_transid;
+  return reply_bytes(&transid, sizeof transid, req, "BTRFS_IOC_START_SYNC");
+}
+
+Result<IoctlReply> wait_sync(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t transid = 0;
+  if (req.in.size() >= sizeof transid) std::memcpy(&transid, req.in.data(), sizeof transid);
+  fs::TransactionManager& tm = ctx.fs->info().transactions();
+  if (transid > tm.running_transid()) return fail(EINVAL, "BTRFS_IOC_WAIT_SYNC: transaction {} is in the future", transid);
+  if (!ctx.read_only && (transid == 0 || transid >= tm.running_transid()))
+    UBTRFS_TRY_STATUS(tm.commit(fs::CommitCause::kRequested));
+  return IoctlReply{};
+}
+
+// ---- what `subvolume list|show|get-default|set-default` read (btrfs ioctl.c) --------------------------
+static_assert(sizeof(btrfs_ioctl_search_args) == 4096 && BTRFS_IOC_TREE_SEARCH == 0xd0009411);
+static_assert(sizeof(btrfs_ioctl_search_header) == 32);
+static_assert(sizeof(btrfs_ioctl_ino_lookup_args) == 4096 && BTRFS_IOC_INO_LOOKUP == 0xd0009412);
+static_assert(BTRFS_IOC_DEFAULT_SUBVOL == 0x40089413 && BTRFS_IOC_SUBVOL_GETFLAGS == 0x80089419);
+static_assert(sizeof(btrfs_ioctl_get_subvol_info_args) == 504 && BTRFS_IOC_GET_SUBVOL_INFO == 0x81f8943c);
+
+// The subvolume of the inode the ioctl was made on (a tree id of 0 in the arguments means it).
+Result<uint64_t> subvolume_of(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::InodeId id = UBTRFS_TRY(ctx.fs->inode_id(req.ino));
+  return id.subvol;
+}
+
+// BTRFS_IOC_TREE_SEARCH (v1, search_ioctl): CAP_SYS_ADMIN; struct btrfs_ioctl_search_args in and
+// out, the items packed in its 3992-byte buffer, key.nr_items set to the count (fs/tree_search.cpp
+// has the rules). TREE_SEARCH_V2 carries its buffer beyond the fixed struct, which FUSE does not
+// pass: it stays ENOTTY.
+Result<IoctlReply> tree_search(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_TREE_SEARCH"));
+  auto a = std::make_unique<btrfs_ioctl_search_args>();
+  if (req.in.size() < sizeof *a || req.out_size < sizeof *a)
+    return fail(EINVAL, "BTRFS_IOC_TREE_SEARCH with {} bytes in, {} out", req.in.size(), req.out_size);
+  std::memcpy(a.get(), req.in.data(), sizeof *a);
+  btrfs_ioctl_search_key& sk = a->key;
+  const uint64_t tree_id = sk.tree_id ? sk.tree_id : UBTRFS_TRY(subvolume_of(ctx, req));
+  fs::TreeSearchRange r;
+  r.min = Key{sk.min_objectid, static_cast<uint8_t>(std::min<uint32_t>(sk.min_type, 0xFF)), sk.min_offset};
+  r.max = Key{sk.max_objectid, static_cast<uint8_t>(std::min<uint32_t>(sk.max_type, 0xFF)), sk.max_offset};
+  r.min_transid = sk.min_transid;
+  r.max_transid = sk.max_transid;
+  const auto found = UBTRFS_TRY(ctx.fs->tree_search(tree_id, r, sk.nr_items, sizeof a->buf));
+  size_t off = 0;
+  for (const auto& it : found.items) {
+    btrfs_ioctl_search_header h{};
+    h.transid = it.transid;
+    h.objectid = it.key.objectid;
+    h.offset = it.key.offset;
+    h.type = it.key.type;
+    h.len = static_cast<uint32_t>(it.data.size());
+    std::memcpy(a->buf + off, &h, sizeof h);
+    std::memcpy(a->buf + off + sizeof h, it.data.data(), it.data.size());
+    off += sizeof h + it.data.size();
+  }
+  sk.nr_items = static_cast<uint32_t>(found.items.size());
+  return reply_bytes(a.get(), sizeof *a, req, "BTRFS_IOC_TREE_SEARCH");
+}
+
+// BTRFS_IOC_INO_LOOKUP (btrfs_ioctl_ino_lookup): treeid 0 means the inode's subvolume (and is
+// answered with it); objectid 256 (the subvolume's root) gives an empty path to anyone, any other
+// directory needs CAP_SYS_ADMIN and gives its path with a '/' after each component.
+Result<IoctlReply> ino_lookup(DaemonContext& ctx, const IoctlRequest& req) {
+  auto a = std::make_unique<btrfs_ioctl_ino_lookup_args>();
+  if (req.in.size() < sizeof *a) return fail(EINVAL, "BTRFS_IOC_INO_LOOKUP with {} bytes in", req.in.size());
+  std::memcpy(a.get(), req.in.data(), sizeof *a);
+  if (a->treeid == 0) a->treeid = UBTRFS_TRY(subvolume_of(ctx, req));
+  if (a->objectid == kFirstFreeObjectid) {
+    a->name[0] = '\0';
+  } else {
+    UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_INO_LOOKUP"));
+    const std::string path = UBTRFS_TRY(ctx.fs->inode_path(a->treeid, a->objectid, sizeof a->name - 1));
+    std::memset(a->name, 0, sizeof a->name);
+    std::memcpy(a->name, path.data(), path.size());
+  }
+  return reply_bytes(a.get(), sizeof *a, req, "BTRFS_IOC_INO_LOOKUP");
+}
+
+// BTRFS_IOC_DEFAULT_SUBVOL (btrfs_ioctl_default_subvol): CAP_SYS_ADMIN; the id (0: FS_TREE).
+Result<IoctlReply> default_subvol(DaemonContext& ctx, const IoctlRequest& req) {
+  UBTRFS_TRY_STATUS(require_admin(req, "BTRFS_IOC_DEFAULT_SUBVOL"));
+  uint64_t id;
+  if (req.in.size() < sizeof id) return fail(EINVAL, "BTRFS_IOC_DEFAULT_SUBVOL with {} bytes in", req.in.size());
+  std::memcpy(&id, req.in.data(), sizeof id);
+  UBTRFS_TRY_STATUS(ctx.fs->set_default_subvolume(id));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_SUBVOL_GETFLAGS (btrfs_ioctl_subvol_getflags): on a subvolume's root directory only
+// (EINVAL elsewhere); BTRFS_SUBVOL_RDONLY when its ROOT_ITEM says read-only.
+Result<IoctlReply> subvol_getflags(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::InodeId id = UBTRFS_TRY(ctx.fs->inode_id(req.ino));
+  if (id.objectid != kFirstFreeObjectid)
+    return fail(EINVAL, "BTRFS_IOC_SUBVOL_GETFLAGS on inode {} of subvolume {}: not a subvolume root", id.objectid,
+                id.subvol);
+  const fs::SubvolumeInfo info = UBTRFS_TRY(ctx.fs->subvolume_info(id.subvol));
+  const uint64_t flags = (info.item.flags.get() & kRootSubvolRdonly) ? BTRFS_SUBVOL_RDONLY : 0;
+  return reply_bytes(&flags, sizeof flags, req, "BTRFS_IOC_SUBVOL_GETFLAGS");
+}
+
+// BTRFS_IOC_SUBVOL_SETFLAGS (btrfs_ioctl_subvol_setflags): only BTRFS_SUBVOL_RDONLY (other bits
+// EOPNOTSUPP), on a subvolume's root directory, by its owner or root.
+static_assert(BTRFS_IOC_SUBVOL_SETFLAGS == 0x4008941a);
+Result<IoctlReply> subvol_setflags(DaemonContext& ctx, const IoctlRequest& req) {
+  uint64_t flags;
+  if (req.in.size() < sizeof flags) return fail(EINVAL, "BTRFS_IOC_SUBVOL_SETFLAGS with {} bytes in", req.in.size());
+  std::memcpy(&flags, req.in.data(), sizeof flags);
+  if (flags & ~static_cast<uint64_t>(BTRFS_SUBVOL_RDONLY))
+    return fail(EOPNOTSUPP, "BTRFS_IOC_SUBVOL_SETFLAGS: unsupported flags {:#x}", flags);
+  UBTRFS_TRY_STATUS(ctx.fs->set_subvolume_readonly(req.ino, flags & BTRFS_SUBVOL_RDONLY, caller_with_caps(req)));
+  return IoctlReply{};
+}
+
+// BTRFS_IOC_GET_SUBVOL_INFO (btrfs_ioctl_get_subvol_info): the inode's subvolume, for anyone.
+Result<IoctlReply> get_subvol_info(DaemonContext& ctx, const IoctlRequest& req) {
+  const fs::SubvolumeInfo info = UBTRFS_TRY(ctx.fs->subvolume_info(UBTRFS_TRY(subvolume_of(ctx, req))));
+  btrfs_ioctl_get_subvol_info_args a{};
+  const RootItem& ri = info.item;
+  a.treeid = info.id;
+  std::memcpy(a.name, info.name.data(), std::min(info.name.size(), sizeof a.name - 1));
+  a.parent_id = info.parent_id;
+  a.dirid = info.dirid;
+  a.generation = ri.generation.get();
+  a.flags = ri.flags.get();
+  std::memcpy(a.uuid, ri.uuid, sizeof a.uuid);
+  std::memcpy(a.parent_uuid, ri.parent_uuid, sizeof a.parent_uuid);
+  std::memcpy(a.received_uuid, ri.received_uuid, sizeof a.received_uuid);
+  a.ctransid = ri.ctransid.get();
+  a.otransid = ri.otransid.get();
+  a.stransid = ri.stransid.get();
+  a.rtransid = ri.rtransid.get();
+  auto ts = [](btrfs_ioctl_timespec& out, const Timespec& t) {
+    out.sec = t.sec.get();
+    out.nsec = t.nsec.get();
+  };
+  ts(a.ctime, ri.ctime);
+  ts(a.otime, ri.otime);
+  ts(a.stime, ri.stime);
+  ts(a.rtime, ri.rtime);
+  return reply_bytes(&a, sizeof a, req, "BTRFS_IOC_GET_SUBVOL_INFO");
+}
+
 constexpr IoctlCommand kCommands[] = {
+    {BTRFS_IOC_SNAP_CREATE, "BTRFS_IOC_SNAP_CREATE", snap_create},
+    {BTRFS_IOC_SNAP_CREATE_V2, "BTRFS_IOC_SNAP_CREATE_V2", snap_create_v2},
+    {BTRFS_IOC_SNAP_DESTROY, "BTRFS_IOC_SNAP_DESTROY", snap_destroy},
+    {BTRFS_IOC_SNAP_DESTROY_V2, "BTRFS_IOC_SNAP_DESTROY_V2", snap_destroy_v2},
+    {BTRFS_IOC_SYNC, "BTRFS_IOC_SYNC", sync_now},
+    {BTRFS_IOC_START_SYNC, "BTRFS_IOC_START_SYNC", start_sync},
+    {BTRFS_IOC_WAIT_SYNC, "BTRFS_IOC_WAIT_SYNC", wait_sync},
+    {BTRFS_IOC_TREE_SEARCH, "BTRFS_IOC_TREE_SEARCH", tree_search},
+    {BTRFS_IOC_INO_LOOKUP, "BTRFS_IOC_INO_LOOKUP", ino_lookup},
+    {BTRFS_IOC_DEFAULT_SUBVOL, "BTRFS_IOC_DEFAULT_SUBVOL", default_subvol},
+    {BTRFS_IOC_SUBVOL_GETFLAGS, "BTRFS_IOC_SUBVOL_GETFLAGS", subvol_getflags},
+    {BTRFS_IOC_SUBVOL_SETFLAGS, "BTRFS_IOC_SUBVOL_SETFLAGS", subvol_setflags},
+    {BTRFS_IOC_GET_SUBVOL_INFO, "BTRFS_IOC_GET_SUBVOL_INFO", get_subvol_info},
+    {BTRFS_IOC_SUBVOL_CREATE, "BTRFS_IOC_SUBVOL_CREATE", subvol_create},
+    {BTRFS_IOC_SUBVOL_CREATE_V2, "BTRFS_IOC_SUBVOL_CREATE_V2", subvol_create_v2},
     {BTRFS_IOC_SCRUB, "BTRFS_IOC_SCRUB", scrub},
     {BTRFS_IOC_SCRUB_CANCEL, "BTRFS_IOC_SCRUB_CANCEL", scrub_cancel},
     {BTRFS_IOC_SCRUB_PROGRESS, "BTRFS_IOC_SCRUB_PROGRESS", scrub_progress},

@@ -10,7 +10,9 @@
 // FS_IOC_SETFSLABEL, the same numbers as BTRFS_IOC_GET_FSLABEL / SET_FSLABEL) and the shutdown
 // (FS_IOC_GOINGDOWN = XFS_IOC_GOINGDOWN = BTRFS_IOC_SHUTDOWN), FITRIM (fstrim), the inode flags
 // (FS_IOC_GETFLAGS / SETFLAGS / FSGETXATTR / FSSETXATTR, on the inode asked), and btrfs's own
-// (magic 0x94): BTRFS_IOC_SCRUB / SCRUB_CANCEL / SCRUB_PROGRESS (fs/scrub.h), FS_INFO, DEV_INFO. Privileged commands (CAP_SYS_ADMIN in the kernel) require caller uid 0.
+// (magic 0x94): BTRFS_IOC_SCRUB / SCRUB_CANCEL / SCRUB_PROGRESS (fs/scrub.h), FS_INFO, DEV_INFO,
+// SUBVOL_CREATE(_V2), SNAP_CREATE(_V2), SNAP_DESTROY(_V2), SUBVOL_GETFLAGS / SETFLAGS, DEFAULT_SUBVOL, GET_SUBVOL_INFO,
+// INO_LOOKUP, TREE_SEARCH (fs/subvolume.cpp, fs/tree_search.cpp), SYNC / START_SYNC / WAIT_SYNC. Privileged commands (CAP_SYS_ADMIN in the kernel) require caller uid 0.
 // Thread safety: handlers run concurrently on the FUSE worker threads; the table is immutable.
 #pragma once
 

@@ -41,6 +41,7 @@
 #include "fs/scrub.h"
 #include "io/nbd_device.h"
 #include "tools/daemon/daemon_cli.h"
+#include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_ops.h"
 #include "tools/daemon/page_cache_guard.h"
 #include "tools/daemon/lifecycle.h"
@@ -209,6 +210,7 @@ int run(const DaemonArgs& args) {
     fuse_remove_signal_handlers(se.get());
     return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
   }
+  ctx.mount_dev = mounted_device(mountpoint);  // snapshot sources are recognised by it (caller_fd.h)
 
   // The writeback cache's guard holds data space for what the kernel may keep dirty of this mount
   // (page_cache_guard.h); without the cache it only records the open files.
