@@ -306,8 +306,11 @@ Status TransactionManager::commit_locked() {
   // Pending work (snapshots) belongs to this commit: its `done` hears how the commit ended.
   std::vector<PendingWork> pending;
   {
+    // Work whose inputs went into a later transaction than this one waits for that commit.
     std::lock_guard lk(mu_);
-    pending.swap(pending_);
+    std::vector<PendingWork> later;
+    for (auto& w : pending_) (w.min_transid <= transid ? pending : later).push_back(std::move(w));
+    pending_.swap(later);
   }
   struct TellPending {
     std::vector<PendingWork>& work;

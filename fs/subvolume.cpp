@@ -61,6 +61,7 @@
 
 #include "fs/delayed_inode.h"
 #include "fs/dir_item.h"
+#include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
@@ -502,8 +503,8 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   th.end();
   spdlog::info("{}: deleted subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
                pid.subvol);
-  // The cleaner (fs/subvolume_cleaner.h) drops dead roots this mount does not hold; this one stays
-  // loaded (open files may still use it) until the next mount, where it is dropped.
+  // The cleaner (fs/subvolume_cleaner.h) drops it once the kernel holds none of its inodes and a
+  // commit has passed (open files keep it alive; an unmount leaves it to the next mount).
   fs_->wake_cleaner();
   return id;
 }
@@ -543,9 +544,14 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
     spec->index = UBTRFS_TRY(ns_->new_dir_index(*prec->tree, pid.objectid));
     th.end();
   }
+  // btrfs_mksnapshot's btrfs_start_delalloc_snapshot: what was written before this call goes into
+  // extents first, and only a commit of the transaction those landed in may take the snapshot (a
+  // commit already past its own delalloc flush must not: it would miss them).
+  UBTRFS_TRY_STATUS(data_->flush_all(true));
+  TransactionManager& txm = fs_->transactions();
+  const uint64_t min_transid = txm.running_transid();
   std::promise<Status> taken;
   auto result = taken.get_future();
-  TransactionManager& txm = fs_->transactions();
   txm.add_pending(TransactionManager::PendingWork{
       [this, spec](TreeHandle& h) { return take_snapshot(h, *spec); },
       [this, spec, p = std::make_shared<std::promise<Status>>(std::move(taken))](const Status& st) {
@@ -553,8 +559,12 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
         // commit_fs_roots); from the next transaction last_snapshot tells COW what is shared.
         if (auto r = fs_->fs_root(spec->source); r) (*r)->tree->set_force_cow(false);
         p->set_value(st);
-      }});
-  const Status committed = txm.commit(CommitCause::kRequested);
+      },
+      min_transid});
+  // A commit already running (of an older transaction) leaves it to the next one.
+  Status committed = txm.commit(CommitCause::kRequested);
+  for (int i = 0; i < 3 && committed && result.wait_for(std::chrono::seconds(0)) != std::future_status::ready; ++i)
+    committed = txm.commit(CommitCause::kRequested);
   if (result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
     if (!committed) return fail(committed.error());
     return fail(EIO, "snapshot '{}': the commit did not take it", name);

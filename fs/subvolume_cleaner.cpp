@@ -200,55 +200,56 @@ void SubvolumeCleaner::wake() {
   cv_.notify_all();
 }
 
-bool SubvolumeCleaner::loaded_root_released(uint64_t id) {
-  if (!in_use_ || in_use_(id)) {
-    released_at_.erase(id);
-    return false;
-  }
-  uint64_t committed;
-  {
-    std::lock_guard g(fs_.super_mu());
-    committed = fs_.super().generation.get();
-  }
-  auto [it, first] = released_at_.try_emplace(id, committed);
-  if (first || committed <= it->second) {
-    fs_.transactions().request_commit();  // the commit that makes it droppable
-    return false;
-  }
-  released_at_.erase(it);
-  return true;
+uint64_t SubvolumeCleaner::committed_generation() {
+  std::lock_guard g(fs_.super_mu());
+  return fs_.super().generation.get();
+}
+
+bool SubvolumeCleaner::eligible(uint64_t id, bool at_mount) {
+  // As the kernel's cleaner, which takes a dead root only after the commit that recorded its
+  // death (btrfs_add_dead_root at commit, the cleaner woken after it): seen dead by the first scan
+  // of this mount means committed dead; seen later, it waits for the next commit — never forced.
+  const uint64_t committed = committed_generation();
+  auto it = dead_since_.try_emplace(id, at_mount ? 0 : committed).first;
+  if (committed <= it->second) return false;
+  if (!fs_.root_loaded(id)) return true;
+  // Loaded by this mount: also only once the kernel holds none of its inodes (see Safety).
+  return in_use_ && !in_use_(id);
 }
 
 void SubvolumeCleaner::loop() {
-  bool waiting_for_loaded = false;
+  bool waiting = false;
+  bool first_scan = true;
   for (;;) {
     {
       std::unique_lock lk(mu_);
-      if (waiting_for_loaded)
+      if (waiting)
         cv_.wait_for(lk, std::chrono::seconds(2), [&] { return stop_ || woken_; });
       else
         cv_.wait(lk, [&] { return stop_ || woken_; });
       if (stop_) return;
       woken_ = false;
     }
-    waiting_for_loaded = false;
+    waiting = false;
     auto roots = dead_roots();
     if (!roots) {
       spdlog::error("{}: subvolume cleaner: {}", fs_.path(), roots.error().message);
       continue;
     }
+    const bool at_mount = first_scan;
+    first_scan = false;
     for (uint64_t id : *roots) {
+      if (!eligible(id, at_mount)) {
+        waiting = true;  // look again in a few seconds
+        continue;
+      }
       if (fs_.root_loaded(id)) {
-        if (!loaded_root_released(id)) {
-          waiting_for_loaded = true;  // look again in a few seconds
-          continue;
-        }
         // Refuse new loads first, then look once more: a load (a file handle) that won the race
         // holds an inode now.
         fs_.set_root_dropped(id, true);
         if (in_use_(id)) {
           fs_.set_root_dropped(id, false);
-          waiting_for_loaded = true;
+          waiting = true;
           continue;
         }
       }

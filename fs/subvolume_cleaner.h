@@ -16,12 +16,15 @@
 // the node at drop_level; everything left of that path is gone), so each commit holds a
 // consistent partial drop and a crash resumes at the next mount where the last commit left it.
 // When the root block itself is freed, the ROOT_ITEM and the ORPHAN_ITEM go.
-// Safety: nothing may COW into, or read from, a tree being dropped. A dead root this mount never
-// loaded is dropped at once. One it loaded (a subvolume deleted in this session, or browsed
-// before) is dropped only when the kernel holds none of its inodes (no open file, no cached
-// dentry: the in-use check the Filesystem gives) and a commit has completed since that was first
-// seen — that commit wrote its delayed items and delalloc; with no inode held none can appear.
-// Until then it is looked at again every few seconds; an unmount leaves it to the next mount.
+// When: as the kernel's cleaner, only after the commit that recorded the death (a root dead at
+// mount at once; one deleted in this session after the next commit — never forcing one, so
+// `btrfs subvolume list -d` shows it until then, as on the kernel).
+// Safety: nothing may COW into, or read from, a tree being dropped. A dead root this mount loaded
+// (deleted in this session, or browsed before) is dropped only when, besides, the kernel holds
+// none of its inodes (no open file, no cached dentry: the in-use check the Filesystem gives) —
+// the commit since its death wrote its delayed items and delalloc, and with no inode held none can
+// appear. Until then it is looked at again every few seconds; an unmount leaves it to the next
+// mount.
 // Read-only mounts never start the cleaner.
 // Thread safety: start/stop/wake from any thread; the drop runs on the cleaner's thread only.
 #pragma once
@@ -75,8 +78,9 @@ class SubvolumeCleaner {
 
  private:
   void loop();
-  // Whether dead root `id`, loaded by this mount, may be dropped now (see Safety).
-  bool loaded_root_released(uint64_t id);
+  // Whether dead root `id` may be dropped now (see Safety); `at_mount`: found by the first scan.
+  bool eligible(uint64_t id, bool at_mount);
+  uint64_t committed_generation();
 
   FsInfo& fs_;
   mutable std::mutex mu_;
@@ -85,9 +89,9 @@ class SubvolumeCleaner {
   bool woken_ = false;        // GUARDED_BY(mu_)
   uint64_t blocks_dropped_ = 0;  // GUARDED_BY(mu_)
   std::function<bool(uint64_t)> in_use_;
-  // Loaded dead roots found unreferenced: the committed generation when first seen so (cleaner
-  // thread only).
-  std::map<uint64_t, uint64_t> released_at_;
+  // Dead roots and the committed generation when this mount first saw them dead (0: dead at
+  // mount); cleaner thread only.
+  std::map<uint64_t, uint64_t> dead_since_;
   std::thread thread_;
 };
 

@@ -171,6 +171,9 @@ class TransactionManager {
   struct PendingWork {
     std::function<Status(TreeHandle&)> run;
     std::function<void(const Status&)> done;
+    // Only a commit of this transaction or a later one takes it: what the work must see (a
+    // snapshot's source data, flushed by the caller) went into that transaction. 0: any commit.
+    uint64_t min_transid = 0;
   };
   void add_pending(PendingWork w);
   // Deletes the data checksums of [bytenr, bytenr+len) from the csum tree: the commit calls it for
@@ -199,7 +202,7 @@ class TransactionManager {
   void start_commit_thread(std::chrono::seconds interval);
   void stop_commit_thread();
 
-  uint64_t running_transid() const;
+  uint64_t running_transid() const;  // the transaction handles join now
   // True while a commit has closed the gate and waits for the running handles (or runs): the
   // kernel's scrub_pause_req. A long holder of a handle (scrub, fs/scrub.h) ends it on seeing it.
   bool commit_waiting() const;
