@@ -61,6 +61,7 @@
 
 #include "fs/delayed_inode.h"
 #include "fs/dir_item.h"
+#include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
@@ -543,6 +544,11 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
     spec->index = UBTRFS_TRY(ns_->new_dir_index(*prec->tree, pid.objectid));
     th.end();
   }
+  // btrfs_start_delalloc_snapshot + wait_ordered_extents: the data already written reaches the
+  // trees before the snapshot can be taken, whichever commit takes it (one already past its own
+  // pre-commit flush may). Without it a file written just before showed holes in the snapshot
+  // (stress_snapshots_ubtrfs_test). wait_for_locks: the caller holds no inode lock here.
+  UBTRFS_TRY_STATUS(data_->flush_all(true));
   std::promise<Status> taken;
   auto result = taken.get_future();
   TransactionManager& txm = fs_->transactions();
