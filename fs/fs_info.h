@@ -54,6 +54,10 @@ struct RootRecord {
   RootItem item{};       // as last read or committed; bytenr/level/generation refreshed at commit
   uint32_t item_size = sizeof(RootItem);  // on-disk size (kernel images may carry the legacy 239 bytes)
   uint64_t key_offset = 0;               // the ROOT_ITEM key's offset (a snapshot's creation transid)
+  // BTRFS_ROOT_SUBVOL_RDONLY of `item.flags`, readable by every operation without the commit's or
+  // the subvolume code's exclusion (fs/subvolume.cpp check_subvol_writable); set at load and by
+  // whoever changes the flag.
+  std::atomic<bool> readonly{false};
   uint64_t objectid() const { return tree->objectid(); }
 };
 

@@ -14,8 +14,8 @@
 //     INODE_REF (the root ref is the back reference); D's size grows by 2 x len(N), mtime/ctime now;
 //   - UUID tree: UUID_KEY_SUBVOL for S's uuid holding S (appended to the item on a collision).
 // Ids: btrfs_get_free_objectid on the root tree — the highest objectid below LAST_FREE + 1, at
-// least 256 (FIRST_FREE), seeded once and never reused while mounted (a deleted subvolume's id
-// stays taken until its ROOT_ITEM is gone).
+// least 256 (FIRST_FREE), seeded at mount before the cleaner may remove a dead root's item, and
+// never reused while mounted.
 //
 // Order and failure: everything is checked before the handle starts (existence, permission, the
 // DIR_ITEM's room), and the handle reserves every item up front, so ENOSPC comes at the call with
@@ -44,9 +44,9 @@
 // at the call, then taken inside the next commit (TransactionManager::add_pending), as the kernel's
 // create_pending_snapshot: the call returns once that commit is on disk.
 //
-// Not here (issue 16, later steps): the UUID tree's creation on an image that
-// has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
-// late), and the subvolume's ctransid/ctime following later changes inside it.
+// Not here (issue 16, later steps): the UUID tree's creation on an image that has none (the
+// kernel creates it at its next read-write mount and rescans, so the entry is only late), the
+// subvolume's ctransid/ctime following later changes inside it, and rmdir of a subvolume entry.
 #include <endian.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -193,7 +193,7 @@ Result<InodeItem> Filesystem::check_new_subvolume(RootRecord& prec, InodeId pid,
   UBTRFS_TRY_STATUS(check_may_write_dir(pii, pid.objectid, c));
   UBTRFS_TRY_STATUS(check_may_create(pii, pid.objectid));
   UBTRFS_TRY_STATUS(check_dir_item_room(proot, pid.objectid, name));
-  if (prec.item.flags.get() & kRootSubvolRdonly)
+  if (prec.readonly.load(std::memory_order_acquire))
     return fail(EROFS, "new subvolume '{}': subvolume {} is read-only", name, pid.subvol);
   return pii;
 }
@@ -639,6 +639,7 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
   ri.rtime = Timespec{};
   rec->item_size = sizeof(RootItem);
   rec->key_offset = transid;
+  rec->readonly = s.readonly;
   rec->tree = std::move(tree);
   UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.id, kRootItemKey, transid},
                                 std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ri), sizeof ri)));
@@ -663,8 +664,7 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
 
 Status Filesystem::check_subvol_writable(InodeId id, std::string_view what) {
   RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
-  if (rec->item.flags.get() & kRootSubvolRdonly)
-    return fail(EROFS, "{}: subvolume {} is read-only", what, id.subvol);
+  if (rec->readonly.load(std::memory_order_acquire)) return fail(EROFS, "{}: subvolume {} is read-only", what, id.subvol);
   return {};
 }
 
@@ -696,6 +696,7 @@ Status Filesystem::set_subvolume_readonly(uint64_t ino, bool readonly, const Cal
     UBTRFS_TRY_STATUS(write_item_body(th.tree(), fs_->root_tree(), Key{id.subvol, kRootItemKey, rec->key_offset},
                                       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
     rec->item.flags = new_flags;  // no commit can run: this handle is open
+    rec->readonly.store(readonly, std::memory_order_release);
     th.end();
   }
   spdlog::info("{}: subvolume {} is now {}", fs_->path(), id.subvol, readonly ? "read-only" : "read-write");
