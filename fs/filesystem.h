@@ -316,7 +316,13 @@ class Filesystem {
   // btrfs create_pending_snapshot (subvolume.cpp). REQUIRES: inside a commit, gate closed.
   [[nodiscard]] Status take_snapshot(TreeHandle& h, const PendingSnapshot& s);
   // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
-  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
+  // by_rmdir: rmdir(2)'s rules instead of the ioctl's (no capability needed, the subvolume must be
+  // empty: ENOTEMPTY).
+  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c,
+                                                         bool by_rmdir = false);
+  // rmdir of a subvolume entry (btrfs_rmdir): deletes the subvolume when it is empty, or removes
+  // the entry alone when it leads to the empty stand-in (subvolume.cpp).
+  [[nodiscard]] Status rmdir_subvolume(InodeId dir, std::string_view name);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the

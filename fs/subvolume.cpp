@@ -45,8 +45,9 @@
 // create_pending_snapshot: the call returns once that commit is on disk.
 //
 // Not here (issue 16, later steps): the UUID tree's creation on an image that has none (the
-// kernel creates it at its next read-write mount and rescans, so the entry is only late), the
-// subvolume's ctransid/ctime following later changes inside it, and rmdir of a subvolume entry.
+// kernel creates it at its next read-write mount and rescans, so the entry is only late), and the
+// subvolume's ctransid/ctime following later changes inside it. rmdir of a subvolume entry
+// (btrfs_rmdir) is rmdir_subvolume: an empty subvolume is deleted, a stand-in's entry removed.
 #include <endian.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -421,7 +422,57 @@ Result<uint64_t> Filesystem::delete_subvolume_by_id(uint64_t id, const Caller& c
   return deleted;
 }
 
-Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_view name, const Caller& c) {
+Status Filesystem::rmdir_subvolume(InodeId pid, std::string_view name) {
+  std::lock_guard subvol_guard(subvol_mu_);
+  RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
+  TreeRoot& proot = *prec->tree;
+  auto entry = UBTRFS_TRY(lookup_dir_entry(proot, pid.objectid, name));
+  if (!entry) return fail(ENOENT, "no entry '{}' in directory {}", name, pid.objectid);
+  const uint64_t sub = entry->location.objectid;
+  auto ref = UBTRFS_TRY(lookup_item(fs_->root_tree(), Key{pid.subvol, kRootRefKey, sub}));
+  bool lives_here = false;
+  if (ref && ref->size() >= sizeof(RootRef)) {
+    RootRef r;
+    std::memcpy(&r, ref->data(), sizeof r);
+    const std::string_view rname(reinterpret_cast<const char*>(ref->data()) + sizeof r,
+                                 std::min<size_t>(r.name_len.get(), ref->size() - sizeof r));
+    lives_here = r.dirid.get() == pid.objectid && rname == name;
+  }
+  if (lives_here) {
+    UBTRFS_TRY(delete_subvolume_locked(pid, name, Caller{}, true));
+    return {};
+  }
+  // The stand-in (an entry a snapshot inherited): btrfs_unlink_subvol without a root ref — the
+  // entry goes, found in the DIR_INDEX items by its name.
+  auto guard = locks_.lock({pid});
+  InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
+  std::optional<uint64_t> index;
+  for (uint64_t start = 2; !index;) {
+    auto batch = UBTRFS_TRY(read_dir_index(proot, pid.objectid, start, 256));
+    if (batch.empty()) break;
+    for (const auto& ie : batch)
+      if (ie.entry.name == name) index = ie.index;
+    start = batch.back().index + 1;
+  }
+  if (!index) return fail(EUCLEAN, "directory {} of subvolume {}: '{}' has no DIR_INDEX", pid.objectid, pid.subvol, name);
+  auto th = UBTRFS_TRY(fs_->transactions().start(3, alloc::FlushMode::kFlushAllSteal));
+  {
+    std::optional<DelayedIndexQueue> queue;
+    if (DelayedInodes* d = fs_->delayed_inodes()) queue.emplace(*d, th, proot);
+    UBTRFS_TRY_STATUS(delete_dir_entry(th.tree(), proot, pid.objectid, name, *index, queue ? &*queue : nullptr));
+  }
+  const Timespec now = now_btrfs();
+  pii.size = pii.size.get() - std::min<uint64_t>(2 * name.size(), pii.size.get());
+  pii.mtime = now;
+  pii.ctime = now;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, proot, pid.objectid, pii));
+  if (TreeLog* log = fs_->tree_log()) log->note_unlink(pid, th.transid());
+  th.end();
+  return {};
+}
+
+Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_view name, const Caller& c,
+                                                     bool by_rmdir) {
   RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
   TreeRoot& proot = *prec->tree;
   auto guard = locks_.lock({pid});
@@ -434,9 +485,14 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   if (entry->location.type != kRootItemKey)
     return fail(EINVAL, "'{}' in directory {} is not a subvolume", name, pid.objectid);
   const uint64_t id = entry->location.objectid;
-  // Without CAP_SYS_ADMIN the kernel wants user_subvol_rm_allowed, which ubtrfs has no option for.
-  if (c.uid != 0) return fail(EPERM, "delete subvolume {} by uid {}: operation not permitted", id, c.uid);
+  // Without CAP_SYS_ADMIN the kernel wants user_subvol_rm_allowed, which ubtrfs has no option for;
+  // rmdir(2) needs no capability (the VFS checked the parent's permissions), only an empty subvolume.
+  if (c.uid != 0 && !by_rmdir) return fail(EPERM, "delete subvolume {} by uid {}: operation not permitted", id, c.uid);
   RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
+  if (by_rmdir) {
+    const InodeItem root_dir = UBTRFS_TRY(read_inode(*fs_, *rec->tree, kFirstFreeObjectid));
+    if (root_dir.size.get() > 0) return fail(ENOTEMPTY, "rmdir of subvolume {}: not empty", id);
+  }
   if (rec->item.refs.get() == 0) return fail(ENOENT, "subvolume {} is already deleted", id);
   if (id == numbers_.mounted_subvol()) return fail(EBUSY, "subvolume {} is the mounted one", id);
   {

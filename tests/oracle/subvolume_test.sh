@@ -27,6 +27,7 @@
 #     (their space comes back)
 #   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
 #     non-owner, unknown flags, a '/' in the name) (in the same comparison)
+#   rmdir_of_an_empty_subvolume_deletes_it, rmdir_of_a_stand_in_removes_the_entry (in the comparison)
 #   subvolume_snapshot_same_transcript_as_kernel_btrfs (rw, -r, nested, of the top level; list -s,
 #     show's parent uuid and snapshot list, changes on either side; deleting them) (in the comparison)
 #   read_only_subvolume_refuses_every_change_with_erofs (in the same comparison; deleting it works)
@@ -162,6 +163,16 @@ script() {
   step touch top-snap/sv/x
   step mkdir top-snap/sv/y
   step stat -c '%n %F %a %h %u %s' top-snap/sv
+  # rmdir: the stand-in's entry goes; an empty subvolume is deleted (by its owner too, without any
+  # capability), a non-empty one is not.
+  step rmdir top-snap/sv
+  step ls -a top-snap
+  step "$TOOL" subvolume create empty
+  step rmdir sv
+  step rmdir empty
+  step "${NOBODY[@]}" "$TOOL" subvolume create own/nsub
+  step "${NOBODY[@]}" rmdir own/nsub
+  step ls -a own
   step touch d/snap-ro/x
   step "$TOOL" subvolume list -s .
   step "$TOOL" subvolume list -q -u -R .
@@ -290,8 +301,8 @@ for id in $dead_ids; do
   grep -A3 "key ($id ROOT_ITEM " <<<"$dump" | grep -q "refs 0" || dead_ok=0
   grep -qE "key \($id ROOT_BACKREF|ROOT_REF $id\)" <<<"$dump" && dead_ok=0
 done
-# late, d/inner, a, own/mine, snap-rw, top-snap, d/nested, third
-(($(wc -w <<<"$dead_ids") == 8 && dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item ($(echo $dead_ids))" ||
+# late, d/inner, a, own/mine, empty, own/nsub, snap-rw, top-snap, d/nested, third
+(($(wc -w <<<"$dead_ids") == 10 && dead_ok)) && pass "subvolume_delete_leaves_a_dead_root_with_an_orphan_item ($(echo $dead_ids))" ||
   failed "dead roots '$(echo $dead_ids)': $(grep -E 'ORPHAN|ROOT_REF|ROOT_BACKREF' <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
 check_clean "$uimg" && pass "subvolume_create_and_delete_image_check_clean (btrfs check, both modes, dead roots not yet dropped)" ||
   failed "image not check-clean after the creates"
