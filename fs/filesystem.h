@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -302,6 +303,12 @@ class Filesystem {
   // REQUIRES: subvol_mu_ and the parent's inode lock held.
   [[nodiscard]] Result<InodeItem> check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
                                                       const Caller& c);
+  // A deleted subvolume is retired (FsInfo::retire_root) by the next commit once the kernel holds
+  // no inode of it, so the cleaner drops it in this session (subvolume.cpp).
+  void retire_when_unused(uint64_t id);
+  [[nodiscard]] Status retire_dead_root(TreeHandle& h, uint64_t id);
+  std::mutex retire_mu_;
+  std::set<uint64_t> retire_queued_;  // GUARDED_BY(retire_mu_)
   // Seeds the next subvolume id from the root tree (subvolume.cpp). REQUIRES: at mount, before the
   // cleaner starts.
   [[nodiscard]] Status seed_subvolume_ids();
@@ -316,7 +323,13 @@ class Filesystem {
   // btrfs create_pending_snapshot (subvolume.cpp). REQUIRES: inside a commit, gate closed.
   [[nodiscard]] Status take_snapshot(TreeHandle& h, const PendingSnapshot& s);
   // delete_subvolume's work once the name is known (subvolume.cpp). REQUIRES: subvol_mu_ held.
-  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c);
+  // by_rmdir: rmdir(2)'s rules instead of the ioctl's (no capability needed, the subvolume must be
+  // empty: ENOTEMPTY).
+  [[nodiscard]] Result<uint64_t> delete_subvolume_locked(InodeId dir, std::string_view name, const Caller& c,
+                                                         bool by_rmdir = false);
+  // rmdir of a subvolume entry (btrfs_rmdir): deletes the subvolume when it is empty, or removes
+  // the entry alone when it leads to the empty stand-in (subvolume.cpp).
+  [[nodiscard]] Status rmdir_subvolume(InodeId dir, std::string_view name);
   [[nodiscard]] Status change_flags(uint64_t ino, std::optional<FsXattr> x, uint32_t fsflags, const Caller& c);
   [[nodiscard]] Status cleanup_orphans();  // filesystem_ns.cpp; REQUIRES: read-write, before FUSE starts
   // touch_atime (filesystem.cpp): the access time of a file read or a directory listed, by the

@@ -279,6 +279,9 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_ || fs_->is_shutdown()) return;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return;
+  // The last reference into a deleted subvolume: it can be dropped now (fs/subvolume.cpp).
+  if (auto rec = fs_->fs_root(id->subvol); rec && (*rec)->item.refs.get() == 0 && !ns_->subvol_referenced(id->subvol))
+    retire_when_unused(id->subvol);
   auto guard = locks_.lock({*id});
   if (auto st = evict_if_unused(*ns_, **root, *id); !st)
     spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
@@ -646,7 +649,16 @@ Status Filesystem::rmdir(uint64_t parent, std::string_view name) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("rmdir"));
   if (fs_->read_only() || unmounted_) return fail(EROFS, "rmdir '{}': read-only filesystem", name);
   UBTRFS_TRY_STATUS(check_subvol_writable(parent, "rmdir"));
-  return remove_entry(*ns_, UBTRFS_TRY(numbers_.from_fuse(parent)), name, true);
+  const InodeId pid = UBTRFS_TRY(numbers_.from_fuse(parent));
+  {
+    // btrfs_rmdir on a subvolume entry: an empty subvolume is deleted, a stand-in's entry removed
+    // (fs/subvolume.cpp rmdir_subvolume).
+    auto* root = UBTRFS_TRY(tree_of(*fs_, pid.subvol));
+    if (name.size() <= kNameLen)
+      if (auto e = UBTRFS_TRY(lookup_dir_entry(*root, pid.objectid, name)); e && e->location.type == kRootItemKey)
+        return rmdir_subvolume(pid, name);
+  }
+  return remove_entry(*ns_, pid, name, true);
 }
 
 // ---- rename ---------------------------------------------------------------------------------------

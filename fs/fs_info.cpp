@@ -220,6 +220,7 @@ Result<std::unique_ptr<RootRecord>> FsInfo::load_root_record(uint64_t objectid, 
   std::memcpy(&rec->item, body.data(), body.size());
   rec->item_size = static_cast<uint32_t>(body.size());
   rec->key_offset = key.offset;
+  rec->readonly = (rec->item.flags.get() & kRootSubvolRdonly) != 0;
   path.release();
   rec->tree = UBTRFS_TRY(load_tree(*tctx_, objectid, rec->item.bytenr, rec->item.level, rec->item.generation));
   // Blocks at or below it may be shared with a snapshot (the COW's update_ref_for_cow).
@@ -377,6 +378,14 @@ RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
   RootRecord* p = rec.get();
   fs_roots_[p->objectid()] = std::move(rec);
   return p;
+}
+
+void FsInfo::retire_root(uint64_t objectid) {
+  std::lock_guard g(fs_roots_mu_);
+  auto it = fs_roots_.find(objectid);
+  if (it == fs_roots_.end()) return;
+  retired_roots_.push_back(std::move(it->second));
+  fs_roots_.erase(it);
 }
 
 bool FsInfo::root_loaded(uint64_t objectid) {

@@ -14,8 +14,8 @@
 //     INODE_REF (the root ref is the back reference); D's size grows by 2 x len(N), mtime/ctime now;
 //   - UUID tree: UUID_KEY_SUBVOL for S's uuid holding S (appended to the item on a collision).
 // Ids: btrfs_get_free_objectid on the root tree — the highest objectid below LAST_FREE + 1, at
-// least 256 (FIRST_FREE), seeded once and never reused while mounted (a deleted subvolume's id
-// stays taken until its ROOT_ITEM is gone).
+// least 256 (FIRST_FREE), seeded at mount before the cleaner may remove a dead root's item, and
+// never reused while mounted.
 //
 // Order and failure: everything is checked before the handle starts (existence, permission, the
 // DIR_ITEM's room), and the handle reserves every item up front, so ENOSPC comes at the call with
@@ -44,9 +44,10 @@
 // at the call, then taken inside the next commit (TransactionManager::add_pending), as the kernel's
 // create_pending_snapshot: the call returns once that commit is on disk.
 //
-// Not here (issue 16, later steps): the UUID tree's creation on an image that
-// has none (the kernel creates it at its next read-write mount and rescans, so the entry is only
-// late), and the subvolume's ctransid/ctime following later changes inside it.
+// Not here (issue 16, later steps): the UUID tree's creation on an image that has none (the
+// kernel creates it at its next read-write mount and rescans, so the entry is only late), and the
+// subvolume's ctransid/ctime following later changes inside it. rmdir of a subvolume entry
+// (btrfs_rmdir) is rmdir_subvolume: an empty subvolume is deleted, a stand-in's entry removed.
 #include <endian.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -193,7 +194,7 @@ Result<InodeItem> Filesystem::check_new_subvolume(RootRecord& prec, InodeId pid,
   UBTRFS_TRY_STATUS(check_may_write_dir(pii, pid.objectid, c));
   UBTRFS_TRY_STATUS(check_may_create(pii, pid.objectid));
   UBTRFS_TRY_STATUS(check_dir_item_room(proot, pid.objectid, name));
-  if (prec.item.flags.get() & kRootSubvolRdonly)
+  if (prec.readonly.load(std::memory_order_acquire))
     return fail(EROFS, "new subvolume '{}': subvolume {} is read-only", name, pid.subvol);
   return pii;
 }
@@ -421,7 +422,57 @@ Result<uint64_t> Filesystem::delete_subvolume_by_id(uint64_t id, const Caller& c
   return deleted;
 }
 
-Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_view name, const Caller& c) {
+Status Filesystem::rmdir_subvolume(InodeId pid, std::string_view name) {
+  std::lock_guard subvol_guard(subvol_mu_);
+  RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
+  TreeRoot& proot = *prec->tree;
+  auto entry = UBTRFS_TRY(lookup_dir_entry(proot, pid.objectid, name));
+  if (!entry) return fail(ENOENT, "no entry '{}' in directory {}", name, pid.objectid);
+  const uint64_t sub = entry->location.objectid;
+  auto ref = UBTRFS_TRY(lookup_item(fs_->root_tree(), Key{pid.subvol, kRootRefKey, sub}));
+  bool lives_here = false;
+  if (ref && ref->size() >= sizeof(RootRef)) {
+    RootRef r;
+    std::memcpy(&r, ref->data(), sizeof r);
+    const std::string_view rname(reinterpret_cast<const char*>(ref->data()) + sizeof r,
+                                 std::min<size_t>(r.name_len.get(), ref->size() - sizeof r));
+    lives_here = r.dirid.get() == pid.objectid && rname == name;
+  }
+  if (lives_here) {
+    UBTRFS_TRY(delete_subvolume_locked(pid, name, Caller{}, true));
+    return {};
+  }
+  // The stand-in (an entry a snapshot inherited): btrfs_unlink_subvol without a root ref — the
+  // entry goes, found in the DIR_INDEX items by its name.
+  auto guard = locks_.lock({pid});
+  InodeItem pii = UBTRFS_TRY(read_inode(*fs_, proot, pid.objectid));
+  std::optional<uint64_t> index;
+  for (uint64_t start = 2; !index;) {
+    auto batch = UBTRFS_TRY(read_dir_index(proot, pid.objectid, start, 256));
+    if (batch.empty()) break;
+    for (const auto& ie : batch)
+      if (ie.entry.name == name) index = ie.index;
+    start = batch.back().index + 1;
+  }
+  if (!index) return fail(EUCLEAN, "directory {} of subvolume {}: '{}' has no DIR_INDEX", pid.objectid, pid.subvol, name);
+  auto th = UBTRFS_TRY(fs_->transactions().start(3, alloc::FlushMode::kFlushAllSteal));
+  {
+    std::optional<DelayedIndexQueue> queue;
+    if (DelayedInodes* d = fs_->delayed_inodes()) queue.emplace(*d, th, proot);
+    UBTRFS_TRY_STATUS(delete_dir_entry(th.tree(), proot, pid.objectid, name, *index, queue ? &*queue : nullptr));
+  }
+  const Timespec now = now_btrfs();
+  pii.size = pii.size.get() - std::min<uint64_t>(2 * name.size(), pii.size.get());
+  pii.mtime = now;
+  pii.ctime = now;
+  UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, proot, pid.objectid, pii));
+  if (TreeLog* log = fs_->tree_log()) log->note_unlink(pid, th.transid());
+  th.end();
+  return {};
+}
+
+Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_view name, const Caller& c,
+                                                     bool by_rmdir) {
   RootRecord* prec = UBTRFS_TRY(fs_->fs_root(pid.subvol));
   TreeRoot& proot = *prec->tree;
   auto guard = locks_.lock({pid});
@@ -434,9 +485,14 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   if (entry->location.type != kRootItemKey)
     return fail(EINVAL, "'{}' in directory {} is not a subvolume", name, pid.objectid);
   const uint64_t id = entry->location.objectid;
-  // Without CAP_SYS_ADMIN the kernel wants user_subvol_rm_allowed, which ubtrfs has no option for.
-  if (c.uid != 0) return fail(EPERM, "delete subvolume {} by uid {}: operation not permitted", id, c.uid);
+  // Without CAP_SYS_ADMIN the kernel wants user_subvol_rm_allowed, which ubtrfs has no option for;
+  // rmdir(2) needs no capability (the VFS checked the parent's permissions), only an empty subvolume.
+  if (c.uid != 0 && !by_rmdir) return fail(EPERM, "delete subvolume {} by uid {}: operation not permitted", id, c.uid);
   RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
+  if (by_rmdir) {
+    const InodeItem root_dir = UBTRFS_TRY(read_inode(*fs_, *rec->tree, kFirstFreeObjectid));
+    if (root_dir.size.get() > 0) return fail(ENOTEMPTY, "rmdir of subvolume {}: not empty", id);
+  }
   if (rec->item.refs.get() == 0) return fail(ENOENT, "subvolume {} is already deleted", id);
   if (id == numbers_.mounted_subvol()) return fail(EBUSY, "subvolume {} is the mounted one", id);
   {
@@ -506,6 +562,7 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   // The cleaner (fs/subvolume_cleaner.h) drops it once the kernel holds none of its inodes and a
   // commit has passed (open files keep it alive; an unmount leaves it to the next mount).
   fs_->wake_cleaner();
+  retire_when_unused(id);
   return id;
 }
 
@@ -643,6 +700,7 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
   ri.rtime = Timespec{};
   rec->item_size = sizeof(RootItem);
   rec->key_offset = transid;
+  rec->readonly = s.readonly;
   rec->tree = std::move(tree);
   UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.id, kRootItemKey, transid},
                                 std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ri), sizeof ri)));
@@ -667,8 +725,7 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
 
 Status Filesystem::check_subvol_writable(InodeId id, std::string_view what) {
   RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id.subvol));
-  if (rec->item.flags.get() & kRootSubvolRdonly)
-    return fail(EROFS, "{}: subvolume {} is read-only", what, id.subvol);
+  if (rec->readonly.load(std::memory_order_acquire)) return fail(EROFS, "{}: subvolume {} is read-only", what, id.subvol);
   return {};
 }
 
@@ -700,10 +757,54 @@ Status Filesystem::set_subvolume_readonly(uint64_t ino, bool readonly, const Cal
     UBTRFS_TRY_STATUS(write_item_body(th.tree(), fs_->root_tree(), Key{id.subvol, kRootItemKey, rec->key_offset},
                                       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
     rec->item.flags = new_flags;  // no commit can run: this handle is open
+    rec->readonly.store(readonly, std::memory_order_release);
     th.end();
   }
   spdlog::info("{}: subvolume {} is now {}", fs_->path(), id.subvol, readonly ? "read-only" : "read-write");
   return fs_->transactions().commit(CommitCause::kRequested);
+}
+
+void Filesystem::retire_when_unused(uint64_t id) {
+  {
+    std::lock_guard g(retire_mu_);
+    if (!retire_queued_.insert(id).second) return;  // the next commit checks it already
+  }
+  fs_->transactions().add_pending(TransactionManager::PendingWork{
+      [this, id](TreeHandle& h) {
+        {
+          std::lock_guard g(retire_mu_);
+          retire_queued_.erase(id);
+        }
+        return retire_dead_root(h, id);
+      },
+      [this](const Status& st) {
+        if (st) fs_->wake_cleaner();
+      }});
+}
+
+// In a commit (gate closed: no operation runs, the delayed items are written, delalloc was flushed
+// before the gate): a dead root no inode of which the kernel holds gets its ROOT_ITEM pointed at
+// its current root block (the commit writes only loaded roots' items) and is retired, so the
+// cleaner may drop it. Referenced again meanwhile: left alone; its last forget queues it again.
+Status Filesystem::retire_dead_root(TreeHandle& h, uint64_t id) {
+  if (!fs_->root_loaded(id) || ns_->subvol_referenced(id)) return {};
+  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
+  if (rec->item.refs.get() != 0) return {};
+  EbRef node = rec->tree->node();
+  if (rec->item.bytenr.get() != node->start() || rec->item.generation.get() != node->generation() ||
+      rec->item.level != node->level()) {
+    RootItem item = rec->item;
+    item.bytenr = node->start();
+    item.level = static_cast<uint8_t>(node->level());
+    item.generation = node->generation();
+    if (rec->item_size >= sizeof(RootItem)) item.generation_v2 = node->generation();
+    UBTRFS_TRY_STATUS(write_item_body(h, fs_->root_tree(), Key{id, kRootItemKey, rec->key_offset},
+                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
+    rec->item = item;
+  }
+  fs_->retire_root(id);
+  spdlog::debug("{}: deleted subvolume {} no longer in use: the cleaner may drop it", fs_->path(), id);
+  return {};
 }
 
 }  // namespace ubtrfs::fs

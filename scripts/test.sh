@@ -211,7 +211,7 @@ if ((sanitizers)); then
     run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
   # Snapshots under TSan (issue 16): shared-block COW with lookups racing the delayed-ref runner,
   # the commit taking snapshots, the cleaner's thread; and the kernel-made snapshot image.
-  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
+  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=400 UBTRFS_UMOUNT_TIMEOUT=900 \
     run_suite "$B" -R '^oracle_(stress_snapshots|snapshot_kernel_image|subvolume_cleaner)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'

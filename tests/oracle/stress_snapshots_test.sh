@@ -7,8 +7,8 @@
 # checker, the kernel sees the manifest, a remount sees it. The deleted snapshots are dropped by
 # the cleaner while the workload runs.
 #
-# Knobs: UBTRFS_STRESS_SNAP_NOPS (ops per worker, default 3000; the acceptance run uses 20000),
+# Knobs: UBTRFS_STRESS_SNAP_NOPS (ops per worker, default 1000 for CI; the acceptance run: 20000),
 # UBTRFS_STRESS_PROCS, UBTRFS_STRESS_SEED as in stress_ubtrfs_test.sh.
 export UBTRFS_STRESS_EXTRA="--snapshots"
-export UBTRFS_STRESS_NOPS=${UBTRFS_STRESS_SNAP_NOPS:-3000}
+export UBTRFS_STRESS_NOPS=${UBTRFS_STRESS_SNAP_NOPS:-1000}
 exec bash "$(dirname "${BASH_SOURCE[0]}")/stress_ubtrfs_test.sh"

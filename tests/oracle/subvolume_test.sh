@@ -27,6 +27,7 @@
 #     (their space comes back)
 #   subvolume_snapshot_refusals_same_as_kernel_btrfs (not a subvolume, EXDEV, EBADF, EPERM for a
 #     non-owner, unknown flags, a '/' in the name) (in the same comparison)
+#   rmdir_of_an_empty_subvolume_deletes_it, rmdir_of_a_stand_in_removes_the_entry (in the comparison)
 #   subvolume_snapshot_same_transcript_as_kernel_btrfs (rw, -r, nested, of the top level; list -s,
 #     show's parent uuid and snapshot list, changes on either side; deleting them) (in the comparison)
 #   read_only_subvolume_refuses_every_change_with_erofs (in the same comparison; deleting it works)
@@ -162,6 +163,16 @@ script() {
   step touch top-snap/sv/x
   step mkdir top-snap/sv/y
   step stat -c '%n %F %a %h %u %s' top-snap/sv
+  # rmdir: the stand-in's entry goes; an empty subvolume is deleted (by its owner too, without any
+  # capability), a non-empty one is not.
+  step rmdir top-snap/sv
+  step ls -a top-snap
+  step "$TOOL" subvolume create empty
+  step rmdir sv
+  step rmdir empty
+  step "${NOBODY[@]}" "$TOOL" subvolume create own/nsub
+  step "${NOBODY[@]}" rmdir own/nsub
+  step ls -a own
   step touch d/snap-ro/x
   step "$TOOL" subvolume list -s .
   step "$TOOL" subvolume list -q -u -R .
@@ -339,9 +350,16 @@ btrfs subvolume set-default 5 "$kmnt" || failed "kernel set-default 5"
 kernel_umount "$kmnt"
 ubtrfs_mount "$uimg" "$umnt"
 "$CTL" subvolume create "$umnt/doomed" >/dev/null && head -c 8M /dev/urandom >"$umnt/doomed/big" || failed "doomed"
+doomed_id=$("$CTL" subvolume list "$umnt" | awk '$NF == "doomed" {print $2}')
 "$CTL" subvolume delete "$umnt/doomed" >/dev/null || failed "delete doomed"
 ubtrfs_umount "$umnt" || failed "unmount"
 used2=$(super_used "$uimg")
+# Deleted and unmounted at once: a dead root on disk, exactly as the kernel leaves one.
+dump=$(btrfs inspect-internal dump-tree -t root "$uimg")
+grep -q "key (ORPHAN ORPHAN_ITEM $doomed_id)" <<<"$dump" && grep -A3 "key ($doomed_id ROOT_ITEM " <<<"$dump" | grep -q "refs 0" &&
+  ! grep -qE "key \($doomed_id ROOT_BACKREF|ROOT_REF $doomed_id\)" <<<"$dump" &&
+  pass "a dead root: ROOT_ITEM refs 0, ORPHAN_ITEM, no root refs (subvolume $doomed_id)" ||
+  failed "dead root $doomed_id: $(grep -E "ORPHAN|$doomed_id" <<<"$dump" | tr -s ' \t' ' ' | tr '\n' ';')"
 kernel_mount "$uimg" "$kmnt" commit=1
 btrfs subvolume sync "$kmnt" >/dev/null || failed "btrfs subvolume sync"
 left=$(btrfs subvolume list -d "$kmnt")
