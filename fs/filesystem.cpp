@@ -189,6 +189,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
     // Deleted subvolumes are dropped in the background, including those a crash or the kernel left.
     f->cleaner_ = std::make_unique<SubvolumeCleaner>(*f->fs_);
     SubvolumeCleaner* cl = f->cleaner_.get();
+    NamespaceState* ns = f->ns_.get();
+    cl->set_in_use_check([ns](uint64_t subvol) { return ns->subvolume_referenced(subvol); });
     f->fs_->set_cleaner_waker([cl] { cl->wake(); });
     cl->start();
   }

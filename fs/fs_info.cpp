@@ -360,7 +360,10 @@ Status FsInfo::load_device_space() {
 Result<RootRecord*> FsInfo::fs_root(uint64_t objectid) {
   std::lock_guard g(fs_roots_mu_);
   auto it = fs_roots_.find(objectid);
-  if (it != fs_roots_.end()) return it->second.get();
+  if (it != fs_roots_.end()) {
+    if (it->second->dropped) return fail(ESTALE, "{}: subvolume {} was deleted", path_, objectid);
+    return it->second.get();
+  }
   if (objectid != kFsTreeObjectid && (objectid < kFirstFreeObjectid || objectid > kLastFreeObjectid))
     return fail(ENOENT, "{} is not a subvolume id", objectid);
   auto rec = load_root_record(objectid, true);
@@ -377,17 +380,14 @@ RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
   return p;
 }
 
-void FsInfo::retire_root(uint64_t objectid) {
-  std::lock_guard g(fs_roots_mu_);
-  auto it = fs_roots_.find(objectid);
-  if (it == fs_roots_.end()) return;
-  retired_roots_.push_back(std::move(it->second));
-  fs_roots_.erase(it);
-}
-
 bool FsInfo::root_loaded(uint64_t objectid) {
   std::lock_guard g(fs_roots_mu_);
   return fs_roots_.contains(objectid);
+}
+
+void FsInfo::set_root_dropped(uint64_t objectid, bool dropped) {
+  std::lock_guard g(fs_roots_mu_);
+  if (auto it = fs_roots_.find(objectid); it != fs_roots_.end()) it->second->dropped = dropped;
 }
 
 void FsInfo::wake_cleaner() {
@@ -406,7 +406,8 @@ std::vector<RootRecord*> FsInfo::loaded_roots() {
                   uuid_root_.get()})
     if (r) out.push_back(r);
   std::lock_guard g(fs_roots_mu_);
-  for (auto& [id, r] : fs_roots_) out.push_back(r.get());
+  for (auto& [id, r] : fs_roots_)
+    if (!r->dropped) out.push_back(r.get());
   return out;
 }
 

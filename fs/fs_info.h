@@ -58,6 +58,9 @@ struct RootRecord {
   // the subvolume code's exclusion (fs/subvolume.cpp check_subvol_writable); set at load and by
   // whoever changes the flag.
   std::atomic<bool> readonly{false};
+  // Deleted and handed to the cleaner (fs/subvolume_cleaner.h): fs_root() refuses it (ESTALE), the
+  // commit no longer writes its item. GUARDED_BY(FsInfo::fs_roots_mu_).
+  bool dropped = false;
   uint64_t objectid() const { return tree->objectid(); }
 };
 
@@ -115,13 +118,11 @@ class FsInfo {
 
   // A subvolume / the FS_TREE (5) by objectid, loaded on first use. Errors: ENOENT, EUCLEAN, EIO.
   [[nodiscard]] Result<RootRecord*> fs_root(uint64_t objectid);
-  // A deleted subvolume this mount no longer uses (fs/subvolume.cpp retire_dead_root) stops being
-  // loaded, so the cleaner may drop it now; the record stays alive (a reader that took its pointer
-  // earlier keeps a valid object) until the FsInfo goes. REQUIRES: its ROOT_ITEM in the root tree
-  // names its current root block, inside a commit (no handle running).
-  void retire_root(uint64_t objectid);
   // Whether subvolume `objectid` is loaded (in use by this mount: the cleaner leaves it alone).
   bool root_loaded(uint64_t objectid);
+  // The cleaner starts dropping a loaded dead root: from now on fs_root() answers ESTALE for it
+  // (`dropped` false: it found the root in use after all and leaves it).
+  void set_root_dropped(uint64_t objectid, bool dropped);
   // Tells the subvolume cleaner (fs/subvolume_cleaner.h) a subvolume was deleted; nothing when no
   // cleaner runs (read-only, FsInfo alone).
   void wake_cleaner();
@@ -222,7 +223,6 @@ class FsInfo {
   std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
   std::mutex fs_roots_mu_;
   std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
-  std::vector<std::unique_ptr<RootRecord>> retired_roots_;    // GUARDED_BY(fs_roots_mu_)
   std::mutex cleaner_mu_;
   std::function<void()> cleaner_waker_;  // GUARDED_BY(cleaner_mu_)
   std::unique_ptr<alloc::SpaceInfos> spaces_;  // before groups_: groups report to it

@@ -200,21 +200,58 @@ void SubvolumeCleaner::wake() {
   cv_.notify_all();
 }
 
+bool SubvolumeCleaner::loaded_root_released(uint64_t id) {
+  if (!in_use_ || in_use_(id)) {
+    released_at_.erase(id);
+    return false;
+  }
+  uint64_t committed;
+  {
+    std::lock_guard g(fs_.super_mu());
+    committed = fs_.super().generation.get();
+  }
+  auto [it, first] = released_at_.try_emplace(id, committed);
+  if (first || committed <= it->second) {
+    fs_.transactions().request_commit();  // the commit that makes it droppable
+    return false;
+  }
+  released_at_.erase(it);
+  return true;
+}
+
 void SubvolumeCleaner::loop() {
+  bool waiting_for_loaded = false;
   for (;;) {
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || woken_; });
+      if (waiting_for_loaded)
+        cv_.wait_for(lk, std::chrono::seconds(2), [&] { return stop_ || woken_; });
+      else
+        cv_.wait(lk, [&] { return stop_ || woken_; });
       if (stop_) return;
       woken_ = false;
     }
+    waiting_for_loaded = false;
     auto roots = dead_roots();
     if (!roots) {
       spdlog::error("{}: subvolume cleaner: {}", fs_.path(), roots.error().message);
       continue;
     }
     for (uint64_t id : *roots) {
-      if (fs_.root_loaded(id)) continue;  // in use by this mount: the next mount drops it
+      if (fs_.root_loaded(id)) {
+        if (!loaded_root_released(id)) {
+          waiting_for_loaded = true;  // look again in a few seconds
+          continue;
+        }
+        // Refuse new loads first, then look once more: a load (a file handle) that won the race
+        // holds an inode now.
+        fs_.set_root_dropped(id, true);
+        if (in_use_(id)) {
+          fs_.set_root_dropped(id, false);
+          waiting_for_loaded = true;
+          continue;
+        }
+      }
       spdlog::info("{}: dropping deleted subvolume {}", fs_.path(), id);
       for (;;) {
         {

@@ -16,14 +16,20 @@
 // the node at drop_level; everything left of that path is gone), so each commit holds a
 // consistent partial drop and a crash resumes at the next mount where the last commit left it.
 // When the root block itself is freed, the ROOT_ITEM and the ORPHAN_ITEM go.
-// Safety: a dead root still loaded by this mount (FsInfo::fs_root — open files, a delete in this
-// session) is left for the next mount: nothing may COW into a tree being dropped. Read-only mounts
-// never start the cleaner.
+// Safety: nothing may COW into, or read from, a tree being dropped. A dead root this mount never
+// loaded is dropped at once. One it loaded (a subvolume deleted in this session, or browsed
+// before) is dropped only when the kernel holds none of its inodes (no open file, no cached
+// dentry: the in-use check the Filesystem gives) and a commit has completed since that was first
+// seen — that commit wrote its delayed items and delalloc; with no inode held none can appear.
+// Until then it is looked at again every few seconds; an unmount leaves it to the next mount.
+// Read-only mounts never start the cleaner.
 // Thread safety: start/stop/wake from any thread; the drop runs on the cleaner's thread only.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -44,6 +50,8 @@ class SubvolumeCleaner {
   SubvolumeCleaner(const SubvolumeCleaner&) = delete;
   SubvolumeCleaner& operator=(const SubvolumeCleaner&) = delete;
 
+  // `in_use(id)`: whether the kernel still holds an inode of subvolume `id`. Set before start().
+  void set_in_use_check(std::function<bool(uint64_t)> in_use) { in_use_ = std::move(in_use); }
   void start();
   // Finishes the step in progress and joins the thread (its work so far is committed by the next
   // commit; the rest resumes at the next mount).
@@ -67,6 +75,8 @@ class SubvolumeCleaner {
 
  private:
   void loop();
+  // Whether dead root `id`, loaded by this mount, may be dropped now (see Safety).
+  bool loaded_root_released(uint64_t id);
 
   FsInfo& fs_;
   mutable std::mutex mu_;
@@ -74,6 +84,10 @@ class SubvolumeCleaner {
   bool stop_ = false;         // GUARDED_BY(mu_)
   bool woken_ = false;        // GUARDED_BY(mu_)
   uint64_t blocks_dropped_ = 0;  // GUARDED_BY(mu_)
+  std::function<bool(uint64_t)> in_use_;
+  // Loaded dead roots found unreferenced: the committed generation when first seen so (cleaner
+  // thread only).
+  std::map<uint64_t, uint64_t> released_at_;
   std::thread thread_;
 };
 

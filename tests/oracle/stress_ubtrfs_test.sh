@@ -12,7 +12,8 @@
 #   - ubtrfs, mounting it again, sees the same tree.
 #
 # Knobs: UBTRFS_STRESS_NOPS (ops per worker, default 20000; scripts/test.sh lowers it for the
-# sanitizer runs), UBTRFS_STRESS_PROCS (default 4), UBTRFS_STRESS_SEED (default 1).
+# sanitizer runs), UBTRFS_STRESS_PROCS (default 4), UBTRFS_STRESS_SEED (default 1),
+# UBTRFS_STRESS_EXTRA (more ubtrfs-stress options, e.g. --snapshots: stress_snapshots_test.sh).
 # UBTRFS_FS=kernel runs the same script with the kernel mounting the mkfs.ubtrfs image.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,7 +30,8 @@ require_kernel_btrfs
 require_btrfs_check
 [[ -x $STRESS ]] || { echo "FAIL: ubtrfs-stress not built at $STRESS" >&2; exit 1; }
 [[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
-echo "stress: $PROCS processes x $NOPS operations, seed $SEED, on $UBTRFS_FS"
+EXTRA=${UBTRFS_STRESS_EXTRA:-}
+echo "stress: $PROCS processes x $NOPS operations, seed $SEED, on $UBTRFS_FS${EXTRA:+, $EXTRA}"
 
 started=$SECONDS
 tmp=$(make_tmpdir)
@@ -47,10 +49,11 @@ if ! ubtrfs_mount "$img" "$mnt"; then
   exit 1
 fi
 t=$SECONDS
-if "$STRESS" -d "$mnt" -p "$PROCS" -n "$NOPS" -s "$SEED" --manifest "$manifest"; then
-  pass "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED verified on the mount ($((SECONDS - t)) s)"
+# shellcheck disable=SC2086 # EXTRA is a list of options
+if "$STRESS" -d "$mnt" -p "$PROCS" -n "$NOPS" -s "$SEED" $EXTRA --manifest "$manifest"; then
+  pass "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA verified on the mount ($((SECONDS - t)) s)"
 else
-  failed "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED (exit $?)"
+  failed "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA (exit $?)"
 fi
 t=$SECONDS
 if ubtrfs_umount "$mnt"; then pass "unmount: daemon exit 0 after the final commit ($((SECONDS - t)) s)"; else failed "unmount"; fi
