@@ -37,7 +37,7 @@ ubtrfs_mount "$img" "$mnt"
 if "$STRESS" -d "$mnt" -p "$PROCS" -n "$NOPS" -s "$SEED" --snapshots >"$tmp/stress.out" 2>&1; then
   pass "stress_with_snapshots_is_check_clean_and_its_model_holds: $(grep '^summary' "$tmp/stress.out")"
 else
-  failed "ubtrfs-stress --snapshots: $(tail -n 20 "$tmp/stress.out")"
+  failed "ubtrfs-stress --snapshots: $(grep -m 20 -E '^error|^summary' "$tmp/stress.out")"
 fi
 snaps=$(awk '$1 == "snapshot" {print $2}' "$tmp/stress.out")
 [[ ${snaps:-0} -gt 0 ]] && pass "$snaps snapshots taken" || failed "no snapshot was taken: $(grep -E '^ *snap' "$tmp/stress.out")"
