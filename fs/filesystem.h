@@ -303,12 +303,6 @@ class Filesystem {
   // REQUIRES: subvol_mu_ and the parent's inode lock held.
   [[nodiscard]] Result<InodeItem> check_new_subvolume(RootRecord& prec, InodeId pid, std::string_view name,
                                                       const Caller& c);
-  // A deleted subvolume is retired (FsInfo::retire_root) by the next commit once the kernel holds
-  // no inode of it, so the cleaner drops it in this session (subvolume.cpp).
-  void retire_when_unused(uint64_t id);
-  [[nodiscard]] Status retire_dead_root(TreeHandle& h, uint64_t id);
-  std::mutex retire_mu_;
-  std::set<uint64_t> retire_queued_;  // GUARDED_BY(retire_mu_)
   // Seeds the next subvolume id from the root tree (subvolume.cpp). REQUIRES: at mount, before the
   // cleaner starts.
   [[nodiscard]] Status seed_subvolume_ids();

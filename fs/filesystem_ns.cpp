@@ -279,9 +279,6 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_ || fs_->is_shutdown()) return;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return;
-  // The last reference into a deleted subvolume: it can be dropped now (fs/subvolume.cpp).
-  if (auto rec = fs_->fs_root(id->subvol); rec && (*rec)->item.refs.get() == 0 && !ns_->subvol_referenced(id->subvol))
-    retire_when_unused(id->subvol);
   auto guard = locks_.lock({*id});
   if (auto st = evict_if_unused(*ns_, **root, *id); !st)
     spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);

@@ -380,14 +380,6 @@ RootRecord* FsInfo::add_fs_root(std::unique_ptr<RootRecord> rec) {
   return p;
 }
 
-void FsInfo::retire_root(uint64_t objectid) {
-  std::lock_guard g(fs_roots_mu_);
-  auto it = fs_roots_.find(objectid);
-  if (it == fs_roots_.end()) return;
-  retired_roots_.push_back(std::move(it->second));
-  fs_roots_.erase(it);
-}
-
 bool FsInfo::root_loaded(uint64_t objectid) {
   std::lock_guard g(fs_roots_mu_);
   return fs_roots_.contains(objectid);

@@ -118,11 +118,6 @@ class FsInfo {
 
   // A subvolume / the FS_TREE (5) by objectid, loaded on first use. Errors: ENOENT, EUCLEAN, EIO.
   [[nodiscard]] Result<RootRecord*> fs_root(uint64_t objectid);
-  // A deleted subvolume this mount no longer uses (fs/subvolume.cpp retire_dead_root) stops being
-  // loaded, so the cleaner may drop it now; the record stays alive (a reader that took its pointer
-  // earlier keeps a valid object) until the FsInfo goes. REQUIRES: its ROOT_ITEM in the root tree
-  // names its current root block, inside a commit (no handle running).
-  void retire_root(uint64_t objectid);
   // Whether subvolume `objectid` is loaded (in use by this mount: the cleaner leaves it alone).
   bool root_loaded(uint64_t objectid);
   // The cleaner starts dropping a loaded dead root: from now on fs_root() answers ESTALE for it
@@ -228,7 +223,6 @@ class FsInfo {
   std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
   std::mutex fs_roots_mu_;
   std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
-  std::vector<std::unique_ptr<RootRecord>> retired_roots_;    // GUARDED_BY(fs_roots_mu_)
   std::mutex cleaner_mu_;
   std::function<void()> cleaner_waker_;  // GUARDED_BY(cleaner_mu_)
   std::unique_ptr<alloc::SpaceInfos> spaces_;  // before groups_: groups report to it

@@ -102,12 +102,6 @@ uint64_t NamespaceState::lookup_count(InodeId id) {
   return it == lookups_.end() ? 0 : it->second.count;
 }
 
-bool NamespaceState::subvol_referenced(uint64_t subvol) {
-  std::lock_guard g(mu_);
-  auto it = lookups_.lower_bound(InodeId{subvol, 0});
-  return it != lookups_.end() && it->first.subvol == subvol;
-}
-
 std::optional<uint64_t> NamespaceState::referenced_generation(InodeId id) {
   std::lock_guard g(mu_);
   auto it = lookups_.find(id);

@@ -58,8 +58,6 @@ struct NamespaceState {
   // Subtracts n (clamped at 0); returns what remains.
   uint64_t drop_lookup(InodeId id, uint64_t n);
   uint64_t lookup_count(InodeId id);
-  // Whether the kernel holds a reference to any inode of subvolume `subvol`.
-  bool subvol_referenced(uint64_t subvol);
   // The generation recorded by add_lookup while the kernel holds a reference; nullopt otherwise.
   std::optional<uint64_t> referenced_generation(InodeId id);
   // Whether the kernel holds any inode of subvolume `subvol` (a deleted subvolume is dropped only

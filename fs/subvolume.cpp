@@ -559,10 +559,9 @@ Result<uint64_t> Filesystem::delete_subvolume_locked(InodeId pid, std::string_vi
   th.end();
   spdlog::info("{}: deleted subvolume {} '{}' in directory {} of subvolume {}", fs_->path(), id, name, pid.objectid,
                pid.subvol);
-  // The cleaner (fs/subvolume_cleaner.h) drops it once the kernel holds none of its inodes and a
-  // commit has passed (open files keep it alive; an unmount leaves it to the next mount).
+  // The cleaner (fs/subvolume_cleaner.h) drops it once the kernel holds none of its inodes (open
+  // files may still use it) and a commit has passed.
   fs_->wake_cleaner();
-  retire_when_unused(id);
   return id;
 }
 
@@ -762,49 +761,6 @@ Status Filesystem::set_subvolume_readonly(uint64_t ino, bool readonly, const Cal
   }
   spdlog::info("{}: subvolume {} is now {}", fs_->path(), id.subvol, readonly ? "read-only" : "read-write");
   return fs_->transactions().commit(CommitCause::kRequested);
-}
-
-void Filesystem::retire_when_unused(uint64_t id) {
-  {
-    std::lock_guard g(retire_mu_);
-    if (!retire_queued_.insert(id).second) return;  // the next commit checks it already
-  }
-  fs_->transactions().add_pending(TransactionManager::PendingWork{
-      [this, id](TreeHandle& h) {
-        {
-          std::lock_guard g(retire_mu_);
-          retire_queued_.erase(id);
-        }
-        return retire_dead_root(h, id);
-      },
-      [this](const Status& st) {
-        if (st) fs_->wake_cleaner();
-      }});
-}
-
-// In a commit (gate closed: no operation runs, the delayed items are written, delalloc was flushed
-// before the gate): a dead root no inode of which the kernel holds gets its ROOT_ITEM pointed at
-// its current root block (the commit writes only loaded roots' items) and is retired, so the
-// cleaner may drop it. Referenced again meanwhile: left alone; its last forget queues it again.
-Status Filesystem::retire_dead_root(TreeHandle& h, uint64_t id) {
-  if (!fs_->root_loaded(id) || ns_->subvol_referenced(id)) return {};
-  RootRecord* rec = UBTRFS_TRY(fs_->fs_root(id));
-  if (rec->item.refs.get() != 0) return {};
-  EbRef node = rec->tree->node();
-  if (rec->item.bytenr.get() != node->start() || rec->item.generation.get() != node->generation() ||
-      rec->item.level != node->level()) {
-    RootItem item = rec->item;
-    item.bytenr = node->start();
-    item.level = static_cast<uint8_t>(node->level());
-    item.generation = node->generation();
-    if (rec->item_size >= sizeof(RootItem)) item.generation_v2 = node->generation();
-    UBTRFS_TRY_STATUS(write_item_body(h, fs_->root_tree(), Key{id, kRootItemKey, rec->key_offset},
-                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), rec->item_size)));
-    rec->item = item;
-  }
-  fs_->retire_root(id);
-  spdlog::debug("{}: deleted subvolume {} no longer in use: the cleaner may drop it", fs_->path(), id);
-  return {};
 }
 
 }  // namespace ubtrfs::fs
