@@ -368,6 +368,9 @@ Result<RootRecord*> FsInfo::fs_root(uint64_t objectid) {
     return fail(ENOENT, "{} is not a subvolume id", objectid);
   auto rec = load_root_record(objectid, true);
   if (!rec) return fail(rec.error().err, "{}: subvolume {}: {}", path_, objectid, rec.error().message);
+  // A dead root (deleted: refs 0) is the cleaner's, never loaded again (a file handle into a
+  // deleted subvolume is stale, as on the kernel).
+  if ((*rec)->item.refs.get() == 0) return fail(ESTALE, "{}: subvolume {} was deleted", path_, objectid);
   RootRecord* p = rec->get();
   fs_roots_.emplace(objectid, std::move(*rec));
   return p;
