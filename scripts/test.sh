@@ -210,9 +210,10 @@ if ((sanitizers)); then
     UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1,cow_overwrite=on \
     run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'
   # Snapshots under TSan (issue 16): shared-block COW with lookups racing the delayed-ref runner,
-  # the commit taking snapshots, the cleaner's thread; and the kernel-made snapshot image.
-  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=400 UBTRFS_UMOUNT_TIMEOUT=900 \
-    run_suite "$B" -R '^oracle_(stress_snapshots|snapshot_kernel_image|subvolume_cleaner)_test$'
+  # the commit taking snapshots, the cleaner's thread. (snapshot_kernel_image_test also passes under
+  # TSan, 50 s, mostly the kernel's work: left out for CI time.)
+  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=300 UBTRFS_UMOUNT_TIMEOUT=900 \
+    run_suite "$B" -R '^oracle_(stress_snapshots|subvolume_cleaner)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'
   # The reservation system's unit tests under TSan (the 8-thread ticket test among them).
