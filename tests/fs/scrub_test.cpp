@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -456,6 +457,9 @@ uint64_t errors_while_writing(bool unguarded, int runs, uint64_t* batches_out = 
       CHECK(s.progress.corrected_errors == 0);
     }
   }
+  // The writers must have worked (a fast scrub on a quiet or very loaded machine can end after a
+  // few of their operations: let them reach a dozen before stopping them, at most 10 s).
+  for (int i = 0; i < 1000 && ops.load() <= 10; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   stop = true;
   for (auto& w : writers) w.join();
   CHECK(ops.load() > 10);

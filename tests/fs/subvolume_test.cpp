@@ -233,10 +233,15 @@ TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
   REQUIRE(st);
   CHECK(static_cast<uint64_t>(st->st_size) == dir_size);
   CHECK(dir_size == 2 * std::string("keep").size());  // FORMAT.md §4.5: the subvolume entry counts
+  // The deleted one is a dead root (refs 0, no parent) — or already gone: the cleaner takes a root
+  // that was dead at mount at once, and may have dropped it by now.
   auto dead = fs->subvolume_info(257);
-  REQUIRE(dead);
-  CHECK(dead->item.refs.get() == 0);
-  CHECK(dead->parent_id == 0);
+  if (dead) {
+    CHECK(dead->item.refs.get() == 0);
+    CHECK(dead->parent_id == 0);
+  } else {
+    CHECK((dead.error().err == ENOENT || dead.error().err == ESTALE));
+  }
   REQUIRE(fs->unmount());
 }
 
