@@ -25,8 +25,10 @@ Result<bool> DelayedRefs::cancel_new_tree_alloc(uint64_t bytenr, uint64_t nodesi
   return true;
 }
 
-Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
-                               bool new_alloc, uint64_t transid) {
+Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> DelayedRefs::head_locked(uint64_t bytenr,
+                                                                                             uint64_t num_bytes,
+                                                                                             bool is_data,
+                                                                                             uint64_t transid) {
   auto [it, inserted] = heads_.try_emplace(bytenr);
   auto& h = it->second;
   if (inserted) {
@@ -38,6 +40,13 @@ Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data
     return fail(EUCLEAN, "delayed ref for extent {} disagrees with its head: {} {} bytes, was {} {} bytes", bytenr,
                 is_data ? "data" : "tree", num_bytes, h.is_data ? "data" : "tree", h.num_bytes);
   }
+  return std::pair{it, inserted};
+}
+
+Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                               bool new_alloc, uint64_t transid) {
+  const auto [it, inserted] = UBTRFS_TRY(head_locked(bytenr, num_bytes, is_data, transid));
+  auto& h = it->second;
   if (new_alloc) {
     // A cancelled tree-block head (allocated, never written, freed) gave its bytes back at once:
     // allocating them again in the same transaction reuses the head (btrfs drops such a head in
@@ -82,17 +91,8 @@ Status DelayedRefs::add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uin
 
 Status DelayedRefs::add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid) {
   std::lock_guard lock(mu_);
-  auto [it, inserted] = heads_.try_emplace(bytenr);
-  auto& h = it->second;
-  if (inserted) {
-    h.bytenr = bytenr;
-    h.num_bytes = nodesize;
-    h.first_ref_generation = transid;
-  } else if (h.is_data || h.num_bytes != nodesize) {
-    return fail(EUCLEAN, "extent flags {:#x} for tree block {} but its head is a {} extent of {} bytes", flags, bytenr,
-                h.is_data ? "data" : "tree", h.num_bytes);
-  }
-  h.set_flags |= flags;
+  const auto head = UBTRFS_TRY(head_locked(bytenr, nodesize, false, transid));
+  head.first->second.set_flags |= flags;
   return {};
 }
 

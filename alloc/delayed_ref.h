@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "io/status.h"
@@ -132,6 +133,12 @@ class DelayedRefs {
   [[nodiscard]] Status add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
                                   bool new_alloc, uint64_t transid);  // REQUIRES: mu_
 
+  // The head of `bytenr`, created empty if absent (and whether it was); EUCLEAN when an existing
+  // head disagrees on size or kind. REQUIRES: mu_.
+  [[nodiscard]] Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> head_locked(uint64_t bytenr,
+                                                                                              uint64_t num_bytes,
+                                                                                              bool is_data,
+                                                                                              uint64_t transid);
   void note_taken(uint64_t bytenr);  // REQUIRES: mu_
 
   mutable std::mutex mu_;

@@ -179,49 +179,41 @@ Result<T> FsInfo::with_path_r(Result<T> r) {
   return r;
 }
 
-Result<std::unique_ptr<RootRecord>> FsInfo::load_root_record(uint64_t objectid, bool required) {
+Result<std::optional<FoundRootItem>> find_root_item(TreeRoot& root_tree, uint64_t objectid) {
   // The newest ROOT_ITEM of `objectid` (snapshots carry a transid in the key offset): the last
   // item at or before (objectid, ROOT_ITEM, max).
   Path path;
-  const Key want{objectid, kRootItemKey, ~0ull};
-  auto ret = search_slot(nullptr, *root_tree_, want, path, 0, false);
-  if (!ret) return fail(ret.error());
-  bool found = false;
-  Key key{};
-  if (path.slot() > 0 || path.leaf().nritems() > 0) {
-    if (*ret == 1) {
-      if (path.slots[0] > 0) {
-        path.slots[0]--;
-        key = path.leaf().item_key(path.slot());
-        found = true;
-      } else {
-        auto prev = prev_item(*root_tree_, path);
-        if (!prev) return fail(prev.error());
-        if (*prev) {
-          key = path.leaf().item_key(path.slot());
-          found = true;
-        }
-      }
-    } else {
-      key = path.leaf().item_key(path.slot());
-      found = true;
-    }
+  const int ret = UBTRFS_TRY(search_slot(nullptr, root_tree, Key{objectid, kRootItemKey, ~0ull}, path, 0, false));
+  if (path.leaf().nritems() == 0) return std::optional<FoundRootItem>{};
+  if (ret == 1) {
+    if (path.slots[0] > 0) path.slots[0]--;
+    else if (!UBTRFS_TRY(prev_item(root_tree, path))) return std::optional<FoundRootItem>{};
   }
-  if (!found || key.objectid != objectid || key.type != kRootItemKey) {
-    if (required) return fail(ENOENT, "tree {} has no ROOT_ITEM in the root tree", objectid);
-    return std::unique_ptr<RootRecord>();
-  }
+  const Key key = path.leaf().item_key(path.slot());
+  if (key.objectid != objectid || key.type != kRootItemKey) return std::optional<FoundRootItem>{};
   auto body = path.leaf().item_data(path.slot());
   if (body.size() < kRootItemLegacySize || body.size() > sizeof(RootItem))
     return fail(EUCLEAN, "ROOT_ITEM [{} 132 {}] has size {}, expected {} or {}", key.objectid, key.offset, body.size(),
                 kRootItemLegacySize, sizeof(RootItem));
+  FoundRootItem out;
+  out.key = key;
+  std::memset(&out.item, 0, sizeof(RootItem));
+  std::memcpy(&out.item, body.data(), body.size());
+  out.size = static_cast<uint32_t>(body.size());
+  return std::optional<FoundRootItem>{out};
+}
+
+Result<std::unique_ptr<RootRecord>> FsInfo::load_root_record(uint64_t objectid, bool required) {
+  const auto found = UBTRFS_TRY(find_root_item(*root_tree_, objectid));
+  if (!found) {
+    if (required) return fail(ENOENT, "tree {} has no ROOT_ITEM in the root tree", objectid);
+    return std::unique_ptr<RootRecord>();
+  }
   auto rec = std::make_unique<RootRecord>();
-  std::memset(&rec->item, 0, sizeof(RootItem));
-  std::memcpy(&rec->item, body.data(), body.size());
-  rec->item_size = static_cast<uint32_t>(body.size());
-  rec->key_offset = key.offset;
+  rec->item = found->item;
+  rec->item_size = found->size;
+  rec->key_offset = found->key.offset;
   rec->readonly = (rec->item.flags.get() & kRootSubvolRdonly) != 0;
-  path.release();
   rec->tree = UBTRFS_TRY(load_tree(*tctx_, objectid, rec->item.bytenr, rec->item.level, rec->item.generation));
   // Blocks at or below it may be shared with a snapshot (the COW's update_ref_for_cow).
   rec->tree->set_last_snapshot(rec->item.last_snapshot.get());

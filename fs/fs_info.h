@@ -64,6 +64,16 @@ struct RootRecord {
   uint64_t objectid() const { return tree->objectid(); }
 };
 
+// The newest ROOT_ITEM of `objectid` in the root tree (a snapshot's key offset is its creation
+// transid): its key, its body zero-padded to sizeof(RootItem) (kernel images may carry the legacy
+// 239 bytes) and its on-disk size; nullopt when there is none. Errors: EUCLEAN (bad size), EIO.
+struct FoundRootItem {
+  Key key{};
+  RootItem item{};
+  uint32_t size = 0;
+};
+[[nodiscard]] Result<std::optional<FoundRootItem>> find_root_item(TreeRoot& root_tree, uint64_t objectid);
+
 struct OpenOptions {
   std::string path;
   // When set, the filesystem lives on this device instead of opening `path` (which then only names

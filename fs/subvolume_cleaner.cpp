@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fs/dir_item.h"
 #include "fs/fs_info.h"
 #include "fs/transaction.h"
 #include "tree/ctree.h"
@@ -24,45 +25,10 @@ namespace ubtrfs::fs {
 
 namespace {
 
-// The newest ROOT_ITEM of `id` (its key and body), if any.
-struct DeadRootItem {
-  Key key{};
-  RootItem item{};
-  uint32_t size = 0;
-};
-
-Result<std::optional<DeadRootItem>> find_root_item(TreeRoot& root_tree, uint64_t id) {
-  Path p;
-  const int ret = UBTRFS_TRY(search_slot(nullptr, root_tree, Key{id, kRootItemKey, ~0ull}, p, 0, false));
-  if (ret != 0) {
-    if (p.slots[0] > 0) {
-      p.slots[0]--;
-    } else if (!UBTRFS_TRY(prev_item(root_tree, p))) {
-      return std::optional<DeadRootItem>{};
-    }
-  }
-  const Key k = p.leaf().item_key(p.slots[0]);
-  if (k.objectid != id || k.type != kRootItemKey) return std::optional<DeadRootItem>{};
-  auto d = p.leaf().item_data(p.slots[0]);
-  if (d.size() < kRootItemLegacySize || d.size() > sizeof(RootItem))
-    return fail(EUCLEAN, "ROOT_ITEM ({} 132 {}) has size {}", k.objectid, k.offset, d.size());
-  DeadRootItem out;
-  out.key = k;
-  std::memset(&out.item, 0, sizeof(RootItem));
-  std::memcpy(&out.item, d.data(), d.size());
-  out.size = static_cast<uint32_t>(d.size());
-  return std::optional<DeadRootItem>{out};
-}
-
-Status write_root_item(TreeHandle& h, TreeRoot& root_tree, const DeadRootItem& r) {
-  Path p;
-  const int ret = UBTRFS_TRY(search_slot(&h, root_tree, r.key, p, 0, true));
-  if (ret != 0 || p.leaf().item_size(p.slots[0]) != r.size)
-    return fail(EUCLEAN, "ROOT_ITEM ({} 132 {}) vanished or changed size during the drop", r.key.objectid,
-                r.key.offset);
-  // search_slot(cow) made the leaf this transaction's and dirty.
-  std::memcpy(p.leaf().item_data(p.slots[0]).data(), &r.item, r.size);
-  return {};
+// The ROOT_ITEM as the drop changes it (drop_progress, drop_level), rewritten in place.
+Status write_root_item(TreeHandle& h, TreeRoot& root_tree, const FoundRootItem& r) {
+  return write_item_body(h, root_tree, r.key,
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&r.item), r.size));
 }
 
 // One level of the walk.
@@ -315,7 +281,7 @@ Result<bool> SubvolumeCleaner::drop_step(uint64_t id, uint64_t max_blocks) {
     auto found = UBTRFS_TRY(find_root_item(rt, id));
     if (!found || found->item.refs.get() != 0)
       return fail(EINVAL, "subvolume {} is not a dead root", id);
-    DeadRootItem ri = *found;
+    FoundRootItem ri = *found;
     DropWalk walk(fs_, h, id);
     walk.origin_ = ri.key.offset;
     alloc::ExtentAllocator& ext = fs_.allocator();
