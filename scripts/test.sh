@@ -4,8 +4,9 @@
 #   1. normal build (RelWithDebInfo, every target), then its unit tests on a quiet machine (the
 #      concurrent B-tree tests are timing-sensitive);
 #   2. the normal build's oracle tests — btrfs check / kernel oracles and the FUSE integration
-#      tests (posix_ubtrfs, stress_ubtrfs, kernel_to_ubtrfs, unmount_durability,
-#      bad_input_mount, daemon_cli), each through a real mount of the ubtrfs daemon — while one
+#      tests (posix_ubtrfs, stress_ubtrfs, kernel_to_ubtrfs, unmount_durability, daemon_cli),
+#      each through a real mount of the ubtrfs daemon; what stage 3 repeats on the same
+#      configuration with the ASan daemon runs there only — while one
 #      background job builds the ASan+UBSan tree and then the TSan tree at low priority (those
 #      tests wait on FUSE, the kernel and the disk much of the time);
 #   3. the integration tests again with the *daemon* under ASan+UBSan: the POSIX suite, a short
@@ -166,7 +167,16 @@ fi
 # dozen kernel-made images (~100 s; the inspector changes rarely) runs in the full profile only.
 stage2_exclude='_unit$'
 ((full)) || stage2_exclude+='|^oracle_inspect_vs_progs_test$'
-run_suite "$B" -E "$stage2_exclude"
+# With the sanitizer stages on, what stage 3 runs again with the ASan daemon on the same
+# configuration is not run twice: the bad-input mounts, the fill-to-full files and concurrent
+# scenarios (128M:dup both), and the fill scenario's 128M:dup configuration (here 256M:dup only;
+# the ASan and TSan stages run 128M:dup). About 100 s of CI.
+if ((sanitizers)) && ((!full)); then
+  stage2_exclude+='|^oracle_bad_input_mount_test$|^oracle_enospc_(files|concurrent)_test$'
+  UBTRFS_ENOSPC_CONFIGS=256M:dup run_suite "$B" -E "$stage2_exclude"
+else
+  run_suite "$B" -E "$stage2_exclude"
+fi
 stage_done "2 oracle + integration tests (normal)"
 
 if ((sanitizers)); then

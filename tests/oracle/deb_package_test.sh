@@ -94,7 +94,7 @@ done
 mkdir "$mnt/d"
 head -c 1000000 /dev/urandom >"$mnt/d/file"
 sync -f "$mnt/d/file"
-sha256sum <"$mnt/d/file" | cut -d' ' -f1 >"$out/hash"
+b2sum <"$mnt/d/file" | cut -d' ' -f1 >"$out/hash"  # compared with hash_file
 umount "$mnt"
 flock -w 60 "$img" true
 echo done >"$out/done"

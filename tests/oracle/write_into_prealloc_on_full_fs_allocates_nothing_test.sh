@@ -128,7 +128,7 @@ for name, want in model.items():
         got = f.read()
     if got != bytes(want):
         fail(f"{name} reads back wrong through ubtrfs ({len(got)} bytes, want {len(want)})")
-    print(name, hashlib.sha256(want).hexdigest())
+    print(name, hashlib.blake2b(want).hexdigest())  # compared with hash_file (b2sum)
 sys.exit(1 if fails else 0)
 PY
 ) || rc=$?
