@@ -11,8 +11,12 @@
 // held. The runner inserted the directory's next DIR_INDEX in between; next_leaf returned it,
 // collect_items checked only the upper bound, and the eviction deleted the directory's item.
 //
-// Rules named here: a_range_walk_checks_its_lower_bound (deterministic: the insert is made at the
-// exact point, between next_leaf's release of the path and its search, by a TreeRoot test hook) and
+// The same walk (fs/dir_item.cpp collect_items) serves readdir's read_dir_index, which could return
+// a DIR_ITEM created meanwhile as an index entry whose "index" is the name's hash.
+//
+// Rules named here: a_range_walk_checks_its_lower_bound (deterministic, for eviction and for
+// readdir: the insert is made at the exact point, between next_leaf's release of the path and its
+// search, by a TreeRoot test hook) and
 // a_retired_delayed_index_is_always_findable (the whole race in a mounted filesystem: unlinks,
 // evictions and a delayed-items runner; it found the bug in about half of its runs).
 // The second needs mkfs.btrfs: otherwise WARN and skip, or FAIL when UBTRFS_REQUIRE_ORACLES=1.
@@ -31,6 +35,7 @@
 #include "fs/dir_item.h"
 #include "fs/filesystem.h"
 #include "fs/space_flusher.h"
+#include "io/checksum.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 
@@ -97,6 +102,73 @@ TEST_CASE("a_range_walk_checks_its_lower_bound: delete_items_of never deletes a 
   CHECK(test::compare_with_model(root, model) == "");
   CHECK(env.check_tree(root) == "");
   CHECK(env.alloc_.errors().empty());
+}
+
+// The same walk serves readdir (read_dir_index from [dir 96 start]): a DIR_ITEM a create inserted
+// meanwhile at the end of the leaf before the directory's first DIR_INDEX came back as an index
+// entry whose "index" is a name hash — readdir would have listed it and resumed past it,
+// skipping every real index below the hash.
+TEST_CASE("a_range_walk_checks_its_lower_bound: readdir's index walk never returns a dir item inserted "
+          "while it crossed to the next leaf",
+          "[fs][dir_item][race]") {
+  TreeEnv env(4096);
+  TreeRoot root(env.ctx, kUuidTreeObjectid);
+  auto entry_body = [](const std::string& name, uint64_t ino) {
+    DirEntryRecord e;
+    e.name = name;
+    e.location = Key{ino, kInodeItemKey, 0};
+    e.type = kFtRegFile;
+    std::vector<uint8_t> body;
+    append_dir_entry(body, e);
+    return body;
+  };
+  {
+    TreeHandle h = env.handle();
+    REQUIRE(create_empty_tree(h, root));
+    // Directories 300..499 with 3 names each (names of varied lengths): DIR_ITEMs, then DIR_INDEXes
+    // 2..4. Many leaves; some end with a directory's last DIR_ITEM.
+    for (uint64_t d = 300; d < 500; ++d)
+      for (uint64_t i = 0; i < 3; ++i) {
+        const std::string name = fmt::format("name-of-{}-{}-{}", d, i, std::string(20 + (d * 37 + i * 11) % 90, 'x'));
+        REQUIRE(insert_item(h, root, Key{d, kDirItemKey, io::name_hash(name)}, entry_body(name, 10000 + d * 10 + i)));
+        REQUIRE(insert_item(h, root, Key{d, kDirIndexKey, 2 + i}, entry_body(name, 10000 + d * 10 + i)));
+      }
+    h.end_handle();
+  }
+  REQUIRE(env.commit());
+  // A directory whose DIR_INDEX items open a leaf whose left neighbour ends with its DIR_ITEMs, and
+  // a new name hashing above the last of them (it goes at the end of that neighbour).
+  uint64_t dir = 0;
+  std::string late;
+  for (uint64_t d = 320; d < 490 && !dir; ++d) {
+    Path p;
+    REQUIRE(search_slot(nullptr, root, Key{d, kDirIndexKey, 0}, p, 0, false));
+    const int n = static_cast<int>(p.leaf().nritems());
+    if (p.slots[0] != n) continue;
+    const Key last = p.leaf().item_key(n - 1);
+    if (last.objectid != d || last.type != kDirItemKey) continue;
+    for (int t = 0; t < 100000 && late.empty(); ++t) {
+      const std::string cand = fmt::format("created-meanwhile-{}", t);
+      if (io::name_hash(cand) > last.offset) late = cand;
+    }
+    if (!late.empty()) dir = d;
+  }
+  REQUIRE(dir != 0);
+  INFO("directory " << dir << ", new name " << late);
+  TreeHandle h = env.handle();
+  int hook_calls = 0;
+  root.set_next_leaf_unlocked_hook_for_test([&] {
+    if (hook_calls++ != 0) return;
+    REQUIRE(insert_item(h, root, Key{dir, kDirItemKey, io::name_hash(late)}, entry_body(late, 99999)));
+  });
+  auto listed = read_dir_index(root, dir, 0, 100);
+  root.set_next_leaf_unlocked_hook_for_test(nullptr);
+  h.end_handle();
+  REQUIRE(hook_calls > 0);
+  REQUIRE(listed);
+  std::vector<uint64_t> indexes;
+  for (const auto& e : *listed) indexes.push_back(e.index);
+  CHECK(indexes == std::vector<uint64_t>{2, 3, 4});
 }
 
 // ---- the whole race, through the Filesystem ------------------------------------------------------
