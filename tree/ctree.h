@@ -104,6 +104,10 @@ void set_item_key_safe(TreeRoot& root, Path& path, const Key& key);
 // false at the end (beginning) of the tree; the path is then released. Implemented as a fresh
 // search for the key after the current leaf's last key (before its first key), so concurrent
 // splits and merges are harmless. REQUIRES: path holds a locked, non-empty leaf.
+// The new position is only known to lie after the OLD LEAF's last key: nothing is locked between
+// the two searches, so a caller that searched for K, landed past the end of a leaf and crossed
+// here may meet a key below K inserted meanwhile, and must check its lower bound as well as its
+// upper one (rule a_range_walk_checks_its_lower_bound, fs/dir_item.cpp collect_items).
 [[nodiscard]] Result<bool> next_leaf(TreeRoot& root, Path& path);
 [[nodiscard]] Result<bool> prev_leaf(TreeRoot& root, Path& path);
 // Step one item forward/backward, crossing leaves. Returns false at the end (beginning).

@@ -374,6 +374,7 @@ Result<bool> next_leaf(TreeRoot& root, Path& p) {
   Key probe = leaf.item_key(static_cast<int>(leaf.nritems()) - 1);
   p.release();
   if (!key_successor(probe)) return false;
+  if (const auto& hook = root.next_leaf_unlocked_hook_for_test()) hook();
   for (;;) {
     NextKey next;
     UBTRFS_TRY(search_slot_impl(nullptr, root, probe, p, 0, false, &next));

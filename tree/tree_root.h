@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 
@@ -73,6 +74,12 @@ class TreeRoot {
   bool force_cow() const { return force_cow_.load(std::memory_order_acquire); }
   void set_force_cow(bool on) { force_cow_.store(on, std::memory_order_release); }
 
+  // Tests only: runs in next_leaf after the path was released and before the search for the key
+  // after the old leaf, where another thread's insert can slip in (a_range_walk_checks_its_lower_bound,
+  // tests/fs/delayed_dir_index_test.cpp). Set before any search of this tree runs.
+  void set_next_leaf_unlocked_hook_for_test(std::function<void()> f) { next_leaf_unlocked_for_test_ = std::move(f); }
+  const std::function<void()>& next_leaf_unlocked_hook_for_test() const { return next_leaf_unlocked_for_test_; }
+
  private:
   TreeContext& ctx_;
   const uint64_t objectid_;
@@ -80,6 +87,7 @@ class TreeRoot {
   EbRef node_;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> last_snapshot_{0};
   std::atomic<bool> force_cow_{false};
+  std::function<void()> next_leaf_unlocked_for_test_;
 };
 
 struct TreeHandle {
