@@ -47,6 +47,12 @@ struct Path {
   // btrfs p->search_for_extension: with ins_len > 0 and the key found, make room to grow that item by
   // ins_len. Without it a found key gets no split (the caller is an insert that will see EEXIST).
   bool search_for_extension = false;
+  // The key of the search that positioned this path (set by search_slot): next_leaf never lands
+  // below it (rule a_leaf_crossing_never_passes_back_over_the_search_key, next_leaf below).
+  // prev_leaf drops it: a walk that stepped back across a leaf on purpose sees everything on its
+  // way forward again. (prev_leaf needs no mirror bound: a search lands in the leaf whose first key
+  // is at or below its key, so a backward crossing starts below the key already.)
+  std::optional<Key> forward_floor;
 
   Path() = default;
   Path(const Path&) = delete;
@@ -104,10 +110,14 @@ void set_item_key_safe(TreeRoot& root, Path& path, const Key& key);
 // false at the end (beginning) of the tree; the path is then released. Implemented as a fresh
 // search for the key after the current leaf's last key (before its first key), so concurrent
 // splits and merges are harmless. REQUIRES: path holds a locked, non-empty leaf.
-// The new position is only known to lie after the OLD LEAF's last key: nothing is locked between
-// the two searches, so a caller that searched for K, landed past the end of a leaf and crossed
-// here may meet a key below K inserted meanwhile, and must check its lower bound as well as its
-// upper one (rule a_range_walk_checks_its_lower_bound, fs/dir_item.cpp collect_items).
+// Nothing is locked between the two searches, so the key after the old leaf's last key alone would
+// let another thread's insert slip in between: a caller that searched for K and landed past the end
+// of a leaf (every key there below K) would be handed a key below K — another inode's item, taken
+// as the first of its range (an eviction deleted a directory's DIR_INDEX that way, a read would
+// stop at it and see a hole). So the new search starts at no less than the key the path was
+// positioned by (Path::forward_floor): rule
+// a_leaf_crossing_never_passes_back_over_the_search_key (tests/tree/ctree_walk_race_test.cpp);
+// collect_items (fs/dir_item.cpp) checks its lower bound as well.
 [[nodiscard]] Result<bool> next_leaf(TreeRoot& root, Path& path);
 [[nodiscard]] Result<bool> prev_leaf(TreeRoot& root, Path& path);
 // Step one item forward/backward, crossing leaves. Returns false at the end (beginning).

@@ -313,6 +313,7 @@ again:
 }  // namespace
 
 Result<int> search_slot(TreeHandle* h, TreeRoot& root, const Key& key, Path& p, int ins_len, bool cow) {
+  p.forward_floor = key;
   return search_slot_impl(h, root, key, p, ins_len, cow, nullptr);
 }
 
@@ -374,6 +375,9 @@ Result<bool> next_leaf(TreeRoot& root, Path& p) {
   Key probe = leaf.item_key(static_cast<int>(leaf.nritems()) - 1);
   p.release();
   if (!key_successor(probe)) return false;
+  // Never back below the key this walk started from (see ctree.h): what lies between the old
+  // leaf's last key and it was inserted while the path was released.
+  if (p.forward_floor && probe < *p.forward_floor) probe = *p.forward_floor;
   if (const auto& hook = root.next_leaf_unlocked_hook_for_test()) hook();
   for (;;) {
     NextKey next;
@@ -393,7 +397,8 @@ Result<bool> prev_leaf(TreeRoot& root, Path& p) {
   Key probe = leaf.item_key(0);
   p.release();
   if (!key_predecessor(probe)) return false;
-  const int ret = UBTRFS_TRY(search_slot(nullptr, root, probe, p, 0, false));
+  p.forward_floor.reset();  // the walk goes below its search key on purpose (see Path)
+  const int ret = UBTRFS_TRY(search_slot_impl(nullptr, root, probe, p, 0, false, nullptr));
   // The descent lands in the leaf whose first key <= probe (or the leftmost leaf).
   const int slot = ret == 0 ? p.slots[0] : p.slots[0] - 1;
   if (slot < 0) {

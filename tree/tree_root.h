@@ -74,9 +74,11 @@ class TreeRoot {
   bool force_cow() const { return force_cow_.load(std::memory_order_acquire); }
   void set_force_cow(bool on) { force_cow_.store(on, std::memory_order_release); }
 
-  // Tests only: runs in next_leaf after the path was released and before the search for the key
-  // after the old leaf, where another thread's insert can slip in (a_range_walk_checks_its_lower_bound,
-  // tests/fs/delayed_dir_index_test.cpp). Set before any search of this tree runs.
+  // Tests only: runs in next_leaf after the path was released and before the search for the leaf
+  // after the old one, where another thread's insert can slip in
+  // (a_leaf_crossing_never_passes_back_over_the_search_key, tests/tree/ctree_walk_race_test.cpp;
+  // a_range_walk_checks_its_lower_bound, tests/fs/delayed_dir_index_test.cpp). Set before any
+  // search of this tree runs.
   void set_next_leaf_unlocked_hook_for_test(std::function<void()> f) { next_leaf_unlocked_for_test_ = std::move(f); }
   const std::function<void()>& next_leaf_unlocked_hook_for_test() const { return next_leaf_unlocked_for_test_; }
 

@@ -24,6 +24,7 @@
 #include <map>
 #include <atomic>
 #include <random>
+#include <mutex>
 #include <thread>
 
 #include "alloc/space_infos.h"
@@ -305,6 +306,13 @@ TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threa
   Mounted m(256 * kMiB, "dup");
   std::atomic<bool> stop{false};
   std::atomic<int> errors{0};
+  std::mutex first_error_mu;
+  std::string first_error;  // GUARDED_BY(first_error_mu): the first failure, for the report
+  auto note = [&](const char* what, const Error& e) {
+    errors++;
+    std::lock_guard g(first_error_mu);
+    if (first_error.empty()) first_error = fmt::format("{}: {} ({})", what, e.message, e.err);
+  };
   const double scale = [] {
     const char* s = std::getenv("UBTRFS_STRESS_SCALE");
     return s ? std::max(0.1, std::atof(s)) : 1.0;
@@ -318,13 +326,15 @@ TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threa
         const std::string name = fmt::format("t{}-{}", t, i % 40);
         auto st = m.fs->create(1, name, 0100644, Caller{});
         if (!st) {
-          if (st.error().err != EEXIST) errors++;
+          if (st.error().err != EEXIST) note("create", st.error());
           auto lk = m.fs->lookup(1, name);
           if (!lk) continue;
           st = lk;
         }
-        if (!m.fs->write(st->st_ino, rng() % (1 << 20), pattern(1 + rng() % 100000, i))) errors++;
-        if (rng() % 3 == 0 && !m.fs->unlink(1, name)) errors++;
+        if (auto w = m.fs->write(st->st_ino, rng() % (1 << 20), pattern(1 + rng() % 100000, i)); !w)
+          note("write", w.error());
+        if (rng() % 3 == 0)
+          if (auto u = m.fs->unlink(1, name); !u) note("unlink", u.error());
         m.fs->forget(st->st_ino, 1);  // the last forget of an unlinked file evicts it
       }
     });
@@ -334,12 +344,12 @@ TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threa
     while (!stop) {
       const auto state = static_cast<alloc::FlushState>(1 + rng() % (alloc::kFlushStateCount - 1));
       auto r = sp.run_flush_state(rng() % 2 ? sp.metadata() : sp.data(), state, 1 << 20);
-      if (!r && r.error().err != ENOSPC) errors++;
+      if (!r && r.error().err != ENOSPC) note("flush state", r.error());
     }
   });
   std::thread committer([&] {
     while (!stop) {
-      if (!m.fs->info().transactions().commit()) errors++;
+      if (auto c = m.fs->info().transactions().commit(); !c) note("commit", c.error());
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
@@ -347,6 +357,7 @@ TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threa
   stop = true;
   flusher.join();
   committer.join();
+  INFO("first failure: " << first_error);
   CHECK(errors.load() == 0);
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
