@@ -30,15 +30,12 @@ void store_append(std::vector<uint8_t>& out, const T& v) {
 }
 void append_bytes(std::vector<uint8_t>& out, std::string_view s) { out.insert(out.end(), s.begin(), s.end()); }
 
-// Items with keys in [lo, hi], in key order (copies; locks released on return).
-//
-// Rule a_range_walk_checks_its_lower_bound: when the search for `lo` ends past the last item of
-// its leaf, next_leaf continues from that leaf's last key (btrfs_next_leaf does the same), not
-// from `lo`, after releasing the path. A key between the two that another thread inserted
-// meanwhile — another inode's item, in the neighbouring objectid — comes first, and must be
-// skipped: taken as the range's first item, delete_items_of (inode eviction) deleted a
-// directory's freshly written DIR_INDEX, and the next unlink of that name aborted the
-// transaction with "no dir index" (seen through NBD under TSan; tests/fs/delayed_dir_index_test.cpp).
+// Items with keys in [lo, hi], in key order (copies; locks released on return). A key below `lo`
+// inserted while the walk crossed from the leaf its search ended in never comes back: next_leaf
+// does not search below the path's search key (rule
+// a_leaf_crossing_never_passes_back_over_the_search_key, tree/ctree.h). Before that rule the
+// eviction's delete_items_of deleted a directory's fresh DIR_INDEX that way ("no dir index";
+// tests/fs/delayed_dir_index_test.cpp, a_range_walk_checks_its_lower_bound).
 Result<std::vector<std::pair<Key, std::vector<uint8_t>>>> collect_items(TreeRoot& root, const Key& lo, const Key& hi,
                                                                         size_t max) {
   std::vector<std::pair<Key, std::vector<uint8_t>>> out;
@@ -50,10 +47,6 @@ Result<std::vector<std::pair<Key, std::vector<uint8_t>>>> collect_items(TreeRoot
   while (valid && out.size() < max) {
     const Key k = p.leaf().item_key(p.slots[0]);
     if (hi < k) break;
-    if (k < lo) {  // inserted below the range while no lock was held (see above)
-      valid = UBTRFS_TRY(next_item(root, p));
-      continue;
-    }
     auto d = p.leaf().item_data(p.slots[0]);
     out.emplace_back(k, std::vector<uint8_t>(d.begin(), d.end()));
     valid = UBTRFS_TRY(next_item(root, p));

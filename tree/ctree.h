@@ -116,8 +116,8 @@ void set_item_key_safe(TreeRoot& root, Path& path, const Key& key);
 // as the first of its range (an eviction deleted a directory's DIR_INDEX that way, a read would
 // stop at it and see a hole). So the new search starts at no less than the key the path was
 // positioned by (Path::forward_floor): rule
-// a_leaf_crossing_never_passes_back_over_the_search_key (tests/tree/ctree_walk_race_test.cpp);
-// collect_items (fs/dir_item.cpp) checks its lower bound as well.
+// a_leaf_crossing_never_passes_back_over_the_search_key (tests/tree/ctree_walk_race_test.cpp,
+// and through the filesystem tests/fs/delayed_dir_index_test.cpp).
 [[nodiscard]] Result<bool> next_leaf(TreeRoot& root, Path& path);
 [[nodiscard]] Result<bool> prev_leaf(TreeRoot& root, Path& path);
 // Step one item forward/backward, crossing leaves. Returns false at the end (beginning).
