@@ -22,7 +22,6 @@
 // tree blocks (not in the extent tree) are not read.
 #include "fs/scrub.h"
 
-#include <linux/ioprio.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,11 +87,20 @@ struct ExtentRecord {
 // The lowering of the scrub thread's priority: nice 19 and the lowest best-effort I/O priority.
 // Not the idle class (btrfs-progs' default for its own process): the scrub thread reads while it
 // holds a transaction handle, so an idle-class read starved by other I/O would hold up a commit.
+//
+// The ioprio values are spelled out here (the kernel's ABI, include/uapi/linux/ioprio.h) instead of
+// including <linux/ioprio.h>: since linux-libc-dev 6.1.192 that header defines an inline function
+// with a parameter named `class`, which does not compile as C++.
+constexpr int kIoprioWhoProcess = 1;
+constexpr int kIoprioClassBestEffort = 2;
+constexpr int kIoprioClassShift = 13;
+constexpr int kIoprioLowestBestEffort = (kIoprioClassBestEffort << kIoprioClassShift) | 7;
+
 void lower_priority() {
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19) != 0)
     spdlog::debug("scrub: setpriority: {}", std::strerror(errno));
-  if (::syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)) != 0)
+  if (::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioLowestBestEffort) != 0)
     spdlog::debug("scrub: ioprio_set: {}", std::strerror(errno));
 }
 
