@@ -437,8 +437,10 @@ std::string Filesystem::stats_json() {
               {"in_flight_waits", st.in_flight_waits()},
               {"inhibits", st.inhibits()},
               {"inhibit_slot_reuses", st.inhibit_slot_reuses()},
+              {"held_for_commit", st.held_for_commit()},
               {"cow_overwrite", fs_->cow_overwrite()},
-              {"wb_inhibit", fs_->wb_inhibit()}};
+              {"wb_inhibit", fs_->wb_inhibit()},
+              {"wb_inhibit_scope", !fs_->wb_inhibit() ? "off" : fs_->wb_hold_recopied() ? "transaction" : "handle"}};
   j["cache"] = {{"bytes", fs_->cache().size_bytes()}, {"budget", fs_->cache().budget()},
                 {"buffers", fs_->cache().nr_buffers()}, {"dirty", fs_->cache().nr_dirty()},
                 {"hits", cc.hits}, {"misses", cc.misses}, {"evictions", cc.evictions}};
@@ -453,6 +455,7 @@ std::string Filesystem::stats_json() {
                {"blocks_written", cc.blocks_written},
                {"bytes_written", cc.bytes_written},
                {"skipped_inhibited", cc.skipped_inhibited},
+               {"skipped_held", cc.skipped_held},
                {"skipped_locked", cc.skipped_locked},
                {"skipped_in_flight", cc.skipped_in_flight},
                {"paused_passes", cc.paused_passes},

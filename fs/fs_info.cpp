@@ -65,6 +65,7 @@ Status FsInfo::load(const OpenOptions& opts) {
   path_ = opts.path;
   cow_overwrite_ = opts.cow_overwrite;
   wb_inhibit_ = opts.wb_inhibit;
+  wb_hold_recopied_ = opts.wb_hold_recopied;
   // The device is opened read-only until the gate said read-write is possible, so a refused image is
   // never even opened for writing.
   // An injected device (OpenOptions::device) serves both phases.

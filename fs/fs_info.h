@@ -89,6 +89,7 @@ struct OpenOptions {
   uint64_t cache_bytes = 256ull << 20;
   bool cow_overwrite = false;  // fix 1
   bool wb_inhibit = true;      // fix 2
+  bool wb_hold_recopied = true;  // fix 2's transaction scope (tree/tree_root.h TreeHandle::wb_hold_recopied)
   WritebackOptions writeback;  // the background writeback thread (tree/writeback.h)
 };
 
@@ -186,6 +187,7 @@ class FsInfo {
 
   bool cow_overwrite() const { return cow_overwrite_; }
   bool wb_inhibit() const { return wb_inhibit_; }
+  bool wb_hold_recopied() const { return wb_inhibit_ && wb_hold_recopied_; }
 
   // The device path (messages).
   const std::string& path() const { return path_; }
@@ -214,7 +216,7 @@ class FsInfo {
 
   std::string path_;
   bool read_only_ = true;
-  bool cow_overwrite_ = false, wb_inhibit_ = true;
+  bool cow_overwrite_ = false, wb_inhibit_ = true, wb_hold_recopied_ = true;
   bool log_replay_pending_ = false;
   std::shared_ptr<io::BlockDevice> dev_;  // an io::GatedDevice around the opened device
   io::ShutdownGate* gate_ = nullptr;      // dev_'s gate

@@ -107,11 +107,15 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       // Any path; the daemon opens it (a comma cannot be given: it separates options).
       if (!has_value || value.empty()) return needs_value();
       o.log_file = value;
+    } else if (name == "wb_inhibit" && has_value && value == "handle") {
+      o.wb_inhibit = true;
+      o.wb_hold_recopied = false;
     } else if (name == "cow_overwrite" || name == "wb_inhibit") {
       if (!has_value) return needs_value();
       auto v = parse_on_off(value);
       if (!v) return bad_value();
       (name == "cow_overwrite" ? o.cow_overwrite : o.wb_inhibit) = *v;
+      if (name == "wb_inhibit") o.wb_hold_recopied = *v;
     } else if (name == "writeback") {
       if (!has_value) return needs_value();
       auto v = parse_on_off(value);

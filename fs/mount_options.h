@@ -39,7 +39,11 @@ struct MountOptions {
   // mount of an image that has one is then refused.
   bool nologreplay = false;
   bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
-  bool wb_inhibit = true;                 // wb_inhibit=on|off: fix 2
+  bool wb_inhibit = true;                 // wb_inhibit=on|off|handle: fix 2
+  // wb_inhibit=on also holds a block's second copy in a transaction from background writeback until
+  // the commit (fix 2's transaction scope, tree/tree_root.h); wb_inhibit=handle is the patch's
+  // handle-scoped inhibition alone.
+  bool wb_hold_recopied = true;
   bool notreelog = false;                 // notreelog / treelog: fsync by full commit instead of the tree log
   // discard, discard=async, discard=sync / nodiscard: discard what each commit frees, in the
   // background (fs/discard.h; btrfs discard=async). discard=sync is accepted as an alias of async.

@@ -149,6 +149,7 @@ Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMo
   h.tree_.allocator = &h.res_->allocator;
   h.tree_.cow_overwrite = fs_.cow_overwrite();
   h.tree_.wb_inhibit = fs_.wb_inhibit();
+  h.tree_.wb_hold_recopied = fs_.wb_hold_recopied();
   return h;
 }
 

@@ -297,6 +297,11 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
     if (prepared >= max_blocks) break;
     if (eb->stale() || !eb->dirty()) continue;
     if (policy.min_age_ms && now - eb->dirtied_at_ms() < policy.min_age_ms) continue;
+    // Fix 2's transaction scope: a second copy of its block in this transaction; the commit writes it.
+    if (eb->held_for_commit()) {
+      ++r.skipped_held;
+      continue;
+    }
     // Fix 2: a live handle COWed or reused this buffer; the commit writes it.
     if (eb->inhibitors() > 0) {
       ++r.skipped_inhibited;
@@ -328,6 +333,7 @@ WbPassResult BufferCache::writeback(const WbPolicy& policy) {
   std::lock_guard g(mu_);
   ++counters_.background_passes;
   counters_.skipped_inhibited += r.skipped_inhibited;
+  counters_.skipped_held += r.skipped_held;
   counters_.skipped_locked += r.skipped_locked;
   counters_.skipped_in_flight += r.skipped_in_flight;
   // After an emergency shutdown (io/shutdown_gate.h) failed writes are the point, not news.

@@ -83,6 +83,7 @@ struct WbPolicy {
 struct WbPassResult {
   uint64_t blocks = 0;            // blocks written (each to all its copies)
   uint64_t skipped_inhibited = 0;
+  uint64_t skipped_held = 0;      // re-copies held for the commit (fix 2's transaction scope)
   uint64_t skipped_locked = 0;
   uint64_t skipped_in_flight = 0;
   uint64_t failed = 0;            // writes that failed and left their buffer dirty
@@ -103,6 +104,7 @@ class BufferCache {
     uint64_t background_passes = 0;
     uint64_t bytes_written = 0;              // device bytes, every copy
     uint64_t skipped_inhibited = 0, skipped_locked = 0, skipped_in_flight = 0;
+    uint64_t skipped_held = 0;               // re-copies held for the commit (fix 2's transaction scope)
     uint64_t write_errors = 0;               // failed writes (buffer left dirty)
     uint64_t dirty_bytes_max = 0;            // high-water mark of dirty buffers
     uint64_t throttled = 0;                  // balance_dirty() waits

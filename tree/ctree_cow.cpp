@@ -38,7 +38,9 @@
 // whose write is in flight; we wait for the write instead, so a block is copied at most once per
 // transaction (the benchmark's "1").
 //
-// Fix 2 (wb_inhibit) takes an inhibitor on every block the handle COWs or reuses.
+// Fix 2 (wb_inhibit) takes an inhibitor on every block the handle COWs or reuses; its transaction
+// scope (TreeHandle::wb_hold_recopied) holds a block copied a second time in the transaction from
+// background writeback until the commit, so that no block is copied more than twice.
 #include <algorithm>
 #include <cstring>
 
@@ -124,6 +126,10 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   const bool same_transaction = eb->generation() == h.transid;
   const uint32_t copies = same_transaction ? std::max<uint32_t>(eb->cow_copies(), 1) + 1 : 1;
   cow->set_cow_copies(copies);
+  if (copies >= 2 && h.wb_inhibit && h.wb_hold_recopied) {
+    cow->test_and_set_flag(ExtentBuffer::kHeldForCommit);
+    root.ctx().stats.count_held_for_commit();
+  }
   const uint32_t handle_copies = same_transaction && eb->cow_handle() == h.id ? eb->handle_copies() + 1 : 1;
   cow->set_handle_copies(h.id, handle_copies);
   ++tls_cows;

@@ -47,6 +47,12 @@ class ExtentBuffer {
   static constexpr uint32_t kDirty = 1u << 0;      // modified since last write; never evicted
   static constexpr uint32_t kWriteback = 1u << 1;  // a write of this block is in flight
   static constexpr uint32_t kStale = 1u << 2;      // freed; must not be used or written
+  // A re-copy: this buffer is the second or later copy of its logical block in the running
+  // transaction (background writeback wrote an earlier copy and a handle had to COW it again).
+  // With fix 2's transaction scope (TreeHandle::wb_hold_recopied) background writeback leaves it to
+  // the commit, so no logical block is copied more than twice per transaction. Set once, on the
+  // new write-locked copy; the commit (WB_SYNC_ALL) ignores it.
+  static constexpr uint32_t kHeldForCommit = 1u << 3;
 
   ExtentBuffer(uint64_t start, uint32_t nodesize) : start_(start), data_(nodesize, 0) { touch(); }  // a new buffer is about to be used
   ExtentBuffer(const ExtentBuffer&) = delete;
@@ -66,6 +72,7 @@ class ExtentBuffer {
   bool dirty() const { return test_flag(kDirty); }
   bool stale() const { return test_flag(kStale); }
   bool under_writeback() const { return test_flag(kWriteback); }
+  bool held_for_commit() const { return test_flag(kHeldForCommit); }
   // Writeback completion (btrfs `end_extent_buffer_writeback`): clears WRITEBACK and wakes every
   // wait_writeback() caller.
   void end_writeback() {

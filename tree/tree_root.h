@@ -105,6 +105,15 @@ struct TreeHandle {
   // Fix 2 (wb_inhibit=on): buffers this handle COWed or reused are skipped by WB_SYNC_NONE writeback
   // until end_handle() (or until the handle's 8-slot set reuses their slot).
   bool wb_inhibit = false;
+  // Fix 2's transaction scope (wb_inhibit=on; not with wb_inhibit=handle, the patch's exact
+  // semantics): a block this handle copies a second time in the transaction (background writeback
+  // wrote the first copy between two handles, where no handle's inhibitor could hold it) is held
+  // from background writeback until the commit (ExtentBuffer::kHeldForCommit). Why: in a daemon
+  // whose handles live for one operation, almost every re-copy happens between handles, so the
+  // handle-scoped inhibitor alone does not bound copies per transaction (issue 8's measurements:
+  // 25-74 copies of one block); with the hold the bound is 2. Memory stays bounded: held blocks are
+  // dirty metadata, and dirty metadata past half the cache budget asks for a commit.
+  bool wb_hold_recopied = false;
   // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`, the inline 8-slot CLOCK version).
   InhibitSet inhibited;
   // Reference changes this handle queued (btrfs trans->delayed_ref_updates): the allocator counts

@@ -62,9 +62,9 @@ std::vector<TreeStats::RestartRow> TreeStats::restart_rows() const {
 std::string TreeStats::to_string() const {
   std::string s = fmt::format(
       "cows={} cows_same_transaction={} (write in flight {}) max_cows_per_search={} max_copies_per_block={} max_copies_per_block_per_handle={} "
-      "overwrites={} in_flight_waits={} inhibits={} (slot reuses {})",
+      "overwrites={} in_flight_waits={} inhibits={} (slot reuses {}) held_for_commit={}",
       cows(), cows_same_transaction(), cows_same_transaction_write_in_flight(), per_search_.max(), per_block_.max(), per_handle_block_.max(),
-      overwrites(), in_flight_waits(), inhibits(), inhibit_slot_reuses());
+      overwrites(), in_flight_waits(), inhibits(), inhibit_slot_reuses(), held_for_commit());
   for (int i = 0; i < kRestartSiteCount; ++i)
     s += fmt::format(" restart_{}={}", restart_site_name(static_cast<RestartSite>(i)),
                      restarts(static_cast<RestartSite>(i)));
@@ -79,7 +79,8 @@ void TreeStats::reset() {
   cows_.store(0, std::memory_order_relaxed);
   cows_same_trans_.store(0, std::memory_order_relaxed);
   cows_same_trans_in_flight_.store(0, std::memory_order_relaxed);
-  for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_, &shared_cows_})
+  for (auto* c : {&overwrites_, &in_flight_waits_, &inhibits_, &inhibit_slot_reuses_, &shared_cows_,
+                  &held_for_commit_})
     c->store(0, std::memory_order_relaxed);
   per_search_.reset();
   per_block_.reset();

@@ -77,6 +77,8 @@ class TreeStats {
   // Fix 1: a write of the block was in flight; the handle waited for it instead of copying.
   void count_in_flight_wait() { in_flight_waits_.fetch_add(1, std::memory_order_relaxed); }
   // Fix 2: an inhibitor taken (`replaced`: the 8-slot set dropped another buffer's for it).
+  // Fix 2's transaction scope: a second copy of a block marked to be left to the commit.
+  void count_held_for_commit() { held_for_commit_.fetch_add(1, std::memory_order_relaxed); }
   void count_inhibit(bool replaced) {
     inhibits_.fetch_add(1, std::memory_order_relaxed);
     if (replaced) inhibit_slot_reuses_.fetch_add(1, std::memory_order_relaxed);
@@ -99,6 +101,7 @@ class TreeStats {
   uint64_t in_flight_waits() const { return in_flight_waits_.load(std::memory_order_relaxed); }
   uint64_t inhibits() const { return inhibits_.load(std::memory_order_relaxed); }
   uint64_t inhibit_slot_reuses() const { return inhibit_slot_reuses_.load(std::memory_order_relaxed); }
+  uint64_t held_for_commit() const { return held_for_commit_.load(std::memory_order_relaxed); }
   // One line per counter, for logs and test output.
   std::string to_string() const;
   void reset();
@@ -108,7 +111,8 @@ class TreeStats {
   std::atomic<uint64_t> cows_{0};
   std::atomic<uint64_t> cows_same_trans_{0};
   std::atomic<uint64_t> cows_same_trans_in_flight_{0};
-  std::atomic<uint64_t> overwrites_{0}, in_flight_waits_{0}, inhibits_{0}, inhibit_slot_reuses_{0};
+  std::atomic<uint64_t> overwrites_{0}, in_flight_waits_{0}, inhibits_{0}, inhibit_slot_reuses_{0},
+      held_for_commit_{0};
   std::atomic<uint64_t> shared_cows_{0};
   CountHistogram per_search_, per_block_, per_handle_block_;
   mutable std::mutex mu_;

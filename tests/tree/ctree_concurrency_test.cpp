@@ -181,14 +181,16 @@ TEST_CASE("writeback_thread_races_8_writers: every configuration of the fixes st
           "[ctree][concurrent][writeback][thread]") {
   struct Config {
     const char* name;
-    bool overwrite, inhibit;
+    bool overwrite, inhibit, hold = false;
   };
   for (const Config c : {Config{"baseline", false, false}, Config{"overwrite", true, false},
-                         Config{"inhibit", false, true}, Config{"combined", true, true}}) {
+                         Config{"inhibit_handle", false, true}, Config{"inhibit", false, true, true},
+                         Config{"combined", true, true, true}}) {
     INFO(c.name);
     TreeEnv env(4096, /*budget=*/64 * 4096);
     env.cow_overwrite = c.overwrite;
     env.wb_inhibit = c.inhibit;
+    env.wb_hold_recopied = c.hold;
     TreeRoot root(env.ctx, kUuidTreeObjectid);
     {
       TreeHandle h = env.handle();
@@ -209,5 +211,6 @@ TEST_CASE("writeback_thread_races_8_writers: every configuration of the fixes st
                 << env.stats.to_string());
     CHECK(env.cache.counters().background_blocks_written > 0);
     if (c.overwrite) CHECK(env.stats.cows_same_transaction() == 0);
+    if (c.hold) CHECK(env.stats.per_block().max() <= 2);
   }
 }

@@ -134,6 +134,7 @@ class TreeEnv {
     h.allocator = &alloc_;
     h.cow_overwrite = cow_overwrite;
     h.wb_inhibit = wb_inhibit;
+    h.wb_hold_recopied = wb_hold_recopied;
     return h;
   }
   uint64_t transid() const { return transid_; }
@@ -154,6 +155,7 @@ class TreeEnv {
   TestAllocator alloc_;
   bool cow_overwrite = false;
   bool wb_inhibit = false;
+  bool wb_hold_recopied = false;  // fix 2's transaction scope (with wb_inhibit)
 
  private:
   uint64_t transid_ = 1;

@@ -152,6 +152,54 @@ TEST_CASE("writeback_skips: background writeback skips locked and inhibited buff
   CHECK(root.node()->inhibitors() == 0);
 }
 
+// Fix 2's transaction scope (TreeHandle::wb_hold_recopied): in a daemon whose handles each serve
+// one operation, background writeback writes a block between two handles, where no inhibitor holds
+// it, and the next handle copies it again — without a bound, as often as writeback comes by. The
+// second copy of a block in one transaction is therefore left to the commit: at most 2 copies.
+TEST_CASE("writeback_holds_a_second_copy_for_the_commit: no block is copied a third time in a transaction",
+          "[writeback]") {
+  for (const bool hold : {true, false}) {
+    INFO((hold ? "wb_inhibit=on (transaction scope)" : "wb_inhibit=handle (the patch's scope alone)"));
+    TreeEnv env(4096);
+    env.wb_inhibit = true;
+    env.wb_hold_recopied = hold;
+    TreeRoot root(env.ctx, kUuidTreeObjectid);
+    {
+      TreeHandle h = env.handle();
+      REQUIRE(create_empty_tree(h, root));
+      REQUIRE(insert_item(h, root, key(1), make_value(key(1), 10, 0)));
+    }
+    REQUIRE(env.commit());  // the leaf is now older than the running transaction
+    auto insert_one = [&](int k) {
+      TreeHandle h = env.handle();
+      REQUIRE(insert_item(h, root, key(k), make_value(key(k), 10, 0)));
+      h.end_handle();
+    };
+    insert_one(2);  // copy 1 of the leaf in this transaction
+    CHECK(root.node()->cow_copies() == 1);
+    CHECK_FALSE(root.node()->held_for_commit());
+    WbPassResult r = env.cache.writeback(WbPolicy{});  // between two handles: nothing inhibits it
+    CHECK(r.blocks == 1);
+    insert_one(3);  // written: copied again, copy 2
+    CHECK(root.node()->cow_copies() == 2);
+    CHECK(root.node()->held_for_commit() == hold);
+    r = env.cache.writeback(WbPolicy{});
+    if (hold) {
+      CHECK(r.blocks == 0);
+      CHECK(r.skipped_held == 1);
+      CHECK(root.node()->dirty());
+    } else {
+      CHECK(r.blocks == 1);
+    }
+    insert_one(4);  // held: modified in place; otherwise copy 3
+    CHECK(env.stats.per_block().max() == (hold ? 2u : 3u));
+    REQUIRE(env.commit());  // WB_SYNC_ALL writes what was held
+    CHECK(env.cache.nr_dirty() == 0);
+    CHECK(env.stats.held_for_commit() == (hold ? 1u : 0u));
+    REQUIRE(env.check_tree(root) == "");
+  }
+}
+
 TEST_CASE("writeback_min_age: the periodic pass writes only buffers dirty for long enough", "[writeback]") {
   TreeEnv env(4096);
   TreeRoot root(env.ctx, kUuidTreeObjectid);

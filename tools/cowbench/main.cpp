@@ -47,7 +47,7 @@ Result<std::vector<ConfigSpec>> select_configs(const std::string& list) {
     if (name.empty()) continue;
     auto it = std::find_if(all_configs().begin(), all_configs().end(), [&](const ConfigSpec& c) { return c.name == name; });
     if (it == all_configs().end())
-      return fail(EINVAL, "unknown configuration '{}' (floor, baseline, overwrite, inhibit, combined)", name);
+      return fail(EINVAL, "unknown configuration '{}' (floor, baseline, overwrite, inhibit, combined, inhibit_handle)", name);
     if (std::none_of(out.begin(), out.end(), [&](const ConfigSpec& c) { return c.name == name; })) out.push_back(*it);
   }
   if (out.empty()) return fail(EINVAL, "no configuration selected");
@@ -91,7 +91,7 @@ int run(Cli& cli) {
   int status = kExitOk;
   for (const auto& spec : *configs) {
     spdlog::info("{}: cow_overwrite={} wb_inhibit={} {}", spec.name, spec.cow_overwrite ? "on" : "off",
-                 spec.wb_inhibit ? "on" : "off",
+                 !spec.wb_inhibit ? "off" : spec.wb_hold_recopied ? "on" : "handle",
                  spec.pressure ? fmt::format("cache {} MiB, writeback on", o.cache_mb)
                                : fmt::format("cache {} MiB, writeback off", o.floor_cache_mb));
     auto r = run_config(o, spec, template_path, *prepopulated);
@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
   app.add_option("--dir-fanout", b.shape.fanout, "directories per level")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--files", b.files, "prepopulated files (0: until the fs tree root has level 2, plus 25 %)")
       ->capture_default_str();
-  app.add_option("--configs", cli.configs, "comma-separated subset of floor,baseline,overwrite,inhibit,combined")
+  app.add_option("--configs", cli.configs, "comma-separated subset of floor,baseline,overwrite,inhibit,combined (and inhibit_handle: fix 2 with the "
+                 "patch's handle-scoped inhibition only)")
       ->capture_default_str();
   app.add_option("--seed", b.seed, "workload random seed")->capture_default_str();
   app.add_option("--commit-interval", b.commit_interval_s, "commit thread period (s)")->check(CLI::Range(1, 300))

@@ -39,6 +39,7 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["name"] = r.spec.name;
   j["cow_overwrite"] = r.spec.cow_overwrite;
   j["wb_inhibit"] = r.spec.wb_inhibit;
+  j["wb_inhibit_scope"] = !r.spec.wb_inhibit ? "off" : r.spec.wb_hold_recopied ? "transaction" : "handle";
   j["memory_pressure"] = r.spec.pressure;
   j["max_cow_per_block"] = stat_u64(s, {"cow", "max_per_block"});
   j["max_cow_per_block_per_handle"] = stat_u64(s, {"cow", "max_per_block_per_handle"});

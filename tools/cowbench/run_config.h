@@ -26,6 +26,7 @@ struct ConfigSpec {
   bool cow_overwrite;  // fix 1
   bool wb_inhibit;     // fix 2
   bool pressure;       // small cache + background writeback (false: big cache, writeback off)
+  bool wb_hold_recopied = true;  // fix 2's transaction scope (false: the patch's handle scope alone)
 };
 // The five rows, in table order.
 const std::vector<ConfigSpec>& all_configs();

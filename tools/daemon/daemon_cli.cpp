@@ -166,8 +166,11 @@ ubtrfs options:
                         norecovery
   cow_overwrite=on|off  fix 1: overwrite a tree block written earlier in the same transaction in
                         place instead of copying it again (default off; see README)
-  wb_inhibit=on|off     fix 2: background writeback leaves the tree blocks a running operation
-                        copied or reused alone until it ends (default on)
+  wb_inhibit=on|off|handle
+                        fix 2: background writeback leaves the tree blocks a running operation
+                        copied or reused alone until it ends, and a block copied a second time
+                        in a transaction alone until the commit (default on); `handle` is the
+                        patch series' handle-scoped inhibition alone
   notreelog             fsync by full commit instead of the tree log (the kernel's option;
                         `treelog`, the default, turns the log back on)
   discard[=async|sync]  discard what each commit frees, in the background (btrfs discard=async;

@@ -165,6 +165,7 @@ int run(const DaemonArgs& args) {
   open.cache_bytes = args.options.cache_mb << 20;
   open.cow_overwrite = args.options.cow_overwrite;
   open.wb_inhibit = args.options.wb_inhibit;
+  open.wb_hold_recopied = args.options.wb_hold_recopied;
   open.writeback.enabled = args.options.writeback;
   open.writeback.thresh_bytes = args.options.wb_thresh_mb << 20;
   open.writeback.ratio_pct = args.options.wb_ratio;
