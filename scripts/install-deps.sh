@@ -10,7 +10,7 @@ packages=(
   btrfs-progs e2fsprogs zstd util-linux kmod xxd python3
   fio dbench fuse2fs
   go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
-  libcap2-bin xfsprogs  # capsh and xfs_io in the inode flags test
+  libcap2-bin xfsprogs attr  # capsh, xfs_io and getfattr/setfattr in the inode flags and kernel image tests
   btrfs-compsize  # the oracle of compression on write (compsize on the kernel mount)
   libnbd-dev nbdkit nbdkit-plugin-dev  # io/nbd_device (libnbd); its tests (nbdkit; the header for their flush filter)
 )
