@@ -29,6 +29,18 @@ TEST_CASE("defaults and every ubtrfs option parse") {
   CHECK(o->subvol == std::string("a/b"));
   CHECK(o->cow_overwrite);
   CHECK_FALSE(o->wb_inhibit);
+  CHECK_FALSE(o->wb_hold_recopied);
+  // Fix 2: on = the handle's inhibitor and the transaction scope's hold; handle = the patch's
+  // handle scope alone; the last one given wins.
+  CHECK(d->wb_hold_recopied);
+  auto h = parse_mount_options("wb_inhibit=handle");
+  REQUIRE(h);
+  CHECK(h->wb_inhibit);
+  CHECK_FALSE(h->wb_hold_recopied);
+  auto on = parse_mount_options("wb_inhibit=handle,wb_inhibit=on");
+  REQUIRE(on);
+  CHECK(on->wb_inhibit);
+  CHECK(on->wb_hold_recopied);
 }
 
 TEST_CASE("log_file takes a path, the last one wins, and needs a value") {
