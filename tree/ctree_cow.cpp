@@ -126,6 +126,9 @@ Result<EbRef> cow_block(TreeHandle& h, TreeRoot& root, const EbRef& eb, const Eb
   const bool same_transaction = eb->generation() == h.transid;
   const uint32_t copies = same_transaction ? std::max<uint32_t>(eb->cow_copies(), 1) + 1 : 1;
   cow->set_cow_copies(copies);
+  // The hold never needs clearing: the copy is born in this transaction, the commit writes it
+  // clean, and any change in a later transaction copies it again (generation != transid) into a
+  // buffer without the flag (writeback_holds_a_second_copy_for_the_commit checks both).
   if (copies >= 2 && h.wb_inhibit && h.wb_hold_recopied) {
     cow->test_and_set_flag(ExtentBuffer::kHeldForCommit);
     root.ctx().stats.count_held_for_commit();

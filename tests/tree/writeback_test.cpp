@@ -196,6 +196,14 @@ TEST_CASE("writeback_holds_a_second_copy_for_the_commit: no block is copied a th
     REQUIRE(env.commit());  // WB_SYNC_ALL writes what was held
     CHECK(env.cache.nr_dirty() == 0);
     CHECK(env.stats.held_for_commit() == (hold ? 1u : 0u));
+    // The hold ends with its transaction: the next change copies the block into an unheld buffer,
+    // which background writeback writes again.
+    insert_one(5);
+    CHECK(root.node()->cow_copies() == 1);
+    CHECK_FALSE(root.node()->held_for_commit());
+    r = env.cache.writeback(WbPolicy{});
+    CHECK(r.blocks == 1);
+    CHECK(r.skipped_held == 0);
     REQUIRE(env.check_tree(root) == "");
   }
 }

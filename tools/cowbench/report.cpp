@@ -39,7 +39,8 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["name"] = r.spec.name;
   j["cow_overwrite"] = r.spec.cow_overwrite;
   j["wb_inhibit"] = r.spec.wb_inhibit;
-  j["wb_inhibit_scope"] = !r.spec.wb_inhibit ? "off" : r.spec.wb_hold_recopied ? "transaction" : "handle";
+  // As the filesystem reported it (stats_json), not re-derived from the spec.
+  j["wb_inhibit_scope"] = r.stats.value("/cow/wb_inhibit_scope"_json_pointer, std::string("unknown"));
   j["memory_pressure"] = r.spec.pressure;
   j["max_cow_per_block"] = stat_u64(s, {"cow", "max_per_block"});
   j["max_cow_per_block_per_handle"] = stat_u64(s, {"cow", "max_per_block_per_handle"});
