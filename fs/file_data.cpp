@@ -191,6 +191,11 @@ Status FileData::write_disk(uint64_t logical, std::span<const uint8_t> data) {
   return {};
 }
 
+Status FileData::write_disk_behind(uint64_t logical, std::vector<uint8_t>&& data) {
+  auto phys = UBTRFS_TRY(fs_.chunk_map().map(logical, data.size()));
+  return fs_.write_behind()->write_behind(phys, std::move(data));
+}
+
 Status FileData::read_verified(InodeId id, uint64_t file_off, uint64_t logical, std::span<uint8_t> out, bool verify) {
   const FsParams& fs = fs_.params();
   auto phys = UBTRFS_TRY(fs_.chunk_map().map(logical, out.size()));
@@ -728,22 +733,28 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     d.data_reserved -= std::min(d.data_reserved, ext.len);
     // The extent goes to disk and through the checksummer kFlushIoChunk bytes at a time: an
     // extent of up to BTRFS_MAX_EXTENT_SIZE never needs a copy of itself in memory.
+    // With the write-behind queue (io/write_behind.h) each filled buffer is handed to its worker
+    // and this thread goes on with the next one and the tree updates (btrfs: the bio is submitted
+    // and the ordered extent completes later); the commit's device flush waits for it.
     std::vector<uint8_t> csums;
     {
+      io::WriteBehindDevice* behind = fs_.write_behind();
       std::vector<uint8_t> buf;
       for (uint64_t done = 0; done < ext.len;) {
         const uint64_t n = std::min<uint64_t>(ext.len - done, kFlushIoChunk);
+        if (behind) buf = behind->take_buffer();
         buf.resize(n);
         d.data.overlay(cur + done, buf);
-        if (auto w = write_disk(ext.bytenr + done, buf); !w) {
+        if (!nodatasum) {
+          const std::vector<uint8_t> part = compute_data_csums(fs, buf);
+          csums.insert(csums.end(), part.begin(), part.end());
+        }
+        if (auto w = behind ? write_disk_behind(ext.bytenr + done, std::move(buf)) : write_disk(ext.bytenr + done, buf);
+            !w) {
           fs_.allocator().release_data(ext.bytenr, ext.len, true);
           d.data_reserved += ext.len;
           return fail(w.error().err, "root {} ino {}: writing {} bytes of file offset {} at bytenr {}: {}",
                       id.subvol, id.objectid, n, cur + done, ext.bytenr + done, w.error().message);
-        }
-        if (!nodatasum) {
-          const std::vector<uint8_t> part = compute_data_csums(fs, buf);
-          csums.insert(csums.end(), part.begin(), part.end());
         }
         done += n;
       }

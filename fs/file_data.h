@@ -10,7 +10,9 @@
 // dirty sectors and either writes the whole file as one inline extent (offset 0, size <=
 // kMaxInline, no other extent: the kernel's can_cow_file_range_inline with max_inline=2048) or
 // allocates data extents, writes them to every stripe copy, drops the old extents of the range,
-// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes. When
+// inserts the REG items, their data refs and the per-sector checksums, and adjusts nbytes (the
+// data itself goes through the device's write-behind queue, io/write_behind.h: the flusher hands
+// each filled buffer over and goes on; every read and the commit's flush see it written). When
 // the inode's data may be compressed (mount option, flag or property: fs/compress_policy.h) the
 // runs go through file_compress.cpp instead: compressed extents of at most 128 KiB, compressed
 // inline extents, plain extents where compression does not pay. The commit then makes it durable.
@@ -272,6 +274,8 @@ class FileData {
   [[nodiscard]] Status read_verified(InodeId id, uint64_t file_off, uint64_t logical, std::span<uint8_t> out,
                                      bool verify);
   [[nodiscard]] Status write_disk(uint64_t logical, std::span<const uint8_t> data);
+  // write_disk through the write-behind queue: returns once queued. REQUIRES: fs_.write_behind().
+  [[nodiscard]] Status write_disk_behind(uint64_t logical, std::vector<uint8_t>&& data);
   // Makes the sector holding `off` a delalloc sector filled from the extents, zeroed past i_size.
   [[nodiscard]] Status load_sector(InodeId id, TreeRoot& root, const InodeItem& ii, Dirty& d, uint64_t off);
   [[nodiscard]] Result<bool> sector_has_data(InodeId id, TreeRoot& root, uint64_t sector_off);

@@ -441,6 +441,15 @@ std::string Filesystem::stats_json() {
               {"cow_overwrite", fs_->cow_overwrite()},
               {"wb_inhibit", fs_->wb_inhibit()},
               {"wb_inhibit_scope", !fs_->wb_inhibit() ? "off" : fs_->wb_hold_recopied() ? "transaction" : "handle"}};
+  if (auto* wbd = fs_->write_behind()) {
+    const io::WriteBehindStats ws = wbd->stats();
+    j["write_behind"] = {{"writes", ws.writes},           {"bytes", ws.bytes},
+                         {"producer_waits", ws.producer_waits}, {"overlap_waits", ws.overlap_waits},
+                         {"flush_waits", ws.flush_waits}, {"max_queued_bytes", ws.max_queued_bytes},
+                         {"failed", ws.failed}};
+  } else {
+    j["write_behind"] = nullptr;
+  }
   j["cache"] = {{"bytes", fs_->cache().size_bytes()}, {"budget", fs_->cache().budget()},
                 {"buffers", fs_->cache().nr_buffers()}, {"dirty", fs_->cache().nr_dirty()},
                 {"hits", cc.hits}, {"misses", cc.misses}, {"evictions", cc.evictions}};

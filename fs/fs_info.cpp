@@ -137,6 +137,12 @@ Status FsInfo::load(const OpenOptions& opts) {
     gate_ = gated->shutdown_gate();
     dev_ = std::move(gated);
   }
+  // File data is written behind the flusher (io/write_behind.h); the queue writes through the gate.
+  if (!read_only_ && opts.write_behind) {
+    auto wb = std::make_shared<io::WriteBehindDevice>(dev_);
+    write_behind_ = wb.get();
+    dev_ = std::move(wb);
+  }
   cache_ = std::make_unique<BufferCache>(*dev_, chunk_map_, params_, opts.cache_bytes);
   tctx_ = std::make_unique<TreeContext>(TreeContext{params_, *cache_, stats_});
 

@@ -32,6 +32,7 @@
 #include "io/block_device.h"
 #include "io/shutdown_gate.h"
 #include "io/status.h"
+#include "io/write_behind.h"
 #include "tree/buffer_cache.h"
 #include "tree/chunk_map.h"
 #include "tree/format.h"
@@ -91,6 +92,9 @@ struct OpenOptions {
   bool wb_inhibit = true;      // fix 2
   bool wb_hold_recopied = true;  // fix 2's transaction scope (tree/tree_root.h TreeHandle::wb_hold_recopied)
   WritebackOptions writeback;  // the background writeback thread (tree/writeback.h)
+  // File data extents go to the device through a write-behind queue (io/write_behind.h): the
+  // delalloc flusher hands each filled buffer to a worker thread instead of writing it itself.
+  bool write_behind = true;
 };
 
 class FsInfo {
@@ -106,6 +110,9 @@ class FsInfo {
   bool read_only() const { return read_only_; }
   const FsParams& params() const { return params_; }
   io::BlockDevice& device() { return *dev_; }
+  // The write-behind queue in front of the device (io/write_behind.h), or null (read-only, or
+  // write_behind=off): file data is then written synchronously.
+  io::WriteBehindDevice* write_behind() { return write_behind_; }
   ChunkMap& chunk_map() { return chunk_map_; }
   BufferCache& cache() { return *cache_; }
   // The background writeback thread (started at open for read-write filesystems when enabled;
@@ -218,8 +225,10 @@ class FsInfo {
   bool read_only_ = true;
   bool cow_overwrite_ = false, wb_inhibit_ = true, wb_hold_recopied_ = true;
   bool log_replay_pending_ = false;
-  std::shared_ptr<io::BlockDevice> dev_;  // an io::GatedDevice around the opened device
+  // An io::GatedDevice around the opened device, under an io::WriteBehindDevice when writable.
+  std::shared_ptr<io::BlockDevice> dev_;
   io::ShutdownGate* gate_ = nullptr;      // dev_'s gate
+  io::WriteBehindDevice* write_behind_ = nullptr;  // dev_ itself when it is the write-behind queue
   std::atomic<bool> shutdown_{false};
   std::mutex wb_stop_mu_;                 // stop_writeback() may race (shutdown vs unmount)
   Superblock super_{};

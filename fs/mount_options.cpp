@@ -121,6 +121,11 @@ Result<MountOptions> parse_mount_options(const std::string& list) {
       auto v = parse_on_off(value);
       if (!v) return bad_value();
       o.writeback = *v;
+    } else if (name == "write_behind") {
+      if (!has_value) return needs_value();
+      auto v = parse_on_off(value);
+      if (!v) return bad_value();
+      o.write_behind = *v;
     } else if (name == "writeback_cache") {
       if (!has_value) return needs_value();
       auto v = parse_on_off(value);

@@ -61,6 +61,9 @@ struct MountOptions {
   uint32_t wb_interval_s = 5;
   uint32_t wb_expire_s = 30;
   bool wb_lru = true;                     // wb_order=lru|address: background writeback order
+  // write_behind=on|off: file data extents reach the image through a write-behind queue and its
+  // worker thread (io/write_behind.h) instead of being written by the flushing thread itself.
+  bool write_behind = true;
   // writeback_cache=on|off: the kernel's page cache holds written data and sends it later, merged
   // (FUSE_CAP_WRITEBACK_CACHE); space for it is guarded by tools/daemon/page_cache_guard.h.
   bool writeback_cache = false;

@@ -171,6 +171,8 @@ ubtrfs options:
                         copied or reused alone until it ends, and a block copied a second time
                         in a transaction alone until the commit (default on); `handle` is the
                         patch series' handle-scoped inhibition alone
+  write_behind=on|off   file data goes to the image through a queue and a worker thread, so the
+                        thread that flushes it goes on at once (default on)
   notreelog             fsync by full commit instead of the tree log (the kernel's option;
                         `treelog`, the default, turns the log back on)
   discard[=async|sync]  discard what each commit frees, in the background (btrfs discard=async;

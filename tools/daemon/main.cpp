@@ -172,6 +172,7 @@ int run(const DaemonArgs& args) {
   open.writeback.interval_ms = args.options.wb_interval_s * 1000;
   open.writeback.expire_ms = args.options.wb_expire_s * 1000;
   open.writeback.coldest_first = args.options.wb_lru;
+  open.write_behind = args.options.write_behind;
   auto mounted = fs::Filesystem::mount(open, args.options);
   if (!mounted) return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, mounted.error().message));
   std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
