@@ -30,6 +30,7 @@
 #include "fs/file_extent.h"
 #include "fs/filesystem.h"
 #include "fs/transaction.h"
+#include "io/fault_device.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 
@@ -329,6 +330,9 @@ TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_imag
     // No commit and no fsync ran: the data can only be on the device if the writer flushed it
     // when delalloc passed the dirty limits (file_data.h).
     static_assert(kDirtyLimitMax < (80ull << 20));
+    // What the writer flushed may still be in the write-behind queue (io/write_behind.h): wait for
+    // the queue's writes (this writes nothing that was not flushed, and flushes no device).
+    if (auto* behind = fs->info().write_behind()) behind->drain();
     std::vector<uint8_t> image(512ull << 20);
     {
       std::ifstream in(img.path(), std::ios::binary);
@@ -486,6 +490,56 @@ TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_
   auto b = fs->lookup(1, "lost");
   REQUIRE(!b);
   REQUIRE(b.error().err == ENOENT);
+  REQUIRE(fs->unmount());
+}
+
+// The write-behind queue (io/write_behind.h) returns before file data is on the device; a queued
+// write the device refuses must still reach the user: the fsync that waited for it fails, every
+// later commit fails (the trees point at the lost data), and the image keeps its last commit.
+TEST_CASE("a_lost_data_write_fails_the_fsync_and_every_later_commit", "[data_image]") {
+  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
+    WARN("btrfs-progs missing: skipped");
+    return;
+  }
+  TempFile img(256ull << 20);
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  {
+    auto file = io::open_device(img.path(), io::OpenMode::kReadWrite);
+    REQUIRE(file);
+    auto fault = std::make_shared<io::FaultInjectingDevice>(**file);
+    OpenOptions o;
+    o.path = img.path();
+    o.device = fault;
+    MountOptions m;
+    m.commit_interval_s = 300;
+    auto mounted = Filesystem::mount(o, m);
+    REQUIRE(mounted);
+    Filesystem& fs = **mounted;
+    REQUIRE(fs.info().write_behind() != nullptr);
+    auto f = fs.create(1, "victim", 0100644, Caller{});
+    REQUIRE(f);
+    REQUIRE(fs.info().transactions().commit());
+    // Every data block group refuses writes from now on; tree blocks still go through.
+    for (auto* bg : fs.info().block_groups().all()) {
+      if ((bg->flags() & kBlockGroupTypeMask) != kBlockGroupData) continue;
+      auto phys = fs.info().chunk_map().map(bg->start(), bg->length());
+      REQUIRE(phys);
+      for (uint64_t p : *phys) fault->fail_range(p, p + bg->length(), io::FaultOps::kWrite);
+    }
+    REQUIRE(fs.write(f->st_ino, 0, pattern(1 << 20, 5)));
+    auto synced = fs.fsync(f->st_ino, false);
+    REQUIRE_FALSE(synced);
+    INFO(synced.error().message);
+    CHECK(synced.error().err == EIO);
+    CHECK(fs.info().write_behind()->stats().failed >= 1);
+    CHECK_FALSE(fs.info().transactions().commit());
+    (void)fs.unmount();
+  }
+  btrfs_check_clean(img.path());
+  auto fs = mount_fs(img.path(), true);
+  auto f = fs->lookup(1, "victim");
+  REQUIRE(f);
+  CHECK(f->st_size == 0);  // the last commit: the file as created, the lost write never claimed
   REQUIRE(fs->unmount());
 }
 

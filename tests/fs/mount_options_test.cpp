@@ -41,6 +41,13 @@ TEST_CASE("defaults and every ubtrfs option parse") {
   REQUIRE(on);
   CHECK(on->wb_inhibit);
   CHECK(on->wb_hold_recopied);
+  // File data written behind the flusher (io/write_behind.h): on by default.
+  CHECK(d->write_behind);
+  auto wb = parse_mount_options("write_behind=off");
+  REQUIRE(wb);
+  CHECK_FALSE(wb->write_behind);
+  CHECK_FALSE(parse_mount_options("write_behind"));
+  CHECK_FALSE(parse_mount_options("write_behind=sometimes"));
 }
 
 TEST_CASE("log_file takes a path, the last one wins, and needs a value") {
