@@ -47,10 +47,14 @@ class NbdServer {
   std::string uri() const { return "nbd+unix:///?socket=" + socket_; }
   const std::string& dir() const { return dir_; }
 
-  // Starts nbdkit and waits for its socket. Throws if it does not come up within 10 s.
+  // Starts nbdkit and waits until it accepts connections. Throws if it does not within 10 s.
+  // The socket file alone is not enough: it appears at bind(), before listen(), and a connect in
+  // between is refused (seen in CI); nbdkit writes its pidfile (-P) once it is listening.
   void start() {
     ::unlink(socket_.c_str());
-    std::vector<std::string> argv = {"nbdkit", "-f", "--exit-with-parent", "-U", socket_};
+    const std::string pidfile = dir_ + "/nbd.pid";
+    ::unlink(pidfile.c_str());
+    std::vector<std::string> argv = {"nbdkit", "-f", "--exit-with-parent", "-U", socket_, "-P", pidfile};
     argv.insert(argv.end(), args_.begin(), args_.end());
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
@@ -63,7 +67,7 @@ class NbdServer {
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     struct stat st {};
-    while (::stat(socket_.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    while (::stat(pidfile.c_str(), &st) != 0 || st.st_size == 0) {
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;

@@ -56,13 +56,15 @@ truncate -s 1G "$img"
 # ---- nbdkit, stopped by its pid at exit (before lib.sh's cleanup, which keeps the exit status) ----
 NBDKIT_PID=
 start_nbdkit() {
-  rm -f "$sock"
-  nbdkit -f --exit-with-parent -U "$sock" --filter=error --filter="$FILTER" file "$img" \
+  rm -f "$sock" "$tmp/nbdkit.pid"
+  # Ready is the pidfile (-P), written once nbdkit listens: the socket file appears at bind(),
+  # before listen(), and a connect in between is refused.
+  nbdkit -f --exit-with-parent -U "$sock" -P "$tmp/nbdkit.pid" --filter=error --filter="$FILTER" file "$img" \
     error-pwrite=EIO error-pwrite-rate=100% error-file="$tmp/pwrite.fail" flush-error-file="$tmp/flush.fail" \
     >>"$tmp/nbdkit.log" 2>&1 &
   NBDKIT_PID=$!
   local deadline=$((SECONDS + 10))
-  until [[ -S $sock ]]; do
+  until [[ -s $tmp/nbdkit.pid ]]; do
     if ! _pid_running "$NBDKIT_PID" || ((SECONDS >= deadline)); then
       echo "FAIL: nbdkit did not start:" >&2
       cat "$tmp/nbdkit.log" >&2
