@@ -36,7 +36,7 @@
 #                                              under the sanitized daemon (2000 and 1000: the TSan
 #                                              daemon is about 5x slower than the ASan one)
 #   UBTRFS_OVERLAP_BUILDS=0                    build the sanitizer trees in the foreground instead
-#   UBTRFS_STAGE2_JOBS=N                       oracle tests run at once in stage 2 (default 2)
+#   UBTRFS_STAGE2_JOBS=N                       oracle tests run at once in stage 2 (default 1)
 #   UBTRFS_FUZZ_SHORT=1                        at the end, scripts/fuzz.sh: the clang fuzz build and
 #                                              10 s of each fuzz target (about 3-5 min on 2 cores;
 #                                              off by default while CI is near its 30-minute budget)
@@ -185,10 +185,12 @@ if ((sanitizers)); then
 fi
 # CI is near its 30 minutes: the dump-tree comparison of ubtrfs-inspect with btrfs-progs over a
 # dozen kernel-made images (~100 s; the inspector changes rarely) runs in the full profile only.
-# Two oracle tests at a time: they wait on the kernel, FUSE round trips and the disk much more than
-# they compute, and each lives in its own temporary root with its own loop devices and mounts.
-# Measured: the 48 tests in 525 s with -j2 against 850-1,050 s one by one (all passed both ways).
-stage2_jobs=${UBTRFS_STAGE2_JOBS:-2}
+# One oracle test at a time by default. Two at a time (UBTRFS_STAGE2_JOBS=2) halves stage 2 alone
+# (the 48 tests in 525 s against 850-1,050 s, all passing both ways: each test lives in its own
+# temporary root), but with the sanitizer trees building behind it the whole run got longer (the
+# tests took the CPU the builds used during one-at-a-time waits: ASan tree 1,039 s instead of 591,
+# stages 2-4 about 2,110 s against 1,810 s on the same quiet machine).
+stage2_jobs=${UBTRFS_STAGE2_JOBS:-1}
 stage2_exclude='_unit$'
 ((full)) || stage2_exclude+='|^oracle_inspect_vs_progs_test$'
 # With the sanitizer stages on, what stage 3 runs again with the ASan daemon on the same
