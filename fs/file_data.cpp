@@ -738,11 +738,11 @@ Status FileData::flush_run(InodeId id, TreeRoot& root, Dirty& d, uint64_t start,
     // and the ordered extent completes later); the commit's device flush waits for it.
     std::vector<uint8_t> csums;
     {
-      // Small extents (an fsync of a small file) are written here: handing 4 KiB to the worker
-      // and waiting for it in the fsync's flush cost more than the write (bench fsync.files: 747
-      // and 668 files/s through the queue against 891 and 980 without it).
+      // Extents below a stream's size (an fsync of a small file) are written here: handing 4 KiB
+      // to the worker and waiting for it in the fsync's flush cost more than the write (bench
+      // fsync.files: 747 and 668 files/s through the queue against 891 and 980 without it).
       io::WriteBehindDevice* behind =
-          ext.len >= io::WriteBehindDevice::kStartWritebackMinBytes ? fs_.write_behind() : nullptr;
+          ext.len >= io::WriteBehindDevice::kStreamMinBytes ? fs_.write_behind() : nullptr;
       std::vector<uint8_t> buf;
       for (uint64_t done = 0; done < ext.len;) {
         const uint64_t n = std::min<uint64_t>(ext.len - done, kFlushIoChunk);

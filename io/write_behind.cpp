@@ -94,7 +94,7 @@ void WriteBehindDevice::run() {
     // of a large write already on its way. Measured on 1 GiB of 1 MiB writes + fsync: the fsync
     // 1.37 -> 0.97 s (means of 5), the whole run about equal. Small buffers are left to the
     // device's own writeback: short-lived files (dbench) must not cost disk bandwidth early.
-    if (const int fd = inner_->fd(); fd >= 0 && job->data.size() >= kStartWritebackMinBytes)
+    if (const int fd = inner_->fd(); fd >= 0 && job->data.size() >= kStreamMinBytes)
       for (size_t i = 0; i < job->offsets.size(); ++i)
         if (results[i])
           (void)::sync_file_range(fd, static_cast<off64_t>(job->offsets[i]), static_cast<off64_t>(job->data.size()),

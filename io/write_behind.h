@@ -57,9 +57,11 @@ class WriteBehindDevice final : public BlockDevice {
   // 16 MiB: the worker writes a 1 MiB buffer into an image file's page cache in about 1-3 ms, so a
   // few buffers in flight keep it busy; the bound counts against the daemon's memory budget.
   static constexpr uint64_t kDefaultMaxQueuedBytes = 16ull << 20;
-  // A queued buffer at least this large has the device's writeback started at once after it is
-  // written (sync_file_range SYNC_FILE_RANGE_WRITE on fd(); nothing is waited for).
-  static constexpr uint64_t kStartWritebackMinBytes = 256ull << 10;
+  // A write at least this large is part of a stream. Callers queue only such extents (a smaller
+  // one, e.g. the fsync of a small file, costs more in the handoff than in the write), and the
+  // worker starts the device's writeback at once after writing such a buffer
+  // (sync_file_range SYNC_FILE_RANGE_WRITE on fd(); nothing is waited for).
+  static constexpr uint64_t kStreamMinBytes = 256ull << 10;
 
   // REQUIRES: inner is not null and writable.
   explicit WriteBehindDevice(std::shared_ptr<BlockDevice> inner,

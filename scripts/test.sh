@@ -48,19 +48,11 @@ cd "$src"
 
 [[ $(id -u) == 0 ]] && scripts/install-deps.sh
 
-# A python3 reached through a version manager's shim (pyenv: measured 0.5-0.6 s of shell per call
-# against 0.05 s for the interpreter itself) is resolved once; the oracle tests call python3 many
-# hundreds of times. tests/oracle/lib.sh does the same for a test run on its own.
-if py=$(command -v python3 2>/dev/null) && [[ $py == */shims/python3 ]]; then
-  py_real=$(pyenv which python3 2>/dev/null || true)
-  [[ -x ${py_real:-} ]] || py_real=/usr/bin/python3
-  if [[ -x $py_real ]]; then
-    py_dir=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-python.XXXXXX")
-    ln -s "$py_real" "$py_dir/python3"
-    export PATH="$py_dir:$PATH"
-    echo "python3: $py_real (instead of the shim $py)"
-  fi
-fi
+# python3 behind pyenv's shim costs 0.5 s a call: resolve it once for the whole run.
+# shellcheck source=../tests/oracle/python_shim.sh disable=SC1091
+source tests/oracle/python_shim.sh
+py_dir=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-python.XXXXXX")
+unshim_python "$py_dir" && echo "python3: $(readlink "$py_dir/python3") (instead of pyenv's shim)"
 
 start=$SECONDS
 timings=()

@@ -22,18 +22,11 @@ UBTRFS_SRC=${UBTRFS_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 # test that dies halfway leaves nothing behind, however it created its mounts.
 UBTRFS_TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-test.XXXXXX")
 
-# A python3 reached through a version manager's shim (pyenv: 0.5-0.6 s of shell per call, against
-# 0.05 s for the interpreter) is resolved once to the interpreter: some tests call python3 hundreds
-# of times. scripts/test.sh does this for a whole run; this covers a test run on its own.
-if _ubtrfs_py=$(command -v python3 2>/dev/null) && [[ $_ubtrfs_py == */shims/python3 ]]; then
-  _ubtrfs_py_real=$(pyenv which python3 2>/dev/null || true)
-  [[ -x ${_ubtrfs_py_real:-} ]] || _ubtrfs_py_real=/usr/bin/python3
-  if [[ -x $_ubtrfs_py_real ]]; then
-    mkdir -p "$UBTRFS_TEST_ROOT/.python"
-    ln -s "$_ubtrfs_py_real" "$UBTRFS_TEST_ROOT/.python/python3"
-    export PATH="$UBTRFS_TEST_ROOT/.python:$PATH"
-  fi
-fi
+# python3 behind pyenv's shim costs 0.5 s a call (tests/oracle/python_shim.sh): resolved once
+# (a no-op under scripts/test.sh, which already did it).
+# shellcheck source=python_shim.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/python_shim.sh"
+unshim_python "$UBTRFS_TEST_ROOT/.python" || true
 
 _oracle_cleanup() {
   local rc=$?
