@@ -15,21 +15,12 @@
 
 #include "io/checksum.h"
 #include "tree/ctree.h"
+#include "tree/print_tree.h"
 
 namespace ubtrfs::alloc {
 
 namespace {
 
-uint64_t get_le64(std::span<const uint8_t> d, size_t off) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | d[off + i];
-  return v;
-}
-uint32_t get_le32(std::span<const uint8_t> d, size_t off) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | d[off + i];
-  return v;
-}
 void put_le64(std::vector<uint8_t>& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
@@ -37,7 +28,6 @@ void put_le32(std::vector<uint8_t>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
-std::string key_text(const Key& k) { return fmt::format("({} {} {})", k.objectid, k.type, k.offset); }
 
 std::string ref_text(const ExtentBackref& r) {
   switch (r.type) {
@@ -82,16 +72,16 @@ uint32_t ExtentItemBody::encoded_size() const {
 Result<ExtentItemBody> parse_extent_item(const Key& key, std::span<const uint8_t> d) {
   ExtentItemBody b;
   if (key.type != kExtentItemKey && key.type != kMetadataItemKey)
-    return fail(EUCLEAN, "extent tree key {} is not an extent item", key_text(key));
+    return fail(EUCLEAN, "extent tree key {} is not an extent item", key_tuple_str(key));
   if (d.size() < sizeof(ExtentItem))
-    return fail(EUCLEAN, "extent item {} has {} bytes, less than an extent_item", key_text(key), d.size());
+    return fail(EUCLEAN, "extent item {} has {} bytes, less than an extent_item", key_tuple_str(key), d.size());
   b.refs = get_le64(d, 0);
   b.generation = get_le64(d, 8);
   b.flags = get_le64(d, 16);
   size_t pos = sizeof(ExtentItem);
   if (key.type == kExtentItemKey && (b.flags & kExtentFlagTreeBlock)) {
     if (d.size() < pos + sizeof(TreeBlockInfo))
-      return fail(EUCLEAN, "tree block extent item {} too short for tree_block_info", key_text(key));
+      return fail(EUCLEAN, "tree block extent item {} too short for tree_block_info", key_tuple_str(key));
     TreeBlockInfo info;
     std::memcpy(&info, d.data() + pos, sizeof(info));
     b.has_block_info = true;
@@ -103,9 +93,9 @@ Result<ExtentItemBody> parse_extent_item(const Key& key, std::span<const uint8_t
     ExtentBackref r;
     r.type = d[pos];
     const size_t sz = extent_inline_ref_size(r.type);
-    if (sz == 0) return fail(EUCLEAN, "extent item {}: unknown inline ref type {} at byte {}", key_text(key), r.type, pos);
+    if (sz == 0) return fail(EUCLEAN, "extent item {}: unknown inline ref type {} at byte {}", key_tuple_str(key), r.type, pos);
     if (pos + sz > d.size())
-      return fail(EUCLEAN, "extent item {}: inline ref type {} at byte {} runs past the item end {}", key_text(key),
+      return fail(EUCLEAN, "extent item {}: inline ref type {} at byte {} runs past the item end {}", key_tuple_str(key),
                   r.type, pos, d.size());
     if (r.type == kExtentDataRefKey) {
       r.root = get_le64(d, pos + 1);
@@ -159,14 +149,14 @@ Result<ExtentBackref> parse_keyed_backref(const Key& key, std::span<const uint8_
       return r;
     case kSharedDataRefKey:
       if (d.size() != sizeof(SharedDataRef))
-        return fail(EUCLEAN, "keyed backref {} has {} bytes, expected {}", key_text(key), d.size(),
+        return fail(EUCLEAN, "keyed backref {} has {} bytes, expected {}", key_tuple_str(key), d.size(),
                     sizeof(SharedDataRef));
       r.offset = key.offset;
       r.count = get_le32(d, 0);
       return r;
     case kExtentDataRefKey:
       if (d.size() != sizeof(ExtentDataRef))
-        return fail(EUCLEAN, "keyed backref {} has {} bytes, expected {}", key_text(key), d.size(),
+        return fail(EUCLEAN, "keyed backref {} has {} bytes, expected {}", key_tuple_str(key), d.size(),
                     sizeof(ExtentDataRef));
       r.root = get_le64(d, 0);
       r.objectid = get_le64(d, 8);
@@ -174,7 +164,7 @@ Result<ExtentBackref> parse_keyed_backref(const Key& key, std::span<const uint8_
       r.count = get_le32(d, 24);
       return r;
     default:
-      return fail(EUCLEAN, "extent tree key {} is not a keyed backref", key_text(key));
+      return fail(EUCLEAN, "extent tree key {} is not a keyed backref", key_tuple_str(key));
   }
 }
 
@@ -232,7 +222,7 @@ Result<ExtentState> load_extent(TreeRoot& root, uint64_t bytenr) {
     if (k.objectid != bytenr || k.type >= kBlockGroupItemKey) break;
     auto data = p.leaf().item_data(p.slots[0]);
     if (k.type == kExtentItemKey || k.type == kMetadataItemKey) {
-      if (st.found) return fail(EUCLEAN, "extent {} has two extent items: {} and {}", bytenr, key_text(st.item_key), key_text(k));
+      if (st.found) return fail(EUCLEAN, "extent {} has two extent items: {} and {}", bytenr, key_tuple_str(st.item_key), key_tuple_str(k));
       st.found = true;
       st.item_key = k;
       st.orig_body.assign(data.begin(), data.end());
@@ -245,7 +235,7 @@ Result<ExtentState> load_extent(TreeRoot& root, uint64_t bytenr) {
   }
   if (!st.found && !st.orig_keyed.empty())
     return fail(EUCLEAN, "extent {} has keyed backref {} but no extent item", bytenr,
-                key_text(st.orig_keyed.begin()->first));
+                key_tuple_str(st.orig_keyed.begin()->first));
   return st;
 }
 
@@ -323,7 +313,7 @@ Status drop_ref(ExtentState& st, const ExtentBackref& ref, uint64_t count) {
     ExtentBackref& r = st.keyed.at(*k);
     if (r.count < count)
       return fail(EUCLEAN, "extent {}: dropping {} x{} but keyed ref {} has count {}", st.bytenr, ref_text(ref), count,
-                  key_text(*k), r.count);
+                  key_tuple_str(*k), r.count);
     r.count -= count;
     if (r.count == 0) st.keyed.erase(*k);
     st.body.refs -= count;
@@ -339,9 +329,9 @@ Status rewrite_item(TreeHandle& h, TreeRoot& root, const Key& key, std::span<con
   const uint32_t grow = new_size > old_size ? new_size - old_size : 0;
   p.search_for_extension = grow > 0;
   const int ret = UBTRFS_TRY(search_slot(&h, root, key, p, static_cast<int>(grow), true));
-  if (ret != 0) return fail(EUCLEAN, "extent item {} vanished while being updated", key_text(key));
+  if (ret != 0) return fail(EUCLEAN, "extent item {} vanished while being updated", key_tuple_str(key));
   if (p.leaf().item_size(p.slots[0]) != old_size)
-    return fail(EUCLEAN, "extent item {} changed size under the updater", key_text(key));
+    return fail(EUCLEAN, "extent item {} changed size under the updater", key_tuple_str(key));
   if (grow > 0) extend_item(root, p, grow);
   else if (new_size < old_size) truncate_item(root, p, new_size, true);
   auto dst = p.leaf().item_data(p.slots[0]);
@@ -353,7 +343,7 @@ Status overwrite_item(TreeHandle& h, TreeRoot& root, const Key& key, std::span<c
   Path p;
   const int ret = UBTRFS_TRY(search_slot(&h, root, key, p, 0, true));
   if (ret != 0 || p.leaf().item_size(p.slots[0]) != body.size())
-    return fail(EUCLEAN, "keyed backref {} vanished or changed size while being updated", key_text(key));
+    return fail(EUCLEAN, "keyed backref {} vanished or changed size while being updated", key_tuple_str(key));
   std::memcpy(p.leaf().item_data(p.slots[0]).data(), body.data(), body.size());
   return {};
 }
@@ -478,7 +468,7 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
     if (head.must_insert) {
       if (st.found)
         return fail(EUCLEAN, "{} extent {} allocated in transaction {} but the extent tree already has {}", kind,
-                    head.bytenr, head.first_ref_generation, key_text(st.item_key));
+                    head.bytenr, head.first_ref_generation, key_tuple_str(st.item_key));
       for (const auto& c : changes)
         if (c.delta < 0)
           return fail(EUCLEAN, "new {} extent {}: dropping {} which was never added", kind, head.bytenr,
@@ -497,12 +487,12 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
     const bool item_is_data = st.body.flags & kExtentFlagData;
     if (item_is_data != head.is_data || (!head.is_data && !(st.body.flags & kExtentFlagTreeBlock)))
       return fail(EUCLEAN, "extent item {} has flags {:#x} but the delayed ref is for a {} extent",
-                  key_text(st.item_key), st.body.flags, kind);
+                  key_tuple_str(st.item_key), st.body.flags, kind);
     if (head.is_data && st.item_key.offset != head.num_bytes)
-      return fail(EUCLEAN, "extent item {} disagrees with the delayed ref's length {}", key_text(st.item_key),
+      return fail(EUCLEAN, "extent item {} disagrees with the delayed ref's length {}", key_tuple_str(st.item_key),
                   head.num_bytes);
     if (head.set_flags & ~kBlockFlagFullBackref)
-      return fail(EUCLEAN, "extent item {}: unexpected flags {:#x} to set", key_text(st.item_key), head.set_flags);
+      return fail(EUCLEAN, "extent item {}: unexpected flags {:#x} to set", key_tuple_str(st.item_key), head.set_flags);
     st.body.flags |= head.set_flags;
     for (const auto& c : changes) {
       if (c.delta > 0) UBTRFS_TRY_STATUS(add_ref(st, fs, c.ref, static_cast<uint64_t>(c.delta)));
@@ -511,7 +501,7 @@ Result<RunRefsStats> run_delayed_refs(TreeHandle& h, TreeRoot& extent_root, cons
     if (st.body.refs == 0) {
       if (!st.body.inline_refs.empty() || !st.keyed.empty())
         return fail(EUCLEAN, "extent item {}: refs reached 0 but backrefs remain ({} inline, {} keyed)",
-                    key_text(st.item_key), st.body.inline_refs.size(), st.keyed.size());
+                    key_tuple_str(st.item_key), st.body.inline_refs.size(), st.keyed.size());
       UBTRFS_TRY_STATUS(delete_extent(h, extent_root, st));
       UBTRFS_TRY_STATUS(space.extent_deleted(h, head.bytenr, head.num_bytes, head.is_data));
       ++stats.deleted;

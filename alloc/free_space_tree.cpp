@@ -28,12 +28,12 @@
 
 #include "alloc/free_space.h"
 #include "tree/ctree.h"
+#include "tree/print_tree.h"
 
 namespace ubtrfs::alloc {
 
 namespace {
 
-std::string key_text(const Key& k) { return fmt::format("[{} {} {}]", k.objectid, k.type, k.offset); }
 
 Key info_key(uint64_t bg_start, uint64_t bg_len) { return Key{bg_start, kFreeSpaceInfoKey, bg_len}; }
 
@@ -53,13 +53,13 @@ Status check_range_in_group(const char* what, uint64_t bg_start, uint64_t bg_len
 Result<FreeSpaceTree::GroupInfo> FreeSpaceTree::read_info(uint64_t bg_start, uint64_t bg_len) {
   const Key key = info_key(bg_start, bg_len);
   auto body = UBTRFS_TRY(lookup_item(root_, key));
-  if (!body) return fail(ENOENT, "free space info {} not found for block group {}", key_text(key), bg_start);
+  if (!body) return fail(ENOENT, "free space info {} not found for block group {}", key_tuple_str(key), bg_start);
   if (body->size() != sizeof(FreeSpaceInfo))
-    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_text(key), body->size(), sizeof(FreeSpaceInfo));
+    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_tuple_str(key), body->size(), sizeof(FreeSpaceInfo));
   const auto raw = load<FreeSpaceInfo>(body->data());
   GroupInfo info{raw.extent_count.get(), raw.flags.get()};
   if (info.flags & ~kFreeSpaceUsingBitmaps)
-    return fail(EUCLEAN, "free space info {} has unknown flags 0x{:x}", key_text(key), info.flags);
+    return fail(EUCLEAN, "free space info {} has unknown flags 0x{:x}", key_tuple_str(key), info.flags);
   return info;
 }
 
@@ -89,14 +89,14 @@ Result<std::map<uint64_t, uint64_t>> FreeSpaceTree::load_group(uint64_t bg_start
   const uint64_t bg_end = bg_start + bg_len;
   Path p;
   if (UBTRFS_TRY(search_slot(nullptr, root_, ikey, p, 0, false)) != 0)
-    return fail(ENOENT, "free space info {} not found for block group {}", key_text(ikey), bg_start);
+    return fail(ENOENT, "free space info {} not found for block group {}", key_tuple_str(ikey), bg_start);
   auto body = p.leaf().item_data(p.slots[0]);
   if (body.size() != sizeof(FreeSpaceInfo))
-    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_text(ikey), body.size(), sizeof(FreeSpaceInfo));
+    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_tuple_str(ikey), body.size(), sizeof(FreeSpaceInfo));
   const auto raw = load<FreeSpaceInfo>(body.data());
   const uint32_t flags = raw.flags.get();
   if (flags & ~kFreeSpaceUsingBitmaps)
-    return fail(EUCLEAN, "free space info {} has unknown flags 0x{:x}", key_text(ikey), flags);
+    return fail(EUCLEAN, "free space info {} has unknown flags 0x{:x}", key_tuple_str(ikey), flags);
   const bool bitmaps = flags & kFreeSpaceUsingBitmaps;
   const uint64_t sector = fs_.sectorsize;
 
@@ -122,14 +122,14 @@ Result<std::map<uint64_t, uint64_t>> FreeSpaceTree::load_group(uint64_t bg_start
     if (k.objectid >= bg_end) break;
     if (k.type != kFreeSpaceExtentKey && k.type != kFreeSpaceBitmapKey)
       return fail(EUCLEAN, "free space tree item {} inside block group [{}, +{}) is neither extent nor bitmap",
-                  key_text(k), bg_start, bg_len);
+                  key_tuple_str(k), bg_start, bg_len);
     if (k.offset == 0 || k.offset > bg_end - k.objectid)
-      return fail(EUCLEAN, "free space item {} leaves block group [{}, +{})", key_text(k), bg_start, bg_len);
+      return fail(EUCLEAN, "free space item {} leaves block group [{}, +{})", key_tuple_str(k), bg_start, bg_len);
     if (k.objectid < covered_end)
-      return fail(EUCLEAN, "free space item {} overlaps the previous item ending at {}", key_text(k), covered_end);
+      return fail(EUCLEAN, "free space item {} overlaps the previous item ending at {}", key_tuple_str(k), covered_end);
     if ((k.type == kFreeSpaceBitmapKey) != bitmaps)
-      return fail(EUCLEAN, "free space item {} does not match the format of info {} (flags 0x{:x})", key_text(k),
-                  key_text(ikey), flags);
+      return fail(EUCLEAN, "free space item {} does not match the format of info {} (flags 0x{:x})", key_tuple_str(k),
+                  key_tuple_str(ikey), flags);
     if (k.type == kFreeSpaceExtentKey) {
       if (!runs.empty() && k.objectid == covered_end)
         return fail(EUCLEAN, "free space extent {}-{} is unmerged with previous {}-{}", k.objectid,
@@ -140,7 +140,7 @@ Result<std::map<uint64_t, uint64_t>> FreeSpaceTree::load_group(uint64_t bg_start
       auto bits = p.leaf().item_data(p.slots[0]);
       const uint64_t nbits = k.offset / sector;
       if (k.offset % sector || bits.size() != (nbits + 7) / 8 || (k.objectid - bg_start) % sector)
-        return fail(EUCLEAN, "free space bitmap {} has size {} for {} sectors", key_text(k), bits.size(), nbits);
+        return fail(EUCLEAN, "free space bitmap {} has size {} for {} sectors", key_tuple_str(k), bits.size(), nbits);
       // Bit i (LSB first in byte i/8) set = sector i of the item's range is free.
       for (uint64_t i = 0; i < nbits;) {
         if (!(bits[i / 8] & (1u << (i % 8)))) {
@@ -157,7 +157,7 @@ Result<std::map<uint64_t, uint64_t>> FreeSpaceTree::load_group(uint64_t bg_start
   }
   const uint64_t counted = bitmaps ? runs.size() : counted_extents;
   if (counted != raw.extent_count.get())
-    return fail(EUCLEAN, "free space info {} recorded {} extents, counted {}", key_text(ikey),
+    return fail(EUCLEAN, "free space info {} recorded {} extents, counted {}", key_tuple_str(ikey),
                 raw.extent_count.get(), counted);
   return runs;
 }
@@ -168,10 +168,10 @@ Status FreeSpaceTree::write_info(TreeHandle& h, uint64_t bg_start, uint64_t bg_l
   const Key key = info_key(bg_start, bg_len);
   Path p;
   if (UBTRFS_TRY(search_slot(&h, root_, key, p, 0, true)) != 0)
-    return fail(EUCLEAN, "free space info {} vanished while updating block group {}", key_text(key), bg_start);
+    return fail(EUCLEAN, "free space info {} vanished while updating block group {}", key_tuple_str(key), bg_start);
   auto body = p.leaf().item_data(p.slots[0]);
   if (body.size() != sizeof(FreeSpaceInfo))
-    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_text(key), body.size(), sizeof(FreeSpaceInfo));
+    return fail(EUCLEAN, "free space info {} has size {} expect {}", key_tuple_str(key), body.size(), sizeof(FreeSpaceInfo));
   FreeSpaceInfo raw{};
   raw.extent_count = info.extent_count;
   raw.flags = info.flags;
@@ -185,7 +185,7 @@ Status FreeSpaceTree::delete_keys(TreeHandle& h, const Key& lo, const Key& hi) {
     if (!first || !(*first < hi)) return {};
     Path p;
     if (UBTRFS_TRY(search_slot(&h, root_, *first, p, -1, true)) != 0)
-      return fail(EUCLEAN, "free space tree item {} vanished while deleting", key_text(*first));
+      return fail(EUCLEAN, "free space tree item {} vanished while deleting", key_tuple_str(*first));
     const int slot = p.slots[0];
     const int nritems = static_cast<int>(p.leaf().nritems());
     int nr = 1;
@@ -259,7 +259,7 @@ Status FreeSpaceTree::remove_range(TreeHandle& h, uint64_t bg_start, uint64_t bg
   }
   if (info.extent_count == 0)
     return fail(EUCLEAN, "free space info {} records 0 extents but free extent {} exists",
-                key_text(info_key(bg_start, bg_len)), key_text(*cand));
+                key_tuple_str(info_key(bg_start, bg_len)), key_tuple_str(*cand));
   const uint64_t ext_start = cand->objectid;
   const uint64_t ext_end = cand->objectid + cand->offset;
   UBTRFS_TRY_STATUS(delete_item(h, root_, *cand));
@@ -302,7 +302,7 @@ Status FreeSpaceTree::add_range(TreeHandle& h, uint64_t bg_start, uint64_t bg_le
   }
   if (info.extent_count < (left ? 1u : 0u) + (right ? 1u : 0u))
     return fail(EUCLEAN, "free space info {} records {} extents but neighbours of [{}, +{}) exist",
-                key_text(info_key(bg_start, bg_len)), info.extent_count, start, len);
+                key_tuple_str(info_key(bg_start, bg_len)), info.extent_count, start, len);
   uint64_t new_start = start, new_end = end;
   uint32_t count = info.extent_count + 1;
   if (left) {

@@ -24,17 +24,9 @@
 
 #include "alloc/extent_allocator.h"
 #include "tree/ctree.h"
+#include "tree/print_tree.h"
 
 namespace ubtrfs::alloc {
-
-namespace {
-uint64_t get_le64(std::span<const uint8_t> d, size_t off) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | d[off + i];
-  return v;
-}
-std::string key_text(const Key& k) { return fmt::format("({} {} {})", k.objectid, k.type, k.offset); }
-}  // namespace
 
 Result<ExtentAllocator::ExtentInfo> ExtentAllocator::lookup_extent_info(uint64_t bytenr, int level) {
   if (!extent_root_) return fail(EUCLEAN, "extent info of tree block {}: no extent tree is attached", bytenr);
@@ -54,7 +46,7 @@ Result<ExtentAllocator::ExtentInfo> ExtentAllocator::lookup_extent_info(uint64_t
         if (ret != 0) continue;
         auto d = p.leaf().item_data(p.slots[0]);
         if (d.size() < sizeof(ExtentItem))
-          return fail(EUCLEAN, "extent item {} of tree block {} is {} bytes, too short", key_text(k), bytenr, d.size());
+          return fail(EUCLEAN, "extent item {} of tree block {} is {} bytes, too short", key_tuple_str(k), bytenr, d.size());
         info.refs = get_le64(d, 0);
         info.flags = get_le64(d, 16);
         found = true;
@@ -86,11 +78,11 @@ Status ExtentAllocator::mod_ref(TreeHandle& h, const ExtentBuffer& eb, bool full
       if (k.type != kExtentDataKey) continue;
       auto d = eb.item_data(slot);
       if (d.size() < kFileExtentInlineDataStart)
-        return fail(EUCLEAN, "leaf {} slot {}: file extent item {} is {} bytes", eb.start(), slot, key_text(k), d.size());
+        return fail(EUCLEAN, "leaf {} slot {}: file extent item {} is {} bytes", eb.start(), slot, key_tuple_str(k), d.size());
       const uint8_t type = d[offsetof(FileExtentItem, type)];
       if (type == kFileExtentInline) continue;
       if (d.size() < sizeof(FileExtentItem))
-        return fail(EUCLEAN, "leaf {} slot {}: file extent item {} is {} bytes", eb.start(), slot, key_text(k), d.size());
+        return fail(EUCLEAN, "leaf {} slot {}: file extent item {} is {} bytes", eb.start(), slot, key_tuple_str(k), d.size());
       const uint64_t disk_bytenr = get_le64(d, offsetof(FileExtentItem, disk_bytenr));
       if (disk_bytenr == 0) continue;  // a hole
       const uint64_t disk_num_bytes = get_le64(d, offsetof(FileExtentItem, disk_num_bytes));

@@ -45,9 +45,6 @@
 namespace ubtrfs::fs {
 namespace {
 
-uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
-uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
-
 // A piece of the source range: one file extent item (narrowed to the range) or a gap / hole item.
 struct ClonePiece {
   uint64_t start = 0, end = 0;     // source file range

@@ -35,10 +35,6 @@
 
 namespace ubtrfs::fs {
 
-namespace {
-uint64_t round_up_to(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-}  // namespace
-
 Result<InodeCompression> FileData::compression_of(TreeRoot& root, uint64_t ino, const InodeItem& ii) {
   const uint64_t flags = ii.flags.get();
   const bool maybe = !(flags & (kInodeNodatacow | kInodeNodatasum)) &&
@@ -105,7 +101,7 @@ Result<bool> FileData::flush_compressed_inline(InodeId id, TreeRoot& root, Dirty
 Result<bool> FileData::write_compressed_extent(InodeId id, TreeRoot& root, Dirty& d, uint64_t file_off, uint64_t len,
                                                uint8_t type, std::span<const uint8_t> compressed) {
   const FsParams& fs = fs_.params();
-  const uint64_t disk_len = round_up_to(compressed.size(), fs.sectorsize);
+  const uint64_t disk_len = round_up(compressed.size(), fs.sectorsize);
   std::vector<uint8_t> disk(disk_len, 0);
   std::memcpy(disk.data(), compressed.data(), compressed.size());
   TransHandle th = UBTRFS_TRY(fs_.transactions().join(&d.rsv));
@@ -169,7 +165,7 @@ Status FileData::flush_compressed_run(InodeId id, TreeRoot& root, Dirty& d, uint
     if (!comp.force && !compress_heuristic(data)) continue;
     auto out = compress_extent(comp.type, data, ss, comp.level);
     if (!out) return fail(out.error());
-    if (out->size() >= n || round_up_to(out->size(), ss) + ss > n) {
+    if (out->size() >= n || round_up(out->size(), ss) + ss > n) {
       UBTRFS_TRY_STATUS(mark_incompressible(id, root, d, comp));
       continue;
     }

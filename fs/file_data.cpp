@@ -32,12 +32,6 @@ void note_extent_change(FsInfo& fs, InodeId id, uint64_t transid, uint64_t start
 namespace ubtrfs::fs {
 namespace {
 
-uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
-uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
-
-// Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
-constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
-
 std::string hex_csum(std::span<const uint8_t> c) {
   std::string s = "0x";
   // btrfs prints the csum as the little-endian value for crc32c; print the bytes in order instead

@@ -78,6 +78,12 @@
 
 namespace ubtrfs::fs {
 
+// Sector arithmetic of the FileData files (file_data, file_clone, file_fallocate, file_nocow).
+inline constexpr uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
+inline constexpr uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
+// Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
+inline constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
+
 // btrfs max_inline default (BTRFS_DEFAULT_MAX_INLINE).
 inline constexpr uint64_t kMaxInline = 2048;
 // Dirty-data limits derived from the tree cache budget (the kernel's dirty_ratio = 20 and

@@ -17,16 +17,6 @@
 #include "fs/transaction.h"
 
 namespace ubtrfs::fs {
-namespace {
-
-uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
-uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
-
-// Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).
-constexpr uint64_t kMaxFileSize = static_cast<uint64_t>(INT64_MAX);
-
-}  // namespace
-
 Status FileData::fallocate(InodeId id, int mode, uint64_t off, uint64_t len) {
   if (len == 0) return fail(EINVAL, "fallocate of 0 bytes");
   if (off > kMaxFileSize || len > kMaxFileSize - off)

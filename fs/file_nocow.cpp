@@ -35,13 +35,6 @@
 #include "tree/ctree.h"
 
 namespace ubtrfs::fs {
-namespace {
-
-uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
-uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
-
-}  // namespace
-
 Result<bool> FileData::extent_exclusive(const FileExtent& e, uint64_t root_id, uint64_t ino) {
   RootRecord* rec = UBTRFS_TRY(fs_.fs_root(root_id));
   // A snapshot taken after the extent was written shares the leaf that points to it.

@@ -15,6 +15,7 @@
 #include "fs/chunk_creator.h"
 #include "fs/csum_tree.h"
 #include "fs/dir_item.h"
+#include "fs/file_data.h"
 #include "fs/file_extent.h"
 #include "fs/fs_info.h"
 #include "fs/transaction.h"
@@ -24,7 +25,6 @@ namespace ubtrfs::fs {
 
 namespace {
 
-uint64_t round_down(uint64_t v, uint64_t a) { return v / a * a; }
 uint64_t round_up_sat(uint64_t v, uint64_t a) { return v > UINT64_MAX - a ? UINT64_MAX : (v + a - 1) / a * a; }
 
 struct RawItem {

@@ -43,8 +43,10 @@ bool connection_lost(int err) { return err == ENOTCONN || err == ESHUTDOWN || er
 uint64_t round_down(uint64_t v, uint64_t a) { return v / a * a; }
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+}  // namespace
+
 // Waits for the pieces of one call.
-class Batch {
+class NbdDevice::Batch {
  public:
   void add(size_t n) {
     std::lock_guard g(mu_);
@@ -64,8 +66,6 @@ class Batch {
   std::condition_variable cv_;
   size_t pending_ = 0;
 };
-
-}  // namespace
 
 struct NbdDevice::Piece final : NbdConnection::Completion {
   Batch* batch = nullptr;

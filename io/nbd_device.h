@@ -83,6 +83,7 @@ class NbdDevice final : public BlockDevice {
   NbdDeviceStats stats() const;
 
  private:
+  class Batch;
   struct Piece;
   struct Segment {
     uint64_t off = 0;

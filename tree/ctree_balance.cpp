@@ -24,16 +24,6 @@ namespace ctree {
 
 namespace {
 
-Result<EbRef> lock_sibling(TreeRoot& root, Path& p, int level, int sslot) {
-  ExtentBuffer& parent = *p.nodes[level + 1];
-  if (sslot < 0 || sslot >= static_cast<int>(parent.nritems())) return EbRef{};
-  EbRef sib = UBTRFS_TRY(read_node_slot(root, parent, sslot));
-  // Safe to wait: whoever holds the sibling got it through the parent we hold write-locked and
-  // only locks downward from it. Try first: uncontended in the common case.
-  if (!sib->try_lock_write()) sib->lock_write();
-  return sib;
-}
-
 // btrfs `btrfs_del_leaf`: drop the path leaf's pointer and free it. REQUIRES: level 1 write-locked.
 void del_leaf(TreeHandle& h, TreeRoot& root, Path& p) {
   EbRef leaf = p.nodes[0];

@@ -35,6 +35,9 @@ void free_tree_block(TreeHandle& h, TreeRoot& root, const EbRef& eb);
 
 // Synchronous read of a child for sibling access while holding locks (btrfs `btrfs_read_node_slot`).
 [[nodiscard]] Result<EbRef> read_node_slot(TreeRoot& root, const ExtentBuffer& parent, int slot);
+// Write-locks the sibling at slot `sslot` of the level+1 node of the path (the caller COWs it
+// before changing it); null if there is no such slot. REQUIRES: that parent write-locked.
+[[nodiscard]] Result<EbRef> lock_sibling(TreeRoot& root, Path& p, int level, int sslot);
 
 // btrfs `fixup_low_keys`: set the pointer key to `key` from `level` up while the path slot is 0.
 // REQUIRES: those levels write-locked.

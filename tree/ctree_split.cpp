@@ -19,6 +19,16 @@
 
 namespace ubtrfs::ctree {
 
+Result<EbRef> lock_sibling(TreeRoot& root, Path& p, int level, int sslot) {
+  ExtentBuffer& parent = *p.nodes[level + 1];
+  if (sslot < 0 || sslot >= static_cast<int>(parent.nritems())) return EbRef{};
+  EbRef sib = UBTRFS_TRY(read_node_slot(root, parent, sslot));
+  // Safe to wait: whoever holds the sibling got it through the parent we hold write-locked and
+  // only locks downward from it. Try first: uncontended in the common case.
+  if (!sib->try_lock_write()) sib->lock_write();
+  return sib;
+}
+
 void fixup_low_keys(TreeRoot& root, Path& p, const Key& key, int level) {
   for (int i = level; i < kMaxLevel; ++i) {
     if (!p.nodes[i]) break;
@@ -112,18 +122,6 @@ Status copy_for_split(TreeHandle& h, TreeRoot& root, Path& p, int mid, bool targ
     right->unlock_write();
   }
   return {};
-}
-
-// Lock and (if it will be changed) COW the sibling at parent slot `sslot`. REQUIRES: parent
-// write-locked. Returns null if there is no such sibling.
-Result<EbRef> lock_sibling(TreeRoot& root, Path& p, int level, int sslot) {
-  ExtentBuffer& parent = *p.nodes[level + 1];
-  if (sslot < 0 || sslot >= static_cast<int>(parent.nritems())) return EbRef{};
-  EbRef sib = UBTRFS_TRY(read_node_slot(root, parent, sslot));
-  // Safe to wait: whoever holds the sibling got it through the parent we hold write-locked and
-  // only locks downward from it. Try first: uncontended in the common case.
-  if (!sib->try_lock_write()) sib->lock_write();
-  return sib;
 }
 
 // btrfs `push_leaf_right` for an insert/extend: move the smallest tail of the leaf past the target

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 
 namespace ubtrfs {
@@ -38,6 +39,19 @@ using le16 = Le<uint16_t>;
 using le32 = Le<uint32_t>;
 using le64 = Le<uint64_t>;
 static_assert(sizeof(le64) == 8 && alignof(le64) == 1);
+
+// The little-endian value at byte `off` of a raw item body, for bodies parsed field by field before
+// they are known to hold a whole struct. REQUIRES: off + sizeof(value) <= d.size().
+inline uint64_t get_le64(std::span<const uint8_t> d, size_t off) {
+  le64 v;
+  std::memcpy(v.bytes, d.data() + off, sizeof v);
+  return v.get();
+}
+inline uint32_t get_le32(std::span<const uint8_t> d, size_t off) {
+  le32 v;
+  std::memcpy(v.bytes, d.data() + off, sizeof v);
+  return v.get();
+}
 
 using Uuid = uint8_t[16];
 

@@ -362,6 +362,8 @@ std::string key_type_str(uint64_t objectid, uint8_t type) {
   }
 }
 
+std::string key_tuple_str(const Key& k) { return fmt::format("({} {} {})", k.objectid, k.type, k.offset); }
+
 std::string key_str(const Key& k) {
   std::string s = "key (" + objectid_str(k.objectid, k.type) + " " + key_type_str(k.objectid, k.type) + " ";
   switch (k.type) {

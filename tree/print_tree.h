@@ -32,6 +32,8 @@ std::string objectid_str(uint64_t objectid, uint8_t type);
 std::string key_type_str(uint64_t objectid, uint8_t type);
 // "key (256 INODE_ITEM 0)".
 std::string key_str(const Key& key);
+// "(256 1 0)": the numeric key of error messages.
+std::string key_tuple_str(const Key& key);
 // Lowercase 8-4-4-4-12 form of a 16-byte UUID.
 std::string uuid_str(const uint8_t* uuid);
 // Block group / chunk type flags as progs 6.2 prints them: "DATA|single", "METADATA|DUP", "SYSTEM|DUP".

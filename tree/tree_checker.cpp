@@ -28,6 +28,7 @@
 
 #include "io/checksum.h"
 #include "tree/chunk_map.h"
+#include "tree/print_tree.h"
 
 namespace ubtrfs {
 
@@ -41,8 +42,6 @@ constexpr uint64_t kInodeFlagsKnown = kInodeNodatasum | kInodeNodatacow | kInode
                                       kInodeNoatime | kInodeDirsync | kInodeCompress | kInodeRootItemInit;
 constexpr uint64_t kInodeRoFlagsKnown = 0x1;  // VERITY
 constexpr uint32_t kXattrNameMax = 255;
-
-std::string key_str(const Key& k) { return fmt::format("({} {} {})", k.objectid, k.type, k.offset); }
 
 std::string hex_bytes(const uint8_t* p, size_t n) {
   std::string s = "0x";
@@ -91,7 +90,7 @@ class LeafChecker {
   }
   template <class... Args>
   std::unexpected<Error> item_err(int slot, const Key& k, fmt::format_string<Args...> f, Args&&... args) const {
-    return fail(EUCLEAN, "corrupt leaf: root={} block={} slot={} key {}, {}", owner_, bytenr_, slot, key_str(k),
+    return fail(EUCLEAN, "corrupt leaf: root={} block={} slot={} key {}, {}", owner_, bytenr_, slot, key_tuple_str(k),
                 fmt::format(f, std::forward<Args>(args)...));
   }
 
@@ -156,7 +155,7 @@ Status LeafChecker::run() {
     const Key k = it.key.cpu();
 
     if (slot > 0 && !(prev_key_ < k))
-      return err(slot, "bad key order, prev {} current {}", key_str(prev_key_), key_str(k));
+      return err(slot, "bad key order, prev {} current {}", key_tuple_str(prev_key_), key_tuple_str(k));
 
     // Item data is packed from the end of the block downwards with no gaps and no overlap.
     const uint64_t expect_end = slot == 0 ? data_size : item(slot - 1).offset.get();
@@ -707,7 +706,7 @@ Status check_node_impl(const FsParams& fs, std::span<const uint8_t> block) {
                   bytenr, i, kp.generation.get(), fs.super_generation + 1);
     if (i > 0 && !(prev < k))
       return fail(EUCLEAN, "corrupt node: root={} block={} slot={}, bad key order, prev {} current {}", owner, bytenr,
-                  i, key_str(prev), key_str(k));
+                  i, key_tuple_str(prev), key_tuple_str(k));
     prev = k;
   }
   return {};
@@ -788,7 +787,7 @@ Status check_tree_block(const FsParams& fs, std::span<const uint8_t> block, cons
     const Key have = load<DiskKey>(block.data() + sizeof(Header)).cpu();  // Item and KeyPtr both start with the key
     if (have != *expect.first_key)
       return fail(EUCLEAN, "tree first key mismatch detected, bytenr={} key expected={} has={}", bytenr,
-                  key_str(*expect.first_key), key_str(have));
+                  key_tuple_str(*expect.first_key), key_tuple_str(have));
   }
   return {};
 }

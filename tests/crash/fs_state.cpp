@@ -6,14 +6,13 @@
 #include <vector>
 
 namespace ubtrfs::crash {
-namespace {
-
-constexpr uint64_t kRootIno = 1;
 
 std::string parent_of(const std::string& p) {
   const auto slash = p.rfind('/');
   return slash == std::string::npos ? "" : p.substr(0, slash);
 }
+
+namespace {
 
 std::string summary(const InodeState& st) {
   if (st.dir) return "dir";

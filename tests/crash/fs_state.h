@@ -46,4 +46,9 @@ struct FsState {
 // A short description of how two states differ (first few differences).
 std::string state_diff(const FsState& want, const FsState& have);
 
+// The root directory as fs::Filesystem numbers it (FUSE's root id; btrfs's 256 is mapped to it).
+inline constexpr uint64_t kRootIno = 1;
+// "a/b" for "a/b/c", "" for a name in the root.
+std::string parent_of(const std::string& path);
+
 }  // namespace ubtrfs::crash

@@ -21,7 +21,7 @@
 namespace ubtrfs::crash {
 namespace {
 
-constexpr mode_t kFileMode = 0644, kDirMode = 0755;
+constexpr mode_t kFilePerm = 0644, kDirPerm = 0755;
 constexpr decltype(statfs::f_type) kFuseSuperMagic = 0x65735546;  // FUSE_SUPER_MAGIC
 
 Status os_fail(const Op& op, const char* call) {
@@ -102,13 +102,13 @@ Status FuseRunner::run(fs::Filesystem&, const Op& op, uint64_t* new_ino) {
   Fd f;
   switch (op.kind) {
     case OpKind::kCreat:
-      f.fd = ::open(p.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, kFileMode);
+      f.fd = ::open(p.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, kFilePerm);
       if (f.fd < 0) return os_fail(op, "open(O_CREAT|O_EXCL)");
       if (::fstat(f.fd, &st) != 0) return os_fail(op, "fstat");
       if (new_ino) *new_ino = st.st_ino;
       return {};
     case OpKind::kMkdir:
-      if (::mkdir(p.c_str(), kDirMode) != 0) return os_fail(op, "mkdir");
+      if (::mkdir(p.c_str(), kDirPerm) != 0) return os_fail(op, "mkdir");
       if (::lstat(p.c_str(), &st) != 0) return os_fail(op, "lstat");
       if (new_ino) *new_ino = st.st_ino;
       return {};

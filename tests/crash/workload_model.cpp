@@ -11,13 +11,8 @@
 namespace ubtrfs::crash {
 namespace {
 
-constexpr uint64_t kRootIno = 1;
 constexpr uint32_t kFileMode = 0100644, kDirMode = 040755;
 
-std::string parent_of(const std::string& p) {
-  const auto slash = p.rfind('/');
-  return slash == std::string::npos ? "" : p.substr(0, slash);
-}
 std::string base_of(const std::string& p) {
   const auto slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);

@@ -1,6 +1,8 @@
 // The random mix and the ACE-style generator (workloads.h).
 #include "tests/crash/workloads.h"
 
+#include "tests/crash/fs_state.h"
+
 #include <fmt/format.h>
 
 #include <memory>
@@ -21,11 +23,6 @@ Op mk(OpKind k, std::string p, std::string p2 = {}, uint64_t off = 0, uint64_t l
   o.keep_size = keep;
   o.xname = std::move(x);
   return o;
-}
-
-std::string parent_of(const std::string& p) {
-  const auto slash = p.rfind('/');
-  return slash == std::string::npos ? "" : p.substr(0, slash);
 }
 
 // The core op instances of the ACE set. Small: one instance per kind (11); full: each over every
