@@ -3,13 +3,15 @@
 #include <catch2/catch.hpp>
 
 #include "alloc/chunk_alloc.h"
+#include "tests/test_support.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::alloc;
 
 namespace {
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
+
+using test::kMiB;
+using test::kGiB;
 }  // namespace
 
 TEST_CASE("chunk sizes follow the kernel policy: type cap and 10% of the device rounded up to 16 MiB") {

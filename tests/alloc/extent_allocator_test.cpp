@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include "alloc/extent_allocator.h"
+#include "tests/alloc/alloc_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::alloc;
@@ -20,16 +21,9 @@ using namespace ubtrfs::alloc;
 
 namespace {
 
-constexpr uint64_t kGiB = 1ull << 30;
-constexpr uint64_t kMiB = 1ull << 20;
-
-// Groups live at logical == physical >= 1 GiB: no superblock mirror inside (64K, 64M, 256G).
-std::unique_ptr<BlockGroup> make_group(uint64_t start, uint64_t len, uint64_t flags) {
-  ChunkMapping m{start, len, flags, {ChunkStripe{1, start, {}}}};
-  auto bg = std::make_unique<BlockGroup>(m, 0);
-  REQUIRE(bg->init_free_from_allocated({}));
-  return bg;
-}
+using test::kGiB;
+using test::kMiB;
+using test::make_group;
 
 class FakeChunks final : public ChunkSource {
  public:

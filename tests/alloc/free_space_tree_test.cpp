@@ -16,6 +16,7 @@
 #include "alloc/free_space_tree.h"
 #include "tests/tree/tree_test_env.h"
 #include "tree/fs_reader.h"
+#include "tests/test_support.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::alloc;
@@ -24,7 +25,7 @@ using ubtrfs::test::TreeEnv;
 namespace {
 
 constexpr uint64_t kSector = 4096;
-constexpr uint64_t kMiB = 1 << 20;
+using test::kMiB;
 using Runs = std::map<uint64_t, uint64_t>;
 using TreeModel = std::map<Key, std::vector<uint8_t>>;
 

@@ -17,6 +17,7 @@
 #include "alloc/block_group.h"
 #include "alloc/block_rsv.h"
 #include "alloc/space_infos.h"
+#include "tests/alloc/alloc_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::alloc;
@@ -24,17 +25,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
+using test::kGiB;
+using test::kMiB;
+using test::make_group;
 constexpr uint32_t kNode = 16384;
-
-// Groups at logical == physical >= 1 GiB: no superblock mirror inside.
-std::unique_ptr<BlockGroup> make_group(uint64_t start, uint64_t len, uint64_t flags) {
-  ChunkMapping m{start, len, flags, {ChunkStripe{1, start, {}}}};
-  auto bg = std::make_unique<BlockGroup>(m, 0);
-  REQUIRE(bg->init_free_from_allocated({}));
-  return bg;
-}
 
 double stress_scale() {
   const char* s = std::getenv("UBTRFS_STRESS_SCALE");

@@ -8,16 +8,17 @@
 #include <vector>
 
 #include "alloc/block_group.h"
+#include "tests/test_support.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::alloc;
 
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
+using test::kMiB;
 constexpr uint64_t kBase = 1ull << 30;  // logical == physical 1 GiB: no superblock mirror inside
 
-std::unique_ptr<BlockGroup> make_group(uint64_t len) {
+std::unique_ptr<BlockGroup> make_data_group(uint64_t len) {
   ChunkMapping m{kBase, len, kBlockGroupData, {ChunkStripe{1, kBase, {}}}};
   auto bg = std::make_unique<BlockGroup>(m, 0);
   REQUIRE(bg->init_free_from_allocated({}));
@@ -31,7 +32,7 @@ bool overlaps(Range a, uint64_t s, uint64_t l) { return a.first < s + l && s < a
 }  // namespace
 
 TEST_CASE("trim_takes_only_free_space_and_holds_it_reserved_until_released", "[trim]") {
-  auto bg = make_group(16 * kMiB);
+  auto bg = make_data_group(16 * kMiB);
   // used [1M, 2M), reserved [4M, 4.5M), pinned [6M, 7M).
   REQUIRE(bg->mark_used(kBase + kMiB, kMiB));
   REQUIRE(bg->reserve_exact(kBase + 4 * kMiB, kMiB / 2));
@@ -76,7 +77,7 @@ TEST_CASE("trim_takes_only_free_space_and_holds_it_reserved_until_released", "[t
 }
 
 TEST_CASE("unpinned_ranges_are_reported_and_trimmable_only_after_unpin", "[trim]") {
-  auto bg = make_group(8 * kMiB);
+  auto bg = make_data_group(8 * kMiB);
   REQUIRE(bg->mark_used(kBase, 8 * kMiB));
   REQUIRE(bg->pin_extent(kBase + kMiB, kMiB));
   REQUIRE(bg->pin_extent(kBase + 4 * kMiB, 2 * kMiB));

@@ -30,15 +30,23 @@
 #include "fs/xattr.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::check_clean;
+using test::have_tool;
+using test::kMiB;
+using test::oracles_required;
+using test::run;
+
 using io::testing::have_tool;
 using io::testing::oracles_required;
 using io::testing::run;
 using io::testing::TempFile;
 
-constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kKiB = 1 << 10;
 
 // Text-like data: words from a small vocabulary, varied enough that it is not one repeated block.
@@ -143,13 +151,6 @@ uint64_t inode_flags(Filesystem& fs, uint64_t ino) {
   auto ii = read_inode(fs.info(), *(*rec)->tree, ino);
   REQUIRE(ii);
   return ii->flags.get();
-}
-
-void check_clean(const std::string& img) {
-  std::string out;
-  const int rc = run(fmt::format("btrfs check --readonly {}", img), &out);
-  INFO("btrfs check: " << out);
-  CHECK(rc == 0);
 }
 
 struct Usage {

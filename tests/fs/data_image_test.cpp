@@ -33,9 +33,17 @@
 #include "io/fault_device.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::btrfs_check_clean;
+using test::have_tool;
+using test::mkfs_binary;
+using test::run;
+
 using io::testing::run;
 using io::testing::have_tool;
 
@@ -44,15 +52,6 @@ using io::testing::pattern;
 using io::testing::TempFile;
 
 // mkfs.ubtrfs next to this test binary (build/tests/.. -> build/tools/mkfs), if built.
-std::string ubtrfs_mkfs() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
 
 std::string source_dir() {
   if (const char* s = std::getenv("UBTRFS_SRC")) return s;
@@ -148,16 +147,6 @@ void verify_through_ubtrfs(Filesystem& fs, const std::map<std::string, ModelFile
     while (first_diff < got.size() && got[first_diff] == f.content[first_diff]) ++first_diff;
     INFO("first difference at " << first_diff);
     REQUIRE(first_diff == got.size());
-  }
-}
-
-void btrfs_check_clean(const std::string& img) {
-  for (const char* mode : {"", "--mode=lowmem", "--check-data-csum"}) {
-    std::string out;
-    const int rc = run(fmt::format("btrfs check --readonly {} {}", mode, img), &out);
-    INFO("btrfs check " << mode << ":\n" << out);
-    REQUIRE(rc == 0);
-    REQUIRE(out.find("ERROR") == std::string::npos);
   }
 }
 
@@ -291,7 +280,7 @@ TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.btrfs image)
 }
 
 TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.ubtrfs image)", "[data_image]") {
-  const std::string mkfs = ubtrfs_mkfs();
+  const std::string mkfs = mkfs_binary();
   if (mkfs.empty() || !have_tool("btrfs")) {
     WARN("mkfs.ubtrfs not built or btrfs-progs missing: skipped");
     return;

@@ -38,9 +38,13 @@
 #include "io/checksum.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::kRootIno;
+using test::run;
 using test::TreeEnv;
 
 Key item_key(uint64_t objectid, uint64_t offset) { return Key{objectid, kStringItemKey, offset}; }
@@ -180,8 +184,6 @@ bool have_mkfs() {
   WARN("skipped: needs mkfs.btrfs");
   return false;
 }
-
-constexpr uint64_t kRootIno = 1;  // FUSE number of the subvolume root
 
 // Rounds of: a directory of 600 empty files, listed, then every name unlinked in index order, each
 // unlinked inode forgotten (evicted) at once, as the kernel's FORGET does — while another thread

@@ -11,29 +11,21 @@
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
+using test::btrfs_check_clean;
+using test::have_tool;
+using test::kMiB;
+using test::run;
+
 using io::testing::pattern;
 using io::testing::TempFile;
 
-constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kCache = 16 * kMiB;
-
-int run(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return 127;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int st = ::pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-bool have_tool(const char* name) { return run(std::string("command -v ") + name) == 0; }
 
 std::unique_ptr<Filesystem> mount_small_cache(const std::string& path) {
   OpenOptions o;
@@ -81,13 +73,6 @@ std::vector<uint8_t> read_back(Filesystem& fs, uint64_t ino, uint64_t len) {
   }
   out.resize(off);
   return out;
-}
-
-void btrfs_check_clean(const std::string& path) {
-  std::string out;
-  const int rc = run("btrfs check --check-data-csum " + path, &out);
-  INFO(out);
-  REQUIRE(rc == 0);
 }
 
 TEST_CASE("dirty_limits_follow_the_cache_budget_within_bounds", "[dirty_limit]") {

@@ -35,6 +35,8 @@
 #include "io/fault_device.h"
 #include "tests/io/temp_file.h"
 #include "tree/format.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -42,31 +44,12 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kImageSize = 128ull << 20;  // superblock copies at 64 KiB and 64 MiB
-constexpr uint64_t kRootIno = 1;
+using test::fresh_image;
+using test::kFreshImageSize;
+using test::kRootIno;
+using test::mkfs_binary;
 
-std::string mkfs_binary() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
-
-std::unique_ptr<io::MemoryDevice> fresh_image() {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) return nullptr;
-  io::testing::TempFile img(kImageSize);
-  if (std::system((mkfs + " -q " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
-  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
-  std::ifstream in(img.path(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
-  return in ? std::move(dev) : nullptr;
-}
-
-Result<std::unique_ptr<Filesystem>> mount_on(io::BlockDevice& dev, bool discard = false) {
+Result<std::unique_ptr<Filesystem>> mount_with_discard(io::BlockDevice& dev, bool discard = false) {
   OpenOptions o;
   o.path = "memory-image";
   o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
@@ -137,7 +120,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   REQUIRE(mem != nullptr);  // mkfs.ubtrfs of this build
   io::FaultInjectingDevice dev(*mem);
   const auto a = bytes(4 << 20, 1), b = bytes(2 << 20, 2), c = bytes(8 << 20, 3);
-  auto mounted = mount_on(dev);
+  auto mounted = mount_with_discard(dev);
   REQUIRE(mounted);
   Filesystem& f = **mounted;
 
@@ -154,7 +137,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   const size_t log_mark = dev.write_log().size();
   auto t1 = f.trim(0, UINT64_MAX, 0);
   REQUIRE(t1);
-  CHECK(*t1 > kImageSize / 2);  // most of the device is free
+  CHECK(*t1 > kFreshImageSize / 2);  // most of the device is free
   const auto recs = discards(dev, log_mark);
   REQUIRE(!recs.empty());
   uint64_t sum = 0;
@@ -169,9 +152,9 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   // A crash now: the image holds the last commit (a and c) plus b's log. Every byte of it must have
   // survived the trim.
   {
-    io::MemoryDevice crash(kImageSize);
+    io::MemoryDevice crash(kFreshImageSize);
     crash.bytes() = mem->bytes();
-    auto m2 = mount_on(crash);
+    auto m2 = mount_with_discard(crash);
     REQUIRE(m2);
     int err = 0;
     CHECK(read_all(**m2, "a", &err) == a);
@@ -195,16 +178,16 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   for (const auto& r : discards(dev, mark2)) CHECK(r.length >= (32ull << 20));
   CHECK(*t3 <= *t2);
   CHECK(f.trim(0, 100, 0).error().err == EINVAL);  // shorter than a sector
-  CHECK(f.trim(2 * kImageSize + (1ull << 30), 1 << 20, 0).error().err == EINVAL);  // beyond everything
+  CHECK(f.trim(2 * kFreshImageSize + (1ull << 30), 1 << 20, 0).error().err == EINVAL);  // beyond everything
   CHECK(f.trim(UINT64_MAX, 1 << 20, 0).error().err == EINVAL);
-  auto tail = f.trim(kImageSize - (1 << 20), UINT64_MAX, 0);  // a length past the end is truncated
+  auto tail = f.trim(kFreshImageSize - (1 << 20), UINT64_MAX, 0);  // a length past the end is truncated
   REQUIRE(tail);
 
   f.forget(ia, 1);
   f.forget(ib, 1);
   REQUIRE(f.unmount());
   mounted->reset();
-  auto m3 = mount_on(*mem);
+  auto m3 = mount_with_discard(*mem);
   REQUIRE(m3);
   CHECK(read_all(**m3, "a") == a);
   CHECK(read_all(**m3, "b") == b);
@@ -219,7 +202,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
   REQUIRE(mem != nullptr);
   std::vector<std::string> live;
   {
-    auto mounted = mount_on(*mem);
+    auto mounted = mount_with_discard(*mem);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     std::atomic<bool> stop{false};
@@ -250,7 +233,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
     CHECK(trims.load() > 0);
     REQUIRE(f.unmount());
   }
-  auto m2 = mount_on(*mem);
+  auto m2 = mount_with_discard(*mem);
   REQUIRE(m2);
   for (const auto& name : live) {
     int err = 0;
@@ -267,7 +250,7 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
   REQUIRE(mem != nullptr);
   const auto keep = bytes(3 << 20, 5), gone = bytes(6 << 20, 6), again = bytes(6 << 20, 7);
   {
-    auto mounted = mount_on(*mem, /*discard=*/true);
+    auto mounted = mount_with_discard(*mem, /*discard=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     CHECK(discard_stats(f)["async"].get<bool>());
@@ -303,7 +286,7 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
     REQUIRE(f.unmount());
     CHECK(discard_stats(f)["bytes"].get<uint64_t>() == discard_stats(f)["async_bytes"].get<uint64_t>());
   }
-  auto m2 = mount_on(*mem);
+  auto m2 = mount_with_discard(*mem);
   REQUIRE(m2);
   CHECK(read_all(**m2, "keep") == keep);
   CHECK(read_all(**m2, "again") == again);

@@ -38,9 +38,15 @@
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tests/tree/tree_test_env.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::kRootIno;
+using test::run;
+using test::have_tool;
+using test::oracles_required;
 using io::testing::run;
 using io::testing::have_tool;
 using io::testing::oracles_required;
@@ -48,8 +54,6 @@ using io::testing::oracles_required;
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
 using io::testing::TempFile;
-
-constexpr uint64_t kRootIno = 1;  // FUSE number of the subvolume root
 
 struct ModelInode {
   uint64_t ino = 0;

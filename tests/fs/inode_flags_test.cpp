@@ -27,20 +27,23 @@
 #include "fs/xattr.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::bytes;
+using test::err_of;
+using test::have_tool;
+using test::kRootIno;
+using test::oracles_required;
+using test::run;
+
 using io::testing::run;
 using io::testing::TempFile;
 
-constexpr uint64_t kRootIno = 1;
 constexpr unsigned kRenameExchange = 1u << 1;  // RENAME_EXCHANGE
-
-int err_of(const Status& s) { return s ? 0 : s.error().err; }
-template <class T>
-int err_of(const Result<T>& r) { return r ? 0 : r.error().err; }
-
-std::span<const uint8_t> bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 
 // ---- pure rules -----------------------------------------------------------------------------------
 

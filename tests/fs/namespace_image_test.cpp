@@ -25,19 +25,17 @@
 
 #include "fs/filesystem.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
-bool have_tool(const char* name) { return std::system(fmt::format("command -v {} >/dev/null 2>&1", name).c_str()) == 0; }
-bool oracles_required() {
-  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
-  return r && std::string(r) == "1";
-}
-int run(const std::string& cmd) {
-  int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+using test::bytes;
+using test::err_of;
+using test::have_tool;
+using test::oracles_required;
+using test::run;
 
 std::unique_ptr<Filesystem> mount_image(const std::string& path, bool ro) {
   OpenOptions o;
@@ -58,12 +56,6 @@ T must(Result<T> r, const char* what) {
 void must(const Status& s, const char* what) {
   if (!s) FAIL(what << ": " << s.error().message);
 }
-int err_of(const Status& s) { return s ? 0 : s.error().err; }
-template <class T>
-int err_of(const Result<T>& r) { return r ? 0 : r.error().err; }
-
-std::span<const uint8_t> bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
-
 // One file as both sides report it.
 struct Seen {
   uint32_t mode = 0, nlink = 0, uid = 0, gid = 0;

@@ -21,6 +21,8 @@
 #include "tests/io/temp_file.h"
 #include "tree/format.h"
 #include "tree/superblock.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -28,31 +30,11 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kImageSize = 128ull << 20;
-
-std::string mkfs_binary() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
+using test::fresh_image;
+using test::mkfs_binary;
 
 // A fresh mkfs.ubtrfs image in memory (nullptr when mkfs.ubtrfs is not built).
-std::unique_ptr<io::MemoryDevice> fresh_image() {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) return nullptr;
-  io::testing::TempFile img(kImageSize);
-  if (std::system((mkfs + " -q " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
-  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
-  std::ifstream in(img.path(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
-  return in ? std::move(dev) : nullptr;
-}
-
-Result<std::unique_ptr<Filesystem>> mount_on(io::BlockDevice& dev, bool ro) {
+Result<std::unique_ptr<Filesystem>> mount_device(io::BlockDevice& dev, bool ro) {
   OpenOptions o;
   o.path = "memory-image";
   o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
@@ -73,7 +55,7 @@ TEST_CASE("a filesystem opened on a memory device is written there and read back
   io::FaultInjectingDevice dev(*mem);
   const std::vector<uint8_t> data(10000, 0x5a);
   {
-    auto f = mount_on(dev, false);
+    auto f = mount_device(dev, false);
     REQUIRE(f);
     REQUIRE_FALSE((*f)->read_only());
     auto st = (*f)->create(1, "hello", S_IFREG | 0644, Caller{});
@@ -87,7 +69,7 @@ TEST_CASE("a filesystem opened on a memory device is written there and read back
   const uint64_t rw_writes = dev.writes();
   CHECK(rw_writes > 0);
 
-  auto f = mount_on(dev, true);
+  auto f = mount_device(dev, true);
   REQUIRE(f);
   CHECK((*f)->read_only());
   auto st = (*f)->lookup(1, "hello");
@@ -114,7 +96,7 @@ TEST_CASE("an image whose open finds corruption gets no write", "[open_device]")
   csum_superblock(sb);
   store(mem->bytes().data() + kSuperInfoOffset, sb);
   io::FaultInjectingDevice dev(*mem);
-  auto f = mount_on(dev, false);
+  auto f = mount_device(dev, false);
   REQUIRE_FALSE(f);
   INFO(f.error().message);
   CHECK((f.error().err == EUCLEAN || f.error().err == EIO));
@@ -132,7 +114,7 @@ TEST_CASE("a name leading to an inode with link count 0 is neither looked up nor
   io::FaultInjectingDevice dev(*mem);
   uint64_t victim = 0;
   {
-    auto f = mount_on(dev, false);
+    auto f = mount_device(dev, false);
     REQUIRE(f);
     auto a = (*f)->create(1, "a", S_IFREG | 0644, Caller{});
     auto b = (*f)->create(1, "b", S_IFREG | 0644, Caller{});
@@ -155,7 +137,7 @@ TEST_CASE("a name leading to an inode with link count 0 is neither looked up nor
     REQUIRE((*f)->unmount());
   }
   const uint64_t writes_before = dev.writes();
-  auto f = mount_on(dev, false);
+  auto f = mount_device(dev, false);
   REQUIRE(f);
   auto lb = (*f)->lookup(1, "b");
   REQUIRE_FALSE(lb);
@@ -174,7 +156,7 @@ TEST_CASE("a name leading to an inode with link count 0 is neither looked up nor
   REQUIRE((*f)->unmount());
   CHECK(dev.writes() == writes_before);  // nothing evicted, nothing committed
   // The name and the inode are still there for a repair tool to see.
-  auto again = mount_on(dev, true);
+  auto again = mount_device(dev, true);
   REQUIRE(again);
   CHECK((*again)->lookup(1, "b").error().err == EUCLEAN);
   REQUIRE((*again)->unmount());

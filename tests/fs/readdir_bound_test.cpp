@@ -24,14 +24,16 @@
 #include "fs/filesystem.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::kRootIno;
+using test::run;
 using io::testing::run;
 
 using io::testing::TempFile;
-
-constexpr uint64_t kRootIno = 1;  // FUSE number of the subvolume root
 
 bool have_mkfs() {
   if (run("command -v mkfs.btrfs") == 0) return true;

@@ -26,17 +26,21 @@
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tree/ctree.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::kMiB;
+using test::run;
+using test::have_tool;
+using test::oracles_required;
 using io::testing::have_tool;
 using io::testing::oracles_required;
 using io::testing::pattern;
 using io::testing::run;
 using io::testing::TempFile;
 namespace stdfs = std::filesystem;
-
-constexpr uint64_t kMiB = 1 << 20;
 
 bool make_image(const TempFile& img) {
   if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
@@ -143,7 +147,7 @@ std::string tool(const std::string& rel) {
 }
 
 // btrfs check and fsck.ubtrfs (when built) both find the image clean.
-void check_clean(const std::string& img) {
+void check_clean_and_fsck(const std::string& img) {
   std::string out;
   const int rc = run(fmt::format("btrfs check --readonly {}", img), &out);
   INFO("btrfs check: " << out);
@@ -199,7 +203,7 @@ TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
     CHECK(read_all(*fs, a) == a_model);
     REQUIRE(fs->unmount());
   }
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
   {
     auto fs = mount_fs(img.path());
     CHECK(read_all(*fs, b) == b_model);
@@ -247,7 +251,7 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
     CHECK(read_all(*fs, b) == b_model);
     REQUIRE(fs->unmount());
   }
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
   {
     auto fs = mount_fs(img.path());
     auto st = fs->lookup(1, "b");
@@ -260,7 +264,7 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
     CHECK(data_used(*fs) == start_used);
     REQUIRE(fs->unmount());
   }
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
@@ -316,7 +320,7 @@ TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
   put(c_model, 4096, data);
   CHECK(read_all(*fs, c) == c_model);
   REQUIRE(fs->unmount());
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflink]") {
@@ -410,7 +414,7 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
   CHECK(read_all(*fs, d6) == d6_model);
   CHECK(read_all(*fs, src) == s_model);
   REQUIRE(fs->unmount());
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
@@ -441,7 +445,7 @@ TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
   CHECK(data_used(*fs) == used);
   CHECK(read_all(*fs, b) == data);
   REQUIRE(fs->unmount());
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") {
@@ -494,7 +498,7 @@ TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") 
   REQUIRE(copy(*fs, a, done, b, done, a_model.size() - done) == a_model.size() - done);
   CHECK(read_all(*fs, b) == a_model);
   REQUIRE(fs->unmount());
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
@@ -541,7 +545,7 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
       run(fmt::format("umount {}", mnt));
       ::rmdir(mnt.c_str());
       CHECK(got == want);
-      check_clean(kcrash.path());
+      check_clean_and_fsck(kcrash.path());
     }
     // ubtrfs replays the log at mount: B shares A's extents, with the references counted.
     {
@@ -552,9 +556,9 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
       for (const auto& e : extents_of(*rfs, a)) CHECK(extent_item(*rfs, e).refs == 2);
       REQUIRE(rfs->unmount());
     }
-    check_clean(crash.path());
+    check_clean_and_fsck(crash.path());
   }
-  check_clean(img.path());
+  check_clean_and_fsck(img.path());
 }
 
 }  // namespace ubtrfs::fs

@@ -34,37 +34,25 @@
 #include "fs/filesystem.h"
 #include "fs/transaction.h"
 #include "tests/io/temp_file.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
 
+using test::kMiB;
+using test::run;
+using test::mkfs_binary;
+
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
 using io::testing::TempFile;
-
-constexpr uint64_t kMiB = 1ull << 20;
-
-int run(const std::string& cmd) {
-  const int st = std::system((cmd + " >/dev/null 2>&1").c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-std::string ubtrfs_mkfs() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
 
 // A fresh mkfs.ubtrfs image of `size` (metadata `profile`), mounted read-write.
 struct Mounted {
   TempFile img;
   std::unique_ptr<Filesystem> fs;
   Mounted(uint64_t size, const char* profile, MountOptions m = {}) : img(size) {
-    const std::string mkfs = ubtrfs_mkfs();
+    const std::string mkfs = mkfs_binary();
     REQUIRE(!mkfs.empty());
     REQUIRE(run(fmt::format("{} -q -f -m {} {}", mkfs, profile, img.path())) == 0);
     OpenOptions o;

@@ -35,9 +35,13 @@
 #include "tests/io/temp_file.h"
 #include "tree/block_io.h"
 #include "tree/fs_reader.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
+
+using test::check_clean;
+
 using io::testing::have_tool;
 using io::testing::oracles_required;
 using io::testing::pattern;
@@ -56,7 +60,7 @@ bool make_image(const TempFile& img, const std::string& profiles) {
   return true;
 }
 
-std::unique_ptr<Filesystem> mount_fs(const std::string& path, bool read_only = false) {
+std::unique_ptr<Filesystem> mount_scrub_image(const std::string& path, bool read_only = false) {
   OpenOptions o;
   o.path = path;
   o.read_only = read_only;
@@ -92,13 +96,6 @@ ScrubStatus scrub_now(Filesystem& fs, ScrubOptions o = {}) {
   o.low_priority = false;
   REQUIRE(fs.scrub().start(o));
   return fs.scrub().wait();
-}
-
-void check_clean(const std::string& img) {
-  std::string out;
-  const int rc = run(fmt::format("btrfs check --readonly {} 2>&1", img), &out);
-  INFO("btrfs check: " << out);
-  CHECK(rc == 0);
 }
 
 std::vector<uint8_t> pread_bytes(const std::string& path, uint64_t off, size_t n) {
@@ -140,7 +137,7 @@ std::pair<uint64_t, uint32_t> fs_tree_root_block(const std::string& img) {
 TEST_CASE("scrub_of_a_clean_image_reports_no_error", "[scrub]") {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(200 << 10, i));
   REQUIRE(fs->info().transactions().commit());
   const ScrubStatus s = scrub_now(*fs);
@@ -165,7 +162,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one", "[scrub]") 
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(8 << 10, i));
     REQUIRE(fs->unmount());
   }
@@ -176,7 +173,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one", "[scrub]") 
   flip_byte(img.path(), phys[0] + 1000);  // the first copy: the one every reader tries first
   REQUIRE(pread_bytes(img.path(), phys[0], nodesize) != good);
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     const ScrubStatus s = scrub_now(*fs);
     INFO(scrub_status_json(s));
     const uint64_t sectors = nodesize / 4096;  // the kernel's unit: sectors of the bad copy
@@ -207,7 +204,7 @@ TEST_CASE("scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_
   if (!make_image(img, "-m dup -d single")) return;
   uint64_t bytenr = 0;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     auto dir = fs->mkdir(1, "dir", 040755, Caller{});
     REQUIRE(dir);
     const uint64_t ino = create(*fs, dir->st_ino, "file", pattern(64 << 10, 7));
@@ -219,7 +216,7 @@ TEST_CASE("scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_
   REQUIRE(phys.size() == 1);
   flip_byte(img.path(), phys[0] + 4096 + 17);  // the second sector
   const auto before = pread_bytes(img.path(), phys[0], 64 << 10);
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   const ScrubStatus s = scrub_now(*fs);
   INFO(scrub_status_json(s));
   CHECK(s.state == ScrubState::kFinished);
@@ -241,7 +238,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_data_copy", "[scrub]") {
   uint64_t a = 0, b = 0;
   const auto data_a = pattern(32 << 10, 1), data_b = pattern(32 << 10, 2);
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     const uint64_t ia = create(*fs, 1, "a", data_a);
     const uint64_t ib = create(*fs, 1, "b", data_b);
     REQUIRE(fs->info().transactions().commit());
@@ -257,7 +254,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_data_copy", "[scrub]") {
   flip_byte(img.path(), pb[1] + 8192 + 9);
   const auto b0 = pread_bytes(img.path(), pb[0], 32 << 10), b1 = pread_bytes(img.path(), pb[1], 32 << 10);
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     const ScrubStatus s = scrub_now(*fs);
     INFO(scrub_status_json(s));
     CHECK(s.progress.csum_errors == 3);
@@ -277,7 +274,7 @@ TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     create(*fs, 1, "f", pattern(8 << 10, 3));
     REQUIRE(fs->unmount());
   }
@@ -285,7 +282,7 @@ TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
   const auto phys = copies_of(img.path(), bytenr, nodesize);
   flip_byte(img.path(), phys[1] + 500);
   const auto bad = pread_bytes(img.path(), phys[1], nodesize);
-  auto fs = mount_fs(img.path(), true);
+  auto fs = mount_scrub_image(img.path(), true);
   const ScrubStatus s = scrub_now(*fs);
   INFO(scrub_status_json(s));
   CHECK(s.readonly);
@@ -299,7 +296,7 @@ TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
 TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 16; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
   CHECK(fs->scrub().cancel().error().err == ENOTCONN);
@@ -334,7 +331,7 @@ TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
 TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[scrub]") {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
   fs->scrub().set_rate_limit(128 << 10);  // 2 MiB of data alone: ~16 s
@@ -358,7 +355,7 @@ TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[
 TEST_CASE("scrub_limit_never_holds_up_a_commit", "[scrub]") {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
   fs->scrub().set_rate_limit(64 << 10);
@@ -384,7 +381,7 @@ TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[
   if (!make_image(img, "-m dup -d single")) return;
   const std::string status_file = img.path() + ".scrub-status";
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     fs->scrub().set_status_file(status_file);
     for (int i = 0; i < 16; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
     REQUIRE(fs->info().transactions().commit());
@@ -403,7 +400,7 @@ TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[
   }
   check_clean(img.path());
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_scrub_image(img.path());
     fs->scrub().set_status_file(status_file);
     const ScrubStatus s = fs->scrub().status();
     CHECK(s.from_previous_mount);
@@ -419,7 +416,7 @@ TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[
 uint64_t errors_while_writing(bool unguarded, int runs, uint64_t* batches_out = nullptr) {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return 0;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("base{}", i), pattern(128 << 10, i));
   REQUIRE(fs->info().transactions().commit());
   std::atomic<bool> stop{false};
@@ -487,7 +484,7 @@ TEST_CASE("scrub_concurrent_with_writes_reports_no_false_errors", "[scrub]") {
 uint64_t errors_with_reuse_mid_batch(bool unguarded) {
   TempFile img(kImageSize);
   if (!make_image(img, "-m dup -d single")) return 0;
-  auto fs = mount_fs(img.path());
+  auto fs = mount_scrub_image(img.path());
   std::vector<uint64_t> inos;
   for (int i = 0; i < 8; ++i) inos.push_back(create(*fs, 1, fmt::format("f{}", i), pattern(64 << 10, i)));
   REQUIRE(fs->info().transactions().commit());

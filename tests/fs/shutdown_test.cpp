@@ -28,6 +28,8 @@
 #include "tests/io/temp_file.h"
 #include "tree/format.h"
 #include "tree/superblock.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -35,31 +37,11 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kImageSize = 128ull << 20;  // superblock copies at 64 KiB and 64 MiB
-constexpr uint64_t kRootIno = 1;
+using test::fresh_image;
+using test::kRootIno;
+using test::mkfs_binary;
 
-std::string mkfs_binary() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
-
-std::unique_ptr<io::MemoryDevice> fresh_image(const std::string& mkfs_args = "") {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) return nullptr;
-  io::testing::TempFile img(kImageSize);
-  if (std::system((mkfs + " -q " + mkfs_args + " " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
-  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
-  std::ifstream in(img.path(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
-  return in ? std::move(dev) : nullptr;
-}
-
-Result<std::unique_ptr<Filesystem>> mount_on(io::BlockDevice& dev, bool writeback = false) {
+Result<std::unique_ptr<Filesystem>> mount_with_writeback(io::BlockDevice& dev, bool writeback = false) {
   OpenOptions o;
   o.path = "memory-image";
   o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
@@ -161,7 +143,7 @@ TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio
   const auto synced = bytes(300000, 1), unsynced = bytes(200000, 2), late = bytes(5000, 3);
   uint64_t writes_at_shutdown = 0, flushes_at_shutdown = 0;
   {
-    auto mounted = mount_on(dev, /*writeback=*/true);
+    auto mounted = mount_with_writeback(dev, /*writeback=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "synced", synced);
@@ -203,7 +185,7 @@ TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio
   CHECK(dev.flushes() == flushes_at_shutdown);
 
   // The next mount: the fsynced file whole, nothing of what came after the fsync.
-  auto again = mount_on(dev);
+  auto again = mount_with_writeback(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "synced") == synced);
   CHECK(err_of((*again)->lookup(kRootIno, "unsynced")) == ENOENT);
@@ -218,7 +200,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
   const auto synced = bytes(100000, 4);
   uint64_t writes_at_shutdown = 0;
   {
-    auto mounted = mount_on(dev, /*writeback=*/true);
+    auto mounted = mount_with_writeback(dev, /*writeback=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "synced", synced);
@@ -267,7 +249,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
     REQUIRE(f.unmount());
   }
   CHECK(dev.writes() == writes_at_shutdown);
-  auto again = mount_on(dev);
+  auto again = mount_with_writeback(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "synced") == synced);
   REQUIRE((*again)->unmount());
@@ -280,7 +262,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
   HoldingDevice dev(counted);
   const auto old_data = bytes(100000, 6), new_data = bytes(100000, 7);
   {
-    auto mounted = mount_on(dev);
+    auto mounted = mount_with_writeback(dev);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "old", old_data);
@@ -312,7 +294,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
     CHECK(counted.writes() == writes_at_shutdown);
   }
   // The image is the commit before: "old" whole, "new" absent.
-  auto again = mount_on(counted);
+  auto again = mount_with_writeback(counted);
   REQUIRE(again);
   CHECK(read_all(**again, "old") == old_data);
   CHECK(err_of((*again)->lookup(kRootIno, "new")) == ENOENT);
@@ -325,7 +307,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
   io::FaultInjectingDevice dev(*mem);
   const auto data = bytes(150000, 5);
   {
-    auto mounted = mount_on(dev);
+    auto mounted = mount_with_writeback(dev);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "kept", data);
@@ -336,7 +318,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
     REQUIRE(f.unmount());
     CHECK(dev.writes() == w);
   }
-  auto again = mount_on(dev);
+  auto again = mount_with_writeback(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "kept") == data);
   REQUIRE((*again)->unmount());
@@ -353,7 +335,7 @@ TEST_CASE("set_label_is_in_every_superblock_copy_when_it_returns", "[label]") {
   const uint64_t kMirror1 = 64ull << 20;
   REQUIRE(label_at(kSuperInfoOffset) == "before");
   REQUIRE(label_at(kMirror1) == "before");
-  auto mounted = mount_on(dev);
+  auto mounted = mount_with_writeback(dev);
   REQUIRE(mounted);
   Filesystem& f = **mounted;
   CHECK(f.label().value() == "before");
@@ -370,7 +352,7 @@ TEST_CASE("set_label_is_in_every_superblock_copy_when_it_returns", "[label]") {
   REQUIRE(f.set_label("after"));
   REQUIRE(f.unmount());
   mounted->reset();
-  auto again = mount_on(dev);
+  auto again = mount_with_writeback(dev);
   REQUIRE(again);
   CHECK((*again)->label().value() == "after");
   REQUIRE((*again)->unmount());

@@ -22,6 +22,8 @@
 #include "io/block_device.h"
 #include "tests/io/temp_file.h"
 #include "tree/format.h"
+#include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -29,29 +31,9 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kImageSize = 128ull << 20;
-constexpr uint64_t kRootIno = 1;
-
-std::string mkfs_binary() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
-
-std::unique_ptr<io::MemoryDevice> fresh_image() {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) return nullptr;
-  io::testing::TempFile img(kImageSize);
-  if (std::system((mkfs + " -q " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
-  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
-  std::ifstream in(img.path(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
-  return in ? std::move(dev) : nullptr;
-}
+using test::fresh_image;
+using test::kRootIno;
+using test::mkfs_binary;
 
 std::unique_ptr<Filesystem> mount_on(io::BlockDevice& dev) {
   OpenOptions o;

@@ -27,23 +27,14 @@
 #include "tests/io/temp_file.h"
 #include "tree/ctree.h"
 #include "tree/superblock.h"
+#include "tests/test_support.h"
 
 namespace ubtrfs::fs {
 namespace {
 
-bool have_tool(const char* name) {
-  return std::system(fmt::format("command -v {} >/dev/null 2>&1", name).c_str()) == 0;
-}
-
-bool oracles_required() {
-  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
-  return r && std::string(r) == "1";
-}
-
-int run(const std::string& cmd) {
-  int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+using test::run;
+using test::have_tool;
+using test::oracles_required;
 
 template <class T>
 std::span<const uint8_t> bytes_of(const T& v) {

@@ -28,6 +28,7 @@
 #include "tree/ctree.h"
 #include "tree/format.h"
 #include "tree/superblock.h"
+#include "tests/test_support.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -35,17 +36,9 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t kImageSize = 256ull << 20;
+using test::mkfs_binary;
 
-std::string mkfs_binary() {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/mkfs/mkfs.ubtrfs"))
-    return std::string(b) + "/mkfs/mkfs.ubtrfs";
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools/mkfs/mkfs.ubtrfs";
-  return stdfs::exists(p) ? p.string() : "";
-}
+constexpr uint64_t kImageSize = 256ull << 20;
 
 std::unique_ptr<io::MemoryDevice> fresh_image() {
   const std::string mkfs = mkfs_binary();

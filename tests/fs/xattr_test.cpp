@@ -35,7 +35,7 @@ struct FsTree {
   }
 };
 
-std::vector<uint8_t> bytes(std::string_view s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> byte_vec(std::string_view s) { return {s.begin(), s.end()}; }
 
 int err_of(const Status& s) { return s ? 0 : s.error().err; }
 
@@ -43,7 +43,7 @@ int err_of(const Status& s) { return s ? 0 : s.error().err; }
 
 TEST_CASE("an xattr is an XATTR_ITEM keyed by name_hash with type XATTR and the value after the name") {
   FsTree t;
-  REQUIRE(set_xattr(t.h, t.root, 257, "user.test", bytes("hello"), 0));
+  REQUIRE(set_xattr(t.h, t.root, 257, "user.test", byte_vec("hello"), 0));
   // FORMAT.md §4.1: name_hash("user.test") = 103394969.
   const Key key{257, kXattrItemKey, 103394969};
   auto body = lookup_item(t.root, key);
@@ -55,10 +55,10 @@ TEST_CASE("an xattr is an XATTR_ITEM keyed by name_hash with type XATTR and the 
   REQUIRE(entries->size() == 1);
   CHECK((*entries)[0].type == kFtXattr);
   CHECK((*entries)[0].location == Key{});
-  CHECK((*entries)[0].data == bytes("hello"));
+  CHECK((*entries)[0].data == byte_vec("hello"));
   auto v = get_xattr(t.root, 257, "user.test");
   REQUIRE(v);
-  CHECK(*v == std::optional(bytes("hello")));
+  CHECK(*v == std::optional(byte_vec("hello")));
   auto none = get_xattr(t.root, 257, "user.other");
   REQUIRE(none);
   CHECK_FALSE(none->has_value());
@@ -66,13 +66,13 @@ TEST_CASE("an xattr is an XATTR_ITEM keyed by name_hash with type XATTR and the 
 
 TEST_CASE("XATTR_CREATE fails with EEXIST and XATTR_REPLACE with ENODATA") {
   FsTree t;
-  CHECK(err_of(set_xattr(t.h, t.root, 257, "user.a", bytes("1"), kXattrReplace)) == ENODATA);
-  REQUIRE(set_xattr(t.h, t.root, 257, "user.a", bytes("1"), kXattrCreate));
-  CHECK(err_of(set_xattr(t.h, t.root, 257, "user.a", bytes("2"), kXattrCreate)) == EEXIST);
-  REQUIRE(set_xattr(t.h, t.root, 257, "user.a", bytes("a much longer value"), kXattrReplace));
+  CHECK(err_of(set_xattr(t.h, t.root, 257, "user.a", byte_vec("1"), kXattrReplace)) == ENODATA);
+  REQUIRE(set_xattr(t.h, t.root, 257, "user.a", byte_vec("1"), kXattrCreate));
+  CHECK(err_of(set_xattr(t.h, t.root, 257, "user.a", byte_vec("2"), kXattrCreate)) == EEXIST);
+  REQUIRE(set_xattr(t.h, t.root, 257, "user.a", byte_vec("a much longer value"), kXattrReplace));
   auto v = get_xattr(t.root, 257, "user.a");
   REQUIRE(v);
-  CHECK(*v == std::optional(bytes("a much longer value")));
+  CHECK(*v == std::optional(byte_vec("a much longer value")));
   REQUIRE(set_xattr(t.h, t.root, 257, "user.a", {}, 0));  // empty values are values
   v = get_xattr(t.root, 257, "user.a");
   REQUIRE(v);
@@ -83,8 +83,8 @@ TEST_CASE("XATTR_CREATE fails with EEXIST and XATTR_REPLACE with ENODATA") {
 TEST_CASE("list and remove xattrs; removing a missing one is ENODATA") {
   FsTree t;
   for (auto n : {"user.one", "trusted.two", "security.selinux", "system.posix_acl_access"})
-    REQUIRE(set_xattr(t.h, t.root, 260, n, bytes("v"), 0));
-  REQUIRE(set_xattr(t.h, t.root, 261, "user.other_inode", bytes("v"), 0));
+    REQUIRE(set_xattr(t.h, t.root, 260, n, byte_vec("v"), 0));
+  REQUIRE(set_xattr(t.h, t.root, 261, "user.other_inode", byte_vec("v"), 0));
   auto names = list_xattrs(t.root, 260);
   REQUIRE(names);
   std::sort(names->begin(), names->end());
@@ -136,24 +136,24 @@ TEST_CASE("xattr names with the same hash share one item and keep their own valu
     auto [it, inserted] = seen.emplace(static_cast<uint32_t>(io::name_hash(s)), s);
     if (!inserted) a = it->second, b = s;
   }
-  REQUIRE(set_xattr(t.h, t.root, 280, a, bytes("value-a"), 0));
-  REQUIRE(set_xattr(t.h, t.root, 280, b, bytes("value-b"), 0));
+  REQUIRE(set_xattr(t.h, t.root, 280, a, byte_vec("value-a"), 0));
+  REQUIRE(set_xattr(t.h, t.root, 280, b, byte_vec("value-b"), 0));
   const Key key{280, kXattrItemKey, io::name_hash(a)};
   auto body = lookup_item(t.root, key);
   REQUIRE(body);
   REQUIRE(body->has_value());
   CHECK((*body)->size() == 2 * sizeof(DirItem) + a.size() + b.size() + 14);
-  REQUIRE(set_xattr(t.h, t.root, 280, a, bytes("A"), kXattrReplace));
+  REQUIRE(set_xattr(t.h, t.root, 280, a, byte_vec("A"), kXattrReplace));
   auto va = get_xattr(t.root, 280, a);
   auto vb = get_xattr(t.root, 280, b);
   REQUIRE(va);
   REQUIRE(vb);
-  CHECK(*va == std::optional(bytes("A")));
-  CHECK(*vb == std::optional(bytes("value-b")));
+  CHECK(*va == std::optional(byte_vec("A")));
+  CHECK(*vb == std::optional(byte_vec("value-b")));
   REQUIRE(remove_xattr(t.h, t.root, 280, b));
   va = get_xattr(t.root, 280, a);
   REQUIRE(va);
-  CHECK(*va == std::optional(bytes("A")));
+  CHECK(*va == std::optional(byte_vec("A")));
   // Collision items must still fit one leaf item as a whole.
   std::vector<uint8_t> big(max_xattr_size(4096) - b.size(), 1);
   CHECK(err_of(set_xattr(t.h, t.root, 280, b, big, 0)) == ENOSPC);

@@ -18,13 +18,13 @@ using ubtrfs::daemon::check_user_mount;
 using ubtrfs::daemon::fuse_conf_allows_other;
 using ubtrfs::daemon::UserMountCheck;
 
-struct TempDir {
+struct ConfDir {
   std::string path;
-  TempDir() {
+  ConfDir() {
     char tmpl[] = "/tmp/ubtrfs-user-mount-XXXXXX";
     path = mkdtemp(tmpl);
   }
-  ~TempDir() { std::filesystem::remove_all(path); }
+  ~ConfDir() { std::filesystem::remove_all(path); }
   std::string file(const std::string& name, const std::string& text, mode_t mode) const {
     const std::string p = path + "/" + name;
     std::ofstream(p) << text;
@@ -46,7 +46,7 @@ TEST_CASE("fuse_conf_allows_other reads user_allow_other lines as fusermount3 do
 }
 
 TEST_CASE("user_mount_refusals_are_one_line_naming_the_image", "[user_mount]") {
-  TempDir dir;
+  ConfDir dir;
   UserMountCheck c;
   c.source = dir.file("img", "x", 0644);
   c.mountpoint = dir.path;

@@ -28,8 +28,6 @@ using namespace ubtrfs::test;
 
 namespace {
 
-Key key(uint64_t o) { return Key{o, kStringItemKey, 0}; }
-
 struct RaceOutcome {
   std::vector<std::string> bad_writes;  // writes whose image is not a valid block
   bool modifier_waited = false;         // the inserting handle was still blocked while the write was held

@@ -9,8 +9,6 @@ using namespace ubtrfs::test;
 
 namespace {
 
-Key key(uint64_t o) { return Key{o, kStringItemKey, 0}; }
-
 void fill(TreeEnv& env, TreeRoot& root, int n, uint32_t size, int first = 0) {
   TreeHandle h = env.handle();
   for (int i = first; i < n; ++i) {

@@ -9,8 +9,6 @@ using namespace ubtrfs::test;
 
 namespace {
 
-Key key(uint64_t o) { return Key{o, kStringItemKey, 0}; }
-
 // Keys 10, 20, ... so there is room below the first one.
 void build_three_levels(TreeEnv& env, TreeRoot& root) {
   TreeHandle h = env.handle();

@@ -27,6 +27,7 @@
 #include "tree/chunk_map.h"
 #include "tree/ctree.h"
 #include "tree/fs_params.h"
+#include "tree/print_tree.h"
 #include "tree/tree_block_allocator.h"
 #include "tree/tree_root.h"
 #include "tree/tree_stats.h"
@@ -161,17 +162,17 @@ class TreeEnv {
   uint64_t transid_ = 1;
 };
 
+// The key of the small synthetic trees: (o, STRING_ITEM, 0).
+inline Key key(uint64_t o) { return Key{o, kStringItemKey, 0}; }
+
 // Deterministic item bodies: the model stores them, the tree must return them.
 std::vector<uint8_t> make_value(const Key& k, uint32_t size, uint32_t salt);
 
 // Forward (and backward) scan of the whole tree compared with `model` (keys and data).
 // Returns "" or the first difference.
 std::string compare_with_model(TreeRoot& root, const std::map<Key, std::vector<uint8_t>>& model);
-std::string key_str(const Key& k);
 
 // ---- implementation (header-only: the test glob compiles *_test.cpp files only) ------------------
-
-inline std::string key_str(const Key& k) { return fmt::format("[{} {} {}]", k.objectid, k.type, k.offset); }
 
 inline std::vector<uint8_t> make_value(const Key& k, uint32_t size, uint32_t salt) {
   std::vector<uint8_t> v(size);
@@ -260,7 +261,7 @@ struct Walker {
       for (int i = 0; i < static_cast<int>(b.nritems()); ++i) {
         Key k = b.item_key(i);
         if (have_prev && !(prev < k))
-          return fail_with(fmt::format("key order: {} after {} in leaf {}", key_str(k), key_str(prev), b.start()));
+          return fail_with(fmt::format("key order: {} after {} in leaf {}", key_tuple_str(k), key_tuple_str(prev), b.start()));
         prev = k;
         have_prev = true;
         ++shape.items;
@@ -287,7 +288,7 @@ struct Walker {
                                      b.node_ptr_generation(i), child->start(), child->generation()));
       if (child->nritems() > 0 && child->first_key() != b.node_key(i))
         return fail_with(fmt::format("node {} slot {} key {} != child {} first key {}", b.start(), i,
-                                     key_str(b.node_key(i)), child->start(), key_str(child->first_key())));
+                                     key_tuple_str(b.node_key(i)), child->start(), key_tuple_str(child->first_key())));
       if (child->nritems() == 0) return fail_with(fmt::format("node {} slot {} child {} is empty", b.start(), i, child->start()));
       if (!walk(child, level - 1, false)) return false;
     }
@@ -322,17 +323,17 @@ inline std::string compare_with_model(TreeRoot& root, const std::map<Key, std::v
     auto it = model.begin();
     while (valid) {
       Key k = p.leaf().item_key(p.slots[0]);
-      if (it == model.end()) return "tree has extra key " + key_str(k);
-      if (k != it->first) return "forward: tree key " + key_str(k) + " model key " + key_str(it->first);
+      if (it == model.end()) return "tree has extra key " + key_tuple_str(k);
+      if (k != it->first) return "forward: tree key " + key_tuple_str(k) + " model key " + key_tuple_str(it->first);
       auto d = p.leaf().item_data(p.slots[0]);
       if (d.size() != it->second.size() || !std::equal(d.begin(), d.end(), it->second.begin()))
-        return "data mismatch at " + key_str(k);
+        return "data mismatch at " + key_tuple_str(k);
       ++it;
       auto n = next_item(root, p);
       if (!n) return "next_item: " + n.error().message;
       valid = *n;
     }
-    if (it != model.end()) return "tree lacks key " + key_str(it->first);
+    if (it != model.end()) return "tree lacks key " + key_tuple_str(it->first);
   }
   // Backward.
   {
@@ -353,14 +354,14 @@ inline std::string compare_with_model(TreeRoot& root, const std::map<Key, std::v
     auto it = model.rbegin();
     while (valid) {
       Key k = p.leaf().item_key(p.slots[0]);
-      if (it == model.rend()) return "backward: tree has extra key " + key_str(k);
-      if (k != it->first) return "backward: tree key " + key_str(k) + " model key " + key_str(it->first);
+      if (it == model.rend()) return "backward: tree has extra key " + key_tuple_str(k);
+      if (k != it->first) return "backward: tree key " + key_tuple_str(k) + " model key " + key_tuple_str(it->first);
       ++it;
       auto n = prev_item(root, p);
       if (!n) return "prev_item: " + n.error().message;
       valid = *n;
     }
-    if (it != model.rend()) return "backward: tree lacks key " + key_str(it->first);
+    if (it != model.rend()) return "backward: tree lacks key " + key_tuple_str(it->first);
   }
   return "";
 }

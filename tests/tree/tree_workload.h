@@ -74,7 +74,7 @@ class Workload {
 
   std::string do_insert(TreeHandle& h) {
     Key k = random_key();
-    last_op_ = "insert " + key_str(k);
+    last_op_ = "insert " + key_tuple_str(k);
     auto v = make_value(k, random_size(), static_cast<uint32_t>(rng_()));
     std::string pre;
     if (model_.count(k) && std::getenv("UBTRFS_TEST_CHECK_EVERY_OP")) {
@@ -83,12 +83,12 @@ class Workload {
     }
     auto st = insert_item(h, root_, k, v);
     if (model_.count(k)) {
-      if (st) return "insert of existing " + key_str(k) + " succeeded" + pre;
+      if (st) return "insert of existing " + key_tuple_str(k) + " succeeded" + pre;
       ++counts_.misses;
-      if (st || st.error().err != EEXIST) return "insert of existing " + key_str(k) + " did not fail with EEXIST";
+      if (st || st.error().err != EEXIST) return "insert of existing " + key_tuple_str(k) + " did not fail with EEXIST";
       return "";
     }
-    if (!st) return "insert " + key_str(k) + ": " + st.error().message;
+    if (!st) return "insert " + key_tuple_str(k) + ": " + st.error().message;
     model_[k] = std::move(v);
     ++counts_.inserts;
     return "";
@@ -101,12 +101,12 @@ class Workload {
       if (model_.count(k)) return "";
       auto st = delete_item(h, root_, k);
       ++counts_.misses;
-      if (st || st.error().err != ENOENT) return "delete of missing " + key_str(k) + " did not fail with ENOENT";
+      if (st || st.error().err != ENOENT) return "delete of missing " + key_tuple_str(k) + " did not fail with ENOENT";
       return "";
     }
-    last_op_ = "delete " + key_str(k);
+    last_op_ = "delete " + key_tuple_str(k);
     auto st = delete_item(h, root_, k);
-    if (!st) return "delete " + key_str(k) + ": " + st.error().message;
+    if (!st) return "delete " + key_tuple_str(k) + ": " + st.error().message;
     model_.erase(k);
     ++counts_.deletes;
     return "";
@@ -116,12 +116,12 @@ class Workload {
     Key k = random_key();
     if (pct() < 50) pick_existing(k);
     auto r = lookup_item(root_, k);
-    if (!r) return "lookup " + key_str(k) + ": " + r.error().message;
+    if (!r) return "lookup " + key_tuple_str(k) + ": " + r.error().message;
     auto it = model_.find(k);
     ++counts_.lookups;
-    if (it == model_.end()) return r->has_value() ? "lookup found deleted key " + key_str(k) : "";
-    if (!r->has_value()) return "lookup lost key " + key_str(k);
-    if (**r != it->second) return "lookup data mismatch at " + key_str(k);
+    if (it == model_.end()) return r->has_value() ? "lookup found deleted key " + key_tuple_str(k) : "";
+    if (!r->has_value()) return "lookup lost key " + key_tuple_str(k);
+    if (**r != it->second) return "lookup data mismatch at " + key_tuple_str(k);
     return "";
   }
 
@@ -132,12 +132,12 @@ class Workload {
     const uint32_t max = max_item_size(env_.fs.nodesize);
     if (v.size() >= max) return "";
     const uint32_t extra = std::min<uint32_t>(max - static_cast<uint32_t>(v.size()), 1 + static_cast<uint32_t>(rng_() % 400));
-    last_op_ = fmt::format("extend {} by {}", key_str(k), extra);
+    last_op_ = fmt::format("extend {} by {}", key_tuple_str(k), extra);
     Path p;
     p.search_for_extension = true;
     auto r = search_slot(&h, root_, k, p, static_cast<int>(extra), true);
-    if (!r) return "extend search " + key_str(k) + ": " + r.error().message;
-    if (*r != 0) return "extend: key vanished " + key_str(k);
+    if (!r) return "extend search " + key_tuple_str(k) + ": " + r.error().message;
+    if (*r != 0) return "extend: key vanished " + key_tuple_str(k);
     extend_item(root_, p, extra);
     auto d = p.leaf().item_data(p.slots[0]);
     const size_t old = v.size();
@@ -155,11 +155,11 @@ class Workload {
     if (v.empty()) return "";
     const uint32_t new_size = static_cast<uint32_t>(rng_() % v.size());
     const bool from_end = pct() < 50;
-    last_op_ = fmt::format("truncate {} to {} from_end {}", key_str(k), new_size, from_end);
+    last_op_ = fmt::format("truncate {} to {} from_end {}", key_tuple_str(k), new_size, from_end);
     Path p;
     auto r = search_slot(&h, root_, k, p, 0, true);
-    if (!r) return "truncate search " + key_str(k) + ": " + r.error().message;
-    if (*r != 0) return "truncate: key vanished " + key_str(k);
+    if (!r) return "truncate search " + key_tuple_str(k) + ": " + r.error().message;
+    if (*r != 0) return "truncate: key vanished " + key_tuple_str(k);
     truncate_item(root_, p, new_size, from_end);
     if (from_end) v.resize(new_size);
     else v.erase(v.begin(), v.begin() + static_cast<long>(v.size() - new_size));
@@ -179,9 +179,9 @@ class Workload {
       sizes.push_back(static_cast<uint32_t>(rng_() % 200));
     }
     Path p;
-    last_op_ = "batch " + key_str(k);
+    last_op_ = "batch " + key_tuple_str(k);
     auto st = insert_empty_items(h, root_, p, keys, sizes);
-    if (!st) return "batch insert at " + key_str(k) + ": " + st.error().message;
+    if (!st) return "batch insert at " + key_tuple_str(k) + ": " + st.error().message;
     for (int i = 0; i < 3; ++i) {
       auto v = make_value(keys[i], sizes[i], 77);
       auto d = p.leaf().item_data(p.slots[0] + i);
