@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test, scheduled for CI (2 cores, 30 minutes):
 #
-#   1. normal build (RelWithDebInfo, every target), then its unit tests on a quiet machine (the
-#      concurrent B-tree tests are timing-sensitive);
-#   2. the normal build's oracle tests — btrfs check / kernel oracles and the FUSE integration
-#      tests (posix_ubtrfs, stress_ubtrfs, kernel_to_ubtrfs, unmount_durability, daemon_cli),
-#      each through a real mount of the ubtrfs daemon; what stage 3 repeats on the same
-#      configuration with the ASan daemon runs there only — while one
-#      background job builds the ASan+UBSan tree and then the TSan tree at low priority (those
-#      tests wait on FUSE, the kernel and the disk much of the time);
+#   1. normal build (RelWithDebInfo, every target, a unity build), then its unit tests: the tree
+#      layer's first on a quiet machine (the concurrent B-tree tests are timing-sensitive), then
+#      the others while one background job starts building the ASan+UBSan tree and then the TSan
+#      tree at low priority (until the end of stage 2);
+#   2. the normal build's oracle tests, two at a time — btrfs check / kernel oracles and the FUSE
+#      integration tests (posix_ubtrfs, stress_ubtrfs, kernel_to_ubtrfs, unmount_durability,
+#      daemon_cli), each through a real mount of the ubtrfs daemon; what stage 3 repeats on the
+#      same configuration with the ASan daemon runs there only;
 #   3. the integration tests again with the *daemon* under ASan+UBSan: the POSIX suite, a short
 #      stress run, the bad-input mounts, the fill-to-full ENOSPC suite on 128 MiB DUP images;
-#   4. the POSIX suite, a short 4-process stress run and the 128 MiB one-writer fill through the
-#      daemon under TSan, and the reservation system's unit tests (space_info, block reserves,
-#      tickets: 8 threads reserving at once) and the tree writeback tests (the writeback thread
-#      racing 8 writers) under TSan. The ASan and TSan POSIX/stress runs mount with an 8 MiB cache
-#      and background writeback above 1 % of it; under TSan with fix 1 on.
+#   4. at the same time as 3: the POSIX suite, a short 4-process stress run and the 128 MiB
+#      one-writer fill through the daemon under TSan, and the reservation system's unit tests
+#      (space_info, block reserves, tickets: 8 threads reserving at once) and the tree writeback
+#      tests (the writeback thread racing 8 writers) under TSan. The ASan and TSan POSIX/stress
+#      runs mount with an 8 MiB cache and background writeback above 1 % of it; under TSan with
+#      fix 1 on.
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
 #   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
 #   input and the kernel images under ASan, the whole mkfs matrix, and 40 instead of 20 random
@@ -36,7 +37,8 @@
 #                                              under the sanitized daemon (2000 and 1000: the TSan
 #                                              daemon is about 5x slower than the ASan one)
 #   UBTRFS_OVERLAP_BUILDS=0                    build the sanitizer trees in the foreground instead
-#   UBTRFS_STAGE2_JOBS=N                       oracle tests run at once in stage 2 (default 1)
+#   UBTRFS_STAGE2_JOBS=N                       oracle tests run at once in stage 2 (default 2)
+#   UBTRFS_SANITIZER_STAGES_PARALLEL=0         stage 4 after stage 3 instead of beside it
 #   UBTRFS_FUZZ_SHORT=1                        at the end, scripts/fuzz.sh: the clang fuzz build and
 #                                              10 s of each fuzz target (about 3-5 min on 2 cores;
 #                                              off by default while CI is near its 30-minute budget)
@@ -63,6 +65,7 @@ stage_done() {  # stage_done NAME: record the time since the previous stage ende
 }
 on_exit() {
   [[ -n ${py_dir:-} ]] && rm -rf "$py_dir"
+  [[ -n ${fail_file:-} ]] && rm -f "$fail_file"
   # A failed stage must not leave a background sanitizer build running (its own process group).
   if [[ -n ${bg_pid:-} ]] && kill -0 "$bg_pid" 2>/dev/null; then kill -TERM -- "-$bg_pid" 2>/dev/null || true; fi
   printf "%s\n" "${timings[@]}"
@@ -73,13 +76,19 @@ trap on_exit EXIT
 # run_suite BUILD_DIR [ctest args...]: a failing suite is recorded and the run goes on (a failure in
 # stage 2 must not hide what the sanitizer stages find); the script exits 1 at the end. A build
 # failure stops the run at once.
+# Failures are also appended to $fail_file: stages 3 and 4 run in parallel subshells.
 failed_suites=()
+fail_file=$(mktemp "${TMPDIR:-/tmp}/ubtrfs-failed.XXXXXX")
+suite_failed() {
+  failed_suites+=("$1")
+  echo "$1" >>"$fail_file"
+}
 run_suite() {
   local dir=$1
   shift
   echo "=== ctest in $dir $*"
   if ! (cd "$dir" && ctest --output-on-failure --no-tests=error "$@"); then
-    failed_suites+=("ctest in $dir $*${UBTRFS_DAEMON:+ (daemon $UBTRFS_DAEMON)}")
+    suite_failed "ctest in $dir $*${UBTRFS_DAEMON:+ (daemon $UBTRFS_DAEMON)}"
   fi
 }
 
@@ -135,6 +144,8 @@ tsan_nops=${UBTRFS_TSAN_STRESS_NOPS:-1000}
 # ---- 1. normal build, unit tests ----------------------------------------------------------------
 # A fresh tree (CI's case) gets -g1 (line tables, enough for backtraces): 22-25% less compile CPU
 # than -g at the same -O2. An existing tree keeps its flags (no rebuild ping-pong with build.sh).
+# Every tree is a unity build (UBTRFS_UNITY_BUILD, on by default): about 40% of the CPU of a
+# file-by-file build.
 normal_flags=()
 [[ -f $B/CMakeCache.txt ]] || normal_flags=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
                                                "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
@@ -143,13 +154,14 @@ stage_done "1 build (normal)"
 # The randomized unit tests at half their nominal size in CI (the full profile runs them whole):
 # the 4-thread B-tree test's run time varies 10x with scheduling (restart storms), 25-255 s seen.
 [[ ${UBTRFS_TEST_PROFILE:-ci} == full ]] || export UBTRFS_STRESS_SCALE=${UBTRFS_STRESS_SCALE:-0.5}
-run_suite "$B" -R '_unit$'
-unset UBTRFS_STRESS_SCALE
-stage_done "1 unit tests (normal)"
+# The tree layer's concurrency tests first, on a quiet machine (their restart storms depend on
+# scheduling); the other unit suites run with the sanitizer trees building behind them.
+run_suite "$B" -R '^tree_unit$'
 
-# ---- 2. oracle and FUSE integration tests (both sanitizer trees building behind) --------------
-# One background job builds the ASan tree, then the TSan tree, at low priority: the oracle tests
-# wait on FUSE, the kernel and the disk much of the time.
+# ---- background: the sanitizer trees -----------------------------------------------------------
+# One background job builds the ASan tree, then the TSan tree, at low priority, from here to the
+# end of stage 2: the unit suites and the oracle tests leave a core idle much of the time (they
+# wait on FUSE, the kernel and the disk).
 full=0
 [[ ${UBTRFS_TEST_PROFILE:-ci} == full ]] && full=1
 if ((sanitizers)); then
@@ -175,14 +187,16 @@ if ((sanitizers)); then
     bg_pid=
   fi
 fi
+run_suite "$B" -R '_unit$' -E '^tree_unit$'
+unset UBTRFS_STRESS_SCALE
+stage_done "1 unit tests (normal)"
+
+# ---- 2. oracle and FUSE integration tests ------------------------------------------------------
 # CI is near its 30 minutes: the dump-tree comparison of ubtrfs-inspect with btrfs-progs over a
 # dozen kernel-made images (~100 s; the inspector changes rarely) runs in the full profile only.
-# One oracle test at a time by default. Two at a time (UBTRFS_STAGE2_JOBS=2) halves stage 2 alone
-# (the 48 tests in 525 s against 850-1,050 s, all passing both ways: each test lives in its own
-# temporary root), but with the sanitizer trees building behind it the whole run got longer (the
-# tests took the CPU the builds used during one-at-a-time waits: ASan tree 1,039 s instead of 591,
-# stages 2-4 about 2,110 s against 1,810 s on the same quiet machine).
-stage2_jobs=${UBTRFS_STAGE2_JOBS:-1}
+# Two oracle tests at a time by default (UBTRFS_STAGE2_JOBS): each lives in its own temporary
+# root, mount point and loop devices.
+stage2_jobs=${UBTRFS_STAGE2_JOBS:-2}
 stage2_exclude='_unit$'
 ((full)) || stage2_exclude+='|^oracle_inspect_vs_progs_test$'
 # With the sanitizer stages on, what stage 3 runs again with the ASan daemon on the same
@@ -197,23 +211,14 @@ else
 fi
 stage_done "2 oracle + integration tests (normal)"
 
-if ((sanitizers)); then
-  if [[ -n $bg_pid ]] && ! wait "$bg_pid"; then
-    echo "FAIL: a sanitizer build failed:" >&2
-    tail -40 "$A/build.log" "$T/build.log" >&2
-    exit 1
-  fi
-  bg_pid=
-  tail -1 "$A/build.log" "$T/build.log" || true
-  stage_done "3 wait for the sanitizer builds"
-
-  # ---- 3. the daemon under ASan+UBSan --------------------------------------------------------
+# ---- 3. the daemon under ASan+UBSan ------------------------------------------------------------
+stage_asan() {
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ((full)) && run_suite "$A" -R '^oracle_bad_input_test$|^oracle_fsck_test$'
   # From the normal tree (its clients and oracles), the daemon from the ASan tree. The full profile
   # adds the kernel images 001 and 002 (zlib/lzo/zstd extents: the decoders).
   echo "=== the integration tests again, with the daemon under ASan+UBSan"
-  asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount)_test$'
+  local asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount)_test$'
   ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|kernel_to_ubtrfs)_test$'
   # The tree-block writeback thread works all the time in these runs: an 8 MiB cache, background
   # writeback above 1 % of it (issue 8).
@@ -225,10 +230,11 @@ if ((sanitizers)); then
   UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     run_suite "$B" -R '^oracle_enospc_(fill|files|concurrent)_test$'
   ((full)) && run_suite "$A" -R '_unit$'
-  unset ASAN_OPTIONS UBSAN_OPTIONS
-  stage_done "3 ASan: daemon integration"
+  return 0
+}
 
-  # ---- 4. TSan: the daemon's multi-threaded loop (POSIX suite, 4-process stress) ----------------
+# ---- 4. TSan: the daemon's multi-threaded loop (POSIX suite, 4-process stress) ------------------
+stage_tsan() {
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   ((full)) && run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
   echo "=== the integration tests again, with the daemon under TSan"
@@ -247,20 +253,55 @@ if ((sanitizers)); then
   # The reservation system's unit tests under TSan (the 8-thread ticket test among them).
   echo "=== reservation unit tests under TSan"
   if ! "$T/tests/ubtrfs_alloc_tests" "[space_info],[block_rsv],[tickets]"; then
-    failed_suites+=("TSan: alloc reservation unit tests")
+    suite_failed "TSan: alloc reservation unit tests"
   fi
   # The writeback state machine, fix 1's race replay, and the writeback thread racing 8 writers
   # in each of the four configurations (issue 8).
   echo "=== writeback unit tests under TSan"
   if ! "$T/tests/ubtrfs_tree_tests" "[writeback],[should_cow],[fix1],[inhibit]"; then
-    failed_suites+=("TSan: tree writeback unit tests")
+    suite_failed "TSan: tree writeback unit tests"
   fi
-  unset TSAN_OPTIONS
-  stage_done "4 TSan: daemon integration"
+  return 0
+}
+
+if ((sanitizers)); then
+  if [[ -n $bg_pid ]] && ! wait "$bg_pid"; then
+    echo "FAIL: a sanitizer build failed:" >&2
+    tail -40 "$A/build.log" "$T/build.log" >&2
+    exit 1
+  fi
+  bg_pid=
+  tail -1 "$A/build.log" "$T/build.log" || true
+  stage_done "3 wait for the sanitizer builds"
+  # Stages 3 and 4 at the same time (UBTRFS_SANITIZER_STAGES_PARALLEL=0: one after the other): the
+  # sanitized daemons are single clients' servers much of the time, and each test has its own
+  # temporary root. Each stage's output goes to a log, printed when both are done.
+  if [[ ${UBTRFS_SANITIZER_STAGES_PARALLEL:-1} == 1 ]]; then
+    san_logs=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-san-logs.XXXXXX")
+    (stage_asan) >"$san_logs/asan.log" 2>&1 &
+    asan_pid=$!
+    (stage_tsan) >"$san_logs/tsan.log" 2>&1 &
+    tsan_pid=$!
+    wait "$asan_pid" || true
+    wait "$tsan_pid" || true
+    echo "=== stage 3 (ASan) output"
+    cat "$san_logs/asan.log"
+    echo "=== stage 4 (TSan) output"
+    cat "$san_logs/tsan.log"
+    rm -rf "$san_logs"
+    mapfile -t failed_suites <"$fail_file"
+    stage_done "3+4 ASan and TSan: daemon integration (parallel)"
+  else
+    (stage_asan)
+    stage_done "3 ASan: daemon integration"
+    (stage_tsan)
+    stage_done "4 TSan: daemon integration"
+    mapfile -t failed_suites <"$fail_file"
+  fi
 fi
 if [[ ${UBTRFS_FUZZ_SHORT:-0} == 1 ]]; then
   echo "=== short fuzz run (scripts/fuzz.sh)"
-  scripts/fuzz.sh || failed_suites+=("scripts/fuzz.sh (short fuzz run)")
+  scripts/fuzz.sh || suite_failed "scripts/fuzz.sh (short fuzz run)"
   stage_done "5 fuzz build + short run"
 fi
 if ((${#failed_suites[@]})); then
