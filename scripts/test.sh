@@ -152,7 +152,7 @@ tsan_nops=${UBTRFS_TSAN_STRESS_NOPS:-1000}
 # ---- 1. normal build, unit tests ----------------------------------------------------------------
 # A fresh tree (CI's case) gets -g1 (line tables, enough for backtraces): 22-25% less compile CPU
 # than -g at the same -O2. An existing tree keeps its flags (no rebuild ping-pong with build.sh).
-# Every tree is a unity build (UBTRFS_UNITY_BUILD, on by default): about 40% of the CPU of a
+# Every tree is a unity build (UBTRFS_UNITY_BUILD, on by default): about 60 % of the time of a
 # file-by-file build.
 normal_flags=()
 [[ -f $B/CMakeCache.txt ]] || normal_flags=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
