@@ -136,23 +136,13 @@ alloc::ExtentItemBody extent_item(Filesystem& fs, const FileExtent& e) {
   return *parsed;
 }
 
-std::string tool(const std::string& rel) {
-  if (const char* b = std::getenv("UBTRFS_BIN"); b && stdfs::exists(std::string(b) + "/" + rel))
-    return std::string(b) + "/" + rel;
-  std::error_code ec;
-  auto exe = stdfs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  auto p = exe.parent_path().parent_path() / "tools" / rel;
-  return stdfs::exists(p) ? p.string() : "";
-}
-
 // btrfs check and fsck.ubtrfs (when built) both find the image clean.
 void check_clean_and_fsck(const std::string& img) {
   std::string out;
   const int rc = run(fmt::format("btrfs check --readonly {}", img), &out);
   INFO("btrfs check: " << out);
   CHECK(rc == 0);
-  const std::string fsck = tool("fsck/fsck.ubtrfs");
+  const std::string fsck = test::tool_binary("fsck/fsck.ubtrfs");
   if (fsck.empty()) {
     if (oracles_required()) FAIL("fsck.ubtrfs not built");
     WARN("fsck.ubtrfs not built: skipped");
@@ -451,7 +441,7 @@ TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
 TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") {
   // Each piece's items are reserved before the piece changes anything: with metadata exhausted the
   // copy is ENOSPC or short, never an abort, and what it reports done is exactly what B holds.
-  const std::string mkfs = tool("mkfs/mkfs.ubtrfs");
+  const std::string mkfs = test::mkfs_binary();
   if (mkfs.empty()) {
     if (oracles_required()) FAIL("mkfs.ubtrfs not built");
     WARN("mkfs.ubtrfs not built: skipped");
