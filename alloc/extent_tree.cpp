@@ -28,7 +28,6 @@ void put_le32(std::vector<uint8_t>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
-
 std::string ref_text(const ExtentBackref& r) {
   switch (r.type) {
     case kTreeBlockRefKey:

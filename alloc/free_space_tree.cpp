@@ -34,7 +34,6 @@ namespace ubtrfs::alloc {
 
 namespace {
 
-
 Key info_key(uint64_t bg_start, uint64_t bg_len) { return Key{bg_start, kFreeSpaceInfoKey, bg_len}; }
 
 // Refuses ranges that are empty or leave the group before any tree access.

@@ -78,7 +78,8 @@
 
 namespace ubtrfs::fs {
 
-// Sector arithmetic of the FileData files (file_data, file_clone, file_fallocate, file_nocow).
+// Sector arithmetic of the file data paths (file_data, file_clone, file_compress, file_fallocate,
+// file_nocow) and the log tree.
 inline constexpr uint64_t round_down(uint64_t x, uint64_t a) { return x - x % a; }
 inline constexpr uint64_t round_up(uint64_t x, uint64_t a) { return round_down(x + a - 1, a); }
 // Largest file size btrfs accepts (MAX_LFS_FILESIZE on 64-bit).

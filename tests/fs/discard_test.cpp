@@ -49,7 +49,7 @@ using test::kFreshImageSize;
 using test::kRootIno;
 using test::mkfs_binary;
 
-Result<std::unique_ptr<Filesystem>> mount_with_discard(io::BlockDevice& dev, bool discard = false) {
+Result<std::unique_ptr<Filesystem>> mount_for_trim(io::BlockDevice& dev, bool discard = false) {
   OpenOptions o;
   o.path = "memory-image";
   o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
@@ -120,7 +120,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   REQUIRE(mem != nullptr);  // mkfs.ubtrfs of this build
   io::FaultInjectingDevice dev(*mem);
   const auto a = bytes(4 << 20, 1), b = bytes(2 << 20, 2), c = bytes(8 << 20, 3);
-  auto mounted = mount_with_discard(dev);
+  auto mounted = mount_for_trim(dev);
   REQUIRE(mounted);
   Filesystem& f = **mounted;
 
@@ -154,7 +154,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   {
     io::MemoryDevice crash(kFreshImageSize);
     crash.bytes() = mem->bytes();
-    auto m2 = mount_with_discard(crash);
+    auto m2 = mount_for_trim(crash);
     REQUIRE(m2);
     int err = 0;
     CHECK(read_all(**m2, "a", &err) == a);
@@ -187,7 +187,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   f.forget(ib, 1);
   REQUIRE(f.unmount());
   mounted->reset();
-  auto m3 = mount_with_discard(*mem);
+  auto m3 = mount_for_trim(*mem);
   REQUIRE(m3);
   CHECK(read_all(**m3, "a") == a);
   CHECK(read_all(**m3, "b") == b);
@@ -202,7 +202,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
   REQUIRE(mem != nullptr);
   std::vector<std::string> live;
   {
-    auto mounted = mount_with_discard(*mem);
+    auto mounted = mount_for_trim(*mem);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     std::atomic<bool> stop{false};
@@ -233,7 +233,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
     CHECK(trims.load() > 0);
     REQUIRE(f.unmount());
   }
-  auto m2 = mount_with_discard(*mem);
+  auto m2 = mount_for_trim(*mem);
   REQUIRE(m2);
   for (const auto& name : live) {
     int err = 0;
@@ -250,7 +250,7 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
   REQUIRE(mem != nullptr);
   const auto keep = bytes(3 << 20, 5), gone = bytes(6 << 20, 6), again = bytes(6 << 20, 7);
   {
-    auto mounted = mount_with_discard(*mem, /*discard=*/true);
+    auto mounted = mount_for_trim(*mem, /*discard=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     CHECK(discard_stats(f)["async"].get<bool>());
@@ -286,7 +286,7 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
     REQUIRE(f.unmount());
     CHECK(discard_stats(f)["bytes"].get<uint64_t>() == discard_stats(f)["async_bytes"].get<uint64_t>());
   }
-  auto m2 = mount_with_discard(*mem);
+  auto m2 = mount_for_trim(*mem);
   REQUIRE(m2);
   CHECK(read_all(**m2, "keep") == keep);
   CHECK(read_all(**m2, "again") == again);

@@ -41,7 +41,7 @@ using test::fresh_image;
 using test::kRootIno;
 using test::mkfs_binary;
 
-Result<std::unique_ptr<Filesystem>> mount_with_writeback(io::BlockDevice& dev, bool writeback = false) {
+Result<std::unique_ptr<Filesystem>> mount_for_shutdown(io::BlockDevice& dev, bool writeback = false) {
   OpenOptions o;
   o.path = "memory-image";
   o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
@@ -143,7 +143,7 @@ TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio
   const auto synced = bytes(300000, 1), unsynced = bytes(200000, 2), late = bytes(5000, 3);
   uint64_t writes_at_shutdown = 0, flushes_at_shutdown = 0;
   {
-    auto mounted = mount_with_writeback(dev, /*writeback=*/true);
+    auto mounted = mount_for_shutdown(dev, /*writeback=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "synced", synced);
@@ -185,7 +185,7 @@ TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio
   CHECK(dev.flushes() == flushes_at_shutdown);
 
   // The next mount: the fsynced file whole, nothing of what came after the fsync.
-  auto again = mount_with_writeback(dev);
+  auto again = mount_for_shutdown(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "synced") == synced);
   CHECK(err_of((*again)->lookup(kRootIno, "unsynced")) == ENOENT);
@@ -200,7 +200,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
   const auto synced = bytes(100000, 4);
   uint64_t writes_at_shutdown = 0;
   {
-    auto mounted = mount_with_writeback(dev, /*writeback=*/true);
+    auto mounted = mount_for_shutdown(dev, /*writeback=*/true);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "synced", synced);
@@ -249,7 +249,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
     REQUIRE(f.unmount());
   }
   CHECK(dev.writes() == writes_at_shutdown);
-  auto again = mount_with_writeback(dev);
+  auto again = mount_for_shutdown(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "synced") == synced);
   REQUIRE((*again)->unmount());
@@ -262,7 +262,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
   HoldingDevice dev(counted);
   const auto old_data = bytes(100000, 6), new_data = bytes(100000, 7);
   {
-    auto mounted = mount_with_writeback(dev);
+    auto mounted = mount_for_shutdown(dev);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "old", old_data);
@@ -294,7 +294,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
     CHECK(counted.writes() == writes_at_shutdown);
   }
   // The image is the commit before: "old" whole, "new" absent.
-  auto again = mount_with_writeback(counted);
+  auto again = mount_for_shutdown(counted);
   REQUIRE(again);
   CHECK(read_all(**again, "old") == old_data);
   CHECK(err_of((*again)->lookup(kRootIno, "new")) == ENOENT);
@@ -307,7 +307,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
   io::FaultInjectingDevice dev(*mem);
   const auto data = bytes(150000, 5);
   {
-    auto mounted = mount_with_writeback(dev);
+    auto mounted = mount_for_shutdown(dev);
     REQUIRE(mounted);
     Filesystem& f = **mounted;
     const uint64_t a = make_file(f, "kept", data);
@@ -318,7 +318,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
     REQUIRE(f.unmount());
     CHECK(dev.writes() == w);
   }
-  auto again = mount_with_writeback(dev);
+  auto again = mount_for_shutdown(dev);
   REQUIRE(again);
   CHECK(read_all(**again, "kept") == data);
   REQUIRE((*again)->unmount());
@@ -335,7 +335,7 @@ TEST_CASE("set_label_is_in_every_superblock_copy_when_it_returns", "[label]") {
   const uint64_t kMirror1 = 64ull << 20;
   REQUIRE(label_at(kSuperInfoOffset) == "before");
   REQUIRE(label_at(kMirror1) == "before");
-  auto mounted = mount_with_writeback(dev);
+  auto mounted = mount_for_shutdown(dev);
   REQUIRE(mounted);
   Filesystem& f = **mounted;
   CHECK(f.label().value() == "before");
@@ -352,7 +352,7 @@ TEST_CASE("set_label_is_in_every_superblock_copy_when_it_returns", "[label]") {
   REQUIRE(f.set_label("after"));
   REQUIRE(f.unmount());
   mounted->reset();
-  auto again = mount_with_writeback(dev);
+  auto again = mount_for_shutdown(dev);
   REQUIRE(again);
   CHECK((*again)->label().value() == "after");
   REQUIRE((*again)->unmount());
