@@ -44,6 +44,7 @@ inline constexpr unsigned kUnlinkMetadataUnits = 6;
 
 // btrfs_rsv_type.
 enum class RsvType : uint8_t { kGlobal, kDelalloc, kTrans, kChunk, kDelayedOps, kDelayedRefs, kEmpty, kTemp };
+inline constexpr int kRsvTypeCount = 8;
 const char* rsv_type_name(RsvType t);
 
 class BlockRsv {

@@ -296,12 +296,19 @@ Result<uint64_t> HandleAllocator::alloc_tree_block(TreeHandle& h, uint64_t root_
     return r;
   }
   blocks_allocated++;
+  account_ref_updates(h);
   return r;
 }
 
 void HandleAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, uint64_t generation,
                                       bool written) {
   extents_.free_tree_block(h, root_objectid, bytenr, generation, written);
+  account_ref_updates(h);
+}
+
+void HandleAllocator::account_ref_updates(TreeHandle& h) {
+  spaces_.update_delayed_refs_rsv(delayed_rsv, h.delayed_ref_updates);
+  h.delayed_ref_updates = 0;
 }
 
 }  // namespace ubtrfs::alloc

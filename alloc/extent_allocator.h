@@ -191,6 +191,9 @@ class HandleAllocator final : public TreeBlockAllocator {
   // Bytes of block_rsv that this handle itself put there and has not used yet: a block taken from
   // the shared reserve past it counts as "beyond_handle" (an overrun paid by other handles).
   uint64_t handle_share = 0;
+  // btrfs trans->delayed_rsv: the handle's own delayed-ref bytes, moved to the delayed-refs reserve
+  // as the tree-block references it queues are counted (null: a handle without one).
+  BlockRsv* delayed_rsv = nullptr;
   uint64_t blocks_allocated = 0;
 
   [[nodiscard]] Result<uint64_t> alloc_tree_block(TreeHandle& h, uint64_t root_objectid, int level,
@@ -199,11 +202,17 @@ class HandleAllocator final : public TreeBlockAllocator {
                        bool written) override;
   [[nodiscard]] Result<bool> update_ref_for_cow(TreeHandle& h, TreeRoot& root, const ExtentBuffer& buf,
                                                 const ExtentBuffer& cow) override {
-    return extents_.update_ref_for_cow(h, root, buf, cow);
+    auto r = extents_.update_ref_for_cow(h, root, buf, cow);
+    account_ref_updates(h);
+    return r;
   }
   void drop_tree_block_ref(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, int level) override {
     extents_.drop_tree_block_ref(h, root_objectid, bytenr, level);
+    account_ref_updates(h);
   }
+  // Moves the handle's counted reference updates into the delayed-refs reserve now
+  // (SpaceInfos::update_delayed_refs_rsv) and zeroes the count.
+  void account_ref_updates(TreeHandle& h);
   // The reserve a block of `root_objectid` is charged to.
   BlockRsv* pick_rsv(uint64_t root_objectid);
 

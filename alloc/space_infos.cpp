@@ -113,6 +113,11 @@ Result<BlockRsv*> SpaceInfos::use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint6
     std::lock_guard lk(stats_mu_);
     rstats_.*field += 1;
   };
+  auto count_overrun = [&](uint64_t ReservationStats::*field) {
+    std::lock_guard lk(stats_mu_);
+    rstats_.*field += 1;
+    rstats_.overruns_by_rsv[static_cast<int>(rsv->type())] += 1;
+  };
   if (rsv->size() != 0) {
     if (rsv->use_bytes(bytes)) {
       count(&ReservationStats::from_rsv);
@@ -133,15 +138,15 @@ Result<BlockRsv*> SpaceInfos::use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint6
   }
   SpaceInfo* si = rsv->space_info();
   if (si->reserve_bytes(bytes, FlushMode::kNoFlush)) {
-    count(&ReservationStats::no_flush);
+    count_overrun(&ReservationStats::no_flush);
     return &empty_rsv_;
   }
   if (rsv != &global_rsv_ && si == global_rsv_.space_info() && global_rsv_.use_bytes(bytes)) {
-    count(&ReservationStats::global);
+    count_overrun(&ReservationStats::global);
     return &global_rsv_;
   }
   if (si->reserve_bytes(bytes, FlushMode::kFlushEmergency)) {
-    count(&ReservationStats::emergency);
+    count_overrun(&ReservationStats::emergency);
     return &empty_rsv_;
   }
   count(&ReservationStats::enospc);
@@ -149,6 +154,14 @@ Result<BlockRsv*> SpaceInfos::use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint6
   const SpaceCounters c = si->counters();
   return fail(ENOSPC, "no {} space for a tree block: total {} used {} reserved {} pinned {} may_use {}", si->name(),
               c.total, c.used, c.reserved, c.pinned, c.may_use);
+}
+
+void SpaceInfos::update_delayed_refs_rsv(BlockRsv* handle_rsv, uint64_t updates) {
+  if (updates == 0) return;
+  const uint64_t need = delayed_ref_bytes(updates);
+  const uint64_t take = handle_rsv ? std::min(need, handle_rsv->reserved()) : 0;
+  if (take && handle_rsv->use_bytes(take)) delayed_refs_rsv_.add_bytes(take, false);
+  delayed_refs_rsv_.grow_size(need);
 }
 
 void SpaceInfos::unuse_block_rsv(BlockRsv* from, uint64_t bytes) {

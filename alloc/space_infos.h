@@ -43,6 +43,8 @@ struct ReservationStats {
   uint64_t emergency = 0;          // step 5
   uint64_t failfast_enospc = 0;    // step 2 on a failfast reserve
   uint64_t enospc = 0;             // step 6
+  // Steps 3-5 by the reserve the block was charged to (indexed by RsvType): which reserve ran dry.
+  std::array<uint64_t, kRsvTypeCount> overruns_by_rsv{};
   uint64_t overruns() const { return no_flush + global + emergency; }
 };
 
@@ -116,6 +118,12 @@ class SpaceInfos {
   // bytes of `rsv` this handle still may take without counting "beyond_handle" (decremented).
   // Errors: ENOSPC.
   [[nodiscard]] Result<BlockRsv*> use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint64_t* handle_share);
+  // btrfs_update_delayed_refs_rsv: `updates` newly queued ref heads grow the delayed-refs reserve's
+  // size by what running them will cost, and move up to that much from the handle's own
+  // delayed-ref reserve (null: none) into it. Called as references are queued, not at handle end:
+  // the reclaim thread may run a head while the handle that queued it is still running, and it
+  // must find the head's bytes there.
+  void update_delayed_refs_rsv(BlockRsv* handle_rsv, uint64_t updates);
   // btrfs_unuse_block_rsv: the allocation after use_block_rsv failed; give the bytes back.
   void unuse_block_rsv(BlockRsv* from, uint64_t bytes);
   // btrfs_block_rsv_release with the kernel's routing of the excess (see the .cpp). `bytes` =

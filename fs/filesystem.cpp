@@ -555,6 +555,10 @@ std::string Filesystem::stats_json() {
                                   {"no_flush", rs.no_flush},           {"global_reserve", rs.global},
                                   {"emergency", rs.emergency},         {"failfast_enospc", rs.failfast_enospc},
                                   {"enospc", rs.enospc},               {"overruns", rs.overruns()}};
+  json by_rsv = json::object();
+  for (int i = 0; i < alloc::kRsvTypeCount; ++i)
+    if (rs.overruns_by_rsv[i]) by_rsv[alloc::rsv_type_name(static_cast<alloc::RsvType>(i))] = rs.overruns_by_rsv[i];
+  j["tree_block_reservations"]["overruns_by_reserve"] = by_rsv;
   json enospc;
   const auto ec = sp.enospc_counts();
   for (int i = 0; i < alloc::kEnospcReasonCount; ++i)

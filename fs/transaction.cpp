@@ -145,6 +145,7 @@ Result<TransHandle> TransactionManager::start(unsigned num_items, alloc::FlushMo
   if (dref) h.res_->delayed_rsv.add_bytes(dref, true);
   h.res_->allocator.block_rsv = num_items > 0 ? &sp.trans_rsv() : nullptr;
   h.res_->allocator.handle_share = bytes;
+  h.res_->allocator.delayed_rsv = &h.res_->delayed_rsv;
   h.tree_.transid = transid;
   h.tree_.allocator = &h.res_->allocator;
   h.tree_.cow_overwrite = fs_.cow_overwrite();
@@ -164,13 +165,9 @@ void TransactionManager::end_handle(TransHandle& h) {
     // btrfs_update_delayed_refs_rsv + btrfs_trans_release_metadata.
     alloc::SpaceInfos& sp = fs_.spaces();
     HandleReservation& r = *h.res_;
-    if (h.tree_.delayed_ref_updates) {
-      const uint64_t need = sp.delayed_ref_bytes(h.tree_.delayed_ref_updates);
-      const uint64_t take = std::min(need, r.delayed_rsv.reserved());
-      if (take && r.delayed_rsv.use_bytes(take)) sp.delayed_refs_rsv().add_bytes(take, false);
-      sp.delayed_refs_rsv().grow_size(need);
-      h.tree_.delayed_ref_updates = 0;
-    }
+    // Tree-block references were accounted as they were queued (HandleAllocator); data
+    // references (file extents) are counted on the handle and accounted here.
+    r.allocator.account_ref_updates(h.tree_);
     if (r.bytes_reserved) sp.release_block_rsv(sp.trans_rsv(), r.bytes_reserved);
     r.bytes_reserved = 0;
     sp.release_block_rsv(r.delayed_rsv, UINT64_MAX);

@@ -389,6 +389,7 @@ TEST_CASE("use_block_rsv falls back in the kernel's order and counts each step",
   CHECK(*sp.use_block_rsv(&trans, kNode, &share) == &sp.empty_rsv());
   CHECK(sp.reservation_stats().emergency == 1);
   CHECK(sp.reservation_stats().overruns() == 3);
+  CHECK(sp.reservation_stats().overruns_by_rsv[static_cast<int>(RsvType::kTrans)] == 3);
   // Real usage fills the group: step 6, ENOSPC.
   REQUIRE(bg->mark_used(4 * kGiB, 1 * kMiB));
   auto r = sp.use_block_rsv(&trans, kNode, &share);
@@ -625,4 +626,30 @@ TEST_CASE("eight threads reserving, using and releasing at once keep the counter
   const uint64_t held = sp.global_rsv().reserved() + sp.delayed_refs_rsv().reserved() +
                         sp.delayed_block_rsv().reserved() + sp.trans_rsv().reserved();
   CHECK(meta.counters().may_use == held);
+}
+
+TEST_CASE("update_delayed_refs_rsv grows the size by the refs and moves what the handle reserved", "[block_rsv]") {
+  SpaceInfos sp(kNode, true, false);
+  auto bg = make_group(4 * kGiB, 64 * kMiB, kBlockGroupMetadata);
+  bg->attach(&sp.metadata(), 1);
+  BlockRsv handle(RsvType::kDelayedRefs, &sp.metadata());
+  REQUIRE(handle.add(sp.delayed_ref_bytes(2), FlushMode::kNoFlush));
+  sp.update_delayed_refs_rsv(&handle, 1);
+  CHECK(sp.delayed_refs_rsv().size() == sp.delayed_ref_bytes(1));
+  CHECK(sp.delayed_refs_rsv().reserved() == sp.delayed_ref_bytes(1));
+  CHECK(handle.reserved() == sp.delayed_ref_bytes(1));
+  // More refs than the handle reserved: the size grows by all of them, the bytes by what is left.
+  sp.update_delayed_refs_rsv(&handle, 3);
+  CHECK(sp.delayed_refs_rsv().size() == sp.delayed_ref_bytes(4));
+  CHECK(sp.delayed_refs_rsv().reserved() == sp.delayed_ref_bytes(2));
+  CHECK(handle.reserved() == 0);
+  // A handle without a delayed-ref reserve (a join): only the size grows.
+  sp.update_delayed_refs_rsv(nullptr, 1);
+  CHECK(sp.delayed_refs_rsv().size() == sp.delayed_ref_bytes(5));
+  CHECK(sp.delayed_refs_rsv().reserved() == sp.delayed_ref_bytes(2));
+  sp.update_delayed_refs_rsv(nullptr, 0);
+  CHECK(sp.delayed_refs_rsv().size() == sp.delayed_ref_bytes(5));
+  sp.release_block_rsv(handle, UINT64_MAX);
+  sp.release_block_rsv(sp.delayed_refs_rsv(), UINT64_MAX);
+  CHECK(sp.delayed_refs_rsv().size() == 0);
 }
