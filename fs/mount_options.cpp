@@ -48,11 +48,12 @@ bool is_vfs_generic(std::string_view name) {
   return name.starts_with("x-") || name.starts_with("comment=");
 }
 
-// Options libfuse itself understands; forwarded.
+// Options of the FUSE session and its loop (libfuse's, and the daemon's transport); forwarded.
 bool is_fuse_option(std::string_view name) {
   static constexpr std::string_view kFuse[] = {"fsname", "subtype", "max_read", "blkdev", "blksize",
                                                "auto_unmount", "max_idle_threads", "max_threads",
-                                               "entry_timeout", "attr_timeout"};
+                                               "entry_timeout", "attr_timeout", "fuse_uring",
+                                               "fuse_uring_threads"};
   for (auto f : kFuse)
     if (name == f) return true;
   return false;

@@ -106,6 +106,16 @@ Result<DaemonArgs> parse_daemon_args(int argc, char** argv) {
       if (!v || (name == "max_threads" && *v == 0))
         return fail(EINVAL, "invalid value for mount option '{}'", opt);
       (name == "max_idle_threads" ? a.max_idle_threads : a.max_threads) = *v;
+    } else if (name == "fuse_uring") {
+      const std::string_view v = eq == std::string::npos ? "on" : std::string_view(opt).substr(eq + 1);
+      if (v == "on") a.fuse_uring = DaemonArgs::FuseUringMode::kOn;
+      else if (v == "off") a.fuse_uring = DaemonArgs::FuseUringMode::kOff;
+      else if (v == "auto") a.fuse_uring = DaemonArgs::FuseUringMode::kAuto;
+      else return fail(EINVAL, "invalid value for mount option '{}' (auto, on or off)", opt);
+    } else if (name == "fuse_uring_threads") {
+      auto v = eq == std::string::npos ? std::nullopt : parse_unsigned(std::string_view(opt).substr(eq + 1));
+      if (!v || *v == 0 || *v > 64) return fail(EINVAL, "invalid value for mount option '{}' (1 to 64)", opt);
+      a.fuse_uring_threads = *v;
     } else {
       session_passthrough.push_back(opt);
     }
@@ -205,6 +215,10 @@ ubtrfs options:
   default_permissions   accepted; always on: the kernel checks permissions and POSIX ACLs
 FUSE options: fsname=, subtype=, max_read=, blksize=, auto_unmount,
               max_idle_threads=N (default 10), max_threads=N,
+              fuse_uring=auto|on|off: requests through FUSE over io_uring when the kernel offers
+              it (Linux 6.14+ with the fuse module parameter enable_uring=Y); auto (default)
+              uses it when offered, on also says when it is not; fuse_uring_threads=N worker
+              threads per CPU (default 2)
               entry_timeout=SECONDS, attr_timeout=SECONDS: how long the kernel caches names
               and attributes (default 86400: every change passes through this mount)
 Generic options passed to the kernel mount: nosuid, suid, nodev, dev, noexec, exec, sync,

@@ -41,6 +41,11 @@ struct DaemonArgs {
   double entry_timeout = kDefaultEntryTimeout;
   double attr_timeout = kDefaultAttrTimeout;
   bool clone_fd = true;
+  // -o fuse_uring=auto|on|off: requests through FUSE over io_uring when the kernel offers it
+  // (fuse_uring.h); on also says when it does not. fuse_uring_threads=N workers per queue.
+  enum class FuseUringMode { kOff, kAuto, kOn };
+  FuseUringMode fuse_uring = FuseUringMode::kAuto;
+  unsigned fuse_uring_threads = 2;
   // Generic kernel mount flags from the -o list, forwarded to the kernel mount (nosuid, nodev...).
   std::vector<std::string> kernel_flags;
 };

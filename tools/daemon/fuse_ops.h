@@ -29,6 +29,7 @@
 
 #include "fs/filesystem.h"
 #include "tools/common/control_protocol.h"
+#include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/page_cache_guard.h"
 
 namespace ubtrfs::daemon {
@@ -51,6 +52,8 @@ struct DaemonContext {
   // Open files' modes and the writeback cache's space guard (page_cache_guard.h); null in tests
   // that build a context by hand: every open is then cached, nothing guarded.
   PageCacheGuard* guard = nullptr;
+  // The FUSE over io_uring transport (fuse_uring.h), for its counters; null without one.
+  const FuseUring* uring = nullptr;
 };
 
 const fuse_lowlevel_ops& ubtrfs_fuse_ops();

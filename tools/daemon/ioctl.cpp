@@ -42,7 +42,7 @@ Result<IoctlReply> control_read(DaemonContext& ctx, const IoctlRequest& req) {
   auto reply = std::make_unique<control::Message>();
   auto produce = [&](control::Payload p) -> std::string {
     if (p == control::Payload::kScrub) return fs::scrub_status_json(ctx.fs->scrub().status());
-    return p == control::Payload::kStats ? ctx.fs->stats_json() : recent_log_json();
+    return p == control::Payload::kStats ? with_transport_stats(ctx.fs->stats_json(), ctx.uring) : recent_log_json();
   };
   const size_t n = UBTRFS_TRY(ctx.control.serve(*msg, *reply, produce));
   IoctlReply out;

@@ -43,6 +43,7 @@
 #include "tools/daemon/daemon_cli.h"
 #include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_ops.h"
+#include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/page_cache_guard.h"
 #include "tools/daemon/lifecycle.h"
 #include "tools/daemon/logging.h"
@@ -212,6 +213,16 @@ int run(const DaemonArgs& args) {
     fuse_remove_signal_handlers(se.get());
     return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
   }
+  // FUSE over io_uring (fuse_uring.h): the hooks go in before the loop reads INIT.
+  std::unique_ptr<FuseUring> uring;
+  if (args.fuse_uring != DaemonArgs::FuseUringMode::kOff) {
+    FuseUringOptions uo;
+    uo.threads_per_queue = args.fuse_uring_threads;
+    uo.required = args.fuse_uring == DaemonArgs::FuseUringMode::kOn;
+    uring = FuseUring::install(se.get(), fuse_session_fd(se.get()), uo);
+    if (!uring) spdlog::warn("cannot install the FUSE io_uring transport; serving through /dev/fuse");
+    ctx.uring = uring.get();
+  }
   ctx.mount_dev = mounted_device(mountpoint);  // snapshot sources are recognised by it (caller_fd.h)
 
   // The writeback cache's guard holds data space for what the kernel may keep dirty of this mount
@@ -269,6 +280,7 @@ int run(const DaemonArgs& args) {
   if (args.max_threads) fuse_loop_cfg_set_max_threads(cfg, args.max_threads);
   const int loop_rc = fuse_session_loop_mt(se.get(), cfg);
   fuse_loop_cfg_destroy(cfg);
+  if (uring) uring->stop();  // no ring worker may run an operation past this point
 
   // 7. Shut down: the kernel mount goes first (no request can arrive any more), then the final
   //    commit, which no termination signal may interrupt.
@@ -282,7 +294,8 @@ int run(const DaemonArgs& args) {
   ctx.guard = nullptr;
   guard.reset();  // its held space goes back before the final commit
   auto unmounted = filesystem->unmount();
-  if (!args.options.stats_file.empty()) write_stats_file(args.options.stats_file, filesystem->stats_json());
+  if (!args.options.stats_file.empty())
+    write_stats_file(args.options.stats_file, with_transport_stats(filesystem->stats_json(), uring.get()));
   se.reset();
   if (!unmounted) {
     spdlog::error("final commit of {} failed, the image keeps generation {}: {}", source,
