@@ -44,6 +44,9 @@ the median figure of each target and its median per-round ratio to kernel btrfs.
   --ubtrfs NAME=PATH    a ubtrfs daemon build as target NAME (repeatable); without it the one
                         target is ubtrfs=build/tools/daemon/ubtrfs of this tree
   --mount-opts OPTS     -o options for the ubtrfs targets (default none)
+  --fuse-uring MODE     on: the fuse module parameter enable_uring=Y for the run (restored at the
+                        end), so that ubtrfs (fuse_uring=auto) serves through FUSE over io_uring;
+                        off: enable_uring=N; asis: leave it (default on)
   --baseline NAME       the target ratios are taken to (default kernel, when it runs)
   --quick               tiny sizes, 1 round: checks that everything runs
   --json FILE           where to write every raw figure (default build/bench/bench-DATE.json)
@@ -79,6 +82,7 @@ workloads_opt=
 targets_opt=
 ubtrfs_specs=()
 mount_opts=
+fuse_uring=on
 baseline=
 quick=0
 json_out=
@@ -90,7 +94,8 @@ while (($#)); do
   val=
   case $opt in
     --*=*) val=${opt#*=}; opt=${opt%%=*} ;;
-    --rounds | --workloads | --targets | --ubtrfs | --mount-opts | --baseline | --json | --dir | --mkfs | --client)
+    --rounds | --workloads | --targets | --ubtrfs | --mount-opts | --fuse-uring | --baseline | --json | --dir | --mkfs | \
+      --client)
       (($# >= 2)) || die_usage "$opt needs a value"
       val=$2
       shift ;;
@@ -101,6 +106,7 @@ while (($#)); do
     --targets) targets_opt=$val ;;
     --ubtrfs) ubtrfs_specs+=("$val") ;;
     --mount-opts) mount_opts=$val ;;
+    --fuse-uring) fuse_uring=$val ;;
     --baseline) baseline=$val ;;
     --json) json_out=$val ;;
     --dir) image_dir=$val ;;
@@ -114,6 +120,8 @@ while (($#)); do
 done
 
 rounds=${rounds:-$((quick ? 1 : 3))}
+[[ $fuse_uring == on || $fuse_uring == off || $fuse_uring == asis ]] ||
+  die_usage "--fuse-uring wants on, off or asis, not '$fuse_uring'"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die_usage "--rounds wants a positive integer, not '$rounds'"
 
 # Workloads, in the order of all_workloads whatever the order asked.
@@ -240,7 +248,18 @@ failures=${json_out%.json}.failures.tsv
 # not cut the cleanup short.
 trap 'rc=$?; trap "" INT TERM; set +e
       ((rc == 0)) || [[ ! -s $records ]] || echo "bench: stopped (exit $rc); the figures measured so far: $records" >&2
+      [[ -z $uring_saved ]] || echo "$uring_saved" >"$uring_param" 2>/dev/null
       (exit $rc); _oracle_cleanup' EXIT
+
+# FUSE over io_uring is the kernel's (fuse module parameter enable_uring, read at each mount's
+# INIT); the daemon uses it when offered (fuse_uring=auto, tools/daemon/fuse_uring.h).
+uring_param=/sys/module/fuse/parameters/enable_uring
+uring_saved=
+if [[ $fuse_uring != asis && -w $uring_param ]]; then
+  uring_saved=$(cat "$uring_param")
+  if [[ $fuse_uring == on ]]; then echo Y >"$uring_param"; else echo N >"$uring_param"; fi
+fi
+uring_state=$(cat "$uring_param" 2>/dev/null || echo absent)
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -493,7 +512,7 @@ targets_tsv=$root/targets.tsv
 : >"$targets_tsv"
 for t in "${targets[@]}"; do
   case ${target_kind[$t]} in
-    ubtrfs) desc=${target_daemon[$t]}${mount_opts:+ -o $mount_opts} ;;
+    ubtrfs) desc="${target_daemon[$t]}${mount_opts:+ -o $mount_opts} (fuse enable_uring=$uring_state)" ;;
     kernel) desc="kernel btrfs $(uname -r), loop device" ;;
     fuse2fs) desc="$(fuse2fs -V 2>&1 | awk 'NR == 1' | tr -d '\t'), ext4" ;;
   esac

@@ -16,7 +16,8 @@
 #      (space_info, block reserves, tickets: 8 threads reserving at once) and the tree writeback
 #      tests (the writeback thread racing 8 writers) under TSan. The ASan and TSan POSIX/stress
 #      runs mount with an 8 MiB cache and background writeback above 1 % of it; under TSan with
-#      fix 1 on.
+#      fix 1 on. Stages 3 and 4 run with the fuse module's enable_uring=Y (restored at exit): the
+#      sanitized daemons serve through FUSE over io_uring (tools/daemon/fuse_uring.h).
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
 #   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
 #   input and the kernel images under ASan, the whole mkfs matrix, and 40 instead of 20 random
@@ -65,6 +66,7 @@ stage_done() {  # stage_done NAME: record the time since the previous stage ende
 on_exit() {
   [[ -n ${py_dir:-} ]] && rm -rf "$py_dir"
   [[ -n ${fail_file:-} ]] && rm -f "$fail_file"
+  [[ -n ${uring_saved:-} ]] && { echo "$uring_saved" >"$uring_param" 2>/dev/null || true; }
   # A failed stage must not leave a background sanitizer build running (its own process group).
   if [[ -n ${bg_pid:-} ]] && kill -0 "$bg_pid" 2>/dev/null; then kill -TERM -- "-$bg_pid" 2>/dev/null || true; fi
   printf "%s\n" "${timings[@]}"
@@ -281,6 +283,15 @@ if ((sanitizers)); then
   bg_pid=
   tail -1 "$A/build.log" "$T/build.log" || true
   stage_done "3 wait for the sanitizer builds"
+  # The sanitized daemons serve through FUSE over io_uring (fuse_uring=auto, the default, uses it
+  # once the kernel offers it): the ring transport's threads under ASan and TSan. Stage 2 keeps
+  # the kernel's setting (normally off: the /dev/fuse path) but for tests/oracle/fuse_uring_test.sh.
+  uring_param=/sys/module/fuse/parameters/enable_uring
+  if [[ -w $uring_param ]]; then
+    uring_saved=$(cat "$uring_param")
+    echo Y >"$uring_param"
+    echo "=== fuse enable_uring=Y for stages 3 and 4 (was $uring_saved)"
+  fi
   # Stages 3 and 4 at the same time (UBTRFS_SANITIZER_STAGES_PARALLEL=0: one after the other): the
   # sanitized daemons are single clients' servers much of the time, and each test has its own
   # temporary root. Each stage's output goes to a log, printed when both are done.

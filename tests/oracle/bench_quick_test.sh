@@ -26,7 +26,8 @@ json=$(make_tmpdir)/bench.json
 out=$(make_tmpdir)/bench.out
 start=$SECONDS
 rc=0
-TMPDIR=$UBTRFS_TEST_ROOT "$UBTRFS_SRC/scripts/bench.sh" --quick --targets "$targets" \
+# --fuse-uring asis: the module parameter is not this test's to change (fuse_uring_test.sh may run beside it).
+TMPDIR=$UBTRFS_TEST_ROOT "$UBTRFS_SRC/scripts/bench.sh" --quick --fuse-uring asis --targets "$targets" \
   --ubtrfs "ubtrfs=$UBTRFS_DAEMON" --mkfs "$mkfs" --client "$client" --json "$json" >"$out" 2>&1 || rc=$?
 echo "bench.sh --quick --targets $targets: exit $rc in $((SECONDS - start)) s"
 if ((rc == 0)); then pass "bench.sh --quick exits 0"; else failed "bench.sh --quick exit $rc"; tail -n 40 "$out" >&2; fi
