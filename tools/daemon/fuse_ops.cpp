@@ -323,9 +323,19 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  std::vector<uint8_t> buf(size);
-  auto r = fs_of(req).read(ino, static_cast<uint64_t>(off), buf, !(fi && (fi->flags & O_NOATIME)));
-  if (r) fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+  // The data goes where the reply is sent from: the ring entry's payload (no copy into the ring),
+  // else a buffer this thread keeps (a fresh 1 MiB vector was an mmap, 256 page faults and a
+  // memset per read). Filesystem::read fills every byte it returns (holes as zeros).
+  std::span<uint8_t> out = current_ring_reply_area();
+  if (out.size() >= size) {
+    out = out.first(size);
+  } else {
+    thread_local std::vector<uint8_t> buf;
+    if (buf.size() < size) buf.resize(size);
+    out = std::span<uint8_t>(buf.data(), size);
+  }
+  auto r = fs_of(req).read(ino, static_cast<uint64_t>(off), out, !(fi && (fi->flags & O_NOATIME)));
+  if (r) fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
   else reply_error(req, r.error(), "read", ino);
 }
 

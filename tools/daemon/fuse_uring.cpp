@@ -142,6 +142,8 @@ namespace fuse_uring_internal {
 std::atomic<FuseUring::Impl*> g_impl{nullptr};
 // The worker running on this thread (null elsewhere): only it may touch its ring's SQ.
 thread_local Worker* tl_worker = nullptr;
+// The entry whose request this thread is running through libfuse now (current_ring_reply_area).
+thread_local Entry* tl_current = nullptr;
 
 void* page_alloc(size_t bytes) {
   void* p = nullptr;
@@ -263,7 +265,9 @@ struct Worker {
     std::memset(&fb, 0, sizeof fb);
     fb.mem = start;
     fb.size = len;
+    tl_current = e;
     fuse_session_process_buf(impl->se, &fb);
+    tl_current = nullptr;
   }
 
   void drain_foreign() {
@@ -405,7 +409,7 @@ ssize_t FuseUring::Impl::commit(Entry* e, const iovec* iov, int count) {
       too_big = true;
       break;
     }
-    std::memcpy(payload + total, p, n);
+    if (p != payload + total) std::memcpy(payload + total, p, n);  // else built in place
     total += n;
   }
   auto* out = reinterpret_cast<fuse_out_header*>(hdr);
@@ -506,6 +510,13 @@ std::string FuseUring::stats_json() const {
   j["ring_requests"] = impl_->requests.load();
   j["replies_from_other_threads"] = impl_->foreign_replies.load();
   return j.dump();
+}
+
+std::span<uint8_t> current_ring_reply_area() {
+  using fuse_uring_internal::kPrefix;
+  fuse_uring_internal::Entry* e = fuse_uring_internal::tl_current;
+  if (!e) return {};
+  return {e->buf + kPrefix, e->payload_size};
 }
 
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring) {

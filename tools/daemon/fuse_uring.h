@@ -39,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 struct fuse_session;
@@ -76,6 +77,12 @@ class FuseUring {
   explicit FuseUring(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The payload area of the ring request this thread is handling now (called from an operation run
+// by a ring worker), else an empty span. An operation that builds its reply data there (op_read)
+// saves the copy into the ring: the commit skips a reply argument that already lies in place.
+// Valid until the operation replies; the request's own arguments are not in it any more.
+std::span<uint8_t> current_ring_reply_area();
 
 // The ring's queue count: the kernel makes one per possible CPU (num_possible_cpus).
 unsigned possible_cpu_count();
