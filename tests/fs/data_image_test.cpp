@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -592,6 +594,47 @@ TEST_CASE("reference_image_files_match_manifest", "[data_image]") {
     ++checked_images;
   }
   REQUIRE(checked_images >= 5);
+}
+
+// truncate_to_the_current_size_keeps_the_times: btrfs_setsize changes mtime/ctime only with the
+// size. With the FUSE writeback cache the kernel keeps its own times and never sees the daemon's,
+// so a time change the kernel does not make reaches the disk unseen (ubtrfs-stress with the cache
+// found it: truncate 0 -> 0 left later times on disk than the mount showed).
+TEST_CASE("truncate_to_the_current_size_keeps_the_times", "[data_image]") {
+  const std::string mkfs = mkfs_binary();
+  REQUIRE(!mkfs.empty());
+  TempFile img(128ull << 20);
+  REQUIRE(run(fmt::format("{} -q -f {}", mkfs, img.path())) == 0);
+  auto fs = mount_fs(img.path(), false);
+  auto st = fs->create(1, "f", 0100644, Caller{});
+  REQUIRE(st);
+  const uint64_t ino = st->st_ino;
+  REQUIRE(fs->write(ino, 0, pattern(5000, 3)));
+  auto times = [&] {
+    auto s = fs->getattr(ino);
+    REQUIRE(s);
+    return std::pair{s->st_mtim.tv_sec * 1000000000LL + s->st_mtim.tv_nsec,
+                     s->st_ctim.tv_sec * 1000000000LL + s->st_ctim.tv_nsec};
+  };
+  auto truncate_to = [&](uint64_t size) {
+    SetAttr a;
+    a.size = size;
+    auto r = fs->setattr(ino, a, Caller{});
+    INFO((r ? "" : r.error().message));
+    REQUIRE(r);
+  };
+  const auto before = times();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  truncate_to(5000);
+  CHECK(times() == before);
+  truncate_to(3000);
+  const auto shrunk = times();
+  CHECK(shrunk.first > before.first);
+  CHECK(shrunk.second > before.second);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  truncate_to(9000);
+  CHECK(times().first > shrunk.first);
+  REQUIRE(fs->unmount());
 }
 
 }  // namespace ubtrfs::fs
