@@ -28,7 +28,9 @@ require_btrfs_check
 
 saved=$(cat "$PARAM")
 restore_param() { echo "$saved" >"$PARAM" 2>/dev/null || true; }
-trap 'restore_param' EXIT
+# lib.sh's cleanup (mounts, daemons, the temporary root) stays the EXIT trap's last step, with the
+# test's exit status.
+trap 'rc=$?; set +e; restore_param; (exit $rc); _oracle_cleanup' EXIT
 
 tmp=$(make_tmpdir)
 img=$tmp/ring.img
