@@ -80,7 +80,7 @@ cat >"$tmp/inside.sh" <<'SH'
 set -euo pipefail
 img=$1 mnt=$2 out=$3
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-trap 'umount "$mnt" 2>/dev/null || true; flock -w 60 "$img" true || true' EXIT
+trap 'rc=$?; set +e; umount "$mnt" 2>/dev/null; flock -w 60 "$img" true; (exit $rc); _oracle_cleanup' EXIT
 mount -t tmpfs -o size=1M,mode=0755 none /usr/local
 mkdir -p "$mnt"
 mkfs.ubtrfs -q "$img"

@@ -79,7 +79,7 @@ kill_nbdkit() {
   wait "$NBDKIT_PID" 2>/dev/null || true
   NBDKIT_PID=
 }
-trap '_nbd_rc=$?; kill_nbdkit; (exit $_nbd_rc); _oracle_cleanup' EXIT
+trap '_nbd_rc=$?; set +e; kill_nbdkit; (exit $_nbd_rc); _oracle_cleanup' EXIT
 
 cat >"$tmp/tool.py" <<'PY'
 # tool.py CMD ARGS: the workloads and probes of this test. Manifests map a path to its sha256.
