@@ -109,14 +109,10 @@ void SpaceInfos::update_global_rsv(uint64_t tree_bytes, unsigned nroots) {
 
 Result<BlockRsv*> SpaceInfos::use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint64_t* handle_share) {
   if (!rsv) rsv = &empty_rsv_;
-  auto count = [&](uint64_t ReservationStats::*field) {
+  auto count = [&](uint64_t ReservationStats::*field, bool overrun = false) {
     std::lock_guard lk(stats_mu_);
     rstats_.*field += 1;
-  };
-  auto count_overrun = [&](uint64_t ReservationStats::*field) {
-    std::lock_guard lk(stats_mu_);
-    rstats_.*field += 1;
-    rstats_.overruns_by_rsv[static_cast<int>(rsv->type())] += 1;
+    if (overrun) rstats_.overruns_by_rsv[static_cast<int>(rsv->type())] += 1;
   };
   if (rsv->size() != 0) {
     if (rsv->use_bytes(bytes)) {
@@ -138,15 +134,15 @@ Result<BlockRsv*> SpaceInfos::use_block_rsv(BlockRsv* rsv, uint64_t bytes, uint6
   }
   SpaceInfo* si = rsv->space_info();
   if (si->reserve_bytes(bytes, FlushMode::kNoFlush)) {
-    count_overrun(&ReservationStats::no_flush);
+    count(&ReservationStats::no_flush, true);
     return &empty_rsv_;
   }
   if (rsv != &global_rsv_ && si == global_rsv_.space_info() && global_rsv_.use_bytes(bytes)) {
-    count_overrun(&ReservationStats::global);
+    count(&ReservationStats::global, true);
     return &global_rsv_;
   }
   if (si->reserve_bytes(bytes, FlushMode::kFlushEmergency)) {
-    count_overrun(&ReservationStats::emergency);
+    count(&ReservationStats::emergency, true);
     return &empty_rsv_;
   }
   count(&ReservationStats::enospc);

@@ -361,10 +361,6 @@ TEST_CASE("flushers_commits_and_operations_never_deadlock", "[reservation][threa
   check_btrfs_clean(m.img.path());
 }
 
-}  // namespace ubtrfs::fs
-
-namespace ubtrfs::fs {
-
 // delayed_refs_reserve_holds_the_refs_of_running_handles: the references a handle queues (each COW
 // adds one for the new block and drops the old one) grow the delayed-refs reserve at once, paid
 // from the handle's own delayed-ref reservation (btrfs_update_delayed_refs_rsv at ref-add time).

@@ -46,14 +46,16 @@ mkdir -m 0755 "$work"
 
 # Cases tagged [libfuse-3.14-gap] need FUSE requests Debian 12's libfuse 3.14 cannot answer
 # (FUSE_TMPFILE for O_TMPFILE, FUSE_STATX for the birth time); the kernel run keeps them.
-filters=("$@")
-[[ ${#filters[@]} -eq 0 ]] && filters=("~[libfuse-3.14-gap]")
 # With -o writeback_cache=on the kernel may hold data the daemon has not seen, so the daemon lets
-# the kernel answer SEEK_DATA/SEEK_HOLE the generic way (no holes: POSIX allows it); the case that
-# wants btrfs's exact holes ([exact-holes]) does not apply there.
-if [[ ${#filters[@]} -eq 1 && ,${UBTRFS_EXTRA_MOUNT_OPTS:-}, == *,writeback_cache=on,* ]]; then
-  filters=("~[libfuse-3.14-gap]~[exact-holes]")
-  echo "writeback_cache=on: the [exact-holes] case is left out (generic SEEK_DATA/SEEK_HOLE by design)"
+# the kernel answer SEEK_DATA/SEEK_HOLE the generic way (no holes: POSIX allows it); the cases that
+# want btrfs's exact holes ([exact-holes]) do not apply there. Filters given as arguments win.
+filters=("$@")
+if [[ ${#filters[@]} -eq 0 ]]; then
+  filters=("~[libfuse-3.14-gap]")
+  if [[ ,${UBTRFS_EXTRA_MOUNT_OPTS:-}, == *,writeback_cache=on,* ]]; then
+    filters=("~[libfuse-3.14-gap]~[exact-holes]")
+    echo "writeback_cache=on: the [exact-holes] cases are left out (generic SEEK_DATA/SEEK_HOLE by design)"
+  fi
 fi
 t=$SECONDS
 if UBTRFS_POSIX_DIR=$work "$SUITE" --warn NoAssertions "${filters[@]}"; then

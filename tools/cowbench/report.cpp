@@ -59,12 +59,9 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
                    {"slot_zero", stat_u64(s, {"restarts", "slot_zero"})},
                    {"read_block", stat_u64(s, {"restarts", "read_block"})}};
   j["reserve_overruns"] = stat_u64(s, {"tree_block_reservations", "overruns"});
-  {
-    const auto it = s.find("tree_block_reservations");
-    j["reserve_overruns_by_reserve"] =
-        (it != s.end() && it->contains("overruns_by_reserve")) ? (*it)["overruns_by_reserve"] : nlohmann::json::object();
-    j["blocks_beyond_handle_share"] = stat_u64(s, {"tree_block_reservations", "beyond_handle"});
-  }
+  j["reserve_overruns_by_reserve"] =
+      s.value("/tree_block_reservations/overruns_by_reserve"_json_pointer, nlohmann::json::object());
+  j["blocks_beyond_handle_share"] = stat_u64(s, {"tree_block_reservations", "beyond_handle"});
   j["enospc"] = r.enospc;
   j["spurious_enospc"] = r.spurious_enospc;
   j["other_errors"] = r.other_errors;

@@ -4,6 +4,7 @@
 // logged at debug level (ENOENT on lookup is the normal negative answer), EIO/EUCLEAN at error
 // level because they mean corruption or a device failure the user must see.
 #include "tools/daemon/fuse_ops.h"
+#include "tools/daemon/fuse_uring.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>

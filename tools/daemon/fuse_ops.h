@@ -29,10 +29,11 @@
 
 #include "fs/filesystem.h"
 #include "tools/common/control_protocol.h"
-#include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/page_cache_guard.h"
 
 namespace ubtrfs::daemon {
+
+class FuseUring;  // fuse_uring.h
 
 inline constexpr unsigned kMaxWrite = 1u << 20;
 

@@ -22,7 +22,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include <pthread.h>
@@ -88,7 +87,8 @@ struct Entry {
   uint8_t* buf = nullptr;           // page-aligned: kPrefix, then the payload
   size_t payload_size = 0;
   iovec iov[2]{};
-  uint64_t unique = 0;  // the request this entry carries while userspace owns it
+  uint64_t unique = 0;              // the request this entry carries (the commit's id)
+  std::atomic<uint64_t> owned{0};   // = unique from delivery until its reply is taken, else 0
   ~Entry() {
     std::free(header);
     std::free(buf);
@@ -111,8 +111,6 @@ struct FuseUring::Impl {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> foreign_replies{0};
   std::atomic<unsigned> queues{0}, threads{0};  // as launched (kept after stop, for the stats)
-  std::mutex owned_mu;
-  std::unordered_map<uint64_t, Entry*> owned;  // GUARDED_BY(owned_mu)
   std::mutex workers_mu;
   std::vector<std::unique_ptr<Worker>> workers;  // GUARDED_BY(workers_mu)
 
@@ -122,18 +120,8 @@ struct FuseUring::Impl {
   bool prepare(const fuse_init_out& init);
   // Starts the prepared workers (after the INIT reply is written).
   void launch();
-  void own(Entry* e) {
-    std::lock_guard lk(owned_mu);
-    owned.emplace(e->unique, e);
-  }
-  Entry* take_owned(uint64_t unique) {
-    std::lock_guard lk(owned_mu);
-    auto it = owned.find(unique);
-    if (it == owned.end()) return nullptr;
-    Entry* e = it->second;
-    owned.erase(it);
-    return e;
-  }
+  // The entry whose request `unique` is, taken from userspace's hands (null: not a ring request).
+  Entry* take_owned(uint64_t unique);
   ssize_t commit(Entry* e, const iovec* iov, int count);
 };
 
@@ -160,8 +148,8 @@ struct Worker {
   bool ring_ok = false;
   int efd = -1;
   uint64_t efd_value = 0;
-  std::vector<std::unique_ptr<Entry>> entries;
-  size_t live_entries = 0;
+  Entry entry;
+  bool entry_live = false;  // registered and not retired
   std::mutex foreign_mu;
   std::vector<Entry*> foreign;  // GUARDED_BY(foreign_mu): commits written by other threads
   std::thread thread;
@@ -224,17 +212,14 @@ struct Worker {
       return false;
     }
     ring_ok = true;
-    auto e = std::make_unique<Entry>();
-    e->worker = this;
-    e->qid = qid;
-    e->payload_size = payload_size;
-    e->header = static_cast<RingReqHeader*>(page_alloc(kPage));
-    e->buf = static_cast<uint8_t*>(page_alloc(kPrefix + payload_size));
-    if (!e->header || !e->buf) return false;
-    e->iov[0] = {e->header, sizeof(RingReqHeader)};
-    e->iov[1] = {e->buf + kPrefix, payload_size};
-    entries.push_back(std::move(e));
-    live_entries = entries.size();
+    entry.worker = this;
+    entry.qid = qid;
+    entry.payload_size = payload_size;
+    entry.header = static_cast<RingReqHeader*>(page_alloc(kPage));
+    entry.buf = static_cast<uint8_t*>(page_alloc(kPrefix + payload_size));
+    if (!entry.header || !entry.buf) return false;
+    entry.iov[0] = {entry.header, sizeof(RingReqHeader)};
+    entry.iov[1] = {entry.buf + kPrefix, payload_size};
     return true;
   }
 
@@ -259,7 +244,7 @@ struct Worker {
     std::memcpy(start, in, sizeof(fuse_in_header));
     std::memcpy(start + sizeof(fuse_in_header), e->header->op_in, arg0);
     e->unique = in->unique;
-    impl->own(e);
+    e->owned.store(in->unique, std::memory_order_release);
     impl->requests.fetch_add(1, std::memory_order_relaxed);
     fuse_buf fb;
     std::memset(&fb, 0, sizeof fb);
@@ -294,8 +279,9 @@ struct Worker {
         spdlog::debug("fuse io_uring: queue {}: worker not pinned to its CPU: {}", qid, std::strerror(errno));
     }
     arm_wakeup();
-    for (auto& e : entries) prep_cmd(e.get(), kCmdRegister);
-    while (live_entries > 0) {
+    prep_cmd(&entry, kCmdRegister);
+    entry_live = true;
+    while (entry_live) {
       int r = io_uring_submit_and_wait(&ring, 1);
       if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
         spdlog::error("fuse io_uring: queue {}: waiting for requests failed: {}", qid, std::strerror(-r));
@@ -321,7 +307,7 @@ struct Worker {
           // (a commit the kernel no longer knows) retires the entry.
           if (res != -ENOTCONN && res != -ECANCELED && res != -ECONNABORTED && res != -ENODEV)
             spdlog::warn("fuse io_uring: queue {}: ring command failed: {}; entry retired", qid, std::strerror(-res));
-          --live_entries;
+          entry_live = false;
         }
       }
     }
@@ -367,7 +353,7 @@ ssize_t hook_writev(int fd, struct iovec* iov, int count, void*) {
     auto* out = static_cast<fuse_out_header*>(iov[0].iov_base);
     if (out->unique != 0) {
       if (Entry* e = impl->take_owned(out->unique)) return impl->commit(e, iov, count);
-      if (impl->offered.load() && out->unique == impl->init_unique.load() && out->error == 0 && count >= 2 &&
+      if (out->unique == impl->init_unique.load() && out->error == 0 && count >= 2 &&
           iov[1].iov_len >= offsetof(fuse_init_out, flags2) + sizeof(uint32_t)) {
         auto* init = static_cast<fuse_init_out*>(iov[1].iov_base);
         if (!impl->prepare(*init)) return ::writev(fd, iov, count);
@@ -386,6 +372,20 @@ ssize_t hook_writev(int fd, struct iovec* iov, int count, void*) {
 }  // namespace fuse_uring_internal
 
 using fuse_uring_internal::g_impl;
+
+FuseUring::Impl::Entry* FuseUring::Impl::take_owned(uint64_t unique) {
+  // A reply is nearly always written by the worker running its request: no lookup, no lock.
+  Entry* cur = fuse_uring_internal::tl_current;
+  uint64_t expect = unique;
+  if (cur && cur->unique == unique) return cur->owned.compare_exchange_strong(expect, 0) ? cur : nullptr;
+  // From another thread: the workers are fixed between launch() and stop().
+  std::lock_guard lk(workers_mu);
+  for (auto& w : workers) {
+    expect = unique;
+    if (w->entry.owned.compare_exchange_strong(expect, 0)) return &w->entry;
+  }
+  return nullptr;
+}
 
 ssize_t FuseUring::Impl::commit(Entry* e, const iovec* iov, int count) {
   using fuse_uring_internal::kPrefix;
@@ -501,16 +501,6 @@ void FuseUring::stop() {
   impl_->workers.clear();
 }
 
-std::string FuseUring::stats_json() const {
-  nlohmann::json j;
-  j["transport"] = impl_->threads.load() ? "io_uring" : "/dev/fuse";
-  j["offered"] = offered();
-  j["queues"] = impl_->queues.load();
-  j["threads"] = impl_->threads.load();
-  j["ring_requests"] = impl_->requests.load();
-  j["replies_from_other_threads"] = impl_->foreign_replies.load();
-  return j.dump();
-}
 
 std::span<uint8_t> current_ring_reply_area() {
   using fuse_uring_internal::kPrefix;
@@ -522,13 +512,19 @@ std::span<uint8_t> current_ring_reply_area() {
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring) {
   nlohmann::json j = nlohmann::json::parse(fs_stats, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return fs_stats;
-  j["fuse"] = uring ? nlohmann::json::parse(uring->stats_json()) : nlohmann::json{{"transport", "/dev/fuse"}};
+  if (!uring) {
+    j["fuse"] = {{"transport", "/dev/fuse"}};
+    return j.dump();
+  }
+  const FuseUring::Impl& u = *uring->impl_;
+  j["fuse"] = {{"transport", u.threads.load() ? "io_uring" : "/dev/fuse"},
+               {"offered", u.offered.load()},
+               {"queues", u.queues.load()},
+               {"threads", u.threads.load()},
+               {"ring_requests", u.requests.load()},
+               {"replies_from_other_threads", u.foreign_replies.load()}};
   return j.dump();
 }
-
-bool FuseUring::offered() const { return impl_->offered.load(); }
-bool FuseUring::running() const { return impl_->running.load(); }
-uint64_t FuseUring::requests() const { return impl_->requests.load(); }
 
 unsigned possible_cpu_count() {
   // /sys/devices/system/cpu/possible: "0-3" or "0,2-5"; the queue count is the highest + 1.

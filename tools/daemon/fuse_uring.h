@@ -25,8 +25,8 @@
 // is written to /dev/fuse as before.
 //
 // Invariants: an entry belongs either to the kernel (a command in flight) or to exactly one request
-// (from its completion to its commit); `owned_` maps the unique of every request of the second
-// kind to its entry. Only the worker thread touches its ring's submission queue: a reply written
+// (from its completion to its commit); in the second state its `owned` holds that request's
+// unique, and the reply takes it back to 0 (the worker's own thread without a lookup). Only the worker thread touches its ring's submission queue: a reply written
 // by another thread is queued for the worker and the worker woken through an eventfd it polls.
 // If the kernel refuses a registration it leaves ring mode and requests keep coming through
 // /dev/fuse (fuse_uring_register failing clears fc->io_uring); the daemon serves them as before.
@@ -63,17 +63,11 @@ class FuseUring {
 
   // Stops and joins the workers (after the session loop returned, before the filesystem goes).
   void stop();
-  // Whether the kernel offered the ring at INIT, and whether workers registered entries.
-  bool offered() const;
-  bool running() const;
-  uint64_t requests() const;  // requests served from the ring so far
-  // {"transport": "io_uring"|"/dev/fuse", "offered": bool, "queues": N, "threads": N,
-  //  "ring_requests": N, "replies_from_other_threads": N}
-  std::string stats_json() const;
 
   struct Impl;
 
  private:
+  friend std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring);
   explicit FuseUring(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -87,8 +81,10 @@ std::span<uint8_t> current_ring_reply_area();
 // The ring's queue count: the kernel makes one per possible CPU (num_possible_cpus).
 unsigned possible_cpu_count();
 
-// The filesystem's stats JSON (Filesystem::stats_json) with the FUSE transport's under "fuse"
-// (uring null: /dev/fuse only). What `ubtrfs-inspect stats` and stats_file= show.
+// The filesystem's stats JSON (Filesystem::stats_json) with the FUSE transport's under "fuse":
+// {"transport": "io_uring"|"/dev/fuse", "offered", "queues", "threads", "ring_requests",
+// "replies_from_other_threads"} (uring null: the transport only). What `ubtrfs-inspect stats` and
+// stats_file= show.
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring);
 
 }  // namespace ubtrfs::daemon

@@ -18,6 +18,7 @@
 #include "fs/transaction.h"
 #include "tools/common/control_protocol.h"
 #include "tools/daemon/caller_fd.h"
+#include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/logging.h"
 
 namespace ubtrfs::daemon {
