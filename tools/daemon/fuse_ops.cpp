@@ -479,12 +479,14 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   auto r = fs_of(req).statfs();
-  // The writeback cache's held space is the users' own (it takes their cached pages when the rest
-  // is full): free, not used, for df.
+  // The writeback cache's held space (page_cache_guard.h) is not used — nothing is written in it
+  // until the device is full apart from it — so df's Used leaves it out; but it is not available
+  // either: it backs the pages the kernel may hold dirty, and once the rest is full a cached writer
+  // gets ENOSPC while it is still held. Avail is what a new write() can place (the fill-to-full
+  // suite measures it against what is then written), as btrfs leaves delalloc reservations out.
   if (r && ctx_of(req).guard && r->f_frsize) {
     const uint64_t held_blocks = ctx_of(req).guard->held() / r->f_frsize;
-    r->f_bfree += held_blocks;
-    r->f_bavail += held_blocks;
+    r->f_bfree = std::min<uint64_t>(r->f_blocks, r->f_bfree + held_blocks);
   }
   if (r) fuse_reply_statfs(req, &*r);
   else reply_error(req, r.error(), "statfs", ino);

@@ -20,6 +20,7 @@
 #include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/logging.h"
+#include "tools/daemon/page_cache_guard.h"
 
 namespace ubtrfs::daemon {
 
@@ -43,7 +44,9 @@ Result<IoctlReply> control_read(DaemonContext& ctx, const IoctlRequest& req) {
   auto reply = std::make_unique<control::Message>();
   auto produce = [&](control::Payload p) -> std::string {
     if (p == control::Payload::kScrub) return fs::scrub_status_json(ctx.fs->scrub().status());
-    return p == control::Payload::kStats ? with_transport_stats(ctx.fs->stats_json(), ctx.uring) : recent_log_json();
+    if (p != control::Payload::kStats) return recent_log_json();
+    return with_writeback_cache_stats(with_transport_stats(ctx.fs->stats_json(), ctx.uring), ctx.writeback_cache,
+                                      ctx.guard);
   };
   const size_t n = UBTRFS_TRY(ctx.control.serve(*msg, *reply, produce));
   IoctlReply out;

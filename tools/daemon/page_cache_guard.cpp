@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 namespace ubtrfs::daemon {
@@ -144,6 +145,19 @@ bool PageCacheGuard::is_open() {
 uint64_t PageCacheGuard::held() {
   std::lock_guard g(mu_);
   return held_;
+}
+
+std::string with_writeback_cache_stats(const std::string& stats, bool on, PageCacheGuard* guard) {
+  nlohmann::json j = nlohmann::json::parse(stats, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return stats;
+  nlohmann::json w = {{"on", on && guard && guard->bound() != 0}};
+  if (guard) {
+    w["bound_bytes"] = guard->bound();
+    w["held_bytes"] = guard->held();
+    w["guard"] = guard->is_open() ? "open" : "closed";
+  }
+  j["writeback_cache"] = std::move(w);
+  return j.dump();
 }
 
 std::string mount_bdi_dir(const std::string& mountpoint) {

@@ -105,4 +105,10 @@ class PageCacheGuard {
 // (root only; a warning otherwise); 0 when it cannot be read.
 uint64_t kernel_dirty_limit(const std::string& mountpoint, uint64_t set_bytes);
 
+// The daemon's stats JSON with the writeback cache's under "writeback_cache": {"on": bool, and with
+// a guard "bound_bytes", "held_bytes", "guard": "open"|"closed"}. Since df's Avail leaves the held
+// bytes out (op_statfs), a writer may place up to held_bytes more than the last Avail said: the
+// pages the kernel held dirty when the device filled (the fill-to-full suite reads it for that).
+std::string with_writeback_cache_stats(const std::string& stats, bool on, PageCacheGuard* guard);
+
 }  // namespace ubtrfs::daemon

@@ -32,7 +32,7 @@ def run_py(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True)
 
 
-def judge(result, ver, ref, tmp):
+def judge(result, ver, ref, tmp, extra=()):
     paths = []
     for name, obj in (("r", result), ("v", ver), ("k", ref)):
         p = os.path.join(tmp, f"judge-{name}.json")
@@ -40,7 +40,7 @@ def judge(result, ver, ref, tmp):
             json.dump(obj, f)
         paths.append(p)
     out = run_py(os.path.join(HERE, "judge.py"), "--result", paths[0], "--verify", paths[1], "--ref", paths[2],
-                 "--config", "selftest", "--fs", "selftest").stdout
+                 "--config", "selftest", "--fs", "selftest", *extra).stdout
     return [line for line in out.splitlines() if line.startswith("FAIL:")], out
 
 
@@ -154,6 +154,24 @@ def main():
                 c["avail"] = int(c["avail"] * 1.05)
 
     expect_judge_fails("df said 5 % more than then fitted", mutated(fres, df_off), fver, fres, tmp, "(3)")
+
+    # With the writeback cache's held bytes (judge --held): up to that much more than Avail may be
+    # written after a df, never less than Avail.
+    def df_low(by):
+        def fn(o):
+            for c in o["checkpoints"]:
+                if c["label"].startswith("90 %"):
+                    c["avail"] -= by
+        return fn
+
+    held = 4 * 1024 * 1024
+    fails, _ = judge(mutated(fres, df_low(held // 2)), fver, fres, tmp, ("--held", str(held)))
+    expect(not any("(3)" in f for f in fails), f"judge --held {held}: df under what fits by half of it passes (3) "
+           f"({fails if fails else 'no failure'})")
+    fails, _ = judge(mutated(fres, df_low(2 * held)), fver, fres, tmp, ("--held", str(held)))
+    expect(any("(3)" in f for f in fails), f"judge --held {held}: df under what fits by twice it fails (3)")
+    fails, _ = judge(mutated(fres, df_off), fver, fres, tmp, ("--held", str(held)))
+    expect(any("(3)" in f for f in fails), f"judge --held {held}: df 5 % over what fits still fails (3)")
     expect_judge_fails("the probe could not write", mutated(fres, lambda o: o["figures"]["probe"].update(ok=False)),
                        fver, fres, tmp, "(g) the file system stays writable")
 

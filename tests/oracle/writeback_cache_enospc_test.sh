@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The fill-to-full suite with the writeback cache on (issue 10: "correctness does not move"), on a
+# 512 MiB DUP image — the smallest where the daemon keeps the cache on (below, what its guard must
+# hold for the pages the kernel may keep dirty would exceed 1/32 of the device, and it turns the
+# cache off; page_cache_guard.h). The scenarios of enospc_fill_test.sh (one writer, with the kernel
+# beside it) and enospc_concurrent_test.sh (parallel, concurrent), every check of enospc/judge.py:
+# no acknowledged byte lost, ENOSPC only at write() and only when full, at least 98 % of what the
+# kernel fits, df's Avail within 1 % of what is then written — plus, with the cache, up to the bytes
+# the guard holds (df leaves them out; the pages the kernel held dirty when the device filled go
+# there) — deletions and writes on the full file system, check-clean images. Fails if the cache was
+# not on for a case (the daemon's stats show no held bytes).
+# UBTRFS_ENOSPC_CONFIGS overrides the size (e.g. "1G:dup").
+# shellcheck source=lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=enospc_lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/enospc_lib.sh"
+
+enospc_require
+fs_is_kernel && skip_or_fail "the writeback cache is ubtrfs's: nothing to run on the kernel"
+export UBTRFS_EXTRA_MOUNT_OPTS=writeback_cache=on${UBTRFS_EXTRA_MOUNT_OPTS:+,$UBTRFS_EXTRA_MOUNT_OPTS}
+started=$SECONDS
+while IFS=: read -r size profile; do
+  for scen in fill parallel concurrent; do
+    want_ref=0
+    [[ $scen == fill ]] && want_ref=1
+    enospc_case "$scen" "$size" "$profile" "$want_ref"
+    if (( ${ENOSPC_LAST_HELD:-0} > 0 )); then
+      pass "$size $profile $scen: the writeback cache was on ($((ENOSPC_LAST_HELD >> 10)) KiB held for dirty pages)"
+    else
+      failed "$size $profile $scen: the writeback cache was not on (no held bytes in ubtrfs-inspect stats)"
+    fi
+  done
+done < <(enospc_configs 512M:dup)
+echo "writeback_cache_enospc_test: $((SECONDS - started)) s"
+finish
