@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fill-to-full suite with the writeback cache on (issue 10: "correctness does not move"), on a
-# 512 MiB DUP image — the smallest where the daemon keeps the cache on (below, what its guard must
-# hold for the pages the kernel may keep dirty would exceed 1/32 of the device, and it turns the
-# cache off; page_cache_guard.h). The scenarios of enospc_fill_test.sh (one writer, with the kernel
+# 1 GiB DUP image — about the smallest where the daemon keeps the cache on (below ~700 MiB, what
+# its guard must hold for the pages the kernel may keep dirty would exceed 1/64 of the device, and
+# it turns the cache off; tools/daemon/main.cpp). The scenarios of enospc_fill_test.sh (one writer, with the kernel
 # beside it) and enospc_concurrent_test.sh (parallel, concurrent), every check of enospc/judge.py:
 # no acknowledged byte lost, ENOSPC only at write() and only when full, at least 98 % of what the
 # kernel fits, df's Avail within 1 % of what is then written — plus, with the cache, up to the bytes
@@ -30,6 +30,6 @@ while IFS=: read -r size profile; do
       failed "$size $profile $scen: the writeback cache was not on (no held bytes in ubtrfs-inspect stats)"
     fi
   done
-done < <(enospc_configs 512M:dup)
+done < <(enospc_configs 1G:dup)
 echo "writeback_cache_enospc_test: $((SECONDS - started)) s"
 finish

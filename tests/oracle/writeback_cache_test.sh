@@ -30,7 +30,7 @@ img=$tmp/wbc.img
 mnt=$tmp/mnt
 kmnt=$tmp/kernel
 log=$tmp/daemon.log
-truncate -s 512M "$img"
+truncate -s 1G "$img"
 "$MKFS" -q "$img"
 ubtrfs_mount "$img" "$mnt" "writeback_cache=on,log_file=$log" || { echo "FAIL: mount" >&2; exit 1; }
 grep -q 'writeback cache on' "$log" && pass "the daemon negotiates the writeback cache ($(grep -o 'kernel may keep.*' "$log" | head -1))" ||

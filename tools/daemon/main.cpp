@@ -241,13 +241,14 @@ int run(const DaemonArgs& args) {
     }
     const uint64_t limit = kernel_dirty_limit(mountpoint, want);
     // Doubled: the limit follows free memory; plus a margin for the writers' overshoot, at least
-    // 4 MiB (a small limit is overshot by a whole write() call's pages: 300 KiB past a 256 KiB
-    // limit was seen on a 128 MiB image). What is held is what a cached writer cannot use once the
-    // device is full (ENOSPC comes that much early for it): at 512 MiB, 6 MiB (1.2 %).
-    cache_bound = limit ? 2 * limit + std::clamp<uint64_t>(limit, 4ull << 20, 16ull << 20) : 0;
+    // 8 MiB (a small limit is overshot by a whole write() call's pages: 300 KiB past a 256 KiB
+    // limit was seen on a 128 MiB image; and a write() call that passed the size check before the
+    // guard closed keeps filling pages — the margin is what it may add safely). What is held is
+    // what a cached writer cannot use once the device is full: at 1 GiB, 12 MiB (1.2 %).
+    cache_bound = limit ? 2 * limit + std::clamp<uint64_t>(limit, 8ull << 20, 16ull << 20) : 0;
     if (!cache_bound || cache_bound > device_bytes / 64) {
       // Unknown, or too large a share of this device (a user mount cannot lower the kernel's limit):
-      // over 1/64 a cached writer would find the device full 1.6 % early (below about 350 MiB).
+      // over 1/64 a cached writer would find the device full 1.6 % early (below about 700 MiB).
       spdlog::info("writeback cache off: the kernel may keep {} MiB of this mount dirty, too much for a {} MiB device",
                    limit >> 20, device_bytes >> 20);
       cache_bound = 0;
