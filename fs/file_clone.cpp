@@ -135,9 +135,11 @@ Result<uint64_t> FileData::clone_range(InodeId src, uint64_t src_off, InodeId ds
     note_extent_change(fs_, dst, th.transid(), ds, dt);
     cur.nbytes = cur.nbytes.get() - std::min<uint64_t>(dropped, cur.nbytes.get()) + added;
     cur.size = std::max<uint64_t>(cur.size.get(), dst_off + std::min(p.end - src_off, len));
-    const Timespec now = now_btrfs();
-    cur.mtime = now;
-    cur.ctime = now;
+    if (stamps_file_times()) {
+      const Timespec now = now_btrfs();
+      cur.mtime = now;
+      cur.ctime = now;
+    }
     UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *droot, dst.objectid, cur));
     if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *droot, dst.objectid, cur.size));
     return {};

@@ -528,7 +528,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   {
     InodeItem cur = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
     cur.size = std::max<uint64_t>(cur.size, off + data.size());
-    if (!keep_times) {
+    if (!keep_times && stamps_file_times()) {
       const Timespec now = now_btrfs();
       cur.mtime = now;
       cur.ctime = now;
@@ -881,7 +881,7 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
     // them; ftruncate and O_TRUNC ask for them explicitly, which setattr applies). With the FUSE
     // writeback cache the kernel keeps its own times and never sees ours, so a change here that
     // the kernel does not make reached the disk unseen (the stress oracle's time mismatches).
-    if (new_size != old_size) {
+    if (new_size != old_size && stamps_file_times()) {
       const Timespec now = now_btrfs();
       cur.mtime = now;
       cur.ctime = now;

@@ -197,6 +197,13 @@ class FileData {
   // The mount's compress / compress-force option (fs/compress_policy.h; fs/file_compress.cpp).
   // REQUIRES: called at mount, before any write.
   void set_compress_options(const CompressOptions& o) { compress_ = o; }
+  // With the FUSE writeback cache the kernel owns regular files' mtime and ctime: it stamps them
+  // itself (file_update_time), shows only its own, and sends them with SETATTR when it writes the
+  // inode back — possibly before the request whose own stamp would follow (seen under ASan: a
+  // fallocate's times 5 ms after the kernel's, on disk after the kernel had flushed its own). The
+  // data operations (write, punch, preallocate, clone, size change) then leave the times alone.
+  void set_kernel_owns_file_times(bool on) { kernel_owns_times_.store(on); }
+  bool stamps_file_times() const { return !kernel_owns_times_.load(std::memory_order_relaxed); }
   const CompressOptions& compress_options() const { return compress_; }
 
   uint64_t total_delalloc() const { return total_bytes_.load(std::memory_order_relaxed); }
@@ -332,6 +339,7 @@ class FileData {
   std::map<InodeId, std::unique_ptr<Dirty>> dirty_;  // GUARDED_BY(mu_) (the map, not the buffers)
   std::atomic<uint64_t> total_bytes_{0};
   CompressOptions compress_;  // set once at mount
+  std::atomic<bool> kernel_owns_times_{false};
 };
 
 }  // namespace ubtrfs::fs

@@ -76,9 +76,11 @@ Status FileData::punch_hole(InodeId id, uint64_t off, uint64_t len) {
   if (s_al < e_al) dropped = UBTRFS_TRY_OR_ABORT(th, drop_extents(th.tree(), *root, fs, *refs_, id.objectid, s_al, e_al));
   note_extent_change(fs_, id, th.transid(), s_al, e_al);
   cur.nbytes = cur.nbytes.get() - dropped;
-  const Timespec now = now_btrfs();
-  cur.mtime = now;
-  cur.ctime = now;
+  if (stamps_file_times()) {
+    const Timespec now = now_btrfs();
+    cur.mtime = now;
+    cur.ctime = now;
+  }
   UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, cur));
   if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, cur.size));
   return {};
@@ -139,10 +141,10 @@ Status FileData::preallocate(InodeId id, uint64_t off, uint64_t len, bool keep_s
   TransHandle th = UBTRFS_TRY(fs_.transactions().start(2));
   InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const Timespec now = now_btrfs();
-  ii.ctime = now;
+  if (stamps_file_times()) ii.ctime = now;
   if (!keep_size && off + len > ii.size) {
     ii.size = off + len;
-    ii.mtime = now;
+    if (stamps_file_times()) ii.mtime = now;
   }
   UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, *root, id.objectid, ii));
   if (!fs.no_holes()) UBTRFS_TRY_STATUS_OR_ABORT(th, fill_holes(th, *root, id.objectid, ii.size));

@@ -164,6 +164,12 @@ class Filesystem {
   [[nodiscard]] Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
   [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);
   [[nodiscard]] Status removexattr(uint64_t ino, std::string_view name);
+  // file_remove_privs (remove_privs.cpp), for when the kernel leaves it to the filesystem
+  // (FUSE_HANDLE_KILLPRIV_V2): on a regular file, S_ISUID and (group-executable) S_ISGID go if
+  // `drop_suid_sgid` says so — asked only when one is set, since it may look at the caller's
+  // capabilities — and security.capability always; one transaction with a new ctime when anything
+  // changes. Returns whether the mode changed (the kernel's cached mode is then stale).
+  [[nodiscard]] Result<bool> remove_privs(uint64_t ino, const std::function<bool()>& drop_suid_sgid);
 
   // ---- inode flags (inode_flags.cpp; btrfs_fileattr_get / btrfs_fileattr_set) -----------------
   // FS_IOC_GETFLAGS: the inode's flags as FS_*_FL. FS_IOC_FSGETXATTR: the same as FS_XFLAG_*.
@@ -181,6 +187,9 @@ class Filesystem {
   [[nodiscard]] Result<size_t> read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime = true);
   // `pool`: data space held for this write beforehand (a DataHold, see below), drawn from when the
   // ordinary reservation finds no space; what the write does not use stays in the pool.
+  // With the FUSE writeback cache: the kernel owns regular files' mtime/ctime, the data operations
+  // leave them alone (FileData::set_kernel_owns_file_times). Set at INIT, before any request.
+  void set_kernel_owns_file_times(bool on);
   // `keep_times`: the kernel's writeback cache owns mtime/ctime (FileData::write).
   [[nodiscard]] Result<size_t> write(uint64_t ino, uint64_t offset, std::span<const uint8_t> data,
                                      uint64_t* pool = nullptr, bool keep_times = false);

@@ -90,6 +90,8 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   return written;
 }
 
+void Filesystem::set_kernel_owns_file_times(bool on) { data_->set_kernel_owns_file_times(on); }
+
 Result<uint64_t> Filesystem::hold_data(uint64_t bytes) {
   if (bytes == 0 || read_only()) return uint64_t{0};
   alloc::SpaceInfo& data = fs_->spaces().data();

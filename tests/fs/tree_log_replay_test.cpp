@@ -40,7 +40,7 @@ using test::mkfs_binary;
 
 constexpr uint64_t kImageSize = 256ull << 20;
 
-std::unique_ptr<io::MemoryDevice> fresh_image() {
+std::unique_ptr<io::MemoryDevice> fresh_log_image() {
   const std::string mkfs = mkfs_binary();
   if (mkfs.empty()) return nullptr;
   io::testing::TempFile img(kImageSize);
@@ -285,7 +285,7 @@ WrittenLog write_log(io::BlockDevice& dev, const Baseline& b) {
 
 TEST_CASE("log replay: conflicting name, link count fixup, extent drop over range, root '..' ref",
           "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -346,7 +346,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
 
 TEST_CASE("log replay: log blocks and new data extents are excluded from allocation before replay",
           "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -396,7 +396,7 @@ TEST_CASE("log replay: log blocks and new data extents are excluded from allocat
 
 TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves the image untouched",
           "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   SECTION("bad checksum in the log root block") {
@@ -429,7 +429,7 @@ TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves 
 
 TEST_CASE("log replay: a read-only mount ignores the log without writing; nologreplay refuses read-write",
           "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   write_log(*mem, b);
@@ -450,7 +450,7 @@ TEST_CASE("log replay: a read-only mount ignores the log without writing; nologr
 }
 
 TEST_CASE("log replay: a crash at any write of the replay leaves an image that replays again", "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -487,7 +487,7 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
 }
 
 TEST_CASE("log replay: a directory deleted by a logged range takes its whole subtree with it", "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   {
@@ -526,7 +526,7 @@ TEST_CASE("log replay: a directory deleted by a logged range takes its whole sub
 
 TEST_CASE("log replay: a log block over allocated space is refused by the mount and reported by fsck",
           "[tree_log_replay]") {
-  auto mem = fresh_image();
+  auto mem = fresh_log_image();
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   uint64_t data_at = 0;

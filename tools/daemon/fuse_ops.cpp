@@ -8,17 +8,23 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/fuse.h>
 #include <sys/xattr.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "alloc/space_info.h"
+#include "tools/daemon/caller_caps.h"
+#include "tools/daemon/fuse_init_ext.h"
 #include "tools/daemon/ioctl.h"
 #include "tools/daemon/posix_acl.h"
 
@@ -169,6 +175,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   if (ctx->writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // The cache makes the kernel the owner of regular files' mtime/ctime (fs FileData).
+  if (ctx->fs) ctx->fs->set_kernel_owns_file_times((conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0);
   // The kernel enforces POSIX ACLs stored as system.posix_acl_* xattrs (with default_permissions).
   if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // The umask is the filesystem's to apply (not with a default ACL): fs/posix_acl.h.
@@ -226,6 +234,38 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   else reply_error(req, r.error(), "getattr", ino);
 }
 
+// ---- FUSE_HANDLE_KILLPRIV_V2 (fuse_init_ext.h) -----------------------------------------------
+
+// The WRITE's write_flags, which libfuse 3.14 does not hand on: its data follows the fuse_write_in
+// in the request buffer (/dev/fuse's layout, which the ring transport rebuilds too), trusted only
+// when that argument's size and offset are this write's. nullopt otherwise.
+std::optional<uint32_t> write_flags_of(const char* data, size_t size, off_t off) {
+  static_assert(sizeof(fuse_write_in) == 40 && offsetof(fuse_write_in, write_flags) == 20);
+  fuse_write_in in;
+  std::memcpy(&in, data - sizeof in, sizeof in);
+  if (in.size != size || in.offset != static_cast<uint64_t>(off)) return std::nullopt;
+  return in.write_flags;
+}
+
+// What writing into `ino` takes away when the kernel leaves it to the filesystem (fs remove_privs:
+// security.capability always, S_ISUID / group-executable S_ISGID when `drop_suid_sgid`). A changed
+// mode makes the kernel's cached one stale: its attributes are invalidated (attributes only, no
+// page lock: safe inside a WRITE, whose writer holds the inode lock) unless `reply_has_attrs`.
+Status remove_privs(fuse_req_t req, fuse_ino_t ino, const std::function<bool()>& drop_suid_sgid,
+                    bool reply_has_attrs = false) {
+  if (!init_ext::kill_priv_v2()) return {};
+  const bool mode_changed = UBTRFS_TRY(fs_of(req).remove_privs(ino, drop_suid_sgid));
+  if (mode_changed && !reply_has_attrs && ctx_of(req).session)
+    (void)fuse_lowlevel_notify_inval_inode(ctx_of(req).session, ino, -1, 0);
+  return {};
+}
+
+// The caller lacks CAP_FSETID (asked only for a file with S_ISUID or S_ISGID set).
+std::function<bool()> caller_lacks_cap_fsetid(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return [pid = c->pid, uid = c->uid] { return !caller_has_cap_fsetid(pid, uid); };
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
   fs::SetAttr a;
   if (to_set & FUSE_SET_ATTR_MODE) a.mode = attr->st_mode & 07777;
@@ -245,6 +285,13 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     a.mtime_value = attr->st_mtim;
   }
   if (to_set & FUSE_SET_ATTR_CTIME) a.ctime = attr->st_ctim;
+  if (a.size) {
+    // do_truncate's file_remove_privs, ours with FUSE_HANDLE_KILLPRIV_V2: the kernel marks a
+    // truncate by a caller without CAP_FSETID with FATTR_KILL_SUIDGID (libfuse's KILL_SUID bit).
+    const bool kill = (to_set & FUSE_SET_ATTR_KILL_SUID) != 0;
+    std::function<bool()> drop = kill ? std::function<bool()>([] { return true; }) : caller_lacks_cap_fsetid(req);
+    if (auto st = remove_privs(req, ino, drop, true); !st) return reply_error(req, st.error(), "setattr", ino);
+  }
   auto r = interruptible(req, [&] { return fs_of(req).setattr(ino, a, caller_of(req)); });
   if (r) fuse_reply_attr(req, &*r, ctx_of(req).attr_timeout);
   else reply_error(req, r.error(), "setattr", ino);
@@ -343,6 +390,21 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   DaemonContext& ctx = ctx_of(req);
   const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(data), size);
+  if (init_ext::kill_priv_v2()) {
+    // The kernel's writeback of cached pages carries no writer: their write() calls went
+    // writethrough when the file had S_ISUID/S_ISGID (fuse_cache_write_iter), so only capabilities
+    // can be left to take away here.
+    const bool writepage = fi && fi->writepage;
+    const std::optional<uint32_t> flags = writepage ? std::optional<uint32_t>(0) : write_flags_of(data, size, off);
+    std::function<bool()> drop;
+    if (flags) {
+      drop = [kill = (*flags & FUSE_WRITE_KILL_SUIDGID) != 0] { return kill; };
+    } else {
+      init_ext::count_unreadable_write_flags();
+      drop = caller_lacks_cap_fsetid(req);
+    }
+    if (auto st = remove_privs(req, ino, drop); !st) return reply_error(req, st.error(), "write", ino);
+  }
   auto r = interruptible(req, [&] {
     if (ctx.guard) return ctx.guard->write(ctx.session, ino, static_cast<uint64_t>(off), bytes, fi && fi->writepage);
     return fs_of(req).write(ino, static_cast<uint64_t>(off), bytes);
@@ -362,6 +424,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
   if (offset < 0 || length <= 0) return fuse_reply_err(req, EINVAL), void();
+  // vfs_fallocate's file_modified: the kernel leaves it to us with FUSE_HANDLE_KILLPRIV_V2 and
+  // says nothing of the caller's CAP_FSETID here.
+  if (auto st = remove_privs(req, ino, caller_lacks_cap_fsetid(req)); !st)
+    return reply_error(req, st.error(), "fallocate", ino);
   reply_status(req, interruptible(req, [&] {
                  return fs_of(req).fallocate(ino, mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
                }),
@@ -382,6 +448,9 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_i
 void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
                         off_t off_out, fuse_file_info*, size_t len, int flags) {
   if (off_in < 0 || off_out < 0) return fuse_reply_err(req, EINVAL), void();
+  // The destination's file_modified, as for fallocate.
+  if (auto st = remove_privs(req, ino_out, caller_lacks_cap_fsetid(req)); !st)
+    return reply_error(req, st.error(), "copy_file_range", ino_out);
   auto r = interruptible(req, [&] {
     return fs_of(req).copy_file_range(ino_in, static_cast<uint64_t>(off_in), ino_out, static_cast<uint64_t>(off_out),
                                       len, static_cast<unsigned>(flags));

@@ -4,6 +4,8 @@
 #endif
 #include "tools/daemon/fuse_uring.h"
 
+#include "tools/daemon/fuse_init_ext.h"
+
 #include <fuse_lowlevel.h>
 #include <liburing.h>
 #include <linux/fuse.h>
@@ -108,6 +110,7 @@ struct FuseUring::Impl {
   std::atomic<bool> running{false};
   std::atomic<bool> stopping{false};
   std::atomic<uint64_t> init_unique{0};
+  std::atomic<bool> init_answered{false};
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> foreign_replies{0};
   std::atomic<unsigned> queues{0}, threads{0};  // as launched (kept after stop, for the stats)
@@ -329,14 +332,17 @@ ssize_t hook_read(int fd, void* buf, size_t len, void*) {
   if (impl && n >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
     const auto* in = static_cast<const fuse_in_header*>(buf);
     if (in->opcode == FUSE_INIT) {
+      // The INIT flags libfuse cannot negotiate (fuse_init_ext.h), ring or not.
+      impl->init_unique.store(in->unique);
+      init_ext::on_init_request(in + 1, static_cast<size_t>(n) - sizeof(fuse_in_header));
       bool offered = false;
       if (n >= static_cast<ssize_t>(sizeof(fuse_in_header) + offsetof(fuse_init_in, flags2) + sizeof(uint32_t))) {
         const auto* init = reinterpret_cast<const fuse_init_in*>(in + 1);
-        offered = (init->flags & kFuseInitExt) && ((uint64_t{init->flags2} << 32) & kFuseOverIoUring);
+        offered = impl->opts.ring && (init->flags & kFuseInitExt) &&
+                  ((uint64_t{init->flags2} << 32) & kFuseOverIoUring);
       }
-      if (offered) impl->init_unique.store(in->unique);
       impl->offered.store(offered);
-      if (!offered && impl->opts.required)
+      if (!offered && impl->opts.ring && impl->opts.required)
         spdlog::info("fuse_uring=on, but the kernel does not offer FUSE over io_uring (it needs Linux 6.14 and "
                      "the fuse module parameter enable_uring: echo Y > /sys/module/fuse/parameters/enable_uring); "
                      "serving through /dev/fuse");
@@ -347,7 +353,17 @@ ssize_t hook_read(int fd, void* buf, size_t len, void*) {
 
 ssize_t hook_writev(int fd, struct iovec* iov, int count, void*) {
   FuseUring::Impl* impl = g_impl.load(std::memory_order_acquire);
-  // Until the kernel offers the ring at INIT nothing here is ours: plain /dev/fuse.
+  if (impl && !impl->init_answered.load(std::memory_order_relaxed) && count >= 2 &&
+      iov[0].iov_len >= sizeof(fuse_out_header)) {
+    // The INIT reply, ring or not: the flags of fuse_init_ext.h (before the ring's, which may
+    // write it itself below).
+    const auto* out = static_cast<const fuse_out_header*>(iov[0].iov_base);
+    if (out->unique != 0 && out->unique == impl->init_unique.load() && out->error == 0) {
+      init_ext::on_init_reply(iov[1].iov_base, iov[1].iov_len);
+      impl->init_answered.store(true);
+    }
+  }
+  // Until the kernel offers the ring at INIT nothing more here is ours: plain /dev/fuse.
   if (impl && impl->offered.load(std::memory_order_relaxed) && count >= 1 &&
       iov[0].iov_len >= sizeof(fuse_out_header)) {
     auto* out = static_cast<fuse_out_header*>(iov[0].iov_base);
@@ -512,8 +528,11 @@ std::span<uint8_t> current_ring_reply_area() {
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring) {
   nlohmann::json j = nlohmann::json::parse(fs_stats, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return fs_stats;
+  // INIT's extra flags (fuse_init_ext.h), whatever the transport.
+  const nlohmann::json kill_priv = {{"on", init_ext::kill_priv_v2()},
+                                    {"unreadable_write_flags", init_ext::unreadable_write_flags()}};
   if (!uring) {
-    j["fuse"] = {{"transport", "/dev/fuse"}};
+    j["fuse"] = {{"transport", "/dev/fuse"}, {"kill_priv_v2", kill_priv}};
     return j.dump();
   }
   const FuseUring::Impl& u = *uring->impl_;
@@ -522,7 +541,8 @@ std::string with_transport_stats(const std::string& fs_stats, const FuseUring* u
                {"queues", u.queues.load()},
                {"threads", u.threads.load()},
                {"ring_requests", u.requests.load()},
-               {"replies_from_other_threads", u.foreign_replies.load()}};
+               {"replies_from_other_threads", u.foreign_replies.load()},
+               {"kill_priv_v2", kill_priv}};
   return j.dump();
 }
 

@@ -47,6 +47,7 @@ struct fuse_session;
 namespace ubtrfs::daemon {
 
 struct FuseUringOptions {
+  bool ring = true;  // false (fuse_uring=off): the hooks only patch INIT's flags (fuse_init_ext.h)
   unsigned threads_per_queue = 2;
   bool pin = true;        // each worker on its queue's CPU
   bool required = false;  // fuse_uring=on (not auto): say so when the kernel does not offer it
@@ -55,7 +56,8 @@ struct FuseUringOptions {
 class FuseUring {
  public:
   // Installs the custom-I/O hooks on `se` (after fuse_session_mount, before the loop). One per
-  // process. The ring itself starts at INIT if the kernel offers it.
+  // process. The ring itself starts at INIT if the kernel offers it (and options.ring). The hooks
+  // also carry INIT's flags beyond libfuse (fuse_init_ext.h): one set of hooks per session.
   static std::unique_ptr<FuseUring> install(fuse_session* se, int fuse_fd, FuseUringOptions o);
   ~FuseUring();
   FuseUring(const FuseUring&) = delete;
@@ -83,7 +85,8 @@ unsigned possible_cpu_count();
 
 // The filesystem's stats JSON (Filesystem::stats_json) with the FUSE transport's under "fuse":
 // {"transport": "io_uring"|"/dev/fuse", "offered", "queues", "threads", "ring_requests",
-// "replies_from_other_threads"} (uring null: the transport only). What `ubtrfs-inspect stats` and
+// "replies_from_other_threads", "kill_priv_v2": {"on", "unreadable_write_flags"}} (uring null:
+// the transport and kill_priv_v2 only). What `ubtrfs-inspect stats` and
 // stats_file= show.
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring);
 

@@ -6,7 +6,6 @@
 #include <linux/ioctl.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -17,6 +16,7 @@
 #include "fs/scrub.h"
 #include "fs/transaction.h"
 #include "tools/common/control_protocol.h"
+#include "tools/daemon/caller_caps.h"
 #include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_uring.h"
 #include "tools/daemon/logging.h"
@@ -163,20 +163,9 @@ fs::Caller caller_with_caps(const IoctlRequest& req) {
   fs::Caller c;
   c.uid = req.uid;
   c.gid = req.gid;
-  uint64_t eff = 0;
-  bool known = false;
-  if (req.pid > 0) {
-    std::ifstream f("/proc/" + std::to_string(req.pid) + "/status");
-    std::string line;
-    while (std::getline(f, line)) {
-      if (line.rfind("CapEff:", 0) != 0) continue;
-      const size_t at = line.find_first_not_of(" \t", 7);
-      if (at != std::string::npos)
-        known = std::from_chars(line.data() + at, line.data() + line.size(), eff, 16).ec == std::errc{};
-      break;
-    }
-  }
-  constexpr uint64_t kCapFowner = 1ull << 3, kCapLinuxImmutable = 1ull << 9;
+  const std::optional<uint64_t> caps = caller_cap_effective(req.pid);
+  const bool known = caps.has_value();
+  const uint64_t eff = caps.value_or(0);
   c.cap_fowner = known ? (eff & kCapFowner) != 0 : req.uid == 0;
   c.cap_linux_immutable = known ? (eff & kCapLinuxImmutable) != 0 : req.uid == 0;
   spdlog::debug("ioctl caller pid {} uid {}: CapEff {}, CAP_FOWNER {}, CAP_LINUX_IMMUTABLE {}", req.pid, req.uid,

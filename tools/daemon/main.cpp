@@ -214,13 +214,16 @@ int run(const DaemonArgs& args) {
     return abandon(fmt::format("cannot mount {} on {}: the FUSE mount was refused", source, mountpoint));
   }
   // FUSE over io_uring (fuse_uring.h): the hooks go in before the loop reads INIT.
+  // The hooks also add INIT flags libfuse 3.14 cannot (fuse_init_ext.h), so they go in with the
+  // ring off too.
   std::unique_ptr<FuseUring> uring;
-  if (args.fuse_uring != DaemonArgs::FuseUringMode::kOff) {
+  {
     FuseUringOptions uo;
+    uo.ring = args.fuse_uring != DaemonArgs::FuseUringMode::kOff;
     uo.threads_per_queue = args.fuse_uring_threads;
     uo.required = args.fuse_uring == DaemonArgs::FuseUringMode::kOn;
     uring = FuseUring::install(se.get(), fuse_session_fd(se.get()), uo);
-    if (!uring) spdlog::warn("cannot install the FUSE io_uring transport; serving through /dev/fuse");
+    if (!uring) spdlog::warn("cannot install libfuse's custom-I/O hooks: serving through /dev/fuse, without FUSE over io_uring or FUSE_HANDLE_KILLPRIV_V2");
     ctx.uring = uring.get();
   }
   ctx.mount_dev = mounted_device(mountpoint);  // snapshot sources are recognised by it (caller_fd.h)
