@@ -193,7 +193,7 @@ if ((sanitizers)); then
     set +m
   else
     san_build "$A" address "${asan_want[@]}" && san_build "$T" thread "${tsan_want[@]}" ||
-      { tail -40 "$A/build.log" "$T/build.log"; exit 1; }
+      { tail -n 40 "$A/build.log" "$T/build.log"; exit 1; }
     bg_pid=
   fi
 fi
@@ -282,11 +282,11 @@ stage_tsan() {
 if ((sanitizers)); then
   if [[ -n $bg_pid ]] && ! wait "$bg_pid"; then
     echo "FAIL: a sanitizer build failed:" >&2
-    tail -40 "$A/build.log" "$T/build.log" >&2
+    tail -n 40 "$A/build.log" "$T/build.log" >&2
     exit 1
   fi
   bg_pid=
-  tail -1 "$A/build.log" "$T/build.log" || true
+  tail -n 1 "$A/build.log" "$T/build.log" || true
   stage_done "3 wait for the sanitizer builds"
   # The sanitized daemons serve through FUSE over io_uring (fuse_uring=auto, the default, uses it
   # once the kernel offers it): the ring transport's threads under ASan and TSan. Stage 2 keeps
