@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <shared_mutex>
 #include <thread>
@@ -52,8 +53,11 @@ struct ConcurrentResult {
 
 // Runs `nthreads` workloads; thread 0 also commits every `commit_every` of its operations.
 // `writeback`: a background WB_SYNC_NONE writer runs as well (the seed's memory pressure).
+// `quiesce`: called once the workloads are done and before the checks, which walk the tree without
+// taking its locks — a writer the caller started (a WritebackThread) must stop there, or its
+// passes write checksums into the buffers the walk reads (TSan saw exactly that).
 ConcurrentResult run_concurrent(TreeEnv& env, TreeRoot& root, int nthreads, int ops_per_thread, int commit_every,
-                                bool writeback) {
+                                bool writeback, const std::function<void()>& quiesce = {}) {
   const auto t0 = std::chrono::steady_clock::now();
   Transactions tx;
   std::vector<std::unique_ptr<Workload>> workloads;
@@ -99,6 +103,7 @@ ConcurrentResult run_concurrent(TreeEnv& env, TreeRoot& root, int nthreads, int 
   for (auto& th : threads) th.join();
   done = true;
   if (wb.joinable()) wb.join();
+  if (quiesce) quiesce();
   for (int t = 0; t < nthreads; ++t) {
     INFO("thread " << t);
     CHECK(errors[t] == "");
@@ -204,8 +209,7 @@ TEST_CASE("writeback_thread_races_8_writers: every configuration of the fixes st
     WritebackThread wb(env.cache, o);
     wb.start();
     const int ops = static_cast<int>(3000 * stress_scale());
-    auto res = run_concurrent(env, root, 8, ops, 600, /*writeback=*/false);
-    wb.stop();
+    auto res = run_concurrent(env, root, 8, ops, 600, /*writeback=*/false, [&] { wb.stop(); });
     WARN(c.name << ": ops=" << res.ops << " height=" << res.height << " secs=" << res.secs << " written in the "
                 << "background=" << env.cache.counters().background_blocks_written << " "
                 << env.stats.to_string());
