@@ -299,11 +299,13 @@ e=$(timeout 60 python3 "$tmp/tool.py" fsync-errno "$mnt/r2/failing") || e="timeo
 [[ $e == 5 ]] && pass "write errors: fsync returns EIO" || failed "write errors: fsync gave '$e', want EIO (5)"
 if grep -q "NBD_EIO" "$log"; then pass "write errors: the daemon log names NBD_EIO"; else failed "write errors: no NBD_EIO in the log"; fi
 # Tree blocks fail to write: the commit aborts, the filesystem turns read-only. (FUSE passes no
-# syncfs to the daemon; an fsync of the mount's root directory commits.)
-mkdir "$mnt/r2/newdir"
+# syncfs to the daemon; an fsync of the mount's root directory commits.) A background commit or
+# flush may meet the failing writes first and abort on its own (seen once in a CI-like run): the
+# mkdir is then refused with EROFS, and so is the root's fsync.
+mkdir "$mnt/r2/newdir" 2>/dev/null || echo "  write errors: mkdir refused (the filesystem had already aborted)"
 e=$(timeout 60 python3 "$tmp/tool.py" fsync-dir-errno "$mnt" 2>&1) || e="timeout"
-[[ $e == 5 ]] && pass "write errors: a commit (fsync of the root) returns EIO" ||
-  failed "write errors: fsync of the root gave '$e', want EIO (5)"
+[[ $e == 5 || $e == 30 ]] && pass "write errors: a commit (fsync of the root) returns EIO (EROFS when already aborted): $e" ||
+  failed "write errors: fsync of the root gave '$e', want EIO (5) or EROFS (30)"
 abort_re='(commit failed, filesystem is now read-only|flushing data before commit failed).*NBD_EIO'
 for _ in $(seq 100); do grep -qE "$abort_re" "$log" && break; sleep 0.1; done
 rm -f "$tmp/pwrite.fail"
