@@ -17,14 +17,11 @@ static_assert(offsetof(fuse_init_in, flags) == 12);
 static_assert(offsetof(fuse_init_out, flags) == 12);
 static_assert(FUSE_HANDLE_KILLPRIV_V2 == (1u << 28));
 
-std::atomic<bool> g_want_kill_priv_v2{true};
 std::atomic<bool> g_offered_kill_priv_v2{false};
 std::atomic<bool> g_kill_priv_v2{false};
 std::atomic<uint64_t> g_unreadable_write_flags{0};
 
 }  // namespace
-
-void set_wanted(Wanted w) { g_want_kill_priv_v2.store(w.kill_priv_v2); }
 
 void on_init_request(const void* init_in, size_t len) {
   if (len < offsetof(fuse_init_in, flags) + sizeof(uint32_t)) return;
@@ -38,7 +35,7 @@ void on_init_reply(void* init_out, size_t len) {
   char* at = static_cast<char*>(init_out) + offsetof(fuse_init_out, flags);
   uint32_t flags = 0;
   std::memcpy(&flags, at, sizeof flags);
-  const bool kill = g_want_kill_priv_v2.load() && g_offered_kill_priv_v2.load();
+  const bool kill = g_offered_kill_priv_v2.load();
   if (kill) flags |= FUSE_HANDLE_KILLPRIV_V2;
   std::memcpy(at, &flags, sizeof flags);
   g_kill_priv_v2.store(kill);

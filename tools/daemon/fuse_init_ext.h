@@ -26,12 +26,6 @@
 
 namespace ubtrfs::daemon::init_ext {
 
-struct Wanted {
-  bool kill_priv_v2 = true;
-};
-
-// What the daemon wants (set before the session starts; tests turn it off).
-void set_wanted(Wanted w);
 // The INIT request's argument (fuse_init_in, `len` bytes): records what the kernel offers.
 void on_init_request(const void* init_in, size_t len);
 // The INIT reply's argument (fuse_init_out, `len` bytes), before it is written: adds the wanted
