@@ -5,10 +5,6 @@
 // punching and SEEK_DATA/SEEK_HOLE in file_fallocate.cpp, cloning in file_clone.cpp.
 #include "fs/file_data.h"
 
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 

@@ -2,6 +2,9 @@
 // extents, reads through delalloc and extents with checksum verification, truncate, fallocate,
 // hole punching, SEEK_DATA/SEEK_HOLE (btrfs inode.c `cow_file_range` / `cow_file_range_inline`,
 // file.c `btrfs_fallocate` / `btrfs_punch_hole` / `find_desired_extent`, `btrfs_truncate`).
+// The code: file_data.cpp (reservations, reads, size changes, eviction), file_data_write.cpp
+// (write()), file_data_flush.cpp (the flusher), file_compress.cpp, file_nocow.cpp,
+// file_fallocate.cpp (fallocate, punch, SEEK_DATA/SEEK_HOLE), file_clone.cpp.
 //
 // Lifecycle of a write (btrfs buffered write + writeback, KERNEL.md §10): write() reserves, then
 // copies the bytes into the inode's InodeDelalloc and updates the INODE_ITEM (size, mtime, ctime).

@@ -42,7 +42,6 @@
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
 #include "fs/xattr.h"
-#include "io/checksum.h"
 #include "tree/ctree.h"
 
 namespace ubtrfs::fs {
