@@ -39,10 +39,12 @@
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
+using test::have_mkfs_btrfs;
 using test::kRootIno;
 using test::run;
 using test::TreeEnv;
@@ -177,14 +179,6 @@ TEST_CASE("a_range_walk_checks_its_lower_bound: readdir's index walk never retur
 
 // ---- the whole race, through the Filesystem ------------------------------------------------------
 
-bool have_mkfs() {
-  if (io::testing::run("command -v mkfs.btrfs") == 0) return true;
-  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
-  if (r && std::string(r) == "1") FAIL("mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1");
-  WARN("skipped: needs mkfs.btrfs");
-  return false;
-}
-
 // Rounds of: a directory of 600 empty files, listed, then every name unlinked in index order, each
 // unlinked inode forgotten (evicted) at once, as the kernel's FORGET does — while another thread
 // runs delayed items (the reclaim thread's FLUSH_DELAYED_ITEMS_NR) without pause. Small nodes and
@@ -192,7 +186,7 @@ bool have_mkfs() {
 // is queued or in the tree.
 TEST_CASE("a_retired_delayed_index_is_always_findable: unlinks racing evictions and delayed-items runs",
           "[fs][delayed][race]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   io::testing::TempFile img(256ull << 20);
   REQUIRE(io::testing::run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
   OpenOptions o;

@@ -39,17 +39,14 @@
 #include "tests/io/temp_file.h"
 #include "tests/tree/tree_test_env.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
+using test::have_kernel_loop_mount;
 using test::kRootIno;
 using test::run;
-using test::have_tool;
-using test::oracles_required;
-using io::testing::run;
-using io::testing::have_tool;
-using io::testing::oracles_required;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
@@ -249,11 +246,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
 }  // namespace
 
 TEST_CASE("concurrent_operations_match_models_and_image_is_check_clean", "[fs][concurrency][oracle]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || ::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
-    if (oracles_required()) FAIL("mkfs.btrfs, btrfs, root and loop devices required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs, root and loop devices");
-    return;
-  }
+  if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
   const double scale = test::stress_scale();

@@ -1,15 +1,31 @@
-// Helpers shared by the fs unit tests: fresh mkfs.ubtrfs images in memory, errno of a result, the
-// btrfs check oracle on an image file. Header-only (the test binaries are unity builds).
+// Helpers shared by the fs unit tests: skip gates for the oracles, fresh mkfs.ubtrfs images in
+// memory, errno of a result, and the btrfs check oracle.
+//
+// Header-only, and one definition for all: the test binaries are unity builds (batches of .cpp
+// files compiled as one), so a helper that two *_test.cpp files each define in their anonymous
+// namespace under the same name breaks the build as soon as the two land in one batch. A helper
+// more than one test file needs belongs here; a file's own helpers need names no other file uses.
+//
+// Failures: helpers that REQUIRE stop the test at the first failure (a passing REQUIRE counts as an
+// assertion); the `_or_fail` ones FAIL instead (nothing counted when they succeed); CHECK records a
+// failure and the test goes on.
 #pragma once
+
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "io/block_device.h"
 #include "io/status.h"
@@ -17,6 +33,48 @@
 #include "tests/test_support.h"
 
 namespace ubtrfs::test {
+
+// ---- skip gates -------------------------------------------------------------------------------
+// A test that needs an oracle (a tool, root, loop devices) starts with `if (!gate()) return;`.
+
+// True when `present`; otherwise FAIL(`required`) when UBTRFS_REQUIRE_ORACLES=1 (CI), else
+// WARN(`skipped`) and false: the test returns, skipped.
+inline bool oracle_gate(bool present, const std::string& required, const std::string& skipped) {
+  if (present) return true;
+  if (oracles_required()) FAIL(required);
+  WARN(skipped);
+  return false;
+}
+
+// mkfs.btrfs is installed.
+inline bool have_mkfs_btrfs() {
+  return oracle_gate(have_tool("mkfs.btrfs"), "mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1",
+                     "skipped: needs mkfs.btrfs");
+}
+
+// mkfs.btrfs and btrfs are installed and the test runs as root (a kernel mount of the image).
+inline bool have_btrfs_progs_as_root() {
+  return oracle_gate(have_tool("mkfs.btrfs") && have_tool("btrfs") && ::geteuid() == 0,
+                     "mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1",
+                     "skipped: needs mkfs.btrfs, btrfs and root");
+}
+
+// As have_btrfs_progs_as_root, and loop devices exist (a kernel loop mount of an image file).
+inline bool have_kernel_loop_mount() {
+  return oracle_gate(have_tool("mkfs.btrfs") && have_tool("btrfs") && ::geteuid() == 0 &&
+                         std::filesystem::exists("/dev/loop-control"),
+                     "mkfs.btrfs, btrfs, root and loop devices required: UBTRFS_REQUIRE_ORACLES=1",
+                     "skipped: needs mkfs.btrfs, btrfs, root and loop devices");
+}
+
+// mkfs.ubtrfs of this build (mkfs_binary()), or "" after the gate (FAIL or WARN): the test returns.
+inline std::string mkfs_ubtrfs_or_skip() {
+  std::string mkfs = mkfs_binary();
+  oracle_gate(!mkfs.empty(), "mkfs.ubtrfs not built: UBTRFS_REQUIRE_ORACLES=1", "skipped: mkfs.ubtrfs not built");
+  return mkfs;
+}
+
+// ---- fresh images -----------------------------------------------------------------------------
 
 // Superblock copies at 64 KiB and 64 MiB: room for both.
 inline constexpr uint64_t kFreshImageSize = 128 * kMiB;
@@ -35,6 +93,8 @@ inline std::unique_ptr<io::MemoryDevice> fresh_image(const std::string& mkfs_arg
   return in ? std::move(dev) : nullptr;
 }
 
+// ---- results and bytes ------------------------------------------------------------------------
+
 // The errno of a failed operation, 0 on success.
 inline int err_of(const Status& s) { return s ? 0 : s.error().err; }
 template <class T>
@@ -45,6 +105,8 @@ int err_of(const Result<T>& r) {
 inline std::span<const uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
+
+// ---- the btrfs check oracle -------------------------------------------------------------------
 
 // `btrfs check --readonly` finds nothing (a failure is recorded, the test goes on).
 inline void check_clean(const std::string& img) {
@@ -64,5 +126,7 @@ inline void btrfs_check_clean(const std::string& img) {
     REQUIRE(out.find("ERROR") == std::string::npos);
   }
 }
+
+// ---- an FS tree in memory ---------------------------------------------------------------------
 
 }  // namespace ubtrfs::test

@@ -35,9 +35,8 @@ namespace {
 
 using test::bytes;
 using test::err_of;
-using test::have_tool;
+using test::have_mkfs_btrfs;
 using test::kRootIno;
-using test::oracles_required;
 using test::run;
 
 using io::testing::run;
@@ -149,13 +148,6 @@ TEST_CASE("inherit_flags_follow_btrfs_inherit_iflags", "[fs][inode_flags]") {
 
 // ---- through Filesystem on a real image -------------------------------------------------------------
 
-bool have_mkfs() {
-  if (run("command -v mkfs.btrfs") == 0) return true;
-  if (io::testing::oracles_required()) FAIL("mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1");
-  WARN("skipped: needs mkfs.btrfs");
-  return false;
-}
-
 std::unique_ptr<Filesystem> mount_image(const std::string& path) {
   OpenOptions o;
   o.path = path;
@@ -200,7 +192,7 @@ struct Image {
 };
 
 TEST_CASE("only_the_owner_changes_flags_and_only_cap_linux_immutable_changes_i_and_a", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t f = t.file(kRootIno, "f");  // owned by uid 0
   Caller other;
@@ -239,7 +231,7 @@ InodeItem inode_of(Filesystem& fs, uint64_t ino) {
 }
 
 TEST_CASE("new_inodes_inherit_nocow_and_compression", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   // +C: only while empty.
   const uint64_t empty = t.file(kRootIno, "empty");
@@ -304,7 +296,7 @@ std::vector<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t>> layout(Filesyste
 }
 
 TEST_CASE("nodatacow_file_is_overwritten_in_place", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   constexpr uint64_t kLen = 256 * 1024;
   const uint64_t nocow = t.file(kRootIno, "nocow");
@@ -348,7 +340,7 @@ TEST_CASE("nodatacow_file_is_overwritten_in_place", "[fs][inode_flags]") {
 }
 
 TEST_CASE("immutable_file_refuses_every_change", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t f = t.file(kRootIno, "f", "content");
   REQUIRE(t.fs->setxattr(f, "user.k", bytes("v"), 0));
@@ -405,7 +397,7 @@ TEST_CASE("immutable_file_refuses_every_change", "[fs][inode_flags]") {
 }
 
 TEST_CASE("immutable_directory_refuses_new_and_removed_names", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t d = t.dir(kRootIno, "d");
   const uint64_t inner = t.file(d, "inner");
@@ -436,7 +428,7 @@ TEST_CASE("immutable_directory_refuses_new_and_removed_names", "[fs][inode_flags
 }
 
 TEST_CASE("append_only_file_takes_only_appends", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t f = t.file(kRootIno, "log", "line1\n");
   REQUIRE(t.fs->setxattr(f, "user.k", bytes("v"), 0));
@@ -476,7 +468,7 @@ TEST_CASE("append_only_file_takes_only_appends", "[fs][inode_flags]") {
 }
 
 TEST_CASE("append_only_directory_keeps_its_names", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t d = t.dir(kRootIno, "d");
   t.file(d, "kept");
@@ -493,7 +485,7 @@ TEST_CASE("append_only_directory_keeps_its_names", "[fs][inode_flags]") {
 }
 
 TEST_CASE("noatime_flag_stops_access_time_updates", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t plain = t.file(kRootIno, "plain", "abc");
   const uint64_t quiet = t.file(kRootIno, "quiet", "abc");
@@ -512,7 +504,7 @@ TEST_CASE("noatime_flag_stops_access_time_updates", "[fs][inode_flags]") {
 }
 
 TEST_CASE("sync_flag_makes_every_write_durable", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t synced = t.file(kRootIno, "synced");
   const uint64_t plain = t.file(kRootIno, "plain");  // the control: same writes, no flag
@@ -540,7 +532,7 @@ TEST_CASE("sync_flag_makes_every_write_durable", "[fs][inode_flags]") {
 }
 
 TEST_CASE("flags_persist_across_a_remount", "[fs][inode_flags]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   Image t;
   const uint64_t f = t.file(kRootIno, "f");
   const uint64_t d = t.dir(kRootIno, "d");

@@ -21,7 +21,7 @@ namespace {
 
 using test::bytes;
 using test::kRootIno;
-using test::mkfs_binary;
+using test::mkfs_ubtrfs_or_skip;
 using test::run;
 
 bool same_time(const struct timespec& a, const struct timespec& b) {
@@ -29,12 +29,8 @@ bool same_time(const struct timespec& a, const struct timespec& b) {
 }
 
 TEST_CASE("data_operations_leave_file_times_to_the_kernel_with_the_writeback_cache", "[fs][times]") {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) {
-    if (io::testing::oracles_required()) FAIL("mkfs.ubtrfs not built: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: mkfs.ubtrfs not built");
-    return;
-  }
+  const std::string mkfs = mkfs_ubtrfs_or_skip();
+  if (mkfs.empty()) return;
   io::testing::TempFile img(128ull << 20);
   REQUIRE(run(mkfs + " -q " + img.path()) == 0);
   OpenOptions o;

@@ -33,8 +33,7 @@ namespace {
 
 using test::bytes;
 using test::err_of;
-using test::have_tool;
-using test::oracles_required;
+using test::have_btrfs_progs_as_root;
 using test::run;
 
 std::unique_ptr<Filesystem> mount_image(const std::string& path, bool ro) {
@@ -397,11 +396,7 @@ void build_namespace(Filesystem& fs, uint64_t* orphan_ino) {
 }  // namespace
 
 TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || geteuid() != 0) {
-    if (oracles_required()) FAIL("mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs and root");
-    return;
-  }
+  if (!have_btrfs_progs_as_root()) return;
   std::vector<std::string> makers{"btrfs"};
   if (std::getenv("UBTRFS_BIN")) makers.push_back("ubtrfs");
   for (const auto& maker : makers) {
@@ -457,11 +452,7 @@ TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
 // inode numbers, dir indexes, hashes and the same REF/EXTREF split), original-mode check passes on
 // both, and lowmem gives both the same verdict (see run_lowmem for its extref false positive).
 TEST_CASE("inode_extref_spill_matches_kernel_items_and_lowmem_verdict") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || geteuid() != 0) {
-    if (oracles_required()) FAIL("mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs and root");
-    return;
-  }
+  if (!have_btrfs_progs_as_root()) return;
   io::testing::TempFile ours(256ull << 20), kernels(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f {} >/dev/null 2>&1", ours.path())) == 0);
   {

@@ -20,21 +20,18 @@
 #include "fs/transaction.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
-using io::testing::have_tool;
-using io::testing::oracles_required;
+using test::have_mkfs_btrfs;
+using test::have_tool;
 using io::testing::pattern;
 using io::testing::run;
 using io::testing::TempFile;
 
 TEST_CASE("prealloc_conversion_adds_the_ref_before_dropping_it", "[fs][nocow][concurrency]") {
-  if (!have_tool("mkfs.btrfs")) {
-    if (oracles_required()) FAIL("mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs");
-    return;
-  }
+  if (!have_mkfs_btrfs()) return;
   TempFile img(512ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
   OpenOptions o;

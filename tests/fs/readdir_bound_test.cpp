@@ -25,23 +25,17 @@
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
+using test::have_mkfs_btrfs;
 using test::kRootIno;
 using test::run;
 using io::testing::run;
 
 using io::testing::TempFile;
-
-bool have_mkfs() {
-  if (run("command -v mkfs.btrfs") == 0) return true;
-  const char* r = std::getenv("UBTRFS_REQUIRE_ORACLES");
-  if (r && std::string(r) == "1") FAIL("mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1");
-  WARN("skipped: needs mkfs.btrfs");
-  return false;
-}
 
 std::unique_ptr<Filesystem> mount_image(const std::string& path) {
   OpenOptions o;
@@ -95,7 +89,7 @@ Listing list_dir(Filesystem& fs, uint64_t dir, size_t per_call, size_t max_calls
 }
 
 TEST_CASE("readdir_stops_at_last_index_at_open", "[fs][readdir]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
   auto fs = mount_image(img.path());
@@ -167,7 +161,7 @@ TEST_CASE("readdir_stops_at_last_index_at_open", "[fs][readdir]") {
 }
 
 TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
   auto fs = mount_image(img.path());
@@ -219,7 +213,7 @@ TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
 // file under its old name as well (the tree still had the old index, the view no longer had its
 // deletion), and readdirplus turned that into a live dentry for a name that no longer existed.
 TEST_CASE("readdir_takes_the_delayed_view_before_the_tree", "[fs][readdir]") {
-  if (!have_mkfs()) return;
+  if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
   auto fs = mount_image(img.path());

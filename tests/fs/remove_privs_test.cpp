@@ -21,7 +21,7 @@ namespace {
 using test::bytes;
 using test::err_of;
 using test::kRootIno;
-using test::mkfs_binary;
+using test::mkfs_ubtrfs_or_skip;
 using test::run;
 
 struct PrivsImage {
@@ -29,12 +29,8 @@ struct PrivsImage {
   std::unique_ptr<Filesystem> fs;
   bool ok = false;
   PrivsImage() {
-    const std::string mkfs = mkfs_binary();
-    if (mkfs.empty()) {
-      if (io::testing::oracles_required()) FAIL("mkfs.ubtrfs not built: UBTRFS_REQUIRE_ORACLES=1");
-      WARN("skipped: mkfs.ubtrfs not built");
-      return;
-    }
+    const std::string mkfs = mkfs_ubtrfs_or_skip();
+    if (mkfs.empty()) return;
     REQUIRE(run(mkfs + " -q " + img.path()) == 0);
     OpenOptions o;
     o.path = img.path();

@@ -28,13 +28,15 @@
 #include "tree/ctree.h"
 #include "tree/superblock.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
-using test::run;
+using test::have_btrfs_progs_as_root;
 using test::have_tool;
 using test::oracles_required;
+using test::run;
 
 template <class T>
 std::span<const uint8_t> bytes_of(const T& v) {
@@ -118,11 +120,7 @@ std::string mkfs_cmd(const std::string& which, const std::string& img, uint32_t 
 }  // namespace
 
 TEST_CASE("commit_converges_and_image_is_check_clean", "[fs][commit][oracle]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || geteuid() != 0) {
-    if (oracles_required()) FAIL("mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs and root");
-    return;
-  }
+  if (!have_btrfs_progs_as_root()) return;
   std::vector<std::string> makers{"btrfs"};
   if (std::getenv("UBTRFS_BIN")) makers.push_back("ubtrfs");
   for (const auto& maker : makers) {
@@ -328,11 +326,7 @@ namespace ubtrfs::fs {
 // result must be check-clean with every file present. Under TSan this is the race test of the
 // handle/commit protocol.
 TEST_CASE("handles_and_commits_run_concurrently", "[fs][commit][concurrency]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || geteuid() != 0) {
-    if (oracles_required()) FAIL("mkfs.btrfs/btrfs (as root) required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs and root");
-    return;
-  }
+  if (!have_btrfs_progs_as_root()) return;
   io::testing::TempFile img(256ull << 20);
   REQUIRE(run(mkfs_cmd("btrfs", img.path(), 4096, "single")) == 0);
   OpenOptions o;

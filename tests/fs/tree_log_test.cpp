@@ -35,6 +35,7 @@
 #include "fs/tree_log.h"
 #include "tests/io/shell.h"
 #include "tests/io/temp_file.h"
+#include "tests/fs/fs_test_env.h"
 #include "tree/fs_reader.h"
 #include "tree/superblock.h"
 
@@ -43,6 +44,7 @@ namespace {
 using io::testing::run;
 using io::testing::have_tool;
 using io::testing::oracles_required;
+using test::have_kernel_loop_mount;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
@@ -500,11 +502,7 @@ std::vector<uint8_t> read_file(const std::string& p) {
 }
 
 TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || ::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
-    if (oracles_required()) FAIL("mkfs.btrfs, btrfs, root and loop devices required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs, root and loop devices");
-    return;
-  }
+  if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
   REQUIRE(make_image(img));
   std::map<std::string, std::vector<uint8_t>> model;  // path under the mount -> content
@@ -635,11 +633,7 @@ namespace {
 // drops the log, the next fsync starts a new one); the image as it is after the last fsyncs must
 // replay in the kernel with every file's content as written.
 TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][oracle]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs") || ::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
-    if (oracles_required()) FAIL("mkfs.btrfs, btrfs, root and loop devices required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs, btrfs, root and loop devices");
-    return;
-  }
+  if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
   REQUIRE(make_image(img));
   auto fs = mount_fs(img.path());
