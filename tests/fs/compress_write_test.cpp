@@ -37,14 +37,11 @@ namespace ubtrfs::fs {
 namespace {
 
 using test::check_clean;
-using test::have_tool;
 using test::kMiB;
-using test::oracles_required;
+using test::make_btrfs_image;
+using test::mount_manual_commits;
 using test::run;
 
-using io::testing::have_tool;
-using io::testing::oracles_required;
-using io::testing::run;
 using io::testing::TempFile;
 
 constexpr uint64_t kKiB = 1 << 10;
@@ -80,26 +77,13 @@ std::vector<uint8_t> letters(size_t n, uint32_t seed) {
   return v;
 }
 
-bool make_image(const TempFile& img) {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    if (oracles_required()) FAIL("btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs btrfs-progs");
-    return false;
-  }
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
-  return true;
-}
-
-std::unique_ptr<Filesystem> mount_fs(const std::string& path, const std::string& options) {
-  OpenOptions o;
-  o.path = path;
+// The image mounted with `options` parsed as the kernel parses them; the tests decide when commits
+// happen.
+std::unique_ptr<Filesystem> mount_with_options(const std::string& path, const std::string& options) {
   auto m = parse_mount_options(options);
   REQUIRE(m);
-  m->commit_interval_s = 300;  // the tests decide when commits happen
-  auto r = Filesystem::mount(o, *m);
-  INFO("mount " << path << " -o " << options << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
+  INFO("-o " << options);
+  return mount_manual_commits(path, *m);
 }
 
 uint64_t create(Filesystem& fs, const std::string& name) {
@@ -235,12 +219,12 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
   for (const char* type : {"zlib", "lzo", "zstd"}) {
     DYNAMIC_SECTION(type) {
       TempFile img(256 * kMiB);
-      if (!make_image(img)) return;
+      if (!make_btrfs_image(img)) return;
       const uint8_t want = std::string(type) == "zlib" ? kCompressZlib : std::string(type) == "lzo" ? kCompressLzo
                                                                                                    : kCompressZstd;
       auto data = text(2 * kMiB + 5000, 11);
       {
-        auto fs = mount_fs(img.path(), std::string("compress=") + type);
+        auto fs = mount_with_options(img.path(), std::string("compress=") + type);
         const uint64_t ino = create(*fs, "text");
         // Written in odd-sized pieces, as an application would.
         for (size_t off = 0; off < data.size(); off += 100000)
@@ -271,7 +255,7 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
         REQUIRE(fs->unmount());
       }
       {
-        auto fs = mount_fs(img.path(), "");
+        auto fs = mount_with_options(img.path(), "");
         CHECK(read_all(*fs, 257) == data);
         REQUIRE(fs->unmount());
       }
@@ -282,8 +266,8 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
 
 TEST_CASE("random_data_is_stored_uncompressed_and_the_inode_is_not_marked", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path(), "compress=zstd");
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_with_options(img.path(), "compress=zstd");
   const uint64_t ino = create(*fs, "random");
   auto data = noise(1 * kMiB, 21);
   write(*fs, ino, 0, data);
@@ -305,10 +289,10 @@ TEST_CASE("random_data_is_stored_uncompressed_and_the_inode_is_not_marked", "[fs
 
 TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   std::vector<uint8_t> model;
   {
-    auto fs = mount_fs(img.path(), "compress=zstd");
+    auto fs = mount_with_options(img.path(), "compress=zstd");
     const uint64_t ino = create(*fs, "letters");
     auto l = letters(8 * kKiB, 31);
     write(*fs, ino, 0, l);
@@ -325,7 +309,7 @@ TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compr
     REQUIRE(fs->unmount());
   }
   SECTION("compress_force_compresses_a_nocompress_inode") {
-    auto fs = mount_fs(img.path(), "compress-force=zstd");
+    auto fs = mount_with_options(img.path(), "compress-force=zstd");
     const uint64_t ino = 257;
     auto t = text(512 * kKiB, 33);
     write(*fs, ino, 1 * kMiB, t);
@@ -352,10 +336,10 @@ TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compr
 
 TEST_CASE("small_file_becomes_a_compressed_inline_extent", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   auto small = text(3000, 41), sector = text(4096, 42);
   {
-    auto fs = mount_fs(img.path(), "compress=zlib");
+    auto fs = mount_with_options(img.path(), "compress=zlib");
     const uint64_t a = create(*fs, "small"), b = create(*fs, "sector"), c = create(*fs, "random");
     write(*fs, a, 0, small);
     write(*fs, b, 0, sector);
@@ -382,7 +366,7 @@ TEST_CASE("small_file_becomes_a_compressed_inline_extent", "[fs][compress]") {
     REQUIRE(fs->unmount());
   }
   {
-    auto fs = mount_fs(img.path(), "");
+    auto fs = mount_with_options(img.path(), "");
     CHECK(read_all(*fs, 257) == small);
     CHECK(read_all(*fs, 258) == sector);
     // Appending to a compressed inline file moves it to a regular extent (no compression now).
@@ -399,8 +383,8 @@ TEST_CASE("small_file_becomes_a_compressed_inline_extent", "[fs][compress]") {
 
 TEST_CASE("chattr_c_compresses_without_the_mount_option", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path(), "");
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_with_options(img.path(), "");
   const uint64_t ino = create(*fs, "c"), plain = create(*fs, "plain");
   REQUIRE(fs->set_fsflags(ino, FS_COMPR_FL, Caller{}));
   auto data = text(1 * kMiB, 51);
@@ -419,10 +403,10 @@ TEST_CASE("chattr_c_compresses_without_the_mount_option", "[fs][compress]") {
 
 TEST_CASE("partial_overwrite_truncate_punch_and_reflink_of_compressed_extents", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   std::vector<uint8_t> model, copy_model;
   {
-    auto fs = mount_fs(img.path(), "compress=zstd");
+    auto fs = mount_with_options(img.path(), "compress=zstd");
     const uint64_t ino = create(*fs, "f");
     model = text(1 * kMiB, 61);
     write(*fs, ino, 0, model);
@@ -474,7 +458,7 @@ TEST_CASE("partial_overwrite_truncate_punch_and_reflink_of_compressed_extents", 
   }
   check_clean(img.path());
   {
-    auto fs = mount_fs(img.path(), "");
+    auto fs = mount_with_options(img.path(), "");
     CHECK(read_all(*fs, 257) == model);
     CHECK(read_all(*fs, 258) == copy_model);
     REQUIRE(fs->unmount());
@@ -487,10 +471,10 @@ namespace ubtrfs::fs {
 
 TEST_CASE("truncate_of_a_compressed_inline_extent", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   auto small = text(3500, 71);
   {
-    auto fs = mount_fs(img.path(), "compress=zstd");
+    auto fs = mount_with_options(img.path(), "compress=zstd");
     const uint64_t ino = create(*fs, "small");
     write(*fs, ino, 0, small);
     sync(*fs, ino);
@@ -506,18 +490,18 @@ TEST_CASE("truncate_of_a_compressed_inline_extent", "[fs][compress]") {
     REQUIRE(fs->unmount());
   }
   check_clean(img.path());
-  auto fs = mount_fs(img.path(), "");
+  auto fs = mount_with_options(img.path(), "");
   CHECK(read_all(*fs, 257) == small);
   REQUIRE(fs->unmount());
 }
 
 TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compress][tree_log]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   auto data = text(700 * kKiB, 81);
   TempFile crash(1);
   {
-    auto fs = mount_fs(img.path(), "compress=zstd");
+    auto fs = mount_with_options(img.path(), "compress=zstd");
     REQUIRE(fs->info().transactions().commit());
     const uint64_t ino = create(*fs, "logged");
     write(*fs, ino, 0, data);
@@ -528,7 +512,7 @@ TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compres
     REQUIRE(fs->unmount());
   }
   {
-    auto fs = mount_fs(crash.path(), "");  // replays the log
+    auto fs = mount_with_options(crash.path(), "");  // replays the log
     auto st = fs->lookup(1, "logged");
     REQUIRE(st);
     CHECK(read_all(*fs, st->st_ino) == data);
@@ -544,8 +528,8 @@ namespace ubtrfs::fs {
 
 TEST_CASE("chattr_c_stores_the_mount_compression_type", "[fs][compress]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path(), "compress=lzo");
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_with_options(img.path(), "compress=lzo");
   const uint64_t ino = create(*fs, "c");
   REQUIRE(fs->set_fsflags(ino, FS_COMPR_FL, Caller{}));
   auto rec = fs->info().fs_root(kFsTreeObjectid);
@@ -566,14 +550,14 @@ namespace ubtrfs::fs {
 // remount; the image ends check-clean.
 TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compress]") {
   TempFile img(512 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   const char* seed_env = std::getenv("UBTRFS_COMPRESS_SEED");  // other seeds by hand
   std::mt19937 rng(seed_env ? static_cast<uint32_t>(std::atoi(seed_env)) : 1601u);
   std::vector<uint8_t> model[2];
   uint64_t inos[2] = {0, 0};
   {
     const char* opts_env = std::getenv("UBTRFS_COMPRESS_OPTS");  // e.g. compress-force=lzo, by hand
-    auto fs = mount_fs(img.path(), opts_env ? opts_env : "compress=zstd");
+    auto fs = mount_with_options(img.path(), opts_env ? opts_env : "compress=zstd");
     inos[0] = create(*fs, "a");
     inos[1] = create(*fs, "b");
     for (int op = 0; op < 300; ++op) {
@@ -626,7 +610,7 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
     REQUIRE(fs->unmount());
   }
   check_clean(img.path());
-  auto fs = mount_fs(img.path(), "");
+  auto fs = mount_with_options(img.path(), "");
   for (int f = 0; f < 2; ++f) CHECK(read_all(*fs, inos[f]) == model[f]);
   REQUIRE(fs->unmount());
 }
@@ -650,8 +634,8 @@ TEST_CASE("btrfs_compression_property_sets_the_flags_as_the_kernel", "[fs][compr
   CHECK(apply_compression_prop(kInodeNodatacow | kInodeNodatasum, reg, "zstd").error().err == EINVAL);
 
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path(), "");
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_with_options(img.path(), "");
   const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
   auto sv = [](std::string_view s) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()); };
   REQUIRE(fs->setxattr(a, kCompressionProp, sv("zstd"), 0));

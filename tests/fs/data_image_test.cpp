@@ -44,10 +44,9 @@ namespace {
 using test::btrfs_check_clean;
 using test::have_tool;
 using test::mkfs_binary;
+using test::mkfs_btrfs;
+using test::mount_manual_commits;
 using test::run;
-
-using io::testing::run;
-using io::testing::have_tool;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
@@ -60,17 +59,13 @@ std::string source_dir() {
   return stdfs::path(__FILE__).parent_path().parent_path().parent_path().string();
 }
 
-std::unique_ptr<Filesystem> mount_fs(const std::string& path, bool ro) {
+// The image mounted read-write, or read-only when `ro`; the tests decide when commits happen.
+std::unique_ptr<Filesystem> mount_data_image(const std::string& path, bool ro) {
   OpenOptions o;
-  o.path = path;
   o.read_only = ro;
   MountOptions m;
   m.read_only = ro;
-  m.commit_interval_s = 300;
-  auto r = Filesystem::mount(o, m);
-  INFO("mount " << path << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
+  return mount_manual_commits(path, m, o);
 }
 
 std::vector<uint8_t> read_all(Filesystem& fs, uint64_t ino, uint64_t size) {
@@ -182,7 +177,7 @@ void write_patterns(const std::string& img) {
   std::map<std::string, ModelFile> files;
   std::mt19937_64 rng(42);
   {
-    auto fs = mount_fs(img, false);
+    auto fs = mount_data_image(img, false);
     Writer w{*fs, files};
     // Sequential 64 KiB appends.
     auto& seq = w.create("seq");
@@ -260,7 +255,7 @@ void write_patterns(const std::string& img) {
   btrfs_check_clean(img);
   verify_through_kernel(img, files);
   {
-    auto fs = mount_fs(img, true);
+    auto fs = mount_data_image(img, true);
     verify_through_ubtrfs(*fs, files);
     auto h = fs->lseek(files["sparse"].ino, 0, SEEK_HOLE);
     REQUIRE(h);
@@ -277,7 +272,7 @@ TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.btrfs image)
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+  mkfs_btrfs(img.path());
   write_patterns(img.path());
 }
 
@@ -300,7 +295,7 @@ TEST_CASE("written_files_are_check_clean_and_kernel_identical (explicit holes, n
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -O ^no-holes {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-O ^no-holes");
   write_patterns(img.path());
 }
 
@@ -310,10 +305,10 @@ TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_imag
     return;
   }
   TempFile img(512ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+  mkfs_btrfs(img.path());
   std::map<std::string, ModelFile> files;
   {
-    auto fs = mount_fs(img.path(), false);
+    auto fs = mount_data_image(img.path(), false);
     Writer w{*fs, files};
     auto& big = w.create("big");
     const auto chunk = pattern(1 << 20, 99);
@@ -343,11 +338,11 @@ TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-m single");
   const auto data = pattern(65536, 77);
   uint64_t ino = 0;
   {
-    auto fs = mount_fs(img.path(), false);
+    auto fs = mount_data_image(img.path(), false);
     auto st = fs->create(1, "victim", 0100644, Caller{});
     REQUIRE(st);
     ino = st->st_ino;
@@ -369,7 +364,7 @@ TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
     char c = static_cast<char>(image[pos + 100] ^ 0x10);
     io.write(&c, 1);
   }
-  auto fs = mount_fs(img.path(), true);
+  auto fs = mount_data_image(img.path(), true);
   std::vector<uint8_t> buf(4096);
   auto bad = fs->read(ino, 4096, buf);
   REQUIRE(!bad);
@@ -389,9 +384,9 @@ TEST_CASE("missing_data_csum_reads_as_eio", "[data_image]") {
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-m single");
   const auto data = pattern(65536, 78);
-  auto fs = mount_fs(img.path(), false);
+  auto fs = mount_data_image(img.path(), false);
   auto st = fs->create(1, "holey", 0100644, Caller{});
   REQUIRE(st);
   const uint64_t ino = st->st_ino;
@@ -436,10 +431,10 @@ TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-m single");
   const auto a_data = pattern(65536, 90);
   {
-    auto fs = mount_fs(img.path(), false);
+    auto fs = mount_data_image(img.path(), false);
     auto a = fs->create(1, "committed", 0100644, Caller{});
     REQUIRE(a);
     REQUIRE(fs->write(a->st_ino, 0, a_data));
@@ -474,7 +469,7 @@ TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_
     REQUIRE(!fs->unmount());
   }
   btrfs_check_clean(img.path());
-  auto fs = mount_fs(img.path(), true);
+  auto fs = mount_data_image(img.path(), true);
   auto a = fs->lookup(1, "committed");
   REQUIRE(a);
   REQUIRE(read_all(*fs, a->st_ino, a_data.size()) == a_data);
@@ -493,7 +488,7 @@ TEST_CASE("a_lost_data_write_fails_the_fsync_and_every_later_commit", "[data_ima
     return;
   }
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -m single {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-m single");
   {
     auto file = io::open_device(img.path(), io::OpenMode::kReadWrite);
     REQUIRE(file);
@@ -527,7 +522,7 @@ TEST_CASE("a_lost_data_write_fails_the_fsync_and_every_later_commit", "[data_ima
     (void)fs.unmount();
   }
   btrfs_check_clean(img.path());
-  auto fs = mount_fs(img.path(), true);
+  auto fs = mount_data_image(img.path(), true);
   auto f = fs->lookup(1, "victim");
   REQUIRE(f);
   CHECK(f->st_size == 0);  // the last commit: the file as created, the lost write never claimed
@@ -556,7 +551,7 @@ TEST_CASE("reference_image_files_match_manifest", "[data_image]") {
     } else {
       REQUIRE(run(fmt::format("zstd -q -d -c {}", (dir.path() / "manifest.txt.zst").string()), &manifest) == 0);
     }
-    auto fs = mount_fs(img.path(), true);
+    auto fs = mount_data_image(img.path(), true);
     std::istringstream lines(manifest);
     std::string line;
     int files = 0;
@@ -605,7 +600,7 @@ TEST_CASE("truncate_to_the_current_size_keeps_the_times", "[data_image]") {
   REQUIRE(!mkfs.empty());
   TempFile img(128ull << 20);
   REQUIRE(run(fmt::format("{} -q -f {}", mkfs, img.path())) == 0);
-  auto fs = mount_fs(img.path(), false);
+  auto fs = mount_data_image(img.path(), false);
   auto st = fs->create(1, "f", 0100644, Caller{});
   REQUIRE(st);
   const uint64_t ino = st->st_ino;

@@ -46,6 +46,7 @@ namespace {
 
 using test::have_mkfs_btrfs;
 using test::kRootIno;
+using test::mkfs_btrfs;
 using test::run;
 using test::TreeEnv;
 
@@ -188,7 +189,7 @@ TEST_CASE("a_retired_delayed_index_is_always_findable: unlinks racing evictions 
           "[fs][delayed][race]") {
   if (!have_mkfs_btrfs()) return;
   io::testing::TempFile img(256ull << 20);
-  REQUIRE(io::testing::run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-n 4096");
   OpenOptions o;
   o.path = img.path();
   o.cache_bytes = 4ull << 20;

@@ -20,6 +20,8 @@ namespace {
 using test::btrfs_check_clean;
 using test::have_tool;
 using test::kMiB;
+using test::mkfs_btrfs;
+using test::mount_manual_commits;
 using test::run;
 
 using io::testing::pattern;
@@ -27,16 +29,12 @@ using io::testing::TempFile;
 
 constexpr uint64_t kCache = 16 * kMiB;
 
+// The image mounted with a tree cache of kCache and no periodic commit: only the limits can write
+// data out.
 std::unique_ptr<Filesystem> mount_small_cache(const std::string& path) {
   OpenOptions o;
-  o.path = path;
   o.cache_bytes = kCache;
-  MountOptions m;
-  m.commit_interval_s = 300;  // no periodic commit: only the limits can write data out
-  auto r = Filesystem::mount(o, m);
-  INFO("mount " << path << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
+  return mount_manual_commits(path, {}, o);
 }
 
 // The live delalloc total, as `ubtrfs-inspect stats` shows it.
@@ -97,7 +95,7 @@ TEST_CASE("delalloc_writer_waits_above_dirty_limit", "[dirty_limit]") {
     return;
   }
   TempFile img(512 * kMiB);
-  REQUIRE(run("mkfs.btrfs -q -f " + img.path()) == 0);
+  mkfs_btrfs(img.path());
   const DirtyLimits lim = dirty_limits(kCache);
   // Four files written round-robin in 256 KiB pieces: none of them ever reaches the background
   // threshold on its own (each holds at most a quarter of the total), so only the global
@@ -142,7 +140,7 @@ TEST_CASE("streaming_writer_flushes_its_inode_above_background_threshold", "[dir
     return;
   }
   TempFile img(512 * kMiB);
-  REQUIRE(run("mkfs.btrfs -q -f " + img.path()) == 0);
+  mkfs_btrfs(img.path());
   const DirtyLimits lim = dirty_limits(kCache);
   auto fs = mount_small_cache(img.path());
   const uint64_t ino = create_file(*fs, "stream");
@@ -167,7 +165,7 @@ TEST_CASE("flush_moves_extents_larger_than_the_io_chunk_intact", "[dirty_limit]"
     return;
   }
   TempFile img(512 * kMiB);
-  REQUIRE(run("mkfs.btrfs -q -f " + img.path()) == 0);
+  mkfs_btrfs(img.path());
   // 3.5 MiB + 1 byte, below the background threshold: one run, flushed by fsync as one extent
   // that goes through the 1 MiB buffer four times (the last one partial).
   const uint64_t len = 3 * kFlushIoChunk + kFlushIoChunk / 2 + 1;

@@ -46,6 +46,7 @@ namespace {
 
 using test::have_kernel_loop_mount;
 using test::kRootIno;
+using test::mkfs_btrfs;
 using test::run;
 
 namespace stdfs = std::filesystem;
@@ -248,7 +249,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
 TEST_CASE("concurrent_operations_match_models_and_image_is_check_clean", "[fs][concurrency][oracle]") {
   if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
+  mkfs_btrfs(img.path(), "-n 4096");
   const double scale = test::stress_scale();
   const int private_ops = std::max(50, static_cast<int>(1500 * scale));
   const int shared_ops = std::max(50, static_cast<int>(1500 * scale));

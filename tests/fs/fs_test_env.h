@@ -1,5 +1,5 @@
-// Helpers shared by the fs unit tests: skip gates for the oracles, fresh mkfs.ubtrfs images in
-// memory, errno of a result, and the btrfs check oracle.
+// Helpers shared by the fs unit tests: skip gates for the oracles, fresh images (mkfs.ubtrfs in
+// memory, mkfs.btrfs in a file), mounts of them, errno of a result, and the btrfs check oracle.
 //
 // Header-only, and one definition for all: the test binaries are unity builds (batches of .cpp
 // files compiled as one), so a helper that two *_test.cpp files each define in their anonymous
@@ -27,6 +27,10 @@
 #include <string_view>
 #include <vector>
 
+#include "fs/file_extent.h"
+#include "fs/filesystem.h"
+#include "fs/mount_options.h"
+#include "fs/transaction.h"
 #include "io/block_device.h"
 #include "io/status.h"
 #include "tests/io/temp_file.h"
@@ -50,6 +54,12 @@ inline bool oracle_gate(bool present, const std::string& required, const std::st
 inline bool have_mkfs_btrfs() {
   return oracle_gate(have_tool("mkfs.btrfs"), "mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1",
                      "skipped: needs mkfs.btrfs");
+}
+
+// btrfs-progs (mkfs.btrfs and btrfs) are installed.
+inline bool have_btrfs_progs() {
+  return oracle_gate(have_tool("mkfs.btrfs") && have_tool("btrfs"), "btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1",
+                     "skipped: needs btrfs-progs");
 }
 
 // mkfs.btrfs and btrfs are installed and the test runs as root (a kernel mount of the image).
@@ -91,6 +101,48 @@ inline std::unique_ptr<io::MemoryDevice> fresh_image(const std::string& mkfs_arg
   std::ifstream in(img.path(), std::ios::binary);
   in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(size));
   return in ? std::move(dev) : nullptr;
+}
+
+// `mkfs.btrfs -q -f [ARGS] IMG`: REQUIREs it succeeds (the caller has passed a gate).
+inline void mkfs_btrfs(const std::string& img, const std::string& args = "") {
+  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}{}", args.empty() ? "" : args + " ", img)) == 0);
+}
+
+// A fresh `mkfs.btrfs -q -f [ARGS]` image in `img` for a test judged by btrfs-progs: false when
+// have_btrfs_progs() skips the test.
+inline bool make_btrfs_image(const io::testing::TempFile& img, const std::string& args = "") {
+  if (!have_btrfs_progs()) return false;
+  mkfs_btrfs(img.path(), args);
+  return true;
+}
+
+// ---- mounts -----------------------------------------------------------------------------------
+
+// The image file at `path` mounted through Filesystem::mount (with `o`, its path set here, and
+// `m`). REQUIREs the mount succeeds; the error is the INFO.
+inline std::unique_ptr<fs::Filesystem> mount_file(const std::string& path, const fs::MountOptions& m = {},
+                                                  fs::OpenOptions o = {}) {
+  o.path = path;
+  auto r = fs::Filesystem::mount(o, m);
+  INFO("mount " << path << ": " << (r ? "" : r.error().message));
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+// mount_file with no periodic commit (commit=300 s): the test decides when commits happen.
+inline std::unique_ptr<fs::Filesystem> mount_manual_commits(const std::string& path, fs::MountOptions m = {},
+                                                            fs::OpenOptions o = {}) {
+  m.commit_interval_s = 300;
+  return mount_file(path, m, std::move(o));
+}
+
+// As mount_file, but a failed mount FAILs with its error (no assertion counted on success).
+inline std::unique_ptr<fs::Filesystem> mount_file_or_fail(const std::string& path, const fs::MountOptions& m = {},
+                                                          fs::OpenOptions o = {}) {
+  o.path = path;
+  auto r = fs::Filesystem::mount(o, m);
+  if (!r) FAIL("mount " << path << ": " << r.error().message);
+  return std::move(*r);
 }
 
 // ---- results and bytes ------------------------------------------------------------------------

@@ -37,6 +37,8 @@ using test::bytes;
 using test::err_of;
 using test::have_mkfs_btrfs;
 using test::kRootIno;
+using test::mkfs_btrfs;
+using test::mount_file_or_fail;
 using test::run;
 
 using io::testing::run;
@@ -148,14 +150,6 @@ TEST_CASE("inherit_flags_follow_btrfs_inherit_iflags", "[fs][inode_flags]") {
 
 // ---- through Filesystem on a real image -------------------------------------------------------------
 
-std::unique_ptr<Filesystem> mount_image(const std::string& path) {
-  OpenOptions o;
-  o.path = path;
-  auto fs = Filesystem::mount(o, MountOptions{});
-  if (!fs) FAIL("mount " << path << ": " << fs.error().message);
-  return std::move(*fs);
-}
-
 Caller root_caller() {
   Caller c;
   c.cap_fowner = c.cap_linux_immutable = true;
@@ -166,8 +160,8 @@ struct Image {
   TempFile img{256ull << 20};
   std::unique_ptr<Filesystem> fs;
   Image() {
-    REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
-    fs = mount_image(img.path());
+    mkfs_btrfs(img.path(), "-n 4096");
+    fs = mount_file_or_fail(img.path());
   }
   uint64_t file(uint64_t dir, const std::string& name, std::string_view content = "") {
     auto st = fs->create(dir, name, 0100644, Caller{});
@@ -334,7 +328,7 @@ TEST_CASE("nodatacow_file_is_overwritten_in_place", "[fs][inode_flags]") {
     CHECK(run(fmt::format("btrfs check {}", t.img.path()), &out) == 0);
     INFO(out);
   }
-  t.fs = mount_image(t.img.path());
+  t.fs = mount_file_or_fail(t.img.path());
   check_content(nocow);
   REQUIRE(t.fs->unmount());
 }
@@ -518,7 +512,7 @@ TEST_CASE("sync_flag_makes_every_write_durable", "[fs][inode_flags]") {
   t.fs->forget(synced, 1);
   t.fs->forget(plain, 1);
   REQUIRE(t.fs->unmount());
-  t.fs = mount_image(t.img.path());
+  t.fs = mount_file_or_fail(t.img.path());
   auto s = t.fs->lookup(kRootIno, "synced");
   auto p = t.fs->lookup(kRootIno, "plain");
   REQUIRE(s);
@@ -542,7 +536,7 @@ TEST_CASE("flags_persist_across_a_remount", "[fs][inode_flags]") {
   FsXattr x = *t.fs->get_fsxattr(f);
   CHECK(x.xflags == (kXflagImmutable | kXflagAppend | kXflagNodump | kXflagNoatime | kXflagSync));
   REQUIRE(t.fs->unmount());
-  t.fs = mount_image(t.img.path());
+  t.fs = mount_file_or_fail(t.img.path());
   CHECK(t.get(f) == ff);
   CHECK(t.get(d) == (kFsDirsyncFl | kFsComprFl));
   // FSSETXATTR changes only the common flags: C stays, a goes.

@@ -34,17 +34,16 @@ namespace {
 using test::bytes;
 using test::err_of;
 using test::have_btrfs_progs_as_root;
+using test::mount_file_or_fail;
 using test::run;
 
-std::unique_ptr<Filesystem> mount_image(const std::string& path, bool ro) {
+// The image mounted read-write, or read-only when `ro` (a failed mount FAILs).
+std::unique_ptr<Filesystem> mount_namespace_image(const std::string& path, bool ro) {
   OpenOptions o;
-  o.path = path;
   o.read_only = ro;
   MountOptions m;
   m.read_only = ro;
-  auto fs = Filesystem::mount(o, m);
-  if (!fs) FAIL("mount " << path << ": " << fs.error().message);
-  return std::move(*fs);
+  return mount_file_or_fail(path, m, o);
 }
 
 template <class T>
@@ -408,14 +407,14 @@ TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
       REQUIRE(run(mk) == 0);
       uint64_t orphan = 0;
       {
-        auto fs = mount_image(img.path(), false);
+        auto fs = mount_namespace_image(img.path(), false);
         build_namespace(*fs, &orphan);
         must(fs->unmount(), "unmount");
       }
       // The orphan left open is legal on disk (nlink 0 with an ORPHAN_ITEM).
       CHECK(run(fmt::format("btrfs check {} >/tmp/ubtrfs-ns-check1.log 2>&1", img.path())) == 0);
       {
-        auto fs = mount_image(img.path(), false);  // cleanup_orphans runs here
+        auto fs = mount_namespace_image(img.path(), false);  // cleanup_orphans runs here
         CHECK(err_of(fs->getattr(orphan)) == ENOENT);
         must(fs->setxattr(1, "user.after", bytes("remount"), 0), "setxattr after remount");
         must(fs->unmount(), "unmount 2");
@@ -426,7 +425,7 @@ TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
 
       std::map<std::string, Seen> ours, kernels;
       {
-        auto fs = mount_image(img.path(), true);
+        auto fs = mount_namespace_image(img.path(), true);
         CHECK(err_of(fs->mkdir(1, "x", 0755, Caller{})) == EROFS);
         CHECK(err_of(fs->unlink(1, "f1")) == EROFS);
         walk_ubtrfs(*fs, 1, "", ours);
@@ -456,7 +455,7 @@ TEST_CASE("inode_extref_spill_matches_kernel_items_and_lowmem_verdict") {
   io::testing::TempFile ours(256ull << 20), kernels(256ull << 20);
   REQUIRE(run(fmt::format("mkfs.btrfs -q -f {} >/dev/null 2>&1", ours.path())) == 0);
   {
-    auto fs = mount_image(ours.path(), false);
+    auto fs = mount_namespace_image(ours.path(), false);
     build_extref_namespace(*fs);
     must(fs->unmount(), "unmount");
   }

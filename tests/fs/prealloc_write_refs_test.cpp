@@ -26,6 +26,7 @@ namespace ubtrfs::fs {
 namespace {
 using test::have_mkfs_btrfs;
 using test::have_tool;
+using test::mkfs_btrfs;
 using io::testing::pattern;
 using io::testing::run;
 using io::testing::TempFile;
@@ -33,7 +34,7 @@ using io::testing::TempFile;
 TEST_CASE("prealloc_conversion_adds_the_ref_before_dropping_it", "[fs][nocow][concurrency]") {
   if (!have_mkfs_btrfs()) return;
   TempFile img(512ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+  mkfs_btrfs(img.path());
   OpenOptions o;
   o.path = img.path();
   MountOptions m;

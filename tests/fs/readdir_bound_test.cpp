@@ -32,18 +32,12 @@ namespace {
 
 using test::have_mkfs_btrfs;
 using test::kRootIno;
+using test::mkfs_btrfs;
+using test::mount_file_or_fail;
 using test::run;
 using io::testing::run;
 
 using io::testing::TempFile;
-
-std::unique_ptr<Filesystem> mount_image(const std::string& path) {
-  OpenOptions o;
-  o.path = path;
-  auto fs = Filesystem::mount(o, MountOptions{});
-  if (!fs) FAIL("mount " << path << ": " << fs.error().message);
-  return std::move(*fs);
-}
 
 // One listing as the daemon serves it: opendir's bound, then reads of at most `per_call` entries
 // each (a small reply buffer: many calls, each resuming at the last next_offset) until a read
@@ -91,8 +85,8 @@ Listing list_dir(Filesystem& fs, uint64_t dir, size_t per_call, size_t max_calls
 TEST_CASE("readdir_stops_at_last_index_at_open", "[fs][readdir]") {
   if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
-  auto fs = mount_image(img.path());
+  mkfs_btrfs(img.path(), "-n 4096");
+  auto fs = mount_file_or_fail(img.path());
   auto d = fs->mkdir(kRootIno, "d", 040755, Caller{});
   REQUIRE(d);
   const uint64_t dir = d->st_ino;
@@ -163,8 +157,8 @@ TEST_CASE("readdir_stops_at_last_index_at_open", "[fs][readdir]") {
 TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
   if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
-  auto fs = mount_image(img.path());
+  mkfs_btrfs(img.path(), "-n 4096");
+  auto fs = mount_file_or_fail(img.path());
   auto d = fs->mkdir(kRootIno, "d", 040755, Caller{});
   REQUIRE(d);
   const uint64_t dir = d->st_ino;
@@ -198,7 +192,7 @@ TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
   CHECK(*fs->opendir(dir) == *bound_now);
   REQUIRE(fs->unmount());
   fs.reset();
-  fs = mount_image(img.path());
+  fs = mount_file_or_fail(img.path());
   auto again = fs->lookup(kRootIno, "d");
   REQUIRE(again);
   auto bound_remount = fs->opendir(again->st_ino);
@@ -215,8 +209,8 @@ TEST_CASE("readdir_after_reopen_sees_entries_added_since", "[fs][readdir]") {
 TEST_CASE("readdir_takes_the_delayed_view_before_the_tree", "[fs][readdir]") {
   if (!have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f -n 4096 {}", img.path())) == 0);
-  auto fs = mount_image(img.path());
+  mkfs_btrfs(img.path(), "-n 4096");
+  auto fs = mount_file_or_fail(img.path());
   auto d = fs->mkdir(kRootIno, "d", 040755, Caller{});
   REQUIRE(d);
   const uint64_t dir = d->st_ino;

@@ -27,41 +27,19 @@
 #include "tests/io/temp_file.h"
 #include "tree/ctree.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 namespace ubtrfs::fs {
 namespace {
 
 using test::kMiB;
-using test::run;
-using test::have_tool;
+using test::make_btrfs_image;
+using test::mount_manual_commits;
 using test::oracles_required;
-using io::testing::have_tool;
-using io::testing::oracles_required;
+using test::run;
 using io::testing::pattern;
-using io::testing::run;
 using io::testing::TempFile;
 namespace stdfs = std::filesystem;
-
-bool make_image(const TempFile& img) {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    if (oracles_required()) FAIL("btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs btrfs-progs");
-    return false;
-  }
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
-  return true;
-}
-
-std::unique_ptr<Filesystem> mount_fs(const std::string& path) {
-  OpenOptions o;
-  o.path = path;
-  MountOptions m;
-  m.commit_interval_s = 300;  // the tests decide when commits happen
-  auto r = Filesystem::mount(o, m);
-  INFO("mount " << path << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
-}
 
 uint64_t create(Filesystem& fs, const std::string& name) {
   auto st = fs.create(1, name, 0100644, Caller{});
@@ -157,12 +135,12 @@ void check_clean_and_fsck(const std::string& img) {
 
 TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   std::vector<uint8_t> a_model, b_model;
   uint64_t start_used = 0;
   uint64_t a = 0, b = 0;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_manual_commits(img.path());
     commit(*fs);
     start_used = data_used(*fs);
     a = create(*fs, "a");
@@ -195,7 +173,7 @@ TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
   }
   check_clean_and_fsck(img.path());
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_manual_commits(img.path());
     CHECK(read_all(*fs, b) == b_model);
     REQUIRE(fs->unmount());
   }
@@ -203,11 +181,11 @@ TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
 
 TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[reflink]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   std::vector<uint8_t> a_model = pattern(4 * kMiB, 3), b_model;
   uint64_t start_used = 0;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_manual_commits(img.path());
     commit(*fs);
     start_used = data_used(*fs);
     const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
@@ -243,7 +221,7 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
   }
   check_clean_and_fsck(img.path());
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_manual_commits(img.path());
     auto st = fs->lookup(1, "b");
     REQUIRE(st);
     CHECK(read_all(*fs, st->st_ino) == b_model);
@@ -259,8 +237,8 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
 
 TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_manual_commits(img.path());
   const auto data = pattern(4096, 5);
   // Control: an exclusive PREALLOC extent is written in place (nothing allocated).
   const uint64_t solo = create(*fs, "solo");
@@ -315,8 +293,8 @@ TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
 
 TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflink]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_manual_commits(img.path());
   const uint64_t src = create(*fs, "src");
   std::vector<uint8_t> s_model = pattern(kMiB + 5000, 6);
   write(*fs, src, 0, s_model);
@@ -410,8 +388,8 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
 TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
   // Sharing needs no data space: with every data byte taken, the copy still succeeds.
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_btrfs_image(img)) return;
+  auto fs = mount_manual_commits(img.path());
   const uint64_t a = create(*fs, "a"), fill = create(*fs, "fill"), b = create(*fs, "b");
   const auto data = pattern(8 * kMiB, 13);
   write(*fs, a, 0, data);
@@ -449,7 +427,7 @@ TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") 
   }
   TempFile img(64 * kMiB);
   REQUIRE(run(fmt::format("{} -q -f -m single {}", mkfs, img.path())) == 0);
-  auto fs = mount_fs(img.path());
+  auto fs = mount_manual_commits(img.path());
   const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
   // Many extents: 64 pieces, one handle each.
   std::vector<uint8_t> a_model;
@@ -493,11 +471,11 @@ TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") 
 
 TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
   TempFile img(256 * kMiB);
-  if (!make_image(img)) return;
+  if (!make_btrfs_image(img)) return;
   std::vector<uint8_t> a_model = pattern(3 * kMiB, 12);
   uint64_t b = 0;
   {
-    auto fs = mount_fs(img.path());
+    auto fs = mount_manual_commits(img.path());
     const uint64_t a = create(*fs, "a");
     b = create(*fs, "b");
     write(*fs, a, 0, a_model);
@@ -539,7 +517,7 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
     }
     // ubtrfs replays the log at mount: B shares A's extents, with the references counted.
     {
-      auto rfs = mount_fs(crash.path());
+      auto rfs = mount_manual_commits(crash.path());
       CHECK(read_all(*rfs, b) == a_model);
       CHECK(disk_extents(*rfs, b) == disk_extents(*rfs, a));
       commit(*rfs);

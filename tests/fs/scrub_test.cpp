@@ -41,35 +41,20 @@ namespace ubtrfs::fs {
 namespace {
 
 using test::check_clean;
+using test::make_btrfs_image;
+using test::mount_manual_commits;
 
-using io::testing::have_tool;
-using io::testing::oracles_required;
 using io::testing::pattern;
-using io::testing::run;
 using io::testing::TempFile;
 
 constexpr uint64_t kImageSize = 512ull << 20;
 
-bool make_image(const TempFile& img, const std::string& profiles) {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    if (oracles_required()) FAIL("btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs btrfs-progs");
-    return false;
-  }
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {} {}", profiles, img.path())) == 0);
-  return true;
-}
-
+// The image mounted (read-only on the device side only when `read_only`); the tests decide when
+// commits happen.
 std::unique_ptr<Filesystem> mount_scrub_image(const std::string& path, bool read_only = false) {
   OpenOptions o;
-  o.path = path;
   o.read_only = read_only;
-  MountOptions m;
-  m.commit_interval_s = 300;  // the tests decide when commits happen
-  auto r = Filesystem::mount(o, m);
-  INFO("mount " << path << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
+  return mount_manual_commits(path, {}, o);
 }
 
 uint64_t create(Filesystem& fs, uint64_t parent, const std::string& name, const std::vector<uint8_t>& data) {
@@ -136,7 +121,7 @@ std::pair<uint64_t, uint32_t> fs_tree_root_block(const std::string& img) {
 
 TEST_CASE("scrub_of_a_clean_image_reports_no_error", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(200 << 10, i));
   REQUIRE(fs->info().transactions().commit());
@@ -160,7 +145,7 @@ TEST_CASE("scrub_of_a_clean_image_reports_no_error", "[scrub]") {
 
 TEST_CASE("scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   {
     auto fs = mount_scrub_image(img.path());
     for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(8 << 10, i));
@@ -201,7 +186,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_metadata_copy_from_the_good_one", "[scrub]") 
 
 TEST_CASE("scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_no_copy_is_good", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   uint64_t bytenr = 0;
   {
     auto fs = mount_scrub_image(img.path());
@@ -234,7 +219,7 @@ TEST_CASE("scrub_reports_a_bad_data_block_with_its_path_and_writes_nothing_when_
 
 TEST_CASE("scrub_repairs_a_bad_dup_data_copy", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d dup")) return;
+  if (!make_btrfs_image(img, "-m dup -d dup")) return;
   uint64_t a = 0, b = 0;
   const auto data_a = pattern(32 << 10, 1), data_b = pattern(32 << 10, 2);
   {
@@ -272,7 +257,7 @@ TEST_CASE("scrub_repairs_a_bad_dup_data_copy", "[scrub]") {
 
 TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   {
     auto fs = mount_scrub_image(img.path());
     create(*fs, 1, "f", pattern(8 << 10, 3));
@@ -295,7 +280,7 @@ TEST_CASE("scrub_on_a_read_only_mount_writes_nothing", "[scrub]") {
 
 TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 16; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
@@ -330,7 +315,7 @@ TEST_CASE("scrub_cancel_stops_the_run", "[scrub]") {
 
 TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
@@ -354,7 +339,7 @@ TEST_CASE("scrub_limit_paces_a_running_scrub_and_lifting_it_applies_at_once", "[
 // (the commit would wait for the pace of the scrub: a 256 KiB extent at 64 KiB/s is 4 s).
 TEST_CASE("scrub_limit_never_holds_up_a_commit", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 4; ++i) create(*fs, 1, fmt::format("f{}", i), pattern(256 << 10, i));
   REQUIRE(fs->info().transactions().commit());
@@ -378,7 +363,7 @@ TEST_CASE("scrub_limit_never_holds_up_a_commit", "[scrub]") {
 
 TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[scrub]") {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return;
+  if (!make_btrfs_image(img, "-m dup -d single")) return;
   const std::string status_file = img.path() + ".scrub-status";
   {
     auto fs = mount_scrub_image(img.path());
@@ -415,7 +400,7 @@ TEST_CASE("scrub_unmount_cancels_and_the_status_survives_in_the_status_file", "[
 // between; returns the errors (csum + verify + read) of every run together.
 uint64_t errors_while_writing(bool unguarded, int runs, uint64_t* batches_out = nullptr) {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return 0;
+  if (!make_btrfs_image(img, "-m dup -d single")) return 0;
   auto fs = mount_scrub_image(img.path());
   for (int i = 0; i < 8; ++i) create(*fs, 1, fmt::format("base{}", i), pattern(128 << 10, i));
   REQUIRE(fs->info().transactions().commit());
@@ -483,7 +468,7 @@ TEST_CASE("scrub_concurrent_with_writes_reports_no_false_errors", "[scrub]") {
 // that shows scrub_concurrent_with_writes_reports_no_false_errors can fail.
 uint64_t errors_with_reuse_mid_batch(bool unguarded) {
   TempFile img(kImageSize);
-  if (!make_image(img, "-m dup -d single")) return 0;
+  if (!make_btrfs_image(img, "-m dup -d single")) return 0;
   auto fs = mount_scrub_image(img.path());
   std::vector<uint64_t> inos;
   for (int i = 0; i < 8; ++i) inos.push_back(create(*fs, 1, fmt::format("f{}", i), pattern(64 << 10, i)));

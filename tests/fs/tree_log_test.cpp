@@ -41,36 +41,31 @@
 
 namespace ubtrfs::fs {
 namespace {
-using io::testing::run;
-using io::testing::have_tool;
-using io::testing::oracles_required;
 using test::have_kernel_loop_mount;
+using test::have_mkfs_btrfs;
+using test::have_tool;
+using test::mkfs_btrfs;
+using test::mount_manual_commits;
+using test::run;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
 using io::testing::TempFile;
 
 // A fresh mkfs.btrfs image, or false (the test then skips, or fails when oracles are required).
-bool make_image(const TempFile& img) {
-  if (!have_tool("mkfs.btrfs")) {
-    if (oracles_required()) FAIL("mkfs.btrfs required: UBTRFS_REQUIRE_ORACLES=1");
-    WARN("skipped: needs mkfs.btrfs");
-    return false;
-  }
-  REQUIRE(run(fmt::format("mkfs.btrfs -q -f {}", img.path())) == 0);
+// Only mkfs.btrfs is needed: the tests run btrfs check where it is installed.
+bool make_log_image(const TempFile& img) {
+  if (!have_mkfs_btrfs()) return false;
+  mkfs_btrfs(img.path());
   return true;
 }
 
-std::unique_ptr<Filesystem> mount_fs(const std::string& path, bool notreelog = false) {
-  OpenOptions o;
-  o.path = path;
+// The image mounted (-o notreelog when asked) with no periodic commit: the tests decide when one
+// happens.
+std::unique_ptr<Filesystem> mount_log_image(const std::string& path, bool notreelog = false) {
   MountOptions m;
-  m.commit_interval_s = 300;  // no periodic commit: the tests decide when one happens
   m.notreelog = notreelog;
-  auto r = Filesystem::mount(o, m);
-  INFO("mount " << path << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  return std::move(*r);
+  return mount_manual_commits(path, m);
 }
 
 uint64_t create(Filesystem& fs, uint64_t parent, const std::string& name) {
@@ -167,8 +162,8 @@ std::string check_image(const std::string& img) {
 
 TEST_CASE("fsync_logs_inode_refs_extents_and_csums", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   commit(*fs);
   write(*fs, ino, 0, pattern(12288, 1));
@@ -224,8 +219,8 @@ TEST_CASE("fsync_logs_inode_refs_extents_and_csums", "[tree_log]") {
 
 TEST_CASE("relog_replaces_stale_extent_items", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   commit(*fs);
   write(*fs, ino, 0, pattern(8192, 2));
@@ -248,8 +243,8 @@ TEST_CASE("relog_replaces_stale_extent_items", "[tree_log]") {
 
 TEST_CASE("punch_and_truncate_are_logged_as_holes", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   write(*fs, ino, 0, pattern(32768, 4));
   commit(*fs);
@@ -282,8 +277,8 @@ TEST_CASE("punch_and_truncate_are_logged_as_holes", "[tree_log]") {
 
 TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t a = create(*fs, 1, "a");
   const uint64_t b = create(*fs, 1, "b");
   auto d0 = fs->mkdir(1, "d0", 040755, Caller{});
@@ -339,7 +334,7 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   // notreelog: every fsync commits, no log.
   REQUIRE(fs->unmount());
   fs.reset();
-  auto fs2 = mount_fs(img.path(), true);
+  auto fs2 = mount_log_image(img.path(), true);
   CHECK(fs2->info().tree_log() == nullptr);
   const uint64_t ino2 = create(*fs2, 1, "n");
   write(*fs2, ino2, 0, pattern(100, 8));
@@ -353,8 +348,8 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
 
 TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   commit(*fs);
   for (int i = 0; i < 5; ++i) {
@@ -400,8 +395,8 @@ TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
 // until then they stay reserved).
 TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tree_log]") {
   TempFile img(256ull << 20);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   commit(*fs);
   write(*fs, ino, 0, pattern(16384, 40));
@@ -433,8 +428,8 @@ TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tr
 // primary after an fsync and the mirror written by the commit differ only where the log does.
 TEST_CASE("fsync_superblock_is_the_last_committed_superblock", "[tree_log]") {
   TempFile img(1ull << 30);  // the first mirror is at 64 MiB
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   write(*fs, ino, 0, pattern(8192, 1));
   commit(*fs);
@@ -504,9 +499,9 @@ std::vector<uint8_t> read_file(const std::string& p) {
 TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
-  REQUIRE(make_image(img));
+  REQUIRE(make_log_image(img));
   std::map<std::string, std::vector<uint8_t>> model;  // path under the mount -> content
-  auto fs = mount_fs(img.path());
+  auto fs = mount_log_image(img.path());
   auto d = fs->mkdir(1, "d", 040755, Caller{});
   REQUIRE(d);
   const uint64_t dir = d->st_ino;
@@ -635,8 +630,8 @@ namespace {
 TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][oracle]") {
   if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
-  REQUIRE(make_image(img));
-  auto fs = mount_fs(img.path());
+  REQUIRE(make_log_image(img));
+  auto fs = mount_log_image(img.path());
   constexpr int kWriters = 4, kRounds = 25;
   std::vector<uint64_t> inos;
   for (int w = 0; w < kWriters; ++w) inos.push_back(create(*fs, 1, fmt::format("w{}", w)));
@@ -702,8 +697,8 @@ TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][orac
 // allocate logged data extent", EINVAL).
 TEST_CASE("tree_log_never_counts_a_pending_chunk_as_committed", "[tree_log]") {
   TempFile img(1ull << 30);
-  if (!make_image(img)) return;
-  auto fs = mount_fs(img.path());
+  if (!make_log_image(img)) return;
+  auto fs = mount_log_image(img.path());
   const uint64_t ino = create(*fs, 1, "f");
   write(*fs, ino, 0, pattern(8192, 1));
   commit(*fs);
