@@ -37,10 +37,15 @@ namespace ubtrfs::fs {
 namespace {
 
 using test::check_clean;
+using test::create_file;
+using test::extents_of;
 using test::kMiB;
 using test::make_btrfs_image;
+using test::model_write;
 using test::mount_manual_commits;
+using test::read_whole;
 using test::run;
+using test::write_all;
 
 using io::testing::TempFile;
 
@@ -86,48 +91,7 @@ std::unique_ptr<Filesystem> mount_with_options(const std::string& path, const st
   return mount_manual_commits(path, *m);
 }
 
-uint64_t create(Filesystem& fs, const std::string& name) {
-  auto st = fs.create(1, name, 0100644, Caller{});
-  REQUIRE(st);
-  return st->st_ino;
-}
-
-void write(Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
-  auto r = fs.write(ino, off, data);
-  INFO("write ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  REQUIRE(*r == data.size());
-}
-
-void put(std::vector<uint8_t>& model, uint64_t off, const std::vector<uint8_t>& data) {
-  if (model.size() < off + data.size()) model.resize(off + data.size(), 0);
-  std::copy(data.begin(), data.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
-}
-
-std::vector<uint8_t> read_all(Filesystem& fs, uint64_t ino) {
-  auto st = fs.getattr(ino);
-  REQUIRE(st);
-  std::vector<uint8_t> out(static_cast<size_t>(st->st_size));
-  size_t off = 0;
-  while (off < out.size()) {
-    auto r = fs.read(ino, off, std::span<uint8_t>(out.data() + off, std::min<size_t>(out.size() - off, 128 * kKiB)));
-    REQUIRE(r);
-    if (*r == 0) break;
-    off += *r;
-  }
-  REQUIRE(off == out.size());
-  return out;
-}
-
 void sync(Filesystem& fs, uint64_t ino) { REQUIRE(fs.fsync(ino, false)); }
-
-std::vector<FileExtent> extents_of(Filesystem& fs, uint64_t ino) {
-  auto rec = fs.info().fs_root(kFsTreeObjectid);
-  REQUIRE(rec);
-  auto e = find_file_extents(*(*rec)->tree, fs.info().params(), ino, 0, UINT64_MAX);
-  REQUIRE(e);
-  return *e;
-}
 
 uint64_t inode_flags(Filesystem& fs, uint64_t ino) {
   auto rec = fs.info().fs_root(kFsTreeObjectid);
@@ -225,10 +189,11 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
       auto data = text(2 * kMiB + 5000, 11);
       {
         auto fs = mount_with_options(img.path(), std::string("compress=") + type);
-        const uint64_t ino = create(*fs, "text");
+        const uint64_t ino = create_file(*fs, 1, "text");
         // Written in odd-sized pieces, as an application would.
         for (size_t off = 0; off < data.size(); off += 100000)
-          write(*fs, ino, off, std::vector<uint8_t>(data.begin() + off, data.begin() + std::min(data.size(), off + 100000)));
+          write_all(*fs, ino, off,
+                    std::vector<uint8_t>(data.begin() + off, data.begin() + std::min(data.size(), off + 100000)));
         sync(*fs, ino);
         const auto exts = extents_of(*fs, ino);
         const Usage u = usage(exts);
@@ -245,7 +210,7 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
         }
         // lzo trades ratio for speed: it keeps about a third of this text.
         CHECK(u.disk * (want == kCompressLzo ? 2 : 3) < u.ram);
-        CHECK(read_all(*fs, ino) == data);
+        CHECK(read_whole(*fs, ino, 128 * kKiB) == data);
         // The sectors' data reservation is all accounted for: none left in may_use, and used is
         // the compressed size.
         CHECK(fs->info().spaces().data().counters().may_use == 0);
@@ -256,7 +221,7 @@ TEST_CASE("compressible_data_is_stored_compressed_in_pieces_of_at_most_128k", "[
       }
       {
         auto fs = mount_with_options(img.path(), "");
-        CHECK(read_all(*fs, 257) == data);
+        CHECK(read_whole(*fs, 257, 128 * kKiB) == data);
         REQUIRE(fs->unmount());
       }
       check_clean(img.path());
@@ -268,9 +233,9 @@ TEST_CASE("random_data_is_stored_uncompressed_and_the_inode_is_not_marked", "[fs
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_with_options(img.path(), "compress=zstd");
-  const uint64_t ino = create(*fs, "random");
+  const uint64_t ino = create_file(*fs, 1, "random");
   auto data = noise(1 * kMiB, 21);
-  write(*fs, ino, 0, data);
+  write_all(*fs, ino, 0, data);
   sync(*fs, ino);
   const Usage u = usage(extents_of(*fs, ino));
   CHECK(u.compressed_extents == 0);
@@ -278,11 +243,11 @@ TEST_CASE("random_data_is_stored_uncompressed_and_the_inode_is_not_marked", "[fs
   // The heuristic's "no" is not the incompressible rule: the inode may compress later data.
   CHECK((inode_flags(*fs, ino) & kInodeNocompress) == 0);
   auto more = text(256 * kKiB, 22);
-  write(*fs, ino, 1 * kMiB, more);
+  write_all(*fs, ino, 1 * kMiB, more);
   sync(*fs, ino);
   CHECK(usage(extents_of(*fs, ino)).compressed_extents == 2);
   data.insert(data.end(), more.begin(), more.end());
-  CHECK(read_all(*fs, ino) == data);
+  CHECK(read_whole(*fs, ino, 128 * kKiB) == data);
   REQUIRE(fs->unmount());
   check_clean(img.path());
 }
@@ -293,17 +258,17 @@ TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compr
   std::vector<uint8_t> model;
   {
     auto fs = mount_with_options(img.path(), "compress=zstd");
-    const uint64_t ino = create(*fs, "letters");
+    const uint64_t ino = create_file(*fs, 1, "letters");
     auto l = letters(8 * kKiB, 31);
-    write(*fs, ino, 0, l);
-    put(model, 0, l);
+    write_all(*fs, ino, 0, l);
+    model_write(model, 0, l);
     sync(*fs, ino);
     CHECK(usage(extents_of(*fs, ino)).compressed_extents == 0);
     CHECK((inode_flags(*fs, ino) & kInodeNocompress) != 0);
     // From now on this inode's data is not compressed, however compressible.
     auto t = text(512 * kKiB, 32);
-    write(*fs, ino, 8 * kKiB, t);
-    put(model, 8 * kKiB, t);
+    write_all(*fs, ino, 8 * kKiB, t);
+    model_write(model, 8 * kKiB, t);
     sync(*fs, ino);
     CHECK(usage(extents_of(*fs, ino)).compressed_extents == 0);
     REQUIRE(fs->unmount());
@@ -312,12 +277,12 @@ TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compr
     auto fs = mount_with_options(img.path(), "compress-force=zstd");
     const uint64_t ino = 257;
     auto t = text(512 * kKiB, 33);
-    write(*fs, ino, 1 * kMiB, t);
-    put(model, 1 * kMiB, t);
+    write_all(*fs, ino, 1 * kMiB, t);
+    model_write(model, 1 * kMiB, t);
     // compress-force writes random data uncompressed (the codec cannot shrink it) but never marks.
     auto n = noise(256 * kKiB, 34);
-    write(*fs, ino, 2 * kMiB, n);
-    put(model, 2 * kMiB, n);
+    write_all(*fs, ino, 2 * kMiB, n);
+    model_write(model, 2 * kMiB, n);
     sync(*fs, ino);
     const auto exts = extents_of(*fs, ino);
     uint64_t compressed_at_1m = 0, plain_at_2m = 0;
@@ -328,7 +293,7 @@ TEST_CASE("a_piece_that_saves_no_sector_marks_the_inode_nocompress", "[fs][compr
     }
     CHECK(compressed_at_1m == 512 * kKiB);
     CHECK(plain_at_2m == 256 * kKiB);
-    CHECK(read_all(*fs, ino) == model);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == model);
     REQUIRE(fs->unmount());
     check_clean(img.path());
   }
@@ -340,11 +305,12 @@ TEST_CASE("small_file_becomes_a_compressed_inline_extent", "[fs][compress]") {
   auto small = text(3000, 41), sector = text(4096, 42);
   {
     auto fs = mount_with_options(img.path(), "compress=zlib");
-    const uint64_t a = create(*fs, "small"), b = create(*fs, "sector"), c = create(*fs, "random");
-    write(*fs, a, 0, small);
-    write(*fs, b, 0, sector);
+    const uint64_t a = create_file(*fs, 1, "small"), b = create_file(*fs, 1, "sector");
+    const uint64_t c = create_file(*fs, 1, "random");
+    write_all(*fs, a, 0, small);
+    write_all(*fs, b, 0, sector);
     auto r = noise(1500, 43);
-    write(*fs, c, 0, r);
+    write_all(*fs, c, 0, r);
     REQUIRE(fs->info().transactions().commit());
     for (uint64_t ino : {a, b}) {
       const auto exts = extents_of(*fs, ino);
@@ -360,22 +326,22 @@ TEST_CASE("small_file_becomes_a_compressed_inline_extent", "[fs][compress]") {
     REQUIRE(rc.size() == 1);
     CHECK(rc[0].is_inline());
     CHECK(rc[0].compression == kCompressNone);
-    CHECK(read_all(*fs, a) == small);
-    CHECK(read_all(*fs, b) == sector);
+    CHECK(read_whole(*fs, a, 128 * kKiB) == small);
+    CHECK(read_whole(*fs, b, 128 * kKiB) == sector);
     REQUIRE(fs->getattr(b)->st_blocks == 8);
     REQUIRE(fs->unmount());
   }
   {
     auto fs = mount_with_options(img.path(), "");
-    CHECK(read_all(*fs, 257) == small);
-    CHECK(read_all(*fs, 258) == sector);
+    CHECK(read_whole(*fs, 257, 128 * kKiB) == small);
+    CHECK(read_whole(*fs, 258, 128 * kKiB) == sector);
     // Appending to a compressed inline file moves it to a regular extent (no compression now).
     auto more = text(10000, 44);
-    write(*fs, 257, 3000, more);
+    write_all(*fs, 257, 3000, more);
     sync(*fs, 257);
     auto model = small;
     model.insert(model.end(), more.begin(), more.end());
-    CHECK(read_all(*fs, 257) == model);
+    CHECK(read_whole(*fs, 257, 128 * kKiB) == model);
     REQUIRE(fs->unmount());
   }
   check_clean(img.path());
@@ -385,18 +351,18 @@ TEST_CASE("chattr_c_compresses_without_the_mount_option", "[fs][compress]") {
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_with_options(img.path(), "");
-  const uint64_t ino = create(*fs, "c"), plain = create(*fs, "plain");
+  const uint64_t ino = create_file(*fs, 1, "c"), plain = create_file(*fs, 1, "plain");
   REQUIRE(fs->set_fsflags(ino, FS_COMPR_FL, Caller{}));
   auto data = text(1 * kMiB, 51);
-  write(*fs, ino, 0, data);
-  write(*fs, plain, 0, data);
+  write_all(*fs, ino, 0, data);
+  write_all(*fs, plain, 0, data);
   sync(*fs, ino);
   sync(*fs, plain);
   const Usage u = usage(extents_of(*fs, ino));
   CHECK(u.compressed_extents == 8);
   for (const auto& e : extents_of(*fs, ino)) CHECK(e.compression == kCompressZlib);  // the property chattr stores
   CHECK(usage(extents_of(*fs, plain)).compressed_extents == 0);
-  CHECK(read_all(*fs, ino) == data);
+  CHECK(read_whole(*fs, ino, 128 * kKiB) == data);
   REQUIRE(fs->unmount());
   check_clean(img.path());
 }
@@ -407,26 +373,26 @@ TEST_CASE("partial_overwrite_truncate_punch_and_reflink_of_compressed_extents", 
   std::vector<uint8_t> model, copy_model;
   {
     auto fs = mount_with_options(img.path(), "compress=zstd");
-    const uint64_t ino = create(*fs, "f");
+    const uint64_t ino = create_file(*fs, 1, "f");
     model = text(1 * kMiB, 61);
-    write(*fs, ino, 0, model);
+    write_all(*fs, ino, 0, model);
     sync(*fs, ino);
     REQUIRE(usage(extents_of(*fs, ino)).compressed_extents == 8);
     // Overwrite inside the second compressed extent (not sector-aligned), and a few sectors across
     // the boundary of the third and fourth.
     auto o1 = noise(100, 62), o2 = text(3 * 4096, 63);
-    write(*fs, ino, 200000, o1);
-    put(model, 200000, o1);
-    write(*fs, ino, 3 * kMaxUncompressed - 4096, o2);
-    put(model, 3 * kMaxUncompressed - 4096, o2);
+    write_all(*fs, ino, 200000, o1);
+    model_write(model, 200000, o1);
+    write_all(*fs, ino, 3 * kMaxUncompressed - 4096, o2);
+    model_write(model, 3 * kMaxUncompressed - 4096, o2);
     sync(*fs, ino);
-    CHECK(read_all(*fs, ino) == model);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == model);
     // Punch a hole inside the fifth extent (sector-aligned) and one unaligned inside the sixth.
     REQUIRE(fs->fallocate(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * kMaxUncompressed + 8192, 16384));
     std::fill(model.begin() + 4 * kMaxUncompressed + 8192, model.begin() + 4 * kMaxUncompressed + 8192 + 16384, 0);
     REQUIRE(fs->fallocate(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * kMaxUncompressed + 1000, 5000));
     std::fill(model.begin() + 5 * kMaxUncompressed + 1000, model.begin() + 5 * kMaxUncompressed + 6000, 0);
-    CHECK(read_all(*fs, ino) == model);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == model);
     // SEEK_DATA / SEEK_HOLE see the punched hole.
     auto hole = fs->lseek(ino, 4 * kMaxUncompressed, SEEK_HOLE);
     REQUIRE(hole);
@@ -435,32 +401,32 @@ TEST_CASE("partial_overwrite_truncate_punch_and_reflink_of_compressed_extents", 
     REQUIRE(data_at);
     CHECK(*data_at == 4 * kMaxUncompressed + 8192 + 16384);
     // Reflink a range that starts and ends inside compressed extents to a new file.
-    const uint64_t dst = create(*fs, "copy");
+    const uint64_t dst = create_file(*fs, 1, "copy");
     auto n = fs->copy_file_range(ino, 64 * kKiB, dst, 0, 300 * kKiB, 0);
     REQUIRE(n);
     CHECK(*n == 300 * kKiB);
     copy_model.assign(model.begin() + 64 * kKiB, model.begin() + 364 * kKiB);
     sync(*fs, dst);
-    CHECK(read_all(*fs, dst) == copy_model);
+    CHECK(read_whole(*fs, dst, 128 * kKiB) == copy_model);
     // Truncate inside the seventh extent.
     SetAttr sa;
     sa.size = 6 * kMaxUncompressed + 7777;
     REQUIRE(fs->setattr(ino, sa, Caller{}));
     model.resize(6 * kMaxUncompressed + 7777);
     sync(*fs, ino);
-    CHECK(read_all(*fs, ino) == model);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == model);
     // Grow again: the bytes past the old size read as zeros.
     sa.size = 7 * kMaxUncompressed;
     REQUIRE(fs->setattr(ino, sa, Caller{}));
     model.resize(7 * kMaxUncompressed, 0);
-    CHECK(read_all(*fs, ino) == model);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == model);
     REQUIRE(fs->unmount());
   }
   check_clean(img.path());
   {
     auto fs = mount_with_options(img.path(), "");
-    CHECK(read_all(*fs, 257) == model);
-    CHECK(read_all(*fs, 258) == copy_model);
+    CHECK(read_whole(*fs, 257, 128 * kKiB) == model);
+    CHECK(read_whole(*fs, 258, 128 * kKiB) == copy_model);
     REQUIRE(fs->unmount());
   }
 }
@@ -475,8 +441,8 @@ TEST_CASE("truncate_of_a_compressed_inline_extent", "[fs][compress]") {
   auto small = text(3500, 71);
   {
     auto fs = mount_with_options(img.path(), "compress=zstd");
-    const uint64_t ino = create(*fs, "small");
-    write(*fs, ino, 0, small);
+    const uint64_t ino = create_file(*fs, 1, "small");
+    write_all(*fs, ino, 0, small);
     sync(*fs, ino);
     REQUIRE(extents_of(*fs, ino).size() == 1);
     REQUIRE(extents_of(*fs, ino)[0].compression == kCompressZstd);
@@ -485,13 +451,13 @@ TEST_CASE("truncate_of_a_compressed_inline_extent", "[fs][compress]") {
     REQUIRE(fs->setattr(ino, sa, Caller{}));
     small.resize(1000);
     sync(*fs, ino);
-    CHECK(read_all(*fs, ino) == small);
+    CHECK(read_whole(*fs, ino, 128 * kKiB) == small);
     CHECK(fs->getattr(ino)->st_size == 1000);
     REQUIRE(fs->unmount());
   }
   check_clean(img.path());
   auto fs = mount_with_options(img.path(), "");
-  CHECK(read_all(*fs, 257) == small);
+  CHECK(read_whole(*fs, 257, 128 * kKiB) == small);
   REQUIRE(fs->unmount());
 }
 
@@ -503,8 +469,8 @@ TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compres
   {
     auto fs = mount_with_options(img.path(), "compress=zstd");
     REQUIRE(fs->info().transactions().commit());
-    const uint64_t ino = create(*fs, "logged");
-    write(*fs, ino, 0, data);
+    const uint64_t ino = create_file(*fs, 1, "logged");
+    write_all(*fs, ino, 0, data);
     REQUIRE(fs->fsync(ino, false));
     REQUIRE(usage(extents_of(*fs, ino)).compressed_extents == 6);
     // The crash: the image as the disk holds it after the fsync, before any commit.
@@ -515,7 +481,7 @@ TEST_CASE("fsync_of_compressed_extents_is_replayed_after_a_crash", "[fs][compres
     auto fs = mount_with_options(crash.path(), "");  // replays the log
     auto st = fs->lookup(1, "logged");
     REQUIRE(st);
-    CHECK(read_all(*fs, st->st_ino) == data);
+    CHECK(read_whole(*fs, st->st_ino, 128 * kKiB) == data);
     CHECK(usage(extents_of(*fs, st->st_ino)).compressed_extents == 6);
     REQUIRE(fs->unmount());
   }
@@ -530,7 +496,7 @@ TEST_CASE("chattr_c_stores_the_mount_compression_type", "[fs][compress]") {
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_with_options(img.path(), "compress=lzo");
-  const uint64_t ino = create(*fs, "c");
+  const uint64_t ino = create_file(*fs, 1, "c");
   REQUIRE(fs->set_fsflags(ino, FS_COMPR_FL, Caller{}));
   auto rec = fs->info().fs_root(kFsTreeObjectid);
   REQUIRE(rec);
@@ -558,8 +524,8 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
   {
     const char* opts_env = std::getenv("UBTRFS_COMPRESS_OPTS");  // e.g. compress-force=lzo, by hand
     auto fs = mount_with_options(img.path(), opts_env ? opts_env : "compress=zstd");
-    inos[0] = create(*fs, "a");
-    inos[1] = create(*fs, "b");
+    inos[0] = create_file(*fs, 1, "a");
+    inos[1] = create_file(*fs, 1, "b");
     for (int op = 0; op < 300; ++op) {
       const int f = static_cast<int>(rng() % 2);
       const uint64_t ino = inos[f];
@@ -570,8 +536,8 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
         const uint64_t off = rng() % (m.size() + 256 * kKiB + 1);
         const size_t len = 1 + rng() % (kind < 2 ? 300 * kKiB : 20 * kKiB);
         auto data = (rng() % 4 == 0) ? noise(len, static_cast<uint32_t>(op)) : text(len, static_cast<uint32_t>(op));
-        write(*fs, ino, off, data);
-        put(m, off, data);
+        write_all(*fs, ino, off, data);
+        model_write(m, off, data);
       } else if (kind == 5) {
         SetAttr sa;
         sa.size = m.empty() ? 0 : rng() % (m.size() + 64 * kKiB);
@@ -590,18 +556,18 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
         auto n = fs->copy_file_range(inos[1 - f], soff, ino, doff, len, 0);
         REQUIRE(n);
         REQUIRE(*n == len);
-        put(m, doff, std::vector<uint8_t>(src.begin() + static_cast<std::ptrdiff_t>(soff),
+        model_write(m, doff, std::vector<uint8_t>(src.begin() + static_cast<std::ptrdiff_t>(soff),
                                           src.begin() + static_cast<std::ptrdiff_t>(soff + len)));
       } else if (kind == 8) {
         sync(*fs, ino);
-        CHECK(read_all(*fs, ino) == m);
+        CHECK(read_whole(*fs, ino, 128 * kKiB) == m);
       } else if (kind == 9 && rng() % 4 == 0) {
         REQUIRE(fs->info().transactions().commit());
       }
     }
     for (int f = 0; f < 2; ++f) {
       sync(*fs, inos[f]);
-      CHECK(read_all(*fs, inos[f]) == model[f]);
+      CHECK(read_whole(*fs, inos[f], 128 * kKiB) == model[f]);
       for (const auto& e : extents_of(*fs, inos[f])) CHECK(e.ram_bytes <= (e.compression ? kMaxUncompressed : 128 * kMiB));
     }
     // Some compressed extents survive (a piece mixing text and noise that saves no sector marks its
@@ -611,7 +577,7 @@ TEST_CASE("random_operations_on_compressed_files_match_the_model", "[fs][compres
   }
   check_clean(img.path());
   auto fs = mount_with_options(img.path(), "");
-  for (int f = 0; f < 2; ++f) CHECK(read_all(*fs, inos[f]) == model[f]);
+  for (int f = 0; f < 2; ++f) CHECK(read_whole(*fs, inos[f], 128 * kKiB) == model[f]);
   REQUIRE(fs->unmount());
 }
 
@@ -636,7 +602,7 @@ TEST_CASE("btrfs_compression_property_sets_the_flags_as_the_kernel", "[fs][compr
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_with_options(img.path(), "");
-  const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
+  const uint64_t a = create_file(*fs, 1, "a"), b = create_file(*fs, 1, "b");
   auto sv = [](std::string_view s) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()); };
   REQUIRE(fs->setxattr(a, kCompressionProp, sv("zstd"), 0));
   CHECK((inode_flags(*fs, a) & kInodeCompress) != 0);
@@ -644,8 +610,8 @@ TEST_CASE("btrfs_compression_property_sets_the_flags_as_the_kernel", "[fs][compr
   REQUIRE(!bad);
   CHECK(bad.error().err == EINVAL);
   auto data = text(512 * kKiB, 91);
-  write(*fs, a, 0, data);
-  write(*fs, b, 0, data);
+  write_all(*fs, a, 0, data);
+  write_all(*fs, b, 0, data);
   sync(*fs, a);
   sync(*fs, b);
   CHECK(usage(extents_of(*fs, a)).compressed_extents == 4);
@@ -654,7 +620,7 @@ TEST_CASE("btrfs_compression_property_sets_the_flags_as_the_kernel", "[fs][compr
   // "none" stops compression (NOCOMPRESS); removing the property clears both flags.
   REQUIRE(fs->setxattr(a, kCompressionProp, sv("none"), 0));
   CHECK((inode_flags(*fs, a) & (kInodeCompress | kInodeNocompress)) == kInodeNocompress);
-  write(*fs, a, 1 * kMiB, data);
+  write_all(*fs, a, 1 * kMiB, data);
   sync(*fs, a);
   CHECK(usage(extents_of(*fs, a)).compressed_extents == 4);
   REQUIRE(fs->removexattr(a, kCompressionProp));

@@ -18,11 +18,13 @@ namespace ubtrfs::fs {
 namespace {
 
 using test::btrfs_check_clean;
+using test::create_file;
 using test::have_tool;
 using test::kMiB;
 using test::mkfs_btrfs;
 using test::mount_manual_commits;
 using test::run;
+using test::write_all;
 
 using io::testing::pattern;
 using io::testing::TempFile;
@@ -44,20 +46,6 @@ uint64_t delalloc_bytes(Filesystem& fs) {
   const size_t at = j.find(key);
   REQUIRE(at != std::string::npos);
   return std::stoull(j.substr(at + key.size()));
-}
-
-uint64_t create_file(Filesystem& fs, const std::string& name) {
-  auto st = fs.create(1, name, 0100644, Caller{});
-  INFO("create " << name << ": " << (st ? "" : st.error().message));
-  REQUIRE(st);
-  return st->st_ino;
-}
-
-void write_all(Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
-  auto r = fs.write(ino, off, data);
-  INFO("write ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  REQUIRE(*r == data.size());
 }
 
 std::vector<uint8_t> read_back(Filesystem& fs, uint64_t ino, uint64_t len) {
@@ -107,7 +95,7 @@ TEST_CASE("delalloc_writer_waits_above_dirty_limit", "[dirty_limit]") {
   std::vector<uint64_t> inos;
   {
     auto fs = mount_small_cache(img.path());
-    for (int f = 0; f < kFiles; ++f) inos.push_back(create_file(*fs, "f" + std::to_string(f)));
+    for (int f = 0; f < kFiles; ++f) inos.push_back(create_file(*fs, 1, "f" + std::to_string(f)));
     uint64_t highest = 0;
     for (int r = 0; r < kRounds; ++r) {
       for (int f = 0; f < kFiles; ++f) {
@@ -143,7 +131,7 @@ TEST_CASE("streaming_writer_flushes_its_inode_above_background_threshold", "[dir
   mkfs_btrfs(img.path());
   const DirtyLimits lim = dirty_limits(kCache);
   auto fs = mount_small_cache(img.path());
-  const uint64_t ino = create_file(*fs, "stream");
+  const uint64_t ino = create_file(*fs, 1, "stream");
   const auto piece = pattern(kMiB, 7);
   bool flushed = false;
   uint64_t prev = 0;
@@ -174,7 +162,7 @@ TEST_CASE("flush_moves_extents_larger_than_the_io_chunk_intact", "[dirty_limit]"
   uint64_t ino;
   {
     auto fs = mount_small_cache(img.path());
-    ino = create_file(*fs, "big");
+    ino = create_file(*fs, 1, "big");
     write_all(*fs, ino, 0, data);
     REQUIRE(delalloc_bytes(*fs) > 3 * kFlushIoChunk);
     REQUIRE(fs->fsync(ino, false));

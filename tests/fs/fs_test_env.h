@@ -1,5 +1,6 @@
 // Helpers shared by the fs unit tests: skip gates for the oracles, fresh images (mkfs.ubtrfs in
-// memory, mkfs.btrfs in a file), mounts of them, errno of a result, and the btrfs check oracle.
+// memory, mkfs.btrfs in a file), mounts of them, the small Filesystem steps every test repeats
+// (create, write, read back, commit) and the btrfs check oracle.
 //
 // Header-only, and one definition for all: the test binaries are unity builds (batches of .cpp
 // files compiled as one), so a helper that two *_test.cpp files each define in their anonymous
@@ -156,6 +157,58 @@ int err_of(const Result<T>& r) {
 
 inline std::span<const uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// `data` written into the model `model` of a file at `off` (grown with zeros as a write grows it).
+inline void model_write(std::vector<uint8_t>& model, uint64_t off, const std::vector<uint8_t>& data) {
+  if (model.size() < off + data.size()) model.resize(off + data.size(), 0);
+  std::copy(data.begin(), data.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+}
+
+// ---- Filesystem steps (each REQUIREs it succeeds) ---------------------------------------------
+
+// Creates regular file `name` (0644) in directory `parent`; returns its FUSE inode number.
+inline uint64_t create_file(fs::Filesystem& fs, uint64_t parent, const std::string& name) {
+  auto st = fs.create(parent, name, 0100644, fs::Caller{});
+  INFO("create " << name << ": " << (st ? "" : st.error().message));
+  REQUIRE(st);
+  return st->st_ino;
+}
+
+// Writes all of `data` at `off` of inode `ino`.
+inline void write_all(fs::Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
+  auto r = fs.write(ino, off, data);
+  INFO("write ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
+  REQUIRE(r);
+  REQUIRE(*r == data.size());
+}
+
+// The whole content of inode `ino` (its st_size bytes), read `chunk` bytes at a time.
+inline std::vector<uint8_t> read_whole(fs::Filesystem& fs, uint64_t ino, size_t chunk) {
+  auto st = fs.getattr(ino);
+  REQUIRE(st);
+  std::vector<uint8_t> out(static_cast<size_t>(st->st_size));
+  size_t off = 0;
+  while (off < out.size()) {
+    auto r = fs.read(ino, off, std::span<uint8_t>(out.data() + off, std::min<size_t>(out.size() - off, chunk)));
+    REQUIRE(r);
+    if (*r == 0) break;
+    off += *r;
+  }
+  REQUIRE(off == out.size());
+  return out;
+}
+
+// Commits the running transaction now.
+inline void commit_now(fs::Filesystem& fs) { REQUIRE(fs.info().transactions().commit()); }
+
+// The file extents of inode `ino` (objectid = FUSE number in subvolume 5) in the FS tree.
+inline std::vector<fs::FileExtent> extents_of(fs::Filesystem& fs, uint64_t ino) {
+  auto rec = fs.info().fs_root(kFsTreeObjectid);
+  REQUIRE(rec);
+  auto e = fs::find_file_extents(*(*rec)->tree, fs.info().params(), ino, 0, UINT64_MAX);
+  REQUIRE(e);
+  return *e;
 }
 
 // ---- the btrfs check oracle -------------------------------------------------------------------

@@ -32,33 +32,21 @@
 namespace ubtrfs::fs {
 namespace {
 
+using test::check_clean;
+using test::commit_now;
+using test::create_file;
+using test::extents_of;
 using test::kMiB;
 using test::make_btrfs_image;
+using test::model_write;
 using test::mount_manual_commits;
 using test::oracles_required;
+using test::read_whole;
 using test::run;
+using test::write_all;
 using io::testing::pattern;
 using io::testing::TempFile;
 namespace stdfs = std::filesystem;
-
-uint64_t create(Filesystem& fs, const std::string& name) {
-  auto st = fs.create(1, name, 0100644, Caller{});
-  INFO("create " << name << ": " << (st ? "" : st.error().message));
-  REQUIRE(st);
-  return st->st_ino;
-}
-
-void write(Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
-  auto r = fs.write(ino, off, data);
-  INFO("write ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  REQUIRE(*r == data.size());
-}
-
-void put(std::vector<uint8_t>& model, uint64_t off, const std::vector<uint8_t>& data) {
-  if (model.size() < off + data.size()) model.resize(off + data.size(), 0);
-  std::copy(data.begin(), data.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
-}
 
 size_t copy(Filesystem& fs, uint64_t in, uint64_t off_in, uint64_t out, uint64_t off_out, size_t len) {
   auto r = fs.copy_file_range(in, off_in, out, off_out, len, 0);
@@ -68,32 +56,7 @@ size_t copy(Filesystem& fs, uint64_t in, uint64_t off_in, uint64_t out, uint64_t
   return *r;
 }
 
-std::vector<uint8_t> read_all(Filesystem& fs, uint64_t ino) {
-  auto st = fs.getattr(ino);
-  REQUIRE(st);
-  std::vector<uint8_t> out(static_cast<size_t>(st->st_size));
-  size_t off = 0;
-  while (off < out.size()) {
-    auto r = fs.read(ino, off, std::span<uint8_t>(out.data() + off, std::min<size_t>(out.size() - off, 4 * kMiB)));
-    REQUIRE(r);
-    if (*r == 0) break;
-    off += *r;
-  }
-  REQUIRE(off == out.size());
-  return out;
-}
-
-void commit(Filesystem& fs) { REQUIRE(fs.info().transactions().commit()); }
-
 uint64_t data_used(Filesystem& fs) { return fs.info().spaces().data().counters().used; }
-
-std::vector<FileExtent> extents_of(Filesystem& fs, uint64_t ino) {
-  auto rec = fs.info().fs_root(kFsTreeObjectid);
-  REQUIRE(rec);
-  auto e = find_file_extents(*(*rec)->tree, fs.info().params(), ino, 0, UINT64_MAX);
-  REQUIRE(e);
-  return *e;
-}
 
 std::set<uint64_t> disk_extents(Filesystem& fs, uint64_t ino) {
   std::set<uint64_t> out;
@@ -116,16 +79,14 @@ alloc::ExtentItemBody extent_item(Filesystem& fs, const FileExtent& e) {
 
 // btrfs check and fsck.ubtrfs (when built) both find the image clean.
 void check_clean_and_fsck(const std::string& img) {
-  std::string out;
-  const int rc = run(fmt::format("btrfs check --readonly {}", img), &out);
-  INFO("btrfs check: " << out);
-  CHECK(rc == 0);
+  check_clean(img);
   const std::string fsck = test::tool_binary("fsck/fsck.ubtrfs");
   if (fsck.empty()) {
     if (oracles_required()) FAIL("fsck.ubtrfs not built");
     WARN("fsck.ubtrfs not built: skipped");
     return;
   }
+  std::string out;
   const int frc = run(fmt::format("{} {}", fsck, img), &out);
   INFO("fsck.ubtrfs: " << out);
   CHECK(frc == 0);
@@ -141,20 +102,20 @@ TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
   uint64_t a = 0, b = 0;
   {
     auto fs = mount_manual_commits(img.path());
-    commit(*fs);
+    commit_now(*fs);
     start_used = data_used(*fs);
-    a = create(*fs, "a");
-    b = create(*fs, "b");
+    a = create_file(*fs, 1, "a");
+    b = create_file(*fs, 1, "b");
     // Part committed, part still delalloc (the clone writes it out first), and an unaligned EOF.
-    put(a_model, 0, pattern(2 * kMiB, 1));
-    write(*fs, a, 0, pattern(2 * kMiB, 1));
-    commit(*fs);
-    put(a_model, 2 * kMiB, pattern(kMiB + 1000, 2));
-    write(*fs, a, 2 * kMiB, pattern(kMiB + 1000, 2));
+    model_write(a_model, 0, pattern(2 * kMiB, 1));
+    write_all(*fs, a, 0, pattern(2 * kMiB, 1));
+    commit_now(*fs);
+    model_write(a_model, 2 * kMiB, pattern(kMiB + 1000, 2));
+    write_all(*fs, a, 2 * kMiB, pattern(kMiB + 1000, 2));
     const uint64_t size = a_model.size();
     REQUIRE(copy(*fs, a, 0, b, 0, size) == size);
     b_model = a_model;
-    commit(*fs);
+    commit_now(*fs);
     const uint64_t used_after_a = start_used + 3 * kMiB + 4096;  // A's extents, EOF sector whole
     CHECK(data_used(*fs) == used_after_a);                       // the copy allocated nothing
     CHECK(disk_extents(*fs, b) == disk_extents(*fs, a));
@@ -167,14 +128,14 @@ TEST_CASE("copy_file_range_shares_aligned_extents", "[reflink]") {
     REQUIRE((sa && sb));
     CHECK(sb->st_size == sa->st_size);
     CHECK(sb->st_blocks == sa->st_blocks);
-    CHECK(read_all(*fs, b) == b_model);
-    CHECK(read_all(*fs, a) == a_model);
+    CHECK(read_whole(*fs, b, 4 * kMiB) == b_model);
+    CHECK(read_whole(*fs, a, 4 * kMiB) == a_model);
     REQUIRE(fs->unmount());
   }
   check_clean_and_fsck(img.path());
   {
     auto fs = mount_manual_commits(img.path());
-    CHECK(read_all(*fs, b) == b_model);
+    CHECK(read_whole(*fs, b, 4 * kMiB) == b_model);
     REQUIRE(fs->unmount());
   }
 }
@@ -186,23 +147,23 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
   uint64_t start_used = 0;
   {
     auto fs = mount_manual_commits(img.path());
-    commit(*fs);
+    commit_now(*fs);
     start_used = data_used(*fs);
-    const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
-    write(*fs, a, 0, a_model);
-    commit(*fs);
+    const uint64_t a = create_file(*fs, 1, "a"), b = create_file(*fs, 1, "b");
+    write_all(*fs, a, 0, a_model);
+    commit_now(*fs);
     REQUIRE(copy(*fs, a, 0, b, 0, a_model.size()) == a_model.size());
     b_model = a_model;
-    commit(*fs);
+    commit_now(*fs);
     CHECK(data_used(*fs) == start_used + 4 * kMiB);
     // Overwrite half of the copy, at an offset inside the extent: only that is COWed.
     const auto fresh = pattern(2 * kMiB, 4);
-    write(*fs, b, kMiB, fresh);
-    put(b_model, kMiB, fresh);
-    commit(*fs);
+    write_all(*fs, b, kMiB, fresh);
+    model_write(b_model, kMiB, fresh);
+    commit_now(*fs);
     CHECK(data_used(*fs) == start_used + 6 * kMiB);
-    CHECK(read_all(*fs, a) == a_model);
-    CHECK(read_all(*fs, b) == b_model);
+    CHECK(read_whole(*fs, a, 4 * kMiB) == a_model);
+    CHECK(read_whole(*fs, b, 4 * kMiB) == b_model);
     // Each of A's extents: its own reference and one per item of B still pointing at it (the
     // overwrite left B bookends of the extents it cut).
     for (const auto& e : extents_of(*fs, a)) {
@@ -214,9 +175,9 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
     // Deleting the source keeps the space B still uses.
     REQUIRE(fs->unlink(1, "a"));
     fs->forget(a, 1);
-    commit(*fs);
+    commit_now(*fs);
     CHECK(data_used(*fs) == start_used + 6 * kMiB);
-    CHECK(read_all(*fs, b) == b_model);
+    CHECK(read_whole(*fs, b, 4 * kMiB) == b_model);
     REQUIRE(fs->unmount());
   }
   check_clean_and_fsck(img.path());
@@ -224,11 +185,11 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
     auto fs = mount_manual_commits(img.path());
     auto st = fs->lookup(1, "b");
     REQUIRE(st);
-    CHECK(read_all(*fs, st->st_ino) == b_model);
+    CHECK(read_whole(*fs, st->st_ino, 4 * kMiB) == b_model);
     // The last reference goes: all the data space comes back.
     REQUIRE(fs->unlink(1, "b"));
     fs->forget(st->st_ino, 1);
-    commit(*fs);
+    commit_now(*fs);
     CHECK(data_used(*fs) == start_used);
     REQUIRE(fs->unmount());
   }
@@ -241,19 +202,19 @@ TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
   auto fs = mount_manual_commits(img.path());
   const auto data = pattern(4096, 5);
   // Control: an exclusive PREALLOC extent is written in place (nothing allocated).
-  const uint64_t solo = create(*fs, "solo");
+  const uint64_t solo = create_file(*fs, 1, "solo");
   REQUIRE(fs->fallocate(solo, 0, 0, kMiB));
-  commit(*fs);
+  commit_now(*fs);
   uint64_t used = data_used(*fs);
-  write(*fs, solo, 64 * 1024, data);
-  commit(*fs);
+  write_all(*fs, solo, 64 * 1024, data);
+  commit_now(*fs);
   CHECK(data_used(*fs) == used);
 
   // Shared with another file: a write into either copy is COWed, the other keeps reading zeros.
-  const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
+  const uint64_t a = create_file(*fs, 1, "a"), b = create_file(*fs, 1, "b");
   REQUIRE(fs->fallocate(a, 0, 0, kMiB));
   REQUIRE(copy(*fs, a, 0, b, 0, kMiB) == kMiB);
-  commit(*fs);
+  commit_now(*fs);
   const auto pre = extents_of(*fs, a);
   REQUIRE(pre.size() == 1);
   REQUIRE(pre[0].is_prealloc());
@@ -262,31 +223,31 @@ TEST_CASE("write_into_shared_prealloc_cows", "[reflink]") {
     CHECK(e.disk_bytenr == pre[0].disk_bytenr);
   }
   used = data_used(*fs);
-  write(*fs, a, 64 * 1024, data);
-  write(*fs, b, 128 * 1024, data);
-  commit(*fs);
+  write_all(*fs, a, 64 * 1024, data);
+  write_all(*fs, b, 128 * 1024, data);
+  commit_now(*fs);
   CHECK(data_used(*fs) == used + 2 * 4096);
   for (uint64_t ino : {a, b})
     for (const auto& e : extents_of(*fs, ino))
       if (!e.is_prealloc()) CHECK(e.disk_bytenr != pre[0].disk_bytenr);
   std::vector<uint8_t> a_model(kMiB, 0), b_model(kMiB, 0);
-  put(a_model, 64 * 1024, data);
-  put(b_model, 128 * 1024, data);
-  CHECK(read_all(*fs, a) == a_model);
-  CHECK(read_all(*fs, b) == b_model);
+  model_write(a_model, 64 * 1024, data);
+  model_write(b_model, 128 * 1024, data);
+  CHECK(read_whole(*fs, a, 4 * kMiB) == a_model);
+  CHECK(read_whole(*fs, b, 4 * kMiB) == b_model);
 
   // Shared with the same file at another position: COWed as well.
-  const uint64_t c = create(*fs, "c");
+  const uint64_t c = create_file(*fs, 1, "c");
   REQUIRE(fs->fallocate(c, 0, 0, 2 * kMiB));
   REQUIRE(copy(*fs, c, 0, c, kMiB, kMiB) == kMiB);
-  commit(*fs);
+  commit_now(*fs);
   used = data_used(*fs);
-  write(*fs, c, 4096, data);
-  commit(*fs);
+  write_all(*fs, c, 4096, data);
+  commit_now(*fs);
   CHECK(data_used(*fs) == used + 4096);
   std::vector<uint8_t> c_model(2 * kMiB, 0);
-  put(c_model, 4096, data);
-  CHECK(read_all(*fs, c) == c_model);
+  model_write(c_model, 4096, data);
+  CHECK(read_whole(*fs, c, 4 * kMiB) == c_model);
   REQUIRE(fs->unmount());
   check_clean_and_fsck(img.path());
 }
@@ -295,59 +256,59 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_manual_commits(img.path());
-  const uint64_t src = create(*fs, "src");
+  const uint64_t src = create_file(*fs, 1, "src");
   std::vector<uint8_t> s_model = pattern(kMiB + 5000, 6);
-  write(*fs, src, 0, s_model);
-  commit(*fs);
+  write_all(*fs, src, 0, s_model);
+  commit_now(*fs);
   const auto src_disk = disk_extents(*fs, src);
 
   // Offsets in different sector phases: copied, nothing shared.
-  const uint64_t d1 = create(*fs, "d1");
+  const uint64_t d1 = create_file(*fs, 1, "d1");
   REQUIRE(copy(*fs, src, 100, d1, 0, 300000) == 300000);
   std::vector<uint8_t> d1_model(s_model.begin() + 100, s_model.begin() + 300100);
   // Same phase: the head and tail sectors are copied, the middle shared.
-  const uint64_t d2 = create(*fs, "d2");
-  write(*fs, d2, 0, pattern(20000, 7));
+  const uint64_t d2 = create_file(*fs, 1, "d2");
+  write_all(*fs, d2, 0, pattern(20000, 7));
   std::vector<uint8_t> d2_model = pattern(20000, 7);
   REQUIRE(copy(*fs, src, 1000, d2, 4096 + 1000, 500000) == 500000);
-  put(d2_model, 5096, std::vector<uint8_t>(s_model.begin() + 1000, s_model.begin() + 501000));
+  model_write(d2_model, 5096, std::vector<uint8_t>(s_model.begin() + 1000, s_model.begin() + 501000));
   // Landing past the destination's EOF: the gap reads as zeros.
-  const uint64_t d3 = create(*fs, "d3");
-  write(*fs, d3, 0, pattern(3000, 8));
+  const uint64_t d3 = create_file(*fs, 1, "d3");
+  write_all(*fs, d3, 0, pattern(3000, 8));
   std::vector<uint8_t> d3_model = pattern(3000, 8);
   REQUIRE(copy(*fs, src, 0, d3, 3 * 4096, s_model.size()) == s_model.size());
-  put(d3_model, 3 * 4096, s_model);
+  model_write(d3_model, 3 * 4096, s_model);
   // The source's unaligned EOF into the middle of a longer file: that sector is copied.
-  const uint64_t d4 = create(*fs, "d4");
+  const uint64_t d4 = create_file(*fs, 1, "d4");
   std::vector<uint8_t> d4_model = pattern(2 * kMiB, 9);
-  write(*fs, d4, 0, d4_model);
+  write_all(*fs, d4, 0, d4_model);
   REQUIRE(copy(*fs, src, 0, d4, 0, s_model.size()) == s_model.size());
-  put(d4_model, 0, s_model);
+  model_write(d4_model, 0, s_model);
   // Within one file, not overlapping; overlapping is EINVAL.
-  const uint64_t d5 = create(*fs, "d5");
+  const uint64_t d5 = create_file(*fs, 1, "d5");
   std::vector<uint8_t> d5_model = pattern(256 * 1024, 10);
-  write(*fs, d5, 0, d5_model);
+  write_all(*fs, d5, 0, d5_model);
   REQUIRE(copy(*fs, d5, 0, d5, 128 * 1024, 128 * 1024) == 128 * 1024);
-  put(d5_model, 128 * 1024, std::vector<uint8_t>(d5_model.begin(), d5_model.begin() + 128 * 1024));
+  model_write(d5_model, 128 * 1024, std::vector<uint8_t>(d5_model.begin(), d5_model.begin() + 128 * 1024));
   auto overlap = fs->copy_file_range(d5, 0, d5, 4096, 8192, 0);
   REQUIRE(!overlap);
   CHECK(overlap.error().err == EINVAL);
   // An inline source is copied.
-  const uint64_t tiny = create(*fs, "tiny"), d6 = create(*fs, "d6");
-  write(*fs, tiny, 0, pattern(100, 11));
-  commit(*fs);
+  const uint64_t tiny = create_file(*fs, 1, "tiny"), d6 = create_file(*fs, 1, "d6");
+  write_all(*fs, tiny, 0, pattern(100, 11));
+  commit_now(*fs);
   REQUIRE(copy(*fs, tiny, 0, d6, 0, 100) == 100);
   // Past the source's EOF: clamped.
   CHECK(copy(*fs, src, s_model.size() - 10, d6, 8192, 1000) == 10);
   std::vector<uint8_t> d6_model = pattern(100, 11);
-  put(d6_model, 8192, std::vector<uint8_t>(s_model.end() - 10, s_model.end()));
-  commit(*fs);
+  model_write(d6_model, 8192, std::vector<uint8_t>(s_model.end() - 10, s_model.end()));
+  commit_now(*fs);
 
   // One call answers at most 0xFFFFF000 bytes (the FUSE reply's count is 32 bits); the caller
   // loops for the rest. A sparse 5 GiB source costs only its one extent.
-  const uint64_t big = create(*fs, "big"), d7 = create(*fs, "d7");
+  const uint64_t big = create_file(*fs, 1, "big"), d7 = create_file(*fs, 1, "d7");
   const uint64_t big_size = 5ull << 30;
-  write(*fs, big, big_size - 4096, pattern(4096, 12));
+  write_all(*fs, big, big_size - 4096, pattern(4096, 12));
   REQUIRE(copy(*fs, big, 0, d7, 0, big_size) == 0xFFFFF000u);
   REQUIRE(copy(*fs, big, 0xFFFFF000u, d7, 0xFFFFF000u, big_size - 0xFFFFF000u) == big_size - 0xFFFFF000u);
   {
@@ -374,13 +335,13 @@ TEST_CASE("copy_file_range_copies_unaligned_edges_and_shares_the_rest", "[reflin
   CHECK(shared_with_src(d3) > 0);
   CHECK(shared_with_src(d4) > 0);
   CHECK(disk_extents(*fs, d7) == disk_extents(*fs, big));
-  CHECK(read_all(*fs, d1) == d1_model);
-  CHECK(read_all(*fs, d2) == d2_model);
-  CHECK(read_all(*fs, d3) == d3_model);
-  CHECK(read_all(*fs, d4) == d4_model);
-  CHECK(read_all(*fs, d5) == d5_model);
-  CHECK(read_all(*fs, d6) == d6_model);
-  CHECK(read_all(*fs, src) == s_model);
+  CHECK(read_whole(*fs, d1, 4 * kMiB) == d1_model);
+  CHECK(read_whole(*fs, d2, 4 * kMiB) == d2_model);
+  CHECK(read_whole(*fs, d3, 4 * kMiB) == d3_model);
+  CHECK(read_whole(*fs, d4, 4 * kMiB) == d4_model);
+  CHECK(read_whole(*fs, d5, 4 * kMiB) == d5_model);
+  CHECK(read_whole(*fs, d6, 4 * kMiB) == d6_model);
+  CHECK(read_whole(*fs, src, 4 * kMiB) == s_model);
   REQUIRE(fs->unmount());
   check_clean_and_fsck(img.path());
 }
@@ -390,28 +351,28 @@ TEST_CASE("copy_file_range_shares_on_a_full_data_space", "[reflink]") {
   TempFile img(256 * kMiB);
   if (!make_btrfs_image(img)) return;
   auto fs = mount_manual_commits(img.path());
-  const uint64_t a = create(*fs, "a"), fill = create(*fs, "fill"), b = create(*fs, "b");
+  const uint64_t a = create_file(*fs, 1, "a"), fill = create_file(*fs, 1, "fill"), b = create_file(*fs, 1, "b");
   const auto data = pattern(8 * kMiB, 13);
-  write(*fs, a, 0, data);
-  commit(*fs);
+  write_all(*fs, a, 0, data);
+  commit_now(*fs);
   const auto chunk = pattern(kMiB, 14);
   for (uint64_t off = 0;; off += chunk.size()) {
     auto r = fs->write(fill, off, chunk);
     if (!r || *r < chunk.size()) break;
     REQUIRE(off < 256 * kMiB);
   }
-  commit(*fs);
+  commit_now(*fs);
   auto more = fs->write(b, 0, pattern(kMiB, 15));
   REQUIRE((!more || *more < kMiB));  // the data space is full
   SetAttr zero;
   zero.size = 0;
   REQUIRE(fs->setattr(b, zero, Caller{}));
-  commit(*fs);
+  commit_now(*fs);
   const uint64_t used = data_used(*fs);
   REQUIRE(copy(*fs, a, 0, b, 0, data.size()) == data.size());
-  commit(*fs);
+  commit_now(*fs);
   CHECK(data_used(*fs) == used);
-  CHECK(read_all(*fs, b) == data);
+  CHECK(read_whole(*fs, b, 4 * kMiB) == data);
   REQUIRE(fs->unmount());
   check_clean_and_fsck(img.path());
 }
@@ -428,18 +389,18 @@ TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") 
   TempFile img(64 * kMiB);
   REQUIRE(run(fmt::format("{} -q -f -m single {}", mkfs, img.path())) == 0);
   auto fs = mount_manual_commits(img.path());
-  const uint64_t a = create(*fs, "a"), b = create(*fs, "b");
+  const uint64_t a = create_file(*fs, 1, "a"), b = create_file(*fs, 1, "b");
   // Many extents: 64 pieces, one handle each.
   std::vector<uint8_t> a_model;
   for (int i = 0; i < 64; ++i) {
     const auto part = pattern(4096, 100 + i);
-    write(*fs, a, a_model.size(), part);
+    write_all(*fs, a, a_model.size(), part);
     a_model.insert(a_model.end(), part.begin(), part.end());
-    if (i % 2 == 0) commit(*fs);  // separate extents (adjacent flushes may merge otherwise)
+    if (i % 2 == 0) commit_now(*fs);  // separate extents (adjacent flushes may merge otherwise)
   }
-  commit(*fs);
+  commit_now(*fs);
   // Metadata filled fast: 3 KiB xattrs, a few per leaf.
-  const uint64_t filler = create(*fs, "filler");
+  const uint64_t filler = create_file(*fs, 1, "filler");
   const auto value = pattern(3000, 99);
   int n = 0;
   for (;; ++n) {
@@ -458,13 +419,14 @@ TEST_CASE("clone_on_full_metadata_fails_before_changing_anything", "[reflink]") 
   auto st = fs->getattr(b);
   REQUIRE(st);
   CHECK(static_cast<uint64_t>(st->st_size) == done);
-  CHECK(read_all(*fs, b) == std::vector<uint8_t>(a_model.begin(), a_model.begin() + static_cast<long>(done)));
+  CHECK(read_whole(*fs, b, 4 * kMiB) ==
+        std::vector<uint8_t>(a_model.begin(), a_model.begin() + static_cast<long>(done)));
   // Room again: the rest of the copy succeeds.
   REQUIRE(fs->unlink(1, "filler"));
   fs->forget(filler, 1);
-  commit(*fs);
+  commit_now(*fs);
   REQUIRE(copy(*fs, a, done, b, done, a_model.size() - done) == a_model.size() - done);
-  CHECK(read_all(*fs, b) == a_model);
+  CHECK(read_whole(*fs, b, 4 * kMiB) == a_model);
   REQUIRE(fs->unmount());
   check_clean_and_fsck(img.path());
 }
@@ -476,10 +438,10 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
   uint64_t b = 0;
   {
     auto fs = mount_manual_commits(img.path());
-    const uint64_t a = create(*fs, "a");
-    b = create(*fs, "b");
-    write(*fs, a, 0, a_model);
-    commit(*fs);
+    const uint64_t a = create_file(*fs, 1, "a");
+    b = create_file(*fs, 1, "b");
+    write_all(*fs, a, 0, a_model);
+    commit_now(*fs);
     REQUIRE(copy(*fs, a, 0, b, 0, a_model.size()) == a_model.size());
     REQUIRE(fs->info().tree_log() != nullptr);
     const uint64_t synced = fs->info().tree_log()->stats().synced;
@@ -518,9 +480,9 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
     // ubtrfs replays the log at mount: B shares A's extents, with the references counted.
     {
       auto rfs = mount_manual_commits(crash.path());
-      CHECK(read_all(*rfs, b) == a_model);
+      CHECK(read_whole(*rfs, b, 4 * kMiB) == a_model);
       CHECK(disk_extents(*rfs, b) == disk_extents(*rfs, a));
-      commit(*rfs);
+      commit_now(*rfs);
       for (const auto& e : extents_of(*rfs, a)) CHECK(extent_item(*rfs, e).refs == 2);
       REQUIRE(rfs->unmount());
     }

@@ -41,12 +41,15 @@
 
 namespace ubtrfs::fs {
 namespace {
+using test::commit_now;
+using test::create_file;
 using test::have_kernel_loop_mount;
 using test::have_mkfs_btrfs;
 using test::have_tool;
 using test::mkfs_btrfs;
 using test::mount_manual_commits;
 using test::run;
+using test::write_all;
 
 namespace stdfs = std::filesystem;
 using io::testing::pattern;
@@ -68,27 +71,11 @@ std::unique_ptr<Filesystem> mount_log_image(const std::string& path, bool notree
   return mount_manual_commits(path, m);
 }
 
-uint64_t create(Filesystem& fs, uint64_t parent, const std::string& name) {
-  auto st = fs.create(parent, name, 0100644, Caller{});
-  INFO("create " << name << ": " << (st ? "" : st.error().message));
-  REQUIRE(st);
-  return st->st_ino;
-}
-
-void write(Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
-  auto r = fs.write(ino, off, data);
-  INFO("write ino " << ino << ": " << (r ? "" : r.error().message));
-  REQUIRE(r);
-  REQUIRE(*r == data.size());
-}
-
 void fsync(Filesystem& fs, uint64_t ino) {
   auto st = fs.fsync(ino, false);
   INFO("fsync ino " << ino << ": " << (st ? "" : st.error().message));
   REQUIRE(st);
 }
-
-void commit(Filesystem& fs) { REQUIRE(fs.info().transactions().commit()); }
 
 TreeLog& log_of(Filesystem& fs) {
   REQUIRE(fs.info().tree_log() != nullptr);
@@ -164,9 +151,9 @@ TEST_CASE("fsync_logs_inode_refs_extents_and_csums", "[tree_log]") {
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  commit(*fs);
-  write(*fs, ino, 0, pattern(12288, 1));
+  const uint64_t ino = create_file(*fs, 1, "f");
+  commit_now(*fs);
+  write_all(*fs, ino, 0, pattern(12288, 1));
   const std::vector<uint8_t> v = {'v', 'a', 'l'};
   REQUIRE(fs->setxattr(ino, "user.k", v, 0));
   const uint64_t gen_before = read_disk_log(img.path()).super.generation.get();
@@ -221,13 +208,13 @@ TEST_CASE("relog_replaces_stale_extent_items", "[tree_log]") {
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  commit(*fs);
-  write(*fs, ino, 0, pattern(8192, 2));
+  const uint64_t ino = create_file(*fs, 1, "f");
+  commit_now(*fs);
+  write_all(*fs, ino, 0, pattern(8192, 2));
   fsync(*fs, ino);
   REQUIRE(logged_extents(read_disk_log(img.path()), ino).size() == 1);
   // Overwrite the second half: the logged [0, 8K) item must go, replaced by the tree's two items.
-  write(*fs, ino, 4096, pattern(4096, 3));
+  write_all(*fs, ino, 4096, pattern(4096, 3));
   fsync(*fs, ino);
   auto ex = logged_extents(read_disk_log(img.path()), ino);
   REQUIRE(ex.size() == 2);
@@ -245,9 +232,9 @@ TEST_CASE("punch_and_truncate_are_logged_as_holes", "[tree_log]") {
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  write(*fs, ino, 0, pattern(32768, 4));
-  commit(*fs);
+  const uint64_t ino = create_file(*fs, 1, "f");
+  write_all(*fs, ino, 0, pattern(32768, 4));
+  commit_now(*fs);
   REQUIRE(fs->fallocate(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192, 8192));
   fsync(*fs, ino);
   {
@@ -279,16 +266,16 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t a = create(*fs, 1, "a");
-  const uint64_t b = create(*fs, 1, "b");
+  const uint64_t a = create_file(*fs, 1, "a");
+  const uint64_t b = create_file(*fs, 1, "b");
   auto d0 = fs->mkdir(1, "d0", 040755, Caller{});
   REQUIRE(d0);
-  commit(*fs);
+  commit_now(*fs);
   const auto commits = [&] { return fs->info().transactions().stats().commits; };
 
   // A renamed file: its old name would survive a replay.
   REQUIRE(fs->rename(1, "a", 1, "a2", 0));
-  write(*fs, a, 0, pattern(100, 5));
+  write_all(*fs, a, 0, pattern(100, 5));
   uint64_t c0 = commits();
   fsync(*fs, a);
   CHECK(fallbacks(*fs, LogFallback::kUnlinkedName) == 1);
@@ -298,8 +285,8 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   // A file in a directory created in this transaction.
   auto d = fs->mkdir(1, "newdir", 040755, Caller{});
   REQUIRE(d);
-  const uint64_t f = create(*fs, d->st_ino, "f");
-  write(*fs, f, 0, pattern(100, 6));
+  const uint64_t f = create_file(*fs, d->st_ino, "f");
+  write_all(*fs, f, 0, pattern(100, 6));
   fsync(*fs, f);
   CHECK(fallbacks(*fs, LogFallback::kNewParent) == 1);
 
@@ -308,14 +295,14 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   CHECK(fallbacks(*fs, LogFallback::kNotRegular) == 1);
 
   // An unlinked (still open) file.
-  write(*fs, b, 0, pattern(100, 7));
+  write_all(*fs, b, 0, pattern(100, 7));
   REQUIRE(fs->unlink(1, "b"));
   fsync(*fs, b);
   CHECK(fallbacks(*fs, LogFallback::kNoLinks) == 1);
 
   // A hard link added in this transaction is fine (replay adds names).
   REQUIRE(fs->link(f, 1, "f_link"));
-  commit(*fs);  // newdir is committed now
+  commit_now(*fs);  // newdir is committed now
   REQUIRE(fs->link(f, 1, "f_link2"));
   fsync(*fs, f);
   CHECK(log_of(*fs).stats().synced == 1);
@@ -323,8 +310,8 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   // A name of a logged inode removed afterwards: the log would bring it back at replay, so the
   // next fsync, of any file, commits (which drops the stale log).
   REQUIRE(fs->unlink(1, "f_link2"));
-  const uint64_t g = create(*fs, 1, "g");
-  write(*fs, g, 0, pattern(100, 9));
+  const uint64_t g = create_file(*fs, 1, "g");
+  write_all(*fs, g, 0, pattern(100, 9));
   c0 = commits();
   fsync(*fs, g);
   CHECK(fallbacks(*fs, LogFallback::kUnlinkedName) == 2);
@@ -336,8 +323,8 @@ TEST_CASE("fsync_falls_back_where_the_log_cannot_express_it", "[tree_log]") {
   fs.reset();
   auto fs2 = mount_log_image(img.path(), true);
   CHECK(fs2->info().tree_log() == nullptr);
-  const uint64_t ino2 = create(*fs2, 1, "n");
-  write(*fs2, ino2, 0, pattern(100, 8));
+  const uint64_t ino2 = create_file(*fs2, 1, "n");
+  write_all(*fs2, ino2, 0, pattern(100, 8));
   const uint64_t c1 = fs2->info().transactions().stats().commits;
   fsync(*fs2, ino2);
   CHECK(fs2->info().transactions().stats().commits == c1 + 1);
@@ -350,10 +337,10 @@ TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  commit(*fs);
+  const uint64_t ino = create_file(*fs, 1, "f");
+  commit_now(*fs);
   for (int i = 0; i < 5; ++i) {
-    write(*fs, ino, i * 4096, pattern(4096, 10 + i));
+    write_all(*fs, ino, i * 4096, pattern(4096, 10 + i));
     fsync(*fs, ino);
   }
   TreeLog& log = log_of(*fs);
@@ -369,7 +356,7 @@ TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
     REQUIRE(bg);
     CHECK(bg->is_reserved(b, fs->info().params().nodesize));
   }
-  commit(*fs);
+  commit_now(*fs);
   CHECK_FALSE(log.active());
   CHECK(log.live_blocks().empty());
   CHECK(log.stats().logs_dropped == 1);
@@ -383,7 +370,7 @@ TEST_CASE("commit_drops_the_log_and_frees_its_blocks", "[tree_log]") {
     CHECK_FALSE(live_log_buffer);
   }
   // A new transaction logs afresh.
-  write(*fs, ino, 20480, pattern(4096, 20));
+  write_all(*fs, ino, 20480, pattern(4096, 20));
   fsync(*fs, ino);
   CHECK(read_disk_log(img.path()).super.log_root.get() != 0);
   REQUIRE(fs->unmount());
@@ -397,16 +384,16 @@ TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tr
   TempFile img(256ull << 20);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  commit(*fs);
-  write(*fs, ino, 0, pattern(16384, 40));
+  const uint64_t ino = create_file(*fs, 1, "f");
+  commit_now(*fs);
+  write_all(*fs, ino, 0, pattern(16384, 40));
   fsync(*fs, ino);
   auto first = logged_extents(read_disk_log(img.path()), ino);
   REQUIRE(first.size() == 1);
   const uint64_t old_bytenr = first[0].disk_bytenr, old_len = first[0].disk_num_bytes;
   // Overwrite it all: the logged extent loses its only reference in this transaction.
   for (int i = 0; i < 8; ++i) {
-    write(*fs, ino, 0, pattern(16384, 41 + i));
+    write_all(*fs, ino, 0, pattern(16384, 41 + i));
     fsync(*fs, ino);
     auto now = logged_extents(read_disk_log(img.path()), ino);
     REQUIRE(now.size() == 1);
@@ -415,7 +402,7 @@ TEST_CASE("data_extent_dropped_in_transaction_is_not_reused_before_commit", "[tr
   auto* bg = fs->info().block_groups().find(old_bytenr);
   REQUIRE(bg);
   CHECK(bg->is_reserved(old_bytenr, old_len));
-  commit(*fs);
+  commit_now(*fs);
   CHECK_FALSE(bg->is_reserved(old_bytenr, old_len));
   REQUIRE(fs->unmount());
   if (have_tool("btrfs")) CHECK(check_image(img.path()).empty());
@@ -430,15 +417,15 @@ TEST_CASE("fsync_superblock_is_the_last_committed_superblock", "[tree_log]") {
   TempFile img(1ull << 30);  // the first mirror is at 64 MiB
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  write(*fs, ino, 0, pattern(8192, 1));
-  commit(*fs);
+  const uint64_t ino = create_file(*fs, 1, "f");
+  write_all(*fs, ino, 0, pattern(8192, 1));
+  commit_now(*fs);
   // A new data chunk in the running transaction, its items inserted by a delayed-ref run (as the
   // space flusher does between commits): the in-memory superblock moves on.
   REQUIRE(fs->info().chunk_creator().create_chunk(kBlockGroupData, 1ull << 20));
   REQUIRE(fs->info().transactions().run_delayed_refs(0));
   CHECK(fs->info().super().dev_item.bytes_used.get() != fs->info().committed_super().dev_item.bytes_used.get());
-  write(*fs, ino, 8192, pattern(4096, 2));
+  write_all(*fs, ino, 8192, pattern(4096, 2));
   fsync(*fs, ino);
   REQUIRE(log_of(*fs).active());
   auto dev = io::open_device(img.path(), io::OpenMode::kReadOnly);
@@ -506,9 +493,9 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   REQUIRE(d);
   const uint64_t dir = d->st_ino;
   auto make = [&](const std::string& name, size_t n, uint32_t seed) {
-    const uint64_t ino = create(*fs, dir, name);
+    const uint64_t ino = create_file(*fs, dir, name);
     model["d/" + name] = pattern(n, seed);
-    write(*fs, ino, 0, model["d/" + name]);
+    write_all(*fs, ino, 0, model["d/" + name]);
     return ino;
   };
   const uint64_t keep = make("keep", 65536, 1);
@@ -517,13 +504,13 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   const uint64_t linked = make("linked", 20000, 4);
   const uint64_t xa = make("xa", 5000, 5);
   const uint64_t old = make("old", 7000, 6);
-  commit(*fs);
+  commit_now(*fs);
 
   // A renamed file falls back to a commit (which also ends the transaction); still durable.
   REQUIRE(fs->rename(dir, "old", dir, "renamed", 0));
   model["d/renamed"] = model["d/old"];
   model.erase("d/old");
-  write(*fs, old, 7000, pattern(3000, 7));
+  write_all(*fs, old, 7000, pattern(3000, 7));
   model["d/renamed"].resize(10000);
   std::copy_n(pattern(3000, 7).begin(), 3000, model["d/renamed"].begin() + 7000);
   fsync(*fs, old);
@@ -536,17 +523,17 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   const uint64_t nf = make("new", 10000, 8);
   fsync(*fs, nf), ++fsyncs;
   // Appends with an fsync each.
-  const uint64_t app = create(*fs, dir, "append");
+  const uint64_t app = create_file(*fs, dir, "append");
   for (int i = 0; i < 5; ++i) {
     auto chunk = pattern(4096, 20 + i);
-    write(*fs, app, i * 4096, chunk);
+    write_all(*fs, app, i * 4096, chunk);
     model["d/append"].insert(model["d/append"].end(), chunk.begin(), chunk.end());
     fsync(*fs, app), ++fsyncs;
   }
   // Overwrite in the middle of a committed file.
   {
     auto mid = pattern(10000, 30);
-    write(*fs, keep, 20000, mid);
+    write_all(*fs, keep, 20000, mid);
     std::copy(mid.begin(), mid.end(), model["d/keep"].begin() + 20000);
     fsync(*fs, keep), ++fsyncs;
   }
@@ -634,8 +621,8 @@ TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][orac
   auto fs = mount_log_image(img.path());
   constexpr int kWriters = 4, kRounds = 25;
   std::vector<uint64_t> inos;
-  for (int w = 0; w < kWriters; ++w) inos.push_back(create(*fs, 1, fmt::format("w{}", w)));
-  commit(*fs);
+  for (int w = 0; w < kWriters; ++w) inos.push_back(create_file(*fs, 1, fmt::format("w{}", w)));
+  commit_now(*fs);
   std::vector<std::vector<uint8_t>> model(kWriters);
   std::atomic<bool> stop{false};
   std::atomic<int> errors{0};
@@ -664,7 +651,7 @@ TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][orac
   // One more fsync each after the last commit: the crash image holds a log.
   for (int w = 0; w < kWriters; ++w) {
     const auto chunk = pattern(5000, 1000 + w);
-    write(*fs, inos[w], model[w].size(), chunk);
+    write_all(*fs, inos[w], model[w].size(), chunk);
     model[w].insert(model[w].end(), chunk.begin(), chunk.end());
     fsync(*fs, inos[w]);
   }
@@ -699,9 +686,9 @@ TEST_CASE("tree_log_never_counts_a_pending_chunk_as_committed", "[tree_log]") {
   TempFile img(1ull << 30);
   if (!make_log_image(img)) return;
   auto fs = mount_log_image(img.path());
-  const uint64_t ino = create(*fs, 1, "f");
-  write(*fs, ino, 0, pattern(8192, 1));
-  commit(*fs);
+  const uint64_t ino = create_file(*fs, 1, "f");
+  write_all(*fs, ino, 0, pattern(8192, 1));
+  commit_now(*fs);
   std::set<uint64_t> before;
   for (auto* bg : fs->info().block_groups().all()) before.insert(bg->start());
   // (The reclaim thread may have planned a chunk of its own since the commit: pending as well.)
@@ -717,7 +704,7 @@ TEST_CASE("tree_log_never_counts_a_pending_chunk_as_committed", "[tree_log]") {
   CHECK_FALSE(log_of(*fs).committed_group(fresh));
   for (uint64_t s : before) CHECK(log_of(*fs).committed_group(s) == !pending_before.count(s));
   // The commit that does include it makes it committed.
-  commit(*fs);
+  commit_now(*fs);
   CHECK(log_of(*fs).committed_group(fresh));
   REQUIRE(fs->unmount());
 }
