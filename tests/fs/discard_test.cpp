@@ -44,15 +44,16 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+using test::device_options;
 using test::fresh_image;
 using test::kFreshImageSize;
 using test::kRootIno;
+using test::make_file;
 using test::mkfs_binary;
+using test::seeded_bytes;
 
 Result<std::unique_ptr<Filesystem>> mount_for_trim(io::BlockDevice& dev, bool discard = false) {
-  OpenOptions o;
-  o.path = "memory-image";
-  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+  OpenOptions o = device_options(dev);
   o.writeback.enabled = false;
   MountOptions m;
   m.commit_interval_s = 300;  // commits only where the test asks for them
@@ -60,23 +61,8 @@ Result<std::unique_ptr<Filesystem>> mount_for_trim(io::BlockDevice& dev, bool di
   return Filesystem::mount(o, m);
 }
 
-std::vector<uint8_t> bytes(size_t n, uint8_t seed) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + i / 4096);
-  return v;
-}
-
-uint64_t make_file(Filesystem& f, const std::string& name, const std::vector<uint8_t>& data) {
-  auto st = f.create(kRootIno, name, S_IFREG | 0644, Caller{});
-  REQUIRE(st);
-  auto n = f.write(st->st_ino, 0, data);
-  REQUIRE(n);
-  REQUIRE(*n == data.size());
-  return st->st_ino;
-}
-
-// The file's contents, or empty with `err` set.
-std::vector<uint8_t> read_all(Filesystem& f, const std::string& name, int* err = nullptr) {
+// The contents of `name` in the root, or empty with `err` set: no assertion, the caller judges.
+std::vector<uint8_t> read_unchecked(Filesystem& f, const std::string& name, int* err = nullptr) {
   auto st = f.lookup(kRootIno, name);
   if (!st) {
     if (err) *err = st.error().err;
@@ -119,7 +105,7 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   auto mem = fresh_image();
   REQUIRE(mem != nullptr);  // mkfs.ubtrfs of this build
   io::FaultInjectingDevice dev(*mem);
-  const auto a = bytes(4 << 20, 1), b = bytes(2 << 20, 2), c = bytes(8 << 20, 3);
+  const auto a = seeded_bytes(4 << 20, 1), b = seeded_bytes(2 << 20, 2), c = seeded_bytes(8 << 20, 3);
   auto mounted = mount_for_trim(dev);
   REQUIRE(mounted);
   Filesystem& f = **mounted;
@@ -157,11 +143,11 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
     auto m2 = mount_for_trim(crash);
     REQUIRE(m2);
     int err = 0;
-    CHECK(read_all(**m2, "a", &err) == a);
+    CHECK(read_unchecked(**m2, "a", &err) == a);
     CHECK(err == 0);
-    CHECK(read_all(**m2, "b", &err) == b);
+    CHECK(read_unchecked(**m2, "b", &err) == b);
     CHECK(err == 0);
-    CHECK(read_all(**m2, "c", &err) == c);  // pinned: the committed tree still points at it
+    CHECK(read_unchecked(**m2, "c", &err) == c);  // pinned: the committed tree still points at it
     CHECK(err == 0);
     REQUIRE((*m2)->unmount());
   }
@@ -189,10 +175,10 @@ TEST_CASE("trim_never_touches_allocated_pinned_or_reserved_space", "[discard]") 
   mounted->reset();
   auto m3 = mount_for_trim(*mem);
   REQUIRE(m3);
-  CHECK(read_all(**m3, "a") == a);
-  CHECK(read_all(**m3, "b") == b);
+  CHECK(read_unchecked(**m3, "a") == a);
+  CHECK(read_unchecked(**m3, "b") == b);
   int err = 0;
-  read_all(**m3, "c", &err);
+  read_unchecked(**m3, "c", &err);
   CHECK(err == ENOENT);
   REQUIRE((*m3)->unmount());
 }
@@ -219,7 +205,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
     while (trims.load() == 0) std::this_thread::yield();
     for (int i = 0; i < 40; ++i) {
       const std::string name = "f" + std::to_string(i);
-      const uint64_t ino = make_file(f, name, bytes(256 << 10, static_cast<uint8_t>(i)));
+      const uint64_t ino = make_file(f, name, seeded_bytes(256 << 10, static_cast<uint8_t>(i)));
       if (i % 3 == 0) {
         remove_file(f, name, ino);
       } else {
@@ -238,7 +224,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
   for (const auto& name : live) {
     int err = 0;
     const int i = std::stoi(name.substr(1));
-    CHECK(read_all(**m2, name, &err) == bytes(256 << 10, static_cast<uint8_t>(i)));
+    CHECK(read_unchecked(**m2, name, &err) == seeded_bytes(256 << 10, static_cast<uint8_t>(i)));
     CHECK(err == 0);
   }
   REQUIRE((*m2)->unmount());
@@ -248,7 +234,7 @@ TEST_CASE("trim_during_concurrent_writes_and_commits_never_discards_allocated_sp
 TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocated_again", "[discard]") {
   auto mem = fresh_image();
   REQUIRE(mem != nullptr);
-  const auto keep = bytes(3 << 20, 5), gone = bytes(6 << 20, 6), again = bytes(6 << 20, 7);
+  const auto keep = seeded_bytes(3 << 20, 5), gone = seeded_bytes(6 << 20, 6), again = seeded_bytes(6 << 20, 7);
   {
     auto mounted = mount_for_trim(*mem, /*discard=*/true);
     REQUIRE(mounted);
@@ -279,8 +265,8 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
     const uint64_t ia = make_file(f, "again", again);
     REQUIRE(f.info().transactions().commit());
     std::this_thread::sleep_for(kAsyncDiscardDelay * 3);
-    CHECK(read_all(f, "again") == again);
-    CHECK(read_all(f, "keep") == keep);
+    CHECK(read_unchecked(f, "again") == again);
+    CHECK(read_unchecked(f, "keep") == keep);
     f.forget(ik, 1);
     f.forget(ia, 1);
     REQUIRE(f.unmount());
@@ -288,8 +274,8 @@ TEST_CASE("async_discard_discards_what_a_commit_freed_and_never_a_range_allocate
   }
   auto m2 = mount_for_trim(*mem);
   REQUIRE(m2);
-  CHECK(read_all(**m2, "keep") == keep);
-  CHECK(read_all(**m2, "again") == again);
+  CHECK(read_unchecked(**m2, "keep") == keep);
+  CHECK(read_unchecked(**m2, "again") == again);
   REQUIRE((*m2)->unmount());
 }
 

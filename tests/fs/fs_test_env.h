@@ -146,6 +146,31 @@ inline std::unique_ptr<fs::Filesystem> mount_file_or_fail(const std::string& pat
   return std::move(*r);
 }
 
+// OpenOptions for a filesystem on the caller's device `dev` ("memory-image"), which the mount does
+// not own: `dev` must outlive it.
+inline fs::OpenOptions device_options(io::BlockDevice& dev) {
+  fs::OpenOptions o;
+  o.path = "memory-image";
+  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+  return o;
+}
+
+// The filesystem on `dev` (device_options) as the fuzz targets mount it: read-only when `ro`, no
+// writeback thread, no periodic commit, noatime (a listing writes nothing), and no log replay when
+// `nologreplay`. The mount's result, unchecked.
+inline Result<std::unique_ptr<fs::Filesystem>> mount_device(io::BlockDevice& dev, bool ro, bool nologreplay = false) {
+  fs::OpenOptions o = device_options(dev);
+  o.read_only = ro;
+  o.writeback.enabled = false;
+  o.nologreplay = nologreplay;
+  fs::MountOptions m;
+  m.read_only = ro;
+  m.nologreplay = nologreplay;
+  m.commit_interval_s = 300;
+  m.atime = fs::MountOptions::Atime::kNoatime;
+  return fs::Filesystem::mount(o, m);
+}
+
 // ---- results and bytes ------------------------------------------------------------------------
 
 // The errno of a failed operation, 0 on success.
@@ -157,6 +182,13 @@ int err_of(const Result<T>& r) {
 
 inline std::span<const uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// `n` deterministic bytes (seed + 7 i + i / 4096): every sector differs from its neighbours.
+inline std::vector<uint8_t> seeded_bytes(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + i / 4096);
+  return v;
 }
 
 // `data` written into the model `model` of a file at `off` (grown with zeros as a write grows it).
@@ -172,6 +204,16 @@ inline uint64_t create_file(fs::Filesystem& fs, uint64_t parent, const std::stri
   auto st = fs.create(parent, name, 0100644, fs::Caller{});
   INFO("create " << name << ": " << (st ? "" : st.error().message));
   REQUIRE(st);
+  return st->st_ino;
+}
+
+// Creates `name` (0644) in the root directory with `data`; returns its inode (the caller forgets it).
+inline uint64_t make_file(fs::Filesystem& f, const std::string& name, const std::vector<uint8_t>& data) {
+  auto st = f.create(kRootIno, name, S_IFREG | 0644, fs::Caller{});
+  REQUIRE(st);
+  auto n = f.write(st->st_ino, 0, data);
+  REQUIRE(n);
+  REQUIRE(*n == data.size());
   return st->st_ino;
 }
 

@@ -32,20 +32,7 @@ namespace {
 
 using test::fresh_image;
 using test::mkfs_binary;
-
-// A fresh mkfs.ubtrfs image in memory (nullptr when mkfs.ubtrfs is not built).
-Result<std::unique_ptr<Filesystem>> mount_device(io::BlockDevice& dev, bool ro) {
-  OpenOptions o;
-  o.path = "memory-image";
-  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
-  o.read_only = ro;
-  o.writeback.enabled = false;
-  MountOptions m;
-  m.read_only = ro;
-  m.commit_interval_s = 300;
-  m.atime = MountOptions::Atime::kNoatime;  // a listing changes nothing: counted writes are the test's
-  return Filesystem::mount(o, m);
-}
+using test::mount_device;
 
 }  // namespace
 

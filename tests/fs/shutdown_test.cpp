@@ -37,14 +37,16 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+using test::device_options;
+using test::err_of;
 using test::fresh_image;
 using test::kRootIno;
+using test::make_file;
 using test::mkfs_binary;
+using test::seeded_bytes;
 
 Result<std::unique_ptr<Filesystem>> mount_for_shutdown(io::BlockDevice& dev, bool writeback = false) {
-  OpenOptions o;
-  o.path = "memory-image";
-  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+  OpenOptions o = device_options(dev);
   o.writeback.enabled = writeback;
   o.writeback.interval_ms = 10;
   o.writeback.expire_ms = 1;
@@ -54,23 +56,8 @@ Result<std::unique_ptr<Filesystem>> mount_for_shutdown(io::BlockDevice& dev, boo
   return Filesystem::mount(o, m);
 }
 
-std::vector<uint8_t> bytes(size_t n, uint8_t seed) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + i / 4096);
-  return v;
-}
-
-// Creates `name` in the root with `data`; returns its inode (the caller forgets it).
-uint64_t make_file(Filesystem& f, const std::string& name, const std::vector<uint8_t>& data) {
-  auto st = f.create(kRootIno, name, S_IFREG | 0644, Caller{});
-  REQUIRE(st);
-  auto n = f.write(st->st_ino, 0, data);
-  REQUIRE(n);
-  REQUIRE(*n == data.size());
-  return st->st_ino;
-}
-
-std::vector<uint8_t> read_all(Filesystem& f, const std::string& name) {
+// The contents of `name` in the root (REQUIREs the lookup and the read).
+std::vector<uint8_t> read_checked(Filesystem& f, const std::string& name) {
   auto st = f.lookup(kRootIno, name);
   REQUIRE(st);
   std::vector<uint8_t> out(static_cast<size_t>(st->st_size));
@@ -129,18 +116,13 @@ class HoldingDevice final : public io::BlockDevice {
   bool held_ = false, released_ = false;
 };
 
-template <class R>
-int err_of(const R& r) {
-  return r ? 0 : r.error().err;
-}
-
 }  // namespace
 
 TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio", "[shutdown]") {
   auto mem = fresh_image();
   REQUIRE(mem != nullptr);  // mkfs.ubtrfs of this build
   io::FaultInjectingDevice dev(*mem);
-  const auto synced = bytes(300000, 1), unsynced = bytes(200000, 2), late = bytes(5000, 3);
+  const auto synced = seeded_bytes(300000, 1), unsynced = seeded_bytes(200000, 2), late = seeded_bytes(5000, 3);
   uint64_t writes_at_shutdown = 0, flushes_at_shutdown = 0;
   {
     auto mounted = mount_for_shutdown(dev, /*writeback=*/true);
@@ -187,7 +169,7 @@ TEST_CASE("shutdown_writes_nothing_after_the_ioctl_and_fails_operations_with_eio
   // The next mount: the fsynced file whole, nothing of what came after the fsync.
   auto again = mount_for_shutdown(dev);
   REQUIRE(again);
-  CHECK(read_all(**again, "synced") == synced);
+  CHECK(read_checked(**again, "synced") == synced);
   CHECK(err_of((*again)->lookup(kRootIno, "unsynced")) == ENOENT);
   CHECK(err_of((*again)->lookup(kRootIno, "dir")) == ENOENT);
   REQUIRE((*again)->unmount());
@@ -197,7 +179,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
   auto mem = fresh_image();
   REQUIRE(mem != nullptr);
   io::FaultInjectingDevice dev(*mem);
-  const auto synced = bytes(100000, 4);
+  const auto synced = seeded_bytes(100000, 4);
   uint64_t writes_at_shutdown = 0;
   {
     auto mounted = mount_for_shutdown(dev, /*writeback=*/true);
@@ -223,7 +205,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
           if (st.error().err != EIO) bad(st.error());
           return;
         }
-        const auto chunk = bytes(64 << 10, static_cast<uint8_t>(t));
+        const auto chunk = seeded_bytes(64 << 10, static_cast<uint8_t>(t));
         for (uint64_t off = 0; !stop.load(); off += chunk.size()) {
           auto n = f.write(st->st_ino, off % (8 << 20), chunk);
           Status s;
@@ -251,7 +233,7 @@ TEST_CASE("shutdown_during_concurrent_writes_writes_nothing_after_it_returns", "
   CHECK(dev.writes() == writes_at_shutdown);
   auto again = mount_for_shutdown(dev);
   REQUIRE(again);
-  CHECK(read_all(**again, "synced") == synced);
+  CHECK(read_checked(**again, "synced") == synced);
   REQUIRE((*again)->unmount());
 }
 
@@ -260,7 +242,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
   REQUIRE(mem != nullptr);
   io::FaultInjectingDevice counted(*mem);
   HoldingDevice dev(counted);
-  const auto old_data = bytes(100000, 6), new_data = bytes(100000, 7);
+  const auto old_data = seeded_bytes(100000, 6), new_data = seeded_bytes(100000, 7);
   {
     auto mounted = mount_for_shutdown(dev);
     REQUIRE(mounted);
@@ -296,7 +278,7 @@ TEST_CASE("shutdown_waits_for_the_write_in_flight_and_refuses_the_rest_of_the_co
   // The image is the commit before: "old" whole, "new" absent.
   auto again = mount_for_shutdown(counted);
   REQUIRE(again);
-  CHECK(read_all(**again, "old") == old_data);
+  CHECK(read_checked(**again, "old") == old_data);
   CHECK(err_of((*again)->lookup(kRootIno, "new")) == ENOENT);
   REQUIRE((*again)->unmount());
 }
@@ -305,7 +287,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
   auto mem = fresh_image();
   REQUIRE(mem != nullptr);
   io::FaultInjectingDevice dev(*mem);
-  const auto data = bytes(150000, 5);
+  const auto data = seeded_bytes(150000, 5);
   {
     auto mounted = mount_for_shutdown(dev);
     REQUIRE(mounted);
@@ -320,7 +302,7 @@ TEST_CASE("shutdown_sync_first_keeps_unsynced_data", "[shutdown]") {
   }
   auto again = mount_for_shutdown(dev);
   REQUIRE(again);
-  CHECK(read_all(**again, "kept") == data);
+  CHECK(read_checked(**again, "kept") == data);
   REQUIRE((*again)->unmount());
 }
 

@@ -31,14 +31,14 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+using test::device_options;
 using test::fresh_image;
 using test::kRootIno;
 using test::mkfs_binary;
 
-std::unique_ptr<Filesystem> mount_on(io::BlockDevice& dev) {
-  OpenOptions o;
-  o.path = "memory-image";
-  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+// The filesystem on `dev` with the default mount options (REQUIREs the mount).
+std::unique_ptr<Filesystem> mount_with_defaults(io::BlockDevice& dev) {
+  OpenOptions o = device_options(dev);
   MountOptions m;
   auto fs = Filesystem::mount(o, m);
   REQUIRE(fs);
@@ -59,7 +59,7 @@ uint64_t ino_of(Filesystem& fs, uint64_t parent, const std::string& name) {
 TEST_CASE("tree_search_range_is_lexicographic_on_whole_keys") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot) == uint64_t{256});
   REQUIRE(fs->create_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
   // (256 ROOT_ITEM 0) .. (257 ROOT_ITEM 0): the ROOT_BACKREF of 256 (type 144) lies between the two
@@ -82,7 +82,7 @@ TEST_CASE("tree_search_range_is_lexicographic_on_whole_keys") {
 TEST_CASE("tree_search_stops_before_an_item_that_does_not_fit") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot));
   TreeSearchRange r;
   r.min = Key{256, kRootItemKey, 0};
@@ -103,7 +103,7 @@ TEST_CASE("tree_search_stops_before_an_item_that_does_not_fit") {
 TEST_CASE("tree_search_filters_by_leaf_generation") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot));
   const uint64_t running = fs->info().transactions().running_transid();
   TreeSearchRange r;
@@ -124,7 +124,7 @@ TEST_CASE("tree_search_filters_by_leaf_generation") {
 TEST_CASE("subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "a", kRoot) == uint64_t{256});
   REQUIRE(fs->create_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
   REQUIRE(fs->delete_subvolume(kRootIno, "b", kRoot) == uint64_t{257});
@@ -132,7 +132,7 @@ TEST_CASE("subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused") {
   REQUIRE(fs->unmount());
   // After a remount the counter is seeded from the root tree, where the dead root 257 still has
   // its ROOT_ITEM: 259, not 258 again or 257.
-  auto again = mount_on(*dev);
+  auto again = mount_with_defaults(*dev);
   CHECK(again->create_subvolume(kRootIno, "d", kRoot) == uint64_t{259});
   REQUIRE(again->unmount());
 }
@@ -140,7 +140,7 @@ TEST_CASE("subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused") {
 TEST_CASE("subvolume_delete_refuses_what_the_kernel_refuses") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "outer", kRoot) == uint64_t{256});
   REQUIRE(fs->create_subvolume(ino_of(*fs, kRootIno, "outer"), "inner", kRoot) == uint64_t{257});
   REQUIRE(fs->mkdir(kRootIno, "plain", 0755, kRoot));
@@ -169,7 +169,7 @@ TEST_CASE("subvolume_delete_refuses_what_the_kernel_refuses") {
 TEST_CASE("inode_path_puts_a_slash_after_each_component") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->mkdir(kRootIno, "d", 0755, kRoot));
   REQUIRE(fs->mkdir(ino_of(*fs, kRootIno, "d"), "e", 0755, kRoot));
   const uint64_t e = ino_of(*fs, ino_of(*fs, kRootIno, "d"), "e");
@@ -197,7 +197,7 @@ TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
   uint64_t dir_size = 0;
   {
-    auto fs = mount_on(*dev);
+    auto fs = mount_with_defaults(*dev);
     REQUIRE(fs->create_subvolume(kRootIno, "keep", kRoot));
     REQUIRE(fs->create_subvolume(kRootIno, "drop", kRoot));
     REQUIRE(fs->create(ino_of(*fs, kRootIno, "keep"), "f", S_IFREG | 0644, kRoot));
@@ -207,7 +207,7 @@ TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
     dir_size = static_cast<uint64_t>(st->st_size);
     REQUIRE(fs->unmount());
   }
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   const uint64_t keep = ino_of(*fs, kRootIno, "keep");
   CHECK(fs->lookup(keep, "f"));
   CHECK_FALSE(fs->lookup(kRootIno, "drop"));
@@ -230,7 +230,7 @@ TEST_CASE("subvolume_create_and_delete_survive_a_remount") {
 TEST_CASE("read_only_subvolume_refuses_every_change_with_erofs") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "sv", kRoot));
   const uint64_t sv = ino_of(*fs, kRootIno, "sv");
   auto file = fs->create(sv, "f", S_IFREG | 0644, kRoot);
@@ -264,7 +264,7 @@ TEST_CASE("read_only_subvolume_refuses_every_change_with_erofs") {
   CHECK(erofs(fs->create_subvolume(sv, "inner", kRoot)));
   // Read-only survives a remount; switching back allows changes again; deleting it is allowed.
   REQUIRE(fs->unmount());
-  fs = mount_on(*dev);
+  fs = mount_with_defaults(*dev);
   const uint64_t sv2 = ino_of(*fs, kRootIno, "sv");
   CHECK(erofs(fs->create(sv2, "g", S_IFREG | 0644, kRoot)));
   REQUIRE(fs->set_subvolume_readonly(sv2, false, kRoot));
@@ -277,7 +277,7 @@ TEST_CASE("read_only_subvolume_refuses_every_change_with_erofs") {
 TEST_CASE("snapshot_shares_the_source_and_the_two_diverge") {
   auto dev = fresh_image();
   REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
-  auto fs = mount_on(*dev);
+  auto fs = mount_with_defaults(*dev);
   REQUIRE(fs->create_subvolume(kRootIno, "src", kRoot) == uint64_t{256});
   const uint64_t src = ino_of(*fs, kRootIno, "src");
   // Enough files for a multi-level tree, so the snapshot's root is a node whose children are shared.
@@ -322,7 +322,7 @@ TEST_CASE("snapshot_shares_the_source_and_the_two_diverge") {
   CHECK(fs->write(ino_of(*fs, ro, "f3"), 0, b).error().err == EROFS);
   REQUIRE(fs->unmount());
   // Everything is where it was after a remount.
-  fs = mount_on(*dev);
+  fs = mount_with_defaults(*dev);
   const uint64_t src2 = ino_of(*fs, kRootIno, "src"), snap2 = ino_of(*fs, kRootIno, "snap");
   CHECK_FALSE(fs->lookup(src2, "f1"));
   CHECK(fs->lookup(snap2, "f1"));

@@ -29,6 +29,7 @@
 #include "tree/format.h"
 #include "tree/superblock.h"
 #include "tests/test_support.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
@@ -36,7 +37,9 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+using test::device_options;
 using test::mkfs_binary;
+using test::mount_device;
 
 constexpr uint64_t kImageSize = 256ull << 20;
 
@@ -51,24 +54,12 @@ std::unique_ptr<io::MemoryDevice> fresh_log_image() {
   return in ? std::move(dev) : nullptr;
 }
 
+// How the log writer opens `dev`: read-only when `ro`, no writeback thread.
 OpenOptions open_options(io::BlockDevice& dev, bool ro) {
-  OpenOptions o;
-  o.path = "memory-image";
-  o.device = std::shared_ptr<io::BlockDevice>(std::shared_ptr<void>(), &dev);  // not owned
+  OpenOptions o = device_options(dev);
   o.read_only = ro;
   o.writeback.enabled = false;
   return o;
-}
-
-Result<std::unique_ptr<Filesystem>> mount_on(io::BlockDevice& dev, bool ro, bool nologreplay = false) {
-  OpenOptions o = open_options(dev, ro);
-  o.nologreplay = nologreplay;
-  MountOptions m;
-  m.read_only = ro;
-  m.nologreplay = nologreplay;
-  m.commit_interval_s = 300;
-  m.atime = MountOptions::Atime::kNoatime;
-  return Filesystem::mount(o, m);
 }
 
 template <class T>
@@ -223,7 +214,7 @@ struct Baseline {
 
 Baseline make_baseline(io::BlockDevice& dev) {
   Baseline b;
-  auto f = must(mount_on(dev, false), "mount baseline");
+  auto f = must(mount_device(dev, false), "mount baseline");
   b.d = must(f->mkdir(1, "d", S_IFDIR | 0755, Caller{}), "mkdir").st_ino;
   b.x = must(f->create(b.d, "a", S_IFREG | 0644, Caller{}), "create a").st_ino;
   must(f->write(b.x, 0, bytes("old-a")), "write a");
@@ -290,7 +281,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
   {
-    auto f = must(mount_on(*mem, false), "mount with replay");
+    auto f = must(mount_device(*mem, false), "mount with replay");
     REQUIRE_FALSE(f->read_only());
     // Conflicting name: d/a is now Z with Z's data; X lost its only name and was evicted.
     auto a = must(f->lookup(b.d, "a"), "lookup d/a");
@@ -328,7 +319,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
     must(f->unmount(), "unmount after replay");
   }
   // Mounted again: no log, same content.
-  auto f = must(mount_on(*mem, true), "remount ro");
+  auto f = must(mount_device(*mem, true), "remount ro");
   CHECK(f->info().super().log_root.get() == 0);
   CHECK(read_all(*f, b.f) == log.new_f);
   CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == kZ);
@@ -406,7 +397,7 @@ TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves 
       for (uint64_t phys : must(fs->chunk_map().map(log.log_root, 4096), "map")) mem->bytes()[phys + 200] ^= 0x40;
     }
     const auto before = mem->bytes();
-    auto f = mount_on(*mem, false);
+    auto f = mount_device(*mem, false);
     REQUIRE_FALSE(f);
     CHECK_THAT(f.error().message, Catch::Contains(fmt::format("log tree block {}", log.log_root)));
     CHECK(mem->bytes() == before);
@@ -419,7 +410,7 @@ TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves 
       w.finish();
     }
     const auto before = mem->bytes();
-    auto f = mount_on(*mem, false);
+    auto f = mount_device(*mem, false);
     REQUIRE_FALSE(f);
     CHECK(f.error().err == EUCLEAN);
     CHECK_THAT(f.error().message, Catch::Contains(fmt::format("[{} 72 5]", b.d)) && Catch::Contains("dir log range"));
@@ -435,14 +426,14 @@ TEST_CASE("log replay: a read-only mount ignores the log without writing; nologr
   write_log(*mem, b);
   const auto before = mem->bytes();
   {
-    auto f = must(mount_on(*mem, true), "mount ro");
+    auto f = must(mount_device(*mem, true), "mount ro");
     CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == b.x);  // the committed state
     CHECK(must(f->lookup(b.d, "b2"), "lookup d/b2").st_ino == b.y);
     CHECK(read_all(*f, b.f) == b.f_data);
     must(f->unmount(), "unmount ro");
   }
   CHECK(mem->bytes() == before);
-  auto f = mount_on(*mem, false, /*nologreplay=*/true);
+  auto f = mount_device(*mem, false, /*nologreplay=*/true);
   REQUIRE_FALSE(f);
   CHECK(f.error().err == EROFS);
   CHECK_THAT(f.error().message, Catch::Contains("nologreplay"));
@@ -462,7 +453,7 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
     copy.bytes() = crashed_before;
     io::FaultInjectingDevice dev(copy);
     {
-      auto f = must(mount_on(dev, false), "replay");
+      auto f = must(mount_device(dev, false), "replay");
       must(f->unmount(), "unmount");
     }
     total = dev.writes();
@@ -475,10 +466,10 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
     {
       io::FaultInjectingDevice dev(copy);
       dev.drop_writes_after(cut);  // the power goes after `cut` writes
-      auto f = mount_on(dev, false);
+      auto f = mount_device(dev, false);
       if (f) (void)(*f)->unmount();
     }
-    auto f = must(mount_on(copy, false), "replay after the crash");
+    auto f = must(mount_device(copy, false), "replay after the crash");
     CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == kZ);
     CHECK(f->lookup(b.d, "b2").error().err == ENOENT);
     CHECK(read_all(*f, b.f) == log.new_f);
@@ -506,7 +497,7 @@ TEST_CASE("log replay: a directory deleted by a logged range takes its whole sub
     w.item(Key{kFirstFreeObjectid, kDirIndexKey, f_index}, body);
     w.finish();
   }
-  auto f = must(mount_on(*mem, false), "mount with replay");
+  auto f = must(mount_device(*mem, false), "mount with replay");
   CHECK(f->lookup(1, "d").error().err == ENOENT);
   CHECK(f->getattr(b.d).error().err == ENOENT);  // evicted, with everything below it
   CHECK(f->getattr(b.x).error().err == ENOENT);
@@ -546,7 +537,7 @@ TEST_CASE("log replay: a log block over allocated space is refused by the mount 
   }
   REQUIRE(leaf == data_at);
   const auto before = mem->bytes();
-  auto f = mount_on(*mem, false);
+  auto f = mount_device(*mem, false);
   REQUIRE_FALSE(f);
   CHECK_THAT(f.error().message, Catch::Contains(fmt::format("log block {}", leaf)) &&
                                     Catch::Contains("overlaps allocated space"));
