@@ -180,8 +180,25 @@ int err_of(const Result<T>& r) {
   return r ? 0 : r.error().err;
 }
 
+// The value of `r`, or FAIL(`what`: its error).
+template <class T>
+T must(Result<T> r, const char* what) {
+  if (!r) FAIL(what << ": " << r.error().message);
+  return std::move(*r);
+}
+// `s` succeeded, or FAIL(`what`: its error).
+inline void must(const Status& s, const char* what) {
+  if (!s) FAIL(what << ": " << s.error().message);
+}
+
 inline std::span<const uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// The bytes of a plain on-disk struct `v` (an item body as the tree stores it).
+template <class T>
+std::span<const uint8_t> bytes_of(const T& v) {
+  return {reinterpret_cast<const uint8_t*>(&v), sizeof(T)};
 }
 
 // `n` deterministic bytes (seed + 7 i + i / 4096): every sector differs from its neighbours.
@@ -195,6 +212,12 @@ inline std::vector<uint8_t> seeded_bytes(size_t n, uint8_t seed) {
 inline void model_write(std::vector<uint8_t>& model, uint64_t off, const std::vector<uint8_t>& data) {
   if (model.size() < off + data.size()) model.resize(off + data.size(), 0);
   std::copy(data.begin(), data.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+}
+
+// The whole content of a file of the host (a kernel mount's), empty when it cannot be read.
+inline std::vector<uint8_t> read_host_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 // ---- Filesystem steps (each REQUIREs it succeeds) ---------------------------------------------

@@ -35,6 +35,7 @@ using test::bytes;
 using test::err_of;
 using test::have_btrfs_progs_as_root;
 using test::mount_file_or_fail;
+using test::must;
 using test::run;
 
 // The image mounted read-write, or read-only when `ro` (a failed mount FAILs).
@@ -46,14 +47,6 @@ std::unique_ptr<Filesystem> mount_namespace_image(const std::string& path, bool 
   return mount_file_or_fail(path, m, o);
 }
 
-template <class T>
-T must(Result<T> r, const char* what) {
-  if (!r) FAIL(what << ": " << r.error().message);
-  return std::move(*r);
-}
-void must(const Status& s, const char* what) {
-  if (!s) FAIL(what << ": " << s.error().message);
-}
 // One file as both sides report it.
 struct Seen {
   uint32_t mode = 0, nlink = 0, uid = 0, gid = 0;

@@ -33,15 +33,11 @@
 namespace ubtrfs::fs {
 namespace {
 
+using test::bytes_of;
 using test::have_btrfs_progs_as_root;
 using test::have_tool;
 using test::oracles_required;
 using test::run;
-
-template <class T>
-std::span<const uint8_t> bytes_of(const T& v) {
-  return {reinterpret_cast<const uint8_t*>(&v), sizeof(T)};
-}
 
 struct FileMaker {
   FsInfo& fs;

@@ -37,22 +37,15 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+using test::bytes;
+using test::bytes_of;
 using test::device_options;
+using test::fresh_image;
 using test::mkfs_binary;
 using test::mount_device;
+using test::must;
 
-constexpr uint64_t kImageSize = 256ull << 20;
-
-std::unique_ptr<io::MemoryDevice> fresh_log_image() {
-  const std::string mkfs = mkfs_binary();
-  if (mkfs.empty()) return nullptr;
-  io::testing::TempFile img(kImageSize);
-  if (std::system((mkfs + " -q " + img.path() + " >/dev/null 2>&1").c_str()) != 0) return nullptr;
-  auto dev = std::make_unique<io::MemoryDevice>(kImageSize);
-  std::ifstream in(img.path(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(dev->bytes().data()), static_cast<std::streamsize>(kImageSize));
-  return in ? std::move(dev) : nullptr;
-}
+constexpr uint64_t kReplayImageSize = 256ull << 20;
 
 // How the log writer opens `dev`: read-only when `ro`, no writeback thread.
 OpenOptions open_options(io::BlockDevice& dev, bool ro) {
@@ -62,27 +55,15 @@ OpenOptions open_options(io::BlockDevice& dev, bool ro) {
   return o;
 }
 
-template <class T>
-T must(Result<T> r, const char* what) {
-  if (!r) FAIL(what << ": " << r.error().message);
-  return std::move(*r);
-}
-void must(const Status& s, const char* what) {
-  if (!s) FAIL(what << ": " << s.error().message);
-}
-
-std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
+// `n` bytes seed * 31 + 7 i + i / 512: the data of the baseline and of the log.
+std::vector<uint8_t> replay_pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed * 31 + i * 7 + (i >> 9));
   return v;
 }
-std::span<const uint8_t> bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
-template <class T>
-std::span<const uint8_t> raw(const T& v) {
-  return {reinterpret_cast<const uint8_t*>(&v), sizeof(T)};
-}
 
-std::vector<uint8_t> read_all(Filesystem& f, uint64_t ino) {
+// The whole content of inode `ino` (a failure FAILs).
+std::vector<uint8_t> read_or_fail(Filesystem& f, uint64_t ino) {
   auto st = must(f.getattr(ino), "getattr");
   std::vector<uint8_t> out(st.st_size);
   auto n = must(f.read(ino, 0, out, false), "read");
@@ -112,7 +93,7 @@ class LogWriter {
   void item(const Key& k, std::span<const uint8_t> body) { must(insert_item(h_, *log_, k, body), "log item"); }
   // The inode as the subvolume has it, with changes, logged in full (generation != 0).
   InodeItem current_inode(uint64_t ino) { return must(read_inode_item(subvol(), ino), "read inode"); }
-  void inode(uint64_t ino, const InodeItem& ii) { item(Key{ino, kInodeItemKey, 0}, raw(ii)); }
+  void inode(uint64_t ino, const InodeItem& ii) { item(Key{ino, kInodeItemKey, 0}, bytes_of(ii)); }
   void inode_ref(uint64_t ino, uint64_t parent, uint64_t index, std::string_view name) {
     std::vector<uint8_t> body(sizeof(InodeRef) + name.size());
     InodeRef r{};
@@ -125,7 +106,7 @@ class LogWriter {
   void dir_log_range(uint64_t dir, uint64_t start, uint64_t end) {
     Le<uint64_t> e;
     e = end;
-    item(Key{dir, kDirLogIndexKey, start}, raw(e));
+    item(Key{dir, kDirLogIndexKey, start}, bytes_of(e));
   }
   // New data in free DATA space (an extent the extent tree does not have) and its checksums.
   uint64_t new_data(const std::vector<uint8_t>& data) {
@@ -143,7 +124,7 @@ class LogWriter {
   }
   void extent(uint64_t ino, uint64_t file_off, uint64_t disk, uint64_t disk_len, uint64_t off, uint64_t len) {
     auto fe = make_file_extent(h_.transid, kFileExtentReg, disk, disk_len, off, len, disk_len);
-    item(Key{ino, kExtentDataKey, file_off}, raw(fe));
+    item(Key{ino, kExtentDataKey, file_off}, bytes_of(fe));
   }
   void inline_extent(uint64_t ino, std::string_view data) {
     must(insert_inline_extent(h_, *log_, ino, h_.transid, bytes(data)), "inline extent");
@@ -160,7 +141,7 @@ class LogWriter {
     ri.level = static_cast<uint8_t>(top->level());
     ri.generation = h_.transid;
     ri.generation_v2 = h_.transid;
-    must(insert_item(h_, roots, Key{kTreeLogObjectid, kRootItemKey, kFsTreeObjectid}, raw(ri)), "log root item");
+    must(insert_item(h_, roots, Key{kTreeLogObjectid, kRootItemKey, kFsTreeObjectid}, bytes_of(ri)), "log root item");
     must(fs_->cache().write_dirty(), "write log blocks");
     must(fs_->device().flush(), "flush");
     Superblock sb = fs_->super();
@@ -209,7 +190,7 @@ class LogWriter {
 // The baseline every test starts from: d/a (X), d/b and d/b2 (Y, two names), f (64 KiB).
 struct Baseline {
   uint64_t d = 0, x = 0, y = 0, f = 0;  // objectids (= FUSE numbers in subvolume 5)
-  std::vector<uint8_t> f_data = pattern(65536, 3);
+  std::vector<uint8_t> f_data = replay_pattern(65536, 3);
 };
 
 Baseline make_baseline(io::BlockDevice& dev) {
@@ -251,7 +232,7 @@ WrittenLog write_log(io::BlockDevice& dev, const Baseline& b) {
   w.inode_ref(b.y, b.d, b_index, "b");
   InodeItem f = w.current_inode(b.f);
   w.inode(b.f, f);
-  const auto data = pattern(8192, 9);
+  const auto data = replay_pattern(8192, 9);
   const uint64_t disk = w.new_data(data);
   w.extent(b.f, 16384, disk, 8192, 0, 8192);
   InodeItem z = y;
@@ -276,7 +257,7 @@ WrittenLog write_log(io::BlockDevice& dev, const Baseline& b) {
 
 TEST_CASE("log replay: conflicting name, link count fixup, extent drop over range, root '..' ref",
           "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -288,7 +269,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
     CHECK(a.st_ino == kZ);
     CHECK(a.st_nlink == 1);
     CHECK((a.st_mode & 07777) == 0600);
-    const auto za = read_all(*f, kZ);
+    const auto za = read_or_fail(*f, kZ);
     CHECK(std::string(za.begin(), za.end()) == "new-a");
     CHECK(f->getattr(b.x).error().err == ENOENT);
     // Link count fixup: Y keeps only the logged name.
@@ -300,7 +281,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
     auto fs = must(f->getattr(b.f), "getattr f");
     CHECK(fs.st_size == 65536);
     CHECK(fs.st_blocks == 65536 / 512 + 8192 / 512 - 8192 / 512);
-    CHECK(read_all(*f, b.f) == log.new_f);
+    CHECK(read_or_fail(*f, b.f) == log.new_f);
     // The root's ".." ref named no entry.
     auto& info = f->info();
     TreeRoot& subvol = *must(info.fs_root(kFsTreeObjectid), "fs root")->tree;
@@ -321,14 +302,14 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
   // Mounted again: no log, same content.
   auto f = must(mount_device(*mem, true), "remount ro");
   CHECK(f->info().super().log_root.get() == 0);
-  CHECK(read_all(*f, b.f) == log.new_f);
+  CHECK(read_or_fail(*f, b.f) == log.new_f);
   CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == kZ);
   // btrfs check on what replay wrote, when it is installed.
   if (std::system("command -v btrfs >/dev/null 2>&1") == 0 && geteuid() == 0) {
-    io::testing::TempFile img(kImageSize);
+    io::testing::TempFile img(kReplayImageSize);
     {
       std::ofstream out(img.path(), std::ios::binary);
-      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
+      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kReplayImageSize));
     }
     for (const char* mode : {"original", "lowmem"})
       CHECK(std::system(fmt::format("btrfs check --mode={} {} >/dev/null 2>&1", mode, img.path()).c_str()) == 0);
@@ -337,7 +318,7 @@ TEST_CASE("log replay: conflicting name, link count fixup, extent drop over rang
 
 TEST_CASE("log replay: log blocks and new data extents are excluded from allocation before replay",
           "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -387,7 +368,7 @@ TEST_CASE("log replay: log blocks and new data extents are excluded from allocat
 
 TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves the image untouched",
           "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   SECTION("bad checksum in the log root block") {
@@ -420,7 +401,7 @@ TEST_CASE("log replay: a corrupt log block or item refuses the mount and leaves 
 
 TEST_CASE("log replay: a read-only mount ignores the log without writing; nologreplay refuses read-write",
           "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   write_log(*mem, b);
@@ -429,7 +410,7 @@ TEST_CASE("log replay: a read-only mount ignores the log without writing; nologr
     auto f = must(mount_device(*mem, true), "mount ro");
     CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == b.x);  // the committed state
     CHECK(must(f->lookup(b.d, "b2"), "lookup d/b2").st_ino == b.y);
-    CHECK(read_all(*f, b.f) == b.f_data);
+    CHECK(read_or_fail(*f, b.f) == b.f_data);
     must(f->unmount(), "unmount ro");
   }
   CHECK(mem->bytes() == before);
@@ -441,7 +422,7 @@ TEST_CASE("log replay: a read-only mount ignores the log without writing; nologr
 }
 
 TEST_CASE("log replay: a crash at any write of the replay leaves an image that replays again", "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   const WrittenLog log = write_log(*mem, b);
@@ -449,7 +430,7 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
   // How many writes one whole replay (mount + unmount) makes.
   uint64_t total = 0;
   {
-    io::MemoryDevice copy(kImageSize);
+    io::MemoryDevice copy(kReplayImageSize);
     copy.bytes() = crashed_before;
     io::FaultInjectingDevice dev(copy);
     {
@@ -461,7 +442,7 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
   REQUIRE(total > 4);
   for (uint64_t cut = 1; cut < total; cut += std::max<uint64_t>(1, total / 12)) {
     CAPTURE(cut, total);
-    io::MemoryDevice copy(kImageSize);
+    io::MemoryDevice copy(kReplayImageSize);
     copy.bytes() = crashed_before;
     {
       io::FaultInjectingDevice dev(copy);
@@ -472,13 +453,13 @@ TEST_CASE("log replay: a crash at any write of the replay leaves an image that r
     auto f = must(mount_device(copy, false), "replay after the crash");
     CHECK(must(f->lookup(b.d, "a"), "lookup d/a").st_ino == kZ);
     CHECK(f->lookup(b.d, "b2").error().err == ENOENT);
-    CHECK(read_all(*f, b.f) == log.new_f);
+    CHECK(read_or_fail(*f, b.f) == log.new_f);
     must(f->unmount(), "unmount");
   }
 }
 
 TEST_CASE("log replay: a directory deleted by a logged range takes its whole subtree with it", "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   {
@@ -502,14 +483,14 @@ TEST_CASE("log replay: a directory deleted by a logged range takes its whole sub
   CHECK(f->getattr(b.d).error().err == ENOENT);  // evicted, with everything below it
   CHECK(f->getattr(b.x).error().err == ENOENT);
   CHECK(f->getattr(b.y).error().err == ENOENT);
-  CHECK(read_all(*f, b.f) == b.f_data);
+  CHECK(read_or_fail(*f, b.f) == b.f_data);
   CHECK(must(f->getattr(1), "getattr root").st_size == 2);  // "f" only
   must(f->unmount(), "unmount");
   if (std::system("command -v btrfs >/dev/null 2>&1") == 0 && geteuid() == 0) {
-    io::testing::TempFile img(kImageSize);
+    io::testing::TempFile img(kReplayImageSize);
     {
       std::ofstream out(img.path(), std::ios::binary);
-      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
+      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kReplayImageSize));
     }
     CHECK(std::system(fmt::format("btrfs check {} >/dev/null 2>&1", img.path()).c_str()) == 0);
   }
@@ -517,7 +498,7 @@ TEST_CASE("log replay: a directory deleted by a logged range takes its whole sub
 
 TEST_CASE("log replay: a log block over allocated space is refused by the mount and reported by fsck",
           "[tree_log_replay]") {
-  auto mem = fresh_log_image();
+  auto mem = fresh_image("", kReplayImageSize);
   REQUIRE(mem != nullptr);
   const Baseline b = make_baseline(*mem);
   uint64_t data_at = 0;
@@ -546,10 +527,10 @@ TEST_CASE("log replay: a log block over allocated space is refused by the mount 
   std::string fsck = mkfs_binary();
   if (!fsck.empty()) fsck = (stdfs::path(fsck).parent_path().parent_path() / "fsck/fsck.ubtrfs").string();
   if (!fsck.empty() && stdfs::exists(fsck)) {
-    io::testing::TempFile img(kImageSize);
+    io::testing::TempFile img(kReplayImageSize);
     {
       std::ofstream out(img.path(), std::ios::binary);
-      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kImageSize));
+      out.write(reinterpret_cast<const char*>(mem->bytes().data()), static_cast<std::streamsize>(kReplayImageSize));
     }
     io::testing::TempFile report(0);
     const int rc = std::system(fmt::format("{} {} >{} 2>&1", fsck, img.path(), report.path()).c_str());

@@ -48,6 +48,7 @@ using test::have_mkfs_btrfs;
 using test::have_tool;
 using test::mkfs_btrfs;
 using test::mount_manual_commits;
+using test::read_host_file;
 using test::run;
 using test::write_all;
 
@@ -478,11 +479,6 @@ struct KernelMount {
   }
 };
 
-std::vector<uint8_t> read_file(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   if (!have_kernel_loop_mount()) return;
   TempFile img(256ull << 20);
@@ -587,7 +583,7 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
     // replay itself is proven by the files below and by log_root returning to 0.
     if (dmesg.find("start tree-log replay") == std::string::npos) WARN("no 'start tree-log replay' in dmesg");
     for (const auto& [name, content] : model) {
-      const auto got = read_file(km.mnt + "/" + name);
+      const auto got = read_host_file(km.mnt + "/" + name);
       INFO(name << ": kernel reads " << got.size() << " bytes, model " << content.size());
       CHECK(got == content);
     }
@@ -668,7 +664,7 @@ TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][orac
     REQUIRE(run(fmt::format("mount -o loop {} {}", crash.path(), km.mnt), &out) == 0);
     km.mounted = true;
     for (int w = 0; w < kWriters; ++w) {
-      const auto got = read_file(fmt::format("{}/w{}", km.mnt, w));
+      const auto got = read_host_file(fmt::format("{}/w{}", km.mnt, w));
       INFO("w" << w << ": kernel reads " << got.size() << " bytes, model " << model[w].size());
       CHECK(got == model[w]);
     }
