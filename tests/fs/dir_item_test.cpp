@@ -7,36 +7,16 @@
 #include <string>
 #include <unordered_map>
 
-#include "../tree/tree_test_env.h"
 #include "fs/dir_item.h"
 #include "io/checksum.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
-using ubtrfs::test::TreeEnv;
 
 namespace {
 
-struct FsTree {
-  TreeEnv env{4096};
-  TreeRoot root{env.ctx, kFsTreeObjectid};
-  TreeHandle h = env.handle();
-  FsTree() {
-    REQUIRE(create_empty_tree(h, root));
-    // An FS tree is never empty (tree-checker): give it its root directory inode.
-    add_inode(256, S_IFDIR | 0755);
-  }
-  // Refs of an inode must follow its INODE_ITEM in the leaf (tree-checker check_prev_ino).
-  void add_inode(uint64_t objectid, uint32_t mode) {
-    InodeItem ii{};
-    ii.mode = mode;
-    ii.nlink = 1;
-    ii.generation = h.transid;
-    ii.transid = h.transid;
-    REQUIRE(insert_item(h, root, Key{objectid, kInodeItemKey, 0},
-                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ii), sizeof ii)));
-  }
-};
+using test::FsTree;
 
 // Two distinct names with the same name_hash, found by brute force over short strings.
 std::pair<std::string, std::string> colliding_names(const std::string& prefix = "") {

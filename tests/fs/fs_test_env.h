@@ -1,6 +1,6 @@
 // Helpers shared by the fs unit tests: skip gates for the oracles, fresh images (mkfs.ubtrfs in
 // memory, mkfs.btrfs in a file), mounts of them, the small Filesystem steps every test repeats
-// (create, write, read back, commit) and the btrfs check oracle.
+// (create, write, read back, commit), the btrfs check oracle, and an in-memory FS tree.
 //
 // Header-only, and one definition for all: the test binaries are unity builds (batches of .cpp
 // files compiled as one), so a helper that two *_test.cpp files each define in their anonymous
@@ -36,6 +36,7 @@
 #include "io/status.h"
 #include "tests/io/temp_file.h"
 #include "tests/test_support.h"
+#include "tests/tree/tree_test_env.h"
 
 namespace ubtrfs::test {
 
@@ -298,5 +299,28 @@ inline void btrfs_check_clean(const std::string& img) {
 }
 
 // ---- an FS tree in memory ---------------------------------------------------------------------
+
+// An empty FS tree (subvolume 5) over a TreeEnv of 4 KiB nodes, holding only the root directory's
+// INODE_ITEM (256): the tree-checker refuses an empty FS tree. Setup REQUIREs each step.
+struct FsTree {
+  TreeEnv env{4096};
+  TreeRoot root{env.ctx, kFsTreeObjectid};
+  TreeHandle h = env.handle();
+  FsTree() {
+    REQUIRE(create_empty_tree(h, root));
+    add_inode(256, S_IFDIR | 0755);
+  }
+  // An INODE_ITEM with `mode`, nlink 1, of this transaction. Refs of an inode must follow its
+  // INODE_ITEM in the leaf (tree-checker check_prev_ino).
+  void add_inode(uint64_t objectid, uint32_t mode) {
+    InodeItem ii{};
+    ii.mode = mode;
+    ii.nlink = 1;
+    ii.generation = h.transid;
+    ii.transid = h.transid;
+    REQUIRE(insert_item(h, root, Key{objectid, kInodeItemKey, 0},
+                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ii), sizeof ii)));
+  }
+};
 
 }  // namespace ubtrfs::test

@@ -7,37 +7,20 @@
 #include <string>
 #include <unordered_map>
 
-#include "../tree/tree_test_env.h"
 #include "fs/dir_item.h"
 #include "fs/xattr.h"
 #include "io/checksum.h"
+#include "tests/fs/fs_test_env.h"
 
 using namespace ubtrfs;
 using namespace ubtrfs::fs;
-using ubtrfs::test::TreeEnv;
 
 namespace {
 
-struct FsTree {
-  TreeEnv env{4096};
-  TreeRoot root{env.ctx, kFsTreeObjectid};
-  TreeHandle h = env.handle();
-  FsTree() {
-    REQUIRE(create_empty_tree(h, root));
-    // An FS tree is never empty (tree-checker): give it its root directory inode.
-    InodeItem dir{};
-    dir.mode = S_IFDIR | 0755;
-    dir.nlink = 1;
-    dir.generation = h.transid;
-    dir.transid = h.transid;
-    REQUIRE(insert_item(h, root, Key{256, kInodeItemKey, 0},
-                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&dir), sizeof dir)));
-  }
-};
+using test::err_of;
+using test::FsTree;
 
 std::vector<uint8_t> byte_vec(std::string_view s) { return {s.begin(), s.end()}; }
-
-int err_of(const Status& s) { return s ? 0 : s.error().err; }
 
 }  // namespace
 
