@@ -11,7 +11,7 @@ using namespace ubtrfs;
 using namespace ubtrfs::fs;
 
 namespace {
-constexpr uint32_t kSs = 4096;
+constexpr uint32_t kSectorSize = 4096;  // InodeDelalloc takes a uint32_t
 
 // "On-disk" content: byte at x is (x * 7) & 0xff.
 struct Backing {
@@ -27,25 +27,25 @@ struct Backing {
 }  // namespace
 
 TEST_CASE("delalloc fills partially written sectors from the file and not fully written ones", "[delalloc]") {
-  InodeDelalloc d(kSs);
+  InodeDelalloc d(kSectorSize);
   Backing b;
-  std::vector<uint8_t> data(2 * kSs, 0xAB);
+  std::vector<uint8_t> data(2 * kSectorSize, 0xAB);
   REQUIRE(d.write(100, data, b.fn()));  // touches 3 sectors, first and last partial
   REQUIRE(b.fills == 2);
-  REQUIRE(d.bytes() == 3 * kSs);
-  std::vector<uint8_t> out(3 * kSs, 0);
+  REQUIRE(d.bytes() == 3 * kSectorSize);
+  std::vector<uint8_t> out(3 * kSectorSize, 0);
   d.overlay(0, out);
   for (size_t i = 0; i < out.size(); ++i) {
-    uint8_t want = (i >= 100 && i < 100 + 2 * kSs) ? 0xAB : static_cast<uint8_t>(i * 7);
+    uint8_t want = (i >= 100 && i < 100 + 2 * kSectorSize) ? 0xAB : static_cast<uint8_t>(i * 7);
     REQUIRE(out[i] == want);
   }
-  std::vector<uint8_t> full(kSs, 1);
-  REQUIRE(d.write(8 * kSs, full, b.fn()));
+  std::vector<uint8_t> full(kSectorSize, 1);
+  REQUIRE(d.write(8 * kSectorSize, full, b.fn()));
   REQUIRE(b.fills == 2);  // aligned full sector: no fill
 }
 
 TEST_CASE("delalloc fill errors leave the sector absent", "[delalloc]") {
-  InodeDelalloc d(kSs);
+  InodeDelalloc d(kSectorSize);
   std::vector<uint8_t> data(10, 1);
   auto st = d.write(5, data, [](uint64_t, std::span<uint8_t>) -> Status { return fail(EIO, "boom"); });
   REQUIRE(!st);
@@ -54,40 +54,40 @@ TEST_CASE("delalloc fill errors leave the sector absent", "[delalloc]") {
 }
 
 TEST_CASE("delalloc truncate drops sectors past the size and zeroes the tail of the last", "[delalloc]") {
-  InodeDelalloc d(kSs);
+  InodeDelalloc d(kSectorSize);
   Backing b;
-  std::vector<uint8_t> data(4 * kSs, 0xCD);
+  std::vector<uint8_t> data(4 * kSectorSize, 0xCD);
   REQUIRE(d.write(0, data, b.fn()));
-  d.truncate(kSs + 10);
-  REQUIRE(d.bytes() == 2 * kSs);
-  auto c = d.copy(kSs, kSs);
-  for (size_t i = 0; i < kSs; ++i) REQUIRE(c[i] == (i < 10 ? 0xCD : 0));
+  d.truncate(kSectorSize + 10);
+  REQUIRE(d.bytes() == 2 * kSectorSize);
+  auto c = d.copy(kSectorSize, kSectorSize);
+  for (size_t i = 0; i < kSectorSize; ++i) REQUIRE(c[i] == (i < 10 ? 0xCD : 0));
   d.truncate(0);
   REQUIRE(d.empty());
 }
 
 TEST_CASE("delalloc zero_range drops whole sectors and zeroes partial ones", "[delalloc]") {
-  InodeDelalloc d(kSs);
+  InodeDelalloc d(kSectorSize);
   Backing b;
-  std::vector<uint8_t> data(4 * kSs, 0xEE);
+  std::vector<uint8_t> data(4 * kSectorSize, 0xEE);
   REQUIRE(d.write(0, data, b.fn()));
-  d.zero_range(kSs / 2, 3 * kSs);
+  d.zero_range(kSectorSize / 2, 3 * kSectorSize);
   REQUIRE(d.has_sector(0));
-  REQUIRE(!d.has_sector(kSs));
-  REQUIRE(!d.has_sector(2 * kSs));
-  REQUIRE(d.has_sector(3 * kSs));
-  auto c = d.copy(0, kSs);
-  for (size_t i = 0; i < kSs; ++i) REQUIRE(c[i] == (i < kSs / 2 ? 0xEE : 0));
+  REQUIRE(!d.has_sector(kSectorSize));
+  REQUIRE(!d.has_sector(2 * kSectorSize));
+  REQUIRE(d.has_sector(3 * kSectorSize));
+  auto c = d.copy(0, kSectorSize);
+  for (size_t i = 0; i < kSectorSize; ++i) REQUIRE(c[i] == (i < kSectorSize / 2 ? 0xEE : 0));
   auto runs = d.runs();
   REQUIRE(runs.size() == 2);
   REQUIRE(runs[0].start == 0);
-  REQUIRE(runs[0].len == kSs);
-  REQUIRE(runs[1].start == 3 * kSs);
-  REQUIRE(*d.next_present(kSs) == 3 * kSs);
+  REQUIRE(runs[0].len == kSectorSize);
+  REQUIRE(runs[1].start == 3 * kSectorSize);
+  REQUIRE(*d.next_present(kSectorSize) == 3 * kSectorSize);
 }
 
 TEST_CASE("delalloc runs are maximal and drop forgets exactly the range", "[delalloc]") {
-  InodeDelalloc d(kSs);
+  InodeDelalloc d(kSectorSize);
   Backing b;
   std::mt19937 rng(5);
   std::vector<bool> model(64, false);
@@ -95,11 +95,11 @@ TEST_CASE("delalloc runs are maximal and drop forgets exactly the range", "[dela
     uint64_t s = rng() % 64, n = 1 + rng() % 4;
     n = std::min<uint64_t>(n, 64 - s);
     if (rng() % 3) {
-      std::vector<uint8_t> data(n * kSs, static_cast<uint8_t>(i));
-      REQUIRE(d.write(s * kSs, data, b.fn()));
+      std::vector<uint8_t> data(n * kSectorSize, static_cast<uint8_t>(i));
+      REQUIRE(d.write(s * kSectorSize, data, b.fn()));
       for (uint64_t x = s; x < s + n; ++x) model[x] = true;
     } else {
-      d.drop(s * kSs, n * kSs);
+      d.drop(s * kSectorSize, n * kSectorSize);
       for (uint64_t x = s; x < s + n; ++x) model[x] = false;
     }
     std::vector<bool> seen(64, false);
@@ -107,7 +107,7 @@ TEST_CASE("delalloc runs are maximal and drop forgets exactly the range", "[dela
     for (auto r : d.runs()) {
       REQUIRE(r.start != prev_end);  // maximal: never adjacent to the previous run
       prev_end = r.start + r.len;
-      for (uint64_t x = r.start / kSs; x < (r.start + r.len) / kSs; ++x) seen[x] = true;
+      for (uint64_t x = r.start / kSectorSize; x < (r.start + r.len) / kSectorSize; ++x) seen[x] = true;
     }
     REQUIRE(seen == model);
   }
