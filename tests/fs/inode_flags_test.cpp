@@ -41,7 +41,6 @@ using test::mkfs_btrfs;
 using test::mount_file_or_fail;
 using test::run;
 
-using io::testing::run;
 using io::testing::TempFile;
 
 constexpr unsigned kRenameExchange = 1u << 1;  // RENAME_EXCHANGE

@@ -35,7 +35,6 @@ using test::kRootIno;
 using test::mkfs_btrfs;
 using test::mount_file_or_fail;
 using test::run;
-using io::testing::run;
 
 using io::testing::TempFile;
 
