@@ -149,10 +149,10 @@ void verify_through_ubtrfs(Filesystem& fs, const std::map<std::string, ModelFile
 
 // Mounts the image read-only with the kernel and compares every model file byte for byte.
 void verify_through_kernel(const std::string& img, const std::map<std::string, ModelFile>& files) {
-  if (::geteuid() != 0 || !stdfs::exists("/dev/loop-control")) {
-    WARN("not root or no loop devices: kernel comparison skipped");
+  if (!test::oracle_gate(::geteuid() == 0 && stdfs::exists("/dev/loop-control"),
+                         "root and loop devices required for the kernel comparison: UBTRFS_REQUIRE_ORACLES=1",
+                         "not root or no loop devices: kernel comparison skipped"))
     return;
-  }
   char tmpl[] = "/tmp/ubtrfs-data-mnt-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   const std::string mnt = tmpl;
@@ -267,10 +267,7 @@ void write_patterns(const std::string& img) {
 }  // namespace
 
 TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.btrfs image)", "[data_image]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path());
   write_patterns(img.path());
@@ -278,10 +275,10 @@ TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.btrfs image)
 
 TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.ubtrfs image)", "[data_image]") {
   const std::string mkfs = mkfs_binary();
-  if (mkfs.empty() || !have_tool("btrfs")) {
-    WARN("mkfs.ubtrfs not built or btrfs-progs missing: skipped");
+  if (!test::oracle_gate(!mkfs.empty() && have_tool("btrfs"),
+                         "mkfs.ubtrfs and btrfs-progs required: UBTRFS_REQUIRE_ORACLES=1",
+                         "mkfs.ubtrfs not built or btrfs-progs missing: skipped"))
     return;
-  }
   TempFile img(256ull << 20);
   std::string out;
   INFO(out);
@@ -290,20 +287,14 @@ TEST_CASE("written_files_are_check_clean_and_kernel_identical (mkfs.ubtrfs image
 }
 
 TEST_CASE("written_files_are_check_clean_and_kernel_identical (explicit holes, no NO_HOLES)", "[data_image]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path(), "-O ^no-holes");
   write_patterns(img.path());
 }
 
 TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_image]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(512ull << 20);
   mkfs_btrfs(img.path());
   std::map<std::string, ModelFile> files;
@@ -333,10 +324,7 @@ TEST_CASE("delalloc_over_the_memory_bound_is_flushed_by_the_writer", "[data_imag
 }
 
 TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
-  if (!have_tool("mkfs.btrfs")) {
-    WARN("mkfs.btrfs missing: skipped");
-    return;
-  }
+  if (!test::have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path(), "-m single");
   const auto data = pattern(65536, 77);
@@ -379,10 +367,7 @@ TEST_CASE("flipped_data_bit_reads_as_eio", "[data_image]") {
 // (btrfs_lookup_bio_sums) warns and verifies it against a zero digest, so the read is EIO; the
 // other sectors of the extent still read.
 TEST_CASE("missing_data_csum_reads_as_eio", "[data_image]") {
-  if (!have_tool("mkfs.btrfs")) {
-    WARN("mkfs.btrfs missing: skipped");
-    return;
-  }
+  if (!test::have_mkfs_btrfs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path(), "-m single");
   const auto data = pattern(65536, 78);
@@ -426,10 +411,7 @@ TEST_CASE("missing_data_csum_reads_as_eio", "[data_image]") {
 // (btrfs_abort_transaction), later changes are EROFS, unmount reports it, and the image keeps the
 // last commit, which is check clean and holds the committed file.
 TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_image]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path(), "-m single");
   const auto a_data = pattern(65536, 90);
@@ -483,10 +465,7 @@ TEST_CASE("failure_after_tree_change_aborts_and_disk_keeps_last_commit", "[data_
 // write the device refuses must still reach the user: the fsync that waited for it fails, every
 // later commit fails (the trees point at the lost data), and the image keeps its last commit.
 TEST_CASE("a_lost_data_write_fails_the_fsync_and_every_later_commit", "[data_image]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(256ull << 20);
   mkfs_btrfs(img.path(), "-m single");
   {
@@ -530,10 +509,8 @@ TEST_CASE("a_lost_data_write_fails_the_fsync_and_every_later_commit", "[data_ima
 }
 
 TEST_CASE("reference_image_files_match_manifest", "[data_image]") {
-  if (!have_tool("zstd")) {
-    WARN("zstd missing: skipped");
+  if (!test::oracle_gate(have_tool("zstd"), "zstd required: UBTRFS_REQUIRE_ORACLES=1", "zstd missing: skipped"))
     return;
-  }
   const stdfs::path images = stdfs::path(source_dir()) / "images";
   REQUIRE(stdfs::exists(images));
   int checked_images = 0;

@@ -19,7 +19,6 @@ namespace {
 
 using test::btrfs_check_clean;
 using test::create_file;
-using test::have_tool;
 using test::kMiB;
 using test::mkfs_btrfs;
 using test::mount_manual_commits;
@@ -78,10 +77,7 @@ TEST_CASE("dirty_limits_follow_the_cache_budget_within_bounds", "[dirty_limit]")
 }
 
 TEST_CASE("delalloc_writer_waits_above_dirty_limit", "[dirty_limit]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(512 * kMiB);
   mkfs_btrfs(img.path());
   const DirtyLimits lim = dirty_limits(kCache);
@@ -123,10 +119,7 @@ TEST_CASE("delalloc_writer_waits_above_dirty_limit", "[dirty_limit]") {
 }
 
 TEST_CASE("streaming_writer_flushes_its_inode_above_background_threshold", "[dirty_limit]") {
-  if (!have_tool("mkfs.btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_mkfs_btrfs()) return;
   TempFile img(512 * kMiB);
   mkfs_btrfs(img.path());
   const DirtyLimits lim = dirty_limits(kCache);
@@ -148,10 +141,7 @@ TEST_CASE("streaming_writer_flushes_its_inode_above_background_threshold", "[dir
 }
 
 TEST_CASE("flush_moves_extents_larger_than_the_io_chunk_intact", "[dirty_limit]") {
-  if (!have_tool("mkfs.btrfs") || !have_tool("btrfs")) {
-    WARN("btrfs-progs missing: skipped");
-    return;
-  }
+  if (!test::have_btrfs_progs()) return;
   TempFile img(512 * kMiB);
   mkfs_btrfs(img.path());
   // 3.5 MiB + 1 byte, below the background threshold: one run, flushed by fsync as one extent
