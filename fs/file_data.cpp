@@ -70,6 +70,17 @@ FileData::Dirty& FileData::dirty_of(InodeId id) {
   return *slot;
 }
 
+FileData::Dirty& FileData::dirty_for_change(InodeId id, const InodeItem& ii) {
+  Dirty& d = dirty_of(id);
+  d.nodatasum = ii.flags.get() & kInodeNodatasum;
+  // Sectors that may be compressed become extents of at most kMaxUncompressed (the property alone,
+  // without the COMPRESS flag, is not looked up here: chattr +c and the kernel set both).
+  d.max_extent = inode_compression(compress_, ii.flags.get(), std::nullopt).type != kCompressNone
+                     ? kMaxUncompressed
+                     : alloc::kMaxDataExtent;
+  return d;
+}
+
 void FileData::account(InodeId id, Dirty& d) {
   const uint64_t now = d.data.bytes();
   const uint64_t before = d.bytes.exchange(now);
@@ -326,13 +337,7 @@ Status FileData::set_size(InodeId id, uint64_t new_size) {
   TreeRoot* root = UBTRFS_TRY(root_of(id));
   const InodeItem ii = UBTRFS_TRY(read_inode(fs_, *root, id.objectid));
   const uint64_t old_size = ii.size;
-  Dirty& d = dirty_of(id);
-  d.nodatasum = ii.flags.get() & kInodeNodatasum;
-  // Sectors that may be compressed become extents of at most kMaxUncompressed (the property alone,
-  // without the COMPRESS flag, is not looked up here: chattr +c and the kernel set both).
-  d.max_extent = inode_compression(compress_, ii.flags.get(), std::nullopt).type != kCompressNone
-                     ? kMaxUncompressed
-                     : alloc::kMaxDataExtent;
+  Dirty& d = dirty_for_change(id, ii);
   Status st = [&]() -> Status {
     if (new_size < old_size) {
       // The sector that will hold the new EOF keeps its head and loses its tail (btrfs_truncate_block).

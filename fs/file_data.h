@@ -258,6 +258,10 @@ class FileData {
   Result<TreeRoot*> root_of(InodeId id);
   Dirty* find_dirty(InodeId id);
   Dirty& dirty_of(InodeId id);
+  // dirty_of, with what the inode item decides about its future extents applied: no checksums
+  // (NODATASUM) and the extent cap (kMaxUncompressed when the sectors may be compressed). For an
+  // operation about to dirty sectors. REQUIRES: the inode's lock held exclusively.
+  Dirty& dirty_for_change(InodeId id, const InodeItem& ii);
   void account(InodeId id, Dirty& d);  // refreshes byte counters; erases an empty buffer
   // After any change of d: releases DATA may_use beyond the dirty sectors (dropped unwritten),
   // shrinks the delalloc reserve to its target, refreshes counters (account). REQUIRES: exclusive.

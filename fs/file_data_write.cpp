@@ -66,13 +66,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   UBTRFS_TRY_STATUS(check_may_write(ii, id.objectid, off));
   if (sync_inode) *sync_inode = ii.flags.get() & kInodeSync;
   const uint64_t old_size = ii.size;
-  Dirty& d = dirty_of(id);
-  d.nodatasum = ii.flags.get() & kInodeNodatasum;
-  // Sectors that may be compressed become extents of at most kMaxUncompressed (the property alone,
-  // without the COMPRESS flag, is not looked up here: chattr +c and the kernel set both).
-  d.max_extent = inode_compression(compress_, ii.flags.get(), std::nullopt).type != kCompressNone
-                     ? kMaxUncompressed
-                     : alloc::kMaxDataExtent;
+  Dirty& d = dirty_for_change(id, ii);
   // d stays valid through a flush of this inode below; the last settle may erase it.
   d.users++;
   struct Unpin {
