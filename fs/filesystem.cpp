@@ -1,5 +1,6 @@
 // Filesystem: mount, unmount, statfs and stats of one mounted subvolume; see filesystem.h. The POSIX
-// operations live in filesystem_ns.cpp (names, inodes, xattrs) and filesystem_data.cpp (contents).
+// operations live in filesystem_ns.cpp, create_inode.cpp, rename.cpp, readdir.cpp (names, inodes,
+// xattrs) and filesystem_data.cpp (contents).
 #include "fs/filesystem.h"
 
 #include <nlohmann/json.hpp>

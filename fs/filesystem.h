@@ -11,11 +11,11 @@
 // filesystem still enforces what the VFS leaves to it (setattr rules on suid/sgid bits, sticky
 // directories are checked by the kernel too, RENAME_* flags, name length, directory emptiness).
 //
-// Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp (names, inodes, xattrs:
-// NamespaceState in fs/namespace_state.h), filesystem_data.cpp (file contents: FileData in
-// fs/file_data.h), shutdown.cpp (emergency shutdown), label.cpp (the filesystem label), discard.cpp
-// (FITRIM and -o discard), inode_flags.cpp (chattr/lsattr flags; their enforcement is in the
-// operations).
+// Files: filesystem.cpp (mount/unmount/statfs/stats), filesystem_ns.cpp with create_inode.cpp,
+// rename.cpp and readdir.cpp (names, inodes, xattrs: NamespaceState in fs/namespace_state.h),
+// filesystem_data.cpp (file contents: FileData in fs/file_data.h), shutdown.cpp (emergency
+// shutdown), label.cpp (the filesystem label), discard.cpp (FITRIM and -o discard),
+// inode_flags.cpp (chattr/lsattr flags; their enforcement is in the operations).
 // After a shutdown every operation fails with EIO except getattr, statfs, forget, flush, release
 // and unmount (fs/shutdown.cpp).
 // Thread safety: every method may be called concurrently from FUSE workers.
@@ -119,7 +119,7 @@ class Filesystem {
   const InodeNumbers& numbers() const { return numbers_; }
   bool read_only() const { return fs_->read_only(); }
 
-  // ---- names and inodes (filesystem_ns.cpp) ----------------------------------------------------
+  // ---- names and inodes (filesystem_ns.cpp, create_inode.cpp, rename.cpp, readdir.cpp) ---------
   [[nodiscard]] Result<struct stat> lookup(uint64_t parent, std::string_view name);
   void forget(uint64_t ino, uint64_t nlookup);
   [[nodiscard]] Result<struct stat> getattr(uint64_t ino);

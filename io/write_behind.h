@@ -1,6 +1,6 @@
 // WriteBehindDevice: file data written to the device behind the thread that produced it — the part
 // the kernel's page cache and writeback play for btrfs data (btrfs_writepages submits the bios and
-// the flusher goes on; the ordered extent completes later). The delalloc flusher (fs/file_data.cpp
+// the flusher goes on; the ordered extent completes later). The delalloc flusher (fs/file_data_flush.cpp
 // flush_run) fills a buffer, hands it over and goes on filling the next one while a worker thread
 // writes it; before this, the FUSE thread that crossed the dirty threshold did the host's
 // page-cache copy itself, with the inode lock and a transaction handle held (issue 10's profile:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ubtrfs as the upper layer of overlayfs (issue 13, RENAME_WHITEOUT; fs/filesystem_ns.cpp
+# ubtrfs as the upper layer of overlayfs (issue 13, RENAME_WHITEOUT; fs/rename.cpp
 # add_whiteout). overlayfs records a lower file's deletion as a whiteout — a character device 0:0 —
 # in the upper layer, made by rename(RENAME_WHITEOUT) (a rename of a lower file) or by a whiteout
 # it links in place (a deletion). The overlay's view must be right, the upper layer on ubtrfs must
