@@ -231,15 +231,6 @@ inline uint64_t create_file(fs::Filesystem& fs, uint64_t parent, const std::stri
   return st->st_ino;
 }
 
-// Creates `name` (0644) in the root directory with `data`; returns its inode (the caller forgets it).
-inline uint64_t make_file(fs::Filesystem& f, const std::string& name, const std::vector<uint8_t>& data) {
-  auto st = f.create(kRootIno, name, S_IFREG | 0644, fs::Caller{});
-  REQUIRE(st);
-  auto n = f.write(st->st_ino, 0, data);
-  REQUIRE(n);
-  REQUIRE(*n == data.size());
-  return st->st_ino;
-}
 
 // Writes all of `data` at `off` of inode `ino`.
 inline void write_all(fs::Filesystem& fs, uint64_t ino, uint64_t off, const std::vector<uint8_t>& data) {
@@ -247,6 +238,13 @@ inline void write_all(fs::Filesystem& fs, uint64_t ino, uint64_t off, const std:
   INFO("write ino " << ino << " at " << off << ": " << (r ? "" : r.error().message));
   REQUIRE(r);
   REQUIRE(*r == data.size());
+}
+
+// Creates `name` (0644) in the root directory with `data`; returns its inode (the caller forgets it).
+inline uint64_t make_file(fs::Filesystem& f, const std::string& name, const std::vector<uint8_t>& data) {
+  const uint64_t ino = create_file(f, kRootIno, name);
+  write_all(f, ino, 0, data);
+  return ino;
 }
 
 // The whole content of inode `ino` (its st_size bytes), read `chunk` bytes at a time.
@@ -318,8 +316,7 @@ struct FsTree {
     ii.nlink = 1;
     ii.generation = h.transid;
     ii.transid = h.transid;
-    REQUIRE(insert_item(h, root, Key{objectid, kInodeItemKey, 0},
-                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&ii), sizeof ii)));
+    REQUIRE(insert_item(h, root, Key{objectid, kInodeItemKey, 0}, bytes_of(ii)));
   }
 };
 
