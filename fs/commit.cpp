@@ -184,12 +184,27 @@ Result<uint64_t> TransactionManager::run_delayed_refs(size_t max_heads) {
   while (fs_.chunk_creator().has_pending())
     if (auto st = fs_.chunk_creator().insert_pending_items(th.tree(), refs_dirty_groups_); !st)
       return th.abort(st.error());
-  auto heads = fs_.delayed_refs().take_some(max_heads ? max_heads : SIZE_MAX);
+  // Only as many heads as the delayed-refs reserve holds a head's worst case for
+  // (delayed_ref_bytes(1): an extent-tree and a free-space-tree path of BTRFS_MAX_LEVEL, both
+  // split), so this run never copies a tree block the reserve has not paid for. Read under the
+  // handle: no commit (which runs every head and empties the reserve) can come between. Heads
+  // queued by join handles (the delalloc flusher, delayed-inode runs) reserve nothing when queued
+  // (btrfs_join_transaction); their funding reaches the reserve when the inode's delalloc reserve
+  // settles. Running them before that gives the tickets nothing back (the reserve is below its
+  // size, so its release frees no bytes) and takes their copies straight from the space_info beside
+  // every reservation — the overruns ubtrfs-cowbench counted right after commits. The commit runs
+  // them instead, once funded. The kernel runs them regardless and lets the global reserve cover
+  // the difference; here the global reserve stays for what cannot wait (unlink on a full device).
+  alloc::SpaceInfos& sp = fs_.spaces();
+  const uint64_t funded = sp.delayed_refs_rsv().reserved() / sp.delayed_ref_bytes(1);
+  const size_t wanted = max_heads ? max_heads : SIZE_MAX;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(wanted, funded));
+  auto heads = fs_.delayed_refs().take_some(n);
+  if (heads.size() < wanted && !fs_.delayed_refs().empty()) refs_runs_deferred_.fetch_add(1, std::memory_order_relaxed);
   if (heads.empty()) return uint64_t{0};
   if (auto st = run_refs(th.tree(), heads, refs_dirty_groups_); !st) return th.abort(st.error());
   th.end();
   // btrfs_delayed_refs_rsv_release: what the heads had reserved goes back.
-  alloc::SpaceInfos& sp = fs_.spaces();
   sp.release_block_rsv(sp.delayed_refs_rsv(), sp.delayed_ref_bytes(heads.size()));
   return static_cast<uint64_t>(heads.size());
 }

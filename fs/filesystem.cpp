@@ -560,6 +560,7 @@ std::string Filesystem::stats_json() {
   for (int i = 0; i < alloc::kRsvTypeCount; ++i)
     if (rs.overruns_by_rsv[i]) by_rsv[alloc::rsv_type_name(static_cast<alloc::RsvType>(i))] = rs.overruns_by_rsv[i];
   j["tree_block_reservations"]["overruns_by_reserve"] = by_rsv;
+  j["tree_block_reservations"]["delayed_refs_runs_deferred"] = fs_->transactions().refs_runs_deferred();
   json enospc;
   const auto ec = sp.enospc_counts();
   for (int i = 0; i < alloc::kEnospcReasonCount; ++i)

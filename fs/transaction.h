@@ -32,6 +32,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <condition_variable>
@@ -151,9 +152,13 @@ class TransactionManager {
   static void set_skip_tree_flush_for_test(bool on);
   // Runs up to `max_heads` (0: all) queued delayed refs now, in a join handle of the running
   // transaction, and releases their part of the delayed-refs reserve (btrfs_run_delayed_refs from
-  // the flushers). Returns the heads run. REQUIRES: the caller holds no handle. Errors: the tree's
-  // (the transaction is aborted).
+  // the flushers) — never more heads than the delayed-refs reserve holds delayed_ref_bytes(1) for
+  // (the rest wait for their funding or the commit). Returns the heads run. REQUIRES: the caller
+  // holds no handle. Errors: the tree's (the transaction is aborted).
   [[nodiscard]] Result<uint64_t> run_delayed_refs(size_t max_heads);
+  // Runs that left queued heads for lack of funding (`ubtrfs-inspect stats`:
+  // tree_block_reservations.delayed_refs_runs_deferred).
+  uint64_t refs_runs_deferred() const { return refs_runs_deferred_.load(std::memory_order_relaxed); }
 
   // Work that must run before the commit closes the gate (delalloc flush: it starts handles of its
   // own). Registered once by the fs layer; called by commit() outside the gate. `cause` lets the
@@ -245,6 +250,7 @@ class TransactionManager {
   [[nodiscard]] Status run_refs(TreeHandle& h, std::vector<alloc::DelayedRefHead>& heads,
                                 std::set<uint64_t>& dirty_groups);
   std::mutex refs_run_mu_;                 // one delayed-ref runner at a time
+  std::atomic<uint64_t> refs_runs_deferred_{0};
   std::set<uint64_t> refs_dirty_groups_;   // GUARDED_BY(refs_run_mu_): for the next commit
   [[nodiscard]] Status write_super_and_unpin(uint64_t transid);
 

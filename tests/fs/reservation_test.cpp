@@ -14,7 +14,8 @@
 //   truncate and rename over a name still succeed, and afterwards creates work again;
 // - idle_metadata_may_use_is_the_reserves: after a commit, METADATA may_use is what the block
 //   reserves hold;
-// - delayed_refs_reserve_holds_the_refs_of_running_handles (at the end of the file).
+// - delayed_refs_reserve_holds_the_refs_of_running_handles, and
+//   flusher_runs_only_delayed_refs_its_reserve_paid_for (at the end of the file).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/wait.h>
@@ -393,6 +394,71 @@ TEST_CASE("delayed_refs_reserve_holds_the_refs_of_running_handles", "[reservatio
   m.commit();
   CHECK(sp.delayed_refs_rsv().size() == 0);
   CHECK(sp.reservation_stats().overruns_by_rsv[static_cast<int>(alloc::RsvType::kDelayedRefs)] == 0);
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+// The reclaim thread's FLUSH_DELAYED_REFS runs no head the delayed-refs reserve has not paid for:
+// heads queued by a join handle (which reserves nothing, btrfs_join_transaction) wait, so the
+// run copies no extent-tree block from outside every reservation (the overruns ubtrfs-cowbench
+// counted right after commits); once a reserving handle's bytes reach the reserve, that many heads
+// run; the commit runs the rest.
+TEST_CASE("flusher_runs_only_delayed_refs_its_reserve_paid_for", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  m.create("f");
+  m.create("g");
+  m.commit();
+  alloc::SpaceInfos& sp = m.sp();
+  TransactionManager& txm = m.fs->info().transactions();
+  REQUIRE(sp.delayed_refs_rsv().reserved() == 0);
+  REQUIRE(m.fs->info().delayed_refs().empty());
+  auto* rec = *m.fs->info().fs_root(5);
+  const auto delayed_refs_overruns = [&] {
+    return sp.reservation_stats().overruns_by_rsv[static_cast<int>(alloc::RsvType::kDelayedRefs)];
+  };
+  const uint64_t overruns_before = delayed_refs_overruns();
+  {
+    // A join handle copies the committed fs-tree leaf: two references queued, nothing reserved.
+    auto th = txm.join();
+    REQUIRE(th);
+    Path path;
+    auto found = search_slot(&th->tree(), *rec->tree, Key{257, kInodeItemKey, 0}, path, 0, true);
+    REQUIRE(found);
+    path.release();
+    th->end();
+  }
+  const size_t queued = m.fs->info().delayed_refs().num_heads();
+  REQUIRE(queued >= 2);
+  CHECK(sp.delayed_refs_rsv().size() >= sp.delayed_ref_bytes(2));
+  REQUIRE(sp.delayed_refs_rsv().reserved() < sp.delayed_ref_bytes(1));
+  const uint64_t deferred_before = txm.refs_runs_deferred();
+  // The flush state as the reclaim thread runs it: nothing funded, nothing run, nothing reclaimed.
+  auto got = m.fs->info().space_flusher().flush(sp.metadata(), alloc::FlushState::kDelayedRefs, 0);
+  REQUIRE(got);
+  CHECK(*got == 0);
+  CHECK(m.fs->info().delayed_refs().num_heads() == queued);
+  CHECK(txm.refs_runs_deferred() == deferred_before + 1);
+  {
+    // A reserving handle (start(2): insert and delayed-ref bytes) copies another path; what it
+    // reserved for references reaches the delayed-refs reserve as they are queued and at its end.
+    auto th = txm.start(2);
+    REQUIRE(th);
+    Path path;
+    auto found = search_slot(&th->tree(), *rec->tree, Key{258, kInodeItemKey, 0}, path, 0, true);
+    REQUIRE(found);
+    path.release();
+    th->end();
+  }
+  const uint64_t funded = sp.delayed_refs_rsv().reserved() / sp.delayed_ref_bytes(1);
+  REQUIRE(funded >= 1);
+  const size_t before_run = m.fs->info().delayed_refs().num_heads();
+  auto ran = txm.run_delayed_refs(0);
+  REQUIRE(ran);
+  CHECK(*ran == std::min<uint64_t>(funded, before_run));
+  // (The run's own extent-tree copies queue heads of their own, so the queue need not shrink.)
+  CHECK(delayed_refs_overruns() == overruns_before);
+  m.commit();
+  CHECK(m.fs->info().delayed_refs().empty());
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
 }

@@ -32,6 +32,7 @@ struct Cli {
   BenchOptions bench;
   std::string image_size = "4G";
   std::string configs = "floor,baseline,overwrite,inhibit,combined";
+  std::string wb_order = "lru";
   bool json = false;
   bool no_check = false;
   bool quiet = false;
@@ -155,6 +156,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--wb-interval-ms", b.wb_interval_ms, "periodic writeback wakeup (ms)")->capture_default_str();
   app.add_option("--wb-expire-ms", b.wb_expire_ms, "age written by the periodic pass (ms)")->capture_default_str();
+  app.add_option("--wb-order", cli.wb_order,
+                 "background writeback order: lru (coldest first, the daemon's default) or address (the kernel's)")
+      ->check(CLI::IsMember({"lru", "address"}))->capture_default_str();
   app.add_option("--workdir", b.workdir, "directory for the images (default: a new one under $TMPDIR, removed)");
   app.add_flag("--keep-image", b.keep_image, "keep the template and every configuration's image");
   app.add_flag("--no-check", cli.no_check, "do not run btrfs check on the images");
@@ -164,6 +168,7 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", cli.quiet, "only warnings and errors on stderr");
   app.set_version_flag("-V,--version", std::string("ubtrfs-cowbench ") + UBTRFS_VERSION);
   CLI11_PARSE(app, argc, argv);
+  b.wb_coldest_first = cli.wb_order == "lru";
 
   auto logger = spdlog::stderr_color_mt("ubtrfs-cowbench");
   logger->set_pattern("%^%l%$: %v");

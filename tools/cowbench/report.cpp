@@ -62,6 +62,7 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["reserve_overruns_by_reserve"] =
       s.value("/tree_block_reservations/overruns_by_reserve"_json_pointer, nlohmann::json::object());
   j["blocks_beyond_handle_share"] = stat_u64(s, {"tree_block_reservations", "beyond_handle"});
+  j["delayed_refs_runs_deferred"] = stat_u64(s, {"tree_block_reservations", "delayed_refs_runs_deferred"});
   j["enospc"] = r.enospc;
   j["spurious_enospc"] = r.spurious_enospc;
   j["other_errors"] = r.other_errors;

@@ -15,7 +15,8 @@ namespace ubtrfs::cowbench {
 // One configuration as JSON: name, the switches, max_cow_per_block, max_cow_per_search, cows,
 // cows_per_op, ops, restarts{write_lock,setup_nodes,slot_zero,read_block}, reserve_overruns (and
 // reserve_overruns_by_reserve: which block reserve ran dry; blocks_beyond_handle_share: tree blocks
-// a handle took from the shared trans reserve past what it put there), enospc, spurious_enospc,
+// a handle took from the shared trans reserve past what it put there; delayed_refs_runs_deferred:
+// flusher runs of delayed refs that left heads for their funding), enospc, spurious_enospc,
 // bytes_written, check, and the details (histograms, op kinds, levels...).
 nlohmann::ordered_json config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopulated);
 

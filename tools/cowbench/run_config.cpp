@@ -28,6 +28,7 @@ fs::OpenOptions open_options(const BenchOptions& o, const std::string& path, con
   open.writeback.ratio_pct = o.wb_ratio;
   open.writeback.interval_ms = o.wb_interval_ms;
   open.writeback.expire_ms = o.wb_expire_ms;
+  open.writeback.coldest_first = o.wb_coldest_first;
   return open;
 }
 

@@ -48,6 +48,7 @@ struct BenchOptions {
   uint32_t wb_ratio = 10;
   uint32_t wb_interval_ms = 5000;
   uint32_t wb_expire_ms = 30000;
+  bool wb_coldest_first = true;      // --wb-order lru (the daemon's default) or address (the kernel's)
   bool keep_image = false;
   bool check = true;                 // run btrfs check on every image
   double progress_every_s = 2;       // stderr progress period (0: none)
