@@ -153,11 +153,10 @@ void verify_through_kernel(const std::string& img, const std::map<std::string, M
                          "root and loop devices required for the kernel comparison: UBTRFS_REQUIRE_ORACLES=1",
                          "not root or no loop devices: kernel comparison skipped"))
     return;
-  char tmpl[] = "/tmp/ubtrfs-data-mnt-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  const std::string mnt = tmpl;
+  test::KernelMount km;
+  const std::string& mnt = km.mnt;
   std::string out;
-  const int rc = run(fmt::format("mount -o loop,ro {} {}", img, mnt), &out);
+  const int rc = km.mount(img, true, &out);
   INFO("kernel mount: " << out << run("dmesg | tail -20", &out) << out);
   REQUIRE(rc == 0);
   std::string mismatch;
@@ -167,8 +166,7 @@ void verify_through_kernel(const std::string& img, const std::map<std::string, M
     if (got != f.content && mismatch.empty())
       mismatch = fmt::format("{}: kernel reads {} bytes, model {}", name, got.size(), f.content.size());
   }
-  run(fmt::format("umount {}", mnt));
-  ::rmdir(mnt.c_str());
+  km.unmount();
   INFO(mismatch);
   REQUIRE(mismatch.empty());
 }

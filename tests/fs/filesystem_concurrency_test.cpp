@@ -305,13 +305,11 @@ TEST_CASE("concurrent_operations_match_models_and_image_is_check_clean", "[fs][c
 
   btrfs_check_clean(img.path());
 
-  char tmpl[] = "/tmp/ubtrfs-conc-mnt-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl) != nullptr);
-  const std::string mnt = tmpl;
+  test::KernelMount km;
+  const std::string& mnt = km.mnt;
   std::string out;
-  const int rc = run(fmt::format("mount -o loop,ro {} {}", img.path(), mnt), &out);
+  const int rc = km.mount(img.path(), true, &out);
   INFO("kernel mount: " << out);
-  if (rc != 0) ::rmdir(mnt.c_str());
   REQUIRE(rc == 0);
   std::vector<std::string> problems;
   for (int t = 0; t < kPrivate; ++t) {
@@ -340,8 +338,7 @@ TEST_CASE("concurrent_operations_match_models_and_image_is_check_clean", "[fs][c
   std::vector<uint8_t> want = shared[0].model;
   want.insert(want.end(), shared[1].model.begin(), shared[1].model.end());
   if (sh != want) problems.push_back(fmt::format("shared: {} bytes, content differs from the models", sh.size()));
-  run(fmt::format("umount {}", mnt));
-  ::rmdir(mnt.c_str());
+  km.unmount();
   for (const auto& p : problems) UNSCOPED_INFO(p);
   REQUIRE(problems.empty());
 }

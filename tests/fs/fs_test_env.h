@@ -120,6 +120,42 @@ inline bool make_btrfs_image(const io::testing::TempFile& img, const std::string
 
 // ---- mounts -----------------------------------------------------------------------------------
 
+// The kernel oracle's mount of an image file (`mount -o loop[,ro]`) on a fresh directory under /tmp.
+// The destructor unmounts (which frees the loop device) and removes the directory, so a test that
+// fails — a REQUIRE, an exception — between mount() and unmount() leaves nothing mounted behind.
+struct KernelMount {
+  std::string mnt;
+  bool mounted = false;
+  KernelMount() {
+    char tmpl[] = "/tmp/ubtrfs-kmnt-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    mnt = tmpl;
+  }
+  KernelMount(const KernelMount&) = delete;
+  KernelMount& operator=(const KernelMount&) = delete;
+  ~KernelMount() {
+    if (mounted) run(fmt::format("umount {}", mnt));
+    ::rmdir(mnt.c_str());
+  }
+  // `mount -o loop` (`,ro` when `read_only`) of `img` on mnt; the command's exit status (0: mounted),
+  // its output in `*out` when given.
+  int mount(const std::string& img, bool read_only, std::string* out = nullptr) {
+    const int rc = run(fmt::format("mount -o loop{} {} {}", read_only ? ",ro" : "", img, mnt), out);
+    mounted = rc == 0;
+    return rc;
+  }
+  // Unmounts now; REQUIREs it succeeds (the destructor's unmount is only the cleanup on failure).
+  void unmount() {
+    REQUIRE(run(fmt::format("umount {}", mnt)) == 0);
+    mounted = false;
+  }
+  // Unmounts now; true when it succeeded (for helpers that report failure by their result).
+  bool try_unmount() {
+    mounted = run(fmt::format("umount {}", mnt)) != 0;
+    return !mounted;
+  }
+};
+
 // The image file at `path` mounted through Filesystem::mount (with `o`, its path set here, and
 // `m`). REQUIREs the mount succeeds; the error is the INFO.
 inline std::unique_ptr<fs::Filesystem> mount_file(const std::string& path, const fs::MountOptions& m = {},

@@ -205,18 +205,15 @@ void build_extref_namespace(Filesystem& fs) {
 // Makes `img` with mkfs.btrfs and runs kKernelExtrefRecipe on it through a kernel loop mount.
 bool make_kernel_extref_image(const std::string& img) {
   if (run(fmt::format("mkfs.btrfs -q -f {} >/dev/null 2>&1", img)) != 0) return false;
-  char dir_tmpl[] = "/tmp/ubtrfs-ns-kmnt-XXXXXX";
-  if (!::mkdtemp(dir_tmpl)) return false;
-  const std::string mnt = dir_tmpl;
-  bool ok = run(fmt::format("mount -o loop {} {}", img, mnt)) == 0;
+  test::KernelMount km;
+  bool ok = km.mount(img, false) == 0;
   if (ok) {
-    const std::string script = mnt + ".sh";
-    std::ofstream(script) << fmt::format(fmt::runtime(kKernelExtrefRecipe), mnt) << "\n";
+    const std::string script = km.mnt + ".sh";
+    std::ofstream(script) << fmt::format(fmt::runtime(kKernelExtrefRecipe), km.mnt) << "\n";
     ok = run(fmt::format("sh {} >/dev/null 2>&1", script)) == 0;
     ::unlink(script.c_str());
-    ok = run(fmt::format("umount {}", mnt)) == 0 && ok;
+    ok = km.try_unmount() && ok;
   }
-  ::rmdir(mnt.c_str());
   return ok;
 }
 
@@ -424,13 +421,12 @@ TEST_CASE("namespace_on_image_is_check_clean_and_matches_kernel_view") {
         walk_ubtrfs(*fs, 1, "", ours);
         must(fs->unmount(), "unmount ro");
       }
-      char dir_tmpl[] = "/tmp/ubtrfs-ns-mnt-XXXXXX";
-      REQUIRE(::mkdtemp(dir_tmpl));
-      const std::string mnt = dir_tmpl;
-      REQUIRE(run(fmt::format("mount -o loop,ro {} {}", img.path(), mnt)) == 0);
-      walk_kernel(mnt, kernels);
-      run(fmt::format("umount {}", mnt));
-      ::rmdir(mnt.c_str());
+      {
+        test::KernelMount km;
+        REQUIRE(km.mount(img.path(), true) == 0);
+        walk_kernel(km.mnt, kernels);
+        km.unmount();
+      }
       CHECK(ours.size() > 80);
       INFO("ubtrfs:\n" << describe(ours) << "kernel:\n" << describe(kernels));
       CHECK(ours == kernels);

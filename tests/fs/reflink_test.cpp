@@ -454,15 +454,13 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
     REQUIRE(fs->unmount());
     // The kernel replays the log (a read-write mount) and reads B right; the result is clean.
     if (::geteuid() == 0 && stdfs::exists("/dev/loop-control")) {
-      char tmpl[] = "/tmp/ubtrfs-reflink-mnt-XXXXXX";
-      REQUIRE(::mkdtemp(tmpl) != nullptr);
-      const std::string mnt = tmpl;
+      test::KernelMount km;
       std::string out;
-      const int rc = run(fmt::format("mount -o loop {} {}", kcrash.path(), mnt), &out);
+      const int rc = km.mount(kcrash.path(), false, &out);
       INFO("kernel mount of the crash image: " << out);
       REQUIRE(rc == 0);
       std::string got;
-      run(fmt::format("sha256sum < {}/b", mnt), &got);
+      run(fmt::format("sha256sum < {}/b", km.mnt), &got);
       std::string want;
       {
         TempFile model(0);
@@ -472,8 +470,7 @@ TEST_CASE("fsync_of_clone_logs_shared_extents", "[reflink]") {
         std::fclose(f);
         run(fmt::format("sha256sum < {}", model.path()), &want);
       }
-      run(fmt::format("umount {}", mnt));
-      ::rmdir(mnt.c_str());
+      km.unmount();
       CHECK(got == want);
       check_clean_and_fsck(kcrash.path());
     }

@@ -193,14 +193,13 @@ TEST_CASE("commit_converges_and_image_is_check_clean", "[fs][commit][oracle]") {
         CHECK(run(fmt::format("btrfs check {} >/tmp/ubtrfs-commit-check.log 2>&1", img.path())) == 0);
         CHECK(run(fmt::format("btrfs check --mode=lowmem {} >/tmp/ubtrfs-commit-check-lowmem.log 2>&1", img.path())) == 0);
         // The kernel sees exactly the live files.
-        char mnt_tmpl[] = "/tmp/ubtrfs-commit-mnt-XXXXXX";
-        REQUIRE(mkdtemp(mnt_tmpl));
-        const std::string mnt = mnt_tmpl;
-        REQUIRE(run(fmt::format("mount -o loop,ro {} {}", img.path(), mnt)) == 0);
         std::set<std::string> seen;
-        for (auto& e : std::filesystem::directory_iterator(mnt)) seen.insert(e.path().filename().string());
-        run(fmt::format("umount {}", mnt));
-        rmdir(mnt.c_str());
+        {
+          test::KernelMount km;
+          REQUIRE(km.mount(img.path(), true) == 0);
+          for (auto& e : std::filesystem::directory_iterator(km.mnt)) seen.insert(e.path().filename().string());
+          km.unmount();
+        }
         std::set<std::string> want;
         for (auto& [n, i] : live) want.insert(n);
         CHECK(seen.size() == want.size());
@@ -392,17 +391,14 @@ TEST_CASE("handles_and_commits_run_concurrently", "[fs][commit][concurrency]") {
   INFO("commits during the run: " << commits);
   CHECK(commits > 2);
   CHECK(run(fmt::format("btrfs check {} >/tmp/ubtrfs-conc-check.log 2>&1", img.path())) == 0);
-  char mnt_tmpl[] = "/tmp/ubtrfs-conc-mnt-XXXXXX";
-  REQUIRE(mkdtemp(mnt_tmpl));
-  const std::string mnt = mnt_tmpl;
-  REQUIRE(run(fmt::format("mount -o loop,ro {} {}", img.path(), mnt)) == 0);
+  test::KernelMount km;
+  REQUIRE(km.mount(img.path(), true) == 0);
   size_t n = 0;
-  for (auto& e : std::filesystem::directory_iterator(mnt)) {
+  for (auto& e : std::filesystem::directory_iterator(km.mnt)) {
     (void)e;
     ++n;
   }
-  run(fmt::format("umount {}", mnt));
-  rmdir(mnt.c_str());
+  km.unmount();
   CHECK(n == static_cast<size_t>(threads * per_thread));
 }
 

@@ -461,23 +461,6 @@ TEST_CASE("notreelog_mount_option_parses", "[tree_log]") {
 
 // ---- the kernel oracle ------------------------------------------------------------------------
 
-struct KernelMount {
-  std::string mnt;
-  bool mounted = false;
-  KernelMount() {
-    char tmpl[] = "/tmp/ubtrfs-log-mnt-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    mnt = tmpl;
-  }
-  ~KernelMount() {
-    if (mounted) run(fmt::format("umount {}", mnt));
-    ::rmdir(mnt.c_str());
-  }
-  void unmount() {
-    REQUIRE(run(fmt::format("umount {}", mnt)) == 0);
-    mounted = false;
-  }
-};
 
 TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
   if (!have_kernel_loop_mount()) return;
@@ -571,14 +554,13 @@ TEST_CASE("kernel_replays_ubtrfs_log_tree", "[tree_log][oracle]") {
     CHECK(c.empty());
   }
   {
-    KernelMount km;
+    test::KernelMount km;
     std::string out;
-    const int rc = run(fmt::format("mount -o loop {} {}", crash.path(), km.mnt), &out);
+    const int rc = km.mount(crash.path(), false, &out);
     std::string dmesg;
     run("dmesg | tail -300", &dmesg);
     INFO("kernel mount: " << out << dmesg);
     REQUIRE(rc == 0);
-    km.mounted = true;
     // Informative only: other kernel activity on the machine may push the line out of reach; the
     // replay itself is proven by the files below and by log_root returning to 0.
     if (dmesg.find("start tree-log replay") == std::string::npos) WARN("no 'start tree-log replay' in dmesg");
@@ -659,10 +641,9 @@ TEST_CASE("concurrent_fsyncs_and_commits_replay_in_the_kernel", "[tree_log][orac
   REQUIRE(read_disk_log(crash.path()).super.log_root.get() != 0);
   CHECK(check_image(crash.path()).empty());
   {
-    KernelMount km;
+    test::KernelMount km;
     std::string out;
-    REQUIRE(run(fmt::format("mount -o loop {} {}", crash.path(), km.mnt), &out) == 0);
-    km.mounted = true;
+    REQUIRE(km.mount(crash.path(), false, &out) == 0);
     for (int w = 0; w < kWriters; ++w) {
       const auto got = read_host_file(fmt::format("{}/w{}", km.mnt, w));
       INFO("w" << w << ": kernel reads " << got.size() << " bytes, model " << model[w].size());
