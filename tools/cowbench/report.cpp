@@ -69,6 +69,9 @@ ojson config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopu
   j["first_error"] = r.first_error;
   j["bytes_written"] = stat_u64(s, {"writeback", "bytes_written"});
   j["background_blocks_written"] = stat_u64(s, {"writeback", "background_blocks_written"});
+  j["cache"] = {{"hits", stat_u64(s, {"cache", "hits"})},
+                {"misses", stat_u64(s, {"cache", "misses"})},
+                {"evictions", stat_u64(s, {"cache", "evictions"})}};
   j["overwrites_in_place"] = stat_u64(s, {"cow", "overwrites_in_place"});
   j["inhibits"] = stat_u64(s, {"cow", "inhibits"});
   j["commits"] = stat_u64(s, {"commits"});

@@ -17,7 +17,8 @@ namespace ubtrfs::cowbench {
 // reserve_overruns_by_reserve: which block reserve ran dry; blocks_beyond_handle_share: tree blocks
 // a handle took from the shared trans reserve past what it put there; delayed_refs_runs_deferred:
 // flusher runs of delayed refs that left heads for their funding), enospc, spurious_enospc,
-// bytes_written, check, and the details (histograms, op kinds, levels...).
+// bytes_written, cache {hits, misses, evictions} of the tree-block cache, check, and the details
+// (histograms, op kinds, levels...).
 nlohmann::ordered_json config_json(const BenchOptions& o, const ConfigResult& r, uint64_t prepopulated);
 
 // {"configs": [...]}.
