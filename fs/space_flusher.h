@@ -5,7 +5,8 @@
 //   back about `to_reclaim` bytes of the delayed-items reserve.
 // - FLUSH_DELAYED_REFS(_NR): run queued delayed refs in a join handle beside the running handles
 //   (TransactionManager::run_delayed_refs), enough heads to give back `to_reclaim` of the
-//   delayed-refs reserve, or all of them.
+//   delayed-refs reserve, or all of them — but never more than that reserve has paid for (heads
+//   queued by join handles wait for their funding or the commit; see run_delayed_refs).
 // - FLUSH_DELALLOC / FLUSH_DELALLOC_WAIT: flush inodes' dirty data (largest first, skipping inodes
 //   whose lock is busy) until their delalloc reserves gave back `to_reclaim` (at least an eighth of
 //   the delalloc); writing is synchronous here, so "wait" differs only in doing twice as much.
