@@ -200,7 +200,10 @@ Result<uint64_t> TransactionManager::run_delayed_refs(size_t max_heads) {
   const size_t wanted = max_heads ? max_heads : SIZE_MAX;
   const size_t n = static_cast<size_t>(std::min<uint64_t>(wanted, funded));
   auto heads = fs_.delayed_refs().take_some(n);
-  if (heads.size() < wanted && !fs_.delayed_refs().empty()) refs_runs_deferred_.fetch_add(1, std::memory_order_relaxed);
+  // Deferred: the funding, not the queue, was the limit (heads queued meanwhile by running
+  // handles after a short queue ran out do not count).
+  if (n < wanted && heads.size() == n && !fs_.delayed_refs().empty())
+    refs_runs_deferred_.fetch_add(1, std::memory_order_relaxed);
   if (heads.empty()) return uint64_t{0};
   if (auto st = run_refs(th.tree(), heads, refs_dirty_groups_); !st) return th.abort(st.error());
   th.end();
