@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/delayed_inode.h"
+#include "fs/delayed_iput.h"
 #include "fs/discard.h"
 #include "fs/file_data.h"
 #include "fs/namespace_state.h"
@@ -113,10 +114,12 @@ Filesystem::~Filesystem() {
     auto st = unmount();
     if (!st) spdlog::error("{}: unmount: {}", fs_->path(), st.error().message);
   }
+  if (delayed_iputs_) delayed_iputs_->stop();
   // The reclaim thread calls into data_ through the flusher: it stops before data_ goes.
   fs_->spaces().stop_reclaim();
   fs_->space_flusher().set_file_data(nullptr);
   fs_->space_flusher().set_delayed_items_runner(nullptr);
+  fs_->space_flusher().set_delayed_iputs_runner(nullptr);
   fs_->transactions().set_commit_hook(nullptr, nullptr);
   fs_->transactions().set_tree_log_hooks({});
   fs_->transactions().set_unpin_hook(nullptr);
@@ -177,6 +180,12 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       f->unmounted_ = true;  // nothing to commit: fail before anything reached the disk
       return fail(st.error().err, "{}: orphan cleanup: {}", open.path, st.error().message);
     }
+    // Delayed iputs: inodes whose last FORGET came are evicted in batches by a worker, and by the
+    // RUN_DELAYED_IPUTS flush state when space is short.
+    Filesystem* self = f.get();
+    f->delayed_iputs_ = std::make_unique<DelayedIputs>([self](std::vector<InodeId> ids) { return self->evict_batch(std::move(ids)); });
+    DelayedIputs* di = f->delayed_iputs_.get();
+    f->fs_->space_flusher().set_delayed_iputs_runner([di]() -> Result<size_t> { return di->run_all(); });
     if (opts.discard) {
       // -o discard: what each commit unpins is discarded shortly after (fs/discard.h).
       f->async_discard_ = std::make_unique<AsyncDiscard>(*f->fs_, kAsyncDiscardDelay, *f->discard_counters_);
@@ -209,6 +218,15 @@ Status Filesystem::unmount() {
     cleaner_->stop();  // the step in progress ends; the rest resumes at the next mount
   }
   auto& txm = fs_->transactions();
+  if (delayed_iputs_) {
+    // The queued evictions go into the final commit (a FORGET after this point is ignored and its
+    // inode's orphan item left to the next mount's cleanup).
+    delayed_iputs_->stop();
+    if (!fs_->is_shutdown() && !fs_->read_only() && !txm.aborted())
+      if (auto r = delayed_iputs_->run_all(); !r)
+        spdlog::error("{}: evicting unlinked inodes at unmount: {} (their orphan items stay for the next mount)",
+                      fs_->path(), r.error().message);
+  }
   txm.stop_commit_thread();
   // Queued tickets fail with ENOSPC (nobody will serve them); the final commit needs none.
   fs_->spaces().stop_reclaim();
@@ -567,6 +585,11 @@ std::string Filesystem::stats_json() {
     enospc[alloc::enospc_reason_name(static_cast<alloc::EnospcReason>(i))] = ec[i];
   j["enospc"] = enospc;
   j["delalloc_bytes"] = data_->total_delalloc();
+  if (delayed_iputs_) {
+    const DelayedIputCounters di = delayed_iputs_->counters();
+    j["delayed_iputs"] = {{"queued", di.queued},   {"evicted", di.evicted}, {"failed", di.failed},
+                          {"batches", di.batches}, {"pending", di.pending}};
+  }
   return j.dump();
 }
 

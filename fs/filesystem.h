@@ -51,6 +51,7 @@ struct DiscardCounters;
 class AsyncDiscard;
 class Scrub;
 class SubvolumeCleaner;
+class DelayedIputs;
 
 // Who asks (fuse_ctx): new inodes are owned by uid / gid (or the parent's gid when it is setgid).
 struct Caller {
@@ -121,7 +122,13 @@ class Filesystem {
 
   // ---- names and inodes (filesystem_ns.cpp, create_inode.cpp, rename.cpp, readdir.cpp) ---------
   [[nodiscard]] Result<struct stat> lookup(uint64_t parent, std::string_view name);
+  // The kernel dropped nlookup references. An inode left with no reference and no link is queued
+  // for eviction (a delayed iput, fs/delayed_iput.h), evicted in a batch a moment later.
   void forget(uint64_t ino, uint64_t nlookup);
+  // btrfs_run_delayed_iputs: evicts every inode queued so far, now (the sync ioctls call it before
+  // their commit, so that "rm; sync" frees the space). Returns how many went. Errors: the first
+  // failed batch's (its inodes keep their orphan items).
+  [[nodiscard]] Result<size_t> run_delayed_iputs();
   [[nodiscard]] Result<struct stat> getattr(uint64_t ino);
   // The inode item's generation (the transaction that created it): what a FUSE entry carries, so
   // that a file handle (name_to_handle_at) of a deleted inode whose number a later inode reuses
@@ -355,6 +362,9 @@ class Filesystem {
   std::unique_ptr<AsyncDiscard> async_discard_;        // -o discard's worker (null without it)
   std::unique_ptr<Scrub> scrub_;                       // fs/scrub.h
   std::unique_ptr<SubvolumeCleaner> cleaner_;          // fs/subvolume_cleaner.h; read-write only
+  std::unique_ptr<DelayedIputs> delayed_iputs_;        // fs/delayed_iput.h; read-write only
+  // Evicts a batch of delayed iputs (the DelayedIputs evictor): locks them, then evict_inodes.
+  [[nodiscard]] Result<size_t> evict_batch(std::vector<InodeId> ids);
   bool unmounted_ = false;
   // btrfs_get_free_objectid on the root tree: the next subvolume id (0 until seeded from the root
   // tree's highest objectid + 1, at least 256; never reused while mounted).

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 
 #include "alloc/block_rsv.h"
+#include "fs/delayed_iput.h"
 #include "fs/dir_item.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
@@ -101,9 +102,48 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_ || fs_->is_shutdown()) return;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return;
-  auto guard = locks_.lock({*id});
-  if (auto st = evict_if_unused(*ns_, **root, *id); !st)
-    spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
+  if (!delayed_iputs_) {
+    auto guard = locks_.lock({*id});
+    if (auto st = evict_if_unused(*ns_, **root, *id); !st)
+      spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
+    return;
+  }
+  // Link count 0 with no reference left is final (a lookup of such an inode fails, link(2) needs
+  // a reference), so the inode can wait for the worker: btrfs_add_delayed_iput. The shared lock
+  // orders this read against an eviction in progress.
+  auto guard = locks_.lock_shared(*id);
+  auto ii = read_inode(*fs_, **root, id->objectid);
+  if (!ii) {
+    if (ii.error().err != ENOENT)
+      spdlog::error("{}: forget of inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, ii.error().message);
+    return;
+  }
+  if (ii->nlink.get() == 0) delayed_iputs_->add(*id);
+}
+
+Result<size_t> Filesystem::run_delayed_iputs() {
+  if (!delayed_iputs_) return size_t{0};
+  return delayed_iputs_->run_all();
+}
+
+Result<size_t> Filesystem::evict_batch(std::vector<InodeId> ids) {
+  if (fs_->read_only() || fs_->is_shutdown() || fs_->transactions().aborted()) return size_t{0};
+  std::sort(ids.begin(), ids.end());
+  size_t evicted = 0;
+  for (size_t i = 0; i < ids.size();) {
+    size_t e = i;
+    while (e < ids.size() && ids[e].subvol == ids[i].subvol) ++e;
+    const uint64_t subvol = ids[i].subvol;
+    std::vector<InodeId> group(ids.begin() + static_cast<std::ptrdiff_t>(i), ids.begin() + static_cast<std::ptrdiff_t>(e));
+    i = e;
+    auto root = tree_of(*fs_, subvol);
+    if (!root) continue;  // the subvolume is gone, and its inodes with it
+    std::vector<uint64_t> objectids;
+    for (const InodeId& id : group) objectids.push_back(id.objectid);
+    auto guard = locks_.lock(std::move(group));
+    evicted += UBTRFS_TRY(evict_inodes(*ns_, **root, subvol, std::move(objectids))).evicted;
+  }
+  return evicted;
 }
 
 uint64_t Filesystem::generation(uint64_t ino) {
@@ -352,19 +392,18 @@ Status Filesystem::cleanup_orphans() {
       valid = UBTRFS_TRY(next_item(*root, p));
     }
   }
-  for (uint64_t objectid : orphans) {
-    const InodeId id{numbers_.mounted_subvol(), objectid};
-    auto guard = locks_.lock({id});
-    auto ii = read_inode(*fs_, *root, objectid);
-    if (!ii && ii.error().err != ENOENT) return fail(ii.error());
-    if (ii && ii->nlink.get() == 0) {
-      UBTRFS_TRY_STATUS(evict_inode(*ns_, *root, id));
-      spdlog::info("{}: cleaned orphan inode {} of root {}", fs_->path(), objectid, id.subvol);
-      continue;
-    }
-    // A stale orphan item (inode gone, or linked again): only the item goes, as the kernel does.
-    auto th = UBTRFS_TRY(fs_->transactions().start(1));
-    UBTRFS_TRY_STATUS(delete_item(th.tree(), *root, orphan_key(objectid)));
+  // In batches of consecutive inodes (fs/evict.h): a crash in the middle of `rm -r` leaves many.
+  constexpr size_t kBatch = 1024;
+  for (size_t i = 0; i < orphans.size(); i += kBatch) {
+    const size_t e = std::min(orphans.size(), i + kBatch);
+    std::vector<uint64_t> batch(orphans.begin() + static_cast<std::ptrdiff_t>(i), orphans.begin() + static_cast<std::ptrdiff_t>(e));
+    std::vector<InodeId> ids;
+    for (uint64_t objectid : batch) ids.push_back(InodeId{numbers_.mounted_subvol(), objectid});
+    auto guard = locks_.lock(std::move(ids));
+    const EvictOutcome out = UBTRFS_TRY(evict_inodes(*ns_, *root, numbers_.mounted_subvol(), std::move(batch)));
+    if (out.evicted || out.stale_orphans)
+      spdlog::info("{}: cleaned {} orphan inodes and {} stale orphan items of root {}", fs_->path(), out.evicted,
+                   out.stale_orphans, numbers_.mounted_subvol());
   }
   return {};
 }

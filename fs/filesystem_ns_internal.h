@@ -19,6 +19,7 @@
 #include "alloc/block_rsv.h"
 #include "fs/delayed_inode.h"
 #include "fs/dir_item.h"
+#include "fs/evict.h"
 #include "fs/file_data.h"
 #include "fs/filesystem.h"
 #include "fs/namespace_state.h"
@@ -90,23 +91,11 @@ inline Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
   return refs[0].parent;
 }
 
-// btrfs_evict_inode for an inode with no link and no lookup left. REQUIRES: the inode's lock held
-// exclusively, no handle open, read-write.
+// btrfs_evict_inode for an inode with no link and no lookup left, at once (fs/evict.h; the FORGET
+// path queues it as a delayed iput instead). REQUIRES: the inode's lock held exclusively, no
+// handle open, read-write.
 inline Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
-  UBTRFS_TRY_STATUS(ns.data.evict(id));
-  // btrfs_evict_inode: FLUSH_EVICT, a priority reservation that may commit and steal; the items go
-  // in a handle of a few units (the kernel's evict reserve is metadata_size(1) plus the orphan).
-  auto th = UBTRFS_TRY(ns.fs.transactions().start(2, alloc::FlushMode::kFlushEvict));
-  // Nothing delayed may recreate what is about to be deleted (btrfs_kill_delayed_inode_items) —
-  // dropped only now that the deletion is sure to run: had the reservation failed, the pending
-  // item (nbytes after the extents went) must still reach the tree.
-  if (DelayedInodes* d = ns.fs.delayed_inodes()) d->forget(id);
-  // delete_items_of may have deleted some items when it fails: abort from the first step on.
-  UBTRFS_TRY_OR_ABORT(th, delete_items_of(th.tree(), root, id.objectid));
-  if (auto st = delete_item(th.tree(), root, orphan_key(id.objectid)); !st && st.error().err != ENOENT)
-    return th.abort(st.error());
-  th.end();
-  ns.forget_dir(id);
+  UBTRFS_TRY(evict_inodes(ns, root, id.subvol, {id.objectid}));
   return {};
 }
 

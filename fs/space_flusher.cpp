@@ -1,6 +1,8 @@
 // FsSpaceFlusher: the flush states' actions; see space_flusher.h.
 #include "fs/space_flusher.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "fs/file_data.h"
@@ -25,8 +27,21 @@ Result<uint64_t> FsSpaceFlusher::flush(alloc::SpaceInfo& si, alloc::FlushState s
                                                             : kBlockGroupData;
   switch (state) {
     case FlushState::kNone:
-    case FlushState::kRunDelayedIputs:
       return uint64_t{0};
+    case FlushState::kRunDelayedIputs: {
+      // btrfs_run_delayed_iputs + btrfs_wait_on_delayed_iputs: the evicted inodes' extents and
+      // tree blocks are pinned until the next commit, so nothing counts as reclaimed yet.
+      std::function<Result<size_t>()> run;
+      {
+        std::lock_guard g(iputs_mu_);
+        run = run_iputs_;
+      }
+      // A batch that failed keeps its inodes' orphan items (logged by the evictor); that is no
+      // reason to fail the tickets, which the commit state may still serve.
+      if (run)
+        if (auto r = run(); !r) spdlog::warn("{}: RUN_DELAYED_IPUTS: {}", fs_.path(), r.error().message);
+      return uint64_t{0};
+    }
     case FlushState::kDelayedRefsNr:
     case FlushState::kDelayedRefs: {
       // btrfs_run_delayed_refs: enough heads to give back `to_reclaim` of the delayed-refs

@@ -13,7 +13,8 @@
 // - FLUSH_DELALLOC_FULL: flush every inode that can be locked.
 // - ALLOC_CHUNK: a chunk of the space_info's type if its real usage passed 80 % (btrfs
 //   should_alloc_chunk); ALLOC_CHUNK_FORCE: a chunk regardless. Returns the bytes of chunk added.
-// - RUN_DELAYED_IPUTS: nothing (eviction runs synchronously at the last FORGET).
+// - RUN_DELAYED_IPUTS: evict every inode whose last FORGET came (fs/delayed_iput.h) and wait for
+//   it; what they free is pinned until the commit state after it.
 // - COMMIT_TRANS: a commit (which unpins what the running transaction freed), never waiting for an
 //   inode lock a ticket waiter may hold.
 // Thread safety: called by the reclaim thread and by priority reclaimers (callers holding no handle).
@@ -21,6 +22,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 
 #include "alloc/space_info.h"
 #include "io/status.h"
@@ -39,6 +41,12 @@ class FsSpaceFlusher final : public alloc::SpaceFlusher {
   void set_file_data(FileData* data) { data_.store(data, std::memory_order_release); }
   // Runs delayed items: (max items, 0 = all) -> bytes of reserve given back. Set once at mount.
   void set_delayed_items_runner(std::function<Result<uint64_t>(uint64_t)> f) { run_delayed_ = std::move(f); }
+  // Runs every delayed iput and waits for them (DelayedIputs::run_all). Set at mount once orphan
+  // cleanup is done, cleared after the reclaim thread stopped.
+  void set_delayed_iputs_runner(std::function<Result<size_t>()> f) {
+    std::lock_guard g(iputs_mu_);
+    run_iputs_ = std::move(f);
+  }
 
   [[nodiscard]] Result<uint64_t> flush(alloc::SpaceInfo& si, alloc::FlushState state, uint64_t to_reclaim) override;
   uint64_t delalloc_bytes() const override;
@@ -47,6 +55,8 @@ class FsSpaceFlusher final : public alloc::SpaceFlusher {
   FsInfo& fs_;
   std::atomic<FileData*> data_{nullptr};
   std::function<Result<uint64_t>(uint64_t)> run_delayed_;
+  std::mutex iputs_mu_;  // guards run_iputs_ (copied out before it runs)
+  std::function<Result<size_t>()> run_iputs_;
 };
 
 }  // namespace ubtrfs::fs

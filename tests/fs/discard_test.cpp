@@ -81,7 +81,8 @@ std::vector<uint8_t> read_unchecked(Filesystem& f, const std::string& name, int*
 
 void remove_file(Filesystem& f, const std::string& name, uint64_t ino) {
   REQUIRE(f.unlink(kRootIno, name));
-  f.forget(ino, 1);  // the last reference: the inode and its extents go
+  f.forget(ino, 1);  // the last reference: the inode is queued for eviction (a delayed iput)
+  REQUIRE(f.run_delayed_iputs());  // and its extents go now
 }
 
 nlohmann::json discard_stats(Filesystem& f) { return nlohmann::json::parse(f.stats_json())["discard"]; }

@@ -345,12 +345,13 @@ void build_namespace(Filesystem& fs, uint64_t* orphan_ino) {
   if (step('D')) must(fs.rename(1, "emptydir2", 1, "emptydir", 0), "rename dir over empty dir");
   must(fs.rename(1, "f1", 1, "f1", 0), "same-name rename");
 
-  // Unlink of an open file: the inode lives (orphan) until the last forget.
+  // Unlink of an open file: the inode lives (orphan) until the last forget queues its eviction.
   auto open_file = must(fs.create(1, "open_unlinked", 0644, me), "create open_unlinked");
   must(fs.unlink(1, "open_unlinked"), "unlink open file");
   auto still = must(fs.getattr(open_file.st_ino), "getattr unlinked");
   CHECK(still.st_nlink == 0);
   fs.forget(open_file.st_ino, 1);
+  REQUIRE(fs.run_delayed_iputs());
   CHECK(err_of(fs.getattr(open_file.st_ino)) == ENOENT);
   // And one that stays open across the unmount: cleaned by the next mount.
   auto left = must(fs.create(1, "orphan_left", 0644, me), "create orphan_left");

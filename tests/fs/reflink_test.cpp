@@ -189,6 +189,7 @@ TEST_CASE("shared_extents_cow_on_overwrite_and_free_with_the_last_reference", "[
     // The last reference goes: all the data space comes back.
     REQUIRE(fs->unlink(1, "b"));
     fs->forget(st->st_ino, 1);
+    REQUIRE(fs->run_delayed_iputs());
     commit_now(*fs);
     CHECK(data_used(*fs) == start_used);
     REQUIRE(fs->unmount());

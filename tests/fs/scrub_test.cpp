@@ -487,8 +487,9 @@ uint64_t errors_with_reuse_mid_batch(bool unguarded) {
       // (the allocator takes the lowest free space: the same extents) and commit.
       for (size_t i = 0; i < inos.size(); ++i) {
         (void)fs->unlink(1, fmt::format("f{}", i));
-        fs->forget(inos[i], 1);  // the create's lookup: the inode and its extents go now
+        fs->forget(inos[i], 1);  // the create's lookup: the inode is queued for eviction
       }
+      (void)fs->run_delayed_iputs();  // the inodes and their extents go now
       (void)fs->info().transactions().commit();
       for (size_t i = 0; i < inos.size(); ++i) {
         auto st = fs->create(1, fmt::format("g{}", i), 0100644, Caller{});

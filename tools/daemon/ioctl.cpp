@@ -515,15 +515,18 @@ Result<IoctlReply> snap_destroy_v2(DaemonContext& ctx, const IoctlRequest& req) 
 // BTRFS_IOC_SYNC, START_SYNC, WAIT_SYNC (btrfs_ioctl_start_sync / wait_sync): the kernel does not
 // pass sync(2) or syncfs(2) to a FUSE daemon, so these are how a caller makes everything durable:
 // each commits at once and returns when the commit is on disk (START_SYNC answers with the
-// transaction it committed; WAIT_SYNC of a committed transaction returns at once).
+// transaction it committed; WAIT_SYNC of a committed transaction returns at once). Each first
+// evicts the inodes whose last FORGET came (delayed iputs), so "rm; sync" frees their space.
 Result<IoctlReply> sync_now(DaemonContext& ctx, const IoctlRequest& req) {
   if (ctx.read_only) return IoctlReply{};
+  UBTRFS_TRY(ctx.fs->run_delayed_iputs());
   UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
   (void)req;
   return IoctlReply{};
 }
 
 Result<IoctlReply> start_sync(DaemonContext& ctx, const IoctlRequest& req) {
+  if (!ctx.read_only) UBTRFS_TRY(ctx.fs->run_delayed_iputs());
   uint64_t transid = ctx.fs->info().transactions().running_transid();
   if (!ctx.read_only) UBTRFS_TRY_STATUS(ctx.fs->info().transactions().commit(fs::CommitCause::kRequested));
   if (ctx.read_only) transid = ctx.fs->info().transactions().stats().last_transid;
@@ -535,8 +538,10 @@ Result<IoctlReply> wait_sync(DaemonContext& ctx, const IoctlRequest& req) {
   if (req.in.size() >= sizeof transid) std::memcpy(&transid, req.in.data(), sizeof transid);
   fs::TransactionManager& tm = ctx.fs->info().transactions();
   if (transid > tm.running_transid()) return fail(EINVAL, "BTRFS_IOC_WAIT_SYNC: transaction {} is in the future", transid);
-  if (!ctx.read_only && (transid == 0 || transid >= tm.running_transid()))
+  if (!ctx.read_only && (transid == 0 || transid >= tm.running_transid())) {
+    UBTRFS_TRY(ctx.fs->run_delayed_iputs());
     UBTRFS_TRY_STATUS(tm.commit(fs::CommitCause::kRequested));
+  }
   return IoctlReply{};
 }
 
