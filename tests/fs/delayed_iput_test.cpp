@@ -5,7 +5,7 @@
 //
 // Rules named here: an_eviction_batch_deletes_every_item_of_its_inodes_and_nothing_else,
 // a_data_ticket_runs_delayed_iputs_before_enospc, orphans_left_at_unmount_are_evicted_in_batches_at_mount,
-// forgets_racing_the_worker_evict_each_inode_once.
+// forgets_racing_the_worker_evict_each_inode_once, unmount_evicts_the_queue_before_its_final_commit.
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
@@ -234,6 +234,41 @@ TEST_CASE("orphans_left_at_unmount_are_evicted_in_batches_at_mount", "[delayed_i
     }
     for (uint64_t oid : kept) CHECK(k.items_of.count(oid) == 1);
     REQUIRE(fs->unmount());
+  }
+  btrfs_check_clean(img.path());
+}
+
+TEST_CASE("unmount_evicts_the_queue_before_its_final_commit", "[delayed_iput]") {
+  // Inodes still queued when the unmount starts (the worker paused) are evicted into the final
+  // commit: the image keeps neither their items nor orphan items, and their data space is free.
+  TempFile img(256 * kMiB);
+  if (!make_btrfs_image(img)) return;
+  PausedWorkers paused;
+  std::set<uint64_t> queued;
+  uint64_t data_before = 0;
+  {
+    auto fs = mount_manual_commits(img.path());
+    data_before = fs->info().spaces().data().counters().used;
+    for (int i = 0; i < 40; ++i) {
+      const std::string name = "q" + std::to_string(i);
+      const uint64_t ino = create_file(*fs, 1, name);
+      write_all(*fs, ino, 0, std::vector<uint8_t>(64 * 1024, static_cast<uint8_t>(i)));
+      queued.insert(objectid_of(*fs, ino));
+      REQUIRE(fs->unlink(1, name));
+      fs->forget(ino, 1);
+    }
+    CHECK(iput_stats(*fs)["pending"].get<uint64_t>() == queued.size());
+    REQUIRE(fs->unmount());
+    CHECK(iput_stats(*fs)["evicted"].get<uint64_t>() == queued.size());
+  }
+  {
+    fs::OpenOptions o;
+    o.read_only = true;  // no orphan cleanup: the image as the unmount left it
+    auto fs = mount_manual_commits(img.path(), {}, o);
+    const TreeKeys k = tree_keys(*fs);
+    CHECK(k.orphans.empty());
+    for (uint64_t oid : queued) CHECK(k.items_of.count(oid) == 0);
+    CHECK(fs->info().spaces().data().counters().used == data_before);
   }
   btrfs_check_clean(img.path());
 }
