@@ -3,9 +3,9 @@
 
 namespace ubtrfs::alloc {
 
-Status DelayedRefs::add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
-                        bool new_alloc, uint64_t transid) {
-  if (delta == 0) return {};
+Result<bool> DelayedRefs::add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                              bool new_alloc, uint64_t transid) {
+  if (delta == 0) return false;
   std::lock_guard lock(mu_);
   return add_locked(bytenr, num_bytes, is_data, ref, delta, new_alloc, transid);
 }
@@ -20,8 +20,7 @@ Result<bool> DelayedRefs::cancel_new_tree_alloc(uint64_t bytenr, uint64_t nodesi
   if (it->second.total_ref_mod != 1 || it->second.set_flags != 0) return false;
   for (const auto& [rk, d] : it->second.refs)
     if (rk.parent != 0 || rk.root != root) return false;
-  UBTRFS_TRY_STATUS(add_locked(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, -1, false,
-                               transid));
+  UBTRFS_TRY(add_locked(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, -1, false, transid));
   return true;
 }
 
@@ -43,8 +42,8 @@ Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> DelayedRef
   return std::pair{it, inserted};
 }
 
-Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
-                               bool new_alloc, uint64_t transid) {
+Result<bool> DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref,
+                                     int delta, bool new_alloc, uint64_t transid) {
   const auto [it, inserted] = UBTRFS_TRY(head_locked(bytenr, num_bytes, is_data, transid));
   auto& h = it->second;
   if (new_alloc) {
@@ -64,36 +63,36 @@ Status DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data
   // A head with nothing left to do (no net change, no flags, not a new extent) disappears; a
   // cancelled new extent stays so the committer can return its reserved space.
   if (h.refs.empty() && !h.must_insert && h.set_flags == 0) heads_.erase(it);
-  return {};
+  return inserted;
 }
 
-Status DelayedRefs::add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
+Result<bool> DelayedRefs::add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
                                  bool new_alloc, uint64_t transid) {
   return add(bytenr, nodesize, false, RefKey{root, static_cast<uint64_t>(level), 0}, delta, new_alloc, transid);
 }
 
-Status DelayedRefs::add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino, uint64_t offset,
+Result<bool> DelayedRefs::add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino, uint64_t offset,
                                  int delta, bool new_alloc, uint64_t transid) {
   return add(bytenr, num_bytes, true, RefKey{root, ino, offset}, delta, new_alloc, transid);
 }
 
-Status DelayedRefs::add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
+Result<bool> DelayedRefs::add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
                                         uint64_t transid) {
   if (parent == 0) return fail(EINVAL, "shared ref on tree block {} without a parent", bytenr);
   return add(bytenr, nodesize, false, RefKey{0, static_cast<uint64_t>(level), 0, parent}, delta, false, transid);
 }
 
-Status DelayedRefs::add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
+Result<bool> DelayedRefs::add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
                                         uint64_t transid) {
   if (parent == 0) return fail(EINVAL, "shared ref on data extent {} without a parent", bytenr);
   return add(bytenr, num_bytes, true, RefKey{0, 0, 0, parent}, delta, false, transid);
 }
 
-Status DelayedRefs::add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid) {
+Result<bool> DelayedRefs::add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid) {
   std::lock_guard lock(mu_);
   const auto head = UBTRFS_TRY(head_locked(bytenr, nodesize, false, transid));
   head.first->second.set_flags |= flags;
-  return {};
+  return head.second;
 }
 
 void DelayedRefs::note_taken(uint64_t bytenr) { running_.insert(bytenr); }

@@ -61,19 +61,22 @@ struct DelayedRefHead {
   bool cancelled() const { return must_insert && refs.empty(); }
 };
 
+// Every add_* returns whether it queued a new head (true) or changed one already queued: the
+// delayed-refs reserve is charged per head, as btrfs does since "only track ref_heads in
+// delayed_ref_updates" (a head is run once, whatever number of references it gathered).
 class DelayedRefs {
  public:
   // btrfs_add_delayed_tree_ref. `new_alloc`: the block was just allocated (first ADD).
-  [[nodiscard]] Status add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
+  [[nodiscard]] Result<bool> add_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t root, int level, int delta,
                                     bool new_alloc, uint64_t transid);
   // A SHARED_BLOCK_REF / SHARED_DATA_REF held by the block at `parent` (btrfs_inc_ref/dec_ref with
   // full_backref). Never the first reference of an extent.
-  [[nodiscard]] Status add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
+  [[nodiscard]] Result<bool> add_shared_tree_ref(uint64_t bytenr, uint64_t nodesize, uint64_t parent, int level, int delta,
                                            uint64_t transid);
-  [[nodiscard]] Status add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
+  [[nodiscard]] Result<bool> add_shared_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t parent, int delta,
                                            uint64_t transid);
   // btrfs_set_disk_extent_flags: ORs `flags` into the tree block's extent item when the head runs.
-  [[nodiscard]] Status add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid);
+  [[nodiscard]] Result<bool> add_extent_flags(uint64_t bytenr, uint64_t nodesize, uint64_t flags, uint64_t transid);
 
   // What the queue adds to the extent tree's view of `bytenr` (btrfs_lookup_extent_info's delayed
   // part). Waits while a runner holds the head (taken, not finished). `epoch` receives the take
@@ -91,7 +94,7 @@ class DelayedRefs {
   void finish_run();
 
   // btrfs_add_delayed_data_ref. `offset` is the extent_data_ref offset (file key offset - extent offset).
-  [[nodiscard]] Status add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino,
+  [[nodiscard]] Result<bool> add_data_ref(uint64_t bytenr, uint64_t num_bytes, uint64_t root, uint64_t ino,
                                     uint64_t offset, int delta, bool new_alloc, uint64_t transid);
 
   // Whether the head of `bytenr` is queued (not yet taken by the committer) with its first
@@ -128,9 +131,9 @@ class DelayedRefs {
                                                    uint64_t transid);
 
  private:
-  [[nodiscard]] Status add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
-                           bool new_alloc, uint64_t transid);
-  [[nodiscard]] Status add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+  [[nodiscard]] Result<bool> add(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
+                                 bool new_alloc, uint64_t transid);
+  [[nodiscard]] Result<bool> add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref, int delta,
                                   bool new_alloc, uint64_t transid);  // REQUIRES: mu_
 
   // The head of `bytenr`, created empty if absent (and whether it was); EUCLEAN when an existing

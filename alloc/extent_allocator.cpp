@@ -138,11 +138,12 @@ Result<uint64_t> ExtentAllocator::alloc_tree_block_impl(TreeHandle& h, uint64_t 
     return fail(EUCLEAN, "tree block {} for root {} is misaligned or crosses a 64 KiB stripe (group {})", bytenr,
                 root_objectid, bg ? bg->start() : 0);
   }
-  if (auto st = refs_.add_tree_ref(bytenr, nodesize, root_objectid, level, +1, true, h.transid); !st) {
+  auto queued = refs_.add_tree_ref(bytenr, nodesize, root_objectid, level, +1, true, h.transid);
+  if (!queued) {
     if (bg) (void)bg->release_reserved(bytenr, nodesize);
-    return fail(st.error());
+    return fail(queued.error());
   }
-  h.delayed_ref_updates++;
+  if (*queued) h.delayed_ref_updates++;  // a new head (a cancelled one reused is paid for already)
   remember_level(h.transid, bytenr, level);
   return bytenr;
 }
@@ -174,8 +175,8 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
       // never materialises. Unwritten: nobody can have read it, reuse at once. Written: the bytes
       // were sent to disk (a log tree or a crash could see them), keep them until the commit. The
       // -1 went in before the bytes are released: once released, another thread may allocate the
-      // same block and queue its +1, which must find this head already cancelled.
-      h.delayed_ref_updates++;
+      // same block and queue its +1, which must find this head already cancelled. No new head:
+      // nothing more to reserve for (the cancelled head costs its runner no tree change).
       Status st = written ? bg->pin_reserved(bytenr, nodesize) : bg->release_reserved(bytenr, nodesize);
       if (!st) record_error(st.error());
       return;
@@ -185,7 +186,7 @@ void ExtentAllocator::free_tree_block(TreeHandle& h, uint64_t root_objectid, uin
   // run deletes its extent item and the committer pins the bytes (extent_deleted).
   if (auto r = refs_.add_tree_ref(bytenr, nodesize, root_objectid, ref_level, -1, false, h.transid); !r)
     record_error(r.error());
-  else
+  else if (*r)
     h.delayed_ref_updates++;
 }
 
@@ -213,8 +214,8 @@ void ExtentAllocator::release_data(uint64_t bytenr, uint64_t len, bool charged) 
 
 Status ExtentAllocator::add_data_ref(TreeHandle& h, uint64_t bytenr, uint64_t len, uint64_t root, uint64_t ino,
                                      uint64_t offset, int delta, bool new_alloc) {
-  UBTRFS_TRY_STATUS(refs_.add_data_ref(bytenr, len, root, ino, offset, delta, new_alloc, h.transid));
-  h.delayed_ref_updates++;
+  if (UBTRFS_TRY(refs_.add_data_ref(bytenr, len, root, ino, offset, delta, new_alloc, h.transid)))
+    h.delayed_ref_updates++;  // per new head: more references to a queued extent run with it
   return {};
 }
 

@@ -210,7 +210,7 @@ class HandleAllocator final : public TreeBlockAllocator {
     extents_.drop_tree_block_ref(h, root_objectid, bytenr, level);
     account_ref_updates(h);
   }
-  // Moves the handle's counted reference updates into the delayed-refs reserve now
+  // Moves the reservation of the delayed-ref heads the handle queued into the delayed-refs reserve now
   // (SpaceInfos::update_delayed_refs_rsv) and zeroes the count.
   void account_ref_updates(TreeHandle& h);
   // The reserve a block of `root_objectid` is charged to.

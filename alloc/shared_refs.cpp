@@ -87,22 +87,20 @@ Status ExtentAllocator::mod_ref(TreeHandle& h, const ExtentBuffer& eb, bool full
       if (disk_bytenr == 0) continue;  // a hole
       const uint64_t disk_num_bytes = get_le64(d, offsetof(FileExtentItem, disk_num_bytes));
       const uint64_t extent_offset = get_le64(d, offsetof(FileExtentItem, offset));
-      if (full_backref)
-        UBTRFS_TRY_STATUS(refs_.add_shared_data_ref(disk_bytenr, disk_num_bytes, parent, delta, h.transid));
-      else
-        UBTRFS_TRY_STATUS(refs_.add_data_ref(disk_bytenr, disk_num_bytes, owner, k.objectid, k.offset - extent_offset,
-                                             delta, false, h.transid));
-      ++queued;
+      const bool new_head =
+          full_backref ? UBTRFS_TRY(refs_.add_shared_data_ref(disk_bytenr, disk_num_bytes, parent, delta, h.transid))
+                       : UBTRFS_TRY(refs_.add_data_ref(disk_bytenr, disk_num_bytes, owner, k.objectid,
+                                                       k.offset - extent_offset, delta, false, h.transid));
+      queued += new_head ? 1 : 0;
     }
   } else {
     const int child_level = eb.level() - 1;
     for (int slot = 0; slot < n; ++slot) {
       const uint64_t child = eb.node_blockptr(slot);
-      if (full_backref)
-        UBTRFS_TRY_STATUS(refs_.add_shared_tree_ref(child, fs_.nodesize, parent, child_level, delta, h.transid));
-      else
-        UBTRFS_TRY_STATUS(refs_.add_tree_ref(child, fs_.nodesize, owner, child_level, delta, false, h.transid));
-      ++queued;
+      const bool new_head =
+          full_backref ? UBTRFS_TRY(refs_.add_shared_tree_ref(child, fs_.nodesize, parent, child_level, delta, h.transid))
+                       : UBTRFS_TRY(refs_.add_tree_ref(child, fs_.nodesize, owner, child_level, delta, false, h.transid));
+      queued += new_head ? 1 : 0;
     }
   }
   h.delayed_ref_updates += queued;
@@ -118,8 +116,7 @@ Status ExtentAllocator::dec_ref(TreeHandle& h, const ExtentBuffer& eb, bool full
 }
 
 Status ExtentAllocator::set_extent_flags(TreeHandle& h, uint64_t bytenr, uint64_t flags) {
-  UBTRFS_TRY_STATUS(refs_.add_extent_flags(bytenr, fs_.nodesize, flags, h.transid));
-  h.delayed_ref_updates++;
+  if (UBTRFS_TRY(refs_.add_extent_flags(bytenr, fs_.nodesize, flags, h.transid))) h.delayed_ref_updates++;
   return {};
 }
 
@@ -158,13 +155,13 @@ Result<bool> ExtentAllocator::update_ref_for_cow(TreeHandle& h, TreeRoot& root, 
 void ExtentAllocator::drop_tree_block_ref(TreeHandle& h, uint64_t root_objectid, uint64_t bytenr, int level) {
   if (auto r = refs_.add_tree_ref(bytenr, fs_.nodesize, root_objectid, level, -1, false, h.transid); !r)
     record_error(r.error());
-  else
+  else if (*r)
     h.delayed_ref_updates++;
 }
 
 Status ExtentAllocator::drop_shared_tree_ref(TreeHandle& h, uint64_t bytenr, int level, uint64_t parent) {
-  UBTRFS_TRY_STATUS(refs_.add_shared_tree_ref(bytenr, fs_.nodesize, parent, level, -1, h.transid));
-  h.delayed_ref_updates++;
+  if (UBTRFS_TRY(refs_.add_shared_tree_ref(bytenr, fs_.nodesize, parent, level, -1, h.transid)))
+    h.delayed_ref_updates++;
   return {};
 }
 

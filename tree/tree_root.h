@@ -116,8 +116,10 @@ struct TreeHandle {
   bool wb_hold_recopied = false;
   // Fix 2's inhibit set (btrfs `writeback_inhibited_ebs`, the inline 8-slot CLOCK version).
   InhibitSet inhibited;
-  // Reference changes this handle queued (btrfs trans->delayed_ref_updates): the allocator counts
-  // them, the transaction layer charges their reservation to the delayed-refs reserve at handle end.
+  // Delayed-ref heads this handle queued (btrfs trans->delayed_ref_updates, which counts heads, not
+  // references, since "only track ref_heads in delayed_ref_updates": a head runs once however many
+  // references it gathered): the allocator counts them, the transaction layer charges their
+  // reservation to the delayed-refs reserve at handle end.
   uint64_t delayed_ref_updates = 0;
   // Tells one handle's copies from another's in the per-handle copy count (tree_stats.h): a
   // process-wide sequence, never 0.
