@@ -343,3 +343,27 @@ TEST_CASE("concurrent tree block allocation and frees never hand out a block twi
   for (const auto& hd : f.refs.take_all()) live_heads += hd.cancelled() ? 0 : 1;
   CHECK(live_heads == live.size());
 }
+
+TEST_CASE("delayed_ref_reservation_is_charged_per_head_not_per_reference") {
+  // btrfs "only track ref_heads in delayed_ref_updates": a head runs once whatever number of
+  // references it gathered, so a handle is charged one delayed_ref_bytes(1) per head it queues.
+  // Random writes into one preallocated extent queue thousands of references to one head; charging
+  // each one drained the writers' reserves into the delayed-refs reserve and made every ticket
+  // wait for a commit.
+  Fixture f;
+  constexpr uint64_t kExtent = 13631488, kLen = 128 * kMiB;
+  for (uint64_t i = 0; i < 50; ++i)
+    REQUIRE_GOOD(f.alloc.add_data_ref(f.h, kExtent, kLen, 5, 257, i * 4096, +1, false));
+  CHECK(f.h.delayed_ref_updates == 1);
+  REQUIRE_GOOD(f.alloc.add_data_ref(f.h, kExtent + kLen, kLen, 5, 258, 0, -1, false));
+  CHECK(f.h.delayed_ref_updates == 2);
+  // References that cancel to nothing leave no head; the next reference makes a new one.
+  REQUIRE_GOOD(f.alloc.add_data_ref(f.h, kExtent + kLen, kLen, 5, 258, 0, +1, false));
+  REQUIRE_GOOD(f.alloc.add_data_ref(f.h, kExtent + kLen, kLen, 5, 258, 0, -1, false));
+  CHECK(f.h.delayed_ref_updates == 3);
+  // Once a runner took the head, a further reference needs another run: a new head, charged.
+  auto taken = f.refs.take_all();
+  CHECK(taken.size() == 2);
+  REQUIRE_GOOD(f.alloc.add_data_ref(f.h, kExtent, kLen, 5, 257, 0, -1, false));
+  CHECK(f.h.delayed_ref_updates == 4);
+}
