@@ -37,7 +37,7 @@ if verdict=$(python3 - "$json" "$targets" <<'PY' 2>&1
 import json, sys
 doc = json.load(open(sys.argv[1]))
 targets = sys.argv[2].split(",")
-want = ["seqwrite.throughput", "seqread.throughput", "randwrite.iops", "meta.create", "meta.stat",
+want = ["seqwrite.throughput", "seqread.throughput", "randwrite.iops", "prealloc.iops", "meta.create", "meta.stat",
         "meta.unlink", "fsync.files", "append.p50", "append.p99", "dbench.throughput"]
 bad = []
 for t in targets:
