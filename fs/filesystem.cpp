@@ -183,7 +183,8 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
     // Delayed iputs: inodes whose last FORGET came are evicted in batches by a worker, and by the
     // RUN_DELAYED_IPUTS flush state when space is short.
     Filesystem* self = f.get();
-    f->delayed_iputs_ = std::make_unique<DelayedIputs>([self](std::vector<InodeId> ids) { return self->evict_batch(std::move(ids)); });
+    f->delayed_iputs_ =
+        std::make_unique<DelayedIputs>([self](std::vector<InodeId> ids) { return self->evict_batch(std::move(ids)); });
     DelayedIputs* di = f->delayed_iputs_.get();
     f->fs_->space_flusher().set_delayed_iputs_runner([di]() -> Result<size_t> { return di->run_all(); });
     if (opts.discard) {

@@ -142,7 +142,8 @@ Result<size_t> Filesystem::evict_batch(std::vector<InodeId> ids) {
     size_t e = i;
     while (e < ids.size() && ids[e].subvol == ids[i].subvol) ++e;
     const uint64_t subvol = ids[i].subvol;
-    std::vector<InodeId> group(ids.begin() + static_cast<std::ptrdiff_t>(i), ids.begin() + static_cast<std::ptrdiff_t>(e));
+    std::vector<InodeId> group(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                               ids.begin() + static_cast<std::ptrdiff_t>(e));
     i = e;
     auto root = tree_of(*fs_, subvol);
     if (!root) continue;  // the subvolume is gone, and its inodes with it
@@ -404,7 +405,8 @@ Status Filesystem::cleanup_orphans() {
   constexpr size_t kBatch = 1024;
   for (size_t i = 0; i < orphans.size(); i += kBatch) {
     const size_t e = std::min(orphans.size(), i + kBatch);
-    std::vector<uint64_t> batch(orphans.begin() + static_cast<std::ptrdiff_t>(i), orphans.begin() + static_cast<std::ptrdiff_t>(e));
+    std::vector<uint64_t> batch(orphans.begin() + static_cast<std::ptrdiff_t>(i),
+                                orphans.begin() + static_cast<std::ptrdiff_t>(e));
     std::vector<InodeId> ids;
     for (uint64_t objectid : batch) ids.push_back(InodeId{numbers_.mounted_subvol(), objectid});
     auto guard = locks_.lock(std::move(ids));
