@@ -110,12 +110,7 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
   if (ns_->drop_lookup(*id, nlookup) != 0 || fs_->read_only() || unmounted_ || fs_->is_shutdown()) return;
   auto root = tree_of(*fs_, id->subvol);
   if (!root) return;
-  if (!delayed_iputs_) {
-    auto guard = locks_.lock({*id});
-    if (auto st = evict_if_unused(*ns_, **root, *id); !st)
-      spdlog::error("{}: evicting inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, st.error().message);
-    return;
-  }
+  // Every read-write mount has the queue (made before FUSE starts; read-only returned above).
   // Link count 0 with no reference left is final (a lookup of such an inode fails, link(2) needs
   // a reference), so the inode can wait for the worker: btrfs_add_delayed_iput. The shared lock
   // orders this read against an eviction in progress.
@@ -126,7 +121,7 @@ void Filesystem::forget(uint64_t ino, uint64_t nlookup) {
       spdlog::error("{}: forget of inode {} of root {}: {}", fs_->path(), id->objectid, id->subvol, ii.error().message);
     return;
   }
-  if (ii->nlink.get() == 0) delayed_iputs_->add(*id);
+  if (ii->nlink.get() == 0 && delayed_iputs_) delayed_iputs_->add(*id);
 }
 
 Result<size_t> Filesystem::run_delayed_iputs() {
@@ -149,7 +144,7 @@ Result<size_t> Filesystem::evict_batch(std::vector<InodeId> ids) {
     if (!root) continue;  // the subvolume is gone, and its inodes with it
     std::vector<uint64_t> objectids;
     for (const InodeId& id : group) objectids.push_back(id.objectid);
-    auto guard = locks_.lock(std::move(group));
+    auto guard = locks_.lock(std::move(group));  // evict_inodes' REQUIRES
     evicted += UBTRFS_TRY(evict_inodes(*ns_, **root, subvol, std::move(objectids))).evicted;
   }
   return evicted;

@@ -4,8 +4,8 @@
 // Invariants: TouchedInodes writes each inode item it loaded back once, in the operation's handle;
 // add_name and remove_name make a first tree change of their own and abort the handle when a later
 // step fails (add_name undoes its inode ref instead when the directory cannot take the name; the
-// abort rules are in the essay at the top of filesystem_ns.cpp); evict_inode and evict_if_unused
-// REQUIRE the inode's lock held exclusively and no handle open.
+// abort rules are in the essay at the top of filesystem_ns.cpp); evict_if_unused REQUIRES the
+// inode's lock held exclusively and no handle open.
 #pragma once
 
 #include <sys/stat.h>
@@ -91,21 +91,13 @@ inline Result<uint64_t> parent_of_dir(TreeRoot& root, uint64_t dir) {
   return refs[0].parent;
 }
 
-// btrfs_evict_inode for an inode with no link and no lookup left, at once (fs/evict.h; the FORGET
-// path queues it as a delayed iput instead). REQUIRES: the inode's lock held exclusively, no
-// handle open, read-write.
-inline Status evict_inode(NamespaceState& ns, TreeRoot& root, InodeId id) {
+// btrfs_evict_inode, at once, for an inode an unlink or rename left without a link: evicted if no
+// FUSE lookup holds it either (evict_inodes re-checks both under the lock; the FORGET path queues
+// a delayed iput instead). REQUIRES: its lock held exclusively, no handle open, read-write.
+inline Status evict_if_unused(NamespaceState& ns, TreeRoot& root, InodeId id) {
+  if (ns.lookup_count(id) != 0) return {};  // the common case: the kernel still holds it
   UBTRFS_TRY(evict_inodes(ns, root, id.subvol, {id.objectid}));
   return {};
-}
-
-// Evicts `id` if it has no link and no lookup. REQUIRES: its lock held exclusively, no handle.
-inline Status evict_if_unused(NamespaceState& ns, TreeRoot& root, InodeId id) {
-  if (ns.lookup_count(id) != 0) return {};
-  auto ii = read_inode(ns.fs, root, id.objectid);
-  if (!ii) return ii.error().err == ENOENT ? Status{} : fail(ii.error());
-  if (ii->nlink.get() != 0) return {};
-  return evict_inode(ns, root, id);
 }
 
 // Inode items an operation loads, changes and writes back once (a directory may be touched twice
