@@ -43,8 +43,10 @@ the median figure of each target and its median per-round ratio to kernel btrfs.
   --targets LIST        comma list of target names (default all: every ubtrfs target, kernel,
                         fuse2fs); kernel = the kernel's btrfs on a loop device, fuse2fs = ext4
                         through fuse2fs
-  --ubtrfs NAME=PATH    a ubtrfs daemon build as target NAME (repeatable); without it the one
-                        target is ubtrfs=build/tools/daemon/ubtrfs of this tree
+  --ubtrfs NAME=PATH[' -o OPTS']
+                        a ubtrfs daemon build as target NAME (repeatable), with mount options of
+                        its own after " -o "; without it the one target is
+                        ubtrfs=build/tools/daemon/ubtrfs of this tree
   --mount-opts OPTS     -o options for the ubtrfs targets (default none)
   --fuse-uring MODE     on: the fuse module parameter enable_uring=Y for the run (restored at the
                         end), so that ubtrfs (fuse_uring=auto) serves through FUSE over io_uring;
@@ -70,6 +72,8 @@ Workloads (full size; --quick is much smaller):
 
 Example, a change measured before/after in one interleaved run:
   scripts/bench.sh --ubtrfs before=/work/bin-base/daemon/ubtrfs --ubtrfs after=build/tools/daemon/ubtrfs
+The writeback cache beside the default:
+  scripts/bench.sh --ubtrfs ubtrfs=build/tools/daemon/ubtrfs --ubtrfs 'wbc=build/tools/daemon/ubtrfs -o writeback_cache=on'
 
 Needs root, fio, dbench, fuse2fs (for that target), mkfs.ext4, python3, kernel btrfs and loop
 devices (for the kernel target), /dev/fuse. Exit status: 0 every workload ran on every target,
@@ -142,19 +146,25 @@ workloads=()
 for w in "${all_workloads[@]}"; do [[ -n ${want_workload[$w]:-} ]] && workloads+=("$w"); done
 
 # Targets: name -> kind (ubtrfs, kernel, fuse2fs) and, for ubtrfs, the daemon.
-declare -A target_kind=() target_daemon=()
+declare -A target_kind=() target_daemon=() target_opts=()
 known_targets=()
 ((${#ubtrfs_specs[@]})) || ubtrfs_specs=("ubtrfs=$src/build/tools/daemon/ubtrfs")
 for spec in "${ubtrfs_specs[@]}"; do
   [[ $spec == *=* ]] || die_usage "--ubtrfs wants NAME=PATH, not '$spec'"
   name=${spec%%=*}
   path=${spec#*=}
+  opts=
+  if [[ $path == *" -o "* ]]; then
+    opts=${path#* -o }
+    path=${path%% -o *}
+  fi
   [[ $name =~ ^[A-Za-z0-9_.+-]+$ ]] || die_usage "target name '$name': letters, digits, _ . + - only"
   [[ $name != kernel && $name != fuse2fs ]] || die_usage "'$name' is a reserved target name"
   [[ -z ${target_kind[$name]:-} ]] || die_usage "target '$name' given twice"
   [[ -x $path ]] || die_usage "ubtrfs daemon '$path' (target $name) is not an executable; build it: scripts/build.sh"
   target_kind[$name]=ubtrfs
   target_daemon[$name]=$(realpath "$path")
+  target_opts[$name]=$mount_opts${mount_opts:+${opts:+,}}$opts
   known_targets+=("$name")
 done
 target_kind[kernel]=kernel
@@ -283,7 +293,7 @@ fs_make() {
 fs_mount() {
   local target=$1 img=$2 mnt=$3
   case ${target_kind[$target]} in
-    ubtrfs) UBTRFS_DAEMON=${target_daemon[$target]} ubtrfs_mount "$img" "$mnt" "$mount_opts" ;;
+    ubtrfs) UBTRFS_DAEMON=${target_daemon[$target]} ubtrfs_mount "$img" "$mnt" "${target_opts[$target]}" ;;
     kernel) kernel_mount "$img" "$mnt" ;;
     # fuse2fs takes the same "IMAGE MNT -f" command line: lib.sh's daemon helpers serve it.
     fuse2fs) UBTRFS_DAEMON=$(command -v fuse2fs) UBTRFS_EXTRA_MOUNT_OPTS='' ubtrfs_mount "$img" "$mnt" ;;
@@ -527,7 +537,7 @@ targets_tsv=$root/targets.tsv
 : >"$targets_tsv"
 for t in "${targets[@]}"; do
   case ${target_kind[$t]} in
-    ubtrfs) desc="${target_daemon[$t]}${mount_opts:+ -o $mount_opts} (fuse enable_uring=$uring_state)" ;;
+    ubtrfs) desc="${target_daemon[$t]}${target_opts[$t]:+ -o ${target_opts[$t]}} (fuse enable_uring=$uring_state)" ;;
     kernel) desc="kernel btrfs $(uname -r), loop device" ;;
     fuse2fs) desc="$(fuse2fs -V 2>&1 | awk 'NR == 1' | tr -d '\t'), ext4" ;;
   esac
