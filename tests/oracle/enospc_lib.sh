@@ -128,6 +128,19 @@ enospc_case() {
   rc=0
   enospc_workload "$scen" "$mnt" "$res" || rc=$?
   echo "  workload $scen on $UBTRFS_FS: $((SECONDS - t)) s (exit $rc)"
+  # The cache's window grows while a cached writer pushes data (tools/daemon/dirty_window.h): df
+  # leaves its bound out, so the judge allows the largest bound it had (the pages it may have held
+  # unsent at a df) instead of the floor's.
+  if (( held )); then
+    local max_bound
+    max_bound=$("$UBTRFS_BIN/inspect/ubtrfs-inspect" stats --json "$mnt" 2>/dev/null |
+      python3 -c 'import json,sys; print(json.load(sys.stdin).get("writeback_cache", {}).get("max_bound_bytes", 0))' \
+      2>/dev/null) || max_bound=0
+    if [[ $max_bound =~ ^[0-9]+$ ]] && (( max_bound > held )); then
+      echo "  the writeback cache's window grew: up to $((max_bound >> 10)) KiB held for dirty pages"
+      held=$max_bound
+    fi
+  fi
   t=$SECONDS
   if ubtrfs_umount "$mnt"; then
     pass "$cfg: (g) unmount after the fill: $(fs_is_kernel && echo kernel || echo 'daemon exit 0 after its final commit') ($((SECONDS - t)) s)"

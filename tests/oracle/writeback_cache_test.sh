@@ -110,6 +110,59 @@ else
 fi
 chattr -a "$mnt/appendonly"
 
+# 4. the elastic dirty window (tools/daemon/dirty_window.h, rule
+#    dirty_window_grows_for_a_writer_and_is_given_back_at_its_close): a writer pushing 48 MiB
+#    grows the kernel's limit above its floor with the held space raised first; df's Avail stays a
+#    promise meanwhile; a second after the close the limit is back at its floor and the held space
+#    with it, so df again shows everything but what was written.
+cat >"$tmp/window.py" <<'PY'
+# window.py MNT INSPECT MODEL: the window's life for one cached writer; prints what it saw.
+import json, os, subprocess, sys, time
+mnt, inspect, model = sys.argv[1], sys.argv[2], sys.argv[3]
+def wb():
+    return json.loads(subprocess.check_output([inspect, "stats", "--json", mnt]))["writeback_cache"]
+def avail():
+    s = os.statvfs(mnt); return s.f_bavail * s.f_frsize
+problems = []
+w0, a0 = wb(), avail()
+if w0["limit_bytes"] != w0["floor_bytes"]: problems.append(f"idle limit {w0['limit_bytes']} is not the floor {w0['floor_bytes']}")
+chunk = bytes((i * 13 + 5) % 253 for i in range(1 << 20))
+fd = os.open(os.path.join(mnt, "window"), os.O_CREAT | os.O_WRONLY, 0o644)
+for _ in range(48): os.write(fd, chunk)
+grown = None
+for _ in range(30):  # the window thread looks every 100 ms
+    w = wb()
+    if w["limit_bytes"] > w0["floor_bytes"]: grown = w; break
+    os.write(fd, chunk); time.sleep(0.1)
+written = os.lseek(fd, 0, os.SEEK_CUR)
+a_open = avail()
+if grown is None: problems.append(f"the window did not grow: {wb()}")
+else:
+    if grown["held_bytes"] < grown["bound_bytes"]: problems.append(f"held {grown['held_bytes']} < bound {grown['bound_bytes']} of the grown limit")
+    if grown["grows"] < 1: problems.append("grows counter is 0")
+if a_open > a0 - written + (1 << 20): problems.append(f"df promised {a_open} while open, more than {a0} - {written} written")
+os.fsync(fd); os.close(fd)
+open(os.path.join(model, "window"), "wb").write(chunk * (written // len(chunk)))
+time.sleep(1.6)
+w1, a1 = wb(), avail()
+if w1["limit_bytes"] != w0["floor_bytes"]: problems.append(f"limit {w1['limit_bytes']} not back at the floor {w0['floor_bytes']} after the close")
+if w1["held_bytes"] != w0["held_bytes"]: problems.append(f"held {w1['held_bytes']} not back to {w0['held_bytes']} after the close")
+drop = a0 - a1
+if abs(drop - written) > max(2 << 20, written // 50): problems.append(f"df dropped by {drop} for {written} written")
+print(f"floor {w0['floor_bytes'] >> 10} KiB, grown to {grown['limit_bytes'] >> 20 if grown else 0} MiB "
+      f"(held {grown['held_bytes'] >> 20 if grown else 0} MiB), df while open {a_open >> 20} MiB of {a0 >> 20}, "
+      f"after the close: limit {w1['limit_bytes'] >> 10} KiB, held {w1['held_bytes'] >> 10} KiB, df dropped {drop >> 20} MiB "
+      f"for {written >> 20} MiB written")
+for p in problems: print("problem:", p)
+sys.exit(1 if problems else 0)
+PY
+sleep 1.2  # the earlier writers' closes: the window is idle
+if out=$(python3 "$tmp/window.py" "$mnt" "$UBTRFS_BIN/inspect/ubtrfs-inspect" "$tmp/model" 2>&1); then
+  pass "the dirty window grows for a writer and is given back at its close: $out"
+else
+  failed "the elastic dirty window: $out"
+fi
+
 # 2. fill the device with one cached writer
 cat >"$tmp/fill.py" <<'PY'
 # fill.py MNT OUT: one writer, opened while there is room, writes 1 MiB chunks until an error.
@@ -164,7 +217,7 @@ ubtrfs_umount "$mnt" || failed "unmount (the daemon's final commit)"
 # the kernel's view of every acknowledged byte
 mkdir -p "$kmnt"
 if kernel_mount "$img" "$kmnt" ro; then
-  for f in random append trunc mmap; do
+  for f in random append trunc mmap window; do
     cmp -s "$tmp/model/$f" "$kmnt/$f" && pass "kernel reads $f as modelled" || failed "kernel read of $f differs from the model"
   done
   if python3 - "$kmnt/fill" "$acked" <<'PY'; then

@@ -230,39 +230,49 @@ int run(const DaemonArgs& args) {
 
   // The writeback cache's guard holds data space for what the kernel may keep dirty of this mount
   // (page_cache_guard.h); without the cache it only records the open files.
-  uint64_t cache_bound = 0;
+  PageCacheGuard::Window window;
   if (ctx.writeback_cache) {
-    // The dirty window: what the user asked for, else at most 1/512 of the device (what is held
+    // The window's floor: what the user asked for, else at most 1/512 of the device (what is held
     // for it is space a cached writer cannot use once the device is full: ENOSPC comes that much
     // early for it), and never more than the kernel's own default (1 % of its dirty threshold).
+    // Without dirty_limit_mb= the window is elastic (dirty_window.h) when the limit can be set.
     const auto sfs = filesystem->statfs();
     const uint64_t device_bytes = sfs ? uint64_t{sfs->f_blocks} * sfs->f_frsize : 0;
+    window.bdi_dir = mount_bdi_dir(mountpoint);
     uint64_t want = args.options.dirty_limit_mb << 20;
+    const bool fixed = want != 0;
     if (!want) {
-      const uint64_t dflt = kernel_dirty_limit(mountpoint, 0);
+      const uint64_t dflt = read_bdi_max_bytes(window.bdi_dir);
       want = std::min<uint64_t>(dflt ? dflt : (64ull << 20), std::max<uint64_t>(device_bytes / 512, 256ull << 10));
     }
-    const uint64_t limit = kernel_dirty_limit(mountpoint, want);
-    // Doubled: the limit follows free memory; plus a margin for the writers' overshoot, at least
-    // 8 MiB (a small limit is overshot by a whole write() call's pages: 300 KiB past a 256 KiB
-    // limit was seen on a 128 MiB image; and a write() call that passed the size check before the
-    // guard closed keeps filling pages — the margin is what it may add safely). What is held is
-    // what a cached writer cannot use once the device is full: at 1 GiB, 12 MiB (1.2 %).
-    cache_bound = limit ? 2 * limit + std::clamp<uint64_t>(limit, 8ull << 20, 16ull << 20) : 0;
-    if (!cache_bound || cache_bound > device_bytes / 64) {
+    const bool settable = write_bdi_max_bytes(window.bdi_dir, want);
+    if (!settable)
+      spdlog::warn("writeback cache: cannot set {}/max_bytes to {} (needs root); the kernel's limit stays",
+                   window.bdi_dir, want);
+    const uint64_t limit = read_bdi_max_bytes(window.bdi_dir);
+    // Held: dirty_bound_for(limit) (what a cached writer cannot use once the device is full: at
+    // 1 GiB, 12 MiB, 1.2 %).
+    const uint64_t floor_bound = limit ? dirty_bound_for(limit) : 0;
+    if (!floor_bound || floor_bound > device_bytes / 64) {
       // Unknown, or too large a share of this device (a user mount cannot lower the kernel's limit):
       // over 1/64 a cached writer would find the device full 1.6 % early (below about 700 MiB).
       spdlog::info("writeback cache off: the kernel may keep {} MiB of this mount dirty, too much for a {} MiB device",
                    limit >> 20, device_bytes >> 20);
-      cache_bound = 0;
       ctx.writeback_cache = false;
     } else {
-      spdlog::info("writeback cache on: the kernel may keep {} KiB of this mount dirty; {} KiB of data space held for it",
-                   limit >> 10, cache_bound >> 10);
+      window.floor = limit;
+      window.ceiling = fixed || !settable ? limit : std::max(limit, dirty_ceiling_for_machine());
+      spdlog::info("writeback cache on: the kernel may keep {} KiB of this mount dirty ({}); {} KiB of data space held "
+                   "for it",
+                   limit >> 10,
+                   window.ceiling > limit ? fmt::format("growing up to {} MiB while cached writers need it",
+                                                        window.ceiling >> 20)
+                                          : std::string("fixed"),
+                   floor_bound >> 10);
     }
   }
   std::optional<PageCacheGuard> guard;
-  guard.emplace(*filesystem, cache_bound);
+  guard.emplace(*filesystem, window);
   ctx.guard = &*guard;
 
   // 5. Mounted: report, detach. Without syslog or journal, the terminal learns where the log is.

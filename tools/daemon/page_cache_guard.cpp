@@ -8,8 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
+#include <pthread.h>
 #include <string>
 #include <vector>
 
@@ -18,24 +17,42 @@
 
 namespace ubtrfs::daemon {
 
-PageCacheGuard::PageCacheGuard(fs::Filesystem& fs, uint64_t bound_bytes) : fs_(fs), bound_(bound_bytes) {
-  if (!bound_) return;
-  auto got = fs_.hold_data(bound_);
+PageCacheGuard::PageCacheGuard(fs::Filesystem& fs, Window window) : fs_(fs), window_(std::move(window)) {
+  if (!enabled()) return;
+  limit_ = window_.floor;
+  max_bound_ = dirty_bound_for(window_.floor);
+  const uint64_t floor_bound = dirty_bound_for(window_.floor);
+  auto got = fs_.hold_data(floor_bound);
   held_ = got ? *got : 0;
-  if (held_ < bound_) {
-    // Not even the bound is free: start closed (writes are direct until space comes back).
+  if (held_ < floor_bound) {
+    // Not even the floor's bound is free: start closed (writes are direct until space comes back).
     open_ = false;
     spdlog::info("writeback cache: {} MiB free is less than the {} MiB the kernel may hold dirty; writes are "
                  "synchronous until space is freed",
-                 fs_.data_headroom() >> 20, bound_ >> 20);
+                 fs_.data_headroom() >> 20, floor_bound >> 20);
+  }
+  idle_since_ = std::chrono::steady_clock::now();
+  if (elastic()) {
+    window_thread_ = std::thread([this] { window_main(); });
+    pthread_setname_np(window_thread_.native_handle(), "ubtrfs-wbwin");
   }
 }
 
-PageCacheGuard::~PageCacheGuard() { fs_.release_data(held_); }
+PageCacheGuard::~PageCacheGuard() {
+  if (window_thread_.joinable()) {
+    {
+      std::lock_guard g(mu_);
+      stop_ = true;
+    }
+    window_cv_.notify_all();
+    window_thread_.join();
+  }
+  fs_.release_data(held_);
+}
 
 PageCacheGuard::OpenFile* PageCacheGuard::open(uint64_t ino, int flags) {
   auto* f = new OpenFile{ino, (flags & O_ACCMODE) != O_RDONLY, true};
-  if (!f->writable || !bound_) return f;
+  if (!f->writable || !enabled()) return f;
   // +a, +i, +S: the daemon enforces them per write (fs/inode_flags.h), which needs every write() as
   // it is made, not pages written back later.
   if (auto fl = fs_.get_fsflags(ino); !fl || (*fl & (FS_APPEND_FL | FS_IMMUTABLE_FL | FS_SYNC_FL))) f->cached = false;
@@ -48,10 +65,11 @@ PageCacheGuard::OpenFile* PageCacheGuard::open(uint64_t ino, int flags) {
 
 void PageCacheGuard::release(OpenFile* f) {
   if (!f) return;
-  if (f->writable && f->cached && bound_) {
+  if (f->writable && f->cached && enabled()) {
     std::lock_guard g(mu_);
     auto it = cached_writers_.find(f->ino);
     if (it != cached_writers_.end() && --it->second == 0) cached_writers_.erase(it);
+    if (cached_writers_.empty()) idle_since_ = std::chrono::steady_clock::now();
     // Closed and the last cached writer gone: the kernel wrote its pages back at that close (flush
     // with the writeback cache writes the inode), so nothing is owed and `held` goes back to all
     // writers until the guard reopens.
@@ -65,7 +83,8 @@ void PageCacheGuard::release(OpenFile* f) {
 
 Result<size_t> PageCacheGuard::write(fuse_session* session, uint64_t ino, uint64_t off, std::span<const uint8_t> data,
                                      bool from_page_cache) {
-  if (!bound_ || !from_page_cache) return fs_.write(ino, off, data);
+  if (!enabled() || !from_page_cache) return fs_.write(ino, off, data);
+  pushed_.fetch_add(data.size(), std::memory_order_relaxed);
   // A page the kernel already acknowledged must be written whole: the kernel's writeback takes a
   // short count as done. The ordinary reservation first (it flushes and waits like any write),
   // `held` only for what that cannot place.
@@ -84,8 +103,16 @@ Result<size_t> PageCacheGuard::write(fuse_session* session, uint64_t ino, uint64
     uint64_t slice = 0;
     {
       std::lock_guard g(mu_);
-      if (open_) close_locked(session);
-      slice = std::min<uint64_t>(held_, rest.size() + (uint64_t{2} << 12) + ((off + done) & 4095));
+      const uint64_t want = rest.size() + (uint64_t{2} << 12) + ((off + done) & 4095);
+      // The window above its floor: the kernel limit goes to the floor now, so that no more pages
+      // are dirtied than the floor's bound covers; what is held covers every unsent page (each
+      // draw takes what one of them needs), so the guard stays open until a draw reaches into the
+      // floor's bound.
+      if (limit_ > window_.floor) {
+        set_limit_locked(window_.floor);
+      }
+      if (open_ && held_ < dirty_bound_for(window_.floor) + want) close_locked(session);
+      slice = std::min<uint64_t>(held_, want);
       held_ -= slice;
     }
     r = fs_.write(ino, off + done, rest, &slice, true);
@@ -115,23 +142,24 @@ void PageCacheGuard::close_locked(fuse_session* session) {
 
 void PageCacheGuard::try_reopen_locked() {
   if (open_ || !cached_writers_.empty()) return;
-  if (fs_.data_headroom() < 2 * bound_) return;
-  if (held_ < bound_) {
-    auto got = fs_.hold_data(bound_ - held_);
+  const uint64_t floor_bound = dirty_bound_for(window_.floor);
+  if (fs_.data_headroom() < 2 * floor_bound) return;
+  if (held_ < floor_bound) {
+    auto got = fs_.hold_data(floor_bound - held_);
     if (got) held_ += *got;
   }
-  if (held_ < bound_) return;
+  if (held_ < floor_bound) return;
   open_ = true;
   spdlog::info("writeback cache: space is back ({} MiB free); writes are cached again", fs_.data_headroom() >> 20);
 }
 
 bool PageCacheGuard::refuse_cached_write(const OpenFile* f) {
-  if (!f || !f->writable || !f->cached || !bound_) return false;
+  if (!f || !f->writable || !f->cached || !enabled()) return false;
   return !open_.load();
 }
 
 double PageCacheGuard::attr_timeout_for(uint64_t ino, double normal) {
-  if (!bound_ || open_.load()) return normal;
+  if (!enabled() || open_.load()) return normal;
   std::lock_guard g(mu_);
   if (open_) return normal;
   return cached_writers_.contains(ino) ? 0.0 : normal;
@@ -147,48 +175,108 @@ uint64_t PageCacheGuard::held() {
   return held_;
 }
 
+uint64_t PageCacheGuard::bound() {
+  std::lock_guard g(mu_);
+  return enabled() ? dirty_bound_for(limit_) : 0;
+}
+
+uint64_t PageCacheGuard::held_beyond_window() {
+  std::lock_guard g(mu_);
+  const uint64_t b = enabled() ? dirty_bound_for(limit_) : 0;
+  return held_ > b ? held_ - b : 0;
+}
+
+PageCacheGuard::WindowStats PageCacheGuard::window_stats() {
+  std::lock_guard g(mu_);
+  return {limit_, window_.floor, std::max(window_.floor, window_.ceiling), grows_, shrinks_, max_bound_};
+}
+
+void PageCacheGuard::set_limit_locked(uint64_t limit) {
+  if (!write_bdi_max_bytes(window_.bdi_dir, limit))
+    spdlog::warn("writeback cache: cannot set {}/max_bytes to {}", window_.bdi_dir, limit);
+  if (limit < limit_) ++shrinks_;
+  limit_ = limit;
+  pushed_.store(0, std::memory_order_relaxed);
+}
+
+void PageCacheGuard::window_main() {
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    window_cv_.wait_for(lk, std::chrono::milliseconds(100));
+    if (stop_) break;
+    window_step();
+  }
+}
+
+void PageCacheGuard::window_step() {
+  using clock = std::chrono::steady_clock;
+  const bool writers = !cached_writers_.empty();
+  // 1. Held space beyond the current limit's bound goes back only while no file is open for cached
+  //    writing: every page dirtied under a larger limit has then been sent (dirty_window.h).
+  if (!writers && held_ > dirty_bound_for(limit_)) {
+    fs_.release_data(held_ - dirty_bound_for(limit_));
+    held_ = dirty_bound_for(limit_);
+  }
+  if (!open_) return;
+  // 2. The window's next size (dirty_window.h).
+  const uint64_t usable = fs_.data_headroom() + held_;
+  const DirtyWindowStep step =
+      next_dirty_window(limit_, window_.floor, window_.ceiling, usable, pushed_.load(std::memory_order_relaxed),
+                        writers, clock::now() - idle_since_ >= std::chrono::seconds(1));
+  if (step.kind == DirtyWindowStep::kToFloor) {
+    set_limit_locked(step.to);
+    fs_.release_data(held_ - std::min(held_, dirty_bound_for(limit_)));
+    held_ = std::min(held_, dirty_bound_for(limit_));
+    spdlog::debug("writeback cache: no cached writer: dirty window back to {} MiB", limit_ >> 20);
+    return;
+  }
+  if (step.kind != DirtyWindowStep::kGrow) return;
+  // 3. Grow: `held` first (outside mu_: a reservation may flush and wait), the kernel limit after.
+  const uint64_t target = step.to;
+  const uint64_t before = limit_;
+  const uint64_t need = dirty_bound_for(target) - std::min(held_, dirty_bound_for(target));
+  uint64_t got = 0;
+  const auto hold_start = clock::now();
+  if (need) {
+    mu_.unlock();
+    auto r = fs_.hold_data(need);
+    mu_.lock();
+    got = r ? *r : 0;
+  }
+  const auto hold_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - hold_start).count();
+  // Meanwhile a draw may have lowered the limit (the device filled) or the guard closed: then the
+  // space goes back and the window stays.
+  if (got == need && open_ && !cached_writers_.empty() && !stop_ && limit_ == before &&
+      held_ + got >= dirty_bound_for(target)) {
+    held_ += got;
+    set_limit_locked(target);
+    ++grows_;
+    max_bound_ = std::max(max_bound_, dirty_bound_for(target));
+    spdlog::debug("writeback cache: {} MiB usable: dirty window up to {} MiB ({} MiB held in {} ms)", usable >> 20,
+                  target >> 20, got >> 20, hold_ms);
+  } else if (got) {
+    fs_.release_data(got);
+  }
+}
+
 std::string with_writeback_cache_stats(const std::string& stats, bool on, PageCacheGuard* guard) {
   nlohmann::json j = nlohmann::json::parse(stats, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return stats;
-  nlohmann::json w = {{"on", on && guard && guard->bound() != 0}};
+  nlohmann::json w = {{"on", on && guard && guard->enabled()}};
   if (guard) {
     w["bound_bytes"] = guard->bound();
     w["held_bytes"] = guard->held();
     w["guard"] = guard->is_open() ? "open" : "closed";
+    const PageCacheGuard::WindowStats ws = guard->window_stats();
+    w["limit_bytes"] = ws.limit;
+    w["floor_bytes"] = ws.floor;
+    w["ceiling_bytes"] = ws.ceiling;
+    w["grows"] = ws.grows;
+    w["shrinks"] = ws.shrinks;
+    w["max_bound_bytes"] = ws.max_bound;
   }
   j["writeback_cache"] = std::move(w);
   return j.dump();
-}
-
-std::string mount_bdi_dir(const std::string& mountpoint) {
-  // The device number from /proc/self/mountinfo, not stat(2): the daemon must never ask its own
-  // mount before its loop serves requests.
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  std::string found;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ..."; the last matching line is the newest mount.
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    if (!(ls >> id >> parent >> dev >> root >> mnt)) continue;
-    if (mnt == mountpoint) found = dev;
-  }
-  return found.empty() ? std::string() : "/sys/class/bdi/" + found;
-}
-
-uint64_t kernel_dirty_limit(const std::string& mountpoint, uint64_t set_bytes) {
-  const std::string dir = mount_bdi_dir(mountpoint);
-  if (dir.empty()) return 0;
-  if (set_bytes) {
-    std::ofstream out(dir + "/max_bytes");
-    out << set_bytes << std::flush;
-    if (!out) spdlog::warn("writeback cache: cannot set {}/max_bytes to {} (needs root); the kernel's limit stays", dir,
-                           set_bytes);
-  }
-  std::ifstream in(dir + "/max_bytes");
-  uint64_t v = 0;
-  if (!(in >> v)) return 0;
-  return v;
 }
 
 }  // namespace ubtrfs::daemon

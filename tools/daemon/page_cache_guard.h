@@ -10,20 +10,36 @@
 // The bound. The kernel holds at most `bound` bytes of this mount's pages dirty or under writeback:
 // FUSE gives each mount a strict per-device dirty limit (1 % of the dirty threshold by default;
 // /sys/class/bdi/<dev>/max_bytes), and writers block in balance_dirty_pages above it. `bound` is
-// that limit doubled plus a margin (the limit follows free memory; writers overshoot it by their
-// ratelimit pages).
+// dirty_bound_for(that limit) (tools/daemon/dirty_window.h: doubled plus a margin).
+//
+// The window (dirty_window.h says why): the limit starts at its floor (1/512 of the device, or
+// dirty_limit_mb=) and, unless fixed (dirty_limit_mb= given, or not root), a thread of the guard
+// (ubtrfs-wbwin, every 100 ms) moves it:
+// - grows it to dirty_target_for(usable) while cached writers are open and have pushed at least
+//   half the current limit through page-cache writes since the last change, and the target is at
+//   least 4x the limit: `held` is raised first (Filesystem::hold_data), the kernel limit after;
+// - drops it to the floor a second after the last cached writable open was released, and only
+//   then gives back what was held beyond the floor's bound (RELEASE is the one barrier: every page
+//   of that open has been written by then; syncfs is not one, see dirty_window.h).
+// A page-cache write that finds no space while the window is above its floor lowers the kernel
+// limit to the floor at once and draws on `held` without closing the guard (what is held covers
+// every unsent page); the guard closes only when a draw reaches into the floor's bound.
+// df's Avail leaves out the current limit's bound (what unsent pages may need) and counts what is
+// held beyond it.
 //
 // Invariants:
-// - While open, `held` == bound: every page the kernel holds can be written even when the device
-//   is otherwise full, because a page-cache write (fi->writepage) that finds no space draws from
-//   `held` (Filesystem::write's pool).
-// - The guard closes at the first such draw (the device is full apart from `held`). From then on
-//   no cached write is accepted: every cached writable open has its attributes invalidated and
+// - While open, `held` >= the bound of every limit in force since no file was open for cached
+//   writing, less what draws took for the pages they wrote: every page the kernel holds can be
+//   written even when the device is otherwise full, because a page-cache write (fi->writepage)
+//   that finds no space draws from `held` (Filesystem::write's pool).
+// - The guard closes at the first draw into the floor's bound (the device is full apart from it).
+//   From then on no cached write is accepted: every cached writable open has its attributes invalidated and
 //   answered with timeout 0, so the kernel asks GETATTR before each write() (its writeback-cache
 //   write path refreshes size and mode first) and gets ENOSPC; new writable opens are direct I/O,
 //   whose writes reserve synchronously and fail with ENOSPC in write() as without the cache.
-// - Closed, `held` is only drawn from, never refilled; it reopens (refilled to bound) when no cached
-//   writable open is left and the device has 2 x bound free again.
+// - Closed, the limit is at its floor and `held` is only drawn from, never refilled; it reopens
+//   (refilled to the floor's bound) when no cached writable open is left and the device has twice
+//   that free again.
 // - Opens of append-only, immutable and sync (+a, +i, +S) inodes are always direct I/O: the kernel's
 //   page cache would rewrite a partial last page below EOF or delay a write chattr +S wants synced.
 //
@@ -33,16 +49,21 @@
 // reported by fsync() and close(), as for every writeback filesystem).
 //
 // Thread safety: every member is guarded by mu_; the facade calls happen outside it except
-// hold/release of `held`, which never wait while the lock is held by another caller's request.
+// release of `held` and the no-wait reads of free space; hold_data (which may flush and wait) runs
+// with mu_ released. The bdi's max_bytes is written only under mu_.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "fs/filesystem.h"
+#include "tools/daemon/dirty_window.h"
 
 struct fuse_session;
 
@@ -56,15 +77,23 @@ class PageCacheGuard {
     bool cached = false;  // writes go through the kernel's page cache (not FOPEN_DIRECT_IO)
   };
 
-  // `bound_bytes` 0: the writeback cache is off; every open is cached for reading only and every
-  // write arrives synchronously (nothing to guard).
-  PageCacheGuard(fs::Filesystem& fs, uint64_t bound_bytes);
+  // The kernel limit's range and where to act on it. floor 0: the writeback cache is off; every
+  // open is cached for reading only and every write arrives synchronously (nothing to guard).
+  // ceiling <= floor: a fixed window (no thread).
+  struct Window {
+    uint64_t floor = 0;
+    uint64_t ceiling = 0;
+    std::string bdi_dir;  // /sys/class/bdi/MAJOR:MINOR of the mount
+  };
+
+  PageCacheGuard(fs::Filesystem& fs, Window window);
   ~PageCacheGuard();
   PageCacheGuard(const PageCacheGuard&) = delete;
   PageCacheGuard& operator=(const PageCacheGuard&) = delete;
 
-  bool enabled() const { return bound_ != 0; }
-  uint64_t bound() const { return bound_; }
+  bool enabled() const { return window_.floor != 0; }
+  bool elastic() const { return window_.ceiling > window_.floor; }
+  uint64_t bound();  // of the current limit
 
   // An open of `ino` with `flags`: decides cached or direct I/O. The caller replies with
   // direct_io = !cached and fh = the returned pointer, and calls release() when the kernel does.
@@ -85,30 +114,46 @@ class PageCacheGuard {
   // For stats and tests.
   bool is_open();
   uint64_t held();
+  // What df may count as available of `held`: the part beyond the current limit's bound.
+  uint64_t held_beyond_window();
+  struct WindowStats {
+    uint64_t limit = 0, floor = 0, ceiling = 0, grows = 0, shrinks = 0, max_bound = 0;
+  };
+  WindowStats window_stats();
 
  private:
   void close_locked(fuse_session* session);
   void try_reopen_locked();
+  void set_limit_locked(uint64_t limit);
+  void window_main();
+  // One step of the window thread. REQUIRES mu_ (released around hold_data).
+  void window_step();
 
   fs::Filesystem& fs_;
-  const uint64_t bound_;
+  const Window window_;
   std::mutex mu_;
   // Written under mu_; read without it on the FUSE reply path (getattr/entry timeouts, the GETATTR
   // gate), where the common answer — open — needs no lock.
   std::atomic<bool> open_{true};
   uint64_t held_ = 0;                                   // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, unsigned> cached_writers_;  // GUARDED_BY(mu_): ino -> cached writable opens
+  // The window (GUARDED_BY(mu_)): the kernel limit in force; page-cache bytes written since it last
+  // changed; when the last cached writer closed; counters.
+  uint64_t limit_ = 0;
+  std::atomic<uint64_t> pushed_{0};  // added to without mu_ on the write path
+  std::chrono::steady_clock::time_point idle_since_{};
+  uint64_t grows_ = 0, shrinks_ = 0, max_bound_ = 0;
+  std::condition_variable window_cv_;
+  bool stop_ = false;
+  std::thread window_thread_;
 };
 
-// The kernel's dirty limit for the FUSE mount at `mountpoint` (/sys/class/bdi/MAJOR:MINOR/max_bytes,
-// the device found in /proc/self/mountinfo), after setting it to `set_bytes` when that is not 0
-// (root only; a warning otherwise); 0 when it cannot be read.
-uint64_t kernel_dirty_limit(const std::string& mountpoint, uint64_t set_bytes);
-
 // The daemon's stats JSON with the writeback cache's under "writeback_cache": {"on": bool, and with
-// a guard "bound_bytes", "held_bytes", "guard": "open"|"closed"}. Since df's Avail leaves the held
-// bytes out (op_statfs), a writer may place up to held_bytes more than the last Avail said: the
-// pages the kernel held dirty when the device filled (the fill-to-full suite reads it for that).
+// a guard "bound_bytes", "held_bytes", "guard": "open"|"closed", "limit_bytes", "floor_bytes",
+// "ceiling_bytes", "grows", "shrinks", "max_bound_bytes" (the largest bound since the mount)}.
+// Since df's Avail leaves the current bound out (op_statfs), a writer may place up to that much
+// more than the last Avail said: the pages the kernel held dirty when the device filled, and a
+// grown window given back at its writers' close (the fill-to-full suite reads max_bound_bytes).
 std::string with_writeback_cache_stats(const std::string& stats, bool on, PageCacheGuard* guard);
 
 }  // namespace ubtrfs::daemon

@@ -53,9 +53,10 @@ def df_accuracy(j, r, fill_bytes, marks_prefix):
     granularity dominates 1 % of what is left; the kernel itself falls 64 KiB short of df's Avail on
     the SINGLE-metadata 128M and 256M images, 3.2 % of the Avail left at 97 %.)
 
-    With ubtrfs's writeback cache (j.held > 0: the data space its guard holds for the pages the
-    kernel may keep dirty, which df's Avail leaves out), up to j.held bytes more may be written after
-    a df: the pages the kernel held dirty when the rest of the device filled go to the held space.
+    With ubtrfs's writeback cache (j.held > 0: the largest data space its guard held for the pages
+    the kernel may keep dirty, which df's Avail leaves out), up to j.held bytes more may be written
+    after a df: the pages the kernel held dirty when the rest of the device filled go to the held
+    space, and a window that had grown is given back when its writers close.
     Never less: Avail must stay a promise."""
     cps = [c for c in r["checkpoints"] if c["label"] == "fill start" or c["label"].startswith(marks_prefix)]
     if not cps:
