@@ -111,8 +111,9 @@ fi
 chattr -a "$mnt/appendonly"
 
 # 4. the elastic dirty window (tools/daemon/dirty_window.h, rule
-#    dirty_window_grows_for_a_writer_and_is_given_back_at_its_close): a writer pushing 48 MiB
-#    grows the kernel's limit above its floor with the held space raised first; df's Avail stays a
+#    dirty_window_grows_for_a_writer_and_is_given_back_at_its_close): 2,000 small files do not
+#    grow it; a writer pushing 48 MiB grows the kernel's limit above its floor with the held space
+#    raised first; df's Avail stays a
 #    promise meanwhile; a second after the close the limit is back at its floor and the held space
 #    with it, so df again shows everything but what was written.
 cat >"$tmp/window.py" <<'PY'
@@ -126,6 +127,15 @@ def avail():
 problems = []
 w0, a0 = wb(), avail()
 if w0["limit_bytes"] != w0["floor_bytes"]: problems.append(f"idle limit {w0['limit_bytes']} is not the floor {w0['floor_bytes']}")
+# Many small files (each written back at its close) never grow it.
+os.mkdir(os.path.join(mnt, "small"))
+for i in range(2000):
+    with open(os.path.join(mnt, "small", f"s{i}"), "wb") as f: f.write(bytes([i % 251]) * 4096)
+time.sleep(0.3)
+ws = wb()
+if ws["grows"] != w0["grows"] or ws["limit_bytes"] != w0["floor_bytes"]:
+    problems.append(f"2,000 small files grew the window: {ws}")
+a0 = avail()
 chunk = bytes((i * 13 + 5) % 253 for i in range(1 << 20))
 fd = os.open(os.path.join(mnt, "window"), os.O_CREAT | os.O_WRONLY, 0o644)
 for _ in range(48): os.write(fd, chunk)

@@ -44,8 +44,9 @@ uint64_t dirty_target_for(uint64_t usable, uint64_t floor, uint64_t ceiling);
 
 // One decision of the window thread (PageCacheGuard), for the limit in force:
 // - no cached writer open: back to the floor once that has lasted a second (`idle_a_second`);
-// - cached writers pushed at least half the limit through page-cache writes since it last changed
-//   and the target for `usable` is at least 4x the limit: grow to the target;
+// - one file open for cached writing pushed (`pushed`) at least half the limit through page-cache
+//   writes since it last changed, and the target for `usable` is at least 4x the limit: grow to
+//   the target;
 // - otherwise stay (never smaller while writers are open: see above).
 struct DirtyWindowStep {
   enum Kind { kStay, kGrow, kToFloor } kind = kStay;

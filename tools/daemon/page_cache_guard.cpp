@@ -59,7 +59,7 @@ PageCacheGuard::OpenFile* PageCacheGuard::open(uint64_t ino, int flags) {
   std::lock_guard g(mu_);
   try_reopen_locked();
   if (!open_) f->cached = false;
-  if (f->cached) ++cached_writers_[ino];
+  if (f->cached) ++cached_writers_[ino].opens;
   return f;
 }
 
@@ -68,7 +68,7 @@ void PageCacheGuard::release(OpenFile* f) {
   if (f->writable && f->cached && enabled()) {
     std::lock_guard g(mu_);
     auto it = cached_writers_.find(f->ino);
-    if (it != cached_writers_.end() && --it->second == 0) cached_writers_.erase(it);
+    if (it != cached_writers_.end() && --it->second.opens == 0) cached_writers_.erase(it);
     if (cached_writers_.empty()) idle_since_ = std::chrono::steady_clock::now();
     // Closed and the last cached writer gone: the kernel wrote its pages back at that close (flush
     // with the writeback cache writes the inode), so nothing is owed and `held` goes back to all
@@ -84,7 +84,10 @@ void PageCacheGuard::release(OpenFile* f) {
 Result<size_t> PageCacheGuard::write(fuse_session* session, uint64_t ino, uint64_t off, std::span<const uint8_t> data,
                                      bool from_page_cache) {
   if (!enabled() || !from_page_cache) return fs_.write(ino, off, data);
-  pushed_.fetch_add(data.size(), std::memory_order_relaxed);
+  if (elastic()) {
+    std::lock_guard g(mu_);
+    if (auto it = cached_writers_.find(ino); it != cached_writers_.end()) it->second.pushed += data.size();
+  }
   // A page the kernel already acknowledged must be written whole: the kernel's writeback takes a
   // short count as done. The ordinary reservation first (it flushes and waits like any write),
   // `held` only for what that cannot place.
@@ -137,7 +140,7 @@ void PageCacheGuard::close_locked(fuse_session* session) {
                held_ >> 20);
   // Attributes only (offset -1): no page lock is taken, so this is safe inside a writeback request.
   if (session)
-    for (const auto& [ino, n] : cached_writers_) (void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+    for (const auto& [ino, w] : cached_writers_) (void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
 }
 
 void PageCacheGuard::try_reopen_locked() {
@@ -196,7 +199,7 @@ void PageCacheGuard::set_limit_locked(uint64_t limit) {
     spdlog::warn("writeback cache: cannot set {}/max_bytes to {}", window_.bdi_dir, limit);
   if (limit < limit_) ++shrinks_;
   limit_ = limit;
-  pushed_.store(0, std::memory_order_relaxed);
+  for (auto& [ino, w] : cached_writers_) w.pushed = 0;
 }
 
 void PageCacheGuard::window_main() {
@@ -220,9 +223,10 @@ void PageCacheGuard::window_step() {
   if (!open_) return;
   // 2. The window's next size (dirty_window.h).
   const uint64_t usable = fs_.data_headroom() + held_;
-  const DirtyWindowStep step =
-      next_dirty_window(limit_, window_.floor, window_.ceiling, usable, pushed_.load(std::memory_order_relaxed),
-                        writers, clock::now() - idle_since_ >= std::chrono::seconds(1));
+  uint64_t pushed = 0;
+  for (const auto& [ino, w] : cached_writers_) pushed = std::max(pushed, w.pushed);
+  const DirtyWindowStep step = next_dirty_window(limit_, window_.floor, window_.ceiling, usable, pushed, writers,
+                                                 clock::now() - idle_since_ >= std::chrono::seconds(1));
   if (step.kind == DirtyWindowStep::kToFloor) {
     set_limit_locked(step.to);
     fs_.release_data(held_ - std::min(held_, dirty_bound_for(limit_)));

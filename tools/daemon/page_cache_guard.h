@@ -15,7 +15,7 @@
 // The window (dirty_window.h says why): the limit starts at its floor (1/512 of the device, or
 // dirty_limit_mb=) and, unless fixed (dirty_limit_mb= given, or not root), a thread of the guard
 // (ubtrfs-wbwin, every 100 ms) moves it:
-// - grows it to dirty_target_for(usable) while cached writers are open and have pushed at least
+// - grows it to dirty_target_for(usable) when one file open for cached writing has pushed at least
 //   half the current limit through page-cache writes since the last change, and the target is at
 //   least 4x the limit: `held` is raised first (Filesystem::hold_data), the kernel limit after;
 // - drops it to the floor a second after the last cached writable open was released, and only
@@ -136,11 +136,17 @@ class PageCacheGuard {
   // gate), where the common answer — open — needs no lock.
   std::atomic<bool> open_{true};
   uint64_t held_ = 0;                                   // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, unsigned> cached_writers_;  // GUARDED_BY(mu_): ino -> cached writable opens
-  // The window (GUARDED_BY(mu_)): the kernel limit in force; page-cache bytes written since it last
-  // changed; when the last cached writer closed; counters.
+  // GUARDED_BY(mu_): per inode with cached writable opens, how many, and the page-cache bytes it
+  // sent since the window last changed (what grows the window: one file pushing half of it — many
+  // small files, each written back at its close, never do).
+  struct CachedWriter {
+    unsigned opens = 0;
+    uint64_t pushed = 0;
+  };
+  std::unordered_map<uint64_t, CachedWriter> cached_writers_;
+  // The window (GUARDED_BY(mu_)): the kernel limit in force; when the last cached writer closed;
+  // counters.
   uint64_t limit_ = 0;
-  std::atomic<uint64_t> pushed_{0};  // added to without mu_ on the write path
   std::chrono::steady_clock::time_point idle_since_{};
   uint64_t grows_ = 0, shrinks_ = 0, max_bound_ = 0;
   std::condition_variable window_cv_;
