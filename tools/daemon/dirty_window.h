@@ -1,7 +1,7 @@
 // The dirty window of the FUSE writeback cache: how much of this mount the kernel may keep dirty in
 // its page cache (the mount's bdi max_bytes), and what the daemon must hold for it.
 //
-// Owns: the sizing rules (pure functions, unit-tested) and the two kernel knobs they act through —
+// Owns: the sizing rules (pure functions, unit-tested) and the kernel knob they act through —
 // /sys/class/bdi/MAJOR:MINOR/max_bytes (root only).
 //
 // Why it is elastic (PageCacheGuard runs it): a small fixed window (1/512 of the device) costs
@@ -34,8 +34,9 @@ namespace ubtrfs::daemon {
 
 // Held bytes for a kernel limit: doubled (the limit is a share of a dirty threshold that follows
 // free memory) plus a margin for the writers' overshoot, at least 8 MiB (a small limit is overshot
-// by a whole write() call's pages: 300 KiB past a 256 KiB limit was seen on a 128 MiB image) and
-// at most 16 MiB.
+// by a whole write() call's pages: 300 KiB past a 256 KiB limit was seen on a 128 MiB image; and a
+// write() call that passed the kernel's size check before the guard closed keeps filling pages —
+// the margin is what it may add safely) and at most 16 MiB.
 uint64_t dirty_bound_for(uint64_t limit);
 
 // The largest limit, in whole MiB and within [floor, ceiling], whose bound is at most a quarter of
