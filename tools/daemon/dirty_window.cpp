@@ -7,7 +7,6 @@
 #include <fstream>
 #include <sstream>
 
-#include <spdlog/spdlog.h>
 
 namespace ubtrfs::daemon {
 

@@ -549,18 +549,14 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   auto r = fs_of(req).statfs();
   // The writeback cache's held space (page_cache_guard.h) is not used — nothing is written in it
-  // until the device is full apart from it — so df's Used leaves it out; but the current window's
-  // bound is not available either: it backs the pages the kernel may hold unsent, and once the
-  // rest is full a cached writer gets ENOSPC while it is still held. Avail is what a new write()
-  // can place (the fill-to-full suite measures it against what is then written), as btrfs leaves
-  // delalloc reservations out; what is held beyond the bound (a window that went back to its
-  // floor, until the thread gives it back) counts as available.
+  // until the device is full apart from it — so df's Used leaves it out; but it is not available
+  // either: it backs the pages the kernel may hold dirty (a grown window's held space included,
+  // until its writers close), and once the rest is full a cached writer gets ENOSPC while it is
+  // still held. Avail is what a new write() can place (the fill-to-full suite measures it against
+  // what is then written), as btrfs leaves delalloc reservations out.
   if (r && ctx_of(req).guard && r->f_frsize) {
-    PageCacheGuard& guard = *ctx_of(req).guard;
-    const uint64_t held_blocks = guard.held() / r->f_frsize;
+    const uint64_t held_blocks = ctx_of(req).guard->held() / r->f_frsize;
     r->f_bfree = std::min<uint64_t>(r->f_blocks, r->f_bfree + held_blocks);
-    const uint64_t spare_blocks = guard.held_beyond_window() / r->f_frsize;
-    r->f_bavail = std::min<uint64_t>(r->f_bfree, r->f_bavail + spare_blocks);
   }
   if (r) fuse_reply_statfs(req, &*r);
   else reply_error(req, r.error(), "statfs", ino);

@@ -183,12 +183,6 @@ uint64_t PageCacheGuard::bound() {
   return enabled() ? dirty_bound_for(limit_) : 0;
 }
 
-uint64_t PageCacheGuard::held_beyond_window() {
-  std::lock_guard g(mu_);
-  const uint64_t b = enabled() ? dirty_bound_for(limit_) : 0;
-  return held_ > b ? held_ - b : 0;
-}
-
 PageCacheGuard::WindowStats PageCacheGuard::window_stats() {
   std::lock_guard g(mu_);
   return {limit_, window_.floor, std::max(window_.floor, window_.ceiling), grows_, shrinks_, max_bound_};
@@ -207,46 +201,43 @@ void PageCacheGuard::window_main() {
   while (!stop_) {
     window_cv_.wait_for(lk, std::chrono::milliseconds(100));
     if (stop_) break;
-    window_step();
+    window_step(lk);
   }
 }
 
-void PageCacheGuard::window_step() {
+void PageCacheGuard::window_step(std::unique_lock<std::mutex>& lk) {
   using clock = std::chrono::steady_clock;
-  const bool writers = !cached_writers_.empty();
-  // 1. Held space beyond the current limit's bound goes back only while no file is open for cached
-  //    writing: every page dirtied under a larger limit has then been sent (dirty_window.h).
-  if (!writers && held_ > dirty_bound_for(limit_)) {
-    fs_.release_data(held_ - dirty_bound_for(limit_));
-    held_ = dirty_bound_for(limit_);
-  }
-  if (!open_) return;
-  // 2. The window's next size (dirty_window.h).
-  const uint64_t usable = fs_.data_headroom() + held_;
-  uint64_t pushed = 0;
-  for (const auto& [ino, w] : cached_writers_) pushed = std::max(pushed, w.pushed);
-  const DirtyWindowStep step = next_dirty_window(limit_, window_.floor, window_.ceiling, usable, pushed, writers,
-                                                 clock::now() - idle_since_ >= std::chrono::seconds(1));
-  if (step.kind == DirtyWindowStep::kToFloor) {
-    set_limit_locked(step.to);
-    fs_.release_data(held_ - std::min(held_, dirty_bound_for(limit_)));
-    held_ = std::min(held_, dirty_bound_for(limit_));
-    spdlog::debug("writeback cache: no cached writer: dirty window back to {} MiB", limit_ >> 20);
+  if (cached_writers_.empty()) {
+    // No file open for cached writing: every page dirtied under a larger limit has been sent (its
+    // RELEASE came after), so the window goes back to its floor a second after the last close
+    // (dirty_window.h) and what is held beyond the limit's bound goes back at once.
+    if (next_dirty_window(limit_, window_.floor, window_.ceiling, 0, 0, false,
+                          clock::now() - idle_since_ >= std::chrono::seconds(1))
+            .kind == DirtyWindowStep::kToFloor) {
+      set_limit_locked(window_.floor);
+      spdlog::debug("writeback cache: no cached writer: dirty window back to {} MiB", limit_ >> 20);
+    }
+    if (held_ > dirty_bound_for(limit_)) {
+      fs_.release_data(held_ - dirty_bound_for(limit_));
+      held_ = dirty_bound_for(limit_);
+    }
     return;
   }
+  if (!open_) return;
+  uint64_t pushed = 0;
+  for (const auto& [ino, w] : cached_writers_) pushed = std::max(pushed, w.pushed);
+  const uint64_t usable = fs_.data_headroom() + held_;
+  const DirtyWindowStep step = next_dirty_window(limit_, window_.floor, window_.ceiling, usable, pushed, true, false);
   if (step.kind != DirtyWindowStep::kGrow) return;
-  // 3. Grow: `held` first (outside mu_: a reservation may flush and wait), the kernel limit after.
+  // Grow: `held` first (outside mu_: a reservation may flush and wait), the kernel limit after.
   const uint64_t target = step.to;
   const uint64_t before = limit_;
   const uint64_t need = dirty_bound_for(target) - std::min(held_, dirty_bound_for(target));
-  uint64_t got = 0;
   const auto hold_start = clock::now();
-  if (need) {
-    mu_.unlock();
-    auto r = fs_.hold_data(need);
-    mu_.lock();
-    got = r ? *r : 0;
-  }
+  lk.unlock();
+  auto r = fs_.hold_data(need);
+  lk.lock();
+  const uint64_t got = r ? *r : 0;
   const auto hold_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - hold_start).count();
   // Meanwhile a draw may have lowered the limit (the device filled) or the guard closed: then the
   // space goes back and the window stays.

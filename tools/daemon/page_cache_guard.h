@@ -24,8 +24,8 @@
 // A page-cache write that finds no space while the window is above its floor lowers the kernel
 // limit to the floor at once and draws on `held` without closing the guard (what is held covers
 // every unsent page); the guard closes only when a draw reaches into the floor's bound.
-// df's Avail leaves out the current limit's bound (what unsent pages may need) and counts what is
-// held beyond it.
+// df's Avail leaves `held` out (what unsent pages may need: while writers are open nothing held
+// can be promised to a new write()).
 //
 // Invariants:
 // - While open, `held` >= the bound of every limit in force since no file was open for cached
@@ -114,8 +114,6 @@ class PageCacheGuard {
   // For stats and tests.
   bool is_open();
   uint64_t held();
-  // What df may count as available of `held`: the part beyond the current limit's bound.
-  uint64_t held_beyond_window();
   struct WindowStats {
     uint64_t limit = 0, floor = 0, ceiling = 0, grows = 0, shrinks = 0, max_bound = 0;
   };
@@ -126,8 +124,8 @@ class PageCacheGuard {
   void try_reopen_locked();
   void set_limit_locked(uint64_t limit);
   void window_main();
-  // One step of the window thread. REQUIRES mu_ (released around hold_data).
-  void window_step();
+  // One step of the window thread; `lk` holds mu_ (released around hold_data).
+  void window_step(std::unique_lock<std::mutex>& lk);
 
   fs::Filesystem& fs_;
   const Window window_;
@@ -157,7 +155,7 @@ class PageCacheGuard {
 // The daemon's stats JSON with the writeback cache's under "writeback_cache": {"on": bool, and with
 // a guard "bound_bytes", "held_bytes", "guard": "open"|"closed", "limit_bytes", "floor_bytes",
 // "ceiling_bytes", "grows", "shrinks", "max_bound_bytes" (the largest bound since the mount)}.
-// Since df's Avail leaves the current bound out (op_statfs), a writer may place up to that much
+// Since df's Avail leaves what is held out (op_statfs), a writer may place up to that much
 // more than the last Avail said: the pages the kernel held dirty when the device filled, and a
 // grown window given back at its writers' close (the fill-to-full suite reads max_bound_bytes).
 std::string with_writeback_cache_stats(const std::string& stats, bool on, PageCacheGuard* guard);
