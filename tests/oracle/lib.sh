@@ -254,6 +254,19 @@ ubtrfs_mount() {
 }
 
 # ubtrfs_log MNT: path of the log of the daemon serving MNT.
+# abort_fuse_mount MNT: ends the FUSE connection of MNT through fusectl's abort, for a daemon that
+# no longer answers (a deadlock under test): its waiting callers get ENOTCONN and the cleanup can
+# unmount. The connection is named by the mount's device minor, read from mountinfo (a stat of a
+# hung mount would hang too).
+abort_fuse_mount() {
+  local real minor
+  real=$(realpath -s "$1")
+  minor=$(awk -v m="$real" '$5 == m { split($3, d, ":"); print d[2] }' /proc/self/mountinfo | tail -1)
+  [[ -n $minor ]] || return 1
+  mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
+  [[ -e /sys/fs/fuse/connections/$minor/abort ]] && echo 1 >"/sys/fs/fuse/connections/$minor/abort"
+}
+
 ubtrfs_log() { echo "${_ubtrfs_log[$(realpath "$1")]:-}"; }
 
 # ubtrfs_pid MNT: pid of the daemon serving MNT.

@@ -34,6 +34,7 @@
 namespace ubtrfs::daemon {
 
 class FuseUring;  // fuse_uring.h
+class NameInvalidator;  // name_invalidation.h
 
 inline constexpr unsigned kMaxWrite = 1u << 20;
 
@@ -55,6 +56,8 @@ struct DaemonContext {
   PageCacheGuard* guard = nullptr;
   // The FUSE over io_uring transport (fuse_uring.h), for its counters; null without one.
   const FuseUring* uring = nullptr;
+  // Names changed behind the kernel's back (name_invalidation.h); null in tests without a session.
+  NameInvalidator* names = nullptr;
 };
 
 const fuse_lowlevel_ops& ubtrfs_fuse_ops();

@@ -525,6 +525,8 @@ std::span<uint8_t> current_ring_reply_area() {
   return {e->buf + kPrefix, e->payload_size};
 }
 
+bool on_ring_worker() { return fuse_uring_internal::tl_worker != nullptr; }
+
 std::string with_transport_stats(const std::string& fs_stats, const FuseUring* uring) {
   nlohmann::json j = nlohmann::json::parse(fs_stats, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return fs_stats;

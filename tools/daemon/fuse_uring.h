@@ -80,6 +80,10 @@ class FuseUring {
 // Valid until the operation replies; the request's own arguments are not in it any more.
 std::span<uint8_t> current_ring_reply_area();
 
+// Whether the calling thread is a ring worker: an operation it runs must not wait for anything
+// that needs another request of its queue answered (name_invalidation.h).
+bool on_ring_worker();
+
 // The ring's queue count: the kernel makes one per possible CPU (num_possible_cpus).
 unsigned possible_cpu_count();
 

@@ -19,6 +19,7 @@
 #include "tools/daemon/caller_caps.h"
 #include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_uring.h"
+#include "tools/daemon/name_invalidation.h"
 #include "tools/daemon/logging.h"
 #include "tools/daemon/page_cache_guard.h"
 
@@ -373,13 +374,11 @@ Result<IoctlReply> dev_info(DaemonContext& ctx, const IoctlRequest& req) {
 static_assert(sizeof(btrfs_ioctl_vol_args) == 4096 && BTRFS_IOC_SUBVOL_CREATE == 0x5000940e);
 static_assert(sizeof(btrfs_ioctl_vol_args_v2) == 4096 && BTRFS_IOC_SUBVOL_CREATE_V2 == 0x50009418);
 
-// A new name appeared in directory `parent` behind the kernel's back: entries, negative ones too,
-// are cached for entry_timeout (a day by default), so the name's dentry is dropped; the
-// directory's size and times changed, so its attributes too.
+// A name appeared in or vanished from directory `parent` behind the kernel's back: its cached
+// entry (negative ones too, kept for entry_timeout) and the directory's attributes are dropped
+// before the reply — without blocking a FUSE-over-io_uring worker (name_invalidation.h).
 void invalidate_new_name(DaemonContext& ctx, uint64_t parent, std::string_view name) {
-  if (!ctx.session) return;
-  (void)fuse_lowlevel_notify_inval_entry(ctx.session, parent, name.data(), name.size());
-  (void)fuse_lowlevel_notify_inval_inode(ctx.session, parent, -1, 0);
+  if (ctx.names) ctx.names->name_changed(parent, name);
 }
 
 // The caller for a namespace change made by ioctl: uid/gid of the request.

@@ -44,6 +44,7 @@
 #include "tools/daemon/caller_fd.h"
 #include "tools/daemon/fuse_ops.h"
 #include "tools/daemon/fuse_uring.h"
+#include "tools/daemon/name_invalidation.h"
 #include "tools/daemon/page_cache_guard.h"
 #include "tools/daemon/lifecycle.h"
 #include "tools/daemon/logging.h"
@@ -226,6 +227,9 @@ int run(const DaemonArgs& args) {
     if (!uring) spdlog::warn("cannot install libfuse's custom-I/O hooks: serving through /dev/fuse, without FUSE over io_uring or FUSE_HANDLE_KILLPRIV_V2");
     ctx.uring = uring.get();
   }
+  // Before the loop reads INIT (op_init tells it the kernel's protocol minor).
+  NameInvalidator names(se.get());
+  ctx.names = &names;
   ctx.mount_dev = mounted_device(mountpoint);  // snapshot sources are recognised by it (caller_fd.h)
 
   // The writeback cache's guard holds data space for what the kernel may keep dirty of this mount
@@ -307,6 +311,8 @@ int run(const DaemonArgs& args) {
   if (loop_rc > 0) spdlog::info("signal {} received: unmounting {}", loop_rc, mountpoint);
   else if (loop_rc < 0) spdlog::error("FUSE loop on {} failed: {}", mountpoint, strerror(-loop_rc));
   fuse_session_unmount(se.get());
+  ctx.names = nullptr;
+  names.stop();  // before the session goes: its thread writes to the session's /dev/fuse
   const bool cached = ctx.writeback_cache;
   ctx.guard = nullptr;
   guard.reset();  // its held space goes back before the final commit
