@@ -13,6 +13,9 @@
 # 4. A flipped data byte is found only with --check-data-csum (both tools); random byte flips in
 #    metadata never crash fsck.ubtrfs.
 # 5. A non-btrfs file exits 8, usage errors exit 16, --json is valid JSON.
+# 6. Rule a_snapshots_entry_of_a_deleted_nested_subvolume_is_not_an_error: the kernel snapshots a
+#    tree holding a nested subvolume, then deletes that subvolume; the snapshot keeps its entry
+#    (shown as an empty directory) with no ROOT_REF. btrfs check passes; fsck.ubtrfs must too.
 # Every fsck.ubtrfs run must leave the image byte-identical (hash before and after).
 #
 # usage: UBTRFS_BIN=<build>/tools bash tests/oracle/fsck_test.sh
@@ -332,6 +335,25 @@ run_fsck "$base" -y
 if [[ $rc == 16 ]]; then pass "-y (repair): refused with exit 16"; else failed "-y: exit $rc"; fi
 run_fsck "$base" -n
 if [[ $rc == 0 ]]; then pass "-n: exit 0"; else failed "-n: exit $rc"; fi
+
+# ---- a snapshot's entry of a deleted nested subvolume ------------------------------------------
+
+nest=$tmp/nest.img
+truncate -s 256M "$nest"
+mkfs.btrfs -q "$nest"
+kernel_mount "$nest" "$mnt"
+mkdir "$mnt/d"
+btrfs -q subvolume create "$mnt/d/sv"
+btrfs -q subvolume snapshot "$mnt" "$mnt/snap"
+btrfs -q subvolume delete "$mnt/d/sv"
+btrfs -q subvolume sync "$mnt"
+kernel_umount "$mnt"
+rc=0; btrfs check "$nest" >"$tmp/nest.check" 2>&1 || rc=$?
+if [[ $rc == 0 ]]; then pass "kernel image, snapshot keeping the entry of a deleted nested subvolume: btrfs check clean"
+else failed "btrfs check on the nested-subvolume image: exit $rc: $(tail -3 "$tmp/nest.check")"; fi
+run_fsck "$nest"
+if [[ $rc == 0 ]]; then pass "the same image: fsck.ubtrfs exit 0 (the entry is not a root-ref error)"
+else failed "the same image: fsck.ubtrfs exit $rc: $(echo "$out" | grep -m3 ERROR)"; fi
 
 echo "fsck_test: $((SECONDS - started)) s"
 finish

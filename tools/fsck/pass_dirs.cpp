@@ -10,8 +10,12 @@
 // must have an INODE_ITEM. The root directory's ".." (INODE_REF (256, 256) index 0) is not a
 // name. Entries whose location is a ROOT_ITEM are subvolume links: instead of an INODE_REF they
 // need ROOT_REF (parent, child) and ROOT_BACKREF (child, parent) in the root tree with the same
-// dir, index and name — except the entries a snapshot copied from its source, which name
-// subvolumes linked elsewhere.
+// dir, index and name — except the entries a snapshot copied from its source (snapshots do not
+// recurse), which name subvolumes linked elsewhere, or deleted since (no ROOT_ITEM, or one with
+// refs 0 that the cleaner is still dropping): the kernel shows those as empty directories and
+// btrfs check accepts them.
+#include <cstddef>
+#include <set>
 #include <tuple>
 
 #include "io/checksum.h"
@@ -39,12 +43,23 @@ std::map<std::pair<uint64_t, uint64_t>, RootRefRec> root_refs(const Context& ctx
   return out;
 }
 
+// Subvolumes with a ROOT_ITEM whose refs are not 0 (not deleted, nor being dropped).
+std::set<uint64_t> live_subvolumes(const Context& ctx) {
+  std::set<uint64_t> out;
+  for (const auto& it : ctx.items(kRootTreeObjectid))
+    if (it.key.type == kRootItemKey && it.body.size() >= offsetof(RootItem, refs) + sizeof(le32) &&
+        load<le32>(it.body.data() + offsetof(RootItem, refs)).get() != 0)
+      out.insert(it.key.objectid);
+  return out;
+}
+
 }  // namespace
 
 void check_dirs(Context& ctx) {
   Report& rep = ctx.report();
   const auto refs = root_refs(ctx, kRootRefKey);
   const auto backrefs = root_refs(ctx, kRootBackrefKey);
+  const auto live = live_subvolumes(ctx);
   const bool root_tree_ok = !ctx.damaged(kRootTreeObjectid);
   for (const auto& t : ctx.trees) {
     if (t.is_log || !Context::is_fs_tree(t.id) || t.damaged) continue;  // damaged: warned by the inode pass
@@ -86,9 +101,11 @@ void check_dirs(Context& ctx) {
         auto rb = backrefs.find({child, root});
         if (rr == refs.end() && rb == backrefs.end()) {
           // A snapshot copies its parent's entries of nested subvolumes without their refs
-          // (snapshots do not recurse): such an entry is fine if the subvolume is linked elsewhere.
+          // (snapshots do not recurse): such an entry is fine if the subvolume is linked elsewhere
+          // or has been deleted since.
           auto other = backrefs.lower_bound({child, 0});
           if (other != backrefs.end() && other->first.first == child) continue;
+          if (!live.count(child)) continue;
         }
         if (rr == refs.end() || rb == backrefs.end())
           rep.error("root-ref", Where{root, {}, e.key, e.dir},
