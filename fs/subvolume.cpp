@@ -42,7 +42,9 @@
 //
 // Snapshots (create_snapshot, take_snapshot): checked and given an id, a uuid and the name's index
 // at the call, then taken inside the next commit (TransactionManager::add_pending), as the kernel's
-// create_pending_snapshot: the call returns once that commit is on disk.
+// create_pending_snapshot: the call returns once that commit is on disk. The parent directory's
+// lock is held from the checks until then (btrfs_mksubvol holds the directory's i_rwsem): the
+// commit changes the directory without taking it.
 //
 // Not here (issue 16, later steps): the UUID tree's creation on an image that has none (the
 // kernel creates it at its next read-write mount and rescans, so the entry is only late), and the
@@ -583,9 +585,21 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
   spec->source = source;
   spec->readonly = readonly;
   UBTRFS_TRY_STATUS(random_uuid(spec->uuid));
+  // btrfs_mksnapshot's btrfs_start_delalloc_snapshot: what was written before this call goes into
+  // extents first, and only a commit of the transaction those landed in may take the snapshot (a
+  // commit already past its own delalloc flush must not: it would miss them). Before the
+  // directory's lock: the flush waits for file inodes' locks.
+  UBTRFS_TRY_STATUS(data_->flush_all(true));
+  // The parent directory's lock is held until the commit has taken the snapshot, as the kernel's
+  // btrfs_mksubvol holds the directory's i_rwsem across it: the commit adds the name and the
+  // directory's size (take_snapshot), and an operation in the directory that read its inode
+  // before that commit and wrote it after would undo them (seen: snapshots whose copy of the
+  // directory had an isize short of its entries). It also keeps the name, checked absent here,
+  // from being taken by another create before the commit inserts it. Lock order subvol_mu_ ->
+  // inode lock, as every subvolume operation; subvol_mu_ goes once the id and index are taken.
+  std::unique_lock subvol_guard(subvol_mu_);
+  auto dir_guard = locks_.lock({pid});
   {
-    std::lock_guard subvol_guard(subvol_mu_);
-    auto guard = locks_.lock({pid});
     UBTRFS_TRY(check_new_subvolume(*prec, pid, name, c));
     if (next_subvol_id_ == 0)
       next_subvol_id_ = std::max(UBTRFS_TRY(highest_root_objectid(fs_->root_tree())) + 1, kFirstFreeObjectid);
@@ -600,10 +614,7 @@ Result<uint64_t> Filesystem::create_snapshot(uint64_t parent, std::string_view n
     spec->index = UBTRFS_TRY(ns_->new_dir_index(*prec->tree, pid.objectid));
     th.end();
   }
-  // btrfs_mksnapshot's btrfs_start_delalloc_snapshot: what was written before this call goes into
-  // extents first, and only a commit of the transaction those landed in may take the snapshot (a
-  // commit already past its own delalloc flush must not: it would miss them).
-  UBTRFS_TRY_STATUS(data_->flush_all(true));
+  subvol_guard.unlock();
   TransactionManager& txm = fs_->transactions();
   const uint64_t min_transid = txm.running_transid();
   std::promise<Status> taken;
@@ -712,7 +723,9 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
   UBTRFS_TRY_STATUS(insert_item(h, fs_->root_tree(), Key{s.id, kRootBackrefKey, s.parent.subvol}, ref));
   UBTRFS_TRY_STATUS(
       insert_dir_entry(h, proot, s.parent.objectid, s.name, Key{s.id, kRootItemKey, ~0ull}, kFtDir, s.index, nullptr));
-  // The commit wrote every delayed item before this: the tree holds the directory's newest item.
+  // The commit wrote every delayed item before this, and create_snapshot holds the directory's
+  // lock (no operation there is between reading its inode and writing it back): the tree holds
+  // the directory's newest item.
   InodeItem pii = UBTRFS_TRY(read_inode_item(proot, s.parent.objectid));
   pii.size = pii.size.get() + 2 * s.name.size();
   pii.mtime = now;

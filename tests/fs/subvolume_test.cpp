@@ -7,7 +7,8 @@
 // subvolume_ids_are_highest_root_objectid_plus_one_and_never_reused,
 // subvolume_delete_refuses_what_the_kernel_refuses, inode_path_puts_a_slash_after_each_component,
 // subvolume_create_and_delete_survive_a_remount, read_only_subvolume_refuses_every_change_with_erofs,
-// snapshot_shares_the_source_and_the_two_diverge.
+// snapshot_shares_the_source_and_the_two_diverge,
+// a_snapshot_holds_its_directorys_lock_until_its_commit_took_it.
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "fs/filesystem.h"
 #include "io/block_device.h"
@@ -329,5 +331,40 @@ TEST_CASE("snapshot_shares_the_source_and_the_two_diverge") {
   std::vector<uint8_t> out(1);
   REQUIRE(fs->read(ino_of(*fs, snap2, "f0"), 0, out) == size_t{1});
   CHECK(out[0] == 'b');
+  REQUIRE(fs->unmount());
+}
+
+// The commit that takes a snapshot adds its name and size to the parent directory without the
+// directory's lock (take_snapshot, inside the commit). create_snapshot holds that lock until the
+// commit is done, as btrfs_mksubvol holds the directory's i_rwsem: otherwise an operation in the
+// directory that read the directory's inode before that commit and wrote it after undid the
+// snapshot's size change (seen in a TSan run: snapshots whose copy of the directory had an isize
+// 12 bytes short of its entries). Here the commit is held back by an open handle while a snapshot
+// waits for it and a subvolume create in the same directory starts; once the handle ends, both
+// finish and the directory's size must count both names.
+TEST_CASE("a_snapshot_holds_its_directorys_lock_until_its_commit_took_it") {
+  auto dev = fresh_image();
+  REQUIRE(dev);  // mkfs.ubtrfs built beside the tests
+  auto fs = mount_with_defaults(*dev);
+  REQUIRE(fs->mkdir(kRootIno, "d", S_IFDIR | 0755, kRoot));
+  const uint64_t d = ino_of(*fs, kRootIno, "d");
+  auto held = fs->info().transactions().start(0);
+  REQUIRE(held);
+  Result<uint64_t> snap = fail(EINVAL, "not run"), sub = fail(EINVAL, "not run");
+  std::thread snapshotter([&] { snap = fs->create_snapshot(d, "snapshot", 5, false, kRoot); });
+  // The snapshot's commit now waits for `held` (its directory's lock taken).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::thread creator([&] { sub = fs->create_subvolume(d, "sv", kRoot); });
+  // Without the lock held across the commit, the create has read d's inode by now and waits for
+  // the commit at its transaction start.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  held->end();
+  snapshotter.join();
+  creator.join();
+  REQUIRE(snap);
+  REQUIRE(sub);
+  auto st = fs->getattr(d);
+  REQUIRE(st);
+  CHECK(st->st_size == static_cast<off_t>(2 * (std::string("snapshot").size() + std::string("sv").size())));
   REQUIRE(fs->unmount());
 }
