@@ -15,7 +15,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
-PARAM=/sys/module/fuse/parameters/enable_uring
+PARAM=$FUSE_URING_PARAM
 HERE=$(dirname "${BASH_SOURCE[0]}")
 
 require_ubtrfs
@@ -23,14 +23,7 @@ fs_is_kernel && skip_or_fail "tests the ubtrfs daemon's FUSE transport"
 require_kernel_btrfs
 require_btrfs_check
 [[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
-[[ -e $PARAM ]] || modprobe fuse 2>/dev/null || true
-[[ -w $PARAM ]] || skip_or_fail "the kernel has no FUSE over io_uring ($PARAM not writable; Linux 6.14+)"
-
-saved=$(cat "$PARAM")
-restore_param() { echo "$saved" >"$PARAM" 2>/dev/null || true; }
-# lib.sh's cleanup (mounts, daemons, the temporary root) stays the EXIT trap's last step, with the
-# test's exit status.
-trap 'rc=$?; set +e; restore_param; (exit $rc); _oracle_cleanup' EXIT
+use_fuse_uring_param
 
 tmp=$(make_tmpdir)
 img=$tmp/ring.img

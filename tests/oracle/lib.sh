@@ -254,6 +254,18 @@ ubtrfs_mount() {
 }
 
 # ubtrfs_log MNT: path of the log of the daemon serving MNT.
+# use_fuse_uring_param: for a test that sets the fuse module's enable_uring parameter
+# ($FUSE_URING_PARAM, read at each mount): skips (or fails, with oracles required) on a kernel
+# without FUSE over io_uring, keeps the value in $FUSE_URING_SAVED and restores it at exit (before
+# lib.sh's cleanup, which keeps the test's exit status).
+FUSE_URING_PARAM=/sys/module/fuse/parameters/enable_uring
+use_fuse_uring_param() {
+  [[ -e $FUSE_URING_PARAM ]] || modprobe fuse 2>/dev/null || true
+  [[ -w $FUSE_URING_PARAM ]] || skip_or_fail "the kernel has no FUSE over io_uring ($FUSE_URING_PARAM not writable; Linux 6.14+)"
+  FUSE_URING_SAVED=$(cat "$FUSE_URING_PARAM")
+  trap 'rc=$?; set +e; echo "$FUSE_URING_SAVED" >"$FUSE_URING_PARAM" 2>/dev/null; (exit $rc); _oracle_cleanup' EXIT
+}
+
 # abort_fuse_mount MNT: ends the FUSE connection of MNT through fusectl's abort, for a daemon that
 # no longer answers (a deadlock under test): its waiting callers get ENOTCONN and the cleanup can
 # unmount. The connection is named by the mount's device minor, read from mountinfo (a stat of a

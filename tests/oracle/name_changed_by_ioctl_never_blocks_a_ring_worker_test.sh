@@ -18,19 +18,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
-PARAM=/sys/module/fuse/parameters/enable_uring
+PARAM=$FUSE_URING_PARAM
 DUR=${UBTRFS_NAME_INVAL_SECONDS:-12}
 
 require_ubtrfs
 fs_is_kernel && skip_or_fail "tests the ubtrfs daemon's FUSE transport"
 require_btrfs_check
 [[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
-[[ -e $PARAM ]] || modprobe fuse 2>/dev/null || true
-[[ -w $PARAM ]] || skip_or_fail "the kernel has no FUSE over io_uring ($PARAM not writable; Linux 6.14+)"
-
-saved=$(cat "$PARAM")
-restore_param() { echo "$saved" >"$PARAM" 2>/dev/null || true; }
-trap 'rc=$?; set +e; restore_param; (exit $rc); _oracle_cleanup' EXIT
+use_fuse_uring_param
 
 tmp=$(make_tmpdir)
 cat >"$tmp/names.py" <<'PY'
@@ -105,6 +100,6 @@ run_case() {
 
 echo Y >"$PARAM"
 run_case "fuse_uring=on" ring
-echo "$saved" >"$PARAM"
+echo "$FUSE_URING_SAVED" >"$PARAM"
 run_case "fuse_uring=off" devfuse
 finish
