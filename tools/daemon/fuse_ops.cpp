@@ -191,8 +191,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
   conn->max_write = kMaxWrite;
-  conn->time_gran = 1;
-  if (ctx->names) ctx->names->set_kernel_minor(conn->proto_minor);  // btrfs keeps nanoseconds
+  conn->time_gran = 1;  // btrfs keeps nanoseconds
+  if (ctx->names) ctx->names->set_kernel_minor(conn->proto_minor);
   spdlog::debug("fuse: protocol {}.{}, capable 0x{:x}, want 0x{:x}, max_write {}, read_only {}", conn->proto_major,
                 conn->proto_minor, conn->capable, conn->want, conn->max_write, ctx->read_only);
 }

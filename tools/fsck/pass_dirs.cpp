@@ -14,7 +14,8 @@
 // recurse), which name subvolumes linked elsewhere, or deleted since (no ROOT_ITEM, or one with
 // refs 0 that the cleaner is still dropping): the kernel shows those as empty directories and
 // btrfs check accepts them.
-#include <cstddef>
+#include <algorithm>
+#include <cstring>
 #include <set>
 #include <tuple>
 
@@ -46,10 +47,12 @@ std::map<std::pair<uint64_t, uint64_t>, RootRefRec> root_refs(const Context& ctx
 // Subvolumes with a ROOT_ITEM whose refs are not 0 (not deleted, nor being dropped).
 std::set<uint64_t> live_subvolumes(const Context& ctx) {
   std::set<uint64_t> out;
-  for (const auto& it : ctx.items(kRootTreeObjectid))
-    if (it.key.type == kRootItemKey && it.body.size() >= offsetof(RootItem, refs) + sizeof(le32) &&
-        load<le32>(it.body.data() + offsetof(RootItem, refs)).get() != 0)
-      out.insert(it.key.objectid);
+  for (const auto& it : ctx.items(kRootTreeObjectid)) {
+    if (it.key.type != kRootItemKey || it.body.size() < kRootItemLegacySize) continue;  // as trees_named_by
+    RootItem ri{};
+    std::memcpy(&ri, it.body.data(), std::min(it.body.size(), sizeof(RootItem)));
+    if (ri.refs.get() != 0) out.insert(it.key.objectid);
+  }
   return out;
 }
 
