@@ -91,6 +91,14 @@ line=$(mount_line "$mnt")
 grep -q 'default_permissions' <<<"$line" && pass "default_permissions always on" || failed "no default_permissions: $line"
 grep -qE ' rw,' <<<"$line" && pass "mounted rw" || failed "not rw: $line"
 pgrep -f "^$DAEMON $img $mnt" >/dev/null && pass "daemon runs detached" || failed "no daemon process"
+# Rule a_background_daemon_keeps_the_callers_session_in_a_process_group_of_its_own: no terminal
+# signal meant for the caller's process group reaches it, and it shares the caller's scheduling
+# autogroup (a session of its own halved the FUSE round-trip rate: see lifecycle.cpp).
+dpid=$(pgrep -f "^$DAEMON $img $mnt" | head -n 1)
+read -r dsid dpgid < <(ps -o sid=,pgid= -p "${dpid:-0}") || true
+[[ -n $dpid && $dsid == "$(ps -o sid= -p $$ | tr -d ' ')" && $dpgid == "$dpid" ]] \
+  && pass "daemon: the caller's session, a process group of its own" \
+  || failed "daemon pid ${dpid:-none}: session ${dsid:-?} (caller's $(ps -o sid= -p $$)), process group ${dpgid:-?}"
 [[ $(ls -A "$mnt") == "" ]] && pass "fresh filesystem is empty" || failed "fresh fs lists: $(ls -A "$mnt")"
 echo "hello ubtrfs" >"$mnt/a.txt" && mkdir "$mnt/dir" && echo nested >"$mnt/dir/b.txt" \
   && pass "create files and a directory" || failed "create files"

@@ -9,9 +9,9 @@
 // Detacher: the background mode. The process forks FIRST, before any thread or io_uring exists
 // (fork keeps only the calling thread, so forking after Filesystem::mount, as fuse_daemonize()
 // would, loses the commit thread). The parent only waits on a pipe: the child reports success
-// once the FUSE mount exists, then detaches (setsid done at fork, stdio to /dev/null, chdir /);
-// if the child fails it prints its error on the inherited stderr and exits, and the parent exits
-// with the child's status. So `ubtrfs IMG MNT` and `mount -t fuse.ubtrfs` return only when the
+// once the FUSE mount exists, then detaches (a process group of its own from the fork on, in the
+// caller's session, see fork_and_wait; stdio to /dev/null, chdir /); if the child fails it prints
+// its error on the inherited stderr and exits, and the parent exits with the child's status. So `ubtrfs IMG MNT` and `mount -t fuse.ubtrfs` return only when the
 // mount is usable, and return the failure status when it is not.
 // Thread safety: both are used by the main thread only.
 #pragma once
