@@ -63,7 +63,7 @@ Result<std::pair<InodeId, InodeItem>> create_inode(NamespaceState& ns, InodeId p
     gid = pii.gid;
     if (S_ISDIR(mode))
       mode |= S_ISGID;
-    else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) && c.uid != 0 && c.gid != gid)
+    else if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) && c.uid != 0 && !c.in_group_of(gid))
       mode &= ~S_ISGID;  // mode_strip_sgid
   }
   const uint64_t objectid = UBTRFS_TRY(ns.new_objectid(*root));

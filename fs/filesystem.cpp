@@ -350,15 +350,15 @@ Result<struct statvfs> Filesystem::statfs() {
   return s;
 }
 
-void Filesystem::touch_atime(InodeId id, bool is_dir) {
-  if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return;
-  if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return;
-  if (!check_subvol_writable(id, "atime")) return;  // btrfs_update_time: EROFS, so no atime
+std::optional<std::pair<RootRecord*, Timespec>> Filesystem::atime_update_due(InodeId id, bool is_dir) {
+  if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return std::nullopt;
+  if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return std::nullopt;
+  if (!check_subvol_writable(id, "atime")) return std::nullopt;  // btrfs_update_time: EROFS, so no atime
   auto root = fs_->fs_root(id.subvol);
-  if (!root) return;
+  if (!root) return std::nullopt;
   auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);
-  if (!ii) return;
-  if (ii->flags.get() & kInodeNoatime) return;  // chattr +A (S_NOATIME: atime_needs_update)
+  if (!ii) return std::nullopt;
+  if (ii->flags.get() & kInodeNoatime) return std::nullopt;  // chattr +A (S_NOATIME: atime_needs_update)
   const Timespec now = now_btrfs();
   if (atime_ == MountOptions::Atime::kRelatime) {
     // relatime_need_update: when the access time is not newer than the last change, or a day old.
@@ -367,11 +367,22 @@ void Filesystem::touch_atime(InodeId id, bool is_dir) {
     };
     const bool stale = le(ii->atime, ii->mtime) || le(ii->atime, ii->ctime) ||
                        now.sec.get() >= ii->atime.sec.get() + 24 * 60 * 60;
-    if (!stale) return;
+    if (!stale) return std::nullopt;
   }
-  if (auto st = delayed_->update_atime(*(*root)->tree, id, now); !st)
+  return std::pair{*root, now};
+}
+
+void Filesystem::touch_atime(InodeId id, bool is_dir) {
+  auto due = atime_update_due(id, is_dir);
+  if (!due) return;
+  if (auto st = delayed_->update_atime(*due->first->tree, id, due->second); !st)
     spdlog::debug("{}: access time of inode {} of root {} not updated: {}", fs_->path(), id.objectid, id.subvol,
                   st.error().message);
+}
+
+bool Filesystem::read_updates_atime(uint64_t ino) {
+  auto id = numbers_.from_fuse(ino);
+  return id && atime_update_due(*id, false).has_value();
 }
 
 void Filesystem::wake_space_waiters() {

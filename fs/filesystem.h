@@ -60,6 +60,10 @@ struct Caller {
   // The caller's effective capabilities, where an operation needs them (inode flags: fs/inode_flags.h).
   bool cap_fowner = false;           // CAP_FOWNER: act as the owner of any inode
   bool cap_linux_immutable = false;  // CAP_LINUX_IMMUTABLE: change the immutable / append-only flags
+  // in_group_p: whether `g` is the caller's filesystem group or one of its supplementary groups
+  // (FUSE sends the first only; the daemon reads the rest from /proc when asked). Unset: gid only.
+  std::function<bool(uint32_t g)> in_group;
+  [[nodiscard]] bool in_group_of(uint32_t g) const { return in_group ? in_group(g) : g == gid; }
 };
 
 struct SetAttr {
@@ -152,6 +156,13 @@ class Filesystem {
   [[nodiscard]] Result<struct stat> create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
   // Opening checks (EISDIR for a directory opened for writing is the kernel's; EROFS for write on ro).
   [[nodiscard]] Status open(uint64_t ino, int flags);
+  // Whether a read of the file now would change its access time (the mount's atime rules, as
+  // touch_atime applies them). FUSE inodes are S_NOATIME in the kernel: a read the kernel serves
+  // from its page cache never reaches the daemon, so the daemon asks this at open and drops the
+  // cache (no keep_cache) when it is true, so that the first read of that open comes here and
+  // updates the access time (strictatime: every open; relatime: when the access time is older
+  // than the last change or a day old).
+  [[nodiscard]] bool read_updates_atime(uint64_t ino);
   // btrfs_opendir: returns the directory's last DIR_INDEX now (btrfs_get_dir_last_index), the bound
   // to pass to every readdir of this open directory; call again on a rewind (btrfs_dir_llseek).
   [[nodiscard]] Result<uint64_t> opendir(uint64_t ino);
@@ -172,11 +183,14 @@ class Filesystem {
   [[nodiscard]] Result<std::vector<std::string>> listxattr(uint64_t ino);
   [[nodiscard]] Status removexattr(uint64_t ino, std::string_view name);
   // file_remove_privs (remove_privs.cpp), for when the kernel leaves it to the filesystem
-  // (FUSE_HANDLE_KILLPRIV_V2): on a regular file, S_ISUID and (group-executable) S_ISGID go if
-  // `drop_suid_sgid` says so — asked only when one is set, since it may look at the caller's
-  // capabilities — and security.capability always; one transaction with a new ctime when anything
-  // changes. Returns whether the mode changed (the kernel's cached mode is then stale).
-  [[nodiscard]] Result<bool> remove_privs(uint64_t ino, const std::function<bool()>& drop_suid_sgid);
+  // (FUSE_HANDLE_KILLPRIV_V2): on a regular file, S_ISUID and S_ISGID go if `drop_suid_sgid` says
+  // so (the caller lacks CAP_FSETID) — S_ISGID without group execute only when the caller is not
+  // in the file's group either (`c.in_group_of`: setattr_should_drop_sgid); both asked only when
+  // such a bit is set, since they look at the caller's /proc — and security.capability always; one
+  // transaction with a new ctime when anything changes. Returns whether the mode changed (the
+  // kernel's cached mode is then stale).
+  [[nodiscard]] Result<bool> remove_privs(uint64_t ino, const std::function<bool()>& drop_suid_sgid,
+                                          const Caller& c = {});
 
   // ---- inode flags (inode_flags.cpp; btrfs_fileattr_get / btrfs_fileattr_set) -----------------
   // FS_IOC_GETFLAGS: the inode's flags as FS_*_FL. FS_IOC_FSGETXATTR: the same as FS_XFLAG_*.
@@ -347,6 +361,9 @@ class Filesystem {
   // noatime, nodiratime — as a delayed item; best effort (a full filesystem skips it).
   // REQUIRES: the inode's lock held (shared is enough) or none for a directory.
   void touch_atime(InodeId id, bool is_dir);
+  // touch_atime's decision alone: the inode's root and the time to set when an access now would
+  // change the access time, nothing otherwise.
+  std::optional<std::pair<RootRecord*, Timespec>> atime_update_due(InodeId id, bool is_dir);
   // copy_file_range's copy of what it does not share: read then write, one inode lock at a time.
   [[nodiscard]] Result<size_t> copy_through_buffer(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
                                                    size_t len);

@@ -203,9 +203,8 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
     if (a.gid) ii.gid = *a.gid;
     if (a.mode) {
       mode = (mode & S_IFMT) | (*a.mode & 07777);
-      // setattr_copy: S_ISGID goes unless the caller is in the file's group or privileged (only the
-      // primary group is known here).
-      if ((mode & S_ISGID) && c.uid != 0 && c.gid != ii.gid.get()) mode &= ~S_ISGID;
+      // setattr_copy: S_ISGID goes unless the caller is in the file's group or privileged.
+      if ((mode & S_ISGID) && c.uid != 0 && !c.in_group_of(ii.gid.get())) mode &= ~S_ISGID;
     }
     if ((a.uid || a.gid) && !S_ISDIR(mode)) {
       // chown(2) on a non-directory: ATTR_KILL_SUID, and ATTR_KILL_SGID when group-executable.

@@ -28,4 +28,26 @@ bool caller_has_cap_fsetid(pid_t pid, uid_t uid) {
   return eff ? (*eff & kCapFsetid) != 0 : uid == 0;
 }
 
+bool caller_in_group(pid_t pid, gid_t fsgid, gid_t g) {
+  if (g == fsgid) return true;
+  if (pid <= 0) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    const char* p = line.data() + 7;
+    const char* end = line.data() + line.size();
+    while (p < end) {
+      while (p < end && (*p == ' ' || *p == '\t')) ++p;
+      gid_t v = 0;
+      auto [next, ec] = std::from_chars(p, end, v);
+      if (ec != std::errc{}) break;
+      if (v == g) return true;
+      p = next;
+    }
+    return false;
+  }
+  return false;
+}
+
 }  // namespace ubtrfs::daemon

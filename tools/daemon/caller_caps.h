@@ -23,4 +23,9 @@ std::optional<uint64_t> caller_cap_effective(pid_t pid);
 // in when its capabilities cannot be read.
 bool caller_has_cap_fsetid(pid_t pid, uid_t uid);
 
+// in_group_p: whether `g` is the caller's filesystem group (`fsgid`, the request's gid) or one of
+// the supplementary groups on the Groups line of /proc/PID/status; `fsgid` alone when that cannot
+// be read.
+bool caller_in_group(pid_t pid, gid_t fsgid, gid_t g);
+
 }  // namespace ubtrfs::daemon

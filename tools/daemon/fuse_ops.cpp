@@ -51,7 +51,11 @@ void set_open_mode(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   fi->fh = 0;
   // The kernel's page cache of this file stays true from open to open: every write, truncate,
   // hole punch and copy_file_range goes through the kernel, which updates or drops its pages.
-  fi->keep_cache = 1;
+  // Unless this open can read and a read now would update the access time: the kernel does not
+  // keep atime for FUSE, so the open's first read must reach the daemon
+  // (Filesystem::read_updates_atime).
+  const bool reads = (fi->flags & O_ACCMODE) != O_WRONLY;
+  fi->keep_cache = reads && ctx.fs->read_updates_atime(ino) ? 0 : 1;
   if (!ctx.guard) return;
   PageCacheGuard::OpenFile* f = ctx.guard->open(ino, fi->flags);
   fi->fh = reinterpret_cast<uint64_t>(f);
@@ -136,6 +140,7 @@ fs::Caller caller_of(fuse_req_t req) {
   // FUSE_CAP_DONT_MASK: the kernel passes the umask instead of applying it, so that the filesystem
   // can leave it out when a default ACL applies (fs/posix_acl.h). 0 for requests that carry none.
   c.umask = ctx->umask;
+  c.in_group = [pid = ctx->pid, gid = ctx->gid](uint32_t g) { return caller_in_group(pid, gid, g); };
   return c;
 }
 
@@ -250,13 +255,14 @@ std::optional<uint32_t> write_flags_of(const char* data, size_t size, off_t off)
 }
 
 // What writing into `ino` takes away when the kernel leaves it to the filesystem (fs remove_privs:
-// security.capability always, S_ISUID / group-executable S_ISGID when `drop_suid_sgid`). A changed
+// security.capability always, S_ISUID / S_ISGID when `drop_suid_sgid`, S_ISGID without group
+// execute only from a caller outside the file's group). A changed
 // mode makes the kernel's cached one stale: its attributes are invalidated (attributes only, no
 // page lock: safe inside a WRITE, whose writer holds the inode lock) unless `reply_has_attrs`.
 Status remove_privs(fuse_req_t req, fuse_ino_t ino, const std::function<bool()>& drop_suid_sgid,
                     bool reply_has_attrs = false) {
   if (!init_ext::kill_priv_v2()) return {};
-  const bool mode_changed = UBTRFS_TRY(fs_of(req).remove_privs(ino, drop_suid_sgid));
+  const bool mode_changed = UBTRFS_TRY(fs_of(req).remove_privs(ino, drop_suid_sgid, caller_of(req)));
   if (mode_changed && !reply_has_attrs && ctx_of(req).session)
     (void)fuse_lowlevel_notify_inval_inode(ctx_of(req).session, ino, -1, 0);
   return {};

@@ -386,6 +386,7 @@ fs::Caller caller_of(const IoctlRequest& req) {
   fs::Caller c;
   c.uid = req.uid;
   c.gid = req.gid;
+  c.in_group = [pid = req.pid, gid = req.gid](uint32_t g) { return caller_in_group(pid, gid, g); };
   return c;
 }
 
