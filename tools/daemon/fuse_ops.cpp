@@ -195,6 +195,14 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // Directories receive ioctls too: the control channel is asked on the mount's root.
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  // No asynchronous direct I/O (FUSE_ASYNC_DIO, libfuse's default): with it an io_submit O_DIRECT
+  // write returns -EIOCBQUEUED from fuse_direct_IO, so the VFS skips the page-cache invalidation
+  // it does after a direct write, and the kernel's FUSE completion does not do it either: a
+  // buffered read racing the write leaves the old data cached, and a later buffered read returns
+  // it (xfstests generic/451: "get stale data from buffer read"). Synchronous, each direct write
+  // is followed by the invalidation. The cost: an AIO O_DIRECT request blocks its submitter, and a
+  // direct request larger than max_write is sent in pieces one after another.
+  conn->want &= ~FUSE_CAP_ASYNC_DIO;
   conn->max_write = kMaxWrite;
   conn->time_gran = 1;  // btrfs keeps nanoseconds
   if (ctx->names) ctx->names->set_kernel_minor(conn->proto_minor);
