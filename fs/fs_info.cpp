@@ -82,6 +82,17 @@ Status FsInfo::load(const OpenOptions& opts) {
   MountOptions mo;
   mo.read_only = opts.read_only;
   mo.nologreplay = opts.nologreplay;
+  // A write-protected device or an image this process may not write is opened read-only, with a
+  // warning, as mount(8) does for a kernel filesystem ("write-protected, mounting read-only");
+  // before this, root opened a read-only block device for writing, accepted writes, and lost them
+  // at the first commit (EPERM).
+  if (!mo.read_only && !opts.device) {
+    const bool wp = UBTRFS_TRY(io::write_protected(opts.path));
+    if (wp) {
+      mo.read_only = true;
+      spdlog::warn("{}: device write-protected, mounting read-only", opts.path);
+    }
+  }
   auto decision = decide_open_mode(*sb, mo);
   if (!decision) return fail(decision.error().err, "{}: {}", opts.path, decision.error().message);
   for (const auto& w : decision->warnings) spdlog::warn("{}: {}", opts.path, w);

@@ -228,6 +228,35 @@ class FileDevice final : public BlockDevice {
 
 }  // namespace
 
+Result<bool> write_protected(const std::string& path) {
+  if (is_nbd_uri(path)) return false;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    return fail(err, "cannot open device {}: {}", path, errno_text(err));
+  }
+  if (!S_ISBLK(st.st_mode)) {
+    if (::access(path.c_str(), W_OK) == 0) return false;
+    const int err = errno;
+    if (err == EROFS || err == EACCES || err == EPERM || err == ETXTBSY) return true;
+    return fail(err, "cannot check whether {} is writable: {}", path, errno_text(err));
+  }
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    const int err = errno;
+    return fail(err, "cannot open device {}: {}", path, errno_text(err));
+  }
+  int ro = 0;
+  const int rc = ::ioctl(fd, BLKROGET, &ro);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return fail(err, "cannot ask whether block device {} is read-only (BLKROGET): {}", path, errno_text(err));
+  return ro != 0;
+}
+
 Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode) {
   // An NBD URI names an export on a server (io/nbd_device.h), not a path.
   if (is_nbd_uri(path)) return UBTRFS_TRY(NbdDevice::open(path, mode));
@@ -266,6 +295,15 @@ Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMo
     return fail(err, "cannot open device {}: {}", path, errno_text(err));
   }
 
+  // Root may open a read-only block device for writing; every write would then fail (EPERM) at the
+  // first commit. Refuse it here, where the message can still say why.
+  if (is_block && !read_only) {
+    int ro = 0;
+    if (::ioctl(fd, BLKROGET, &ro) == 0 && ro) {
+      ::close(fd);
+      return fail(EROFS, "device {} is write-protected (read-only block device): open it read-only", path);
+    }
+  }
   // The path could have been replaced between stat() and open(): trust only the descriptor.
   struct stat fst {};
   if (::fstat(fd, &fst) != 0) {

@@ -241,6 +241,37 @@ else
   failed "mount --fstab"
 fi
 
+# ---- a write-protected block device -----------------------------------------------------------
+# Rule a_write_protected_device_mounts_read_only: as mount(8) does for a kernel filesystem, the
+# daemon warns and mounts read-only; root could open the device for writing, and ubtrfs used to
+# mount it read-write, accept writes and lose them at the first commit (EPERM). mkfs.ubtrfs
+# refuses it. The device is not written.
+if command -v losetup >/dev/null && command -v blockdev >/dev/null && losetup -f >/dev/null 2>&1; then
+  wp_img=$tmp/wp.img
+  truncate -s 300M "$wp_img"
+  "$MKFS" -f -q "$wp_img"
+  wp_dev=$(losetup -f --show "$wp_img")
+  blockdev --setro "$wp_dev"
+  wp_before=$(hash_file "$wp_img")
+  rc=0; "$DAEMON" "$wp_dev" "$mnt" 2>"$tmp/wp.err" || rc=$?
+  [[ $rc == 0 ]] && grep -q "$wp_dev: device write-protected, mounting read-only" "$tmp/wp.err" \
+    && pass "write-protected device: mounted with the warning" || failed "write-protected device: exit $rc: $(cat "$tmp/wp.err")"
+  grep -qE ' ro,' <<<"$(mount_line "$mnt")" && pass "write-protected device: the mount is ro" \
+    || failed "write-protected device: $(mount_line "$mnt")"
+  if touch "$mnt/new" 2>"$tmp/wp.err"; then failed "write-protected device: a create succeeded"
+  else grep -q "Read-only file system" "$tmp/wp.err" && pass "write-protected device: a create fails with EROFS" \
+    || failed "write-protected device: create: $(cat "$tmp/wp.err")"; fi
+  is_mounted "$mnt" && fusermount3 -u "$mnt"
+  wait_released "$wp_dev" || failed "write-protected device: the daemon holds it after the unmount"
+  rc=0; "$MKFS" -f -q "$wp_dev" 2>"$tmp/wp.err" || rc=$?
+  [[ $rc != 0 ]] && grep -q "write-protected" "$tmp/wp.err" && pass "write-protected device: mkfs.ubtrfs refuses it" \
+    || failed "write-protected device: mkfs exit $rc: $(cat "$tmp/wp.err")"
+  [[ $(hash_file "$wp_img") == "$wp_before" ]] && pass "write-protected device: not written" \
+    || failed "write-protected device: the image changed"
+  blockdev --setrw "$wp_dev"
+  losetup -d "$wp_dev"
+fi
+
 # ---- the image is a valid btrfs after all that -------------------------------------------------
 if command -v btrfs >/dev/null; then
   check_clean "$img" && pass "btrfs check clean after the daemon runs" || failed "btrfs check"
