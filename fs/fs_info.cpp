@@ -82,8 +82,8 @@ Status FsInfo::load(const OpenOptions& opts) {
   MountOptions mo;
   mo.read_only = opts.read_only;
   mo.nologreplay = opts.nologreplay;
-  // A write-protected device or an image this process may not write is opened read-only, with a
-  // warning, as mount(8) does for a kernel filesystem ("write-protected, mounting read-only");
+  // A write-protected block device is opened read-only, with a warning, as mount(8) does for a
+  // kernel filesystem ("write-protected, mounting read-only");
   // before this, root opened a read-only block device for writing, accepted writes, and lost them
   // at the first commit (EPERM).
   if (!mo.read_only && !opts.device) {

@@ -78,10 +78,9 @@ enum class OpenMode { kReadOnly, kReadWrite };
 // An NBD URI (nbd://, nbds://, nbd+unix://...; io/nbd_device.h) opens the export on that server.
 [[nodiscard]] Result<std::unique_ptr<BlockDevice>> open_device(const std::string& path, OpenMode mode);
 
-// Whether `path` cannot be written here: a block device set read-only (BLKROGET: blockdev --setro,
-// a write-protected medium), or an image file this process may not write (access(W_OK): a
-// read-only filesystem, missing permission). A mount then falls back to read-only, as mount(8)
-// does for a kernel filesystem. NBD URIs answer false (their open refuses a read-only export).
+// Whether `path` is a block device set read-only (BLKROGET: blockdev --setro, a write-protected
+// medium); a mount then falls back to read-only, as mount(8) does for a kernel filesystem. Image
+// files and NBD URIs answer false (their read-write open fails with its own precise error).
 [[nodiscard]] Result<bool> write_protected(const std::string& path);
 
 // In-memory device for tests; zero-filled.

@@ -55,7 +55,7 @@ void set_open_mode(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
   // keep atime for FUSE, so the open's first read must reach the daemon
   // (Filesystem::read_updates_atime).
   const bool reads = (fi->flags & O_ACCMODE) != O_WRONLY;
-  fi->keep_cache = reads && ctx.fs->read_updates_atime(ino) ? 0 : 1;
+  fi->keep_cache = reads && ctx.fs && ctx.fs->read_updates_atime(ino) ? 0 : 1;
   if (!ctx.guard) return;
   PageCacheGuard::OpenFile* f = ctx.guard->open(ino, fi->flags);
   fi->fh = reinterpret_cast<uint64_t>(f);
@@ -264,9 +264,9 @@ std::optional<uint32_t> write_flags_of(const char* data, size_t size, off_t off)
 
 // What writing into `ino` takes away when the kernel leaves it to the filesystem (fs remove_privs:
 // security.capability always, S_ISUID / S_ISGID when `drop_suid_sgid`, S_ISGID without group
-// execute only from a caller outside the file's group). A changed
-// mode makes the kernel's cached one stale: its attributes are invalidated (attributes only, no
-// page lock: safe inside a WRITE, whose writer holds the inode lock) unless `reply_has_attrs`.
+// execute only from a caller outside the file's group). A changed mode makes the kernel's cached
+// one stale: its attributes are invalidated (attributes only, no page lock: safe inside a WRITE,
+// whose writer holds the inode lock) unless `reply_has_attrs`.
 Status remove_privs(fuse_req_t req, fuse_ino_t ino, const std::function<bool()>& drop_suid_sgid,
                     bool reply_has_attrs = false) {
   if (!init_ext::kill_priv_v2()) return {};
