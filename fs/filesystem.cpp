@@ -350,39 +350,33 @@ Result<struct statvfs> Filesystem::statfs() {
   return s;
 }
 
-std::optional<std::pair<RootRecord*, Timespec>> Filesystem::atime_update_due(InodeId id, bool is_dir) {
-  if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return std::nullopt;
-  if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return std::nullopt;
-  if (!check_subvol_writable(id, "atime")) return std::nullopt;  // btrfs_update_time: EROFS, so no atime
-  auto root = fs_->fs_root(id.subvol);
-  if (!root) return std::nullopt;
-  auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);
-  if (!ii) return std::nullopt;
-  if (ii->flags.get() & kInodeNoatime) return std::nullopt;  // chattr +A (S_NOATIME: atime_needs_update)
-  const Timespec now = now_btrfs();
-  if (atime_ == MountOptions::Atime::kRelatime) {
-    // relatime_need_update: when the access time is not newer than the last change, or a day old.
-    auto le = [](const Timespec& a, const Timespec& b) {
-      return a.sec.get() < b.sec.get() || (a.sec.get() == b.sec.get() && a.nsec.get() <= b.nsec.get());
-    };
-    const bool stale = le(ii->atime, ii->mtime) || le(ii->atime, ii->ctime) ||
-                       now.sec.get() >= ii->atime.sec.get() + 24 * 60 * 60;
-    if (!stale) return std::nullopt;
-  }
-  return std::pair{*root, now};
+bool Filesystem::atime_kept(InodeId id, bool is_dir) {
+  if (atime_ == MountOptions::Atime::kNoatime || (is_dir && nodiratime_)) return false;
+  if (read_only() || unmounted_ || fs_->transactions().aborted() || !delayed_) return false;
+  return static_cast<bool>(check_subvol_writable(id, "atime"));  // btrfs_update_time: EROFS, so no atime
+}
+
+bool Filesystem::atime_due(const InodeItem& ii, const Timespec& now) const {
+  if (ii.flags.get() & kInodeNoatime) return false;  // chattr +A (S_NOATIME: atime_needs_update)
+  if (atime_ != MountOptions::Atime::kRelatime) return true;
+  // relatime_need_update: when the access time is not newer than the last change, or a day old.
+  auto le = [](const Timespec& a, const Timespec& b) {
+    return a.sec.get() < b.sec.get() || (a.sec.get() == b.sec.get() && a.nsec.get() <= b.nsec.get());
+  };
+  return le(ii.atime, ii.mtime) || le(ii.atime, ii.ctime) || now.sec.get() >= ii.atime.sec.get() + 24 * 60 * 60;
 }
 
 void Filesystem::touch_atime(InodeId id, bool is_dir) {
-  auto due = atime_update_due(id, is_dir);
-  if (!due) return;
-  if (auto st = delayed_->update_atime(*due->first->tree, id, due->second); !st)
+  if (!atime_kept(id, is_dir)) return;
+  auto root = fs_->fs_root(id.subvol);
+  if (!root) return;
+  auto ii = read_inode(*fs_, *(*root)->tree, id.objectid);
+  if (!ii) return;
+  const Timespec now = now_btrfs();
+  if (!atime_due(*ii, now)) return;
+  if (auto st = delayed_->update_atime(*(*root)->tree, id, now); !st)
     spdlog::debug("{}: access time of inode {} of root {} not updated: {}", fs_->path(), id.objectid, id.subvol,
                   st.error().message);
-}
-
-bool Filesystem::read_updates_atime(uint64_t ino) {
-  auto id = numbers_.from_fuse(ino);
-  return id && atime_update_due(*id, false).has_value();
 }
 
 void Filesystem::wake_space_waiters() {

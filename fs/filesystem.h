@@ -155,14 +155,14 @@ class Filesystem {
   // A new regular file (EEXIST if the name exists).
   [[nodiscard]] Result<struct stat> create(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
   // Opening checks (EISDIR for a directory opened for writing is the kernel's; EROFS for write on ro).
-  [[nodiscard]] Status open(uint64_t ino, int flags);
-  // Whether a read of the file now would change its access time (the mount's atime rules, as
-  // touch_atime applies them). FUSE inodes are S_NOATIME in the kernel: a read the kernel serves
-  // from its page cache never reaches the daemon, so the daemon asks this at open and drops the
-  // cache (no keep_cache) when it is true, so that the first read of that open comes here and
-  // updates the access time (strictatime: every open; relatime: when the access time is older
-  // than the last change or a day old).
-  [[nodiscard]] bool read_updates_atime(uint64_t ino);
+  // `read_updates_atime`, when given, says whether a read through this open would change the
+  // file's access time now (the mount's atime rules, as touch_atime applies them; false for an
+  // open that cannot read), from the inode item the checks read. FUSE inodes are S_NOATIME in the
+  // kernel: a read the kernel serves from its page cache never reaches the daemon, so the daemon
+  // drops the cache (no keep_cache) for such an open, and its first read comes here (strictatime:
+  // every open for reading; relatime: when the access time is older than the last change or a
+  // day old).
+  [[nodiscard]] Status open(uint64_t ino, int flags, bool* read_updates_atime = nullptr);
   // btrfs_opendir: returns the directory's last DIR_INDEX now (btrfs_get_dir_last_index), the bound
   // to pass to every readdir of this open directory; call again on a rewind (btrfs_dir_llseek).
   [[nodiscard]] Result<uint64_t> opendir(uint64_t ino);
@@ -361,9 +361,11 @@ class Filesystem {
   // noatime, nodiratime — as a delayed item; best effort (a full filesystem skips it).
   // REQUIRES: the inode's lock held (shared is enough) or none for a directory.
   void touch_atime(InodeId id, bool is_dir);
-  // touch_atime's decision alone: the inode's root and the time to set when an access now would
-  // change the access time, nothing otherwise.
-  std::optional<std::pair<RootRecord*, Timespec>> atime_update_due(InodeId id, bool is_dir);
+  // touch_atime's decision in two parts, shared with open(): whether the mount keeps access times
+  // for this inode at all (mode, read-only, writable subvolume), and whether an access at `now`
+  // changes this item's (chattr +A, relatime).
+  [[nodiscard]] bool atime_kept(InodeId id, bool is_dir);
+  [[nodiscard]] bool atime_due(const InodeItem& ii, const Timespec& now) const;
   // copy_file_range's copy of what it does not share: read then write, one inode lock at a time.
   [[nodiscard]] Result<size_t> copy_through_buffer(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
                                                    size_t len);

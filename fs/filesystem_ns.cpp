@@ -227,7 +227,7 @@ Result<struct stat> Filesystem::setattr(uint64_t ino, const SetAttr& a, const Ca
 
 // ---- open -----------------------------------------------------------------------------------------
 
-Status Filesystem::open(uint64_t ino, int flags) {
+Status Filesystem::open(uint64_t ino, int flags, bool* read_updates_atime) {
   UBTRFS_TRY_STATUS(fs_->check_shutdown("open"));
   const InodeId id = UBTRFS_TRY(numbers_.from_fuse(ino));
   auto* root = UBTRFS_TRY(tree_of(*fs_, id.subvol));
@@ -236,7 +236,10 @@ Status Filesystem::open(uint64_t ino, int flags) {
   if (writes && is_dir(ii)) return fail(EISDIR, "cannot open directory {} for writing", ino);
   if (writes && (fs_->read_only() || unmounted_)) return fail(EROFS, "open inode {} for writing: read-only filesystem", ino);
   if (writes) UBTRFS_TRY_STATUS(check_subvol_writable(id, "open for writing"));
-  return check_may_open(ii, id.objectid, flags);
+  UBTRFS_TRY_STATUS(check_may_open(ii, id.objectid, flags));
+  if (read_updates_atime)
+    *read_updates_atime = (flags & O_ACCMODE) != O_WRONLY && atime_kept(id, false) && atime_due(ii, now_btrfs());
+  return {};
 }
 
 // ---- removing names -------------------------------------------------------------------------------

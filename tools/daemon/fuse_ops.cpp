@@ -46,16 +46,15 @@ double attr_timeout_for(fuse_req_t req, uint64_t ino) {
 }
 
 // The open file's record and mode (page_cache_guard.h): cached unless the guard says direct I/O.
-void set_open_mode(fuse_req_t req, uint64_t ino, fuse_file_info* fi) {
+// `read_updates_atime`: Filesystem::open's answer for this open.
+void set_open_mode(fuse_req_t req, uint64_t ino, fuse_file_info* fi, bool read_updates_atime) {
   DaemonContext& ctx = ctx_of(req);
   fi->fh = 0;
   // The kernel's page cache of this file stays true from open to open: every write, truncate,
   // hole punch and copy_file_range goes through the kernel, which updates or drops its pages.
-  // Unless this open can read and a read now would update the access time: the kernel does not
-  // keep atime for FUSE, so the open's first read must reach the daemon
-  // (Filesystem::read_updates_atime).
-  const bool reads = (fi->flags & O_ACCMODE) != O_WRONLY;
-  fi->keep_cache = reads && ctx.fs && ctx.fs->read_updates_atime(ino) ? 0 : 1;
+  // Unless a read through this open would update the access time: the kernel does not keep atime
+  // for FUSE, so the open's first read must reach the daemon.
+  fi->keep_cache = read_updates_atime ? 0 : 1;
   if (!ctx.guard) return;
   PageCacheGuard::OpenFile* f = ctx.guard->open(ino, fi->flags);
   fi->fh = reinterpret_cast<uint64_t>(f);
@@ -360,12 +359,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   auto r = interruptible(req, [&] { return fs.create(parent, name, mode, caller_of(req)); });
   if (!r) return reply_error(req, r.error(), "create", parent);
   // The kernel treats the new file as opened; open it in the facade too so release() pairs up.
-  auto opened = fs.open(r->st_ino, fi->flags & ~(O_CREAT | O_EXCL | O_TRUNC));
+  bool atime = false;
+  auto opened = fs.open(r->st_ino, fi->flags & ~(O_CREAT | O_EXCL | O_TRUNC), &atime);
   if (!opened) {
     fs.forget(r->st_ino, 1);
     return reply_error(req, opened.error(), "create/open", r->st_ino);
   }
-  set_open_mode(req, r->st_ino, fi);
+  set_open_mode(req, r->st_ino, fi, atime);
   fuse_entry_param e = entry_of(req, *r);
   if (fuse_reply_create(req, &e, fi) != 0) {
     // Interrupted: the kernel has neither the reference nor the open file.
@@ -377,9 +377,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& fs = fs_of(req);
-  auto s = fs.open(ino, fi->flags);
+  bool atime = false;
+  auto s = fs.open(ino, fi->flags, &atime);
   if (!s) return reply_error(req, s.error(), "open", ino);
-  set_open_mode(req, ino, fi);
+  set_open_mode(req, ino, fi, atime);
   if (fuse_reply_open(req, fi) != 0) {
     drop_open_mode(req, fi);
     (void)fs.release(ino);
