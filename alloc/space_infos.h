@@ -70,6 +70,8 @@ class SpaceInfos {
   SpaceInfo& data() { return *data_; }
   SpaceInfo& metadata() { return *meta_; }
   SpaceInfo& system() { return *system_; }
+  // Mixed block groups (INCOMPAT_MIXED_GROUPS): data and metadata share one DATA|METADATA space_info.
+  bool mixed() const { return data_ == meta_; }
   // The space_info of a block group with these flags (type bits decide).
   SpaceInfo& for_flags(uint64_t bg_flags);
 

@@ -13,6 +13,7 @@
 // ALLOC_CHUNK_FORCE, restarting on progress; exhausted and full -> fail tickets. Beyond the kernel:
 // when not full but no chunk can be made (its space backs metadata overcommit), tickets fail after
 // three passes too, instead of looping forever.
+// Mixed block groups (one DATA|METADATA space_info) are served by the metadata loop.
 // One thread serves every space_info in turn; each loop ends when its space_info has no ticket left
 // (the check and the clearing of `flush_running` happen under the space_info's lock, so a ticket
 // queued at that moment either is seen or re-kicks the thread).
@@ -89,7 +90,10 @@ void SpaceInfos::reclaim_thread_main() {
     const bool meta = want_meta_, data = want_data_, sys = want_system_, preempt = want_preempt_;
     want_meta_ = want_data_ = want_system_ = want_preempt_ = false;
     lk.unlock();
-    if (meta) async_reclaim_metadata(*meta_);
+    // Mixed block groups: one DATA|METADATA space_info, kicked as data_ (it is both). It is served by
+    // the metadata loop, whose states include every data state (delalloc, delayed iputs, commit,
+    // chunk) and the delayed items and refs its tree-block reservations need as well.
+    if (meta || (data && data_ == meta_)) async_reclaim_metadata(*meta_);
     if (sys) async_reclaim_metadata(*system_);
     if (data && data_ != meta_) async_reclaim_data(*data_);
     if (preempt && !meta) preemptive_reclaim();
@@ -216,8 +220,9 @@ void SpaceInfos::async_reclaim_data(SpaceInfo& si) {
 }
 
 void SpaceInfos::preemptive_reclaim() {
-  // Data first: the next chunk ahead of need (ALLOC_CHUNK_FORCE, one at a time).
-  if (data_ != meta_ && data_->needs_chunk_soon()) {
+  // Data first: the next chunk ahead of need (ALLOC_CHUNK_FORCE, one at a time; with mixed block
+  // groups a DATA|METADATA chunk).
+  if (data_->needs_chunk_soon()) {
     (void)run_flush_state(*data_, FlushState::kAllocChunkForce, 0);
     data_->count_preemptive();
   }

@@ -44,18 +44,25 @@ std::span<const uint8_t> bytes_of(const T& v) {
 
 uint64_t ChunkCreator::profile_for(uint64_t type) const {
   // The profile the filesystem already uses for this type (mkfs chose it); DUP for metadata and
-  // system, SINGLE for data when there is no group of the type yet (the mkfs defaults).
+  // system, SINGLE for data and mixed groups when there is no group of the type yet (the mkfs
+  // defaults; mkfs.btrfs --mixed on one device makes SINGLE groups).
   for (auto* bg : fs_.block_groups().all())
     if ((bg->flags() & kTypeMask) == type) return bg->flags() & ~kTypeMask;
-  return type == kBlockGroupData ? 0 : kBlockGroupDup;
+  return (type & kBlockGroupData) ? 0 : kBlockGroupDup;
 }
 
 Status ChunkCreator::create_chunk(uint64_t type, uint64_t min_bytes) {
   std::lock_guard g(mu_);
   alloc::SpaceInfos& sp = fs_.spaces();
   alloc::DeviceSpace& dev = fs_.device_space();
+  // With mixed block groups (INCOMPAT_MIXED_GROUPS) every data or metadata chunk is a DATA|METADATA
+  // chunk (btrfs_get_alloc_profile asks for both bits when the space_info is shared).
+  if (type != kBlockGroupSystem && sp.mixed()) type = kBlockGroupData | kBlockGroupMetadata;
   const uint64_t flags = type | profile_for(type);
-  const char* tname = type == kBlockGroupData ? "data" : type == kBlockGroupSystem ? "system" : "metadata";
+  const char* tname = type == (kBlockGroupData | kBlockGroupMetadata) ? "mixed"
+                      : type == kBlockGroupData                        ? "data"
+                      : type == kBlockGroupSystem                      ? "system"
+                                                                       : "metadata";
   const uint64_t logical = fs_.chunk_map().logical_end();
   const uint64_t limit = alloc::chunk_size_limit(type, dev.total_bytes());
   uint64_t wanted = min_bytes > limit ? min_bytes : 0;

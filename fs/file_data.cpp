@@ -113,6 +113,13 @@ uint64_t FileData::rsv_target(uint64_t extents, uint64_t bytes, bool nodatasum) 
   return sp.insert_size(extents + csum_leaves) + sp.metadata_size(1) + sp.delayed_ref_bytes(extents);
 }
 
+uint64_t FileData::delalloc_metadata_reserved() {
+  std::lock_guard g(mu_);
+  uint64_t sum = 0;
+  for (const auto& [id, d] : dirty_) sum += d->rsv.reserved();
+  return sum;
+}
+
 uint64_t FileData::rsv_target(const Dirty& d) const {
   const uint64_t bytes = d.data.bytes();
   return rsv_target(d.data.run_count() + bytes / d.max_extent, bytes, d.nodatasum);

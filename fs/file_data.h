@@ -210,6 +210,9 @@ class FileData {
   const CompressOptions& compress_options() const { return compress_; }
 
   uint64_t total_delalloc() const { return total_bytes_.load(std::memory_order_relaxed); }
+  // Metadata bytes the dirty inodes' delalloc reserves hold (btrfs inode->block_rsv): given back as
+  // their data is written out. statfs leaves them out of "used" on mixed block groups.
+  uint64_t delalloc_metadata_reserved();
   DirtyLimits limits() const;
   // btrfs_balance_dirty_pages / balance_dirty_pages: called by a writer after write() with its
   // inode lock dropped. While delalloc is above limits().limit, writes back the largest dirty

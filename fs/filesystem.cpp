@@ -272,11 +272,22 @@ Result<struct statvfs> Filesystem::statfs() {
     total = fs_->super().total_bytes.get();
   }
   const alloc::SpaceCounters d = sp.data().counters(), m = sp.metadata().counters(), y = sp.system().counters();
-  const bool mixed = &sp.data() == &sp.metadata();
+  const bool mixed = sp.mixed();
+  // Mixed block groups: may_use also holds the metadata reservations of running operations and of
+  // unflushed delalloc (trans, delayed items and refs, chunk items, the inodes' delalloc reserves),
+  // given back as they finish: counted as used they made df say several MiB less than a writer
+  // could still write. The global reserve stays counted (data never gets it).
+  uint64_t may_use = d.may_use;
+  if (mixed) {
+    const uint64_t transient = sp.trans_rsv().reserved() + sp.delayed_refs_rsv().reserved() +
+                               sp.delayed_block_rsv().reserved() + sp.chunk_rsv().reserved() +
+                               data_->delalloc_metadata_reserved();
+    may_use -= std::min(may_use, transient);
+  }
   // Acknowledged but unflushed data (may_use) and allocated but unreferenced extents count as used.
-  uint64_t disk_used = d.disk_used + (d.reserved + d.may_use) * static_cast<uint64_t>(sp.factor(kBlockGroupData)) +
+  uint64_t disk_used = d.disk_used + (d.reserved + may_use) * static_cast<uint64_t>(sp.factor(kBlockGroupData)) +
                        y.disk_used + (mixed ? 0 : m.disk_used);
-  const uint64_t data_held = d.used + d.reserved + d.may_use + d.readonly;
+  const uint64_t data_held = d.used + d.reserved + may_use + d.readonly;
   uint64_t data_free = d.total > data_held ? d.total - data_held : 0;
   // Data extents whose last references were dropped in this transaction are freed at its commit
   // (pinned bytes are already counted free: a commit returns them, and a ticket asks for it).

@@ -170,9 +170,12 @@ Status FsInfo::load(const OpenOptions& opts) {
   spaces_->set_free_chunk_space(dev_space_->unallocated_bytes());
   spaces_->set_data_chunk_size(alloc::chunk_size_limit(kBlockGroupData, dev_space_->total_bytes()));
   for (uint64_t type : {kBlockGroupData, kBlockGroupMetadata, kBlockGroupSystem}) {
-    uint64_t profile = type == kBlockGroupData ? 0 : kBlockGroupDup;
+    // Mixed block groups: data and metadata chunks are both DATA|METADATA, of one profile.
+    const uint64_t groups_type = spaces_->mixed() && type != kBlockGroupSystem ? kBlockGroupData | kBlockGroupMetadata
+                                                                                : type;
+    uint64_t profile = (groups_type & kBlockGroupData) ? 0 : kBlockGroupDup;
     for (auto* bg : groups_.all())
-      if ((bg->flags() & kBlockGroupTypeMask) == type) profile = bg->flags() & kBlockGroupProfileMask;
+      if ((bg->flags() & kBlockGroupTypeMask) == groups_type) profile = bg->flags() & kBlockGroupProfileMask;
     spaces_->set_factor(type, alloc::profile_factor(profile));
   }
   update_global_rsv();

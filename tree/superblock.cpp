@@ -173,6 +173,11 @@ Status check_features(const Superblock& sb, bool for_write) {
   if (unsupported)
     return fail(EOPNOTSUPP, "cannot open: unsupported incompat features 0x{:x} ({})", unsupported,
                 incompat_flag_names(unsupported));
+  // Mixed block groups hold tree blocks and data extents side by side in the same sectors, so the
+  // kernel (open_ctree) refuses them unless a tree block is one sector.
+  if ((incompat & kIncompatMixedGroups) && sb.nodesize.get() != sb.sectorsize.get())
+    return fail(EUCLEAN, "cannot open: mixed block groups with nodesize {} != sectorsize {}", sb.nodesize.get(),
+                sb.sectorsize.get());
   if (sb.num_devices.get() != 1)
     return fail(EOPNOTSUPP, "cannot open: filesystem has {} devices, only single-device filesystems are supported",
                 sb.num_devices.get());

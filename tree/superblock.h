@@ -17,8 +17,8 @@ namespace ubtrfs {
 
 // Incompat/compat_ro bits this build can read (mount read-only / inspect) and can write.
 inline constexpr uint64_t kIncompatSupportedRead =
-    kIncompatMixedBackref | kIncompatDefaultSubvol | kIncompatCompressLzo | kIncompatCompressZstd |
-    kIncompatBigMetadata | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles;
+    kIncompatMixedBackref | kIncompatDefaultSubvol | kIncompatMixedGroups | kIncompatCompressLzo |
+    kIncompatCompressZstd | kIncompatBigMetadata | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles;
 inline constexpr uint64_t kCompatRoSupported = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
 
 void csum_superblock(Superblock& sb);

@@ -161,6 +161,21 @@ TEST_CASE("feature gate refuses unknown and unsupported incompat bits, and rw wi
   CHECK_THAT(rw.error().message, Catch::Contains("0x400"));
 }
 
+TEST_CASE("mixed_block_groups_open_only_with_nodesize_equal_to_sectorsize") {
+  auto sb = make_super();
+  sb.incompat_flags = sb.incompat_flags.get() | kIncompatMixedGroups;
+  sb.sectorsize = 4096;
+  sb.nodesize = 4096;
+  sb.leafsize = 4096;
+  CHECK(check_features(sb, true));
+  sb.nodesize = 16384;
+  sb.leafsize = 16384;
+  auto st = check_features(sb, false);
+  REQUIRE_FALSE(st);
+  CHECK(st.error().err == EUCLEAN);
+  CHECK_THAT(st.error().message, Catch::Contains("mixed block groups with nodesize 16384 != sectorsize 4096"));
+}
+
 TEST_CASE("superblock mirrors are written only where they fit, each with its own bytenr and checksum") {
   io::MemoryDevice dev(kDevSize);
   auto sb = make_super();
