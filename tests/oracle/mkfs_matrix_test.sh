@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # mkfs.ubtrfs against the oracles, over the whole option matrix:
 #   nodesize {4K, 16K, 64K} x csum {crc32c, xxhash} x metadata {single, dup} x size {128M, 1G, 16G}
+# plus mixed block groups (--mixed) at 16M single, 40M DUP and 1G single,
 # plus two sizes where a superblock mirror lands on the first tree-block slot of the metadata chunk
 # (940M: the second DUP copy starts exactly at 64 MiB, so mkfs must move its tree blocks).
 #
@@ -65,13 +66,13 @@ workload() {
   [[ $(cat "$m/d/f999") == "${blob:999:(999 * 53) % 9000 + 1}" ]] || { echo "f999 content differs" >&2; return 1; }
 }
 
-# run_case NODESIZE CSUM PROFILE SIZE
+# run_case NODESIZE CSUM PROFILE SIZE [--mixed]
 run_case() {
-  local n=$1 c=$2 m=$3 s=$4 img name
-  name="n=$n csum=$c m=$m size=$s"
+  local n=$1 c=$2 m=$3 s=$4 mixed=${5:-} img name
+  name="n=$n csum=$c m=$m size=$s${mixed:+ mixed}"
   img=$tmp/img
   rm -f "$img"
-  if ! "$MKFS" -q -n "$n" --csum "$c" -m "$m" -b "$s" "$img"; then failed "$name: mkfs"; return; fi
+  if ! "$MKFS" -q -n "$n" --csum "$c" -m "$m" -b "$s" $mixed "$img"; then failed "$name: mkfs"; return; fi
   if ! check_clean "$img"; then failed "$name: btrfs check after mkfs"; return; fi
   if ! fst_matches_block_groups "$img"; then failed "$name: free space tree after mkfs"; return; fi
   if ! kernel_mount "$img" "$mnt"; then failed "$name: kernel mount"; return; fi
@@ -115,5 +116,10 @@ done
 # Mirror on the first metadata slot: second DUP copy of the metadata chunk starts at 64 MiB.
 run_case 16384 crc32c dup 940M
 run_case 65536 xxhash dup 940M
+# Mixed block groups (--mixed: one DATA|METADATA chunk, 4 KiB nodes): the smallest size, a DUP one,
+# and one past the 64 MiB superblock mirror.
+run_case 4096 crc32c single 16M --mixed
+run_case 4096 xxhash dup 40M --mixed
+run_case 4096 xxhash single 1G --mixed
 echo "matrix time: $((SECONDS - start)) s"
 finish

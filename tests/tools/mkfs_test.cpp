@@ -335,6 +335,70 @@ TEST_CASE("extent tree accounts every tree block and block group exactly", "[mkf
   CHECK(r->super.bytes_used.get() == 9ull * l.nodesize);
 }
 
+// Mixed block groups (mkfs.ubtrfs --mixed): one DATA|METADATA chunk beside a 4 MiB system chunk,
+// the MIXED_GROUPS incompat bit, nodesize == sectorsize, and down to 16 MiB.
+TEST_CASE("mixed_block_groups_layout_has_one_data_and_metadata_chunk_and_needs_nodesize_equal_to_sectorsize",
+          "[mkfs]") {
+  for (Profile p : {Profile::kSingle, Profile::kDup}) {
+    const uint64_t copies = p == Profile::kDup ? 2 : 1;
+    CHECK(minimum_fs_size(p, true) == 16 * kMiB);
+    for (uint64_t size : {16 * kMiB, 25 * kMiB, 64 * kMiB, 300 * kMiB}) {
+      MkfsConfig c = fixed_config(5);
+      c.mixed = true;
+      c.nodesize = 4096;
+      c.metadata_profile = p;
+      c.fs_size = size;
+      io::MemoryDevice dev(size);
+      auto r = make_btrfs(dev, c);
+      REQUIRE(r);
+      const Layout& l = r->layout;
+      CHECK(l.mixed);
+      REQUIRE(l.chunks().size() == 2);
+      const uint64_t dup = copies == 2 ? kBlockGroupDup : 0;
+      CHECK(l.system.type == (kBlockGroupSystem | dup));
+      CHECK(l.system.length == kMixedSystemChunkSize);
+      CHECK(l.metadata.type == (kBlockGroupData | kBlockGroupMetadata | dup));
+      CHECK(l.metadata.physical.size() == copies);
+      // 10 % of the device, within [1 MiB, 8 MiB] per copy and what is left, in 64 KiB units.
+      CHECK(l.metadata.length % kStripeLen == 0);
+      CHECK(l.metadata.length >= kMinMixedChunkSize);
+      CHECK(l.metadata.length <= std::min(kMaxMixedChunkSize, std::max(size / 10, kMinMixedChunkSize)));
+      CHECK(l.dev_bytes_used() == (kMixedSystemChunkSize + l.metadata.length) * copies);
+      CHECK(kReserved1MForSuper + l.dev_bytes_used() <= size);
+      CHECK((r->super.incompat_flags.get() & kIncompatMixedGroups) != 0);
+      CHECK((r->super.incompat_flags.get() & kIncompatBigMetadata) == 0);
+      CHECK(r->super.nodesize.get() == 4096);
+      // The image reads back through the same validation the daemon's mount uses.
+      auto sb = read_superblock(dev);
+      REQUIRE(sb);
+      CHECK(check_features(*sb, true));
+      // The block group item is DATA|METADATA and holds the eight non-chunk tree blocks.
+      bool found = false;
+      for (const auto& it : leaf_items(r->leaves.at(kExtentTreeObjectid)))
+        if (it.key.type == kBlockGroupItemKey && it.key.objectid == l.metadata.logical) {
+          const auto bg = load<BlockGroupItem>(it.body.data());
+          CHECK(bg.flags.get() == l.metadata.type);
+          CHECK(bg.used.get() == 8ull * l.nodesize);
+          found = true;
+        }
+      CHECK(found);
+    }
+    MkfsConfig c;
+    c.mixed = true;
+    c.metadata_profile = p;
+    c.nodesize = 16384;
+    auto bad = compute_layout(c, 64 * kMiB);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().err == EINVAL);
+    CHECK_THAT(bad.error().message, Catch::Contains("nodesize equal to sectorsize"));
+    c.nodesize = 4096;
+    auto small = compute_layout(c, 16 * kMiB - 4096);
+    REQUIRE_FALSE(small);
+    CHECK(small.error().err == ENOSPC);
+    CHECK_THAT(small.error().message, Catch::Contains(std::to_string(16 * kMiB)));
+  }
+}
+
 TEST_CASE("superblock fields", "[mkfs]") {
   for (auto csum : {io::CsumType::kCrc32c, io::CsumType::kXxhash64}) {
     for (Profile p : {Profile::kSingle, Profile::kDup}) {

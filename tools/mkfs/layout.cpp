@@ -30,11 +30,22 @@ uint64_t metadata_chunk_size(uint64_t total_bytes, Profile profile) {
 
 static uint64_t copies(Profile p) { return p == Profile::kDup ? 2 : 1; }
 
-uint64_t minimum_fs_size(Profile profile) {
+uint64_t minimum_fs_size(Profile profile, bool mixed) {
+  // Mixed: the system chunk and a mixed chunk of at least 1 MiB per copy, and never below 16 MiB.
+  if (mixed)
+    return std::max(kMinFsSize, kReserved1MForSuper + (kMixedSystemChunkSize + kMinMixedChunkSize) * copies(profile));
   // The metadata chunk only grows beyond its minimum once 5% (10% single) of the device exceeds 32 MiB,
   // and then the device is far larger than the sum below, so the minimum is reached at the clamp.
   return kReserved1MForSuper + kSystemChunkSize * copies(profile) + kMinMetadataChunkSize * copies(profile) +
          kDataChunkSize;
+}
+
+// Per-copy length of the initial DATA|METADATA chunk: 10% of the device clamped to [1 MiB, 8 MiB],
+// no more than what is left after the system chunk, rounded down to BTRFS_STRIPE_LEN.
+static uint64_t mixed_chunk_size(uint64_t total_bytes, uint64_t cursor, uint64_t ncopies) {
+  uint64_t size = std::clamp(total_bytes / 10, kMinMixedChunkSize, kMaxMixedChunkSize);
+  size = std::min(size, (total_bytes - cursor) / ncopies);
+  return size / kStripeLen * kStripeLen;
 }
 
 std::vector<Range> super_mirror_exclusions(const ChunkPlan& chunk) {
@@ -77,8 +88,11 @@ Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size) {
   if (size > device_size)
     return fail(EINVAL, "filesystem size {} ({}) is larger than the device ({})", size, pretty_size(size),
                 pretty_size(device_size));
+  if (config.mixed && config.nodesize != config.sectorsize)
+    return fail(EINVAL, "mixed block groups need nodesize equal to sectorsize ({}), not {}", config.sectorsize,
+                config.nodesize);
   size = size / config.sectorsize * config.sectorsize;
-  const uint64_t min = minimum_fs_size(config.metadata_profile);
+  const uint64_t min = minimum_fs_size(config.metadata_profile, config.mixed);
   if (size < min)
     return fail(ENOSPC, "device too small: {} ({} bytes), the layout needs at least {} ({} bytes)", pretty_size(size),
                 size, pretty_size(min), min);
@@ -88,6 +102,7 @@ Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size) {
   l.nodesize = config.nodesize;
   l.sectorsize = config.sectorsize;
   l.metadata_profile = config.metadata_profile;
+  l.mixed = config.mixed;
   const uint64_t profile_flag = config.metadata_profile == Profile::kDup ? kBlockGroupDup : 0;
   const uint64_t ncopies = copies(config.metadata_profile);
 
@@ -102,9 +117,16 @@ Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size) {
     }
     c.excluded = super_mirror_exclusions(c);
   };
-  place(l.system, kSystemChunkSize, kBlockGroupSystem | profile_flag, ncopies);
-  place(l.metadata, metadata_chunk_size(size, config.metadata_profile), kBlockGroupMetadata | profile_flag, ncopies);
-  place(l.data, kDataChunkSize, kBlockGroupData, 1);
+  if (config.mixed) {
+    place(l.system, kMixedSystemChunkSize, kBlockGroupSystem | profile_flag, ncopies);
+    place(l.metadata, mixed_chunk_size(size, cursor, ncopies), kBlockGroupData | kBlockGroupMetadata | profile_flag,
+          ncopies);
+  } else {
+    place(l.system, kSystemChunkSize, kBlockGroupSystem | profile_flag, ncopies);
+    place(l.metadata, metadata_chunk_size(size, config.metadata_profile), kBlockGroupMetadata | profile_flag,
+          ncopies);
+    place(l.data, kDataChunkSize, kBlockGroupData, 1);
+  }
   if (cursor > size)  // cannot happen above the minimum; kept as a guard for policy changes
     return fail(ENOSPC, "device too small: the chunks need {} bytes, the filesystem has {}", cursor, size);
 

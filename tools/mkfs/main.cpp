@@ -7,6 +7,10 @@
 //   - a mounted or exclusively held block device (open_device returns EBUSY);
 //   - a device or image carrying any signature libblkid recognizes, unless -f;
 //   - a filesystem size below the layout's real minimum (the message gives it in bytes);
+//   - mixed block groups (--mixed) with a nodesize other than the sectorsize.
+// A device too small for separate data and metadata block groups (89 MiB with DUP metadata, 49 MiB
+// single) gets mixed ones, with a note, unless a nodesize other than 4096 was asked for (mkfs.btrfs
+// up to 4.2 did the same below 1 GiB; xfstests asks for --mixed below 100 MiB).
 //   - an NBD export (nbd://, nbd+unix://...; io/nbd_device.h) with a btrfs superblock or any
 //     non-zero byte in its first MiB, unless -f (libblkid cannot probe a URI); -b may only shrink.
 // Exit status: 0 on success, 1 on any error with one line "mkfs.ubtrfs: error: ..." on stderr.
@@ -44,10 +48,11 @@ int error_exit(const std::string& message) {
 
 struct Options {
   std::string device;
-  std::string nodesize = "16384";
+  std::string nodesize;  // empty: 16384, or 4096 with mixed block groups
   std::string sectorsize = "4096";
   std::string csum = "xxhash";
-  std::string metadata = "dup";
+  std::string metadata;  // empty: dup, or single with mixed block groups (mkfs.btrfs's defaults)
+  bool mixed = false;
   std::string label;
   std::string uuid;
   std::string byte_count;
@@ -63,13 +68,17 @@ std::string lower(std::string s) {
 // Turns the option strings into a library config. Errors name the option and the bad value.
 Result<MkfsConfig> config_from_options(const Options& o) {
   MkfsConfig c;
-  auto node = parse_size(o.nodesize);
+  c.mixed = o.mixed;
+  auto node = parse_size(o.nodesize.empty() ? (o.mixed ? "4096" : "16384") : o.nodesize);
   if (!node) return fail(EINVAL, "invalid nodesize '{}'", o.nodesize);
   auto sector = parse_size(o.sectorsize);
   if (!sector) return fail(EINVAL, "invalid sectorsize '{}'", o.sectorsize);
   if (*sector != 4096) return fail(EINVAL, "sectorsize {} is not supported: only 4096 is", *sector);
   if (*node < 4096 || *node > 65536 || (*node & (*node - 1)))
     return fail(EINVAL, "invalid nodesize {}: must be a power of two between 4096 and 65536", *node);
+  if (o.mixed && *node != *sector)
+    return fail(EINVAL, "with mixed block groups (--mixed) the nodesize must equal the sectorsize {}, not {}",
+                *sector, *node);
   c.nodesize = static_cast<uint32_t>(*node);
   c.sectorsize = static_cast<uint32_t>(*sector);
 
@@ -80,7 +89,7 @@ Result<MkfsConfig> config_from_options(const Options& o) {
     return fail(EOPNOTSUPP, "checksum type {} is not supported: use crc32c or xxhash", csum);
   else return fail(EINVAL, "unknown checksum type '{}': use crc32c or xxhash", o.csum);
 
-  const std::string meta = lower(o.metadata);
+  const std::string meta = o.metadata.empty() ? (o.mixed ? "single" : "dup") : lower(o.metadata);
   if (meta == "dup") c.metadata_profile = Profile::kDup;
   else if (meta == "single") c.metadata_profile = Profile::kSingle;
   else return fail(EINVAL, "unsupported metadata profile '{}': use single or dup", o.metadata);
@@ -147,10 +156,15 @@ void print_summary(const Options& o, const MkfsConfig& c, const MkfsResult& r) {
   fmt::print("Sector size:        {}\n", l.sectorsize);
   fmt::print("Filesystem size:    {}\n", pretty_size(l.total_bytes));
   fmt::print("Block group profiles:\n");
-  fmt::print("  Data:             {:<10}{:>14}\n", profile_name(l.data.type), pretty_size(l.data.length));
-  fmt::print("  Metadata:         {:<10}{:>14}\n", profile_name(l.metadata.type), pretty_size(l.metadata.length));
+  if (l.mixed) {
+    fmt::print("  Data+Metadata:    {:<10}{:>14}\n", profile_name(l.metadata.type), pretty_size(l.metadata.length));
+  } else {
+    fmt::print("  Data:             {:<10}{:>14}\n", profile_name(l.data.type), pretty_size(l.data.length));
+    fmt::print("  Metadata:         {:<10}{:>14}\n", profile_name(l.metadata.type), pretty_size(l.metadata.length));
+  }
   fmt::print("  System:           {:<10}{:>14}\n", profile_name(l.system.type), pretty_size(l.system.length));
   std::string features = "mixed-backref, extref, skinny-metadata, no-holes";
+  if (l.mixed) features += ", mixed-bg";
   if (l.nodesize > 4096) features += ", big-metadata";
   fmt::print("Incompat features:  {}\n", features);
   fmt::print("Runtime features:   free-space-tree\n");
@@ -240,7 +254,31 @@ int run(const Options& o) {
                                     pretty_size(device_size)));
     target_size = config.fs_size;
   }
-  if (auto l = compute_layout(config, target_size); !l) return error_exit(fmt::format("{}: {}", o.device, l.error().message));
+  // Too small for separate data and metadata groups: mixed ones, when the nodesize allows them.
+  const uint64_t fs_bytes = config.fs_size ? std::min(config.fs_size, target_size) : target_size;
+  if (const uint64_t separate_min = minimum_fs_size(config.metadata_profile);
+      !config.mixed && fs_bytes < separate_min && (o.nodesize.empty() || config.nodesize == config.sectorsize)) {
+    MkfsConfig mixed = config;
+    mixed.mixed = true;
+    mixed.nodesize = config.sectorsize;
+    if (o.metadata.empty()) mixed.metadata_profile = Profile::kSingle;
+    if (fs_bytes >= minimum_fs_size(mixed.metadata_profile, true)) {
+      if (!o.quiet)
+        fmt::print("note: {} ({}) is smaller than {}, the minimum for separate data and metadata block groups "
+                   "with {} metadata: using mixed block groups ({}, nodesize {}), as --mixed does\n",
+                   o.device, pretty_size(fs_bytes), pretty_size(separate_min),
+                   config.metadata_profile == Profile::kDup ? "DUP" : "single",
+                   mixed.metadata_profile == Profile::kDup ? "DUP" : "single", mixed.nodesize);
+      config = mixed;
+    }
+  }
+  if (auto l = compute_layout(config, target_size); !l) {
+    std::string hint;
+    if (!config.mixed && l.error().err == ENOSPC)
+      hint = fmt::format(" (mixed block groups, --mixed with nodesize {}, fit down to {})", config.sectorsize,
+                         pretty_size(minimum_fs_size(config.metadata_profile, true)));
+    return error_exit(fmt::format("{}: {}{}", o.device, l.error().message, hint));
+  }
 
   bool created = false;
   if (!exists) {
@@ -275,10 +313,13 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Create a btrfs-compatible filesystem on a device or image file (ubtrfs)", kProg};
   app.set_version_flag("-V,--version", std::string(kProg) + " " + UBTRFS_VERSION);
-  app.add_option("-n,--nodesize", o.nodesize, "tree block size: 4K..64K, power of two (default 16K)");
+  app.add_option("-n,--nodesize", o.nodesize,
+                 "tree block size: 4K..64K, power of two (default 16K; 4K and only 4K with --mixed)");
   app.add_option("-s,--sectorsize", o.sectorsize, "data block size (only 4096)");
   app.add_option("--csum,--checksum", o.csum, "checksum algorithm: crc32c or xxhash (default xxhash)");
-  app.add_option("-m,--metadata", o.metadata, "metadata profile: single or dup (default dup)");
+  app.add_option("-m,--metadata", o.metadata, "metadata profile: single or dup (default dup; single with --mixed)");
+  app.add_flag("-M,--mixed", o.mixed,
+               "mixed data and metadata block groups (small devices; chosen on its own when separate ones do not fit)");
   app.add_option("-L,--label", o.label, "filesystem label (at most 255 bytes)");
   app.add_option("-U,--uuid", o.uuid, "filesystem UUID (default: random)");
   app.add_option("-b,--byte-count", o.byte_count,

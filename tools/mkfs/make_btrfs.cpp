@@ -185,7 +185,7 @@ Result<MkfsResult> make_btrfs(io::BlockDevice& raw_dev, const MkfsConfig& config
   fs.fsid = out.fsid;
   fs.chunk_tree_uuid = out.chunk_tree_uuid;
   fs.incompat_flags = kIncompatMixedBackref | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles |
-                      (l.nodesize > 4096 ? kIncompatBigMetadata : 0);
+                      (l.nodesize > 4096 ? kIncompatBigMetadata : 0) | (l.mixed ? kIncompatMixedGroups : 0);
   fs.compat_ro_flags = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
   fs.super_generation = gen;
 

@@ -11,6 +11,11 @@
 //   [1 MiB ...)  SYSTEM chunk, 8 MiB per copy (DUP: two copies back to back, else one)
 //                METADATA chunk, size by the kernel/progs policy (metadata_chunk_size), same profile
 //                DATA chunk, 8 MiB, always SINGLE
+// With mixed block groups (--mixed, INCOMPAT_MIXED_GROUPS; nodesize must equal sectorsize, as the
+// kernel requires, since tree blocks and data extents share the same sectors):
+//   [1 MiB ...)  SYSTEM chunk, 4 MiB per copy
+//                DATA|METADATA chunk, 10% of the device clamped to [1 MiB, 8 MiB] per copy (the sizes
+//                mkfs.btrfs --mixed gives), same profile as SYSTEM: SINGLE unless -m dup
 // Every chunk's logical start equals the physical offset of its first copy, so logical ranges never
 // overlap (physical ones don't). The FS holds 9 tree blocks: the chunk tree in SYSTEM, the root,
 // extent, dev, fs, csum, uuid, free-space and data-reloc trees in METADATA, each at the lowest
@@ -52,6 +57,12 @@ inline constexpr uint64_t kMaxMetadataChunkSize = 256 * kMiB;
 inline constexpr uint64_t kMaxMetadataChunkSizeLarge = 1 * kGiB;  // devices above 50 GiB
 inline constexpr uint64_t kLargeDeviceThreshold = 50 * kGiB;
 inline constexpr uint64_t kInitialGeneration = 1;
+// Mixed block groups (mkfs.btrfs --mixed's sizes).
+inline constexpr uint64_t kMixedSystemChunkSize = 4 * kMiB;  // per copy
+inline constexpr uint64_t kMinMixedChunkSize = 1 * kMiB;     // per copy
+inline constexpr uint64_t kMaxMixedChunkSize = 8 * kMiB;     // per copy
+// The smallest filesystem mkfs makes (mkfs.btrfs refuses anything below 16 MiB, mixed or not).
+inline constexpr uint64_t kMinFsSize = 16 * kMiB;
 
 enum class Profile { kSingle, kDup };
 
@@ -63,6 +74,9 @@ struct MkfsConfig {
   uint32_t sectorsize = 4096;
   io::CsumType csum_type = io::CsumType::kXxhash64;
   Profile metadata_profile = Profile::kDup;  // SYSTEM follows METADATA, as in mkfs.btrfs
+  // One DATA|METADATA chunk instead of a METADATA and a DATA one (INCOMPAT_MIXED_GROUPS); its
+  // profile is metadata_profile. REQUIRES nodesize == sectorsize (compute_layout refuses otherwise).
+  bool mixed = false;
   std::string label;
   // Unset UUIDs are generated randomly (libuuid); tests set them for reproducible images.
   std::optional<UuidBytes> fsid;
@@ -95,12 +109,16 @@ struct Layout {
   uint32_t nodesize = 0;
   uint32_t sectorsize = 0;
   Profile metadata_profile = Profile::kDup;
+  bool mixed = false;
   ChunkPlan system;
-  ChunkPlan metadata;
-  ChunkPlan data;
+  ChunkPlan metadata;  // with mixed block groups: the DATA|METADATA chunk
+  ChunkPlan data;      // unused (length 0) with mixed block groups
   std::map<uint64_t, uint64_t> tree_bytenr;  // tree objectid (owner) -> logical address of its leaf
 
-  std::vector<const ChunkPlan*> chunks() const { return {&system, &metadata, &data}; }  // by logical
+  std::vector<const ChunkPlan*> chunks() const {  // by logical
+    if (mixed) return {&system, &metadata};
+    return {&system, &metadata, &data};
+  }
   uint64_t dev_bytes_used() const;  // sum of all copies of all chunks
   uint64_t bytes_used() const { return tree_bytenr.size() * nodesize; }
 };
@@ -115,8 +133,9 @@ inline constexpr uint64_t kMetadataTrees[] = {kRootTreeObjectid,      kExtentTre
 // DUP, clamped to [32 MiB, 256 MiB] (1 GiB above 50 GiB), rounded down to 64 KiB.
 uint64_t metadata_chunk_size(uint64_t total_bytes, Profile profile);
 
-// Smallest filesystem size (bytes) for which compute_layout succeeds with this profile.
-uint64_t minimum_fs_size(Profile profile);
+// Smallest filesystem size (bytes) for which compute_layout succeeds with this profile, with
+// separate or mixed block groups.
+uint64_t minimum_fs_size(Profile profile, bool mixed = false);
 
 // Logical ranges of `chunk` (64 KiB each, BTRFS_STRIPE_LEN) whose copies hold a superblock mirror
 // (64 KiB, 64 MiB, 256 GiB), as the kernel's exclude_super_stripes computes them.
@@ -125,8 +144,8 @@ std::vector<Range> super_mirror_exclusions(const ChunkPlan& chunk);
 // First `count` nodesize-aligned slots of `chunk` avoiding chunk.excluded. Errors: ENOSPC.
 [[nodiscard]] Result<std::vector<uint64_t>> place_tree_blocks(const ChunkPlan& chunk, size_t count, uint32_t nodesize);
 
-// Validates sizes and computes the layout. Errors: EINVAL (bad nodesize/sectorsize), ENOSPC "too
-// small" naming the minimum size.
+// Validates sizes and computes the layout. Errors: EINVAL (bad nodesize/sectorsize; mixed block
+// groups with nodesize != sectorsize), ENOSPC "too small" naming the minimum size.
 [[nodiscard]] Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size);
 
 struct MkfsResult {
