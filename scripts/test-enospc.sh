@@ -3,13 +3,16 @@
 # scenario through the ubtrfs daemon on a fresh mkfs.ubtrfs image, compared with the kernel's btrfs
 # on an image from the same command, then check-clean and a kernel read of every acknowledged byte.
 #
-#   scripts/test-enospc.sh           the full matrix: 128M, 256M, 1G x metadata DUP, SINGLE, every
-#                                    scenario, the kernel's figures beside each (UBTRFS_ENOSPC_FULL=1)
-#   scripts/test-enospc.sh --ci      the subset ctest runs in CI (enospc_fill: 128M, 256M DUP;
-#                                    enospc_files: 128M DUP; enospc_concurrent: 128M, 256M DUP)
+#   scripts/test-enospc.sh           the full matrix: 128M, 256M, 1G x metadata DUP, SINGLE, and 64M
+#                                    with mixed block groups (SINGLE, DUP), every scenario, the
+#                                    kernel's figures beside each (UBTRFS_ENOSPC_FULL=1)
+#   scripts/test-enospc.sh --ci      the subset ctest runs in CI (enospc_fill: 128M, 256M DUP, 64M
+#                                    mixed; enospc_files: 128M DUP, 64M mixed-dup; enospc_concurrent:
+#                                    128M, 256M DUP)
 #   UBTRFS_FS=kernel scripts/test-enospc.sh     the same with the kernel as the tested file system
 #                                    (proves the tests' logic; every check must pass)
-#   UBTRFS_ENOSPC_CONFIGS="1G:single 128M:dup"  only these configurations
+#   UBTRFS_ENOSPC_CONFIGS="1G:single 128M:dup 64M:mixed"  only these configurations (PROFILE: dup,
+#                                    single, mixed, mixed-dup)
 #   UBTRFS_ENOSPC_TESTS="fill files"            only these tests (selftest fill files concurrent)
 #   UBTRFS_BIN=DIR                   the binaries (default build/tools, built by scripts/build.sh
 #                                    when the daemon is missing there)

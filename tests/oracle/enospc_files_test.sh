@@ -13,7 +13,8 @@
 #       unallocated space df had counted (the kernel's df at the start is 0 % to 25 % above what
 #       then fits, 1G DUP the worst): ubtrfs's df at the start must be as close to what fits as the
 #       kernel's, within 1 % of its Avail.
-# CI: 128M with DUP metadata; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x DUP, SINGLE.
+# CI: 128M with DUP metadata, 64M with DUP mixed block groups; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x DUP,
+# SINGLE, and 64M mixed (SINGLE, DUP).
 # UBTRFS_FS=kernel runs the same script on the kernel (proves the test's logic).
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,6 +25,6 @@ enospc_require
 started=$SECONDS
 while IFS=: read -r size profile; do
   enospc_case files "$size" "$profile" 1
-done < <(enospc_configs 128M:dup)
+done < <(enospc_configs 128M:dup 64M:mixed-dup)
 echo "enospc_files_test: $((SECONDS - started)) s"
 finish

@@ -13,7 +13,8 @@
 #   (h) every byte write() acknowledged is there when the kernel reads the unmounted image;
 #   (3) the bytes written after each df taken during the fill (syncfs + statvfs at the start, at 50 %
 #       and at 90 % of the start's Avail; the last is "the last df") are within 1 % of its Avail.
-# CI: 128M and 256M with DUP metadata; UBTRFS_ENOSPC_FULL=1: 128M, 256M, 1G x DUP, SINGLE.
+# CI: 128M and 256M with DUP metadata, 64M with mixed block groups; UBTRFS_ENOSPC_FULL=1: 128M, 256M,
+# 1G x DUP, SINGLE, and 64M mixed (SINGLE, DUP).
 # UBTRFS_FS=kernel runs the same script on the kernel (proves the test's logic).
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,6 +25,6 @@ enospc_require
 started=$SECONDS
 while IFS=: read -r size profile; do
   enospc_case fill "$size" "$profile" 1
-done < <(enospc_configs 128M:dup 256M:dup)
+done < <(enospc_configs 128M:dup 256M:dup 64M:mixed)
 echo "enospc_fill_test: $((SECONDS - started)) s"
 finish

@@ -22,6 +22,8 @@ class Judge:
         self.config = config
         self.fs = fs
         self.held = held
+        # "SIZE PROFILE SCENARIO": profiles mixed and mixed-dup are mixed block groups.
+        self.mixed = len(config.split()) > 1 and config.split()[1].startswith("mixed")
         self.failed = 0
 
     def check(self, ok, what, detail=""):
@@ -46,7 +48,7 @@ def errors_only_enospc(j, r, scen):
             f"failures by call and errno {r['errors']}" + (f"; first non-ENOSPC: {first_other}" if first_other else ""))
 
 
-def df_accuracy(j, r, fill_bytes, marks_prefix):
+def df_accuracy(j, r, fill_bytes, marks_prefix, ref=None):
     """(3): for each df taken during the fill (a statvfs after syncfs at the start, at 50 % and at
     90 % of the start's Avail; the last is "the last df"), the bytes written after it until ENOSPC
     are within 1 % of its Avail. (No df later than 90 %: near the very end a fixed allocation
@@ -57,10 +59,21 @@ def df_accuracy(j, r, fill_bytes, marks_prefix):
     the kernel may keep dirty, which df's Avail leaves out), up to j.held bytes more may be written
     after a df: the pages the kernel held dirty when the rest of the device filled go to the held
     space, and a window that had grown is given back when its writers close.
-    Never less: Avail must stay a promise."""
+    Never less: Avail must stay a promise.
+
+    Mixed block groups (configurations "mixed", "mixed-dup"): the metadata the writes need (their
+    checksums and extent items, the copies of tree blocks a commit keeps until it ends, the delalloc
+    reserve the writer holds while its data is dirty) comes out of the same chunks as the data, so no
+    df can know it in advance: the kernel's own df is 1.6 MiB (3.8 %) above what then fits on a 64M
+    mixed image at the start and 41 % at 90 %. There the criterion is relative, as for the files
+    scenario: at every df, no further from what then fits than the kernel's df at the same point,
+    plus 1 % of its Avail."""
     cps = [c for c in r["checkpoints"] if c["label"] == "fill start" or c["label"].startswith(marks_prefix)]
     if not cps:
         j.check(False, "(3) df accuracy", "no df taken during the fill")
+        return
+    if j.mixed:
+        df_accuracy_mixed(j, r, fill_bytes, cps, ref)
         return
     worst = None
     for c in cps:
@@ -79,6 +92,43 @@ def df_accuracy(j, r, fill_bytes, marks_prefix):
         detail += f"; first df off by more than 1 %: '{c['label']}', Avail {mib(c['avail'])}, {mib(after)} written after it"
     within = "within 1 % of its Avail" + (f" (+ the {mib(j.held)} the writeback cache holds)" if j.held else "")
     j.check(worst is None, f"(3) bytes written after each df of the fill ({len(cps)}) are {within}", detail)
+
+
+def df_accuracy_mixed(j, r, fill_bytes, cps, ref):
+    """(3) on mixed block groups: see df_accuracy."""
+    for c in cps:
+        after = fill_bytes - c["written"]
+        j.info(f"df at '{c['label']}': Avail {mib(c['avail'])}, written after it {mib(after)}, "
+               f"difference {mib(after - c['avail'])} ({100.0 * (after - c['avail']) / max(c['avail'], 1):+.2f} %)")
+    if ref is None:
+        j.check(False, "(3) df on mixed block groups is as close to what fits as the kernel's",
+                "no kernel reference run to compare with")
+        return
+    kfill = ref["figures"]["fill"]["bytes"]
+    worst = None
+    compared = 0
+    for c in cps:
+        k = next((x for x in ref["checkpoints"] if x["label"] == c["label"]), None)
+        if k is None:
+            # The kernel's df promised more than fitted, so its fill ended before this point.
+            j.info(f"df at '{c['label']}': the kernel's run ended before it took this df; not compared")
+            continue
+        compared += 1
+        err = (fill_bytes - c["written"]) - c["avail"]
+        kerr = (kfill - k["written"]) - k["avail"]
+        if abs(err) > abs(kerr) + 0.01 * c["avail"] + j.held and worst is None:
+            worst = (c, err, k, kerr)
+    if not any(c["label"] == "fill start" for c in cps) or not compared:
+        j.check(False, "(3) df on mixed block groups is as close to what fits as the kernel's",
+                "no df at the start of the fill in both runs")
+        return
+    detail = f"{compared} dfs within the kernel's distance (+1 % of Avail)"
+    if worst:
+        c, err, k, kerr = worst
+        detail = (f"'{c['label']}': {j.fs} Avail {mib(c['avail'])}, off by {mib(err)}; kernel Avail {mib(k['avail'])}, "
+                  f"off by {mib(kerr)}")
+    j.check(worst is None, "(3) df on mixed block groups is as close to what then fits as the "
+            "kernel's at the same point (+1 % of Avail)", detail)
 
 
 def df_accuracy_vs_kernel(j, r, fill_bytes, ref):
@@ -161,9 +211,15 @@ def judge(j, r, v, ref):
                     f"{j.fs} {mib(got)}, kernel reference {mib(want)} ({100.0 * got / max(want, 1):.2f} %)")
         j.check(f.get("end") == "write ENOSPC", "(a) the fill ends with write() ENOSPC", str(f.get("end")))
         for rel, e in fig.get("prealloc_writes", {}).items():
-            j.check(e["acked"] == e["wanted"] and e["errno"] == 0,
-                    f"(e) writing the preallocated range of {rel} on the full file system",
-                    f"{mib(e['acked'])} of {mib(e['wanted'])} acknowledged, errno {e['errno']}")
+            what = f"(e) writing the preallocated range of {rel} on the full file system"
+            detail = f"{mib(e['acked'])} of {mib(e['wanted'])} acknowledged, errno {e['errno']}"
+            if j.fs == "kernel" and j.mixed:
+                # The kernel fails these on mixed block groups (Linux 6.x: ENOSPC for the whole
+                # range: the metadata a NOCOW write reserves has nowhere to come from once data
+                # filled the shared chunks). Its own runs report it; ubtrfs is still held to (e).
+                j.info(f"{what} (not judged for the kernel on mixed block groups): {detail}")
+                continue
+            j.check(e["acked"] == e["wanted"] and e["errno"] == 0, what, detail)
         d = fig.get("full_ops", {})
         for op in ("rm", "rmdir", "truncate", "rename_over"):
             j.check(d.get(op) == 0, f"(d) {op} on the full file system", f"errno {d.get(op, 'not run')}")
@@ -171,7 +227,7 @@ def judge(j, r, v, ref):
         j.check(w.get("acked") == w.get("wanted") and w.get("errno") == 0,
                 "(d) after them, writing succeeds again (no remount)",
                 f"{mib(w.get('acked'))} of {mib(w.get('wanted'))} acknowledged, errno {w.get('errno')}")
-        df_accuracy(j, r, got, ("50 %", "90 %"))
+        df_accuracy(j, r, got, ("50 %", "90 %"), ref)
     elif scen == "files":
         f4, fe = fig.get("files_4k", {}), fig.get("files_empty", {})
         n4, ne = f4.get("count", 0), fe.get("count", 0)
@@ -207,10 +263,23 @@ def judge(j, r, v, ref):
             j.info(f"(c) first ENOSPC: {first['op']} {first['path']} ({first['thread']}) at {first['t']} s after "
                    f"{mib(first['written'])} written; last periodic df before it: Avail "
                    f"{mib(last['avail']) if last else '-'}")
-            j.check(max(fr, fs) < 0.01, "(c) the first ENOSPC comes only when df shows under 1 % free",
-                    f"df right after it: Avail {mib(raw['avail'])} = {100 * fr:.2f} % of {mib(raw['size'])}; "
-                    f"with every worker paused and synced: {mib(synced['avail'])} = {100 * fs:.2f} %")
-        df_accuracy(j, r, f.get("bytes", 0), ("50 %", "90 %"))
+            detail = (f"df right after it: Avail {mib(raw['avail'])} = {100 * fr:.2f} % of {mib(raw['size'])}; "
+                      f"with every worker paused and synced: {mib(synced['avail'])} = {100 * fs:.2f} %")
+            kfirst = (ref or {}).get("figures", {}).get("first_enospc") if j.mixed else None
+            if j.mixed and kfirst:
+                # Mixed block groups: the metadata of the four writers' ops comes out of the data's
+                # chunks, so a metadata op can meet ENOSPC with more than 1 % of a small device left
+                # (the kernel's df shows 2.3 MiB = 3.6 % of 64M at its first ENOSPC): no more free
+                # than the kernel's df at its own first ENOSPC, give or take 1 % of the size.
+                kr, ks = kfirst["df_raw"], kfirst.get("df_synced") or kfirst["df_raw"]
+                kmax = max(kr["avail"] / kr["size"], ks["avail"] / ks["size"])
+                j.check(max(fr, fs) < max(0.01, kmax + 0.01),
+                        "(c) the first ENOSPC comes only when df shows under 1 % free, or (mixed block groups) "
+                        "no more than the kernel's df at its first ENOSPC (+1 % of the size: its run-to-run spread)",
+                        detail + f"; kernel: {100 * kmax:.2f} %")
+            else:
+                j.check(max(fr, fs) < 0.01, "(c) the first ENOSPC comes only when df shows under 1 % free", detail)
+        df_accuracy(j, r, f.get("bytes", 0), ("50 %", "90 %"), ref)
     elif scen == "parallel":
         a, b = fig.get("four_writers", {}), fig.get("write_and_fallocate", {})
         j.check(a.get("acked") == a.get("wanted") and not any(a.get("errnos", [1])),
