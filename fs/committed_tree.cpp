@@ -35,8 +35,7 @@ Result<RootLocation> CommittedTrees::find_root(uint64_t tree_id) const {
                                       bad = fail(EUCLEAN, "root item {} is {} bytes", tree_id, body.size());
                                       return false;
                                     }
-                                    RootItem ri{};
-                                    std::memcpy(&ri, body.data(), std::min(body.size(), sizeof ri));
+                                    const RootItem ri = load_root_item(body);
                                     RootLocation loc;
                                     loc.tree_id = tree_id;
                                     loc.key = k;

@@ -218,8 +218,7 @@ Result<std::optional<FoundRootItem>> find_root_item(TreeRoot& root_tree, uint64_
                 kRootItemLegacySize, sizeof(RootItem));
   FoundRootItem out;
   out.key = key;
-  std::memset(&out.item, 0, sizeof(RootItem));
-  std::memcpy(&out.item, body.data(), body.size());
+  out.item = load_root_item(body);
   out.size = static_cast<uint32_t>(body.size());
   return std::optional<FoundRootItem>{out};
 }

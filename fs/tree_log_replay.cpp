@@ -144,8 +144,7 @@ Result<LoadedLog> load_log_trees(FsInfo& fs) {
   for (const auto& r : roots) {
     if (r.key.objectid != kTreeLogObjectid || r.key.type != kRootItemKey) continue;
     if (r.body.size() < offsetof(RootItem, level) + 1) return fail(bad_item(r, "root item too small").error());
-    RootItem ri{};
-    std::memcpy(&ri, r.body.data(), std::min(r.body.size(), sizeof(RootItem)));
+    const RootItem ri = load_root_item(r.body);
     LogTreeImage t;
     t.subvol = r.key.offset;
     UBTRFS_TRY_STATUS(walk_log_block(fs, ri.bytenr.get(), ri.level, ri.generation.get(), std::nullopt, out, seen,

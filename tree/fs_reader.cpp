@@ -176,8 +176,7 @@ Result<std::vector<RootLocation>> FsReader::list_roots_in(const RootLocation& co
   std::vector<RootLocation> out;
   auto st = for_each_item(container, [&](const Key& k, std::span<const uint8_t> body) -> Status {
     if (k.type != kRootItemKey) return {};
-    RootItem ri{};
-    std::memcpy(&ri, body.data(), std::min(body.size(), sizeof(RootItem)));  // size checked by the tree checker
+    const RootItem ri = load_root_item(body);  // size checked by the tree checker
     RootLocation t;
     t.tree_id = k.objectid;
     t.key = k;

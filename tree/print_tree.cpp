@@ -128,8 +128,7 @@ void print_inode_refs(std::string& out, std::span<const uint8_t> body, bool extr
 }
 
 void print_root_item(std::string& out, std::span<const uint8_t> body) {
-  RootItem ri{};
-  std::memcpy(&ri, body.data(), std::min(body.size(), sizeof(RootItem)));
+  const RootItem ri = load_root_item(body);
   ap(out, "\t\tgeneration {} root_dirid {} bytenr {} byte_limit {} bytes_used {}\n", ri.generation.get(),
      ri.root_dirid.get(), ri.bytenr.get(), ri.byte_limit.get(), ri.bytes_used.get());
   ap(out, "\t\tlast_snapshot {} flags 0x{:x}({}) refs {}\n", ri.last_snapshot.get(), ri.flags.get(),

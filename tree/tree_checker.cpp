@@ -425,8 +425,7 @@ Status LeafChecker::check_root_item(int slot, const Key& k, uint64_t off, uint32
   if (size != sizeof(RootItem) && size != kRootItemLegacySize)
     return item_err(slot, k, "invalid root item size, have {} expect {} or {}", size, sizeof(RootItem),
                     kRootItemLegacySize);
-  RootItem ri{};
-  std::memcpy(&ri, v_.data() + off, size);
+  const RootItem ri = load_root_item({v_.data() + off, size});
   const uint64_t max_gen = fs_.super_generation + 1;
   if (ri.generation.get() > max_gen)
     return item_err(slot, k, "invalid root generation, have {} expect (0, {}]", ri.generation.get(), max_gen);

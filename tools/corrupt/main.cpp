@@ -124,8 +124,7 @@ class Image {
     auto leaf = UBTRFS_TRY(read(path.back().bytenr, 0));
     for (const auto& it : leaf_items(leaf))
       if (it.key.objectid == id && it.key.type == kRootItemKey && it.body.size() >= kRootItemLegacySize) {
-        RootItem ri{};
-        std::memcpy(&ri, it.body.data(), std::min(it.body.size(), sizeof(RootItem)));
+        const RootItem ri = load_root_item(it.body);
         return std::make_pair(ri.bytenr.get(), ri.level);
       }
     return fail(ENOENT, "tree {} has no ROOT_ITEM", id);

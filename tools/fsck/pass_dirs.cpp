@@ -49,8 +49,7 @@ std::set<uint64_t> live_subvolumes(const Context& ctx) {
   std::set<uint64_t> out;
   for (const auto& it : ctx.items(kRootTreeObjectid)) {
     if (it.key.type != kRootItemKey || it.body.size() < kRootItemLegacySize) continue;  // as trees_named_by
-    RootItem ri{};
-    std::memcpy(&ri, it.body.data(), std::min(it.body.size(), sizeof(RootItem)));
+    const RootItem ri = load_root_item(it.body);
     if (ri.refs.get() != 0) out.insert(it.key.objectid);
   }
   return out;

@@ -235,8 +235,7 @@ std::vector<TreeInfo> trees_named_by(Context& ctx, const TreeInfo& source, bool 
   for (const auto& it : ctx.items(source)) {
     if (it.key.type != kRootItemKey) continue;
     if (it.body.size() < kRootItemLegacySize) continue;  // the tree checker refuses these
-    RootItem ri{};
-    std::memcpy(&ri, it.body.data(), std::min(it.body.size(), sizeof(RootItem)));
+    const RootItem ri = load_root_item(it.body);
     if (log && it.key.objectid != kTreeLogObjectid) continue;
     const uint64_t id = log ? kTreeLogObjectid : it.key.objectid;
     TreeInfo t = make_tree(id, ri.bytenr, ri.generation, ri.level, log);
