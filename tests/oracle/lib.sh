@@ -28,14 +28,17 @@ UBTRFS_TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ubtrfs-test.XXXXXX")
 source "$(dirname "${BASH_SOURCE[0]}")/python_shim.sh"
 unshim_python "$UBTRFS_TEST_ROOT/.python" || true
 
+# An awk function that undoes /proc/mounts' octal escapes (a space is "\040", a tab "\011", a
+# backslash "\134"), so a mount point is compared by its real name.
+_AWK_UNESCAPE='function unesc(s,  o, i, c, d) { o = ""; for (i = 1; i <= length(s); i++) { c = substr(s, i, 1); d = substr(s, i + 1, 3); if (c == "\\" && d ~ /^[0-7][0-7][0-7]$/) { o = o sprintf("%c", substr(d, 1, 1) * 64 + substr(d, 2, 1) * 8 + substr(d, 3, 1)); i += 3 } else o = o c } return o }'
+
 _oracle_cleanup() {
   local rc=$?
   local m l
   if [[ -d "$UBTRFS_TEST_ROOT" ]]; then
-    # /proc/mounts escapes spaces as \040; test paths have none.
-    while read -r m; do
+    while IFS= read -r m; do
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done < <(awk -v r="$UBTRFS_TEST_ROOT" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r)
+    done < <(awk -v r="$UBTRFS_TEST_ROOT" "$_AWK_UNESCAPE"' index(unesc($2), r) == 1 {print unesc($2)}' /proc/mounts | sort -r)
     # ubtrfs daemons this test started exit after their unmount (final commit); one that does not
     # within 20 s is stopped by its pid (never by name: other tests may run daemons of their own).
     declare -F _ubtrfs_reap_daemons >/dev/null && _ubtrfs_reap_daemons 20
@@ -182,7 +185,7 @@ require_ubtrfs() {
 is_mounted() {
   local real
   real=$(realpath -m "$1")
-  awk -v m="$real" '$2 == m { found = 1 } END { exit !found }' /proc/mounts
+  awk -v m="$real" "$_AWK_UNESCAPE"' unesc($2) == m { found = 1 } END { exit !found }' /proc/mounts
 }
 
 # _pid_running PID: the process exists and is not a zombie.
@@ -233,7 +236,7 @@ ubtrfs_mount() {
   pid=$!
   _ubtrfs_all_pids+=("$pid")
   deadline=$((SECONDS + UBTRFS_MOUNT_TIMEOUT))
-  until awk -v m="$real" '$2 == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts; do
+  until awk -v m="$real" "$_AWK_UNESCAPE"' unesc($2) == m && $3 ~ /^fuse/ { found = 1 } END { exit !found }' /proc/mounts; do
     if ! _pid_running "$pid"; then
       rc=0
       wait "$pid" || rc=$?

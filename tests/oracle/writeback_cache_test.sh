@@ -12,6 +12,7 @@
 #    image the kernel reads, and after a delete a new open writes again.
 # 3. An append-only file (chattr +a) takes appends with the cache on (its opens are direct I/O:
 #    the kernel's page cache would rewrite the partial last page below EOF).
+# 4. A mount point with a space in its name gets the cache too (section 4 below).
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -248,4 +249,26 @@ else
   failed "the kernel could not mount the image"
 fi
 check_clean "$img" && pass "btrfs check clean" || failed "btrfs check"
+
+# 4. A mount point whose name /proc/self/mountinfo escapes (a space is "\040" there): the daemon
+#    still finds its bdi and turns the cache on (rule
+#    the_writeback_cache_finds_the_bdi_of_a_mount_point_with_a_space; it was silently off: the
+#    escaped name never matched, so the dirty limit could not be set).
+img2=$tmp/space.img
+mnt2="$tmp/mount point"
+log2=$tmp/space.log
+truncate -s 1G "$img2"
+"$MKFS" -q "$img2"
+if ubtrfs_mount "$img2" "$mnt2" "writeback_cache=on,log_file=$log2"; then
+  if grep -q 'writeback cache on' "$log2" &&
+    [[ $("$UBTRFS_BIN/inspect/ubtrfs-inspect" stats --json "$mnt2" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["writeback_cache"]["on"])') == True ]]; then
+    pass "a mount point with a space gets the writeback cache"
+  else
+    failed "a mount point with a space: the writeback cache is off: $(grep -i 'writeback cache' "$log2")"
+  fi
+  ubtrfs_umount "$mnt2" || failed "unmount of the mount point with a space"
+else
+  failed "mount at a mount point with a space"
+fi
 finish

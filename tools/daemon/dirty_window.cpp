@@ -1,11 +1,11 @@
 // The writeback cache's dirty window: sizing rules and kernel knobs; see dirty_window.h.
 #include "tools/daemon/dirty_window.h"
 
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 
 namespace ubtrfs::daemon {
 
@@ -40,20 +40,9 @@ uint64_t dirty_ceiling_for_machine() {
   return std::min<uint64_t>(uint64_t{1} << 30, ram ? (ram / 16) & ~(kMiB - 1) : 64 * kMiB);
 }
 
-std::string mount_bdi_dir(const std::string& mountpoint) {
-  // The device number from /proc/self/mountinfo, not stat(2): the daemon must never ask its own
-  // mount before its loop serves requests.
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  std::string found;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ..."; the last matching line is the newest mount.
-    std::istringstream ls(line);
-    std::string id, parent, dev, root, mnt;
-    if (!(ls >> id >> parent >> dev >> root >> mnt)) continue;
-    if (mnt == mountpoint) found = dev;
-  }
-  return found.empty() ? std::string() : "/sys/class/bdi/" + found;
+std::string mount_bdi_dir(dev_t mount_dev) {
+  if (mount_dev == 0) return {};
+  return "/sys/class/bdi/" + std::to_string(major(mount_dev)) + ":" + std::to_string(minor(mount_dev));
 }
 
 bool write_bdi_max_bytes(const std::string& bdi_dir, uint64_t bytes) {

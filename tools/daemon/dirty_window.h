@@ -27,6 +27,8 @@
 // moment no file was open for cached writing.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 
@@ -59,9 +61,9 @@ DirtyWindowStep next_dirty_window(uint64_t limit, uint64_t floor, uint64_t ceili
 // The ceiling of an elastic window on this machine: 1 GiB, or a sixteenth of RAM if less.
 uint64_t dirty_ceiling_for_machine();
 
-// /sys/class/bdi/MAJOR:MINOR of the FUSE mount at `mountpoint` (from /proc/self/mountinfo, never
-// a stat of the mount itself); empty when not found.
-std::string mount_bdi_dir(const std::string& mountpoint);
+// /sys/class/bdi/MAJOR:MINOR of the FUSE mount whose device number is `mount_dev` (caller_fd.h's
+// mounted_device: from /proc/self/mountinfo, never a stat of the mount itself); empty for 0.
+std::string mount_bdi_dir(dev_t mount_dev);
 
 // The bdi's max_bytes: write (false when refused: not root) and read (what the kernel reports; it
 // rounds through a ratio of its dirty threshold; 0 when it cannot be read).

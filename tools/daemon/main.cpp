@@ -242,7 +242,7 @@ int run(const DaemonArgs& args) {
     // Without dirty_limit_mb= the window is elastic (dirty_window.h) when the limit can be set.
     const auto sfs = filesystem->statfs();
     const uint64_t device_bytes = sfs ? uint64_t{sfs->f_blocks} * sfs->f_frsize : 0;
-    window.bdi_dir = mount_bdi_dir(mountpoint);
+    window.bdi_dir = mount_bdi_dir(ctx.mount_dev);
     uint64_t want = args.options.dirty_limit_mb << 20;
     const bool fixed = want != 0;
     if (!want) {
