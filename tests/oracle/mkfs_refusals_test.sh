@@ -82,12 +82,21 @@ else
   failed "-f overwrites an existing btrfs"
 fi
 
-# Too small: the message names the minimum (89 MiB for dup, 49 MiB for single), nothing is created.
-expect_refusal "too small (dup) is refused and not created" "$tmp/small.img" -b 64M "$tmp/small.img"
-[[ ${LAST_ERR:-} == *"too small"*"93323264"* ]] || failed "dup minimum not in message: ${LAST_ERR:-}"
+# Too small: the message names the minimum (89 MiB for dup, 49 MiB for single, with 16 KiB nodes;
+# 16 MiB with mixed block groups, which a smaller device gets when the nodesize allows), nothing is
+# created.
+expect_refusal "too small (dup, 16 KiB nodes) is refused and not created" "$tmp/small.img" -n 16k -b 64M "$tmp/small.img"
+[[ ${LAST_ERR:-} == *"too small"*"93323264"*"--mixed"* ]] || failed "dup minimum or the mixed hint not in message: ${LAST_ERR:-}"
 truncate -s 40M "$tmp/small2.img"
-expect_refusal "too small (single) existing image unchanged" "$tmp/small2.img" -m single "$tmp/small2.img"
+expect_refusal "too small (single, 16 KiB nodes) existing image unchanged" "$tmp/small2.img" -m single -n 16k "$tmp/small2.img"
 [[ ${LAST_ERR:-} == *"51380224"* ]] || failed "single minimum not in message: ${LAST_ERR:-}"
+expect_refusal "too small even for mixed block groups" "$tmp/tiny.img" -b 12M "$tmp/tiny.img"
+[[ ${LAST_ERR:-} == *"too small"*"16777216"* ]] || failed "the mixed minimum not in message: ${LAST_ERR:-}"
+if out=$("$MKFS" -b 64M "$tmp/small.img" 2>&1) && grep -q 'using mixed block groups' <<<"$out" && check_clean "$tmp/small.img"; then
+  pass "64 MiB without a nodesize gets mixed block groups, with a note"
+else
+  failed "64 MiB without a nodesize: $out"
+fi
 truncate -s 89M "$tmp/exact.img"
 if "$MKFS" -q "$tmp/exact.img" && check_clean "$tmp/exact.img"; then pass "exact minimum (89 MiB dup) works"; else failed "exact minimum works"; fi
 

@@ -275,8 +275,9 @@ int run(const Options& o) {
   if (auto l = compute_layout(config, target_size); !l) {
     std::string hint;
     if (!config.mixed && l.error().err == ENOSPC)
-      hint = fmt::format(" (mixed block groups, --mixed with nodesize {}, fit down to {})", config.sectorsize,
-                         pretty_size(minimum_fs_size(config.metadata_profile, true)));
+      hint = fmt::format(" (mixed block groups, --mixed with nodesize {}, fit down to {}, {} bytes)",
+                         config.sectorsize, pretty_size(minimum_fs_size(config.metadata_profile, true)),
+                         minimum_fs_size(config.metadata_profile, true));
     return error_exit(fmt::format("{}: {}{}", o.device, l.error().message, hint));
   }
 
