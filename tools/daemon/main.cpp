@@ -250,7 +250,9 @@ int run(const DaemonArgs& args) {
       want = std::min<uint64_t>(dflt ? dflt : (64ull << 20), std::max<uint64_t>(device_bytes / 512, 256ull << 10));
     }
     const bool settable = write_bdi_max_bytes(window.bdi_dir, want);
-    if (!settable)
+    if (window.bdi_dir.empty())
+      spdlog::warn("writeback cache: {} is not in /proc/self/mountinfo, so its dirty limit is unknown", mountpoint);
+    else if (!settable)
       spdlog::warn("writeback cache: cannot set {}/max_bytes to {} (needs root); the kernel's limit stays",
                    window.bdi_dir, want);
     const uint64_t limit = read_bdi_max_bytes(window.bdi_dir);
