@@ -36,6 +36,19 @@ Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> DelayedRef
     h.is_data = is_data;
     h.first_ref_generation = transid;
   } else if (h.num_bytes != num_bytes || h.is_data != is_data) {
+    // Mixed block groups: a tree block born and freed unwritten in this transaction gave its bytes
+    // back at once (ExtentAllocator::free_tree_block), and a data extent may start there. The
+    // block's cancelled head (no references, no flags, nothing to insert: its run does nothing)
+    // becomes the new extent's, as btrfs drops such a head in check_ref_cleanup before the bytes
+    // can be reused. Not a new head: the cancelled one was paid for (as a tree block reusing it).
+    if (!h.is_data && h.cancelled() && h.set_flags == 0 && h.total_ref_mod == 0) {
+      h = DelayedRefHead{};
+      h.bytenr = bytenr;
+      h.num_bytes = num_bytes;
+      h.is_data = is_data;
+      h.first_ref_generation = transid;
+      return std::pair{it, false};
+    }
     return fail(EUCLEAN, "delayed ref for extent {} disagrees with its head: {} {} bytes, was {} {} bytes", bytenr,
                 is_data ? "data" : "tree", num_bytes, h.is_data ? "data" : "tree", h.num_bytes);
   }
