@@ -228,11 +228,11 @@ stage_asan() {
   # From the normal tree (its clients and oracles), the daemon from the ASan tree. The full profile
   # adds the kernel images 001 and 002 (zlib/lzo/zstd extents: the decoders).
   echo "=== the integration tests again, with the daemon under ASan+UBSan"
-  local asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|remove_privs_on_write)_test$'
-  ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|bad_input_mount|remove_privs_on_write|kernel_to_ubtrfs)_test$'
+  local asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|stress_mixed_block_groups|bad_input_mount|remove_privs_on_write)_test$'
+  ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|stress_mixed_block_groups|bad_input_mount|remove_privs_on_write|kernel_to_ubtrfs)_test$'
   # The tree-block writeback thread works all the time in these runs: an 8 MiB cache, background
   # writeback above 1 % of it (issue 8).
-  UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
+  UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_STRESS_MIXED_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
     UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1 \
     UBTRFS_UMOUNT_TIMEOUT=900 run_suite "$B" -R "$asan_tests"
   # The writeback cache (issue 10: correctness does not move with it): the POSIX suite and the
@@ -262,8 +262,9 @@ stage_tsan() {
   # the commit taking snapshots, the cleaner's thread. (snapshot_kernel_image_test also passes under
   # TSan, 50 s, mostly the kernel's work: left out for CI time.) The ring is on in this stage: the
   # name invalidation of subvolume ioctls racing lookups on ring workers (name_invalidation.h).
-  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=300 UBTRFS_UMOUNT_TIMEOUT=900 \
-    run_suite "$B" -R '^oracle_(stress_snapshots|subvolume_cleaner|name_changed_by_ioctl_never_blocks_a_ring_worker)_test$'
+  # Mixed block groups: data and tree blocks from one space_info and the same chunks.
+  UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=300 UBTRFS_STRESS_MIXED_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
+    run_suite "$B" -R '^oracle_(stress_snapshots|stress_mixed_block_groups|subvolume_cleaner|name_changed_by_ioctl_never_blocks_a_ring_worker)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'
   # The reservation system's unit tests under TSan (the 8-thread ticket test among them).

@@ -13,7 +13,9 @@
 #
 # Knobs: UBTRFS_STRESS_NOPS (ops per worker, default 20000; scripts/test.sh lowers it for the
 # sanitizer runs), UBTRFS_STRESS_PROCS (default 4), UBTRFS_STRESS_SEED (default 1),
-# UBTRFS_STRESS_EXTRA (more ubtrfs-stress options, e.g. --snapshots: stress_snapshots_test.sh).
+# UBTRFS_STRESS_EXTRA (more ubtrfs-stress options, e.g. --snapshots: stress_snapshots_test.sh),
+# UBTRFS_STRESS_MKFS (mkfs.ubtrfs options, e.g. --mixed: stress_mixed_block_groups_test.sh),
+# UBTRFS_STRESS_SIZE (the image, default 2G).
 # UBTRFS_FS=kernel runs the same script with the kernel mounting the mkfs.ubtrfs image.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,7 +25,8 @@ PROCS=${UBTRFS_STRESS_PROCS:-4}
 SEED=${UBTRFS_STRESS_SEED:-1}
 STRESS=$UBTRFS_BIN/stress/ubtrfs-stress
 MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
-IMAGE_SIZE=2G
+IMAGE_SIZE=${UBTRFS_STRESS_SIZE:-2G}
+MKFS_OPTS=${UBTRFS_STRESS_MKFS:-}
 
 require_ubtrfs
 require_kernel_btrfs
@@ -31,7 +34,7 @@ require_btrfs_check
 [[ -x $STRESS ]] || { echo "FAIL: ubtrfs-stress not built at $STRESS" >&2; exit 1; }
 [[ -x $MKFS ]] || { echo "FAIL: $MKFS not built" >&2; exit 1; }
 EXTRA=${UBTRFS_STRESS_EXTRA:-}
-echo "stress: $PROCS processes x $NOPS operations, seed $SEED, on $UBTRFS_FS${EXTRA:+, $EXTRA}"
+echo "stress: $PROCS processes x $NOPS operations, seed $SEED, on $UBTRFS_FS${EXTRA:+, $EXTRA}${MKFS_OPTS:+, mkfs $MKFS_OPTS}, $IMAGE_SIZE"
 
 started=$SECONDS
 tmp=$(make_tmpdir)
@@ -40,7 +43,7 @@ mnt=$tmp/mnt
 kmnt=$tmp/kernel
 manifest=$tmp/manifest
 truncate -s "$IMAGE_SIZE" "$img"
-"$MKFS" -q "$img"
+"$MKFS" -q $MKFS_OPTS "$img"
 
 # 1. The workload, verified by the tool's own model; its manifest is what every later view must be.
 if ! ubtrfs_mount "$img" "$mnt"; then
