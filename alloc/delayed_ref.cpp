@@ -36,19 +36,6 @@ Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> DelayedRef
     h.is_data = is_data;
     h.first_ref_generation = transid;
   } else if (h.num_bytes != num_bytes || h.is_data != is_data) {
-    // Mixed block groups: a tree block born and freed unwritten in this transaction gave its bytes
-    // back at once (ExtentAllocator::free_tree_block), and a data extent may start there. The
-    // block's cancelled head (no references, no flags, nothing to insert: its run does nothing)
-    // becomes the new extent's, as btrfs drops such a head in check_ref_cleanup before the bytes
-    // can be reused. Not a new head: the cancelled one was paid for (as a tree block reusing it).
-    if (!h.is_data && h.cancelled() && h.set_flags == 0 && h.total_ref_mod == 0) {
-      h = DelayedRefHead{};
-      h.bytenr = bytenr;
-      h.num_bytes = num_bytes;
-      h.is_data = is_data;
-      h.first_ref_generation = transid;
-      return std::pair{it, false};
-    }
     return fail(EUCLEAN, "delayed ref for extent {} disagrees with its head: {} {} bytes, was {} {} bytes", bytenr,
                 is_data ? "data" : "tree", num_bytes, h.is_data ? "data" : "tree", h.num_bytes);
   }
@@ -57,14 +44,21 @@ Result<std::pair<std::map<uint64_t, DelayedRefHead>::iterator, bool>> DelayedRef
 
 Result<bool> DelayedRefs::add_locked(uint64_t bytenr, uint64_t num_bytes, bool is_data, const RefKey& ref,
                                      int delta, bool new_alloc, uint64_t transid) {
+  if (new_alloc) {
+    // A cancelled tree-block head (allocated, never written, freed: its run does nothing) gave its
+    // bytes back at once; a new extent allocated there in the same transaction takes the head over
+    // (btrfs drops such a head in `check_ref_cleanup` before the bytes can be reused): a tree block,
+    // or with mixed block groups a data extent of any length. Not a new head: the cancelled one
+    // was paid for.
+    if (auto old = heads_.find(bytenr);
+        old != heads_.end() && !old->second.is_data && old->second.cancelled() && old->second.set_flags == 0)
+      old->second = DelayedRefHead{.bytenr = bytenr, .num_bytes = num_bytes, .is_data = is_data};
+  }
   const auto [it, inserted] = UBTRFS_TRY(head_locked(bytenr, num_bytes, is_data, transid));
   auto& h = it->second;
   if (new_alloc) {
-    // A cancelled tree-block head (allocated, never written, freed) gave its bytes back at once:
-    // allocating them again in the same transaction reuses the head (btrfs drops such a head in
-    // `check_ref_cleanup`). Anything else allocated twice is a bug.
-    const bool reusable = h.must_insert && h.refs.empty() && !is_data;
-    if ((h.must_insert && !reusable) || (!inserted && !h.refs.empty()))
+    // Anything else allocated twice is a bug.
+    if (h.must_insert || (!inserted && !h.refs.empty()))
       return fail(EUCLEAN, "extent {} allocated twice in one transaction", bytenr);
     h.must_insert = true;
     h.first_ref_generation = transid;

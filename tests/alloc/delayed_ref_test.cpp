@@ -67,6 +67,9 @@ TEST_CASE("a_data_extent_may_take_the_bytes_of_a_cancelled_tree_block_head") {
   auto cancelled = refs.cancel_new_tree_alloc(12013568, 4096, 5, 0, 11);
   REQUIRE(cancelled);
   REQUIRE(*cancelled);
+  // Only a new allocation takes the cancelled head over: a ref to an existing data extent there
+  // would be a bug.
+  CHECK_FALSE(refs.add_data_ref(12013568, 28672, 5, 276, 524288, +1, /*new_alloc=*/false, 11));
   // The new extent reuses the cancelled head (already paid for: not a new one).
   auto queued = refs.add_data_ref(12013568, 28672, 5, 276, 524288, +1, /*new_alloc=*/true, 11);
   REQUIRE(queued);

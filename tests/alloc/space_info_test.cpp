@@ -510,6 +510,31 @@ TEST_CASE("a ticket fails with ENOSPC only after three passes without progress; 
   }
 }
 
+// Mixed block groups: one DATA|METADATA space_info, which kick_reclaim knows as data_. Its tickets
+// must be served (they once waited forever: the data loop skipped a shared space_info and the
+// metadata loop was never asked), by the metadata loop, whose states include every data state.
+TEST_CASE("a_ticket_on_mixed_block_groups_is_served_by_the_reclaim_thread", "[tickets]") {
+  SpaceInfos sp(4096, true, /*mixed_groups=*/true);
+  REQUIRE(sp.mixed());
+  REQUIRE(&sp.data() == &sp.metadata());
+  auto bg = make_group(4 * kGiB, 8 * kMiB, kBlockGroupData | kBlockGroupMetadata);
+  bg->attach(&sp.data(), 1);
+  SpaceInfo& mixed = sp.data();
+  REQUIRE(mixed.reserve_bytes(8 * kMiB, FlushMode::kNoFlush));  // full
+  TestFlusher flusher;
+  int commits = 0;
+  flusher.on_state = [&](FlushState s) {
+    if (s == FlushState::kCommitTrans && ++commits == 1) mixed.release_bytes(2 * kMiB);
+  };
+  sp.start_reclaim(&flusher);
+  SECTION("a data reservation") { REQUIRE(mixed.reserve_bytes(kMiB, FlushMode::kFlushData)); }
+  SECTION("a metadata reservation") { REQUIRE(sp.metadata().reserve_bytes(kMiB, FlushMode::kFlushAll)); }
+  CHECK(commits == 1);
+  CHECK(flusher.runs[static_cast<int>(FlushState::kDelayedItemsNr)] >= 1);  // the metadata loop ran
+  CHECK(mixed.ticket_stats().granted == 1);
+  sp.stop_reclaim();
+}
+
 TEST_CASE("an interrupted waiter leaves the queue with EINTR holding nothing", "[tickets]") {
   SpaceInfos sp(kNode, true, false);
   auto bg = make_group(4 * kGiB, 8 * kMiB, kBlockGroupMetadata);
