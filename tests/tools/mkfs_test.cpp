@@ -399,6 +399,29 @@ TEST_CASE("mixed_block_groups_layout_has_one_data_and_metadata_chunk_and_needs_n
   }
 }
 
+TEST_CASE("a_small_device_gets_mixed_block_groups", "[mkfs]") {
+  MkfsConfig c;  // the defaults: DUP metadata, 16 KiB nodes
+  auto m = small_device_config(c, 25 * kMiB, false, false);
+  REQUIRE(m);
+  CHECK(m->mixed);
+  CHECK(m->nodesize == 4096);
+  CHECK(m->metadata_profile == Profile::kSingle);  // mkfs.btrfs --mixed's default
+  CHECK(compute_layout(*m, 25 * kMiB));
+  m = small_device_config(c, 25 * kMiB, false, /*profile_given=*/true);
+  REQUIRE(m);
+  CHECK(m->metadata_profile == Profile::kDup);
+  CHECK_FALSE(small_device_config(c, 89 * kMiB, false, false));              // separate groups fit
+  CHECK_FALSE(small_device_config(c, 16 * kMiB - 4096, false, false));       // nothing fits
+  CHECK_FALSE(small_device_config(c, 25 * kMiB, /*nodesize_given=*/true, false));  // 16 KiB asked for
+  c.nodesize = 4096;
+  CHECK(small_device_config(c, 25 * kMiB, true, false));                     // 4 KiB asked for
+  c.metadata_profile = Profile::kSingle;
+  CHECK(small_device_config(c, 48 * kMiB, false, true));
+  CHECK_FALSE(small_device_config(c, 49 * kMiB, false, true));               // single: 49 MiB fits
+  c.mixed = true;
+  CHECK_FALSE(small_device_config(c, 25 * kMiB, false, false));              // already mixed
+}
+
 TEST_CASE("superblock fields", "[mkfs]") {
   for (auto csum : {io::CsumType::kCrc32c, io::CsumType::kXxhash64}) {
     for (Profile p : {Profile::kSingle, Profile::kDup}) {

@@ -48,6 +48,18 @@ static uint64_t mixed_chunk_size(uint64_t total_bytes, uint64_t cursor, uint64_t
   return size / kStripeLen * kStripeLen;
 }
 
+std::optional<MkfsConfig> small_device_config(const MkfsConfig& config, uint64_t fs_bytes, bool nodesize_given,
+                                              bool profile_given) {
+  if (config.mixed || fs_bytes >= minimum_fs_size(config.metadata_profile)) return std::nullopt;
+  if (nodesize_given && config.nodesize != config.sectorsize) return std::nullopt;
+  MkfsConfig mixed = config;
+  mixed.mixed = true;
+  mixed.nodesize = config.sectorsize;
+  if (!profile_given) mixed.metadata_profile = Profile::kSingle;
+  if (fs_bytes < minimum_fs_size(mixed.metadata_profile, true)) return std::nullopt;
+  return mixed;
+}
+
 std::vector<Range> super_mirror_exclusions(const ChunkPlan& chunk) {
   std::vector<Range> out;
   for (int mirror = 0; mirror < kSuperMirrorMax; ++mirror) {

@@ -9,8 +9,9 @@
 //   - a filesystem size below the layout's real minimum (the message gives it in bytes);
 //   - mixed block groups (--mixed) with a nodesize other than the sectorsize.
 // A device too small for separate data and metadata block groups (89 MiB with DUP metadata, 49 MiB
-// single) gets mixed ones, with a note, unless a nodesize other than 4096 was asked for (mkfs.btrfs
-// up to 4.2 did the same below 1 GiB; xfstests asks for --mixed below 100 MiB).
+// single) gets mixed ones, with a note, unless a nodesize other than 4096 was asked for (mkfs.h
+// small_device_config; mkfs.btrfs up to 4.2 did the same below 1 GiB; xfstests asks for --mixed
+// below 100 MiB); NBD exports too.
 //   - an NBD export (nbd://, nbd+unix://...; io/nbd_device.h) with a btrfs superblock or any
 //     non-zero byte in its first MiB, unless -f (libblkid cannot probe a URI); -b may only shrink.
 // Exit status: 0 on success, 1 on any error with one line "mkfs.ubtrfs: error: ..." on stderr.
@@ -175,9 +176,36 @@ void print_summary(const Options& o, const MkfsConfig& c, const MkfsResult& r) {
   fmt::print("  {:>3}  {:>10}  {}\n", 1, pretty_size(l.total_bytes), o.device);
 }
 
+const char* profile_text(Profile p) { return p == Profile::kDup ? "DUP" : "single"; }
+
+// The layout `config` gets on `target_size` bytes (image file, block device or NBD export): the
+// small-device rule (mkfs.h small_device_config) with its note, then compute_layout's checks, whose
+// "too small" names the mixed minimum too. Errors: the message for error_exit.
+Result<MkfsConfig> settle_layout(const Options& o, MkfsConfig config, uint64_t target_size) {
+  const uint64_t fs_bytes = config.fs_size ? std::min(config.fs_size, target_size) : target_size;
+  if (auto mixed = small_device_config(config, fs_bytes, !o.nodesize.empty(), !o.metadata.empty())) {
+    if (!o.quiet)
+      fmt::print("note: {} ({}) is smaller than {}, the minimum for separate data and metadata block groups "
+                 "with {} metadata: using mixed block groups ({}, nodesize {}), as --mixed does\n",
+                 o.device, pretty_size(fs_bytes), pretty_size(minimum_fs_size(config.metadata_profile)),
+                 profile_text(config.metadata_profile), profile_text(mixed->metadata_profile), mixed->nodesize);
+    config = *mixed;
+  }
+  if (auto l = compute_layout(config, target_size); !l) {
+    std::string hint;
+    if (!config.mixed && l.error().err == ENOSPC) {
+      const uint64_t mixed_min = minimum_fs_size(config.metadata_profile, true);
+      hint = fmt::format(" (mixed block groups, --mixed with nodesize {}, fit down to {}, {} bytes)", config.sectorsize,
+                         pretty_size(mixed_min), mixed_min);
+    }
+    return fail(l.error().err, "{}: {}{}", o.device, l.error().message, hint);
+  }
+  return config;
+}
+
 // An NBD export: the server fixes the size, and the existing-content check reads through the
 // device (the first MiB, which holds the primary superblock and every common signature).
-int run_nbd(const Options& o, const MkfsConfig& config) {
+int run_nbd(const Options& o, MkfsConfig config) {
   auto dev = io::open_device(o.device, io::OpenMode::kReadWrite);
   if (!dev) return error_exit(dev.error().message);
   const uint64_t device_size = (*dev)->size();
@@ -197,7 +225,9 @@ int run_nbd(const Options& o, const MkfsConfig& config) {
                                     o.device));
   }
   const uint64_t target_size = config.fs_size ? config.fs_size : device_size;
-  if (auto l = compute_layout(config, target_size); !l) return error_exit(fmt::format("{}: {}", o.device, l.error().message));
+  auto settled = settle_layout(o, config, target_size);
+  if (!settled) return error_exit(settled.error().message);
+  config = *settled;
   auto result = make_btrfs(**dev, config);
   if (!result) return error_exit(fmt::format("{}: {}", o.device, result.error().message));
   if (auto f = (*dev)->flush(); !f) return error_exit(fmt::format("{}: {}", o.device, f.error().message));
@@ -254,32 +284,9 @@ int run(const Options& o) {
                                     pretty_size(device_size)));
     target_size = config.fs_size;
   }
-  // Too small for separate data and metadata groups: mixed ones, when the nodesize allows them.
-  const uint64_t fs_bytes = config.fs_size ? std::min(config.fs_size, target_size) : target_size;
-  if (const uint64_t separate_min = minimum_fs_size(config.metadata_profile);
-      !config.mixed && fs_bytes < separate_min && (o.nodesize.empty() || config.nodesize == config.sectorsize)) {
-    MkfsConfig mixed = config;
-    mixed.mixed = true;
-    mixed.nodesize = config.sectorsize;
-    if (o.metadata.empty()) mixed.metadata_profile = Profile::kSingle;
-    if (fs_bytes >= minimum_fs_size(mixed.metadata_profile, true)) {
-      if (!o.quiet)
-        fmt::print("note: {} ({}) is smaller than {}, the minimum for separate data and metadata block groups "
-                   "with {} metadata: using mixed block groups ({}, nodesize {}), as --mixed does\n",
-                   o.device, pretty_size(fs_bytes), pretty_size(separate_min),
-                   config.metadata_profile == Profile::kDup ? "DUP" : "single",
-                   mixed.metadata_profile == Profile::kDup ? "DUP" : "single", mixed.nodesize);
-      config = mixed;
-    }
-  }
-  if (auto l = compute_layout(config, target_size); !l) {
-    std::string hint;
-    if (!config.mixed && l.error().err == ENOSPC)
-      hint = fmt::format(" (mixed block groups, --mixed with nodesize {}, fit down to {}, {} bytes)",
-                         config.sectorsize, pretty_size(minimum_fs_size(config.metadata_profile, true)),
-                         minimum_fs_size(config.metadata_profile, true));
-    return error_exit(fmt::format("{}: {}{}", o.device, l.error().message, hint));
-  }
+  auto settled = settle_layout(o, config, target_size);
+  if (!settled) return error_exit(settled.error().message);
+  config = *settled;
 
   bool created = false;
   if (!exists) {

@@ -144,6 +144,13 @@ std::vector<Range> super_mirror_exclusions(const ChunkPlan& chunk);
 // First `count` nodesize-aligned slots of `chunk` avoiding chunk.excluded. Errors: ENOSPC.
 [[nodiscard]] Result<std::vector<uint64_t>> place_tree_blocks(const ChunkPlan& chunk, size_t count, uint32_t nodesize);
 
+// The small-device rule: a filesystem of `fs_bytes` too small for separate data and metadata block
+// groups but large enough for mixed ones gets mixed ones (nodesize = sectorsize; SINGLE unless
+// the user chose the profile), as mkfs.btrfs up to 4.2 did. nullopt: `config` stays (already
+// mixed, large enough, too small for both, or a nodesize other than the sectorsize was asked for).
+std::optional<MkfsConfig> small_device_config(const MkfsConfig& config, uint64_t fs_bytes, bool nodesize_given,
+                                              bool profile_given);
+
 // Validates sizes and computes the layout. Errors: EINVAL (bad nodesize/sectorsize; mixed block
 // groups with nodesize != sectorsize), ENOSPC "too small" naming the minimum size.
 [[nodiscard]] Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size);
