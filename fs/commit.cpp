@@ -29,6 +29,7 @@
 #include "alloc/free_space_tree.h"
 #include "fs/chunk_creator.h"
 #include "fs/fs_info.h"
+#include "fs/qgroups.h"
 #include "fs/transaction.h"
 #include "tree/ctree.h"
 #include "tree/superblock.h"
@@ -368,6 +369,9 @@ Status TransactionManager::commit_locked() {
   }
   // Pending snapshots (btrfs create_pending_snapshots), now that the delayed items are in the trees.
   for (auto& w : pending) UBTRFS_TRY_STATUS(w.run(h));
+  // The quota tree's status (and, the first time, its counters: fs/qgroups.h) names this
+  // transaction (btrfs_run_qgroups).
+  if (Qgroups* q = fs_.qgroups()) UBTRFS_TRY_STATUS(q->stamp_commit(h));
   // Every commit COWs the root tree (btrfs commit_cowonly_roots): the superblock it writes names
   // the root tree's root with this transaction's generation, and the kernel and our reader verify
   // the block against it. A root item changes in most commits anyway; one that only ends a tree log

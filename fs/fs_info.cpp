@@ -11,6 +11,7 @@
 
 #include "alloc/free_space_tree.h"
 #include "fs/chunk_creator.h"
+#include "fs/qgroups.h"
 #include "fs/space_flusher.h"
 #include "fs/transaction.h"
 #include "tree/ctree.h"
@@ -178,6 +179,14 @@ Status FsInfo::load(const OpenOptions& opts) {
       if ((bg->flags() & kBlockGroupTypeMask) == groups_type) profile = bg->flags() & kBlockGroupProfileMask;
     spaces_->set_factor(type, alloc::profile_factor(profile));
   }
+  if (quota_root_ && !read_only_) {
+    qgroups_ = UBTRFS_TRY(with_path_r(Qgroups::load(*quota_root_, path_)));
+    if (qgroups_)
+      spdlog::warn("{}: quota groups are enabled: ubtrfs neither accounts them nor enforces their limits; its first "
+                   "commit zeroes their counters and queues a rescan, which the kernel runs at its next read-write "
+                   "mount",
+                   path_);
+  }
   update_global_rsv();
   chunk_creator_ = std::make_unique<ChunkCreator>(*this);
   allocator_ = std::make_unique<alloc::ExtentAllocator>(params_, groups_, delayed_refs_, *chunk_creator_);
@@ -245,6 +254,7 @@ Status FsInfo::load_roots() {
   dev_root_ = UBTRFS_TRY(load_root_record(kDevTreeObjectid, true));
   csum_root_ = UBTRFS_TRY(load_root_record(kCsumTreeObjectid, true));
   uuid_root_ = UBTRFS_TRY(load_root_record(kUuidTreeObjectid, false));
+  quota_root_ = UBTRFS_TRY(load_root_record(kQuotaTreeObjectid, false));
   if (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree)
     fst_root_ = UBTRFS_TRY(load_root_record(kFreeSpaceTreeObjectid, true));
   if (super_.compat_ro_flags.get() & kCompatRoBlockGroupTree)
@@ -418,7 +428,7 @@ void FsInfo::set_cleaner_waker(std::function<void()> f) {
 std::vector<RootRecord*> FsInfo::loaded_roots() {
   std::vector<RootRecord*> out;
   for (auto* r : {extent_root_.get(), dev_root_.get(), csum_root_.get(), fst_root_.get(), bg_root_.get(),
-                  uuid_root_.get()})
+                  uuid_root_.get(), quota_root_.get()})
     if (r) out.push_back(r);
   std::lock_guard g(fs_roots_mu_);
   for (auto& [id, r] : fs_roots_)

@@ -48,6 +48,7 @@ class ChunkCreator;
 class FsSpaceFlusher;
 class DelayedInodes;
 class TreeLog;
+class Qgroups;
 
 // A tree with a ROOT_ITEM (btrfs `struct btrfs_root`): the in-memory root pointer plus the item.
 struct RootRecord {
@@ -131,6 +132,9 @@ class FsInfo {
   RootRecord* free_space_root() { return fst_root_.get(); }     // null without the FST feature
   RootRecord* block_group_root() { return bg_root_.get(); }     // null without BLOCK_GROUP_TREE
   RootRecord* uuid_root() { return uuid_root_.get(); }
+  // The quota tree's bookkeeping on a read-write mount with quotas on (fs/qgroups.h); null
+  // otherwise.
+  Qgroups* qgroups() { return qgroups_.get(); }
   // The tree that holds BLOCK_GROUP_ITEMs: the block group tree if the feature is on, else extent.
   RootRecord& block_group_items_root() { return bg_root_ ? *bg_root_ : *extent_root_; }
 
@@ -241,7 +245,8 @@ class FsInfo {
   std::unique_ptr<WritebackThread> writeback_;
   std::unique_ptr<TreeContext> tctx_;
   std::unique_ptr<TreeRoot> root_tree_, chunk_tree_;
-  std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_;
+  std::unique_ptr<RootRecord> extent_root_, dev_root_, csum_root_, fst_root_, bg_root_, uuid_root_, quota_root_;
+  std::unique_ptr<Qgroups> qgroups_;
   std::mutex fs_roots_mu_;
   std::map<uint64_t, std::unique_ptr<RootRecord>> fs_roots_;  // GUARDED_BY(fs_roots_mu_)
   std::mutex cleaner_mu_;

@@ -68,6 +68,7 @@
 #include "fs/filesystem.h"
 #include "fs/inode_flags.h"
 #include "fs/namespace_state.h"
+#include "fs/qgroups.h"
 #include "fs/transaction.h"
 #include "fs/tree_log.h"
 #include "io/checksum.h"
@@ -299,6 +300,7 @@ Result<uint64_t> Filesystem::create_subvolume(uint64_t parent, std::string_view 
   pii.mtime = now;
   pii.ctime = now;
   UBTRFS_TRY_STATUS_OR_ABORT(th, update_inode(th, proot, pid.objectid, pii));
+  if (Qgroups* q = fs_->qgroups()) UBTRFS_TRY_STATUS_OR_ABORT(th, q->add_subvolume(th.tree(), id));
   if (RootRecord* u = fs_->uuid_root())
     UBTRFS_TRY_STATUS_OR_ABORT(th, uuid_tree_add(th.tree(), *u->tree, uuid, kUuidKeySubvol, id));
   else
@@ -731,6 +733,7 @@ Status Filesystem::take_snapshot(TreeHandle& h, const PendingSnapshot& s) {
   pii.mtime = now;
   pii.ctime = now;
   UBTRFS_TRY_STATUS(update_inode(h, proot, s.parent.objectid, pii));
+  if (Qgroups* q = fs_->qgroups()) UBTRFS_TRY_STATUS(q->add_subvolume(h, s.id));
   if (RootRecord* u = fs_->uuid_root()) UBTRFS_TRY_STATUS(uuid_tree_add(h, *u->tree, s.uuid, kUuidKeySubvol, s.id));
   return {};
 }

@@ -680,6 +680,44 @@ struct DevStatsItem {
 };
 static_assert(sizeof(DevStatsItem) == 40);
 
+// Quota tree (objectid 8) items, all at objectid 0 (RELATION: objectid member, offset parent).
+// A qgroup id is level << 48 | id (0/<subvolume id> for every subvolume).
+// QGROUP_STATUS (0, 240, 0): 32 bytes; 40 with enable_gen (kernels that know simple quotas write
+// 40 for every mode).
+inline constexpr uint64_t kQgroupStatusVersion = 1;
+inline constexpr uint64_t kQgroupStatusFlagOn = 1ull << 0;
+inline constexpr uint64_t kQgroupStatusFlagRescan = 1ull << 1;
+inline constexpr uint64_t kQgroupStatusFlagInconsistent = 1ull << 2;
+inline constexpr uint64_t kQgroupStatusFlagSimpleMode = 1ull << 3;
+struct QgroupStatusItem {
+  le64 version;
+  le64 generation;  // the transaction that last wrote the counters; another one means inconsistent
+  le64 flags;
+  le64 rescan;      // with RESCAN: the extent bytenr the rescan has reached
+};
+static_assert(sizeof(QgroupStatusItem) == 32);
+static_assert(offsetof(QgroupStatusItem, rescan) == 24);
+
+// QGROUP_INFO (0, 242, qgroupid): the counters.
+struct QgroupInfoItem {
+  le64 generation;
+  le64 referenced;
+  le64 referenced_compressed;
+  le64 exclusive;
+  le64 exclusive_compressed;
+};
+static_assert(sizeof(QgroupInfoItem) == 40);
+
+// QGROUP_LIMIT (0, 244, qgroupid).
+struct QgroupLimitItem {
+  le64 flags;
+  le64 max_referenced;
+  le64 max_exclusive;
+  le64 rsv_referenced;
+  le64 rsv_exclusive;
+};
+static_assert(sizeof(QgroupLimitItem) == 40);
+
 // ---- helpers --------------------------------------------------------------------------------------
 // Read/write a POD on-disk struct at an arbitrary byte position (no alignment assumptions).
 template <class T>
