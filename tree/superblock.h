@@ -18,7 +18,8 @@ namespace ubtrfs {
 // Incompat/compat_ro bits this build can read (mount read-only / inspect) and can write.
 inline constexpr uint64_t kIncompatSupportedRead =
     kIncompatMixedBackref | kIncompatDefaultSubvol | kIncompatMixedGroups | kIncompatCompressLzo |
-    kIncompatCompressZstd | kIncompatBigMetadata | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles;
+    kIncompatCompressZstd | kIncompatBigMetadata | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles |
+    kIncompatMetadataUuid;
 inline constexpr uint64_t kCompatRoSupported = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
 
 void csum_superblock(Superblock& sb);
