@@ -233,6 +233,28 @@ Status FreeSpaceTree::add_group(TreeHandle& h, uint64_t bg_start, uint64_t bg_le
   return insert_extent(h, bg_start, bg_len);
 }
 
+Status FreeSpaceTree::add_group_with_runs(TreeHandle& h, uint64_t bg_start, uint64_t bg_len,
+                                          const std::map<uint64_t, uint64_t>& runs) {
+  if (bg_len == 0 || bg_len % fs_.sectorsize)
+    return fail(EINVAL, "free space tree: block group [{}, +{}) length is not a positive sector multiple", bg_start,
+                bg_len);
+  uint64_t prev_end = 0;
+  for (const auto& [start, len] : runs) {
+    UBTRFS_TRY_STATUS(check_range_in_group("record free", bg_start, bg_len, start, len));
+    if (prev_end && start <= prev_end)
+      return fail(EINVAL, "free space tree: runs of block group {} overlap or touch at {}", bg_start, start);
+    prev_end = start + len;
+  }
+  FreeSpaceInfo raw{};
+  raw.extent_count = static_cast<uint32_t>(runs.size());
+  raw.flags = 0;
+  std::array<uint8_t, sizeof(FreeSpaceInfo)> body{};
+  store(body.data(), raw);
+  UBTRFS_TRY_STATUS(insert_item(h, root_, info_key(bg_start, bg_len), body));
+  for (const auto& [start, len] : runs) UBTRFS_TRY_STATUS(insert_extent(h, start, len));
+  return {};
+}
+
 Status FreeSpaceTree::remove_group(TreeHandle& h, uint64_t bg_start, uint64_t bg_len) {
   UBTRFS_TRY(read_info(bg_start, bg_len));  // ENOENT if the group has no info
   return delete_keys(h, Key{bg_start, 0, 0}, Key{bg_start + bg_len, 0, 0});

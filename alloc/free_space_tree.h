@@ -33,6 +33,11 @@ class FreeSpaceTree {
 
   // A new block group: FREE_SPACE_INFO plus one extent covering the whole group.
   [[nodiscard]] Status add_group(TreeHandle& h, uint64_t bg_start, uint64_t bg_len);
+  // A group whose free runs are known (the free space tree built for an image without one,
+  // btrfs populate_free_space_tree): FREE_SPACE_INFO plus one extent per run. `runs` are maximal
+  // and inside the group; superblock stripes count as free, as the kernel records them.
+  [[nodiscard]] Status add_group_with_runs(TreeHandle& h, uint64_t bg_start, uint64_t bg_len,
+                                           const std::map<uint64_t, uint64_t>& runs);
   // Removes every item of the group (block group deletion).
   [[nodiscard]] Status remove_group(TreeHandle& h, uint64_t bg_start, uint64_t bg_len);
 

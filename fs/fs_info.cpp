@@ -11,6 +11,7 @@
 
 #include "alloc/free_space_tree.h"
 #include "fs/chunk_creator.h"
+#include "fs/free_space_tree_build.h"
 #include "fs/qgroups.h"
 #include "fs/space_flusher.h"
 #include "fs/transaction.h"
@@ -102,11 +103,12 @@ Status FsInfo::load(const OpenOptions& opts) {
   if (log_replay_pending_ && !opts.replays_log)
     return fail(EROFS, "{}: filesystem has a log tree at {}: only a mount replays it; open it read-only", opts.path,
                 sb->log_root.get());
-  if (!read_only_ && !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree))
-    return fail(EROFS,
-                "{}: no free space tree (compat_ro FREE_SPACE_TREE): ubtrfs writes only filesystems with one; mount "
-                "with -o ro, or convert it with the kernel (mount -o space_cache=v2)",
-                opts.path);
+  fst_pending_ = !read_only_ && !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree);
+  if (fst_pending_)
+    spdlog::warn("{}: no free space tree (the image keeps free space in the v1 space cache): the first commit builds "
+                 "one (space_cache=v2, as the kernel does by default since Linux 5.15); mount with -o ro to leave the "
+                 "image as it is",
+                 opts.path);
   if (!read_only_ && (sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree) &&
       !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTreeValid))
     return fail(EROFS, "{}: the free space tree is not marked valid: mount with -o ro", opts.path);
@@ -118,7 +120,8 @@ Status FsInfo::load(const OpenOptions& opts) {
   committed_super_ = *sb;
   params_ = FsParams::from_super(super_);
   spaces_ = std::make_unique<alloc::SpaceInfos>(params_.nodesize,
-                                                 (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree) != 0,
+                                                 (super_.compat_ro_flags.get() & kCompatRoFreeSpaceTree) != 0 ||
+                                                     fst_pending_,
                                                  (super_.incompat_flags.get() & kIncompatMixedGroups) != 0);
   // The chunk tree uuid every block header carries is in the chunk root's header.
   {
@@ -289,6 +292,14 @@ Status FsInfo::load_block_groups() {
     if (!*nx) break;
   }
   path.release();
+  // Without a free space tree (to be built by the first commit) the free space of a writable open
+  // comes from the extent tree: the gaps between its extent items.
+  std::optional<AllocatedByGroup> allocated;
+  if (!fst && fst_pending_) {
+    std::map<uint64_t, uint64_t> groups;
+    for (const auto& [key, bgi] : found) groups.emplace(key.objectid, key.offset);
+    allocated = UBTRFS_TRY(allocated_extents_by_group(*extent_root_->tree, params_, groups));
+  }
   for (const auto& [key, bgi] : found) {
     auto chunk = chunk_map_.find(key.objectid);
     if (!chunk || chunk->logical != key.objectid || chunk->length != key.offset)
@@ -320,10 +331,28 @@ Status FsInfo::load_block_groups() {
                      path_, key.objectid);
       }
     }
+    if (allocated) {
+      auto st = bg->init_free_from_allocated(allocated->at(key.objectid));
+      if (!st) return fail(st.error().err, "block group {}: extent tree: {}", key.objectid, st.error().message);
+      if (!bg->check_invariant()) {
+        const auto u = bg->usage();
+        return fail(EUCLEAN,
+                    "block group {}: its extent items leave {} bytes free but the block group item says {} of {} "
+                    "used ({} in superblock stripes): run fsck.ubtrfs, or mount with -o ro",
+                    key.objectid, u.free, u.used, u.length, u.super_bytes);
+      }
+    }
     attach_block_group(*bg);
     UBTRFS_TRY_STATUS(groups_.add(std::move(bg)));
   }
   return {};
+}
+
+void FsInfo::install_free_space_root(std::unique_ptr<RootRecord> rec) {
+  fst_root_ = std::move(rec);
+  fst_pending_ = false;
+  std::lock_guard g(super_mu_);
+  super_.compat_ro_flags = super_.compat_ro_flags.get() | kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
 }
 
 void FsInfo::attach_block_group(alloc::BlockGroup& bg) {

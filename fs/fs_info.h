@@ -130,6 +130,11 @@ class FsInfo {
   RootRecord& dev_root() { return *dev_root_; }
   RootRecord& csum_root() { return *csum_root_; }
   RootRecord* free_space_root() { return fst_root_.get(); }     // null without the FST feature
+  // A read-write open of an image without a free space tree: the next commit builds it
+  // (fs/free_space_tree_build.h) and installs it here, which also sets its compat_ro bits.
+  // REQUIRES (install): the commit, no free space tree yet.
+  bool free_space_tree_pending() const { return fst_pending_; }
+  void install_free_space_root(std::unique_ptr<RootRecord> rec);
   RootRecord* block_group_root() { return bg_root_.get(); }     // null without BLOCK_GROUP_TREE
   RootRecord* uuid_root() { return uuid_root_.get(); }
   // The quota tree's bookkeeping on a read-write mount with quotas on (fs/qgroups.h); null
@@ -229,6 +234,7 @@ class FsInfo {
   bool read_only_ = true;
   bool cow_overwrite_ = false, wb_inhibit_ = true, wb_hold_recopied_ = true;
   bool log_replay_pending_ = false;
+  bool fst_pending_ = false;  // written at open and by the commit that builds the tree
   // An io::GatedDevice around the opened device, under an io::WriteBehindDevice when writable.
   std::shared_ptr<io::BlockDevice> dev_;
   io::ShutdownGate* gate_ = nullptr;      // dev_'s gate

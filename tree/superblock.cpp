@@ -186,8 +186,6 @@ Status check_features(const Superblock& sb, bool for_write) {
     if (ro)
       return fail(EROFS, "cannot open read-write because of unsupported compat_ro features 0x{:x} ({})", ro,
                   compat_ro_flag_names(ro));
-    if (!(sb.compat_ro_flags.get() & kCompatRoFreeSpaceTree))
-      return fail(EROFS, "cannot open read-write: no free space tree (space cache v1 is not supported)");
   }
   return {};
 }
