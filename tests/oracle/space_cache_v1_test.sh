@@ -10,7 +10,10 @@
 #      daemon says it built the tree; compat_ro is FREE_SPACE_TREE|VALID; check-clean (btrfs check
 #      verifies the tree against the extent tree in both modes, fsck.ubtrfs too, the kernel reads);
 #   4. the kernel mounts it read-write (default options: it keeps the tree and drops the v1
-#      files), reads everything; ubtrfs writes once more; check-clean at each step.
+#      files), reads everything; ubtrfs writes once more; check-clean at each step;
+#   5. bad input: a v1 image whose data block group item claims 4 KiB more than its extent items
+#      hold is refused read-write with both numbers and the group named, the image unchanged, and
+#      still mounts read-only.
 # Rule named here: a_filesystem_without_a_free_space_tree_gets_one_in_its_first_commit.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,6 +31,8 @@ kmnt=$tmp/kernel
 MiB=$((1 << 20))
 
 compat_ro() { btrfs inspect-internal dump-super "$1" | awk '$1 == "compat_ro_flags" {print $2}'; }
+CORRUPT=$UBTRFS_BIN/corrupt/ubtrfs-corrupt
+[[ -x $CORRUPT ]] || { echo "FAIL: $CORRUPT not built" >&2; exit 1; }
 v1_headers() { btrfs inspect-internal dump-tree -t root "$1" | grep -c 'FREE_SPACE UNTYPED' || true; }
 
 # ---- 1. the kernel's v1 image ------------------------------------------------------------------------
@@ -115,6 +120,35 @@ if ubtrfs_mount "$img" "$mnt"; then
   if check_clean_full "$img"; then pass "check-clean after one more ubtrfs mount"; else failed "not check-clean after one more ubtrfs mount"; fi
 else
   failed "last ubtrfs mount"
+fi
+
+# ---- 5. a block group item that disagrees with the extent tree --------------------------------------
+bad=$tmp/bad.img
+truncate -s 1G "$bad"
+mkfs.btrfs -q -f -R ^free-space-tree "$bad" >/dev/null
+if kernel_mount "$bad" "$kmnt" space_cache=v1; then
+  head -c $((3 * MiB)) /dev/urandom >"$kmnt/f"
+  kernel_umount "$kmnt"
+fi
+data_bg=$(btrfs inspect-internal dump-tree -t extent "$bad" | awk '
+  /BLOCK_GROUP_ITEM/ { gsub(/[()]/, ""); key = $4 " 192 " $6 }
+  /flags DATA/ && key != "" && !n++ { print key }')
+"$CORRUPT" "$bad" --tree extent --key "$data_bg" --field used --value +4096 >/dev/null
+before=$(hash_file "$bad")
+ubtrfs_try_mount "$bad" "$mnt"
+msg=$(grep -m1 'error' "$TRY_ERR" | cut -c1-300)
+if ((TRY_RC != 0)) && ! is_mounted "$mnt" && grep -q "block group ${data_bg%% *}: its extent items leave" "$TRY_ERR" &&
+  [[ $(hash_file "$bad") == "$before" ]]; then
+  pass "a data block group item 4 KiB off its extent items: refused read-write (exit $TRY_RC), image unchanged: $msg"
+else
+  failed "bad block group item: exit $TRY_RC, mounted $(is_mounted "$mnt" && echo yes || echo no), message: $msg"
+  if is_mounted "$mnt"; then umount "$mnt"; fi
+fi
+if ubtrfs_mount "$bad" "$mnt" ro; then
+  [[ $(stat -c %s "$mnt/f") == $((3 * MiB)) ]] && pass "the same image mounts read-only" || failed "read-only mount of the bad image: f is wrong"
+  ubtrfs_umount "$mnt" || failed "read-only unmount of the bad image"
+else
+  failed "the bad image does not even mount read-only"
 fi
 
 finish
