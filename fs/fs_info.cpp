@@ -23,8 +23,13 @@ namespace ubtrfs::fs {
 
 namespace {
 
+// The image's name in front of a message, once: device-level messages already start with it.
+std::string named(const std::string& path, const std::string& msg) {
+  return msg.starts_with(path + ": ") ? msg : fmt::format("{}: {}", path, msg);
+}
+
 Status with_path(const std::string& path, Status st) {
-  if (!st) return fail(st.error().err, "{}: {}", path, st.error().message);
+  if (!st) return fail(st.error().err, "{}", named(path, st.error().message));
   return {};
 }
 
@@ -80,7 +85,7 @@ Status FsInfo::load(const OpenOptions& opts) {
   auto dev = open_dev(io::OpenMode::kReadOnly);
   if (!dev) return fail(dev.error().err, "{}", dev.error().message);
   auto sb = read_superblock(**dev);
-  if (!sb) return fail(sb.error().err, "{}: {}", opts.path, sb.error().message);
+  if (!sb) return fail(sb.error().err, "{}", named(opts.path, sb.error().message));
   MountOptions mo;
   mo.read_only = opts.read_only;
   mo.nologreplay = opts.nologreplay;
@@ -141,7 +146,7 @@ Status FsInfo::load(const OpenOptions& opts) {
     dev = open_dev(io::OpenMode::kReadWrite);
     if (!dev) return fail(dev.error().err, "{}", dev.error().message);
     auto sb2 = read_superblock(**dev);
-    if (!sb2) return fail(sb2.error().err, "{}: {}", opts.path, sb2.error().message);
+    if (!sb2) return fail(sb2.error().err, "{}", named(opts.path, sb2.error().message));
     if (sb2->generation.get() != sb->generation.get())
       return fail(EBUSY, "{}: the image changed while it was being opened (generation {} -> {})", opts.path,
                   sb->generation.get(), sb2->generation.get());
@@ -208,7 +213,7 @@ Status FsInfo::load(const OpenOptions& opts) {
 
 template <class T>
 Result<T> FsInfo::with_path_r(Result<T> r) {
-  if (!r) return fail(r.error().err, "{}: {}", path_, r.error().message);
+  if (!r) return fail(r.error().err, "{}", named(path_, r.error().message));
   return r;
 }
 

@@ -176,7 +176,12 @@ int run(const DaemonArgs& args) {
   open.writeback.coldest_first = args.options.wb_lru;
   open.write_behind = args.options.write_behind;
   auto mounted = fs::Filesystem::mount(open, args.options);
-  if (!mounted) return error_exit(kExitMountFailed, fmt::format("cannot mount {}: {}", source, mounted.error().message));
+  if (!mounted) {
+    // The filesystem's messages mostly start with the image's name already: say it once.
+    const std::string& why = mounted.error().message;
+    return error_exit(kExitMountFailed, why.starts_with(source + ": ") ? fmt::format("cannot mount {}", why)
+                                                                       : fmt::format("cannot mount {}: {}", source, why));
+  }
   std::unique_ptr<fs::Filesystem> filesystem = std::move(*mounted);
   const bool read_only = filesystem->read_only();
   const char* mode = read_only ? "ro" : "rw";
