@@ -20,7 +20,8 @@ inline constexpr uint64_t kIncompatSupportedRead =
     kIncompatMixedBackref | kIncompatDefaultSubvol | kIncompatMixedGroups | kIncompatCompressLzo |
     kIncompatCompressZstd | kIncompatBigMetadata | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles |
     kIncompatMetadataUuid;
-inline constexpr uint64_t kCompatRoSupported = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
+inline constexpr uint64_t kCompatRoSupported =
+    kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid | kCompatRoBlockGroupTree;
 
 void csum_superblock(Superblock& sb);
 bool verify_superblock_csum(const Superblock& sb);

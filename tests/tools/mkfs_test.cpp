@@ -399,6 +399,43 @@ TEST_CASE("mixed_block_groups_layout_has_one_data_and_metadata_chunk_and_needs_n
   }
 }
 
+// mkfs.ubtrfs -O block-group-tree: compat_ro BLOCK_GROUP_TREE, a ninth tree leaf (11) with a
+// ROOT_ITEM, every BLOCK_GROUP_ITEM there and none in the extent tree, which accounts the new leaf.
+TEST_CASE("block_group_items_live_in_the_block_group_tree_when_it_exists", "[mkfs]") {
+  io::MemoryDevice dev(256 * kMiB);
+  MkfsConfig c = fixed_config(11);
+  c.block_group_tree = true;
+  auto r = make_btrfs(dev, c);
+  REQUIRE(r);
+  const Layout& l = r->layout;
+  CHECK(r->super.compat_ro_flags.get() ==
+        (kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid | kCompatRoBlockGroupTree));
+  REQUIRE(l.tree_bytenr.contains(kBlockGroupTreeObjectid));
+  CHECK(l.tree_bytenr.size() == 10);
+  std::set<uint64_t> groups;
+  for (const auto& it : leaf_items(r->leaves.at(kBlockGroupTreeObjectid))) {
+    REQUIRE(it.key.type == kBlockGroupItemKey);
+    groups.insert(it.key.objectid);
+  }
+  CHECK(groups == std::set<uint64_t>{l.system.logical, l.metadata.logical, l.data.logical});
+  size_t metadata_items = 0;
+  for (const auto& it : leaf_items(r->leaves.at(kExtentTreeObjectid))) {
+    CHECK(it.key.type != kBlockGroupItemKey);
+    if (it.key.type == kMetadataItemKey) metadata_items++;
+  }
+  CHECK(metadata_items == 10);
+  bool root_item = false;
+  for (const auto& it : leaf_items(r->leaves.at(kRootTreeObjectid)))
+    if (it.key == Key{kBlockGroupTreeObjectid, kRootItemKey, 0}) {
+      root_item = true;
+      CHECK(load<RootItem>(it.body.data()).bytenr.get() == l.tree_bytenr.at(kBlockGroupTreeObjectid));
+    }
+  CHECK(root_item);
+  auto sb = read_superblock(dev);
+  REQUIRE(sb);
+  CHECK(check_features(*sb, true));  // the daemon opens it read-write
+}
+
 TEST_CASE("a_small_device_gets_mixed_block_groups", "[mkfs]") {
   MkfsConfig c;  // the defaults: DUP metadata, 16 KiB nodes
   auto m = small_device_config(c, 25 * kMiB, false, false);

@@ -144,8 +144,12 @@ Result<Layout> compute_layout(const MkfsConfig& config, uint64_t device_size) {
 
   auto sys = UBTRFS_TRY(place_tree_blocks(l.system, 1, l.nodesize));
   l.tree_bytenr[kChunkTreeObjectid] = sys[0];
-  auto meta = UBTRFS_TRY(place_tree_blocks(l.metadata, std::size(kMetadataTrees), l.nodesize));
+  // The block group tree's leaf, when asked for, after the others.
+  l.block_group_tree = config.block_group_tree;
+  const size_t nmeta = std::size(kMetadataTrees) + (l.block_group_tree ? 1 : 0);
+  auto meta = UBTRFS_TRY(place_tree_blocks(l.metadata, nmeta, l.nodesize));
   for (size_t i = 0; i < std::size(kMetadataTrees); ++i) l.tree_bytenr[kMetadataTrees[i]] = meta[i];
+  if (l.block_group_tree) l.tree_bytenr[kBlockGroupTreeObjectid] = meta[std::size(kMetadataTrees)];
   return l;
 }
 

@@ -26,8 +26,10 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "io/block_device.h"
 #include "io/nbd_device.h"
@@ -54,6 +56,7 @@ struct Options {
   std::string csum = "xxhash";
   std::string metadata;  // empty: dup, or single with mixed block groups (mkfs.btrfs's defaults)
   bool mixed = false;
+  std::vector<std::string> features;  // -O, comma separated as mkfs.btrfs takes them
   std::string label;
   std::string uuid;
   std::string byte_count;
@@ -67,17 +70,49 @@ std::string lower(std::string s) {
 }
 
 // Turns the option strings into a library config. Errors name the option and the bad value.
+// mkfs.btrfs's -O names. Always made (so accepted and ignored): what every ubtrfs image has.
+constexpr const char* kAlwaysOnFeatures[] = {"mixed-backref", "extref", "skinny-metadata", "no-holes",
+                                             "free-space-tree"};
+
+// -O LIST: block-group-tree, mixed-bg, and the always-made ones; "^NAME" turns one off (only the
+// optional ones can be). Errors name the feature.
+Status apply_features(const std::vector<std::string>& lists, MkfsConfig& c) {
+  for (const auto& list : lists) {
+    size_t pos = 0;
+    while (pos <= list.size()) {
+      size_t comma = list.find(',', pos);
+      if (comma == std::string::npos) comma = list.size();
+      std::string name = lower(list.substr(pos, comma - pos));
+      pos = comma + 1;
+      if (name.empty()) continue;
+      const bool off = name[0] == '^';
+      if (off) name.erase(0, 1);
+      if (name == "block-group-tree") c.block_group_tree = !off;
+      else if (name == "mixed-bg") c.mixed = !off;
+      else if (std::find_if(std::begin(kAlwaysOnFeatures), std::end(kAlwaysOnFeatures),
+                            [&](const char* f) { return name == f; }) != std::end(kAlwaysOnFeatures)) {
+        if (off) return fail(EINVAL, "feature '{}' cannot be turned off: every mkfs.ubtrfs image has it", name);
+      } else {
+        return fail(EINVAL, "unknown or unsupported feature '{}' (-O takes block-group-tree, mixed-bg, {})", name,
+                    fmt::join(kAlwaysOnFeatures, ", "));
+      }
+    }
+  }
+  return {};
+}
+
 Result<MkfsConfig> config_from_options(const Options& o) {
   MkfsConfig c;
   c.mixed = o.mixed;
-  auto node = parse_size(o.nodesize.empty() ? (o.mixed ? "4096" : "16384") : o.nodesize);
+  UBTRFS_TRY_STATUS(apply_features(o.features, c));
+  auto node = parse_size(o.nodesize.empty() ? (c.mixed ? "4096" : "16384") : o.nodesize);
   if (!node) return fail(EINVAL, "invalid nodesize '{}'", o.nodesize);
   auto sector = parse_size(o.sectorsize);
   if (!sector) return fail(EINVAL, "invalid sectorsize '{}'", o.sectorsize);
   if (*sector != 4096) return fail(EINVAL, "sectorsize {} is not supported: only 4096 is", *sector);
   if (*node < 4096 || *node > 65536 || (*node & (*node - 1)))
     return fail(EINVAL, "invalid nodesize {}: must be a power of two between 4096 and 65536", *node);
-  if (o.mixed && *node != *sector)
+  if (c.mixed && *node != *sector)
     return fail(EINVAL, "with mixed block groups (--mixed) the nodesize must equal the sectorsize {}, not {}",
                 *sector, *node);
   c.nodesize = static_cast<uint32_t>(*node);
@@ -90,7 +125,7 @@ Result<MkfsConfig> config_from_options(const Options& o) {
     return fail(EOPNOTSUPP, "checksum type {} is not supported: use crc32c or xxhash", csum);
   else return fail(EINVAL, "unknown checksum type '{}': use crc32c or xxhash", o.csum);
 
-  const std::string meta = o.metadata.empty() ? (o.mixed ? "single" : "dup") : lower(o.metadata);
+  const std::string meta = o.metadata.empty() ? (c.mixed ? "single" : "dup") : lower(o.metadata);
   if (meta == "dup") c.metadata_profile = Profile::kDup;
   else if (meta == "single") c.metadata_profile = Profile::kSingle;
   else return fail(EINVAL, "unsupported metadata profile '{}': use single or dup", o.metadata);
@@ -168,7 +203,7 @@ void print_summary(const Options& o, const MkfsConfig& c, const MkfsResult& r) {
   if (l.mixed) features += ", mixed-bg";
   if (l.nodesize > 4096) features += ", big-metadata";
   fmt::print("Incompat features:  {}\n", features);
-  fmt::print("Runtime features:   free-space-tree\n");
+  fmt::print("Runtime features:   free-space-tree{}\n", l.block_group_tree ? ", block-group-tree" : "");
   fmt::print("Checksum:           {}\n", io::csum_name(static_cast<uint16_t>(c.csum_type)));
   fmt::print("Number of devices:  1\n");
   fmt::print("Devices:\n");
@@ -328,6 +363,9 @@ int main(int argc, char** argv) {
   app.add_option("-m,--metadata", o.metadata, "metadata profile: single or dup (default dup; single with --mixed)");
   app.add_flag("-M,--mixed", o.mixed,
                "mixed data and metadata block groups (small devices; chosen on its own when separate ones do not fit)");
+  app.add_option("-O,--features", o.features,
+                 "features, comma separated: block-group-tree (Linux 6.1+), mixed-bg; the always-made "
+                 "mixed-backref, extref, skinny-metadata, no-holes, free-space-tree are accepted");
   app.add_option("-L,--label", o.label, "filesystem label (at most 255 bytes)");
   app.add_option("-U,--uuid", o.uuid, "filesystem UUID (default: random)");
   app.add_option("-b,--byte-count", o.byte_count,

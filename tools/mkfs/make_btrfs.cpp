@@ -13,6 +13,8 @@
 //   csum tree (7)     empty
 //   uuid tree (9)     UUID_KEY_SUBVOL for the fs tree uuid -> [5]
 //   free space (10)   FREE_SPACE_INFO + maximal FREE_SPACE_EXTENTs per block group, nothing else
+//   block group (11)  with MkfsConfig::block_group_tree only: the BLOCK_GROUP_ITEMs (then not in the
+//                     extent tree), compat_ro BLOCK_GROUP_TREE
 // The superblock carries the system chunk in sys_chunk_array, backup root slot 0, and
 // uuid_tree_generation = generation (the UUID tree is complete, so the kernel need not rescan).
 #include <sys/time.h>
@@ -186,7 +188,8 @@ Result<MkfsResult> make_btrfs(io::BlockDevice& raw_dev, const MkfsConfig& config
   fs.chunk_tree_uuid = out.chunk_tree_uuid;
   fs.incompat_flags = kIncompatMixedBackref | kIncompatExtendedIref | kIncompatSkinnyMetadata | kIncompatNoHoles |
                       (l.nodesize > 4096 ? kIncompatBigMetadata : 0) | (l.mixed ? kIncompatMixedGroups : 0);
-  fs.compat_ro_flags = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid;
+  fs.compat_ro_flags = kCompatRoFreeSpaceTree | kCompatRoFreeSpaceTreeValid |
+                       (l.block_group_tree ? kCompatRoBlockGroupTree : 0);
   fs.super_generation = gen;
 
   std::map<uint64_t, LeafBuilder> trees;
@@ -197,7 +200,8 @@ Result<MkfsResult> make_btrfs(io::BlockDevice& raw_dev, const MkfsConfig& config
   {
     LeafBuilder& root = trees.at(kRootTreeObjectid);
     for (uint64_t id : {kExtentTreeObjectid, kDevTreeObjectid, kFsTreeObjectid, kCsumTreeObjectid, kUuidTreeObjectid,
-                        kFreeSpaceTreeObjectid, kDataRelocTreeObjectid}) {
+                        kFreeSpaceTreeObjectid, kBlockGroupTreeObjectid, kDataRelocTreeObjectid}) {
+      if (!l.tree_bytenr.contains(id)) continue;  // the block group tree only when asked for
       const UuidBytes* uuid = id == kFsTreeObjectid ? &out.fs_tree_uuid : nullptr;
       root.add_struct(Key{id, kRootItemKey, 0}, root_item(id, bytenr_of(id), gen, l.nodesize, now, uuid));
     }
@@ -233,6 +237,7 @@ Result<MkfsResult> make_btrfs(io::BlockDevice& raw_dev, const MkfsConfig& config
   {
     LeafBuilder& extent = trees.at(kExtentTreeObjectid);
     LeafBuilder& fst = trees.at(kFreeSpaceTreeObjectid);
+    LeafBuilder& bg_items = l.block_group_tree ? trees.at(kBlockGroupTreeObjectid) : extent;
     for (const ChunkPlan* c : l.chunks()) {
       std::vector<uint64_t> blocks;
       for (const auto& [id, bytenr] : l.tree_bytenr)
@@ -242,7 +247,7 @@ Result<MkfsResult> make_btrfs(io::BlockDevice& raw_dev, const MkfsConfig& config
       bg.used = blocks.size() * l.nodesize;
       bg.chunk_objectid = kFirstChunkTreeObjectid;
       bg.flags = c->type;
-      extent.add_struct(Key{c->logical, kBlockGroupItemKey, c->length}, bg);
+      bg_items.add_struct(Key{c->logical, kBlockGroupItemKey, c->length}, bg);
 
       const auto runs = free_runs(*c, blocks, l.nodesize);
       FreeSpaceInfo info{};

@@ -77,6 +77,9 @@ struct MkfsConfig {
   // One DATA|METADATA chunk instead of a METADATA and a DATA one (INCOMPAT_MIXED_GROUPS); its
   // profile is metadata_profile. REQUIRES nodesize == sectorsize (compute_layout refuses otherwise).
   bool mixed = false;
+  // Block group items in their own tree (compat_ro BLOCK_GROUP_TREE, Linux 6.1+: a mount reads one
+  // small tree instead of searching the extent tree for every group).
+  bool block_group_tree = false;
   std::string label;
   // Unset UUIDs are generated randomly (libuuid); tests set them for reproducible images.
   std::optional<UuidBytes> fsid;
@@ -110,6 +113,7 @@ struct Layout {
   uint32_t sectorsize = 0;
   Profile metadata_profile = Profile::kDup;
   bool mixed = false;
+  bool block_group_tree = false;
   ChunkPlan system;
   ChunkPlan metadata;  // with mixed block groups: the DATA|METADATA chunk
   ChunkPlan data;      // unused (length 0) with mixed block groups
