@@ -84,11 +84,15 @@ report() {  # report PHASE SECONDS
 }
 [[ -n $pid ]] && report mount 0
 
-# Cache sampler: one "bytes budget" line per sample, until the mount goes away.
+# Cache sampler: one "bytes budget" line per sample, until told to stop (or the mount goes away).
+# It is stopped by a flag and waited for, never killed: a kill reaches the subshell but not the
+# ubtrfs-inspect it runs, which keeps the mount point open, and the unmount then fails "target is
+# busy" (seen once in a loaded CI-like run).
 samples=$tmp/cache.samples
+stop_sampling=$tmp/stop-sampling
 if [[ -n $pid ]]; then
   (
-    while is_mounted "$mnt"; do
+    while [[ ! -e $stop_sampling ]] && is_mounted "$mnt"; do
       "$INSPECT" stats --json "$mnt" 2>/dev/null | grep -o '"cache":{[^}]*}' |
         sed -E 's/.*"bytes":([0-9]+),"budget":([0-9]+).*/\1 \2/' >>"$samples" || true
       sleep 0.2
@@ -118,7 +122,7 @@ if [[ -n $pid ]]; then
   fi
   threads=$(ls "/proc/$pid/task" | wc -l)
   nodesize=$(btrfs inspect-internal dump-super "$img" | awk '$1 == "nodesize" { print $2 }')
-  kill "$sampler" 2>/dev/null || true
+  touch "$stop_sampling"
   wait "$sampler" 2>/dev/null || true
   read -r nsamples over < <(awk '{ d = $1 - $2; if (d > m) m = d } END { print NR, m + 0 }' "$samples")
   allowance=$((threads * 2 * 8 * nodesize))
