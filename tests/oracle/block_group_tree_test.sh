@@ -37,8 +37,11 @@ if ! out=$("$MKFS" -O block-group-tree -b 2G "$img" 2>&1); then
   failed "mkfs.ubtrfs -O block-group-tree: $out"
   finish
 fi
-grep -q 'block-group-tree' <<<"$out" && pass "mkfs.ubtrfs lists the feature: $(grep 'Runtime features' <<<"$out" | xargs)" ||
+if grep -q 'block-group-tree' <<<"$out"; then
+  pass "mkfs.ubtrfs lists the feature: $(grep 'Runtime features' <<<"$out" | xargs)"
+else
   failed "mkfs.ubtrfs's summary does not name block-group-tree"
+fi
 if [[ $(compat_ro "$img") == 0xb && $(items_in "$img" 11) == "$(chunks_of "$img")" && $(items_in "$img" extent) == 0 ]]; then
   pass "compat_ro 0xb; $(items_in "$img" 11) block group items in tree 11, none in the extent tree"
 else

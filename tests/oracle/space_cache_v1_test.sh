@@ -145,7 +145,7 @@ else
   if is_mounted "$mnt"; then umount "$mnt"; fi
 fi
 if ubtrfs_mount "$bad" "$mnt" ro; then
-  [[ $(stat -c %s "$mnt/f") == $((3 * MiB)) ]] && pass "the same image mounts read-only" || failed "read-only mount of the bad image: f is wrong"
+  if [[ $(stat -c %s "$mnt/f") == $((3 * MiB)) ]]; then pass "the same image mounts read-only"; else failed "read-only mount of the bad image: f is wrong"; fi
   ubtrfs_umount "$mnt" || failed "read-only unmount of the bad image"
 else
   failed "the bad image does not even mount read-only"
