@@ -341,7 +341,7 @@ Status TransactionManager::commit_locked() {
     }
   } tell{pending};
   if (fs_.cache().nr_dirty() == 0 && fs_.delayed_refs().empty() && !fs_.chunk_creator().has_pending() && !hook_work &&
-      !log_live && pending.empty()) {
+      !log_live && pending.empty() && !fs_.free_space_tree_pending()) {
     release_commit_reservations();
     return {};
   }

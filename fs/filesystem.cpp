@@ -180,6 +180,17 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const OpenOptions& open, c
       f->unmounted_ = true;  // nothing to commit: fail before anything reached the disk
       return fail(st.error().err, "{}: orphan cleanup: {}", open.path, st.error().message);
     }
+    // An image without a free space tree gets one now, in a commit of its own, as the kernel
+    // builds it at a read-write mount (btrfs_create_free_space_tree; fs/free_space_tree_build.h):
+    // a failure then refuses the mount and leaves the image as it was, where a build in a later
+    // commit would abort that commit with acknowledged writes in it.
+    if (f->fs_->free_space_tree_pending()) {
+      auto built = txm.commit(CommitCause::kOther);
+      if (!built) {
+        f->unmounted_ = true;
+        return fail(built.error().err, "{}: building the free space tree: {}", open.path, built.error().message);
+      }
+    }
     // Delayed iputs: inodes whose last FORGET came are evicted in batches by a worker, and by the
     // RUN_DELAYED_IPUTS flush state when space is short.
     Filesystem* self = f.get();

@@ -110,9 +110,9 @@ Status FsInfo::load(const OpenOptions& opts) {
                 sb->log_root.get());
   fst_pending_ = !read_only_ && !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree);
   if (fst_pending_)
-    spdlog::warn("{}: no free space tree (the image keeps free space in the v1 space cache): the first commit builds "
-                 "one (space_cache=v2, as the kernel does by default since Linux 5.15); mount with -o ro to leave the "
-                 "image as it is",
+    spdlog::warn("{}: no free space tree (the image keeps free space in the v1 space cache): the mount builds one "
+                 "(space_cache=v2, as the kernel does by default since Linux 5.15); mount with -o ro to leave the image "
+                 "as it is",
                  opts.path);
   if (!read_only_ && (sb->compat_ro_flags.get() & kCompatRoFreeSpaceTree) &&
       !(sb->compat_ro_flags.get() & kCompatRoFreeSpaceTreeValid))

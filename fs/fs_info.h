@@ -130,7 +130,7 @@ class FsInfo {
   RootRecord& dev_root() { return *dev_root_; }
   RootRecord& csum_root() { return *csum_root_; }
   RootRecord* free_space_root() { return fst_root_.get(); }     // null without the FST feature
-  // A read-write open of an image without a free space tree: the next commit builds it
+  // A read-write open of an image without a free space tree: the mount's first commit builds it
   // (fs/free_space_tree_build.h) and installs it here, which also sets its compat_ro bits.
   // REQUIRES (install): the commit, no free space tree yet.
   bool free_space_tree_pending() const { return fst_pending_; }
