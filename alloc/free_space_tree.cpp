@@ -221,16 +221,7 @@ Status FreeSpaceTree::modify_bitmap_group(TreeHandle& h, uint64_t bg_start, uint
 // ---- public modifications ------------------------------------------------------------------------
 
 Status FreeSpaceTree::add_group(TreeHandle& h, uint64_t bg_start, uint64_t bg_len) {
-  if (bg_len == 0 || bg_len % fs_.sectorsize)
-    return fail(EINVAL, "free space tree: block group [{}, +{}) length is not a positive sector multiple", bg_start,
-                bg_len);
-  FreeSpaceInfo raw{};
-  raw.extent_count = 1;
-  raw.flags = 0;
-  std::array<uint8_t, sizeof(FreeSpaceInfo)> body{};
-  store(body.data(), raw);
-  UBTRFS_TRY_STATUS(insert_item(h, root_, info_key(bg_start, bg_len), body));
-  return insert_extent(h, bg_start, bg_len);
+  return add_group_with_runs(h, bg_start, bg_len, {{bg_start, bg_len}});
 }
 
 Status FreeSpaceTree::add_group_with_runs(TreeHandle& h, uint64_t bg_start, uint64_t bg_len,

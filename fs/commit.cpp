@@ -373,7 +373,8 @@ Status TransactionManager::commit_locked() {
   // The quota tree's status (and, the first time, its counters: fs/qgroups.h) names this
   // transaction (btrfs_run_qgroups).
   if (Qgroups* q = fs_.qgroups()) UBTRFS_TRY_STATUS(q->stamp_commit(h));
-  // An image opened without a free space tree gets one in its first commit (fs/free_space_tree_build.h).
+  // An image opened without a free space tree gets one in the commit the mount makes for it
+  // (fs/free_space_tree_build.h).
   if (fs_.free_space_tree_pending()) UBTRFS_TRY_STATUS(build_free_space_tree(fs_, h));
   // Every commit COWs the root tree (btrfs commit_cowonly_roots): the superblock it writes names
   // the root tree's root with this transaction's generation, and the kernel and our reader verify

@@ -297,7 +297,7 @@ Status FsInfo::load_block_groups() {
     if (!*nx) break;
   }
   path.release();
-  // Without a free space tree (to be built by the first commit) the free space of a writable open
+  // Without a free space tree (to be built by the mount's commit) the free space of a writable open
   // comes from the extent tree: the gaps between its extent items.
   std::optional<AllocatedByGroup> allocated;
   if (!fst && fst_pending_) {

@@ -45,8 +45,7 @@ Result<std::unique_ptr<Qgroups>> Qgroups::load(RootRecord& quota_root, const std
   // has nothing to maintain when they are off.
   if (st.version.get() != kQgroupStatusVersion || !(st.flags.get() & kQgroupStatusFlagOn))
     return std::unique_ptr<Qgroups>();
-  return std::unique_ptr<Qgroups>(
-      new Qgroups(quota_root, path, st.flags.get(), static_cast<uint32_t>(body->size())));
+  return std::unique_ptr<Qgroups>(new Qgroups(quota_root, path));
 }
 
 Status Qgroups::zero_counters(TreeHandle& h) {

@@ -48,18 +48,13 @@ class Qgroups {
   [[nodiscard]] Status add_subvolume(TreeHandle& h, uint64_t subvol);
   // Whether a commit of this mount has handed the counters to a rescan yet.
   bool rescan_queued() const { return rescan_queued_.load(std::memory_order_acquire); }
-  // The status flags as read at open (kQgroupStatusFlag*).
-  uint64_t flags_at_open() const { return flags_at_open_; }
 
  private:
-  Qgroups(RootRecord& root, std::string path, uint64_t flags, uint32_t status_size)
-      : root_(root), path_(std::move(path)), flags_at_open_(flags), status_size_(status_size) {}
+  Qgroups(RootRecord& root, std::string path) : root_(root), path_(std::move(path)) {}
   [[nodiscard]] Status zero_counters(TreeHandle& h);
 
   RootRecord& root_;
   const std::string path_;
-  const uint64_t flags_at_open_;
-  const uint32_t status_size_;
   std::atomic<bool> rescan_queued_{false};  // written only by the commit
 };
 

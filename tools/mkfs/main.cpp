@@ -69,7 +69,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-// Turns the option strings into a library config. Errors name the option and the bad value.
 // mkfs.btrfs's -O names. Always made (so accepted and ignored): what every ubtrfs image has.
 constexpr const char* kAlwaysOnFeatures[] = {"mixed-backref", "extref", "skinny-metadata", "no-holes",
                                              "free-space-tree"};
@@ -101,6 +100,7 @@ Status apply_features(const std::vector<std::string>& lists, MkfsConfig& c) {
   return {};
 }
 
+// Turns the option strings into a library config. Errors name the option and the bad value.
 Result<MkfsConfig> config_from_options(const Options& o) {
   MkfsConfig c;
   c.mixed = o.mixed;
