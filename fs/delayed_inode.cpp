@@ -56,7 +56,8 @@ Status DelayedInodes::update_inode(TransHandle* th, InodeId id, const InodeItem&
   {
     std::lock_guard g(mu_);
     auto it = nodes_.find(id);
-    need_rsv = it == nodes_.end() || !it->second.item || it->second.item_rsv == 0;
+    // A reservation without an item is reserve_update's, taken for this very update.
+    need_rsv = it == nodes_.end() || it->second.item_rsv == 0;
   }
   uint64_t rsv = 0;
   if (need_rsv) rsv = UBTRFS_TRY(take_reservation(th, fs_.spaces().metadata_size(1), mode));
@@ -76,6 +77,12 @@ Status DelayedInodes::update_inode(TransHandle* th, InodeId id, const InodeItem&
   }
   give_back(surplus);
   return {};
+}
+
+bool DelayedInodes::update_reserved(InodeId id) {
+  std::lock_guard g(mu_);
+  auto it = nodes_.find(id);
+  return it != nodes_.end() && it->second.item_rsv;
 }
 
 Status DelayedInodes::reserve_update(InodeId id, alloc::FlushMode mode, alloc::BlockRsv* from) {

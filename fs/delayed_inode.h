@@ -66,6 +66,9 @@ class DelayedInodes {
   // (write) reserve first. A reservation no update used is given back by the next run. `from`:
   // a reserve to draw the bytes from first (a write's reservation taken before its inode lock).
   [[nodiscard]] Status reserve_update(InodeId id, alloc::FlushMode mode, alloc::BlockRsv* from = nullptr);
+  // Whether `id` already holds the reservation reserve_update would take (a hint: the next run may
+  // use it up at any moment, and reserve_update then reserves again).
+  bool update_reserved(InodeId id);
   // An access time update (touch_atime -> btrfs_update_time): only the atime of the pending item
   // changes, so it never clobbers a concurrent update of other fields (readers hold the inode lock
   // shared). Best effort: no reservation available (NO_FLUSH) means no update. Errors: ENOSPC.

@@ -178,10 +178,7 @@ Status FileData::reserve_write(WriteReservation& out, uint64_t off, uint64_t len
     return st;
   }
   out.data += data;
-  if (auto st = out.meta.add(meta, alloc::FlushMode::kFlushAll); !st) {
-    if (st.error().err == ENOSPC) return {};
-    return st;
-  }
+  if (auto st = out.meta.add(meta, alloc::FlushMode::kNoFlush); !st && st.error().err != ENOSPC) return st;
   return {};
 }
 

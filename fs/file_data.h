@@ -30,7 +30,11 @@
 // leaves) + metadata_size(1) (the inode update) + delayed_ref_bytes(outstanding extents); the flush
 // charges its tree blocks to it (a join handle pointed at it), so flushing never waits on a ticket.
 // The reserves are grown before anything changes (a failure changes nothing) and shrunk to the
-// exact target after every change (settle()).
+// exact target after every change (settle()). A write waits for metadata with its inode lock
+// dropped (WriteReservation::wait_unlocked): before the lock it takes only what is there without
+// flushing, under the lock it computes its exact need, and if that needs flushing it gives the
+// lock up, waits, and tries again — so waiting writers never hold the locks the flusher needs,
+// and a write that appends to a dirty run (needing nothing) never waits at all.
 //
 // Errors (btrfs_abort_transaction): a failure after a handle changed a tree (drop_extents, extent /
 // csum / ref insertion, inode update, hole items) aborts the transaction through the handle, so
@@ -161,13 +165,25 @@ class FileData {
     WriteReservation& operator=(const WriteReservation&) = delete;
     uint64_t data = 0;  // DATA may_use bytes
     alloc::BlockRsv meta;  // METADATA: the delalloc reserve's growth and the inode update
+    // Set by a caller that can drop the inode lock and wait: write() then never waits for
+    // metadata holding the lock; when `meta` falls short of the exact need and the space cannot
+    // be had without flushing, it changes nothing, sets `meta_shortfall` to the missing bytes and
+    // fails with EAGAIN. The caller reserves them with no lock held and calls write() again.
+    bool wait_unlocked = false;
+    uint64_t meta_shortfall = 0;
 
    private:
     FsInfo& fs_;
   };
-  // Reserves for a write of `len` bytes at `off` (flushing and waiting as needed). Holds no lock:
-  // REQUIRES the caller holds no inode lock and no handle. ENOSPC is not an error here: `out`
-  // stays empty and write() reserves exactly what it needs under the lock, as it always can.
+  // Reserves for a write of `len` bytes at `off`: its DATA (flushing and waiting as needed) and,
+  // only when it is there without flushing, the most METADATA it can need. Holds no lock: REQUIRES
+  // the caller holds no inode lock and no handle. ENOSPC is not an error here: `out` stays short
+  // and write() reserves exactly what it needs under the lock (WriteReservation::wait_unlocked).
+  // Why metadata is not waited for here: the most a 4 KiB write can need (a new run with its
+  // checksum leaf, their delayed refs, the inode update: 2.25 MiB with 16 KiB nodes) is what a
+  // write needs only when it starts a new run; an append to a dirty run needs nothing. Waiting for
+  // the worst case made every write of 30+ concurrent writers queue a ticket on a small filesystem
+  // (scripts/bench-many-writers.sh), with the space held by in-flight worst cases, not by data.
   // Errors: EINTR (interrupted wait), EROFS.
   [[nodiscard]] Status reserve_write(WriteReservation& out, uint64_t off, uint64_t len);
   // REQUIRES: exclusive lock. Errors: EFBIG past the maximum file size, EROFS, EPERM for an

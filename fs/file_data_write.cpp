@@ -182,15 +182,39 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     data = data.first(fit);
     need = need_for(fit);
   }
-  // The delalloc metadata reserve for the state after the write (at most one more run), then the
+  // The delalloc metadata reserve for the state after the write (with the runs it may add), then the
   // inode update's handle: both before anything changes, so an ENOSPC changes nothing.
   {
+    // Runs the write may add: none when its sectors touch or adjoin a dirty run (an append to a
+    // run, an overwrite of dirty sectors: the common streaming write then needs no metadata at
+    // all), else one; a loaded inline or EOF sector may start one more.
+    const uint64_t first = round_down(off, ss), end = round_up(off + data.size(), ss);
+    const std::optional<uint64_t> near = d.data.next_present(first >= ss ? first - ss : 0);
+    const uint64_t new_runs = (near && *near <= end ? 0 : 1) + (load_inline ? 1 : 0) + (load_eof ? 1 : 0);
     auto target = [&] {
       const uint64_t bytes_after = d.data.bytes() + need;
-      return rsv_target(d.data.run_count() + 1 + bytes_after / d.max_extent, bytes_after, d.nodatasum);
+      return rsv_target(d.data.run_count() + new_runs + bytes_after / d.max_extent, bytes_after, d.nodatasum);
     };
     if (pre) {
       const uint64_t want = target(), have = d.rsv.reserved();
+      if (pre->wait_unlocked) {
+        // The exact need: the reserve's growth and, unless it is held already, the inode update's.
+        // (Without delayed inodes the update takes a handle of its own below.)
+        DelayedInodes* di = fs_.delayed_inodes();
+        const bool update_held = !di || di->update_reserved(id);
+        const uint64_t need_meta = (want > have ? want - have : 0) + (update_held ? 0 : fs_.spaces().metadata_size(1));
+        const uint64_t short_by = need_meta > pre->meta.reserved() ? need_meta - pre->meta.reserved() : 0;
+        if (short_by && !pre->meta.add(short_by, alloc::FlushMode::kNoFlush)) {
+          // Not without flushing: the caller waits for it with the lock dropped (the flusher may
+          // then write this very inode out) and comes back. Nothing has changed.
+          pre->meta_shortfall = short_by;
+          pre->data += held;
+          held = 0;
+          settle(id, d);
+          return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of metadata space", id.subvol,
+                      id.objectid, off, short_by);
+        }
+      }
       const uint64_t take = want > have ? std::min(want - have, pre->meta.reserved()) : 0;
       if (take) UBTRFS_TRY_STATUS(alloc::BlockRsv::migrate(pre->meta, d.rsv, take, true));
     }

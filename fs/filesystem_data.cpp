@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -29,6 +30,9 @@ constexpr size_t kCopyChunk = 1u << 20;
 // 32 bits. Older kernels forward any length and would read a larger answer truncated; newer ones
 // cap the request below 4 GiB themselves. A short answer is correct: the caller loops.
 constexpr size_t kMaxCopyLen = 0xFFFFF000u;
+// A write whose metadata is short waits for it with its inode lock dropped at most this many times
+// before it waits holding the lock (other writers of the same file keep changing what it needs).
+constexpr int kWriteAttemptsUnlocked = 4;
 }  // namespace
 
 Result<size_t> Filesystem::read(uint64_t ino, uint64_t offset, std::span<uint8_t> out, bool update_atime) {
@@ -70,14 +74,32 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   };
   size_t written;
   bool sync = false;
-  {
-    InodeLocks::Guard g = locks_.lock({id});
-    // FileData::write refuses immutable / append-only files (the kernel never sees these flags on
-    // a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
-    auto w = data_->write(id, offset, data, &pre, &sync, keep_times);
+  // Metadata the write turns out to need is waited for with the lock dropped, and the write tried
+  // again (its need may have changed meanwhile); the last attempt waits under the lock, after
+  // writing its own inode out, as it always can (FileData::write).
+  for (int attempt = 0;; ++attempt) {
+    pre.wait_unlocked = attempt < kWriteAttemptsUnlocked;
+    Result<size_t> w = [&] {
+      InodeLocks::Guard g = locks_.lock({id});
+      // FileData::write refuses immutable / append-only files (the kernel never sees these flags
+      // on a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
+      return data_->write(id, offset, data, &pre, &sync, keep_times);
+    }();
+    if (!w && pre.meta_shortfall) {
+      const uint64_t short_by = std::exchange(pre.meta_shortfall, 0);
+      if (auto st = pre.meta.add(short_by, alloc::FlushMode::kFlushAll); !st) {
+        if (st.error().err != ENOSPC) {
+          give_back();
+          return fail(st.error());
+        }
+        attempt = kWriteAttemptsUnlocked - 1;  // really short: the locked attempt decides
+      }
+      continue;
+    }
     give_back();
     if (!w) return fail(w.error());
     written = *w;
+    break;
   }
   // chattr +S (BTRFS_INODE_SYNC, the kernel's IS_SYNC): every write behaves as an O_SYNC one
   // (generic_write_sync -> fsync of the file), so it is durable when it returns.
