@@ -613,6 +613,8 @@ std::string Filesystem::stats_json() {
     enospc[alloc::enospc_reason_name(static_cast<alloc::EnospcReason>(i))] = ec[i];
   j["enospc"] = enospc;
   j["delalloc_bytes"] = data_->total_delalloc();
+  j["delalloc_inodes"] = data_->delalloc_inodes();
+  j["delalloc_metadata_reserved"] = data_->delalloc_metadata_reserved();
   if (delayed_iputs_) {
     const DelayedIputCounters di = delayed_iputs_->counters();
     j["delayed_iputs"] = {{"queued", di.queued},   {"evicted", di.evicted}, {"failed", di.failed},
