@@ -120,6 +120,11 @@ uint64_t FileData::delalloc_metadata_reserved() {
   return sum;
 }
 
+size_t FileData::delalloc_inodes() {
+  std::lock_guard g(mu_);
+  return dirty_.size();
+}
+
 uint64_t FileData::rsv_target(const Dirty& d) const {
   const uint64_t bytes = d.data.bytes();
   return rsv_target(d.data.run_count() + bytes / d.max_extent, bytes, d.nodatasum);

@@ -65,6 +65,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -141,7 +142,9 @@ class FileData {
   // The reclaim thread's delalloc flush: flushes inodes (skipping busy ones) until their delalloc
   // metadata reserves gave back at least `meta_target` bytes or nothing is left. Returns the bytes
   // given back. REQUIRES: no inode lock, no handle.
-  [[nodiscard]] Result<uint64_t> flush_some(uint64_t meta_target);
+  // `after_each`: run after every inode flushed (the reclaim thread runs the delayed refs the
+  // flush funded there), counted in what the flush gave back.
+  [[nodiscard]] Result<uint64_t> flush_some(uint64_t meta_target, const std::function<Status()>& after_each = {});
   // One inode to disk. REQUIRES: exclusive lock.
   [[nodiscard]] Status flush_inode(InodeId id);
   // The commit's csum deleter: a data extent's last reference went away (or its allocation was
@@ -229,6 +232,8 @@ class FileData {
   // Metadata bytes the dirty inodes' delalloc reserves hold (btrfs inode->block_rsv): given back as
   // their data is written out. statfs leaves them out of "used" on mixed block groups.
   uint64_t delalloc_metadata_reserved();
+  // Inodes holding delalloc state (dirty sectors, or a reserve not yet given back).
+  size_t delalloc_inodes();
   DirtyLimits limits() const;
   // btrfs_balance_dirty_pages / balance_dirty_pages: called by a writer after write() with its
   // inode lock dropped. While delalloc is above limits().limit, writes back the largest dirty
@@ -292,7 +297,11 @@ class FileData {
   // credits them to d. Errors: ENOSPC, EINTR.
   [[nodiscard]] Status reserve_data(Dirty& d, uint64_t bytes, alloc::FlushMode mode);
   // Flushes one inode if its lock can be had without waiting long. Returns whether it was flushed.
-  [[nodiscard]] Result<bool> try_flush(InodeId id, bool wait_for_lock);
+  [[nodiscard]] Result<bool> try_flush(InodeId id, bool wait_for_lock,
+                                       std::chrono::milliseconds patience = kFlushLockPatience);
+  // How long a flusher that must not wait for a busy inode tries its lock (it is often held only
+  // for the length of one write).
+  static constexpr std::chrono::milliseconds kFlushLockPatience{20};
   // Inodes with delalloc, largest first.
   std::vector<InodeId> largest_dirty();
   // ---- writes into preallocated space (file_nocow.cpp) ----

@@ -23,12 +23,12 @@
 
 namespace ubtrfs::fs {
 
-Result<bool> FileData::try_flush(InodeId id, bool wait_for_lock) {
+Result<bool> FileData::try_flush(InodeId id, bool wait_for_lock, std::chrono::milliseconds patience) {
   std::optional<InodeLocks::Guard> g;
   if (wait_for_lock)
     g = locks_.lock({id});
   else
-    g = locks_.try_lock(id, std::chrono::milliseconds(20));
+    g = locks_.try_lock(id, patience);
   if (!g) return false;
   UBTRFS_TRY_STATUS(flush_locked(id));
   return true;

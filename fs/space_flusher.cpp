@@ -67,7 +67,17 @@ Result<uint64_t> FsSpaceFlusher::flush(alloc::SpaceInfo& si, alloc::FlushState s
       // shrink_delalloc: at least an eighth of the delalloc, "wait" twice that.
       uint64_t target = std::max(to_reclaim, data->total_delalloc() / 8);
       if (state == FlushState::kDelallocWait) target *= 2;
-      return data->flush_some(target);
+      // A flushed inode's reserve first tops up the delayed-refs reserve for the refs the flush
+      // queued (release routing), so flushing alone gives the tickets little until those refs
+      // run; and the reclaim's ref runs take only funded heads (run_delayed_refs). Running the
+      // ones each flush funded right after it turns the reserve into free space, instead of
+      // flushing every dirty inode for nothing and escalating to a commit — which with many
+      // writers made a commit per ticket, each flushing every inode with a few KiB of data (the
+      // kernel's FLUSH_DELAYED_REFS runs refs whether funded or not).
+      return data->flush_some(target, [this]() -> Status {
+        UBTRFS_TRY(fs_.transactions().run_delayed_refs(0));
+        return {};
+      });
     }
     case FlushState::kDelallocFull: {
       if (!data) return uint64_t{0};
