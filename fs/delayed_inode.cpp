@@ -300,7 +300,8 @@ Result<uint64_t> DelayedInodes::run_node(TreeHandle& h, InodeId id) {
   return freed;
 }
 
-Result<uint64_t> DelayedInodes::run(TreeHandle& h, size_t max_nodes, bool lock_inodes) {
+Result<uint64_t> DelayedInodes::run(TreeHandle& h, size_t max_nodes, bool lock_inodes,
+                                    const std::function<bool(InodeId)>& skip) {
   std::vector<InodeId> ids;
   {
     std::lock_guard g(mu_);
@@ -310,6 +311,7 @@ Result<uint64_t> DelayedInodes::run(TreeHandle& h, size_t max_nodes, bool lock_i
   size_t done = 0;
   for (InodeId id : ids) {
     if (max_nodes && done >= max_nodes) break;
+    if (skip && skip(id)) continue;
     std::optional<InodeLocks::Guard> guard;
     if (lock_inodes) {
       guard = locks_.try_lock(id, std::chrono::milliseconds(0));

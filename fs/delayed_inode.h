@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -87,8 +88,10 @@ class DelayedInodes {
 
   // Writes pending changes with `h`: every node (max_nodes 0), or up to max_nodes of them taking
   // each inode's lock without waiting (`lock_inodes`; the commit needs no locks: no handle runs).
-  // Returns the reservation bytes given back. Errors: tree errors (the caller aborts).
-  [[nodiscard]] Result<uint64_t> run(TreeHandle& h, size_t max_nodes, bool lock_inodes);
+  // Nodes for which `skip` says so are left alone. Returns the reservation bytes given back.
+  // Errors: tree errors (the caller aborts).
+  [[nodiscard]] Result<uint64_t> run(TreeHandle& h, size_t max_nodes, bool lock_inodes,
+                                     const std::function<bool(InodeId)>& skip = {});
 
   bool empty() const;
   size_t pending_items() const;

@@ -100,10 +100,16 @@ Filesystem::Filesystem(std::unique_ptr<FsInfo> fs, uint64_t subvol)
         return {};
       },
       [d] { return !d->empty(); });
-  fs_->space_flusher().set_delayed_items_runner([d, info](uint64_t max_nodes) -> Result<uint64_t> {
+  // The reclaim thread leaves the inode updates of files with unwritten data alone: their writers
+  // update them again at the next write and would at once need the reservation the run gave back
+  // (with many writers every ticket then ran delayed items and every write queued a ticket for
+  // it); the delalloc flush or the commit writes them.
+  FileData* data = data_.get();
+  fs_->space_flusher().set_delayed_items_runner([d, info, data](uint64_t max_nodes) -> Result<uint64_t> {
     if (d->empty()) return uint64_t{0};
     auto th = UBTRFS_TRY(info->transactions().join(&info->spaces().delayed_block_rsv()));
-    auto r = d->run(th.tree(), max_nodes == 0 ? 0 : max_nodes, true);
+    auto r = d->run(th.tree(), max_nodes == 0 ? 0 : max_nodes, true,
+                    [data](InodeId id) { return data->pending_bytes(id) > 0; });
     if (!r) return th.abort(r.error());
     return *r;
   });

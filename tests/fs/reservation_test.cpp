@@ -11,6 +11,7 @@
 //   see at once and the commit writes;
 // - a_write_reserves_its_inode_update_once: no second reservation (and no ticket) for the update;
 // - a_write_that_adds_no_run_needs_no_metadata: appends succeed with METADATA exhausted;
+// - reclaim_leaves_the_inode_updates_of_files_with_delalloc;
 // - relatime_updates_atime_only_when_stale, noatime_never_updates_atime;
 // - deletions_succeed_on_full_metadata: with metadata exhausted by empty files, unlink, rmdir,
 //   truncate and rename over a name still succeed, and afterwards creates work again;
@@ -33,6 +34,7 @@
 
 #include "alloc/space_infos.h"
 #include "fs/chunk_creator.h"
+#include "fs/delayed_inode.h"
 #include "fs/file_extent.h"
 #include "fs/space_flusher.h"
 #include "fs/filesystem.h"
@@ -280,6 +282,36 @@ TEST_CASE("a_write_that_adds_no_run_needs_no_metadata", "[reservation]") {
     const auto want = pattern(4096, i + 1);
     CHECK(std::equal(want.begin(), want.end(), back.begin() + i * 4096));
   }
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+// The reclaim thread's FLUSH_DELAYED_ITEMS states write the pending inode updates of files without
+// unwritten data and leave those of files with delalloc: their writers would need the reservation
+// back at their next write (a ticket per write with many writers); the commit writes them all.
+TEST_CASE("reclaim_leaves_the_inode_updates_of_files_with_delalloc", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t f = m.create("f"), g = m.create("g");
+  m.commit();
+  REQUIRE(m.fs->write(f, 0, pattern(4096, 1)));
+  SetAttr a;
+  a.mode = 0600;
+  REQUIRE(m.fs->setattr(g, a, Caller{}));
+  DelayedInodes& delayed = *m.fs->info().delayed_inodes();
+  const InodeId fid = *m.fs->numbers().from_fuse(f), gid = *m.fs->numbers().from_fuse(g);
+  REQUIRE(delayed.inode(fid));
+  REQUIRE(delayed.inode(gid));
+  alloc::SpaceInfos& sp = m.sp();
+  for (auto state : {alloc::FlushState::kDelayedItemsNr, alloc::FlushState::kDelayedItems}) {
+    auto got = m.fs->info().space_flusher().flush(sp.metadata(), state, sp.insert_size(4));
+    REQUIRE(got);
+  }
+  CHECK(delayed.inode(fid));
+  CHECK(!delayed.inode(gid));
+  CHECK(sp.delayed_block_rsv().reserved() == sp.metadata_size(1));  // f's update only
+  m.commit();
+  CHECK(!delayed.inode(fid));
+  CHECK(sp.delayed_block_rsv().reserved() == 0);
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
 }
