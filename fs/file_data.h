@@ -139,9 +139,10 @@ class FileData {
   // (unmount, where no operation runs); otherwise an inode whose lock stays busy for a moment is
   // left for later. REQUIRES: no inode lock, no handle.
   [[nodiscard]] Status flush_all(bool wait_for_locks);
-  // The reclaim thread's delalloc flush: flushes inodes (skipping busy ones) until their delalloc
-  // metadata reserves gave back at least `meta_target` bytes or nothing is left. Returns the bytes
-  // given back. REQUIRES: no inode lock, no handle.
+  // The reclaim thread's delalloc flush: flushes inodes, largest first, until they gave back at
+  // least `meta_target` bytes (released or granted to tickets meanwhile) or nothing is left; busy
+  // inodes are passed over, then tried with kFlushLockPatience if the others were not enough.
+  // Returns the bytes given back. REQUIRES: no inode lock, no handle.
   // `after_each`: run after every inode flushed (the reclaim thread runs the delayed refs the
   // flush funded there), counted in what the flush gave back.
   [[nodiscard]] Result<uint64_t> flush_some(uint64_t meta_target, const std::function<Status()>& after_each = {});

@@ -198,11 +198,15 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     if (pre) {
       const uint64_t want = target(), have = d.rsv.reserved();
       if (pre->wait_unlocked) {
-        // The exact need: the reserve's growth and, unless it is held already, the inode update's.
-        // (Without delayed inodes the update takes a handle of its own below.)
-        DelayedInodes* di = fs_.delayed_inodes();
-        const bool update_held = !di || di->update_reserved(id);
-        const uint64_t need_meta = (want > have ? want - have : 0) + (update_held ? 0 : fs_.spaces().metadata_size(1));
+        // The exact need: the reserve's growth and, unless it is held already, the inode update's
+        // (without delayed inodes the update takes a handle of its own below). Whether it is held
+        // is asked only when the reservation taken before the lock does not cover both anyway.
+        const uint64_t update = fs_.spaces().metadata_size(1);
+        uint64_t need_meta = want > have ? want - have : 0;
+        if (pre->meta.reserved() < need_meta + update) {
+          DelayedInodes* di = fs_.delayed_inodes();
+          if (di && !di->update_reserved(id)) need_meta += update;
+        }
         const uint64_t short_by = need_meta > pre->meta.reserved() ? need_meta - pre->meta.reserved() : 0;
         if (short_by && !pre->meta.add(short_by, alloc::FlushMode::kNoFlush)) {
           // Not without flushing: the caller waits for it with the lock dropped (the flusher may

@@ -8,12 +8,12 @@
 //    gaps between its EXTENT_ITEMs and METADATA_ITEMs (the kernel's caching from the extent tree,
 //    load_extent_tree_free); the block group item's used bytes must agree, or the open is refused;
 //  - in a commit of its own at mount, after log replay and orphan cleanup (Filesystem::mount; the
-//    commit calls build_free_space_tree with its handle, the gate closed), the tree is created (tree 10, its ROOT_ITEM) and filled with each group's
-//    FREE_SPACE_INFO and extents from the extent tree as it is at that moment (populate_free_space_
-//    tree: superblock stripes count as free there); delayed refs of the transaction still queued
-//    run after it in the same commit and update it as for any other extent; then compat_ro
-//    FREE_SPACE_TREE | FREE_SPACE_TREE_VALID is set, and the superblock written by this commit is the
-//    first that names the tree. Built at mount, as the kernel does, and not in whatever commit
+//    commit calls build_free_space_tree with its handle, the gate closed), the tree is created
+//    (tree 10, its ROOT_ITEM) and filled with each group's FREE_SPACE_INFO and extents from the
+//    extent tree as it is at that moment (populate_free_space_tree: superblock stripes count as
+//    free there); delayed refs of the transaction still queued run after it in the same commit and
+//    update it as for any other extent; then compat_ro FREE_SPACE_TREE | FREE_SPACE_TREE_VALID is
+//    set, and the superblock written by this commit is the first that names the tree. Built at mount, as the kernel does, and not in whatever commit
 //    comes first: a failure (a full device, a corrupt extent tree) refuses the mount and writes
 //    nothing, instead of aborting a commit that holds acknowledged writes. A read-only mount
 //    leaves the image as it was.
