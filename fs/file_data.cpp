@@ -179,7 +179,10 @@ Status FileData::reserve_write(WriteReservation& out, uint64_t off, uint64_t len
   const uint64_t meta =
       sp.insert_size(extents + csum_leaves) + sp.delayed_ref_bytes(extents) + 2 * sp.metadata_size(1);
   if (auto st = sp.data().reserve_bytes(data, alloc::FlushMode::kFlushData); !st) {
-    if (st.error().err == ENOSPC) return {};  // write() reserves exactly, flushing its own inode
+    if (st.error().err == ENOSPC) {  // write() reserves exactly, flushing its own inode
+      out.data_exhausted = true;
+      return {};
+    }
     return st;
   }
   out.data += data;

@@ -30,11 +30,14 @@
 // leaves) + metadata_size(1) (the inode update) + delayed_ref_bytes(outstanding extents); the flush
 // charges its tree blocks to it (a join handle pointed at it), so flushing never waits on a ticket.
 // The reserves are grown before anything changes (a failure changes nothing) and shrunk to the
-// exact target after every change (settle()). A write waits for metadata with its inode lock
-// dropped (WriteReservation::wait_unlocked): before the lock it takes only what is there without
-// flushing, under the lock it computes its exact need, and if that needs flushing it gives the
-// lock up, waits, and tries again — so waiting writers never hold the locks the flusher needs,
-// and a write that appends to a dirty run (needing nothing) never waits at all.
+// exact target after every change (settle()). A write waits for space with its inode lock
+// dropped (WriteReservation::wait_unlocked): before the lock it takes its data (flushing) and only
+// the metadata that is there without flushing, under the lock it computes its exact need, and if
+// that needs flushing it gives the lock up, waits, and tries again — so waiting writers never
+// hold the locks the flusher needs, and a write that appends to a dirty run (needing no
+// metadata) never waits for metadata at all. Short of data under the lock, it first writes its
+// own delalloc out (its overwrites become pinned extents the next commit frees) and plans the
+// write again, since what was dirty is on disk now.
 //
 // Errors (btrfs_abort_transaction): a failure after a handle changed a tree (drop_extents, extent /
 // csum / ref insertion, inode update, hole items) aborts the transaction through the handle, so
@@ -169,12 +172,17 @@ class FileData {
     WriteReservation& operator=(const WriteReservation&) = delete;
     uint64_t data = 0;  // DATA may_use bytes
     alloc::BlockRsv meta;  // METADATA: the delalloc reserve's growth and the inode update
-    // Set by a caller that can drop the inode lock and wait: write() then never waits for
-    // metadata holding the lock; when `meta` falls short of the exact need and the space cannot
-    // be had without flushing, it changes nothing, sets `meta_shortfall` to the missing bytes and
-    // fails with EAGAIN. The caller reserves them with no lock held and calls write() again.
+    // Set by a caller that can drop the inode lock and wait: write() then never waits for space
+    // holding the lock; when `meta` or `data` falls short of the exact need and the space cannot
+    // be had without flushing, it changes nothing (but may have written its own delalloc out),
+    // sets `meta_shortfall` / `data_shortfall` to the missing bytes and fails with EAGAIN. The
+    // caller reserves them with no lock held and calls write() again.
     bool wait_unlocked = false;
     uint64_t meta_shortfall = 0;
+    uint64_t data_shortfall = 0;
+    // A flushing wait for data without the lock ended in ENOSPC (set by reserve_write and by the
+    // caller): write() then takes only what is free, or writes short, and waits no more.
+    bool data_exhausted = false;
 
    private:
     FsInfo& fs_;

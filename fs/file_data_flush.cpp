@@ -40,7 +40,17 @@ Status FileData::flush_all(bool wait_for_locks) {
     std::lock_guard g(mu_);
     for (auto& [id, d] : dirty_) ids.push_back(id);
   }
-  for (InodeId id : ids) UBTRFS_TRY(try_flush(id, wait_for_locks));
+  if (wait_for_locks) {
+    for (InodeId id : ids) UBTRFS_TRY(try_flush(id, true));
+    return {};
+  }
+  // Idle inodes first, then the busy ones with some patience (as flush_some): trying each busy
+  // one for kFlushLockPatience in turn made a flush of 40 inodes being written take most of a
+  // second.
+  std::vector<InodeId> busy;
+  for (InodeId id : ids)
+    if (!UBTRFS_TRY(try_flush(id, false, std::chrono::milliseconds(0)))) busy.push_back(id);
+  for (InodeId id : busy) UBTRFS_TRY(try_flush(id, false));
   return {};
 }
 

@@ -85,29 +85,20 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
   // (btrfs_cont_expand -> btrfs_truncate_block): sectors we write are zero past EOF already, kernel
   // ones may not be.
   auto plan = [&]() -> Result<std::pair<bool, bool>> {
-    const bool load_inline = old_size > 0 && old_size < ss && !d.data.has_sector(0) &&
-                             UBTRFS_TRY(has_inline_extent(*root, id.objectid));
-    const bool load_eof = off > old_size && old_size % ss && round_down(off, ss) != round_down(old_size, ss) &&
-                          !d.data.has_sector(old_size) &&
-                          UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss)));
-    return std::pair{load_inline, load_eof};
+    const bool inline_sector = old_size > 0 && old_size < ss && !d.data.has_sector(0) &&
+                               UBTRFS_TRY(has_inline_extent(*root, id.objectid));
+    const bool eof_sector = off > old_size && old_size % ss && round_down(off, ss) != round_down(old_size, ss) &&
+                            !d.data.has_sector(old_size) &&
+                            UBTRFS_TRY(sector_has_data(id, *root, round_down(old_size, ss)));
+    return std::pair{inline_sector, eof_sector};
   };
-  auto planned = plan();
-  if (!planned) {
-    settle(id, d);
-    return fail(planned.error());
-  }
-  const auto [load_inline, load_eof] = *planned;
+  bool load_inline = false, load_eof = false;
   // Sectors over exclusive PREALLOC extents are written in place and need no data space
   // (file_nocow.cpp). A partially covered sector is filled from the file first, which reads
   // zeros from the unwritten extent: right either way.
-  auto nocow = nocow_ranges(id, *root, ii, off, data.size());
-  if (!nocow) {
-    settle(id, d);
-    return fail(nocow.error());
-  }
+  std::vector<std::pair<uint64_t, uint64_t>> nocow;
   auto is_nocow = [&](uint64_t s) {
-    for (auto [a, b] : *nocow)
+    for (auto [a, b] : nocow)
       if (s >= a && s < b) return true;
     return false;
   };
@@ -120,7 +111,16 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     if (load_eof) n += ss;
     return n;
   };
-  uint64_t need = need_for(data.size());
+  // What the write does depends on what is dirty and what is on disk, and flushing this inode
+  // below changes both (its dirty sectors become extents, a small file's first sector an inline
+  // extent): the plan is made again after it.
+  auto make_plan = [&]() -> Status {
+    auto planned = UBTRFS_TRY(plan());
+    load_inline = planned.first;
+    load_eof = planned.second;
+    nocow = UBTRFS_TRY(nocow_ranges(id, *root, ii, off, data.size()));
+    return {};
+  };
   // Flushers never wait for an inode lock, and we hold this one: before waiting for space, write
   // out this inode's own delalloc, the one thing only we can flush (it gives back its metadata
   // reserve, and its overwritten extents become pinned space the next commit frees).
@@ -133,8 +133,11 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     uint64_t& bytes;
     ~Held() { si.release_bytes(bytes); }
   } held_guard{data_space, held};
+  // Makes `held` at least `bytes`, from the reservation taken before the lock first.
   auto reserve = [&](uint64_t bytes, alloc::FlushMode mode) -> Status {
-    if (pre && pre->data) {  // the reservation taken before the lock first
+    if (held >= bytes) return {};
+    bytes -= held;
+    if (pre && pre->data) {
       const uint64_t take = std::min(bytes, pre->data);
       pre->data -= take;
       held += take;
@@ -145,96 +148,130 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     held += bytes;
     return {};
   };
-  bool flushed_own = false;
+  bool flushed_own = false, own_flush_wrote = false;
   auto flush_own = [&]() -> Status {
-    if (flushed_own) return {};
     flushed_own = true;
+    own_flush_wrote = d.data.bytes() > 0;
     return flush_locked(id);
   };
-  Status data_rsv = reserve(need, alloc::FlushMode::kNoFlush);
-  if (!data_rsv && data_rsv.error().err == ENOSPC) {
-    if (auto st = flush_own(); !st) {
+  uint64_t need = 0;
+  // At most twice: planned again after our own flush (below, for data or for metadata).
+  for (;;) {
+    if (auto st = make_plan(); !st) {
       settle(id, d);
       return fail(st.error());
     }
-    data_rsv = reserve(need, alloc::FlushMode::kFlushData);
-  }
-  if (auto st = data_rsv; !st) {
-    if (st.error().err != ENOSPC) {
-      settle(id, d);
-      return fail(st.error());
-    }
-    // A short write of what fits (btrfs_buffered_write copies page batch by page batch and returns
-    // what it managed): the longest prefix whose new sectors the free data space covers.
-    const uint64_t avail = round_down(fs_.spaces().data().free_now(), ss);
-    size_t fit = 0;
-    const uint64_t end = off + data.size();
-    for (uint64_t s = round_down(off, ss); s < end; s += ss) {
-      const uint64_t upto = std::min<uint64_t>(s + ss, end) - off;
-      if (need_for(upto) > avail) break;
-      fit = upto;
-    }
-    if (fit == 0 || !reserve(need_for(fit), alloc::FlushMode::kNoFlush)) {
-      settle(id, d);
-      return fail(ENOSPC, "root {} ino {}: no data space for {} bytes at offset {}: {}", id.subvol, id.objectid,
-                  data.size(), off, st.error().message);
-    }
-    data = data.first(fit);
-    need = need_for(fit);
-  }
-  // The delalloc metadata reserve for the state after the write (with the runs it may add), then the
-  // inode update's handle: both before anything changes, so an ENOSPC changes nothing.
-  {
-    // Runs the write may add: none when its sectors touch or adjoin a dirty run (an append to a
-    // run, an overwrite of dirty sectors: the common streaming write then needs no metadata at
-    // all), else one; a loaded inline or EOF sector may start one more.
-    const uint64_t first = round_down(off, ss), end = round_up(off + data.size(), ss);
-    const std::optional<uint64_t> near = d.data.next_present(first >= ss ? first - ss : 0);
-    const uint64_t new_runs = (near && *near <= end ? 0 : 1) + (load_inline ? 1 : 0) + (load_eof ? 1 : 0);
-    auto target = [&] {
-      const uint64_t bytes_after = d.data.bytes() + need;
-      return rsv_target(d.data.run_count() + new_runs + bytes_after / d.max_extent, bytes_after, d.nodatasum);
-    };
-    if (pre) {
-      const uint64_t want = target(), have = d.rsv.reserved();
-      if (pre->wait_unlocked) {
-        // The exact need: the reserve's growth and, unless it is held already, the inode update's
-        // (without delayed inodes the update takes a handle of its own below). Whether it is held
-        // is asked only when the reservation taken before the lock does not cover both anyway.
-        const uint64_t update = fs_.spaces().metadata_size(1);
-        uint64_t need_meta = want > have ? want - have : 0;
-        if (pre->meta.reserved() < need_meta + update) {
-          DelayedInodes* di = fs_.delayed_inodes();
-          if (di && !di->update_reserved(id)) need_meta += update;
-        }
-        const uint64_t short_by = need_meta > pre->meta.reserved() ? need_meta - pre->meta.reserved() : 0;
-        if (short_by && !pre->meta.add(short_by, alloc::FlushMode::kNoFlush)) {
-          // Not without flushing: the caller waits for it with the lock dropped (the flusher may
-          // then write this very inode out) and comes back. Nothing has changed.
-          pre->meta_shortfall = short_by;
-          pre->data += held;
-          held = 0;
-          settle(id, d);
-          return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of metadata space", id.subvol,
-                      id.objectid, off, short_by);
-        }
-      }
-      const uint64_t take = want > have ? std::min(want - have, pre->meta.reserved()) : 0;
-      if (take) UBTRFS_TRY_STATUS(alloc::BlockRsv::migrate(pre->meta, d.rsv, take, true));
-    }
-    Status meta = d.rsv.refill(target(), alloc::FlushMode::kNoFlush);
-    if (!meta && meta.error().err == ENOSPC) {
+    need = need_for(data.size());
+    Status data_rsv = reserve(need, alloc::FlushMode::kNoFlush);
+    if (!data_rsv && data_rsv.error().err == ENOSPC && !flushed_own) {
       if (auto st = flush_own(); !st) {
         settle(id, d);
         return fail(st.error());
       }
-      meta = d.rsv.refill(target(), alloc::FlushMode::kFlushAll);
+      continue;
     }
-    if (auto st = meta; !st) {
+    if (!data_rsv && data_rsv.error().err == ENOSPC && pre && pre->wait_unlocked &&
+        !(pre->data_exhausted && !own_flush_wrote)) {
+      // Not without flushing: the caller waits for the rest with the lock dropped (the flusher
+      // can then write every inode, and the commit frees what our own flush overwrote) and comes
+      // back; a waiter holding its lock made every flush of all inodes wait for it (with many
+      // writers on a full device, seconds per ticket). Skipped when a wait without the lock has
+      // already failed and our flush wrote nothing: a second one would end the same way.
+      pre->data_shortfall = need - held;
+      pre->data += held;
+      held = 0;
       settle(id, d);
-      return fail(st.error().err, "root {} ino {}: delalloc metadata for a write at {}: {}", id.subvol, id.objectid,
-                  off, st.error().message);
+      return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of data space", id.subvol, id.objectid,
+                  off, pre->data_shortfall);
     }
+    // A caller that cannot drop the lock (copy_file_range's copies) waits holding it, unless a
+    // wait has failed already.
+    if (!data_rsv && data_rsv.error().err == ENOSPC && !(pre && (pre->wait_unlocked || pre->data_exhausted)))
+      data_rsv = reserve(need, alloc::FlushMode::kFlushData);
+    if (auto st = data_rsv; !st) {
+      if (st.error().err != ENOSPC) {
+        settle(id, d);
+        return fail(st.error());
+      }
+      // A short write of what fits (btrfs_buffered_write copies page batch by page batch and returns
+      // what it managed): the longest prefix whose new sectors the free data space covers.
+      const uint64_t avail = held + round_down(fs_.spaces().data().free_now(), ss);
+      size_t fit = 0;
+      const uint64_t end = off + data.size();
+      for (uint64_t s = round_down(off, ss); s < end; s += ss) {
+        const uint64_t upto = std::min<uint64_t>(s + ss, end) - off;
+        if (need_for(upto) > avail) break;
+        fit = upto;
+      }
+      if (fit == 0 || !reserve(need_for(fit), alloc::FlushMode::kNoFlush)) {
+        settle(id, d);
+        return fail(ENOSPC, "root {} ino {}: no data space for {} bytes at offset {}: {}", id.subvol, id.objectid,
+                    data.size(), off, st.error().message);
+      }
+      data = data.first(fit);
+      need = need_for(fit);
+    }
+    // The delalloc metadata reserve for the state after the write (with the runs it may add), then the
+    // inode update's handle: both before anything changes, so an ENOSPC changes nothing.
+    {
+      // Runs the write may add: none when its sectors touch or adjoin a dirty run (an append to a
+      // run, an overwrite of dirty sectors: the common streaming write then needs no metadata at
+      // all), else one; a loaded inline or EOF sector may start one more.
+      const uint64_t first = round_down(off, ss), end = round_up(off + data.size(), ss);
+      const std::optional<uint64_t> near = d.data.next_present(first >= ss ? first - ss : 0);
+      const uint64_t new_runs = (near && *near <= end ? 0 : 1) + (load_inline ? 1 : 0) + (load_eof ? 1 : 0);
+      auto target = [&] {
+        const uint64_t bytes_after = d.data.bytes() + need;
+        return rsv_target(d.data.run_count() + new_runs + bytes_after / d.max_extent, bytes_after, d.nodatasum);
+      };
+      if (pre) {
+        const uint64_t want = target(), have = d.rsv.reserved();
+        if (pre->wait_unlocked) {
+          // The exact need: the reserve's growth and, unless it is held already, the inode update's
+          // (without delayed inodes the update takes a handle of its own below). Whether it is held
+          // is asked only when the reservation taken before the lock does not cover both anyway.
+          const uint64_t update = fs_.spaces().metadata_size(1);
+          uint64_t need_meta = want > have ? want - have : 0;
+          if (pre->meta.reserved() < need_meta + update) {
+            DelayedInodes* di = fs_.delayed_inodes();
+            if (di && !di->update_reserved(id)) need_meta += update;
+          }
+          const uint64_t short_by = need_meta > pre->meta.reserved() ? need_meta - pre->meta.reserved() : 0;
+          if (short_by && !pre->meta.add(short_by, alloc::FlushMode::kNoFlush)) {
+            // Not without flushing: the caller waits for it with the lock dropped (the flusher may
+            // then write this very inode out) and comes back. Nothing has changed.
+            pre->meta_shortfall = short_by;
+            pre->data += held;
+            held = 0;
+            settle(id, d);
+            return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of metadata space", id.subvol,
+                        id.objectid, off, short_by);
+          }
+        }
+        const uint64_t take = want > have ? std::min(want - have, pre->meta.reserved()) : 0;
+        if (take) {
+          if (auto st = alloc::BlockRsv::migrate(pre->meta, d.rsv, take, true); !st) {
+            settle(id, d);
+            return fail(st.error());
+          }
+        }
+      }
+      Status meta = d.rsv.refill(target(), alloc::FlushMode::kNoFlush);
+      if (!meta && meta.error().err == ENOSPC && !flushed_own) {
+        if (auto st = flush_own(); !st) {
+          settle(id, d);
+          return fail(st.error());
+        }
+        continue;
+      }
+      if (!meta && meta.error().err == ENOSPC) meta = d.rsv.refill(target(), alloc::FlushMode::kFlushAll);
+      if (auto st = meta; !st) {
+        settle(id, d);
+        return fail(st.error().err, "root {} ino {}: delalloc metadata for a write at {}: {}", id.subvol, id.objectid,
+                    off, st.error().message);
+      }
+    }
+    break;
   }
   // The inode update: a delayed item (no tree work per write; btrfs_delayed_update_inode) whose
   // reservation is taken now, or without delayed inodes a handle.

@@ -122,6 +122,8 @@ class Filesystem {
 
   FsInfo& info() { return *fs_; }
   const InodeNumbers& numbers() const { return numbers_; }
+  // The file data layer itself, for tests of its rules (every caller here goes through write()).
+  FileData& file_data() { return *data_; }
   bool read_only() const { return fs_->read_only(); }
 
   // ---- names and inodes (filesystem_ns.cpp, create_inode.cpp, rename.cpp, readdir.cpp) ---------

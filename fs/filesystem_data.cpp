@@ -74,9 +74,10 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
   };
   size_t written;
   bool sync = false;
-  // Metadata the write turns out to need is waited for with the lock dropped, and the write tried
-  // again (its need may have changed meanwhile); the last attempt waits under the lock, after
-  // writing its own inode out, as it always can (FileData::write).
+  // Space the write turns out to need is waited for with the lock dropped, and the write tried
+  // again (its need may have changed meanwhile); the last attempt waits for metadata under the
+  // lock, after writing its own inode out, as it always can (FileData::write), and for data only
+  // if no wait has failed yet (else it writes what is free: a short write or ENOSPC).
   for (int attempt = 0;; ++attempt) {
     pre.wait_unlocked = attempt < kWriteAttemptsUnlocked;
     Result<size_t> w = [&] {
@@ -85,14 +86,26 @@ Result<size_t> Filesystem::write(uint64_t ino, uint64_t offset, std::span<const 
       // on a FUSE inode, so the write reaches us even on a descriptor opened before the flag was set).
       return data_->write(id, offset, data, &pre, &sync, keep_times);
     }();
-    if (!w && pre.meta_shortfall) {
-      const uint64_t short_by = std::exchange(pre.meta_shortfall, 0);
-      if (auto st = pre.meta.add(short_by, alloc::FlushMode::kFlushAll); !st) {
-        if (st.error().err != ENOSPC) {
+    if (!w && (pre.meta_shortfall || pre.data_shortfall)) {
+      if (const uint64_t short_by = std::exchange(pre.data_shortfall, 0)) {
+        if (auto st = fs_->spaces().data().reserve_bytes(short_by, alloc::FlushMode::kFlushData); st) {
+          pre.data += short_by;
+        } else if (st.error().err != ENOSPC) {
           give_back();
           return fail(st.error());
+        } else {
+          pre.data_exhausted = true;  // the last attempt writes what is free, if anything
+          attempt = kWriteAttemptsUnlocked - 1;
         }
-        attempt = kWriteAttemptsUnlocked - 1;  // really short: the locked attempt decides
+      }
+      if (const uint64_t short_by = std::exchange(pre.meta_shortfall, 0)) {
+        if (auto st = pre.meta.add(short_by, alloc::FlushMode::kFlushAll); !st) {
+          if (st.error().err != ENOSPC) {
+            give_back();
+            return fail(st.error());
+          }
+          attempt = kWriteAttemptsUnlocked - 1;  // really short: the locked attempt decides
+        }
       }
       continue;
     }

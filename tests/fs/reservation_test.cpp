@@ -12,6 +12,11 @@
 // - a_write_reserves_its_inode_update_once: no second reservation (and no ticket) for the update;
 // - a_write_that_adds_no_run_needs_no_metadata: appends succeed with METADATA exhausted;
 // - reclaim_leaves_the_inode_updates_of_files_with_delalloc;
+// - a_write_short_of_data_waits_with_its_inode_lock_dropped: it returns EAGAIN with the bytes it
+//   lacks instead of queueing a ticket under the lock;
+// - a_write_plans_again_after_flushing_its_own_delalloc: sectors its own flush turned into extents
+//   are reserved again (a write reserved for them once wrote more than it held, and the commit
+//   could not place it);
 // - relatime_updates_atime_only_when_stale, noatime_never_updates_atime;
 // - deletions_succeed_on_full_metadata: with metadata exhausted by empty files, unlink, rmdir,
 //   truncate and rename over a name still succeed, and afterwards creates work again;
@@ -35,6 +40,7 @@
 #include "alloc/space_infos.h"
 #include "fs/chunk_creator.h"
 #include "fs/delayed_inode.h"
+#include "fs/file_data.h"
 #include "fs/file_extent.h"
 #include "fs/space_flusher.h"
 #include "fs/filesystem.h"
@@ -282,6 +288,92 @@ TEST_CASE("a_write_that_adds_no_run_needs_no_metadata", "[reservation]") {
     const auto want = pattern(4096, i + 1);
     CHECK(std::equal(want.begin(), want.end(), back.begin() + i * 4096));
   }
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+// Every byte of DATA space held by the caller: chunk by chunk (flushing, so the data chunks grow to
+// the device's end) until not even a sector can be had. Returns the bytes held.
+static uint64_t hog_all_data(alloc::SpaceInfo& data) {
+  uint64_t held = 0;
+  for (uint64_t chunk = 64 * kMiB; chunk >= 4096; chunk /= 2)
+    while (data.reserve_bytes(chunk, alloc::FlushMode::kFlushData)) held += chunk;
+  REQUIRE(!data.reserve_bytes(4096, alloc::FlushMode::kNoFlush));
+  return held;
+}
+
+// A write that finds no data space under its inode lock, for a caller that can drop the lock
+// (Filesystem::write), changes nothing and says how much it lacks: the caller waits with the lock
+// dropped, so the reclaim's flush of every inode never waits for it (with 40 writers on a full
+// device, each holding its lock in a ticket wait, every pass of the reclaim took most of a second).
+TEST_CASE("a_write_short_of_data_waits_with_its_inode_lock_dropped", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t ino = m.create("f");
+  m.commit();
+  const InodeId id = *m.fs->numbers().from_fuse(ino);
+  alloc::SpaceInfo& data = m.sp().data();
+  uint64_t hog = hog_all_data(data);
+  const alloc::TicketStats before = data.ticket_stats();
+  {
+    FileData::WriteReservation pre(m.fs->info());
+    pre.wait_unlocked = true;
+    auto r = m.fs->file_data().write(id, 0, pattern(8192, 1), &pre);
+    REQUIRE(!r);
+    CHECK(r.error().err == EAGAIN);
+    CHECK(pre.data_shortfall == 8192);
+    CHECK(data.ticket_stats().queued == before.queued);  // no wait while it held the lock
+    CHECK(m.fs->getattr(ino)->st_size == 0);
+    CHECK(m.fs->file_data().pending_bytes(id) == 0);
+    // The caller's wait with the lock dropped; here the space comes back, and the write goes through.
+    data.release_bytes(8192);
+    hog -= 8192;
+    REQUIRE(data.reserve_bytes(8192, alloc::FlushMode::kNoFlush));
+    pre.data += std::exchange(pre.data_shortfall, 0);
+    r = m.fs->file_data().write(id, 0, pattern(8192, 1), &pre);
+    INFO((r ? "" : r.error().message));
+    REQUIRE(r);
+    CHECK(*r == 8192);
+  }
+  data.release_bytes(hog);
+  m.commit();
+  std::vector<uint8_t> back(8192);
+  REQUIRE(m.fs->read(ino, 0, back));
+  CHECK(back == pattern(8192, 1));
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+// A write short of data space flushes its own delalloc and waits; what it planned before the flush
+// no longer holds: sectors that were dirty (and reserved) are extents now and need space again.
+// Here sector 0 is a dirty overwrite of an extent and sector 1 new: the write first needs one
+// sector; its flush writes sector 0 and pins the old extent, the commit in its wait frees it, and
+// a write still planned for one sector took that one and made two dirty — which the commit then
+// could not place. Planned again, it needs two, gets one: a short write of sector 0.
+TEST_CASE("a_write_plans_again_after_flushing_its_own_delalloc", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t ino = m.create("f");
+  REQUIRE(m.fs->write(ino, 0, pattern(4096, 1)));
+  m.commit();
+  const InodeId id = *m.fs->numbers().from_fuse(ino);
+  alloc::SpaceInfo& data = m.sp().data();
+  // The overwrite takes the one sector left (hogging first: its flushing would write it out).
+  const uint64_t hog = hog_all_data(data) - 4096;
+  data.release_bytes(4096);
+  REQUIRE(m.fs->write(ino, 0, pattern(4096, 2)));
+  REQUIRE(m.fs->file_data().pending_bytes(id) == 4096);
+  // Without a WriteReservation: the caller that waits holding the lock (copy_file_range's copies).
+  auto r = m.fs->file_data().write(id, 0, pattern(8192, 3));
+  INFO((r ? "" : r.error().message));
+  REQUIRE(r);
+  CHECK(*r == 4096);
+  CHECK(data.counters().may_use == hog + m.fs->info().space_flusher().delalloc_bytes());
+  data.release_bytes(hog);
+  m.commit();
+  REQUIRE(!m.fs->read_only());
+  CHECK(m.fs->getattr(ino)->st_size == 4096);
+  std::vector<uint8_t> back(4096);
+  REQUIRE(m.fs->read(ino, 0, back));
+  CHECK(back == pattern(4096, 3));
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
 }
