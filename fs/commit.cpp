@@ -43,23 +43,6 @@ constexpr int kMaxConvergePasses = 1000;
 
 std::atomic<bool> skip_tree_flush_for_test{false};  // TransactionManager::set_skip_tree_flush_for_test
 
-// Overwrites the body of an existing item of the same size (btrfs write_extent_buffer on a found slot).
-Status overwrite_item(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body) {
-  Path path;
-  auto ret = search_slot(&h, root, key, path, 0, true);
-  if (!ret) return fail(ret.error());
-  if (*ret != 0)
-    return fail(EUCLEAN, "tree {}: item [{} {} {}] to update is missing", root.objectid(), key.objectid, key.type,
-                key.offset);
-  auto data = path.leaf().item_data(path.slot());
-  if (data.size() < body.size())
-    return fail(EUCLEAN, "tree {}: item [{} {} {}] has size {}, need {}", root.objectid(), key.objectid, key.type,
-                key.offset, data.size(), body.size());
-  std::memcpy(data.data(), body.data(), body.size());
-  root.ctx().cache.mark_dirty(path.nodes[0]);
-  return {};
-}
-
 // The space consequences of running delayed refs (alloc::ExtentSpace) for this filesystem.
 class CommitSpace final : public alloc::ExtentSpace {
  public:
@@ -117,7 +100,7 @@ Status write_block_group_items(FsInfo& fs, TreeHandle& h, const std::set<uint64_
     item.used = u.used;
     item.chunk_objectid = kFirstChunkTreeObjectid;
     item.flags = u.flags;
-    UBTRFS_TRY_STATUS(overwrite_item(
+    UBTRFS_TRY_STATUS(overwrite_item_front(
         h, tree, Key{start, kBlockGroupItemKey, u.length},
         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), sizeof(item))));
   }
@@ -138,7 +121,7 @@ Result<bool> write_root_items(FsInfo& fs, TreeHandle& h) {
     item.level = level;
     item.generation = gen;
     if (r->item_size >= sizeof(RootItem)) item.generation_v2 = gen;
-    UBTRFS_TRY_STATUS(overwrite_item(h, fs.root_tree(), Key{r->objectid(), kRootItemKey, r->key_offset},
+    UBTRFS_TRY_STATUS(overwrite_item_front(h, fs.root_tree(), Key{r->objectid(), kRootItemKey, r->key_offset},
                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&item), r->item_size)));
     // Only the fields that changed: other threads read the record's other fields without the
     // commit's exclusion (the NOCOW check reads last_snapshot, the global reserve bytes_used), and

@@ -15,20 +15,6 @@ namespace {
 
 constexpr Key kStatusKey{0, kQgroupStatusKey, 0};
 
-// Rewrites the leading `body.size()` bytes of an existing item in place (the item keeps its size).
-Status overwrite_front(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body) {
-  Path path;
-  if (UBTRFS_TRY(search_slot(&h, root, key, path, 0, true)) != 0)
-    return fail(EUCLEAN, "quota tree: item [{} {} {}] to update is missing", key.objectid, key.type, key.offset);
-  auto data = path.leaf().item_data(path.slot());
-  if (data.size() < body.size())
-    return fail(EUCLEAN, "quota tree: item [{} {} {}] has size {}, need {}", key.objectid, key.type, key.offset,
-                data.size(), body.size());
-  std::memcpy(data.data(), body.data(), body.size());
-  root.ctx().cache.mark_dirty(path.nodes[0]);
-  return {};
-}
-
 }  // namespace
 
 Result<std::unique_ptr<Qgroups>> Qgroups::load(RootRecord& quota_root, const std::string& path) {
@@ -67,7 +53,7 @@ Status Qgroups::zero_counters(TreeHandle& h) {
   QgroupInfoItem zero{};
   zero.generation = h.transid;
   for (const Key& k : infos)
-    UBTRFS_TRY_STATUS(overwrite_front(h, tree, k, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&zero),
+    UBTRFS_TRY_STATUS(overwrite_item_front(h, tree, k, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&zero),
                                                                            sizeof zero)));
   spdlog::info("{}: quota groups: {} counters zeroed and a rescan queued at transaction {} (the kernel runs it at "
                "its next read-write mount)",
@@ -91,7 +77,7 @@ Status Qgroups::stamp_commit(TreeHandle& h) {
     st.rescan = 0;
   }
   UBTRFS_TRY_STATUS(
-      overwrite_front(h, tree, kStatusKey, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&st), sizeof st)));
+      overwrite_item_front(h, tree, kStatusKey, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&st), sizeof st)));
   if (first) rescan_queued_.store(true, std::memory_order_release);
   return {};
 }

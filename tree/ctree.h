@@ -92,6 +92,10 @@ struct Path {
 [[nodiscard]] Status del_items(TreeHandle& h, TreeRoot& root, Path& path, int slot, int nr);
 // Search + del_items for one key. Errors: ENOENT.
 [[nodiscard]] Status delete_item(TreeHandle& h, TreeRoot& root, const Key& key);
+// Rewrites the leading body.size() bytes of an existing item in place; the item keeps its size
+// (btrfs write_extent_buffer on a found slot: ROOT_ITEM, BLOCK_GROUP_ITEM, qgroup items).
+// Errors: EUCLEAN when the item is missing or shorter than body.
+[[nodiscard]] Status overwrite_item_front(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body);
 
 // btrfs `btrfs_extend_item`: grows the item at path->slots[0] by `extra` bytes at its end (new bytes
 // zeroed). REQUIRES: found by search_slot(ins_len = extra, cow) with path.search_for_extension set,

@@ -361,6 +361,20 @@ Status delete_item(TreeHandle& h, TreeRoot& root, const Key& key) {
   return del_items(h, root, p, p.slots[0], 1);
 }
 
+Status overwrite_item_front(TreeHandle& h, TreeRoot& root, const Key& key, std::span<const uint8_t> body) {
+  Path p;
+  if (UBTRFS_TRY(search_slot(&h, root, key, p, 0, true)) != 0)
+    return fail(EUCLEAN, "tree {}: item [{} {} {}] to update is missing", root.objectid(), key.objectid, key.type,
+                key.offset);
+  auto data = p.leaf().item_data(p.slots[0]);
+  if (data.size() < body.size())
+    return fail(EUCLEAN, "tree {}: item [{} {} {}] has size {}, need {}", root.objectid(), key.objectid, key.type,
+                key.offset, data.size(), body.size());
+  std::memcpy(data.data(), body.data(), body.size());
+  ctree::mark_dirty(root, p.nodes[0]);
+  return {};
+}
+
 Result<std::optional<std::vector<uint8_t>>> lookup_item(TreeRoot& root, const Key& key) {
   Path p;
   const int ret = UBTRFS_TRY(search_slot(nullptr, root, key, p, 0, false));
