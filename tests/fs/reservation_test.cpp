@@ -12,8 +12,9 @@
 // - a_write_reserves_its_inode_update_once: no second reservation (and no ticket) for the update;
 // - a_write_that_adds_no_run_needs_no_metadata: appends succeed with METADATA exhausted;
 // - reclaim_leaves_the_inode_updates_of_files_with_delalloc;
-// - a_write_short_of_data_waits_with_its_inode_lock_dropped: it returns EAGAIN with the bytes it
-//   lacks instead of queueing a ticket under the lock;
+// - a_write_short_of_data_waits_with_its_inode_lock_dropped and
+//   a_write_short_of_metadata_waits_with_its_inode_lock_dropped: it returns EAGAIN with the bytes
+//   it lacks instead of queueing a ticket under the lock;
 // - a_write_plans_again_after_flushing_its_own_delalloc: sectors its own flush turned into extents
 //   are reserved again (a write reserved for them once wrote more than it held, and the commit
 //   could not place it);
@@ -339,6 +340,50 @@ TEST_CASE("a_write_short_of_data_waits_with_its_inode_lock_dropped", "[reservati
   std::vector<uint8_t> back(8192);
   REQUIRE(m.fs->read(ino, 0, back));
   CHECK(back == pattern(8192, 1));
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
+// The same for metadata: a write that starts a new run needs room for it in its inode's delalloc
+// reserve; with METADATA exhausted (overcommit included) it changes nothing and says how much it
+// lacks, and the caller waits for that with the lock dropped (Filesystem::write; the reclaim's
+// delalloc flush can then write this very inode).
+TEST_CASE("a_write_short_of_metadata_waits_with_its_inode_lock_dropped", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  const uint64_t ino = m.create("f");
+  m.commit();
+  const InodeId id = *m.fs->numbers().from_fuse(ino);
+  alloc::BlockRsv hog(alloc::RsvType::kTemp, &m.sp().metadata());
+  for (uint64_t chunk = 8 * kMiB; chunk >= 4096; chunk /= 2)
+    while (hog.add(chunk, alloc::FlushMode::kNoFlush)) {
+    }
+  REQUIRE(!hog.add(4096, alloc::FlushMode::kNoFlush));
+  const alloc::TicketStats before = m.sp().metadata().ticket_stats();
+  {
+    FileData::WriteReservation pre(m.fs->info());
+    pre.wait_unlocked = true;
+    REQUIRE(m.sp().data().reserve_bytes(4096, alloc::FlushMode::kNoFlush));
+    pre.data = 4096;
+    auto r = m.fs->file_data().write(id, 0, pattern(4096, 1), &pre);
+    REQUIRE(!r);
+    CHECK(r.error().err == EAGAIN);
+    CHECK(pre.meta_shortfall > 0);
+    CHECK(pre.data == 4096);  // the data reservation stays the caller's
+    CHECK(m.sp().metadata().ticket_stats().queued == before.queued);
+    CHECK(m.fs->getattr(ino)->st_size == 0);
+    CHECK(m.fs->file_data().pending_bytes(id) == 0);
+    // The caller's wait with the lock dropped; here the space comes back, and the write goes through.
+    m.sp().release_block_rsv(hog, UINT64_MAX);
+    REQUIRE(pre.meta.add(std::exchange(pre.meta_shortfall, 0), alloc::FlushMode::kNoFlush));
+    r = m.fs->file_data().write(id, 0, pattern(4096, 1), &pre);
+    INFO((r ? "" : r.error().message));
+    REQUIRE(r);
+    CHECK(*r == 4096);
+  }
+  m.commit();
+  std::vector<uint8_t> back(4096);
+  REQUIRE(m.fs->read(ino, 0, back));
+  CHECK(back == pattern(4096, 1));
   REQUIRE(m.fs->unmount());
   check_btrfs_clean(m.img.path());
 }
