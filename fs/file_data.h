@@ -308,6 +308,12 @@ class FileData {
   // Flushes one inode if its lock can be had without waiting long. Returns whether it was flushed.
   [[nodiscard]] Result<bool> try_flush(InodeId id, bool wait_for_lock,
                                        std::chrono::milliseconds patience = kFlushLockPatience);
+  // Flushes `ids` in their order, the idle ones first (no wait for a lock) and the busy ones after,
+  // each tried for kFlushLockPatience, until `enough()`. `flush` is try_flush(id, false, patience)
+  // or a wrapper of it; it returns whether the inode was flushed.
+  using FlushOne = std::function<Result<bool>(InodeId, std::chrono::milliseconds)>;
+  [[nodiscard]] Status flush_idle_first(const std::vector<InodeId>& ids, const FlushOne& flush,
+                                        const std::function<bool()>& enough = {});
   // How long a flusher that must not wait for a busy inode tries its lock (it is often held only
   // for the length of one write).
   static constexpr std::chrono::milliseconds kFlushLockPatience{20};

@@ -44,13 +44,24 @@ Status FileData::flush_all(bool wait_for_locks) {
     for (InodeId id : ids) UBTRFS_TRY(try_flush(id, true));
     return {};
   }
-  // Idle inodes first, then the busy ones with some patience (as flush_some): trying each busy
-  // one for kFlushLockPatience in turn made a flush of 40 inodes being written take most of a
-  // second.
+  return flush_idle_first(ids, [this](InodeId id, std::chrono::milliseconds patience) {
+    return try_flush(id, false, patience);
+  });
+}
+
+Status FileData::flush_idle_first(const std::vector<InodeId>& ids, const FlushOne& flush,
+                                  const std::function<bool()>& enough) {
+  // A writer holds its inode's lock for one write at a time; trying each busy inode for
+  // kFlushLockPatience in turn made a flush of 40 inodes being written take most of a second.
   std::vector<InodeId> busy;
-  for (InodeId id : ids)
-    if (!UBTRFS_TRY(try_flush(id, false, std::chrono::milliseconds(0)))) busy.push_back(id);
-  for (InodeId id : busy) UBTRFS_TRY(try_flush(id, false));
+  for (InodeId id : ids) {
+    if (enough && enough()) return {};
+    if (!UBTRFS_TRY(flush(id, std::chrono::milliseconds(0)))) busy.push_back(id);
+  }
+  for (InodeId id : busy) {
+    if (enough && enough()) return {};
+    UBTRFS_TRY(flush(id, kFlushLockPatience));
+  }
   return {};
 }
 
@@ -97,9 +108,8 @@ Result<uint64_t> FileData::flush_some(uint64_t meta_target, const std::function<
   // What a flush gave back is the drop in may_use plus what went straight to waiting tickets
   // (a release grants them at once, so may_use alone barely moves while tickets wait: counting
   // it alone made every ticket flush every dirty inode, each with a few KiB of data).
-  // Inodes being written right now are passed over first (a writer holds the lock for one write
-  // at a time; waiting for each in turn made a flush of many busy inodes take 20 ms apiece), then
-  // tried with some patience if the idle ones did not give back enough.
+  // Inodes being written right now are passed over first, then tried with some patience if the
+  // idle ones did not give back enough (flush_idle_first).
   alloc::SpaceInfo& meta = fs_.spaces().metadata();
   uint64_t released = 0;
   auto flush_counted = [&](InodeId id, std::chrono::milliseconds patience) -> Result<bool> {
@@ -110,15 +120,7 @@ Result<uint64_t> FileData::flush_some(uint64_t meta_target, const std::function<
     if (before + granted > after) released += before + granted - after;
     return flushed;
   };
-  std::vector<InodeId> busy;
-  for (InodeId id : largest_dirty()) {
-    if (released >= meta_target) break;
-    if (!UBTRFS_TRY(flush_counted(id, std::chrono::milliseconds(0)))) busy.push_back(id);
-  }
-  for (InodeId id : busy) {
-    if (released >= meta_target) break;
-    UBTRFS_TRY(flush_counted(id, kFlushLockPatience));
-  }
+  UBTRFS_TRY_STATUS(flush_idle_first(largest_dirty(), flush_counted, [&] { return released >= meta_target; }));
   return released;
 }
 

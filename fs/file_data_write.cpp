@@ -154,6 +154,16 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     own_flush_wrote = d.data.bytes() > 0;
     return flush_locked(id);
   };
+  // Gives up for now (EAGAIN) so that the caller waits for `bytes` with the lock dropped: the data
+  // held goes back to the caller's reservation; nothing else changed but, perhaps, our own delalloc
+  // written out.
+  auto wait_unlocked_for = [&](const char* what, uint64_t bytes) -> Result<size_t> {
+    pre->data += held;
+    held = 0;
+    settle(id, d);
+    return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of {} space", id.subvol, id.objectid, off,
+                bytes, what);
+  };
   uint64_t need = 0;
   // At most twice: planned again after our own flush (below, for data or for metadata).
   for (;;) {
@@ -163,31 +173,28 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
     }
     need = need_for(data.size());
     Status data_rsv = reserve(need, alloc::FlushMode::kNoFlush);
-    if (!data_rsv && data_rsv.error().err == ENOSPC && !flushed_own) {
-      if (auto st = flush_own(); !st) {
-        settle(id, d);
-        return fail(st.error());
+    if (!data_rsv && data_rsv.error().err == ENOSPC) {
+      if (!flushed_own) {
+        if (auto st = flush_own(); !st) {
+          settle(id, d);
+          return fail(st.error());
+        }
+        continue;
       }
-      continue;
+      if (pre && pre->wait_unlocked && !(pre->data_exhausted && !own_flush_wrote)) {
+        // Not without flushing: the caller waits for the rest with the lock dropped (the flusher
+        // can then write every inode, and the commit frees what our own flush overwrote) and
+        // comes back; a waiter holding its lock made every flush of all inodes wait for it (with
+        // many writers on a full device, seconds per ticket). Skipped when a wait without the
+        // lock has already failed and our flush wrote nothing: a second one would end the same way.
+        pre->data_shortfall = need - held;
+        return wait_unlocked_for("data", pre->data_shortfall);
+      }
+      // A caller that cannot drop the lock (copy_file_range's copies) waits holding it, unless a
+      // wait has failed already.
+      if (!(pre && (pre->wait_unlocked || pre->data_exhausted)))
+        data_rsv = reserve(need, alloc::FlushMode::kFlushData);
     }
-    if (!data_rsv && data_rsv.error().err == ENOSPC && pre && pre->wait_unlocked &&
-        !(pre->data_exhausted && !own_flush_wrote)) {
-      // Not without flushing: the caller waits for the rest with the lock dropped (the flusher
-      // can then write every inode, and the commit frees what our own flush overwrote) and comes
-      // back; a waiter holding its lock made every flush of all inodes wait for it (with many
-      // writers on a full device, seconds per ticket). Skipped when a wait without the lock has
-      // already failed and our flush wrote nothing: a second one would end the same way.
-      pre->data_shortfall = need - held;
-      pre->data += held;
-      held = 0;
-      settle(id, d);
-      return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of data space", id.subvol, id.objectid,
-                  off, pre->data_shortfall);
-    }
-    // A caller that cannot drop the lock (copy_file_range's copies) waits holding it, unless a
-    // wait has failed already.
-    if (!data_rsv && data_rsv.error().err == ENOSPC && !(pre && (pre->wait_unlocked || pre->data_exhausted)))
-      data_rsv = reserve(need, alloc::FlushMode::kFlushData);
     if (auto st = data_rsv; !st) {
       if (st.error().err != ENOSPC) {
         settle(id, d);
@@ -241,11 +248,7 @@ Result<size_t> FileData::write(InodeId id, uint64_t off, std::span<const uint8_t
             // Not without flushing: the caller waits for it with the lock dropped (the flusher may
             // then write this very inode out) and comes back. Nothing has changed.
             pre->meta_shortfall = short_by;
-            pre->data += held;
-            held = 0;
-            settle(id, d);
-            return fail(EAGAIN, "root {} ino {}: a write at {} waits for {} bytes of metadata space", id.subvol,
-                        id.objectid, off, short_by);
+            return wait_unlocked_for("metadata", short_by);
           }
         }
         const uint64_t take = want > have ? std::min(want - have, pre->meta.reserved()) : 0;

@@ -260,16 +260,21 @@ TEST_CASE("a_write_reserves_its_inode_update_once", "[reservation]") {
 // It used to reserve the worst case of a 4 KiB write (a new run, its checksum leaf and delayed
 // refs: 2.25 MiB with 16 KiB nodes) and wait for it with FLUSH_ALL, which on a small filesystem
 // with 30+ writers made nearly every write queue a ticket.
+// Every byte of METADATA that can be had without flushing, overcommit included, held in `hog`.
+static void hog_all_metadata(alloc::BlockRsv& hog) {
+  for (uint64_t chunk = 8 * kMiB; chunk >= 4096; chunk /= 2)
+    while (hog.add(chunk, alloc::FlushMode::kNoFlush)) {
+    }
+  REQUIRE(!hog.add(4096, alloc::FlushMode::kNoFlush));
+}
+
 TEST_CASE("a_write_that_adds_no_run_needs_no_metadata", "[reservation]") {
   Mounted m(128 * kMiB, "dup");
   const uint64_t ino = m.create("f");
   m.commit();
   REQUIRE(m.fs->write(ino, 0, pattern(4096, 1)));
   alloc::BlockRsv hog(alloc::RsvType::kTemp, &m.sp().metadata());
-  for (uint64_t chunk = 8 * kMiB; chunk >= 4096; chunk /= 2)
-    while (hog.add(chunk, alloc::FlushMode::kNoFlush)) {
-    }
-  REQUIRE(!hog.add(4096, alloc::FlushMode::kNoFlush));
+  hog_all_metadata(hog);
   const alloc::TicketStats before = m.sp().metadata().ticket_stats();
   for (int i = 1; i < 8; ++i) {
     INFO("append " << i);
@@ -354,10 +359,7 @@ TEST_CASE("a_write_short_of_metadata_waits_with_its_inode_lock_dropped", "[reser
   m.commit();
   const InodeId id = *m.fs->numbers().from_fuse(ino);
   alloc::BlockRsv hog(alloc::RsvType::kTemp, &m.sp().metadata());
-  for (uint64_t chunk = 8 * kMiB; chunk >= 4096; chunk /= 2)
-    while (hog.add(chunk, alloc::FlushMode::kNoFlush)) {
-    }
-  REQUIRE(!hog.add(4096, alloc::FlushMode::kNoFlush));
+  hog_all_metadata(hog);
   const alloc::TicketStats before = m.sp().metadata().ticket_stats();
   {
     FileData::WriteReservation pre(m.fs->info());
