@@ -12,6 +12,7 @@ packages=(
   go-md2man man-db  # man pages (packaging/man/*.md -> roff) and man -l in their test
   libcap2-bin xfsprogs attr  # capsh, xfs_io and getfattr/setfattr in the inode flags and kernel image tests
   btrfs-compsize  # the oracle of compression on write (compsize on the kernel mount)
+  gdb  # the stacks of a daemon that stopped answering, printed by the tests that watch for it (lib.sh run_watched)
   libnbd-dev nbdkit nbdkit-plugin-dev  # io/nbd_device (libnbd); its tests (nbdkit; the header for their flush filter)
 )
 # scripts/fuzz.sh: libFuzzer, ASan, UBSan (clang 14, Debian 12's default, lacks what std::expected needs)

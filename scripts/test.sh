@@ -224,6 +224,9 @@ stage_done "2 oracle + integration tests (normal)"
 # ---- 3. the daemon under ASan+UBSan ------------------------------------------------------------
 stage_asan() {
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  # Its stress runs take under a minute: one still running after 10 minutes is a hung daemon, whose
+  # stacks the test prints before failing (instead of ctest's timeout, 30 minutes, with nothing).
+  export UBTRFS_STRESS_TIMEOUT=600
   ((full)) && run_suite "$A" -R '^oracle_bad_input_test$|^oracle_fsck_test$'
   # From the normal tree (its clients and oracles), the daemon from the ASan tree. The full profile
   # adds the kernel images 001 and 002 (zlib/lzo/zstd extents: the decoders).
@@ -251,6 +254,7 @@ stage_asan() {
 # ---- 4. TSan: the daemon's multi-threaded loop (POSIX suite, 4-process stress) ------------------
 stage_tsan() {
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+  export UBTRFS_STRESS_TIMEOUT=600  # as in stage_asan
   ((full)) && run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
   echo "=== the integration tests again, with the daemon under TSan"
   # With writeback working all the time and fix 1 on (its waits for writes in flight race the

@@ -282,6 +282,42 @@ abort_fuse_mount() {
   [[ -e /sys/fs/fuse/connections/$minor/abort ]] && echo 1 >"/sys/fs/fuse/connections/$minor/abort"
 }
 
+# dump_daemon_stacks PID: every thread's stack of a daemon that stopped answering, on stderr —
+# gdb's backtraces when gdb is installed (scripts/install-deps.sh installs it), else what the
+# kernel shows (each thread's name, wait channel and kernel stack). A hang in CI is then
+# diagnosable from the log alone, without reproducing it.
+dump_daemon_stacks() {
+  local pid=$1 task
+  _pid_running "$pid" || { echo "dump_daemon_stacks: daemon $pid is not running" >&2; return 0; }
+  echo "=== stacks of daemon $pid ===" >&2
+  if command -v gdb >/dev/null; then
+    timeout 120 gdb -p "$pid" -batch -nx -ex "set pagination off" -ex "thread apply all bt" 2>&1 |
+      grep -vE '^\[New LWP|^warning: ' >&2 || true
+    return 0
+  fi
+  for task in /proc/"$pid"/task/*; do
+    echo "thread ${task##*/} $(cat "$task/comm" 2>/dev/null) wchan=$(cat "$task/wchan" 2>/dev/null)" >&2
+    cat "$task/stack" 2>/dev/null | sed 's/^/    /' >&2 || true
+  done
+}
+
+# run_watched SECONDS MNT CMD...: runs CMD (a workload on the ubtrfs mount MNT); if it has not
+# ended within SECONDS, prints the stacks of MNT's daemon, stops CMD and returns 124 (timeout's
+# status). A deadlocked daemon then fails its test in minutes with the evidence, instead of at
+# ctest's timeout with none.
+run_watched() {
+  local secs=$1 mnt=$2 rc=0 pid
+  shift 2
+  timeout -k 10 "$secs" "$@" || rc=$?
+  if ((rc == 124 || rc == 137)); then
+    echo "run_watched: '$*' did not end within ${secs}s" >&2
+    pid=$(ubtrfs_pid "$mnt")
+    [[ -n $pid ]] && dump_daemon_stacks "$pid"
+    return 124
+  fi
+  return "$rc"
+}
+
 ubtrfs_log() { echo "${_ubtrfs_log[$(realpath "$1")]:-}"; }
 
 # ubtrfs_pid MNT: pid of the daemon serving MNT.

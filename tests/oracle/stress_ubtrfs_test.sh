@@ -15,7 +15,8 @@
 # sanitizer runs), UBTRFS_STRESS_PROCS (default 4), UBTRFS_STRESS_SEED (default 1),
 # UBTRFS_STRESS_EXTRA (more ubtrfs-stress options, e.g. --snapshots: stress_snapshots_test.sh),
 # UBTRFS_STRESS_MKFS (mkfs.ubtrfs options, e.g. --mixed: stress_mixed_block_groups_test.sh),
-# UBTRFS_STRESS_SIZE (the image, default 2G).
+# UBTRFS_STRESS_SIZE (the image, default 2G), UBTRFS_STRESS_TIMEOUT (seconds the workload may take
+# before the daemon counts as hung: its stacks are printed and the test fails; default 1500).
 # UBTRFS_FS=kernel runs the same script with the kernel mounting the mkfs.ubtrfs image.
 # shellcheck source=lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +28,7 @@ STRESS=$UBTRFS_BIN/stress/ubtrfs-stress
 MKFS=$UBTRFS_BIN/mkfs/mkfs.ubtrfs
 IMAGE_SIZE=${UBTRFS_STRESS_SIZE:-2G}
 MKFS_OPTS=${UBTRFS_STRESS_MKFS:-}
+STRESS_TIMEOUT=${UBTRFS_STRESS_TIMEOUT:-1500}
 
 require_ubtrfs
 require_kernel_btrfs
@@ -53,10 +55,18 @@ if ! ubtrfs_mount "$img" "$mnt"; then
 fi
 t=$SECONDS
 # shellcheck disable=SC2086 # EXTRA is a list of options
-if "$STRESS" -d "$mnt" -p "$PROCS" -n "$NOPS" -s "$SEED" $EXTRA --manifest "$manifest"; then
+rc=0
+run_watched "$STRESS_TIMEOUT" "$mnt" "$STRESS" -d "$mnt" -p "$PROCS" -n "$NOPS" -s "$SEED" $EXTRA --manifest "$manifest" || rc=$?
+if ((rc == 0)); then
   pass "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA verified on the mount ($((SECONDS - t)) s)"
+elif ((rc == 124)); then
+  # A daemon that stopped answering: its stacks are printed above; the rest of the test cannot run.
+  failed "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA did not end within ${STRESS_TIMEOUT}s"
+  abort_fuse_mount "$mnt" || true
+  finish
+  exit 1
 else
-  failed "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA (exit $?)"
+  failed "ubtrfs-stress -p $PROCS -n $NOPS -s $SEED $EXTRA (exit $rc)"
 fi
 t=$SECONDS
 if ubtrfs_umount "$mnt"; then pass "unmount: daemon exit 0 after the final commit ($((SECONDS - t)) s)"; else failed "unmount"; fi
