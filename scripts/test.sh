@@ -268,7 +268,7 @@ stage_tsan() {
   # name invalidation of subvolume ioctls racing lookups on ring workers (name_invalidation.h).
   # Mixed block groups: data and tree blocks from one space_info and the same chunks.
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_SNAP_NOPS=300 UBTRFS_STRESS_MIXED_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
-    run_suite "$B" -R '^oracle_(stress_snapshots|stress_mixed_block_groups|subvolume_cleaner|name_changed_by_ioctl_never_blocks_a_ring_worker)_test$'
+    run_suite "$B" -R '^oracle_(stress_snapshots|stress_mixed_block_groups|subvolume_cleaner|name_changed_by_ioctl_never_blocks_a_ring_worker|snapshot_ioctl_never_waits_on_its_own_mount)_test$'
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_ENOSPC_CONFIGS="128M:dup" UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_ENOSPC_DEADLINE=900 run_suite "$B" -R '^oracle_enospc_fill_test$'
   # The reservation system's unit tests under TSan (the 8-thread ticket test among them).

@@ -289,16 +289,21 @@ abort_fuse_mount() {
 dump_daemon_stacks() {
   local pid=$1 task
   _pid_running "$pid" || { echo "dump_daemon_stacks: daemon $pid is not running" >&2; return 0; }
-  echo "=== stacks of daemon $pid ===" >&2
-  if command -v gdb >/dev/null; then
-    timeout 120 gdb -p "$pid" -batch -nx -ex "set pagination off" -ex "thread apply all bt" 2>&1 |
-      grep -vE '^\[New LWP|^warning: ' >&2 || true
-    return 0
-  fi
+  # The kernel's view first: it always works, and shows a thread waiting in the kernel (e.g. for
+  # an answer from this very mount, where gdb cannot stop it to attach: hence gdb's time limit).
+  echo "=== kernel stacks of daemon $pid ===" >&2
   for task in /proc/"$pid"/task/*; do
     echo "thread ${task##*/} $(cat "$task/comm" 2>/dev/null) wchan=$(cat "$task/wchan" 2>/dev/null)" >&2
-    cat "$task/stack" 2>/dev/null | sed 's/^/    /' >&2 || true
+    sed 's/^/    /' "$task/stack" >&2 2>/dev/null || true
   done
+  if grep -qs request_wait_answer /proc/"$pid"/task/*/wchan; then
+    echo "=== no gdb backtraces: a thread waits in the kernel for a FUSE answer (gdb cannot stop it) ===" >&2
+  elif command -v gdb >/dev/null; then
+    echo "=== gdb backtraces of daemon $pid ===" >&2
+    timeout -k 5 60 gdb -p "$pid" -batch -nx -ex "set pagination off" -ex "thread apply all bt" 2>&1 |
+      grep -vE '^\[New LWP|^warning: ' >&2 || true
+  fi
+  return 0
 }
 
 # run_watched SECONDS MNT CMD...: runs CMD (a workload on the ubtrfs mount MNT); if it has not

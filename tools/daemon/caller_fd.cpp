@@ -1,6 +1,7 @@
 // The caller's descriptors seen from the daemon; see caller_fd.h.
 #include "tools/daemon/caller_fd.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -10,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <utility>
 
 namespace ubtrfs::daemon {
 
@@ -45,9 +48,20 @@ Result<CallerFile> stat_caller_fd(int32_t pid, int64_t fd) {
   if (pidfd.fd < 0) return fail(errno, "pidfd_open of pid {}: {}", pid, std::strerror(errno));
   Fd local{static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.fd, static_cast<int>(fd), 0))};
   if (local.fd < 0) return fail(errno, "descriptor {} of pid {}: {}", fd, pid, std::strerror(errno));
-  struct stat st;
-  if (::fstat(local.fd, &st) != 0) return fail(errno, "fstat of descriptor {} of pid {}: {}", fd, pid, std::strerror(errno));
-  return CallerFile{st.st_dev, static_cast<uint64_t>(st.st_ino)};
+  // Device and inode number from the kernel's cache (AT_STATX_DONT_SYNC): never fstat(). A file on
+  // this mount with stale attributes would make fstat send FUSE_GETATTR to this daemon from inside
+  // the handler asking — on FUSE over io_uring, to the queue of this CPU, whose pinned workers
+  // may all be such handlers: a deadlock (tests/oracle/snapshot_ioctl_never_waits_on_its_own_
+  // mount_test.sh). Neither number can change for an open descriptor.
+  struct statx stx {};
+  if (::statx(local.fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO | STATX_TYPE, &stx) != 0)
+    return fail(errno, "statx of descriptor {} of pid {}: {}", fd, pid, std::strerror(errno));
+  // For the same reason the duplicate of anything but a directory is closed by a thread of its
+  // own: closing a file on a FUSE mount may send FUSE_FLUSH (and, with the writeback cache, write
+  // its dirty pages) to this daemon and wait for the answer.
+  if (!((stx.stx_mask & STATX_TYPE) && S_ISDIR(stx.stx_mode)))
+    std::thread([f = std::exchange(local.fd, -1)] { ::close(f); }).detach();
+  return CallerFile{makedev(stx.stx_dev_major, stx.stx_dev_minor), static_cast<uint64_t>(stx.stx_ino)};
 }
 
 dev_t mounted_device(const std::string& mountpoint) {

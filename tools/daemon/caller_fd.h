@@ -5,7 +5,7 @@
 // daemon takes a duplicate of the caller's descriptor with pidfd_open + pidfd_getfd (Linux 5.6),
 // which the kernel allows when the daemon may ptrace the caller (same uid, or CAP_SYS_PTRACE;
 // Yama's ptrace_scope 1 allows only descendants and root). An inode is on this mount when its
-// st_dev is the mount's (the kernel's check: the source's superblock is the destination's), read
+// device is the mount's (the kernel's check: the source's superblock is the destination's), read
 // once from /proc/self/mountinfo after the mount.
 #pragma once
 
@@ -23,7 +23,8 @@ struct CallerFile {
   uint64_t ino = 0;  // st_ino: on this mount, the FUSE inode number
 };
 
-// fstat of descriptor `fd` of process `pid`. Errors: EBADF (no such descriptor), ESRCH (the
+// Device and inode number of descriptor `fd` of process `pid`, without a request to this mount
+// (the kernel's cached attributes; a handler that waited for its own mount could deadlock it). Errors: EBADF (no such descriptor), ESRCH (the
 // process is gone), EPERM (the daemon may not take it).
 [[nodiscard]] Result<CallerFile> stat_caller_fd(int32_t pid, int64_t fd);
 
