@@ -44,12 +44,11 @@ Result<uint64_t> FsSpaceFlusher::flush(alloc::SpaceInfo& si, alloc::FlushState s
     }
     case FlushState::kDelayedRefsNr:
     case FlushState::kDelayedRefs: {
-      // btrfs_run_delayed_refs: enough heads to give back `to_reclaim` of the delayed-refs
-      // reserve, or every head queued now.
+      // btrfs_run_delayed_refs: enough funded heads to give back `to_reclaim` of the
+      // delayed-refs reserve, or (the full state) every head, the run's own included.
       const uint64_t per_head = sp.delayed_ref_bytes(1);
-      const size_t heads = state == FlushState::kDelayedRefs
-                               ? 0
-                               : static_cast<size_t>(std::max<uint64_t>(1, to_reclaim / per_head));
+      if (state == FlushState::kDelayedRefs) return UBTRFS_TRY(fs_.transactions().run_all_delayed_refs()) * per_head;
+      const size_t heads = static_cast<size_t>(std::max<uint64_t>(1, to_reclaim / per_head));
       const uint64_t ran = UBTRFS_TRY(fs_.transactions().run_delayed_refs(heads));
       return ran * per_head;
     }

@@ -156,6 +156,11 @@ class TransactionManager {
   // (the rest wait for their funding or the commit). Returns the heads run. REQUIRES: the caller
   // holds no handle. Errors: the tree's (the transaction is aborted).
   [[nodiscard]] Result<uint64_t> run_delayed_refs(size_t max_heads);
+  // FLUSH_DELAYED_REFS (btrfs_run_delayed_refs with count 0: every head, and again for the heads
+  // the run itself queued): runs every queued head, funded or not, while the delayed-refs reserve
+  // holds at least delayed_ref_bytes(1) to pay for the copies, until none is left (at most
+  // kMaxRunAllPasses runs). Returns the heads run. REQUIRES and errors: as run_delayed_refs.
+  [[nodiscard]] Result<uint64_t> run_all_delayed_refs();
   // Runs that left queued heads for lack of funding (`ubtrfs-inspect stats`:
   // tree_block_reservations.delayed_refs_runs_deferred).
   uint64_t refs_runs_deferred() const { return refs_runs_deferred_.load(std::memory_order_relaxed); }
@@ -223,6 +228,8 @@ class TransactionManager {
   friend class TransHandle;
   void end_handle(TransHandle& h);
   [[nodiscard]] Status commit_locked();  // commit.cpp: the pipeline; REQUIRES gate closed, no handle
+  // run_delayed_refs and one pass of run_all_delayed_refs (commit.cpp).
+  [[nodiscard]] Result<uint64_t> run_refs_now(size_t max_heads, bool unfunded_too);
   FsInfo& fs_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

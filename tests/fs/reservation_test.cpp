@@ -698,4 +698,53 @@ TEST_CASE("flusher_runs_only_delayed_refs_its_reserve_paid_for", "[reservation]"
   check_btrfs_clean(m.img.path());
 }
 
+// FLUSH_DELAYED_REFS (the full state, run_all_delayed_refs): once the delayed-refs reserve holds a
+// head's worst case, every queued head runs — the unfunded ones a join handle queued, and the ones
+// the run's own copies queue — so the reserve's size drops to zero and all it held is free again.
+// Running only the funded heads left the size above what the reserve held, and its release freed
+// nothing: on a nearly full metadata space every create's ticket ended in a commit.
+TEST_CASE("full_delayed_refs_flush_runs_unfunded_heads_once_the_reserve_can_pay", "[reservation]") {
+  Mounted m(128 * kMiB, "dup");
+  m.create("f");
+  m.create("g");
+  m.create("h");
+  m.commit();
+  alloc::SpaceInfos& sp = m.sp();
+  TransactionManager& txm = m.fs->info().transactions();
+  REQUIRE(m.fs->info().delayed_refs().empty());
+  auto* rec = *m.fs->info().fs_root(5);
+  const auto delayed_refs_overruns = [&] {
+    return sp.reservation_stats().overruns_by_rsv[static_cast<int>(alloc::RsvType::kDelayedRefs)];
+  };
+  const uint64_t overruns_before = delayed_refs_overruns();
+  auto copy_path = [&](uint64_t ino, unsigned items) {
+    auto th = items ? txm.start(items) : txm.join();
+    REQUIRE(th);
+    Path path;
+    auto found = search_slot(&th->tree(), *rec->tree, Key{ino, kInodeItemKey, 0}, path, 0, true);
+    REQUIRE(found);
+    path.release();
+    th->end();
+  };
+  // Unfunded heads (a join handle's copy of the fs-tree path), then a reserving handle whose
+  // delayed-ref bytes fund one head's worst case at least.
+  copy_path(257, 0);
+  copy_path(258, 1);
+  const uint64_t held = sp.delayed_refs_rsv().reserved();
+  REQUIRE(held >= sp.delayed_ref_bytes(1));
+  REQUIRE(sp.delayed_refs_rsv().size() > held);  // under-funded: a release of funded heads frees nothing
+  const uint64_t may_use_before = sp.metadata().counters().may_use;
+  auto got = m.fs->info().space_flusher().flush(sp.metadata(), alloc::FlushState::kDelayedRefs, 0);
+  REQUIRE(got);
+  CHECK(*got > 0);
+  CHECK(m.fs->info().delayed_refs().empty());
+  CHECK(sp.delayed_refs_rsv().size() == 0);
+  CHECK(sp.delayed_refs_rsv().reserved() == 0);
+  CHECK(sp.metadata().counters().may_use + held <= may_use_before);  // what the reserve held is free
+  CHECK(delayed_refs_overruns() == overruns_before);
+  m.commit();
+  REQUIRE(m.fs->unmount());
+  check_btrfs_clean(m.img.path());
+}
+
 }  // namespace ubtrfs::fs
