@@ -633,6 +633,20 @@ TEST_CASE("delayed_refs_reserve_holds_the_refs_of_running_handles", "[reservatio
   check_btrfs_clean(m.img.path());
 }
 
+// A COW search of inode `ino`'s item in the fs tree of subvolume 5, in a handle that reserves for
+// `items` items (0: a join handle, which reserves nothing): its path is copied if this transaction
+// has not copied it yet, queueing references for the new and the old blocks.
+static void copy_fs_tree_path(Mounted& m, uint64_t ino, unsigned items) {
+  TransactionManager& txm = m.fs->info().transactions();
+  auto th = items ? txm.start(items) : txm.join();
+  REQUIRE(th);
+  Path path;
+  auto found = search_slot(&th->tree(), *(*m.fs->info().fs_root(5))->tree, Key{ino, kInodeItemKey, 0}, path, 0, true);
+  REQUIRE(found);
+  path.release();
+  th->end();
+}
+
 // The reclaim thread's FLUSH_DELAYED_REFS runs no head the delayed-refs reserve has not paid for:
 // heads queued by a join handle (which reserves nothing, btrfs_join_transaction) wait, so the
 // run copies no extent-tree block from outside every reservation (the overruns ubtrfs-cowbench
@@ -647,21 +661,12 @@ TEST_CASE("flusher_runs_only_delayed_refs_its_reserve_paid_for", "[reservation]"
   TransactionManager& txm = m.fs->info().transactions();
   REQUIRE(sp.delayed_refs_rsv().reserved() == 0);
   REQUIRE(m.fs->info().delayed_refs().empty());
-  auto* rec = *m.fs->info().fs_root(5);
   const auto delayed_refs_overruns = [&] {
     return sp.reservation_stats().overruns_by_rsv[static_cast<int>(alloc::RsvType::kDelayedRefs)];
   };
   const uint64_t overruns_before = delayed_refs_overruns();
-  {
-    // A join handle copies the committed fs-tree leaf: two references queued, nothing reserved.
-    auto th = txm.join();
-    REQUIRE(th);
-    Path path;
-    auto found = search_slot(&th->tree(), *rec->tree, Key{257, kInodeItemKey, 0}, path, 0, true);
-    REQUIRE(found);
-    path.release();
-    th->end();
-  }
+  // A join handle copies the committed fs-tree leaf: two references queued, nothing reserved.
+  copy_fs_tree_path(m, 257, 0);
   const size_t queued = m.fs->info().delayed_refs().num_heads();
   REQUIRE(queued >= 2);
   CHECK(sp.delayed_refs_rsv().size() >= sp.delayed_ref_bytes(2));
@@ -673,17 +678,9 @@ TEST_CASE("flusher_runs_only_delayed_refs_its_reserve_paid_for", "[reservation]"
   CHECK(*got == 0);
   CHECK(m.fs->info().delayed_refs().num_heads() == queued);
   CHECK(txm.refs_runs_deferred() == deferred_before + 1);
-  {
-    // A reserving handle (start(2): insert and delayed-ref bytes) copies another path; what it
-    // reserved for references reaches the delayed-refs reserve as they are queued and at its end.
-    auto th = txm.start(2);
-    REQUIRE(th);
-    Path path;
-    auto found = search_slot(&th->tree(), *rec->tree, Key{258, kInodeItemKey, 0}, path, 0, true);
-    REQUIRE(found);
-    path.release();
-    th->end();
-  }
+  // A reserving handle (start(2): insert and delayed-ref bytes) copies another path; what it
+  // reserved for references reaches the delayed-refs reserve as they are queued and at its end.
+  copy_fs_tree_path(m, 258, 2);
   const uint64_t funded = sp.delayed_refs_rsv().reserved() / sp.delayed_ref_bytes(1);
   REQUIRE(funded >= 1);
   const size_t before_run = m.fs->info().delayed_refs().num_heads();
@@ -707,29 +704,18 @@ TEST_CASE("full_delayed_refs_flush_runs_unfunded_heads_once_the_reserve_can_pay"
   Mounted m(128 * kMiB, "dup");
   m.create("f");
   m.create("g");
-  m.create("h");
   m.commit();
   alloc::SpaceInfos& sp = m.sp();
-  TransactionManager& txm = m.fs->info().transactions();
   REQUIRE(m.fs->info().delayed_refs().empty());
-  auto* rec = *m.fs->info().fs_root(5);
   const auto delayed_refs_overruns = [&] {
     return sp.reservation_stats().overruns_by_rsv[static_cast<int>(alloc::RsvType::kDelayedRefs)];
   };
   const uint64_t overruns_before = delayed_refs_overruns();
-  auto copy_path = [&](uint64_t ino, unsigned items) {
-    auto th = items ? txm.start(items) : txm.join();
-    REQUIRE(th);
-    Path path;
-    auto found = search_slot(&th->tree(), *rec->tree, Key{ino, kInodeItemKey, 0}, path, 0, true);
-    REQUIRE(found);
-    path.release();
-    th->end();
-  };
   // Unfunded heads (a join handle's copy of the fs-tree path), then a reserving handle whose
-  // delayed-ref bytes fund one head's worst case at least.
-  copy_path(257, 0);
-  copy_path(258, 1);
+  // unused reservation, released at its end, tops the delayed-refs reserve up by one head's worst
+  // case at least (the release routing) without filling it.
+  copy_fs_tree_path(m, 257, 0);
+  copy_fs_tree_path(m, 258, 1);
   const uint64_t held = sp.delayed_refs_rsv().reserved();
   REQUIRE(held >= sp.delayed_ref_bytes(1));
   REQUIRE(sp.delayed_refs_rsv().size() > held);  // under-funded: a release of funded heads frees nothing

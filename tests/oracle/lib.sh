@@ -282,9 +282,9 @@ abort_fuse_mount() {
   [[ -e /sys/fs/fuse/connections/$minor/abort ]] && echo 1 >"/sys/fs/fuse/connections/$minor/abort"
 }
 
-# dump_daemon_stacks PID: every thread's stack of a daemon that stopped answering, on stderr —
-# gdb's backtraces when gdb is installed (scripts/install-deps.sh installs it), else what the
-# kernel shows (each thread's name, wait channel and kernel stack). A hang in CI is then
+# dump_daemon_stacks PID: every thread's stack of a daemon that stopped answering, on stderr — what
+# the kernel shows (each thread's name, wait channel and kernel stack), then gdb's backtraces when
+# gdb is installed (scripts/install-deps.sh installs it) and can attach. A hang in CI is then
 # diagnosable from the log alone, without reproducing it.
 dump_daemon_stacks() {
   local pid=$1 task

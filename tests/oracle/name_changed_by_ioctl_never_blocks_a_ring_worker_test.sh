@@ -87,10 +87,8 @@ run_case() {
     sleep 1
   done
   if ((alive > 0)); then
-    local dpid
-    dpid=$(ubtrfs_pid "$mnt")
     failed "$label: $alive of 8 workers still blocked $((DUR + 60)) s after the start: the mount is deadlocked; daemon threads:"
-    for t in /proc/"$dpid"/task/*; do echo "  $(cat "$t/comm"): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"; done | sort | uniq -c >&2
+    dump_daemon_stacks "$(ubtrfs_pid "$mnt")"
     abort_fuse_mount "$mnt"
     kill -9 "${pids[@]}" "${statters[@]}" 2>/dev/null
     wait "${pids[@]}" "${statters[@]}" 2>/dev/null
