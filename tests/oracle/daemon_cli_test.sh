@@ -174,7 +174,7 @@ PY
 if su nobody -s /bin/sh -c "echo x >>$mnt/priv" 2>/dev/null; then failed "ACL granted write"; else
   pass "ACL denies write to the named user"; fi
 rm "$mnt/priv"
-fusermount3 -u "$mnt"
+fuse_umount_retrying_busy "$mnt"
 wait_released "$img"
 
 # ---- read-only ---------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ rc=0; "$DAEMON" "$img" "$tmp/mnt3" -o rw 2>"$tmp/err" || rc=$?
 [[ $rc == 32 ]] && grep -q "is in use by another ubtrfs daemon" "$tmp/err" && ! is_mounted "$tmp/mnt3" \
   && pass "writer refused beside readers" || failed "writer beside readers: exit $rc $(cat "$tmp/err")"
 fusermount3 -u "$tmp/mnt2" 2>/dev/null || true
-fusermount3 -u "$mnt"
+fuse_umount_retrying_busy "$mnt"
 wait_released "$img" || true
 [[ $(hash_file "$img") == "$before" ]] && pass "ro mount leaves the image unchanged" || failed "ro mount changed the image"
 

@@ -328,6 +328,25 @@ ubtrfs_log() { echo "${_ubtrfs_log[$(realpath "$1")]:-}"; }
 # ubtrfs_pid MNT: pid of the daemon serving MNT.
 ubtrfs_pid() { echo "${_ubtrfs_pid[$(realpath "$1")]:-}"; }
 
+# fuse_umount_retrying_busy MNT: `fusermount3 -u` (else umount(8)) of a FUSE mount. A mount point
+# still in use ("target is busy": a process of the test not yet gone, a sampler's stat) is the
+# kernel's refusal, not the daemon's: retried for up to 10 s, saying once who held it. Seen in the
+# full ENOSPC matrix and in daemon_cli_test on a machine under load; the retried unmount still has
+# to succeed. Returns non-zero (with the error) if it does not.
+fuse_umount_retrying_busy() {
+  local mnt=$1 tries=0
+  until fusermount3 -u "$mnt" 2>"$UBTRFS_TEST_ROOT/umount.err" || umount "$mnt" 2>>"$UBTRFS_TEST_ROOT/umount.err"; do
+    if ! grep -qiE 'busy' "$UBTRFS_TEST_ROOT/umount.err" || ((++tries > 40)); then
+      echo "cannot unmount $mnt: $(cat "$UBTRFS_TEST_ROOT/umount.err")" >&2
+      return 1
+    fi
+    if ((tries == 1)); then
+      echo "$mnt is busy, retrying for up to 10 s; held by: $(fuser -vm "$mnt" 2>&1 | grep -v "Cannot stat" | tr -s ' \n' ' ')" >&2
+    fi
+    sleep 0.25
+  done
+}
+
 # ubtrfs_umount MNT: unmount, then wait for the daemon to finish its final commit and exit.
 # Returns non-zero if the unmount fails, the daemon does not exit in time, exits non-zero or
 # logged a sanitizer report. The log stays readable as $UBTRFS_LAST_LOG.
@@ -348,21 +367,7 @@ ubtrfs_umount() {
     "$UBTRFS_BIN/inspect/ubtrfs-inspect" stats "$mnt" --json 2>/dev/null | tr -d '\n' >>"$UBTRFS_STATS_JSONL" &&
       echo >>"$UBTRFS_STATS_JSONL" || true
   fi
-  # A mount point still in use ("target is busy": a process of the test not yet gone, a sampler's
-  # stat) is the kernel's refusal, not the daemon's: retried for a while, saying who held it. Seen
-  # once in the full ENOSPC matrix on a machine under load; the retried unmount still has to
-  # succeed, and the daemon's final commit is judged as before.
-  local tries=0
-  until fusermount3 -u "$mnt" 2>"$UBTRFS_TEST_ROOT/umount.err" || umount "$mnt" 2>>"$UBTRFS_TEST_ROOT/umount.err"; do
-    if ! grep -qiE 'busy' "$UBTRFS_TEST_ROOT/umount.err" || ((++tries > 40)); then
-      echo "ubtrfs_umount: cannot unmount $mnt: $(cat "$UBTRFS_TEST_ROOT/umount.err")" >&2
-      return 1
-    fi
-    if ((tries == 1)); then
-      echo "ubtrfs_umount: $mnt is busy, retrying for up to 10 s; held by: $(fuser -vm "$mnt" 2>&1 | grep -v "Cannot stat" | tr -s ' \n' ' ')" >&2
-    fi
-    sleep 0.25
-  done
+  fuse_umount_retrying_busy "$mnt" || return 1
   unset "_ubtrfs_pid[$real]" "_ubtrfs_log[$real]"
   # shellcheck disable=SC2034  # a result for the calling test
   UBTRFS_LAST_LOG=$log
