@@ -89,7 +89,7 @@ struct OpenOptions {
   // allocate over the log's blocks and commit a superblock that still points at them.
   bool replays_log = false;
   uint64_t cache_bytes = 256ull << 20;
-  bool cow_overwrite = true;   // fix 1 (on by default, as MountOptions)
+  bool cow_overwrite = false;  // fix 1
   bool wb_inhibit = true;      // fix 2
   bool wb_hold_recopied = true;  // fix 2's transaction scope (tree/tree_root.h TreeHandle::wb_hold_recopied)
   WritebackOptions writeback;  // the background writeback thread (tree/writeback.h)
@@ -232,7 +232,7 @@ class FsInfo {
 
   std::string path_;
   bool read_only_ = true;
-  bool cow_overwrite_ = true, wb_inhibit_ = true, wb_hold_recopied_ = true;
+  bool cow_overwrite_ = false, wb_inhibit_ = true, wb_hold_recopied_ = true;
   bool log_replay_pending_ = false;
   bool fst_pending_ = false;  // written at open and by the commit that builds the tree
   // An io::GatedDevice around the opened device, under an io::WriteBehindDevice when writable.

@@ -38,9 +38,7 @@ struct MountOptions {
   // nologreplay / rescue=nologreplay (the kernel's names): never replay a log tree; a read-write
   // mount of an image that has one is then refused.
   bool nologreplay = false;
-  // cow_overwrite=on|off: fix 1, on by default since the crash-consistency suite ran clean with it
-  // (README "Writeback and COW amplification": why it is safe here although upstream reverted it).
-  bool cow_overwrite = true;
+  bool cow_overwrite = false;             // cow_overwrite=on|off: fix 1 (off by default: upstream reverted it)
   bool wb_inhibit = true;                 // wb_inhibit=on|off|handle: fix 2
   // wb_inhibit=on also holds a block's second copy in a transaction from background writeback until
   // the commit (fix 2's transaction scope, tree/tree_root.h); wb_inhibit=handle is the patch's

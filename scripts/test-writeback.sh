@@ -10,8 +10,8 @@
 #
 #   baseline   cow_overwrite=off wb_inhibit=off
 #   overwrite  cow_overwrite=on  wb_inhibit=off   (fix 1)
-#   inhibit    cow_overwrite=off wb_inhibit=on    (fix 2)
-#   combined   cow_overwrite=on  wb_inhibit=on    (both fixes, the default)
+#   inhibit    cow_overwrite=off wb_inhibit=on    (fix 2, the default)
+#   combined   cow_overwrite=on  wb_inhibit=on
 #
 # Each mount's live counters are collected before its unmount (UBTRFS_STATS_JSONL); a test other
 # than the (one-second) POSIX suite fails if background writeback wrote no block during it (it

@@ -15,8 +15,8 @@
 #      one-writer fill through the daemon under TSan, and the reservation system's unit tests
 #      (space_info, block reserves, tickets: 8 threads reserving at once) and the tree writeback
 #      tests (the writeback thread racing 8 writers) under TSan. The ASan and TSan POSIX/stress
-#      runs mount with an 8 MiB cache and background writeback above 1 % of it; under ASan with
-#      fix 1 off (the default is on). Stages 3 and 4 run with the fuse module's enable_uring=Y (restored at exit): the
+#      runs mount with an 8 MiB cache and background writeback above 1 % of it; under TSan with
+#      fix 1 on. Stages 3 and 4 run with the fuse module's enable_uring=Y (restored at exit): the
 #      sanitized daemons serve through FUSE over io_uring (tools/daemon/fuse_uring.h).
 #   The full profile (UBTRFS_TEST_PROFILE=full, about an hour) adds every unit suite under ASan
 #   and TSan (among them the transaction and POSIX-layer concurrency tests), the tools on hostile
@@ -234,10 +234,9 @@ stage_asan() {
   local asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|stress_mixed_block_groups|bad_input_mount|remove_privs_on_write)_test$'
   ((full)) && asan_tests='^oracle_(posix_ubtrfs|stress_ubtrfs|stress_mixed_block_groups|bad_input_mount|remove_privs_on_write|kernel_to_ubtrfs)_test$'
   # The tree-block writeback thread works all the time in these runs: an 8 MiB cache, background
-  # writeback above 1 % of it (issue 8). Fix 1 off here: every other daemon run has it on (the
-  # default), this one keeps the copy-again path of written blocks (the base COW rule) covered.
+  # writeback above 1 % of it (issue 8).
   UBTRFS_DAEMON=$A/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$asan_nops UBTRFS_STRESS_MIXED_NOPS=$asan_nops UBTRFS_IMAGES="001 002" \
-    UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1,cow_overwrite=off \
+    UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1 \
     UBTRFS_UMOUNT_TIMEOUT=900 run_suite "$B" -R "$asan_tests"
   # The writeback cache (issue 10: correctness does not move with it): the POSIX suite and the
   # stress oracle with the kernel's page cache holding the writes (scripts/test-writeback-cache.sh
@@ -258,8 +257,8 @@ stage_tsan() {
   export UBTRFS_STRESS_TIMEOUT=600  # as in stage_asan
   ((full)) && run_suite "$T" -R '^(io|tree|alloc|fs)_unit$'
   echo "=== the integration tests again, with the daemon under TSan"
-  # With writeback working all the time and both fixes on (the default; fix 1's waits for writes
-  # in flight race the writeback thread).
+  # With writeback working all the time and fix 1 on (its waits for writes in flight race the
+  # writeback thread), fix 2 on (the default).
   UBTRFS_DAEMON=$T/tools/daemon/ubtrfs UBTRFS_STRESS_NOPS=$tsan_nops UBTRFS_UMOUNT_TIMEOUT=900 \
     UBTRFS_EXTRA_MOUNT_OPTS=cache_mb=8,wb_ratio=1,wb_interval=1,wb_expire=1,cow_overwrite=on \
     run_suite "$B" -R '^oracle_(posix_ubtrfs|stress_ubtrfs)_test$'

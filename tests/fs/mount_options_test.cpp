@@ -13,11 +13,11 @@ TEST_CASE("defaults and every ubtrfs option parse") {
   REQUIRE(d);
   CHECK_FALSE(d->read_only);
   CHECK(d->commit_interval_s == 30);
-  CHECK(d->cow_overwrite);
+  CHECK_FALSE(d->cow_overwrite);
   CHECK(d->wb_inhibit);
   auto o = parse_mount_options(
       "ro,commit=5,cache_mb=64,log_level=debug,allow_other,default_permissions,subvolid=257,subvol=a/b,"
-      "cow_overwrite=off,wb_inhibit=off");
+      "cow_overwrite=on,wb_inhibit=off");
   REQUIRE(o);
   CHECK(o->read_only);
   CHECK(o->commit_interval_s == 5);
@@ -27,7 +27,7 @@ TEST_CASE("defaults and every ubtrfs option parse") {
   CHECK(o->default_permissions);
   CHECK(o->subvolid == 257u);
   CHECK(o->subvol == std::string("a/b"));
-  CHECK_FALSE(o->cow_overwrite);
+  CHECK(o->cow_overwrite);
   CHECK_FALSE(o->wb_inhibit);
   CHECK_FALSE(o->wb_hold_recopied);
   // Fix 2: on = the handle's inhibitor and the transaction scope's hold; handle = the patch's

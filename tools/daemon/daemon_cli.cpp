@@ -175,7 +175,7 @@ ubtrfs options:
                         before a crash) instead of replaying it; also rescue=nologreplay and
                         norecovery
   cow_overwrite=on|off  fix 1: overwrite a tree block written earlier in the same transaction in
-                        place instead of copying it again (default on; see README)
+                        place instead of copying it again (default off; see README)
   wb_inhibit=on|off|handle
                         fix 2: background writeback leaves the tree blocks a running operation
                         copied or reused alone until it ends, and a block copied a second time
